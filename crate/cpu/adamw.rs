@@ -1,0 +1,44 @@
+//! AdamW, in PyTorch's order of operations.
+
+use super::{cst, Float};
+
+/// AdamW hyper-parameters for one update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamWConfig {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+/// One AdamW update of params with grads · clip_scale; m, v are the moments;
+/// `step` counts from 1 (bias correction 1 − β^step).
+pub fn adamw<F: Float>(
+    params: &mut [F],
+    grads: &[F],
+    m: &mut [F],
+    v: &mut [F],
+    clip_scale: F,
+    cfg: AdamWConfig,
+    step: u32,
+) {
+    let (b1, b2) = (cst::<F>(cfg.beta1), cst::<F>(cfg.beta2));
+    let bias_correction1 = cst::<F>(1.0 - cfg.beta1.powi(step as i32));
+    let bias_correction2_sqrt = cst::<F>((1.0 - cfg.beta2.powi(step as i32)).sqrt());
+    let lr = cst::<F>(cfg.lr);
+    for i in 0..params.len() {
+        let g = grads[i] * clip_scale;
+        params[i] = params[i] * (F::one() - lr * cst(cfg.weight_decay));
+        m[i] = m[i] + (F::one() - b1) * (g - m[i]);
+        v[i] = b2 * v[i] + (F::one() - b2) * g * g;
+        let denom = v[i].sqrt() / bias_correction2_sqrt + cst(cfg.eps);
+        params[i] = params[i] - (lr / bias_correction1) * m[i] / denom;
+    }
+}

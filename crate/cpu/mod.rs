@@ -1,0 +1,30 @@
+//! The CPU twins: one plain-Rust function per GPU kernel, same name and argument order
+//! (outputs first, then inputs, then sizes), written to be read rather than to be fast.
+//!
+//! Sizes follow llm.c: B batch, T time (sequence), C channels, NH heads, HS = C / NH head
+//! size, V vocabulary, N rows. Each function is generic over the float type so that tests
+//! can run it in f64 as the reference the f32 GPU kernels are held against.
+//!
+//! Conventions shared with the WGSL: activation gradients of single-use tensors are
+//! overwritten (`=`), parameter gradients and residual-stream gradients accumulate (`+=`).
+
+pub mod adamw;
+pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod gelu;
+pub mod grad_norm;
+pub mod layernorm;
+pub mod matmul;
+pub mod residual;
+pub mod sum_rows;
+
+/// The float types the twins run in: f32 (as the GPU) and f64 (the test reference).
+pub trait Float: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static {}
+impl<T: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static> Float for T {}
+
+/// A constant in the twin's float type.
+#[inline]
+pub fn cst<F: Float>(x: f64) -> F {
+    F::from(x).expect("a float constant")
+}

@@ -1,0 +1,138 @@
+//! Recording many kernels into one command encoder, submitted at once.
+
+use wgpu::util::DeviceExt;
+
+use super::context::{Buffer, Gpu, GpuError};
+use super::shaders::Shader;
+
+/// Splits `n` workgroups over x and y so that neither exceeds `max_per_dim`
+/// (65535 on most adapters). Shaders recover the flat index as `wid.x + wid.y * nwg.x`
+/// and return when it is past the end.
+pub fn grid_1d(n: u32, max_per_dim: u32) -> [u32; 3] {
+    let n = n.max(1);
+    if n <= max_per_dim {
+        [n, 1, 1]
+    } else {
+        [max_per_dim, n.div_ceil(max_per_dim), 1]
+    }
+}
+
+/// A batch of kernel dispatches in one command encoder. Build it with [`Gpu::begin`],
+/// record kernels with the typed functions in `gpu::*`, then [`Gpu::submit`] it.
+pub struct Batch<'g> {
+    pub(crate) gpu: &'g Gpu,
+    encoder: wgpu::CommandEncoder,
+    /// Scratch buffers that must live until the batch has been submitted.
+    temps: Vec<Buffer>,
+    dispatches: usize,
+}
+
+impl Gpu {
+    pub fn begin(&self) -> Batch<'_> {
+        Batch {
+            gpu: self,
+            encoder: self.device.create_command_encoder(&Default::default()),
+            temps: Vec::new(),
+            dispatches: 0,
+        }
+    }
+
+    /// Submits everything recorded in `batch` as one command buffer.
+    pub fn submit(&self, batch: Batch<'_>) {
+        self.queue.submit([batch.encoder.finish()]);
+        drop(batch.temps);
+    }
+}
+
+impl Batch<'_> {
+    pub fn gpu(&self) -> &Gpu {
+        self.gpu
+    }
+
+    /// Number of kernel dispatches recorded so far.
+    pub fn dispatches(&self) -> usize {
+        self.dispatches
+    }
+
+    /// A zeroed scratch buffer that lives until this batch is submitted.
+    pub fn temp(&mut self, len: usize) -> Result<Buffer, GpuError> {
+        let buf = self.gpu.zeros(len)?;
+        self.temps.push(buf.clone());
+        Ok(buf)
+    }
+
+    /// Sets a whole buffer to zero (gradients before a step).
+    pub fn clear(&mut self, buf: &Buffer) {
+        self.encoder.clear_buffer(&buf.raw, 0, None);
+    }
+
+    /// Copies `len` elements between buffers.
+    pub fn copy(&mut self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, len: usize) {
+        assert!(src_offset + len <= src.len() && dst_offset + len <= dst.len());
+        self.encoder.copy_buffer_to_buffer(
+            &src.raw,
+            4 * src_offset as u64,
+            &dst.raw,
+            4 * dst_offset as u64,
+            4 * len as u64,
+        );
+    }
+
+    /// Records one dispatch of `entry` in `shader`. Binding 0 is the uniform `params`;
+    /// `buffers` pairs each storage binding number (as the WGSL declares it) with a buffer.
+    pub fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        shader: Shader,
+        entry: &'static str,
+        params: &P,
+        buffers: &[(u32, &Buffer)],
+        workgroups: [u32; 3],
+    ) {
+        let max = self.gpu.limits.max_compute_workgroups_per_dimension;
+        assert!(
+            workgroups.iter().all(|&w| w <= max),
+            "{entry}: {workgroups:?} workgroups exceed {max} per dimension"
+        );
+        if workgroups.contains(&0) {
+            return;
+        }
+        let device = &self.gpu.device;
+        let pipeline = self.gpu.pipeline(shader, entry);
+        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(entry),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        }];
+        for &(binding, buf) in buffers {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: buf.raw.as_entire_binding(),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some(entry),
+            timestamp_writes: None,
+        });
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        self.dispatches += 1;
+    }
+
+    /// Workgroups for `n` independent items handled `per_group` at a time, as a grid.
+    pub fn grid(&self, n: usize, per_group: usize) -> [u32; 3] {
+        grid_1d(
+            n.div_ceil(per_group) as u32,
+            self.gpu.limits.max_compute_workgroups_per_dimension,
+        )
+    }
+}

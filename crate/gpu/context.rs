@@ -1,0 +1,355 @@
+//! The device, its limits, buffers and readback.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use super::shaders::Shader;
+
+/// What can go wrong talking to the GPU, worded for the person who has to fix it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuError {
+    /// No WebGPU/Vulkan/Metal/DX12 adapter was found.
+    NoAdapter(String),
+    /// The adapter's limit `limit` is below what Kiln's kernels need.
+    LimitTooLow {
+        limit: &'static str,
+        needed: u64,
+        available: u64,
+    },
+    /// A buffer larger than the device allows was asked for.
+    BufferTooLarge {
+        bytes: u64,
+        limit: &'static str,
+        available: u64,
+    },
+    /// The adapter refused the device request.
+    RequestDevice(String),
+    /// Mapping a buffer for reading failed (usually a lost device).
+    Readback(String),
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuError::NoAdapter(why) => write!(f, "no GPU adapter available: {why}"),
+            GpuError::LimitTooLow {
+                limit,
+                needed,
+                available,
+            } => write!(
+                f,
+                "this GPU's {limit} is {available}, but Kiln's kernels need at least {needed}"
+            ),
+            GpuError::BufferTooLarge {
+                bytes,
+                limit,
+                available,
+            } => write!(
+                f,
+                "a buffer of {} MiB is larger than this GPU's {limit} ({} MiB); choose a smaller model or batch",
+                bytes.div_ceil(1 << 20),
+                available >> 20
+            ),
+            GpuError::RequestDevice(why) => write!(f, "the GPU refused to create a device: {why}"),
+            GpuError::Readback(why) => write!(f, "reading a GPU buffer back failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+/// What the kernels in `shaders/` need from an adapter. Each is checked by name.
+/// - 6 storage buffers in one dispatch (layernorm: input, weight, bias, output, mean, rstd);
+/// - 8 KiB of workgroup memory (matmul's two 64×16 f32 tiles);
+/// - 256 invocations per workgroup (16×16 matmul tiles, 256-wide reductions).
+const NEEDED: [(&str, u32); 4] = [
+    ("maxStorageBuffersPerShaderStage", 6),
+    ("maxComputeWorkgroupStorageSize", 8192),
+    ("maxComputeInvocationsPerWorkgroup", 256),
+    ("maxComputeWorkgroupSizeX", 256),
+];
+
+fn adapter_limit(limits: &wgpu::Limits, name: &str) -> u32 {
+    match name {
+        "maxStorageBuffersPerShaderStage" => limits.max_storage_buffers_per_shader_stage,
+        "maxComputeWorkgroupStorageSize" => limits.max_compute_workgroup_storage_size,
+        "maxComputeInvocationsPerWorkgroup" => limits.max_compute_invocations_per_workgroup,
+        "maxComputeWorkgroupSizeX" => limits.max_compute_workgroup_size_x,
+        _ => unreachable!("unknown limit {name}"),
+    }
+}
+
+/// Checks an adapter's limits against [`NEEDED`] and returns the limits to request:
+/// WebGPU's downlevel defaults, raised to what the kernels need and, for buffer sizes,
+/// to everything the adapter offers (big models need big buffers).
+pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError> {
+    for (name, needed) in NEEDED {
+        let available = adapter_limit(adapter, name);
+        if available < needed {
+            return Err(GpuError::LimitTooLow {
+                limit: name,
+                needed: needed as u64,
+                available: available as u64,
+            });
+        }
+    }
+    let mut limits = wgpu::Limits::downlevel_defaults().using_resolution(adapter.clone());
+    limits.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage.min(8);
+    limits.max_compute_workgroup_storage_size = adapter.max_compute_workgroup_storage_size.min(16384);
+    limits.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
+    limits.max_buffer_size = adapter.max_buffer_size;
+    Ok(limits)
+}
+
+/// A storage buffer of 4-byte elements (f32 or u32).
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub(crate) raw: wgpu::Buffer,
+    len: usize,
+}
+
+impl Buffer {
+    /// Number of 4-byte elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The whole buffer, from element 0.
+    pub fn view(&self) -> View<'_> {
+        View {
+            buf: self,
+            offset: 0,
+        }
+    }
+
+    /// The buffer from element `offset` on (a tensor inside a flat parameter buffer).
+    pub fn at(&self, offset: usize) -> View<'_> {
+        assert!(offset <= self.len, "offset {offset} past a buffer of {}", self.len);
+        View { buf: self, offset }
+    }
+}
+
+/// A tensor inside a buffer: the buffer and the element where the tensor starts.
+/// Kernels bind whole buffers and receive offsets as parameters, because storage
+/// binding offsets must be 256-byte aligned and tensors in a flat buffer are not.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub buf: &'a Buffer,
+    pub offset: usize,
+}
+
+impl View<'_> {
+    /// Panics (a bug in the caller, never user input) when `len` elements do not fit.
+    pub fn check(&self, len: usize, what: &str) -> u32 {
+        assert!(
+            self.offset + len <= self.buf.len(),
+            "{what}: needs {len} elements from offset {}, buffer has {}",
+            self.offset,
+            self.buf.len()
+        );
+        self.offset as u32
+    }
+}
+
+/// The GPU: device, queue, limits and compiled pipelines.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) limits: wgpu::Limits,
+    info: wgpu::AdapterInfo,
+    modules: RefCell<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+}
+
+impl Gpu {
+    /// Opens the default adapter: natively Vulkan/Metal/DX12 (`WGPU_BACKEND` overrides),
+    /// in the browser `navigator.gpu`.
+    pub async fn new() -> Result<Gpu, GpuError> {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        if !cfg!(target_arch = "wasm32") {
+            // GL has no compute on many drivers; prefer the modern APIs unless told otherwise.
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        let instance = wgpu::Instance::new(desc.with_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let required_limits = required_limits(&adapter.limits())?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("kiln"),
+                required_features: wgpu::Features::empty(),
+                required_limits: required_limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        Ok(Gpu {
+            device,
+            queue,
+            limits: required_limits,
+            info: adapter.get_info(),
+            modules: RefCell::new(HashMap::new()),
+            pipelines: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// "name (backend)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    fn check_size(&self, bytes: u64) -> Result<(), GpuError> {
+        let binding = self.limits.max_storage_buffer_binding_size;
+        if bytes > binding {
+            return Err(GpuError::BufferTooLarge {
+                bytes,
+                limit: "maxStorageBufferBindingSize",
+                available: binding,
+            });
+        }
+        if bytes > self.limits.max_buffer_size {
+            return Err(GpuError::BufferTooLarge {
+                bytes,
+                limit: "maxBufferSize",
+                available: self.limits.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+
+    fn raw_buffer(&self, len: usize) -> Result<wgpu::Buffer, GpuError> {
+        // Bindings may not be empty: keep at least one element.
+        let bytes = 4 * len.max(1) as u64;
+        self.check_size(bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
+        Ok(Buffer {
+            raw: self.raw_buffer(len)?,
+            len,
+        })
+    }
+
+    /// A buffer holding `data` (f32 or u32).
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<Buffer, GpuError> {
+        assert_eq!(std::mem::size_of::<T>(), 4, "Kiln buffers hold 4-byte elements");
+        let buf = self.zeros(data.len())?;
+        self.write(&buf, 0, data);
+        Ok(buf)
+    }
+
+    /// Overwrites elements `offset..offset + data.len()` (ordered before the next submit).
+    pub fn write<T: bytemuck::Pod>(&self, buf: &Buffer, offset: usize, data: &[T]) {
+        assert!(offset + data.len() <= buf.len, "write past the end of a buffer");
+        if !data.is_empty() {
+            self.queue
+                .write_buffer(&buf.raw, 4 * offset as u64, bytemuck::cast_slice(data));
+        }
+    }
+
+    /// Reads a whole buffer back as f32.
+    pub async fn read_f32(&self, buf: &Buffer) -> Result<Vec<f32>, GpuError> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(buf).await?).to_vec())
+    }
+
+    /// Reads a whole buffer back as u32.
+    pub async fn read_u32(&self, buf: &Buffer) -> Result<Vec<u32>, GpuError> {
+        Ok(bytemuck::cast_slice(&self.read_bytes(buf).await?).to_vec())
+    }
+
+    async fn read_bytes(&self, buf: &Buffer) -> Result<Vec<u8>, GpuError> {
+        let bytes = 4 * buf.len as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&buf.raw, 0, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        // Natively nothing completes unless we poll; in the browser the JS event loop does it.
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        receiver
+            .await
+            .map_err(|_| GpuError::Readback("the map callback was dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(data)
+    }
+
+    /// Waits until all submitted work has finished (native only; benchmarks use it).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Readback(e.to_string()))
+    }
+
+    /// The compute pipeline for `entry` in `shader`, compiled once and cached.
+    pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
+        if let Some(p) = self.pipelines.borrow().get(&(shader, entry)) {
+            return p.clone();
+        }
+        let mut modules = self.modules.borrow_mut();
+        let module = modules.entry(shader).or_insert_with(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                })
+        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        self.pipelines
+            .borrow_mut()
+            .insert((shader, entry), pipeline.clone());
+        pipeline
+    }
+}

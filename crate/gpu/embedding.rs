@@ -1,0 +1,109 @@
+//! Dispatch for `shaders/embedding.wgsl`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::sum_rows::sum_rows;
+use super::{Batch, Buffer, Gpu, GpuError, Shader, View};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    b: u32,
+    t: u32,
+    c: u32,
+    n_buckets: u32,
+    wte_offset: u32,
+    wpe_offset: u32,
+    _pad: [u32; 2],
+}
+
+/// Positions grouped by token, for a deterministic embedding backward pass:
+/// `[token, first, count]` per distinct token (ascending), then the positions.
+pub fn token_buckets(tokens: &[u32]) -> (Vec<u32>, usize) {
+    let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
+    order.sort_by_key(|&i| (tokens[i as usize], i));
+    let mut header = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let token = tokens[order[start] as usize];
+        let mut end = start;
+        while end < order.len() && tokens[order[end] as usize] == token {
+            end += 1;
+        }
+        header.extend([token, start as u32, (end - start) as u32]);
+        start = end;
+    }
+    let n_buckets = header.len() / 3;
+    header.extend(order);
+    (header, n_buckets)
+}
+
+/// The tokens of a batch, uploaded with their buckets (built once per batch on the CPU).
+pub struct TokenBuckets {
+    buf: Buffer,
+    n_buckets: usize,
+}
+
+impl TokenBuckets {
+    pub fn new(gpu: &Gpu, tokens: &[u32]) -> Result<TokenBuckets, GpuError> {
+        let (data, n_buckets) = token_buckets(tokens);
+        Ok(TokenBuckets { buf: gpu.upload(&data)?, n_buckets })
+    }
+}
+
+/// out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) u32.
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_forward(batch: &mut Batch, out: &Buffer, tokens: &Buffer, wte: View, wpe: View, b: usize, t: usize, c: usize) {
+    assert!(out.len() >= b * t * c && tokens.len() >= b * t);
+    let params = Params {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        n_buckets: 0,
+        wte_offset: wte.check(c, "wte") ,
+        wpe_offset: wpe.check(t * c, "wpe"),
+        _pad: [0; 2],
+    };
+    let groups = batch.grid(b * t * c, 64);
+    batch.dispatch(
+        Shader::Embedding,
+        "embedding_forward",
+        &params,
+        &[(1, tokens), (2, wte.buf), (3, wpe.buf), (4, out)],
+        groups,
+    );
+}
+
+/// dwte (V, C) and dwpe (T, C) += the gradients from dout (B, T, C).
+#[allow(clippy::too_many_arguments)]
+pub fn embedding_backward(
+    batch: &mut Batch,
+    dwte: View,
+    dwpe: View,
+    dout: &Buffer,
+    tokens: &TokenBuckets,
+    b: usize,
+    t: usize,
+    c: usize,
+) -> Result<(), GpuError> {
+    assert!(dout.len() >= b * t * c);
+    let params = Params {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        n_buckets: tokens.n_buckets as u32,
+        wte_offset: dwte.check(c, "dwte"),
+        wpe_offset: 0,
+        _pad: [0; 2],
+    };
+    let groups = batch.grid(tokens.n_buckets * c, 64);
+    batch.dispatch(
+        Shader::Embedding,
+        "embedding_backward",
+        &params,
+        &[(5, dout), (6, dwte.buf), (7, &tokens.buf)],
+        groups,
+    );
+    // dwpe[t, :] = Σ_b dout[b, t, :]: column sums of dout seen as (B, T·C).
+    sum_rows(batch, dwpe, dout.view(), b, t * c, true)
+}
