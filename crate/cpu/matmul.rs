@@ -18,15 +18,28 @@ pub struct MatmulShape {
 impl MatmulShape {
     /// A·B with A (m×k), B (k×n).
     pub fn nn(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape { batch: 1, m, n, k, a_transposed: false, b_transposed: false }
+        MatmulShape {
+            batch: 1,
+            m,
+            n,
+            k,
+            a_transposed: false,
+            b_transposed: false,
+        }
     }
     /// A·Bᵀ with A (m×k), B stored (n×k).
     pub fn nt(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape { b_transposed: true, ..Self::nn(m, n, k) }
+        MatmulShape {
+            b_transposed: true,
+            ..Self::nn(m, n, k)
+        }
     }
     /// Aᵀ·B with A stored (k×m), B (k×n).
     pub fn tn(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape { a_transposed: true, ..Self::nn(m, n, k) }
+        MatmulShape {
+            a_transposed: true,
+            ..Self::nn(m, n, k)
+        }
     }
     pub fn batched(self, batch: usize) -> Self {
         MatmulShape { batch, ..self }
@@ -43,11 +56,19 @@ impl MatmulShape {
     }
     /// (row stride, column stride) of A(m, k) in its storage.
     pub fn a_strides(&self) -> (usize, usize) {
-        if self.a_transposed { (1, self.m) } else { (self.k, 1) }
+        if self.a_transposed {
+            (1, self.m)
+        } else {
+            (self.k, 1)
+        }
     }
     /// (row stride, column stride) of B(k, n) in its storage.
     pub fn b_strides(&self) -> (usize, usize) {
-        if self.b_transposed { (1, self.k) } else { (self.n, 1) }
+        if self.b_transposed {
+            (1, self.k)
+        } else {
+            (self.n, 1)
+        }
     }
     /// Floating-point operations of the product (a multiply and an add per term).
     pub fn flops(&self) -> f64 {

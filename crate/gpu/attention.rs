@@ -14,8 +14,16 @@ struct Params {
 }
 
 fn params(b: usize, t: usize, c: usize, nh: usize) -> Params {
-    assert!(nh > 0 && c % nh == 0, "attention: C = {c} is not a multiple of NH = {nh}");
-    Params { b: b as u32, t: t as u32, c: c as u32, nh: nh as u32 }
+    assert!(
+        nh > 0 && c % nh == 0,
+        "attention: C = {c} is not a multiple of NH = {nh}"
+    );
+    Params {
+        b: b as u32,
+        t: t as u32,
+        c: c as u32,
+        nh: nh as u32,
+    }
 }
 
 /// out (B, T, C), att (B, NH, T, T) ← qkv (B, T, 3C). One workgroup per (b, h, t).
@@ -61,6 +69,18 @@ pub fn attention_backward(
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && datt.len() >= b * nh * t * t);
     let groups = batch.grid(b * nh * t, 1);
     let bindings = [(1, qkv), (2, att), (4, dout), (5, datt), (6, dqkv)];
-    batch.dispatch(Shader::Attention, "attention_backward_query", &p, &bindings, groups);
-    batch.dispatch(Shader::Attention, "attention_backward_key", &p, &bindings, groups);
+    batch.dispatch(
+        Shader::Attention,
+        "attention_backward_query",
+        &p,
+        &bindings,
+        groups,
+    );
+    batch.dispatch(
+        Shader::Attention,
+        "attention_backward_key",
+        &p,
+        &bindings,
+        groups,
+    );
 }

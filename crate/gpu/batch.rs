@@ -67,7 +67,14 @@ impl Batch<'_> {
     }
 
     /// Copies `len` elements between buffers.
-    pub fn copy(&mut self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, len: usize) {
+    pub fn copy(
+        &mut self,
+        src: &Buffer,
+        src_offset: usize,
+        dst: &Buffer,
+        dst_offset: usize,
+        len: usize,
+    ) {
         assert!(src_offset + len <= src.len() && dst_offset + len <= dst.len());
         self.encoder.copy_buffer_to_buffer(
             &src.raw,
@@ -118,10 +125,12 @@ impl Batch<'_> {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let mut pass = self.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(entry),
-            timestamp_writes: None,
-        });
+        let mut pass = self
+            .encoder
+            .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);

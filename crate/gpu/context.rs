@@ -95,8 +95,10 @@ pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError>
         }
     }
     let mut limits = wgpu::Limits::downlevel_defaults().using_resolution(adapter.clone());
-    limits.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage.min(8);
-    limits.max_compute_workgroup_storage_size = adapter.max_compute_workgroup_storage_size.min(16384);
+    limits.max_storage_buffers_per_shader_stage =
+        adapter.max_storage_buffers_per_shader_stage.min(8);
+    limits.max_compute_workgroup_storage_size =
+        adapter.max_compute_workgroup_storage_size.min(16384);
     limits.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
     limits.max_buffer_size = adapter.max_buffer_size;
     Ok(limits)
@@ -129,7 +131,11 @@ impl Buffer {
 
     /// The buffer from element `offset` on (a tensor inside a flat parameter buffer).
     pub fn at(&self, offset: usize) -> View<'_> {
-        assert!(offset <= self.len, "offset {offset} past a buffer of {}", self.len);
+        assert!(
+            offset <= self.len,
+            "offset {offset} past a buffer of {}",
+            self.len
+        );
         View { buf: self, offset }
     }
 }
@@ -204,8 +210,20 @@ impl Gpu {
     }
 
     /// "name (backend)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
+    /// Browsers leave the name empty and describe the adapter in `driver` instead.
     pub fn adapter_name(&self) -> String {
-        format!("{} ({:?})", self.info.name, self.info.backend)
+        let i = &self.info;
+        let name = [&i.name, &i.driver, &i.driver_info]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if name.is_empty() {
+            format!("{:?}", i.backend)
+        } else {
+            format!("{name} ({:?})", i.backend)
+        }
     }
 
     pub fn limits(&self) -> &wgpu::Limits {
@@ -255,7 +273,11 @@ impl Gpu {
 
     /// A buffer holding `data` (f32 or u32).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<Buffer, GpuError> {
-        assert_eq!(std::mem::size_of::<T>(), 4, "Kiln buffers hold 4-byte elements");
+        assert_eq!(
+            std::mem::size_of::<T>(),
+            4,
+            "Kiln buffers hold 4-byte elements"
+        );
         let buf = self.zeros(data.len())?;
         self.write(&buf, 0, data);
         Ok(buf)
@@ -263,7 +285,10 @@ impl Gpu {
 
     /// Overwrites elements `offset..offset + data.len()` (ordered before the next submit).
     pub fn write<T: bytemuck::Pod>(&self, buf: &Buffer, offset: usize, data: &[T]) {
-        assert!(offset + data.len() <= buf.len, "write past the end of a buffer");
+        assert!(
+            offset + data.len() <= buf.len,
+            "write past the end of a buffer"
+        );
         if !data.is_empty() {
             self.queue
                 .write_buffer(&buf.raw, 4 * offset as u64, bytemuck::cast_slice(data));

@@ -47,20 +47,32 @@ pub struct TokenBuckets {
 impl TokenBuckets {
     pub fn new(gpu: &Gpu, tokens: &[u32]) -> Result<TokenBuckets, GpuError> {
         let (data, n_buckets) = token_buckets(tokens);
-        Ok(TokenBuckets { buf: gpu.upload(&data)?, n_buckets })
+        Ok(TokenBuckets {
+            buf: gpu.upload(&data)?,
+            n_buckets,
+        })
     }
 }
 
 /// out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) u32.
 #[allow(clippy::too_many_arguments)]
-pub fn embedding_forward(batch: &mut Batch, out: &Buffer, tokens: &Buffer, wte: View, wpe: View, b: usize, t: usize, c: usize) {
+pub fn embedding_forward(
+    batch: &mut Batch,
+    out: &Buffer,
+    tokens: &Buffer,
+    wte: View,
+    wpe: View,
+    b: usize,
+    t: usize,
+    c: usize,
+) {
     assert!(out.len() >= b * t * c && tokens.len() >= b * t);
     let params = Params {
         b: b as u32,
         t: t as u32,
         c: c as u32,
         n_buckets: 0,
-        wte_offset: wte.check(c, "wte") ,
+        wte_offset: wte.check(c, "wte"),
         wpe_offset: wpe.check(t * c, "wpe"),
         _pad: [0; 2],
     };

@@ -40,7 +40,11 @@ pub fn matmul(
     s: MatmulShape,
     accumulate: bool,
 ) {
-    let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32, s.batch as u32];
+    let groups = [
+        s.n.div_ceil(64) as u32,
+        s.m.div_ceil(64) as u32,
+        s.batch as u32,
+    ];
     record(batch, "matmul", groups, out, a, b, bias, s, accumulate);
 }
 
@@ -54,8 +58,22 @@ pub fn matmul_naive(
     s: MatmulShape,
     accumulate: bool,
 ) {
-    let groups = [s.n.div_ceil(16) as u32, s.m.div_ceil(16) as u32, s.batch as u32];
-    record(batch, "matmul_naive", groups, out, a, b, bias, s, accumulate);
+    let groups = [
+        s.n.div_ceil(16) as u32,
+        s.m.div_ceil(16) as u32,
+        s.batch as u32,
+    ];
+    record(
+        batch,
+        "matmul_naive",
+        groups,
+        out,
+        a,
+        b,
+        bias,
+        s,
+        accumulate,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -76,7 +94,8 @@ fn record(
         m: s.m as u32,
         n: s.n as u32,
         k: s.k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 } | if accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
+            | if accumulate { FLAG_ACCUMULATE } else { 0 },
         a_offset: a.check(s.batch * s.a_len(), "matmul A"),
         a_batch: s.a_len() as u32,
         a_row: a_row as u32,

@@ -10,8 +10,8 @@ mod cases;
 
 use serde::Serialize;
 
-pub use cases::FAMILIES;
 use crate::gpu::{Gpu, GpuError};
+pub use cases::FAMILIES;
 
 /// The tolerance for f32 kernels against an f64 reference, relative to the output's
 /// largest magnitude. Rounding in f32 (ε = 1.2e-7) over the sums these kernels do (up to
@@ -55,9 +55,17 @@ pub fn max_rel_err(gpu: &[f32], reference: &[f64]) -> f64 {
     let scale = reference.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     let diff = gpu.iter().zip(reference).fold(0.0f64, |m, (&g, &r)| {
         let d = (g as f64 - r).abs();
-        if d.is_nan() { f64::INFINITY } else { m.max(d) }
+        if d.is_nan() {
+            f64::INFINITY
+        } else {
+            m.max(d)
+        }
     });
-    if scale > 0.0 { diff / scale } else { diff }
+    if scale > 0.0 {
+        diff / scale
+    } else {
+        diff
+    }
 }
 
 /// Runs the checks of one kernel family (a name from [`FAMILIES`]).

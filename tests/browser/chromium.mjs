@@ -1,0 +1,38 @@
+// Headless Debian Chromium for the browser tests, driven by playwright-core.
+// WebGPU in headless Chromium on a machine without a GPU comes from SwiftShader and
+// needs --enable-unsafe-webgpu; without that flag requestAdapter() returns null, which
+// is how the tests get a browser with no WebGPU. The network flags keep Chromium from
+// calling home (this machine has no route out, and the page must not need one).
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
+
+const QUIET = [
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+  '--disable-default-apps',
+];
+
+const WEBGPU = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-webgpu-adapter=swiftshader'];
+
+export async function launch({ webgpu = true } = {}) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: webgpu ? [...QUIET, ...WEBGPU] : QUIET,
+  });
+}
+
+/// Records every request the page makes, so a test can assert none leaves the origin.
+export function watchRequests(page) {
+  const urls = [];
+  page.on('request', (request) => urls.push(request.url()));
+  return urls;
+}

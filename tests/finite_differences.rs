@@ -1,0 +1,219 @@
+//! Every CPU backward pass against central finite differences, in f64.
+//!
+//! Each test builds a scalar loss L = Σ output ⊙ G (G random) — or the weighted loss
+//! itself for cross-entropy — perturbs every input element by ±h and compares
+//! (L(x + h) − L(x − h)) / 2h with the analytic gradient from the twin's backward.
+//! In f64 with h = 1e-5 the truncation error is O(h²) ≈ 1e-10 and the rounding error
+//! about ε·|L|/h ≈ 1e-10, so 1e-7 (relative to the gradient's largest element) is
+//! a tolerance no wrong gradient passes.
+
+use kiln::cpu::attention::{attention_backward, attention_forward};
+use kiln::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use kiln::cpu::embedding::{embedding_backward, embedding_forward};
+use kiln::cpu::gelu::{gelu_backward, gelu_forward};
+use kiln::cpu::layernorm::{layernorm_backward, layernorm_forward};
+use kiln::cpu::matmul::{matmul, MatmulShape};
+use kiln::cpu::residual::{residual_backward, residual_forward};
+use kiln::cpu::sum_rows::sum_rows;
+use kiln::rng::Rng;
+
+const H: f64 = 1e-5;
+const TOLERANCE: f64 = 1e-7;
+
+fn random(rng: &mut Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.range(-1.0, 1.0)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Compares `analytic` with central differences of `loss` around `x`; returns the max
+/// relative error and asserts it is within tolerance.
+fn check(name: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) -> f64 {
+    assert_eq!(x.len(), analytic.len());
+    let mut x = x.to_vec();
+    let scale = analytic.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    assert!(scale > 0.0, "{name}: the analytic gradient is all zero");
+    let mut worst = 0.0f64;
+    for i in 0..x.len() {
+        let keep = x[i];
+        x[i] = keep + H;
+        let plus = loss(&x);
+        x[i] = keep - H;
+        let minus = loss(&x);
+        x[i] = keep;
+        let numeric = (plus - minus) / (2.0 * H);
+        worst = worst.max((numeric - analytic[i]).abs() / scale);
+    }
+    println!(
+        "{name:<40} {} elements, max rel err {worst:.2e} (tolerance {TOLERANCE:.0e})",
+        x.len()
+    );
+    assert!(
+        worst <= TOLERANCE,
+        "{name}: finite differences disagree, max rel err {worst:.3e}"
+    );
+    worst
+}
+
+#[test]
+fn linear_layer_backward() {
+    // out (M×N) = A (M×K) · Wᵀ (W stored N×K) + bias: the three products of a linear layer.
+    let (m, n, k) = (5, 7, 3);
+    let rng = &mut Rng::new(1);
+    let (a, w, bias, g) = (
+        random(rng, m * k),
+        random(rng, n * k),
+        random(rng, n),
+        random(rng, m * n),
+    );
+    let forward = |a: &[f64], w: &[f64], bias: &[f64]| {
+        let mut out = vec![0.0; m * n];
+        matmul(&mut out, a, w, Some(bias), MatmulShape::nt(m, n, k), false);
+        dot(&out, &g)
+    };
+    let (mut da, mut dw, mut dbias) = (vec![0.0; m * k], vec![0.0; n * k], vec![0.0; n]);
+    matmul(&mut da, &g, &w, None, MatmulShape::nn(m, k, n), false); // dA = G · W
+    matmul(&mut dw, &g, &a, None, MatmulShape::tn(n, k, m), false); // dW = Gᵀ · A
+    sum_rows(&mut dbias, &g, m, n, false); // dbias = Σ_rows G
+    check("matmul: dA = G·W", &a, &da, |x| forward(x, &w, &bias));
+    check("matmul: dW = Gᵀ·A", &w, &dw, |x| forward(&a, x, &bias));
+    check("sum_rows: dbias", &bias, &dbias, |x| forward(&a, &w, x));
+}
+
+#[test]
+fn attention_backward_matches_finite_differences() {
+    for (b, t, c, nh) in [(1, 1, 2, 1), (2, 5, 8, 2), (1, 7, 6, 3)] {
+        let rng = &mut Rng::new(2);
+        let (qkv, g) = (random(rng, b * t * 3 * c), random(rng, b * t * c));
+        let forward = |qkv: &[f64]| {
+            let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+            attention_forward(&mut out, &mut att, qkv, b, t, c, nh);
+            dot(&out, &g)
+        };
+        let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+        attention_forward(&mut out, &mut att, &qkv, b, t, c, nh);
+        let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
+        attention_backward(&mut dqkv, &mut datt, &g, &qkv, &att, b, t, c, nh);
+        check(
+            &format!("attention B={b} T={t} C={c} NH={nh}"),
+            &qkv,
+            &dqkv,
+            forward,
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_backward_matches_finite_differences() {
+    let (n, v) = (6, 11);
+    let rng = &mut Rng::new(3);
+    let logits: Vec<f64> = random(rng, n * v).iter().map(|x| 3.0 * x).collect();
+    let targets: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
+    let weights = vec![0.5, 0.0, 0.25, 1.0, 0.0, 0.125]; // zeros mask positions out
+    let loss = |logits: &[f64]| {
+        let mut losses = vec![0.0; n];
+        cross_entropy_forward(&mut losses, logits, &targets, &weights, n, v);
+        losses.iter().sum::<f64>()
+    };
+    let mut dlogits = vec![0.0; n * v];
+    cross_entropy_backward(&mut dlogits, &logits, &targets, &weights, n, v);
+    check("cross_entropy (weighted, masked)", &logits, &dlogits, loss);
+    assert!(
+        dlogits[v..2 * v].iter().all(|&d| d == 0.0),
+        "a masked row has a gradient"
+    );
+}
+
+#[test]
+fn layernorm_backward_matches_finite_differences() {
+    let (n, c) = (4, 9);
+    let rng = &mut Rng::new(4);
+    let (inp, weight, bias, g) = (
+        random(rng, n * c),
+        random(rng, c),
+        random(rng, c),
+        random(rng, n * c),
+    );
+    let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
+        let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        layernorm_forward(&mut out, &mut mean, &mut rstd, inp, weight, bias, n, c);
+        dot(&out, &g)
+    };
+    let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
+    let (mut dinp, mut dweight, mut dbias) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
+    layernorm_backward(
+        &mut dinp,
+        &mut dweight,
+        &mut dbias,
+        &g,
+        &inp,
+        &weight,
+        &mean,
+        &rstd,
+        n,
+        c,
+    );
+    check("layernorm: dinp", &inp, &dinp, |x| {
+        forward(x, &weight, &bias)
+    });
+    check("layernorm: dweight", &weight, &dweight, |x| {
+        forward(&inp, x, &bias)
+    });
+    check("layernorm: dbias", &bias, &dbias, |x| {
+        forward(&inp, &weight, x)
+    });
+}
+
+#[test]
+fn gelu_backward_matches_finite_differences() {
+    let rng = &mut Rng::new(5);
+    let inp: Vec<f64> = random(rng, 40).iter().map(|x| 5.0 * x).collect();
+    let g = random(rng, 40);
+    let forward = |x: &[f64]| {
+        let mut out = vec![0.0; x.len()];
+        gelu_forward(&mut out, x);
+        dot(&out, &g)
+    };
+    let mut dinp = vec![0.0; inp.len()];
+    gelu_backward(&mut dinp, &inp, &g);
+    check("gelu", &inp, &dinp, forward);
+}
+
+#[test]
+fn residual_backward_matches_finite_differences() {
+    let rng = &mut Rng::new(6);
+    let (a, b, g) = (random(rng, 10), random(rng, 10), random(rng, 10));
+    let forward = |a: &[f64], b: &[f64]| {
+        let mut out = vec![0.0; a.len()];
+        residual_forward(&mut out, a, b);
+        dot(&out, &g)
+    };
+    let (mut da, mut db) = (vec![0.0; 10], vec![0.0; 10]);
+    residual_backward(&mut da, &mut db, &g);
+    check("residual: dinp1", &a, &da, |x| forward(x, &b));
+    check("residual: dinp2", &b, &db, |x| forward(&a, x));
+}
+
+#[test]
+fn embedding_backward_matches_finite_differences() {
+    let (b, t, c, v) = (2, 5, 3, 4);
+    let rng = &mut Rng::new(7);
+    let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+    let (wte, wpe, g) = (
+        random(rng, v * c),
+        random(rng, t * c),
+        random(rng, b * t * c),
+    );
+    let forward = |wte: &[f64], wpe: &[f64]| {
+        let mut out = vec![0.0; b * t * c];
+        embedding_forward(&mut out, &tokens, wte, wpe, b, t, c);
+        dot(&out, &g)
+    };
+    let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; t * c]);
+    embedding_backward(&mut dwte, &mut dwpe, &g, &tokens, b, t, c);
+    check("embedding: dwte", &wte, &dwte, |x| forward(x, &wpe));
+    check("embedding: dwpe", &wpe, &dwpe, |x| forward(&wte, x));
+}
