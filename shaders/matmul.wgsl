@@ -31,18 +31,18 @@ const TILE_K: u32 = 16u;  // depth of one step through K
 var<workgroup> tile_a: array<f32, 1024>;  // [TILE_K][TILE]: tile_a[k * TILE + m]
 var<workgroup> tile_b: array<f32, 1024>;  // [TILE_K][TILE]: tile_b[k * TILE + n]
 
+// Out-of-range elements read as 0. The read itself is clamped into range and the value
+// selected away, rather than branched around: no divergent control flow in the hot loop.
 fn load_a(z: u32, m: u32, k: u32) -> f32 {
-  if (m < p.M && k < p.K) {
-    return a[p.a_offset + z * p.a_batch + m * p.a_row + k * p.a_col];
-  }
-  return 0.0;
+  let inside = m < p.M && k < p.K;
+  let v = a[p.a_offset + z * p.a_batch + min(m, p.M - 1u) * p.a_row + min(k, p.K - 1u) * p.a_col];
+  return select(0.0, v, inside);
 }
 
 fn load_b(z: u32, k: u32, n: u32) -> f32 {
-  if (k < p.K && n < p.N) {
-    return b[p.b_offset + z * p.b_batch + k * p.b_row + n * p.b_col];
-  }
-  return 0.0;
+  let inside = k < p.K && n < p.N;
+  let v = b[p.b_offset + z * p.b_batch + min(k, p.K - 1u) * p.b_row + min(n, p.N - 1u) * p.b_col];
+  return select(0.0, v, inside);
 }
 
 fn store(z: u32, m: u32, n: u32, acc: f32) {

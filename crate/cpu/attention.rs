@@ -4,7 +4,6 @@ use super::{cst, Float};
 
 /// out (B, T, C), att (B, NH, T, T) ← qkv (B, T, 3C).
 /// att holds the softmax probabilities (zero above the diagonal) for the backward pass.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_forward<F: Float>(
     out: &mut [F],
     att: &mut [F],
@@ -53,7 +52,6 @@ pub fn attention_forward<F: Float>(
 /// dqkv (B, T, 3C) ← dout (B, T, C), using qkv and the saved att.
 /// datt (B, NH, T, T) is scratch; it ends holding d(pre-softmax scores), zero above the
 /// diagonal. dqkv is overwritten.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<F: Float>(
     dqkv: &mut [F],
     datt: &mut [F],

@@ -6,7 +6,6 @@ use super::{cst, Float};
 pub const LAYERNORM_EPS: f64 = 1e-5;
 
 /// out (N, C) = (inp − mean) · rstd · weight + bias; mean, rstd (N) saved for backward.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward<F: Float>(
     out: &mut [F],
     mean: &mut [F],
@@ -32,7 +31,6 @@ pub fn layernorm_forward<F: Float>(
 }
 
 /// dinp (N, C), dweight (C), dbias (C) += gradients from dout (N, C). All three accumulate.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward<F: Float>(
     dinp: &mut [F],
     dweight: &mut [F],

@@ -23,7 +23,6 @@ struct Params {
 /// One AdamW update of elements offset..offset + n of params, m, v from grads · clip
 /// scale, where `norm` = [grad norm, clip scale] as written by `grad_norm`.
 /// `step` counts from 1.
-#[allow(clippy::too_many_arguments)]
 pub fn adamw(
     batch: &mut Batch,
     params: &Buffer,

@@ -27,7 +27,6 @@ fn params(b: usize, t: usize, c: usize, nh: usize) -> Params {
 }
 
 /// out (B, T, C), att (B, NH, T, T) ← qkv (B, T, 3C). One workgroup per (b, h, t).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_forward(
     batch: &mut Batch,
     out: &Buffer,
@@ -52,7 +51,6 @@ pub fn attention_forward(
 
 /// dqkv (B, T, 3C) ← dout (B, T, C); datt (B, NH, T, T) is scratch. dqkv is overwritten.
 /// Two dispatches: per query row (dq, dpreatt), then per key column (dk, dv).
-#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     batch: &mut Batch,
     dqkv: &Buffer,

@@ -55,7 +55,6 @@ impl TokenBuckets {
 }
 
 /// out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) u32.
-#[allow(clippy::too_many_arguments)]
 pub fn embedding_forward(
     batch: &mut Batch,
     out: &Buffer,
@@ -87,7 +86,6 @@ pub fn embedding_forward(
 }
 
 /// dwte (V, C) and dwpe (T, C) += the gradients from dout (B, T, C).
-#[allow(clippy::too_many_arguments)]
 pub fn embedding_backward(
     batch: &mut Batch,
     dwte: View,

@@ -22,7 +22,6 @@ struct Params {
 }
 
 /// out (N, C) = layernorm(inp) · weight + bias; saves mean, rstd (N).
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward(
     batch: &mut Batch,
     out: &Buffer,
@@ -62,7 +61,6 @@ pub fn layernorm_forward(
 }
 
 /// dinp (N, C), dweight (C), dbias (C) += the gradients from dout (N, C).
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
     batch: &mut Batch,
     dinp: &Buffer,

@@ -76,7 +76,6 @@ pub fn matmul_naive(
     );
 }
 
-#[allow(clippy::too_many_arguments)]
 fn record(
     batch: &mut Batch,
     entry: &'static str,

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `npm test`: sets up what is missing, then lint, native tests on lavapipe, the wasm
+# build, and the browser tests in headless Chromium on its WebGPU adapter (SwiftShader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/setup.sh all
+# lavapipe warns when XDG_RUNTIME_DIR is unset or unusable.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy (native and wasm32)"
+cargo clippy --all-targets -- -D warnings
+cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+echo "== native tests (GPU kernels on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | grep -o lvp | head -1 || echo vulkan))"
+cargo test -- --nocapture --test-threads=1
+echo "== wasm build"
+bash www/build.sh
+echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
+node --test tests/browser/
