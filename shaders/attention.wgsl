@@ -21,32 +21,7 @@ struct Params { B: u32, T: u32, C: u32, NH: u32 }
 @group(0) @binding(5) var<storage, read_write> datt: array<f32>;  // scratch, shape of att
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> scratch: array<f32, 64>;
-
-fn reduce_max(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] = max(scratch[lid], scratch[lid + s]); }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] += scratch[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
+const WG: u32 = 64u;  // workgroup size of the row kernels; reduce_* (reduce.wgsl) reduce over it
 
 // Where a (b, h, t) row's pieces live.
 struct Row { b: u32, h: u32, t: u32, hs: u32, att: u32, scale: f32 }
@@ -66,7 +41,7 @@ fn head_at(r: Row, t: u32) -> u32 {
   return (r.b * p.T + t) * p.C + r.h * r.hs;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_forward(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -111,7 +86,7 @@ fn attention_forward(
 
 // Per query row t:  datt[t2] = dout[t]·v[t2];  dpreatt = att ⊙ (datt − Σ att⊙datt)
 // (stored over datt);  dq = scale · Σ_t2 dpreatt[t2] k[t2].
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_backward_query(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -150,7 +125,7 @@ fn attention_backward_query(
 
 // Per key column t2 (the workgroup's "t"): gathers over the query rows t >= t2,
 //   dk[t2] = scale · Σ_t dpreatt[t, t2] q[t],   dv[t2] = Σ_t att[t, t2] dout[t].
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn attention_backward_key(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,

@@ -18,32 +18,7 @@ struct Params { N: u32, V: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(3) var<storage, read> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;  // losses (N) or dlogits (N, V)
 
-const WG: u32 = 256u;
-var<workgroup> scratch: array<f32, 256>;
-
-fn reduce_max(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] = max(scratch[lid], scratch[lid + s]); }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
-
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] += scratch[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
+const WG: u32 = 256u;  // workgroup size of the row kernels; reduce_* (reduce.wgsl) reduce over it
 
 // (max, Σ exp(logit − max)) of one row.
 fn softmax_stats(base: u32, lid: u32) -> vec2<f32> {
@@ -55,7 +30,7 @@ fn softmax_stats(base: u32, lid: u32) -> vec2<f32> {
   return vec2<f32>(row_max, reduce_sum(s, lid));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_forward(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -72,7 +47,7 @@ fn cross_entropy_forward(
   }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_backward(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,

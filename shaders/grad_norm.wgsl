@@ -12,23 +12,10 @@ struct Params { n: u32, offset: u32, max_norm: f32, n_partials: u32 }
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(3) var<storage, read_write> result: array<f32>;
 
-const WG: u32 = 256u;
+const WG: u32 = 256u;  // workgroup size of the row kernels; reduce_* (reduce.wgsl) reduce over it
 const PER_THREAD: u32 = 16u;  // a workgroup covers WG · PER_THREAD = 4096 elements
-var<workgroup> scratch: array<f32, 256>;
 
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] += scratch[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grad_norm_partial(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -48,7 +35,7 @@ fn grad_norm_partial(
   if (lid == 0u) { partial[g] = total; }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn grad_norm_final(@builtin(local_invocation_index) lid: u32) {
   var acc = 0.0;
   for (var i = lid; i < p.n_partials; i += WG) { acc += partial[i]; }

@@ -26,22 +26,9 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(9) var<storage, read_write> partial: array<f32>;  // (2, chunks, C)
 
-const WG: u32 = 128u;
-var<workgroup> scratch: array<f32, 128>;
+const WG: u32 = 128u;  // workgroup size of the row kernels; reduce_* (reduce.wgsl) reduce over it
 
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-  scratch[lid] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { scratch[lid] += scratch[lid + s]; }
-    workgroupBarrier();
-  }
-  let r = scratch[0];
-  workgroupBarrier();
-  return r;
-}
-
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn layernorm_forward(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -68,7 +55,7 @@ fn layernorm_forward(
   }
 }
 
-@compute @workgroup_size(128)
+@compute @workgroup_size(WG)
 fn layernorm_backward(
   @builtin(local_invocation_index) lid: u32,
   @builtin(workgroup_id) wid: vec3<u32>,

@@ -31,7 +31,19 @@ impl Shader {
         }
     }
 
-    pub fn source(self) -> &'static str {
+    /// The WGSL to compile: the op family's file, plus the shared reductions it uses
+    /// (WGSL has no #include).
+    pub fn source(self) -> String {
+        let own = self.own_source();
+        match self {
+            Shader::Attention | Shader::CrossEntropy | Shader::Layernorm | Shader::GradNorm => {
+                format!("{own}\n{}", include_str!("../../shaders/reduce.wgsl"))
+            }
+            _ => own.to_string(),
+        }
+    }
+
+    fn own_source(self) -> &'static str {
         match self {
             Shader::Adamw => include_str!("../../shaders/adamw.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
