@@ -6,11 +6,15 @@
 //!   inside a Web Worker in Chromium.
 //! - [`bench`]: matmul throughput, tiled vs naive vs CPU.
 
+pub mod backend;
 pub mod bench;
 pub mod cpu;
+pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod rng;
 pub mod selftest;
+pub mod train;
 
 #[cfg(target_arch = "wasm32")]
 mod web;

@@ -1,17 +1,19 @@
 // Causal multi-head self-attention on a GPT block's fused QKV layout.
 //
-// qkv  (B, T, 3C): for each position, the C query, C key and C value channels;
+// qkv  (B, T_cap, 3C): for each position, the C query, C key and C value channels;
 //                  head h owns channels h*HS .. (h+1)*HS of each, HS = C / NH.
-// att  (B, NH, T, T): softmax probabilities, saved for the backward pass; zero above
-//                  the diagonal (a query never sees a later key).
-// out  (B, T, C):  heads side by side, ready for the output projection.
+// att  (B, NH, T − t0, T): softmax probabilities, saved for the backward pass; zero
+//                  above the diagonal (a query never sees a later key).
+// out  (B, T_cap, C): heads side by side, ready for the output projection.
+// Only query rows t0 .. T are computed, against keys 0 .. t: in training t0 = 0 and
+// T_cap = T; a KV-cache decode step has t0 = T − 1 and the cache's capacity as T_cap.
 //
 // One workgroup per (b, h, t) row. Softmax is the stable form: subtract the row max.
 // Backward needs no float atomics: the query side (dq, and dpreatt into `datt`) is
 // computed per row, the key side (dk, dv) per column in a second pass that gathers
 // over the rows below the diagonal.
 
-struct Params { B: u32, T: u32, C: u32, NH: u32 }
+struct Params { B: u32, T: u32, C: u32, NH: u32, t0: u32, T_cap: u32, _p0: u32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
@@ -28,17 +30,22 @@ struct Row { b: u32, h: u32, t: u32, hs: u32, att: u32, scale: f32 }
 
 fn row_of(flat: u32) -> Row {
   let hs = p.C / p.NH;
-  return Row(flat / (p.T * p.NH), (flat / p.T) % p.NH, flat % p.T, hs, flat * p.T, 1.0 / sqrt(f32(hs)));
+  let rows = p.T - p.t0;  // query rows per (b, h)
+  return Row(flat / (rows * p.NH), (flat / rows) % p.NH, p.t0 + flat % rows, hs, flat * p.T, 1.0 / sqrt(f32(hs)));
 }
 
-// Index of channel d of head h of part (0 = q, 1 = k, 2 = v) at position t.
+fn row_count() -> u32 {
+  return p.B * p.NH * (p.T - p.t0);
+}
+
+// Index of channel 0 of head h of part (0 = q, 1 = k, 2 = v) at position t.
 fn qkv_at(r: Row, t: u32, part: u32) -> u32 {
-  return (r.b * p.T + t) * 3u * p.C + part * p.C + r.h * r.hs;
+  return (r.b * p.T_cap + t) * 3u * p.C + part * p.C + r.h * r.hs;
 }
 
-// Index of head h's channels at position t in an (B, T, C) tensor.
+// Index of head h's channel 0 at position t in a (B, T_cap, C) tensor.
 fn head_at(r: Row, t: u32) -> u32 {
-  return (r.b * p.T + t) * p.C + r.h * r.hs;
+  return (r.b * p.T_cap + t) * p.C + r.h * r.hs;
 }
 
 @compute @workgroup_size(WG)
@@ -48,7 +55,7 @@ fn attention_forward(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.B * p.NH * p.T) { return; }
+  if (flat >= row_count()) { return; }
   let r = row_of(flat);
   let q = qkv_at(r, r.t, 0u);
   // scores q·k / sqrt(HS) for keys 0..=t
@@ -93,7 +100,7 @@ fn attention_backward_query(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.B * p.NH * p.T) { return; }
+  if (flat >= row_count()) { return; }
   let r = row_of(flat);
   let g = head_at(r, r.t);
   var local_dot = 0.0;
@@ -132,10 +139,10 @@ fn attention_backward_key(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.B * p.NH * p.T) { return; }
+  if (flat >= row_count()) { return; }
   let r = row_of(flat);
   let t2 = r.t;
-  let rows = (r.b * p.NH + r.h) * p.T;  // first row of this (b, h) in att
+  let rows = (r.b * p.NH + r.h) * p.T;  // first row of this (b, h) in att (t0 = 0 here)
   let dk = qkv_at(r, t2, 1u);
   let dv = qkv_at(r, t2, 2u);
   for (var d = lid; d < r.hs; d += WG) {

@@ -2,7 +2,9 @@
 
 use super::{cst, Float};
 
-/// out (B, T, C), att (B, NH, T, T) ← qkv (B, T, 3C).
+/// out (B, T_cap, C), att (B, NH, T − t0, T) ← qkv (B, T_cap, 3C), for query rows
+/// t0 .. T. Training uses t0 = 0 and T_cap = T; a KV-cache decode step computes the one
+/// new row t0 = T − 1 against a cache of capacity T_cap.
 /// att holds the softmax probabilities (zero above the diagonal) for the backward pass.
 pub fn attention_forward<F: Float>(
     out: &mut [F],
@@ -12,18 +14,21 @@ pub fn attention_forward<F: Float>(
     t_size: usize,
     c: usize,
     nh: usize,
+    t0: usize,
+    t_cap: usize,
 ) {
     let hs = c / nh;
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
+    let rows = t_size - t0;
     for b in 0..b_size {
         for h in 0..nh {
-            for t in 0..t_size {
-                let q = &qkv[(b * t_size + t) * 3 * c + h * hs..][..hs];
-                let row = &mut att[((b * nh + h) * t_size + t) * t_size..][..t_size];
+            for t in t0..t_size {
+                let q = &qkv[(b * t_cap + t) * 3 * c + h * hs..][..hs];
+                let row = &mut att[((b * nh + h) * rows + t - t0) * t_size..][..t_size];
                 // scores and their max, keys 0..=t only
                 let mut max = F::neg_infinity();
                 for t2 in 0..=t {
-                    let k = &qkv[(b * t_size + t2) * 3 * c + c + h * hs..][..hs];
+                    let k = &qkv[(b * t_cap + t2) * 3 * c + c + h * hs..][..hs];
                     let s: F = q.iter().zip(k).map(|(&x, &y)| x * y).sum::<F>() * scale;
                     row[t2] = s;
                     max = max.max(s);
@@ -38,10 +43,10 @@ pub fn attention_forward<F: Float>(
                     *x = if t2 <= t { *x / sum } else { F::zero() };
                 }
                 // out = att · V
-                let o = &mut out[(b * t_size + t) * c + h * hs..][..hs];
+                let o = &mut out[(b * t_cap + t) * c + h * hs..][..hs];
                 for (d, o) in o.iter_mut().enumerate() {
                     *o = (0..=t)
-                        .map(|t2| row[t2] * qkv[(b * t_size + t2) * 3 * c + 2 * c + h * hs + d])
+                        .map(|t2| row[t2] * qkv[(b * t_cap + t2) * 3 * c + 2 * c + h * hs + d])
                         .sum();
                 }
             }

@@ -19,8 +19,8 @@ pub fn grid_1d(n: u32, max_per_dim: u32) -> [u32; 3] {
 
 /// A batch of kernel dispatches in one command encoder. Build it with [`Gpu::begin`],
 /// record kernels with the typed functions in `gpu::*`, then [`Gpu::submit`] it.
-pub struct Batch<'g> {
-    pub(crate) gpu: &'g Gpu,
+pub struct Batch {
+    pub(crate) gpu: Gpu,
     encoder: wgpu::CommandEncoder,
     /// Scratch buffers that must live until the batch has been submitted.
     temps: Vec<Buffer>,
@@ -28,9 +28,9 @@ pub struct Batch<'g> {
 }
 
 impl Gpu {
-    pub fn begin(&self) -> Batch<'_> {
+    pub fn begin(&self) -> Batch {
         Batch {
-            gpu: self,
+            gpu: self.clone(),
             encoder: self.device.create_command_encoder(&Default::default()),
             temps: Vec::new(),
             dispatches: 0,
@@ -38,15 +38,15 @@ impl Gpu {
     }
 
     /// Submits everything recorded in `batch` as one command buffer.
-    pub fn submit(&self, batch: Batch<'_>) {
+    pub fn submit(&self, batch: Batch) {
         self.queue.submit([batch.encoder.finish()]);
         drop(batch.temps);
     }
 }
 
-impl Batch<'_> {
+impl Batch {
     pub fn gpu(&self) -> &Gpu {
-        self.gpu
+        &self.gpu
     }
 
     /// Number of kernel dispatches recorded so far.

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 
 use super::shaders::Shader;
 
@@ -162,14 +163,16 @@ impl View<'_> {
     }
 }
 
-/// The GPU: device, queue, limits and compiled pipelines.
+/// The GPU: device, queue, limits and compiled pipelines. Cloning is cheap and shares
+/// everything (wgpu handles are reference-counted; so are the caches).
+#[derive(Clone)]
 pub struct Gpu {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
     info: wgpu::AdapterInfo,
-    modules: RefCell<HashMap<Shader, wgpu::ShaderModule>>,
-    pipelines: RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>,
+    modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
+    pipelines: Rc<RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
 }
 
 impl Gpu {
@@ -204,8 +207,8 @@ impl Gpu {
             queue,
             limits: required_limits,
             info: adapter.get_info(),
-            modules: RefCell::new(HashMap::new()),
-            pipelines: RefCell::new(HashMap::new()),
+            modules: Rc::default(),
+            pipelines: Rc::default(),
         })
     }
 

@@ -229,7 +229,7 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let (mut out_ref, mut att_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
         let (mut dqkv_ref, mut datt_ref) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
         let qkv64 = f64s(&qkv);
-        cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &qkv64, b, t, c, nh);
+        cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &qkv64, b, t, c, nh, 0, t);
         cpu::attention::attention_backward(
             &mut dqkv_ref,
             &mut datt_ref,
@@ -246,7 +246,7 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let (gout, gatt) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t * t)?);
         let (gdqkv, gdatt) = (gpu.zeros(b * t * 3 * c)?, gpu.zeros(b * nh * t * t)?);
         let mut batch = gpu.begin();
-        gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh);
+        gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, 0, t);
         gpu::attention::attention_backward(
             &mut batch, &gdqkv, &gdatt, &gdout, &gqkv, &gatt, b, t, c, nh,
         );
@@ -263,6 +263,43 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
             "attention_backward",
             case,
             &[(&dqkv, &dqkv_ref), (&datt, &datt_ref)],
+        ));
+    }
+    // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap
+    for (b, t, c, nh, t0, t_cap) in [
+        (1, 1, 8, 2, 0, 4),
+        (2, 9, 8, 2, 8, 12),
+        (1, 70, 16, 4, 65, 80),
+    ] {
+        let qkv = rng.vec_f32(b * t_cap * 3 * c, -1.0, 1.0);
+        let out0 = rng.vec_f32(b * t_cap * c, -1.0, 1.0); // rows outside t0..T stay as they were
+        let rows = t - t0;
+        let (mut out_ref, mut att_ref) = (f64s(&out0), vec![0.0; b * nh * rows * t]);
+        cpu::attention::attention_forward(
+            &mut out_ref,
+            &mut att_ref,
+            &f64s(&qkv),
+            b,
+            t,
+            c,
+            nh,
+            t0,
+            t_cap,
+        );
+        let (gqkv, gout, gatt) = (
+            gpu.upload(&qkv)?,
+            gpu.upload(&out0)?,
+            gpu.zeros(b * nh * rows * t)?,
+        );
+        let mut batch = gpu.begin();
+        gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, t0, t_cap);
+        gpu.submit(batch);
+        let (out, att) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gatt).await?);
+        let case = format!("decode B={b} T={t} C={c} NH={nh} t0={t0} cap={t_cap}");
+        checks.push(check(
+            "attention_forward",
+            case,
+            &[(&out, &out_ref), (&att, &att_ref)],
         ));
     }
     Ok(checks)

@@ -1,0 +1,362 @@
+//! The CPU backend: runs the CPU twins (in f32) at once. Buffers are shared cells, so the
+//! model can hold several views of one flat parameter buffer; an op borrows each cell
+//! once and splits it where two of its outputs live in the same buffer.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use super::{At, Backend};
+use crate::cpu;
+use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::matmul::MatmulShape;
+use crate::error::Result;
+
+/// A CPU buffer: f32 values (u32 token ids are stored by their bits).
+pub type CpuBuf = Rc<RefCell<Vec<f32>>>;
+
+#[derive(Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> CpuBackend {
+        CpuBackend
+    }
+}
+
+fn u32s(buf: &[f32]) -> &[u32] {
+    bytemuck::cast_slice(buf)
+}
+
+/// Two disjoint mutable ranges of one buffer.
+fn split_two(buf: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f32], &mut [f32]) {
+    assert!(a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0, "overlapping outputs");
+    if a.0 < b.0 {
+        let (lo, hi) = buf.split_at_mut(b.0);
+        (&mut lo[a.0..a.0 + a.1], &mut hi[..b.1])
+    } else {
+        let (lo, hi) = buf.split_at_mut(a.0);
+        (&mut hi[..a.1], &mut lo[b.0..b.0 + b.1])
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buf = CpuBuf;
+
+    fn describe(&self) -> String {
+        "cpu".to_string()
+    }
+    fn zeros(&mut self, len: usize) -> Result<CpuBuf> {
+        Ok(Rc::new(RefCell::new(vec![0.0; len])))
+    }
+    fn upload(&mut self, data: &[f32]) -> Result<CpuBuf> {
+        Ok(Rc::new(RefCell::new(data.to_vec())))
+    }
+    fn upload_u32(&mut self, data: &[u32]) -> Result<CpuBuf> {
+        Ok(Rc::new(RefCell::new(
+            data.iter().map(|&x| f32::from_bits(x)).collect(),
+        )))
+    }
+    fn write(&mut self, buf: &CpuBuf, offset: usize, data: &[f32]) {
+        buf.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
+    }
+    fn write_u32(&mut self, buf: &CpuBuf, offset: usize, data: &[u32]) {
+        let mut b = buf.borrow_mut();
+        for (o, &x) in b[offset..offset + data.len()].iter_mut().zip(data) {
+            *o = f32::from_bits(x);
+        }
+    }
+    async fn read(&mut self, buf: &CpuBuf) -> Result<Vec<f32>> {
+        Ok(buf.borrow().clone())
+    }
+    fn flush(&mut self) {}
+    fn clear(&mut self, buf: &CpuBuf) {
+        buf.borrow_mut().iter_mut().for_each(|x| *x = 0.0);
+    }
+    fn copy(&mut self, src: At<CpuBuf>, dst: At<CpuBuf>, len: usize) {
+        let data = src.buf.borrow()[src.offset..src.offset + len].to_vec();
+        dst.buf.borrow_mut()[dst.offset..dst.offset + len].copy_from_slice(&data);
+    }
+
+    fn matmul(
+        &mut self,
+        out: At<CpuBuf>,
+        a: At<CpuBuf>,
+        b: At<CpuBuf>,
+        bias: Option<At<CpuBuf>>,
+        s: MatmulShape,
+        acc: bool,
+    ) {
+        let (a_buf, b_buf) = (a.buf.borrow(), b.buf.borrow());
+        let bias_buf = bias.map(|x| x.buf.borrow());
+        let bias_slice = bias_buf
+            .as_ref()
+            .zip(bias)
+            .map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
+        let mut o = out.buf.borrow_mut();
+        cpu::matmul::matmul(
+            &mut o[out.offset..],
+            &a_buf[a.offset..],
+            &b_buf[b.offset..],
+            bias_slice,
+            s,
+            acc,
+        );
+    }
+    fn sum_rows(
+        &mut self,
+        out: At<CpuBuf>,
+        src: At<CpuBuf>,
+        r: usize,
+        w: usize,
+        acc: bool,
+    ) -> Result<()> {
+        let s = src.buf.borrow();
+        cpu::sum_rows::sum_rows(
+            &mut out.buf.borrow_mut()[out.offset..out.offset + w],
+            &s[src.offset..],
+            r,
+            w,
+            acc,
+        );
+        Ok(())
+    }
+    fn embedding_forward(
+        &mut self,
+        out: &CpuBuf,
+        tokens: &CpuBuf,
+        wte: At<CpuBuf>,
+        wpe: At<CpuBuf>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        let (tok, e, p) = (tokens.borrow(), wte.buf.borrow(), wpe.buf.borrow());
+        cpu::embedding::embedding_forward(
+            &mut out.borrow_mut(),
+            u32s(&tok),
+            &e[wte.offset..],
+            &p[wpe.offset..],
+            b,
+            t,
+            c,
+        );
+    }
+    fn embedding_backward(
+        &mut self,
+        dwte: At<CpuBuf>,
+        dwpe: At<CpuBuf>,
+        dout: &CpuBuf,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        let vocab_rows = 1 + tokens.iter().copied().max().unwrap_or(0) as usize;
+        let g = dout.borrow();
+        if Rc::ptr_eq(dwte.buf, dwpe.buf) {
+            let mut buf = dwte.buf.borrow_mut();
+            let (e, p) = split_two(
+                &mut buf,
+                (dwte.offset, vocab_rows * c),
+                (dwpe.offset, t * c),
+            );
+            cpu::embedding::embedding_backward(e, p, &g, tokens, b, t, c);
+        } else {
+            let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
+            cpu::embedding::embedding_backward(
+                &mut e[dwte.offset..],
+                &mut p[dwpe.offset..],
+                &g,
+                tokens,
+                b,
+                t,
+                c,
+            );
+        }
+        Ok(())
+    }
+    fn layernorm_forward(
+        &mut self,
+        out: &CpuBuf,
+        mean: &CpuBuf,
+        rstd: &CpuBuf,
+        inp: &CpuBuf,
+        weight: At<CpuBuf>,
+        bias: At<CpuBuf>,
+        n: usize,
+        c: usize,
+    ) {
+        let (x, w, b) = (inp.borrow(), weight.buf.borrow(), bias.buf.borrow());
+        cpu::layernorm::layernorm_forward(
+            &mut out.borrow_mut(),
+            &mut mean.borrow_mut(),
+            &mut rstd.borrow_mut(),
+            &x,
+            &w[weight.offset..weight.offset + c],
+            &b[bias.offset..bias.offset + c],
+            n,
+            c,
+        );
+    }
+    fn layernorm_backward(
+        &mut self,
+        dinp: &CpuBuf,
+        dweight: At<CpuBuf>,
+        dbias: At<CpuBuf>,
+        dout: &CpuBuf,
+        inp: &CpuBuf,
+        weight: At<CpuBuf>,
+        mean: &CpuBuf,
+        rstd: &CpuBuf,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let (g, x, w, m, r) = (
+            dout.borrow(),
+            inp.borrow(),
+            weight.buf.borrow(),
+            mean.borrow(),
+            rstd.borrow(),
+        );
+        let w = &w[weight.offset..weight.offset + c];
+        let mut di = dinp.borrow_mut();
+        if Rc::ptr_eq(dweight.buf, dbias.buf) {
+            let mut buf = dweight.buf.borrow_mut();
+            let (dw, db) = split_two(&mut buf, (dweight.offset, c), (dbias.offset, c));
+            cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
+        } else {
+            let (mut dw, mut db) = (dweight.buf.borrow_mut(), dbias.buf.borrow_mut());
+            let (dw, db) = (
+                &mut dw[dweight.offset..dweight.offset + c],
+                &mut db[dbias.offset..dbias.offset + c],
+            );
+            cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
+        }
+        Ok(())
+    }
+    fn attention_forward(
+        &mut self,
+        out: &CpuBuf,
+        att: &CpuBuf,
+        qkv: &CpuBuf,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+        t0: usize,
+        t_cap: usize,
+    ) {
+        cpu::attention::attention_forward(
+            &mut out.borrow_mut(),
+            &mut att.borrow_mut(),
+            &qkv.borrow(),
+            b,
+            t,
+            c,
+            nh,
+            t0,
+            t_cap,
+        );
+    }
+    fn attention_backward(
+        &mut self,
+        dqkv: &CpuBuf,
+        datt: &CpuBuf,
+        dout: &CpuBuf,
+        qkv: &CpuBuf,
+        att: &CpuBuf,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+    ) {
+        cpu::attention::attention_backward(
+            &mut dqkv.borrow_mut(),
+            &mut datt.borrow_mut(),
+            &dout.borrow(),
+            &qkv.borrow(),
+            &att.borrow(),
+            b,
+            t,
+            c,
+            nh,
+        );
+    }
+    fn gelu_forward(&mut self, out: &CpuBuf, inp: &CpuBuf, n: usize) {
+        cpu::gelu::gelu_forward(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
+    }
+    fn gelu_backward(&mut self, dinp: &CpuBuf, inp: &CpuBuf, dout: &CpuBuf, n: usize) {
+        cpu::gelu::gelu_backward(
+            &mut dinp.borrow_mut()[..n],
+            &inp.borrow()[..n],
+            &dout.borrow()[..n],
+        );
+    }
+    fn residual_forward(&mut self, out: &CpuBuf, inp1: &CpuBuf, inp2: &CpuBuf, n: usize) {
+        cpu::residual::residual_forward(
+            &mut out.borrow_mut()[..n],
+            &inp1.borrow()[..n],
+            &inp2.borrow()[..n],
+        );
+    }
+    fn cross_entropy_forward(
+        &mut self,
+        losses: &CpuBuf,
+        logits: &CpuBuf,
+        targets: &CpuBuf,
+        weights: &CpuBuf,
+        n: usize,
+        v: usize,
+    ) {
+        let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
+        cpu::cross_entropy::cross_entropy_forward(&mut losses.borrow_mut(), &l, u32s(&t), &w, n, v);
+    }
+    fn cross_entropy_backward(
+        &mut self,
+        dlogits: &CpuBuf,
+        logits: &CpuBuf,
+        targets: &CpuBuf,
+        weights: &CpuBuf,
+        n: usize,
+        v: usize,
+    ) {
+        let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
+        cpu::cross_entropy::cross_entropy_backward(
+            &mut dlogits.borrow_mut(),
+            &l,
+            u32s(&t),
+            &w,
+            n,
+            v,
+        );
+    }
+    fn grad_norm(&mut self, norm: &CpuBuf, grads: &CpuBuf, n: usize, max_norm: f32) -> Result<()> {
+        let (total, scale) = cpu::grad_norm::grad_norm(&grads.borrow()[..n], max_norm);
+        norm.borrow_mut()[..2].copy_from_slice(&[total, scale]);
+        Ok(())
+    }
+    fn adamw(
+        &mut self,
+        params: &CpuBuf,
+        grads: &CpuBuf,
+        m: &CpuBuf,
+        v: &CpuBuf,
+        norm: &CpuBuf,
+        offset: usize,
+        n: usize,
+        cfg: AdamWConfig,
+        step: u32,
+    ) {
+        let r = offset..offset + n;
+        let scale = norm.borrow()[1];
+        cpu::adamw::adamw(
+            &mut params.borrow_mut()[r.clone()],
+            &grads.borrow()[r.clone()],
+            &mut m.borrow_mut()[r.clone()],
+            &mut v.borrow_mut()[r],
+            scale,
+            cfg,
+            step,
+        );
+    }
+}

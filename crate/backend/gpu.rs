@@ -1,0 +1,297 @@
+//! The GPU backend: each op records its kernel(s) into the current batch; `flush` (or a
+//! read) submits the batch, so a whole training step is one submit.
+
+use super::{At, Backend};
+use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::matmul::MatmulShape;
+use crate::error::Result;
+use crate::gpu::{self, Batch, Buffer, Gpu, View};
+
+pub struct GpuBackend {
+    gpu: Gpu,
+    batch: Option<Batch>,
+}
+
+impl GpuBackend {
+    pub fn new(gpu: Gpu) -> GpuBackend {
+        GpuBackend { gpu, batch: None }
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn batch(&mut self) -> &mut Batch {
+        let gpu = &self.gpu;
+        self.batch.get_or_insert_with(|| gpu.begin())
+    }
+}
+
+fn v<'a>(at: At<'a, Buffer>) -> View<'a> {
+    at.buf.at(at.offset)
+}
+
+impl Backend for GpuBackend {
+    type Buf = Buffer;
+
+    fn describe(&self) -> String {
+        format!("gpu: {}", self.gpu.adapter_name())
+    }
+    fn zeros(&mut self, len: usize) -> Result<Buffer> {
+        Ok(self.gpu.zeros(len)?)
+    }
+    fn upload(&mut self, data: &[f32]) -> Result<Buffer> {
+        Ok(self.gpu.upload(data)?)
+    }
+    fn upload_u32(&mut self, data: &[u32]) -> Result<Buffer> {
+        Ok(self.gpu.upload(data)?)
+    }
+    fn write(&mut self, buf: &Buffer, offset: usize, data: &[f32]) {
+        // Queue writes land before the next submit: submit what was recorded first.
+        self.flush();
+        self.gpu.write(buf, offset, data);
+    }
+    fn write_u32(&mut self, buf: &Buffer, offset: usize, data: &[u32]) {
+        self.flush();
+        self.gpu.write(buf, offset, data);
+    }
+    async fn read(&mut self, buf: &Buffer) -> Result<Vec<f32>> {
+        self.flush();
+        Ok(self.gpu.read_f32(buf).await?)
+    }
+    fn flush(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            self.gpu.submit(batch);
+        }
+    }
+    fn clear(&mut self, buf: &Buffer) {
+        self.batch().clear(buf);
+    }
+    fn copy(&mut self, src: At<Buffer>, dst: At<Buffer>, len: usize) {
+        self.batch()
+            .copy(src.buf, src.offset, dst.buf, dst.offset, len);
+    }
+
+    fn matmul(
+        &mut self,
+        out: At<Buffer>,
+        a: At<Buffer>,
+        b: At<Buffer>,
+        bias: Option<At<Buffer>>,
+        s: MatmulShape,
+        acc: bool,
+    ) {
+        gpu::matmul::matmul(self.batch(), v(out), v(a), v(b), bias.map(v), s, acc);
+    }
+    fn sum_rows(
+        &mut self,
+        out: At<Buffer>,
+        src: At<Buffer>,
+        r: usize,
+        w: usize,
+        acc: bool,
+    ) -> Result<()> {
+        Ok(gpu::sum_rows::sum_rows(
+            self.batch(),
+            v(out),
+            v(src),
+            r,
+            w,
+            acc,
+        )?)
+    }
+    fn embedding_forward(
+        &mut self,
+        out: &Buffer,
+        tokens: &Buffer,
+        wte: At<Buffer>,
+        wpe: At<Buffer>,
+        b: usize,
+        t: usize,
+        c: usize,
+    ) {
+        gpu::embedding::embedding_forward(self.batch(), out, tokens, v(wte), v(wpe), b, t, c);
+    }
+    fn embedding_backward(
+        &mut self,
+        dwte: At<Buffer>,
+        dwpe: At<Buffer>,
+        dout: &Buffer,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()> {
+        let buckets = gpu::embedding::TokenBuckets::new(&self.gpu, tokens)?;
+        Ok(gpu::embedding::embedding_backward(
+            self.batch(),
+            v(dwte),
+            v(dwpe),
+            dout,
+            &buckets,
+            b,
+            t,
+            c,
+        )?)
+    }
+    fn layernorm_forward(
+        &mut self,
+        out: &Buffer,
+        mean: &Buffer,
+        rstd: &Buffer,
+        inp: &Buffer,
+        weight: At<Buffer>,
+        bias: At<Buffer>,
+        n: usize,
+        c: usize,
+    ) {
+        gpu::layernorm::layernorm_forward(
+            self.batch(),
+            out,
+            mean,
+            rstd,
+            inp,
+            v(weight),
+            v(bias),
+            n,
+            c,
+        );
+    }
+    fn layernorm_backward(
+        &mut self,
+        dinp: &Buffer,
+        dweight: At<Buffer>,
+        dbias: At<Buffer>,
+        dout: &Buffer,
+        inp: &Buffer,
+        weight: At<Buffer>,
+        mean: &Buffer,
+        rstd: &Buffer,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        let batch = self.batch();
+        Ok(gpu::layernorm::layernorm_backward(
+            batch,
+            dinp,
+            v(dweight),
+            v(dbias),
+            dout,
+            inp,
+            v(weight),
+            mean,
+            rstd,
+            n,
+            c,
+        )?)
+    }
+    fn attention_forward(
+        &mut self,
+        out: &Buffer,
+        att: &Buffer,
+        qkv: &Buffer,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+        t0: usize,
+        t_cap: usize,
+    ) {
+        gpu::attention::attention_forward(self.batch(), out, att, qkv, b, t, c, nh, t0, t_cap);
+    }
+    fn attention_backward(
+        &mut self,
+        dqkv: &Buffer,
+        datt: &Buffer,
+        dout: &Buffer,
+        qkv: &Buffer,
+        att: &Buffer,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+    ) {
+        gpu::attention::attention_backward(self.batch(), dqkv, datt, dout, qkv, att, b, t, c, nh);
+    }
+    fn gelu_forward(&mut self, out: &Buffer, inp: &Buffer, n: usize) {
+        gpu::gelu::gelu_forward(self.batch(), out, inp, n);
+    }
+    fn gelu_backward(&mut self, dinp: &Buffer, inp: &Buffer, dout: &Buffer, n: usize) {
+        gpu::gelu::gelu_backward(self.batch(), dinp, inp, dout, n);
+    }
+    fn residual_forward(&mut self, out: &Buffer, inp1: &Buffer, inp2: &Buffer, n: usize) {
+        gpu::residual::residual_forward(self.batch(), out, inp1, inp2, n);
+    }
+    fn cross_entropy_forward(
+        &mut self,
+        losses: &Buffer,
+        logits: &Buffer,
+        targets: &Buffer,
+        weights: &Buffer,
+        n: usize,
+        vocab: usize,
+    ) {
+        gpu::cross_entropy::cross_entropy_forward(
+            self.batch(),
+            losses,
+            logits,
+            targets,
+            weights,
+            n,
+            vocab,
+        );
+    }
+    fn cross_entropy_backward(
+        &mut self,
+        dlogits: &Buffer,
+        logits: &Buffer,
+        targets: &Buffer,
+        weights: &Buffer,
+        n: usize,
+        vocab: usize,
+    ) {
+        gpu::cross_entropy::cross_entropy_backward(
+            self.batch(),
+            dlogits,
+            logits,
+            targets,
+            weights,
+            n,
+            vocab,
+        );
+    }
+    fn grad_norm(&mut self, norm: &Buffer, grads: &Buffer, n: usize, max_norm: f32) -> Result<()> {
+        Ok(gpu::grad_norm::grad_norm(
+            self.batch(),
+            norm,
+            grads.view(),
+            n,
+            max_norm,
+        )?)
+    }
+    fn adamw(
+        &mut self,
+        params: &Buffer,
+        grads: &Buffer,
+        m: &Buffer,
+        vv: &Buffer,
+        norm: &Buffer,
+        offset: usize,
+        n: usize,
+        cfg: AdamWConfig,
+        step: u32,
+    ) {
+        gpu::adamw::adamw(
+            self.batch(),
+            params,
+            grads,
+            m,
+            vv,
+            norm,
+            offset,
+            n,
+            cfg,
+            step,
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! The op set the model is written against, with two implementations:
+//! [`GpuBackend`] records the WGSL kernels into one command batch per step;
+//! [`CpuBackend`] runs their CPU twins at once. The model, the trainer and the sampler
+//! are written once, generic over [`Backend`].
+
+mod cpu;
+mod gpu;
+
+pub use cpu::{CpuBackend, CpuBuf};
+pub use gpu::GpuBackend;
+
+use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::matmul::MatmulShape;
+use crate::error::Result;
+
+/// Which backend to run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Gpu,
+    Cpu,
+}
+
+/// A tensor that starts at `offset` elements into `buf` (parameters live in one flat buffer).
+pub struct At<'a, T> {
+    pub buf: &'a T,
+    pub offset: usize,
+}
+
+impl<T> Clone for At<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for At<'_, T> {}
+
+/// `buf` from element `offset`.
+pub fn at<T>(buf: &T, offset: usize) -> At<'_, T> {
+    At { buf, offset }
+}
+
+/// The kernels of `shaders/` (and their CPU twins), as the model sees them. Argument
+/// order follows the twins: outputs, inputs, sizes. Work may be queued until
+/// [`Backend::flush`] or a read.
+#[allow(async_fn_in_trait)] // used single-threaded, natively and in a browser worker
+pub trait Backend {
+    /// A buffer of 4-byte elements (f32, or u32 for token ids).
+    type Buf;
+
+    /// e.g. "gpu: llvmpipe (Vulkan)" or "cpu".
+    fn describe(&self) -> String;
+    fn zeros(&mut self, len: usize) -> Result<Self::Buf>;
+    fn upload(&mut self, data: &[f32]) -> Result<Self::Buf>;
+    fn upload_u32(&mut self, data: &[u32]) -> Result<Self::Buf>;
+    fn write(&mut self, buf: &Self::Buf, offset: usize, data: &[f32]);
+    fn write_u32(&mut self, buf: &Self::Buf, offset: usize, data: &[u32]);
+    /// Runs everything queued and reads the whole buffer.
+    async fn read(&mut self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Sends queued work on its way (one submit); reads flush by themselves.
+    fn flush(&mut self);
+    fn clear(&mut self, buf: &Self::Buf);
+    fn copy(&mut self, src: At<Self::Buf>, dst: At<Self::Buf>, len: usize);
+
+    fn matmul(
+        &mut self,
+        out: At<Self::Buf>,
+        a: At<Self::Buf>,
+        b: At<Self::Buf>,
+        bias: Option<At<Self::Buf>>,
+        s: MatmulShape,
+        accumulate: bool,
+    );
+    fn sum_rows(
+        &mut self,
+        out: At<Self::Buf>,
+        src: At<Self::Buf>,
+        r: usize,
+        w: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+    fn embedding_forward(
+        &mut self,
+        out: &Self::Buf,
+        tokens: &Self::Buf,
+        wte: At<Self::Buf>,
+        wpe: At<Self::Buf>,
+        b: usize,
+        t: usize,
+        c: usize,
+    );
+    /// `tokens` are the host copy of the batch's tokens (the GPU groups positions by token).
+    fn embedding_backward(
+        &mut self,
+        dwte: At<Self::Buf>,
+        dwpe: At<Self::Buf>,
+        dout: &Self::Buf,
+        tokens: &[u32],
+        b: usize,
+        t: usize,
+        c: usize,
+    ) -> Result<()>;
+    fn layernorm_forward(
+        &mut self,
+        out: &Self::Buf,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        inp: &Self::Buf,
+        weight: At<Self::Buf>,
+        bias: At<Self::Buf>,
+        n: usize,
+        c: usize,
+    );
+    fn layernorm_backward(
+        &mut self,
+        dinp: &Self::Buf,
+        dweight: At<Self::Buf>,
+        dbias: At<Self::Buf>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        weight: At<Self::Buf>,
+        mean: &Self::Buf,
+        rstd: &Self::Buf,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// Query rows t0..t of a (B, T, 3C) qkv; t0 > 0 is a KV-cache decode step.
+    fn attention_forward(
+        &mut self,
+        out: &Self::Buf,
+        att: &Self::Buf,
+        qkv: &Self::Buf,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+        t0: usize,
+        t_cap: usize,
+    );
+    fn attention_backward(
+        &mut self,
+        dqkv: &Self::Buf,
+        datt: &Self::Buf,
+        dout: &Self::Buf,
+        qkv: &Self::Buf,
+        att: &Self::Buf,
+        b: usize,
+        t: usize,
+        c: usize,
+        nh: usize,
+    );
+    fn gelu_forward(&mut self, out: &Self::Buf, inp: &Self::Buf, n: usize);
+    fn gelu_backward(&mut self, dinp: &Self::Buf, inp: &Self::Buf, dout: &Self::Buf, n: usize);
+    fn residual_forward(&mut self, out: &Self::Buf, inp1: &Self::Buf, inp2: &Self::Buf, n: usize);
+    fn cross_entropy_forward(
+        &mut self,
+        losses: &Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::Buf,
+        weights: &Self::Buf,
+        n: usize,
+        v: usize,
+    );
+    fn cross_entropy_backward(
+        &mut self,
+        dlogits: &Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::Buf,
+        weights: &Self::Buf,
+        n: usize,
+        v: usize,
+    );
+    /// norm = [‖grads‖₂, clip scale] (2 elements).
+    fn grad_norm(
+        &mut self,
+        norm: &Self::Buf,
+        grads: &Self::Buf,
+        n: usize,
+        max_norm: f32,
+    ) -> Result<()>;
+    fn adamw(
+        &mut self,
+        params: &Self::Buf,
+        grads: &Self::Buf,
+        m: &Self::Buf,
+        v: &Self::Buf,
+        norm: &Self::Buf,
+        offset: usize,
+        n: usize,
+        cfg: AdamWConfig,
+        step: u32,
+    );
+}

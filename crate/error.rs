@@ -1,0 +1,53 @@
+//! Kiln's error: what went wrong, worded for the person who has to act on it.
+
+use std::fmt;
+
+use crate::gpu::GpuError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum KilnError {
+    /// The GPU refused or failed (limits, lost device, buffer too large …).
+    Gpu(GpuError),
+    /// A model or training configuration that cannot work.
+    Config(String),
+    /// Input text or data that cannot be used (empty, not UTF-8, too short …).
+    Data(String),
+    /// Tokenizer training, loading or encoding failed.
+    Tokenizer(String),
+    /// A checkpoint that is missing, corrupt or from an incompatible model.
+    Checkpoint(String),
+    /// Reading or writing a file failed.
+    Io(String),
+    /// Training diverged: the loss became NaN or infinite.
+    NonFiniteLoss { step: u64, loss: f32 },
+    /// The caller cancelled a long operation.
+    Cancelled,
+}
+
+pub type Result<T> = std::result::Result<T, KilnError>;
+
+impl fmt::Display for KilnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KilnError::Gpu(e) => write!(f, "{e}"),
+            KilnError::Config(m) => write!(f, "invalid configuration: {m}"),
+            KilnError::Data(m) => write!(f, "unusable data: {m}"),
+            KilnError::Tokenizer(m) => write!(f, "tokenizer: {m}"),
+            KilnError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
+            KilnError::Io(m) => write!(f, "{m}"),
+            KilnError::NonFiniteLoss { step, loss } => write!(
+                f,
+                "the loss became {loss} at step {step}: training diverged; lower the learning rate or resume from the last checkpoint"
+            ),
+            KilnError::Cancelled => write!(f, "cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for KilnError {}
+
+impl From<GpuError> for KilnError {
+    fn from(e: GpuError) -> Self {
+        KilnError::Gpu(e)
+    }
+}

@@ -1,0 +1,156 @@
+//! The model's shape: GPT-2's architecture at any size, presets, and what it costs in memory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{KilnError, Result};
+
+/// A GPT-2 shaped model: pre-LayerNorm blocks, learned positions, GELU MLP (4C), causal
+/// multi-head attention, output layer tied to the token embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub vocab_size: usize,
+    /// The context length (T at most).
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+}
+
+/// Named sizes. `base` is nanoGPT's shakespeare-char shape.
+pub const PRESETS: [(&str, usize, usize, usize, usize); 3] = [
+    // (name, n_layer, n_head, n_embd, block_size)
+    ("tiny", 2, 2, 64, 64),
+    ("small", 4, 4, 128, 128),
+    ("base", 6, 6, 384, 256),
+];
+
+impl GptConfig {
+    /// A preset by name, for a given vocabulary.
+    pub fn preset(name: &str, vocab_size: usize) -> Result<GptConfig> {
+        let (_, n_layer, n_head, n_embd, block_size) =
+            PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
+                KilnError::Config(format!(
+                    "unknown preset {name:?}; choose tiny, small or base"
+                ))
+            })?;
+        let config = GptConfig {
+            vocab_size,
+            block_size: *block_size,
+            n_layer: *n_layer,
+            n_head: *n_head,
+            n_embd: *n_embd,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(KilnError::Config(m));
+        if self.vocab_size == 0
+            || self.block_size == 0
+            || self.n_layer == 0
+            || self.n_head == 0
+            || self.n_embd == 0
+        {
+            return bad(format!("every size must be positive: {self:?}"));
+        }
+        if self.n_embd % self.n_head != 0 {
+            return bad(format!(
+                "n_embd ({}) must be a multiple of n_head ({})",
+                self.n_embd, self.n_head
+            ));
+        }
+        if self.vocab_size > 1 << 20
+            || self.block_size > 1 << 14
+            || self.n_embd > 1 << 14
+            || self.n_layer > 256
+        {
+            return bad(format!("{self:?} is far beyond what a browser can train"));
+        }
+        Ok(())
+    }
+
+    pub fn head_size(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// Number of parameters (the output layer shares the token embedding).
+    pub fn num_params(&self) -> usize {
+        let (v, t, c, l) = (self.vocab_size, self.block_size, self.n_embd, self.n_layer);
+        let per_layer = 2 * c // ln_1
+            + c * 3 * c + 3 * c // attn.c_attn
+            + c * c + c // attn.c_proj
+            + 2 * c // ln_2
+            + c * 4 * c + 4 * c // mlp.c_fc
+            + 4 * c * c + c; // mlp.c_proj
+        v * c + t * c + l * per_layer + 2 * c
+    }
+
+    /// Bytes a training run of batch B × T needs on the device, by part.
+    pub fn memory(&self, b: usize, t: usize) -> MemoryEstimate {
+        let f = 4u64; // f32
+        let (v, c, l, nh) = (
+            self.vocab_size as u64,
+            self.n_embd as u64,
+            self.n_layer as u64,
+            self.n_head as u64,
+        );
+        let (b, t) = (b as u64, t as u64);
+        let params = f * self.num_params() as u64;
+        let bt = b * t;
+        // saved per layer: ln1, qkv, atty, attproj, res2, ln2, fch, fch_gelu, fcproj, res3
+        // (in C units: 1+3+1+1+1+1+4+4+1+1 = 18), LN stats (4 per row), att (NH·T per row)
+        let per_layer = f * (bt * 18 * c + 4 * bt + b * nh * t * t);
+        // encoded, lnf (+stats), logits, losses, tokens, targets, weights
+        let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
+        // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu, dlogits
+        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t + bt * v);
+        MemoryEstimate {
+            params,
+            grads: params,
+            optimizer: 2 * params,
+            activations: l * per_layer + top + scratch,
+        }
+    }
+
+    /// The largest single buffer training at B × T allocates (checked against the
+    /// device's maxStorageBufferBindingSize).
+    pub fn largest_buffer(&self, b: usize, t: usize) -> u64 {
+        let params = self.num_params() as u64;
+        let logits = (b * t * self.vocab_size) as u64;
+        let att = (b * self.n_head * t * t) as u64;
+        let fch = (b * t * 4 * self.n_embd) as u64;
+        4 * params.max(logits).max(att).max(fch)
+    }
+}
+
+/// Device memory by part, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    pub params: u64,
+    pub grads: u64,
+    /// AdamW's two moments.
+    pub optimizer: u64,
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.params + self.grads + self.optimizer + self.activations
+    }
+}
+
+impl std::fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |x: u64| x as f64 / (1u64 << 20) as f64;
+        write!(
+            f,
+            "{:.1} MiB (params {:.1}, grads {:.1}, AdamW {:.1}, activations {:.1})",
+            mib(self.total()),
+            mib(self.params),
+            mib(self.grads),
+            mib(self.optimizer),
+            mib(self.activations)
+        )
+    }
+}

@@ -1,0 +1,10 @@
+//! The GPT: configuration, parameter layout, activations, and the forward and backward
+//! passes written once, llm.c style, against the [`Backend`](crate::backend::Backend) op set.
+
+pub mod config;
+pub mod gpt;
+pub mod params;
+
+pub use config::{GptConfig, MemoryEstimate, PRESETS};
+pub use gpt::{backward, forward, Activations, Gpt};
+pub use params::ParamLayout;

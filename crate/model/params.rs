@@ -1,0 +1,135 @@
+//! Where each parameter lives in the one flat parameter buffer, under its Hugging Face
+//! GPT-2 name and shape (Conv1D weights are stored in × out, as GPT-2 stores them), and
+//! GPT-2's initialisation.
+
+use super::config::GptConfig;
+use crate::rng::Rng;
+
+/// One parameter tensor inside the flat buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamTensor {
+    /// The Hugging Face GPT-2 name, e.g. "h.0.attn.c_attn.weight".
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    /// AdamW weight decay applies to matrices (embeddings and weights), not to biases or
+    /// LayerNorm parameters.
+    pub decay: bool,
+}
+
+impl ParamTensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Offsets of one block's parameters.
+#[derive(Clone, Debug)]
+pub struct LayerParams {
+    pub ln_1_weight: usize,
+    pub ln_1_bias: usize,
+    pub c_attn_weight: usize,    // (C, 3C)
+    pub c_attn_bias: usize,      // (3C)
+    pub attn_proj_weight: usize, // (C, C)
+    pub attn_proj_bias: usize,
+    pub ln_2_weight: usize,
+    pub ln_2_bias: usize,
+    pub c_fc_weight: usize,     // (C, 4C)
+    pub c_fc_bias: usize,       // (4C)
+    pub mlp_proj_weight: usize, // (4C, C)
+    pub mlp_proj_bias: usize,
+}
+
+/// The whole layout.
+#[derive(Clone, Debug)]
+pub struct ParamLayout {
+    pub tensors: Vec<ParamTensor>,
+    pub total: usize,
+    pub wte: usize, // (V, C), also the output layer
+    pub wpe: usize, // (block_size, C)
+    pub layers: Vec<LayerParams>,
+    pub ln_f_weight: usize,
+    pub ln_f_bias: usize,
+}
+
+impl ParamLayout {
+    pub fn new(cfg: &GptConfig) -> ParamLayout {
+        let (v, t, c) = (cfg.vocab_size, cfg.block_size, cfg.n_embd);
+        let mut tensors = Vec::new();
+        let mut total = 0;
+        let mut add = |name: String, shape: Vec<usize>| {
+            let decay = shape.len() >= 2;
+            let offset = total;
+            total += shape.iter().product::<usize>();
+            tensors.push(ParamTensor {
+                name,
+                shape,
+                offset,
+                decay,
+            });
+            offset
+        };
+        let wte = add("wte.weight".into(), vec![v, c]);
+        let wpe = add("wpe.weight".into(), vec![t, c]);
+        let mut layers = Vec::new();
+        for l in 0..cfg.n_layer {
+            let mut p = |suffix: &str, shape: Vec<usize>| add(format!("h.{l}.{suffix}"), shape);
+            layers.push(LayerParams {
+                ln_1_weight: p("ln_1.weight", vec![c]),
+                ln_1_bias: p("ln_1.bias", vec![c]),
+                c_attn_weight: p("attn.c_attn.weight", vec![c, 3 * c]),
+                c_attn_bias: p("attn.c_attn.bias", vec![3 * c]),
+                attn_proj_weight: p("attn.c_proj.weight", vec![c, c]),
+                attn_proj_bias: p("attn.c_proj.bias", vec![c]),
+                ln_2_weight: p("ln_2.weight", vec![c]),
+                ln_2_bias: p("ln_2.bias", vec![c]),
+                c_fc_weight: p("mlp.c_fc.weight", vec![c, 4 * c]),
+                c_fc_bias: p("mlp.c_fc.bias", vec![4 * c]),
+                mlp_proj_weight: p("mlp.c_proj.weight", vec![4 * c, c]),
+                mlp_proj_bias: p("mlp.c_proj.bias", vec![c]),
+            });
+        }
+        let ln_f_weight = add("ln_f.weight".into(), vec![c]);
+        let ln_f_bias = add("ln_f.bias".into(), vec![c]);
+        debug_assert_eq!(total, cfg.num_params());
+        ParamLayout {
+            tensors,
+            total,
+            wte,
+            wpe,
+            layers,
+            ln_f_weight,
+            ln_f_bias,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ParamTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// GPT-2's initialisation: weights and embeddings N(0, 0.02), the two residual
+    /// projections (c_proj) N(0, 0.02/√(2·n_layer)), biases 0, LayerNorm weights 1.
+    pub fn init(&self, cfg: &GptConfig, seed: u64) -> Vec<f32> {
+        let mut rng = Rng::new(seed);
+        let mut params = vec![0.0f32; self.total];
+        let proj_std = 0.02 / ((2 * cfg.n_layer) as f64).sqrt();
+        for t in &self.tensors {
+            let values = &mut params[t.offset..t.offset + t.len()];
+            if t.name.ends_with("c_proj.weight") {
+                values
+                    .iter_mut()
+                    .for_each(|x| *x = (rng.normal() * proj_std) as f32);
+            } else if t.decay {
+                values
+                    .iter_mut()
+                    .for_each(|x| *x = (rng.normal() * 0.02) as f32);
+            } else if t.name.contains("ln_") && t.name.ends_with(".weight") {
+                values.iter_mut().for_each(|x| *x = 1.0);
+            }
+        }
+        params
+    }
+}

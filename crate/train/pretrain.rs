@@ -1,0 +1,1 @@
+//! Pretraining: next-token prediction on the user's text.

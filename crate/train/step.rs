@@ -1,0 +1,110 @@
+//! The training step every stage shares: clear the gradients, forward and backward over
+//! each micro-batch, clip, AdamW. The stages differ only in the batches and the loss
+//! weights they build (DESIGN.md: every stage is cross-entropy with a weight per position).
+
+use super::optimizer::AdamW;
+use crate::backend::Backend;
+use crate::cpu::adamw::AdamWConfig;
+use crate::error::{KilnError, Result};
+use crate::model::{backward, forward, Activations, Gpt};
+
+/// One micro-batch of B rows × T positions, on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenBatch {
+    pub b: usize,
+    pub t: usize,
+    pub tokens: Vec<u32>,  // (B, T) inputs
+    pub targets: Vec<u32>, // (B, T) inputs shifted left by one
+    /// (B, T) the loss weight of each position; 0 masks it out. The step's loss is
+    /// Σ weight · nll over all its micro-batches, so the stage normalises (e.g. by 1/tokens).
+    pub weights: Vec<f32>,
+}
+
+impl TokenBatch {
+    /// Σ weights: the number of counted positions when weights are 0/1.
+    pub fn weight_sum(&self) -> f64 {
+        self.weights.iter().map(|&w| w as f64).sum()
+    }
+
+    /// The same batch with every weight multiplied by `scale`.
+    pub fn scaled(&self, scale: f32) -> TokenBatch {
+        TokenBatch {
+            weights: self.weights.iter().map(|w| w * scale).collect(),
+            ..self.clone()
+        }
+    }
+}
+
+fn load<B: Backend>(be: &mut B, a: &Activations<B::Buf>, batch: &TokenBatch) {
+    assert_eq!(
+        (batch.b, batch.t),
+        (a.b, a.t),
+        "batch shape differs from the activations'"
+    );
+    be.write_u32(&a.tokens, 0, &batch.tokens);
+    be.write_u32(&a.targets, 0, &batch.targets);
+    be.write(&a.weights, 0, &batch.weights);
+}
+
+/// One optimizer step over `micro_batches` (gradient accumulation). Everything is queued
+/// into one submit; the loss is read back only when `report` (then it is Σ w·nll).
+pub async fn train_step<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    acts: &Activations<B::Buf>,
+    opt: &mut AdamW<B>,
+    micro_batches: &[TokenBatch],
+    adamw: AdamWConfig,
+    max_norm: f32,
+    report: bool,
+) -> Result<Option<f32>> {
+    be.clear(&model.grads);
+    let mut loss = 0.0f64;
+    for batch in micro_batches {
+        load(be, acts, batch);
+        forward(be, model, acts);
+        backward(be, model, acts, &batch.tokens)?;
+        if report {
+            loss += be
+                .read(&acts.losses)
+                .await?
+                .iter()
+                .map(|&x| x as f64)
+                .sum::<f64>();
+        }
+    }
+    opt.update(be, model, adamw, max_norm)?;
+    be.flush();
+    if report {
+        let loss = loss as f32;
+        if !loss.is_finite() {
+            return Err(KilnError::NonFiniteLoss {
+                step: opt.step as u64,
+                loss,
+            });
+        }
+        return Ok(Some(loss));
+    }
+    Ok(None)
+}
+
+/// Σ w·nll over `batches` without updating anything (validation).
+pub async fn evaluate<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    acts: &Activations<B::Buf>,
+    batches: &[TokenBatch],
+) -> Result<f32> {
+    let mut loss = 0.0f64;
+    for batch in batches {
+        load(be, acts, batch);
+        forward(be, model, acts);
+        loss += be
+            .read(&acts.losses)
+            .await?
+            .iter()
+            .map(|&x| x as f64)
+            .sum::<f64>();
+    }
+    Ok(loss as f32)
+}
