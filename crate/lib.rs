@@ -8,12 +8,16 @@
 
 pub mod backend;
 pub mod bench;
+pub mod clock;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
 pub mod rng;
+pub mod sample;
 pub mod selftest;
+pub mod tokenizer;
 pub mod train;
 
 #[cfg(target_arch = "wasm32")]

@@ -45,6 +45,9 @@ impl Backend for CpuBackend {
     fn describe(&self) -> String {
         "cpu".to_string()
     }
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        None
+    }
     fn zeros(&mut self, len: usize) -> Result<CpuBuf> {
         Ok(Rc::new(RefCell::new(vec![0.0; len])))
     }

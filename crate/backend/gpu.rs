@@ -37,6 +37,10 @@ impl Backend for GpuBackend {
     fn describe(&self) -> String {
         format!("gpu: {}", self.gpu.adapter_name())
     }
+    fn max_buffer_bytes(&self) -> Option<u64> {
+        let l = self.gpu.limits();
+        Some(l.max_storage_buffer_binding_size.min(l.max_buffer_size))
+    }
     fn zeros(&mut self, len: usize) -> Result<Buffer> {
         Ok(self.gpu.zeros(len)?)
     }

@@ -49,6 +49,8 @@ pub trait Backend {
 
     /// e.g. "gpu: llvmpipe (Vulkan)" or "cpu".
     fn describe(&self) -> String;
+    /// The largest buffer the device allows, in bytes (None: no limit but memory).
+    fn max_buffer_bytes(&self) -> Option<u64>;
     fn zeros(&mut self, len: usize) -> Result<Self::Buf>;
     fn upload(&mut self, data: &[f32]) -> Result<Self::Buf>;
     fn upload_u32(&mut self, data: &[u32]) -> Result<Self::Buf>;

@@ -7,4 +7,5 @@ pub mod step;
 
 pub use optimizer::{lr_at, AdamW, Schedule};
 
+pub use pretrain::{check_fits, LossPoint, PretrainConfig, Pretrainer, Progress};
 pub use step::{evaluate, train_step, TokenBatch};

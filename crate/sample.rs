@@ -1,0 +1,300 @@
+//! Autoregressive generation with a KV cache: each new token runs the model on one row,
+//! appending its keys and values to per-layer caches, so a token costs O(T) attention
+//! instead of a whole forward pass. Temperature, top-k and top-p sampling on the host;
+//! temperature 0 is greedy and deterministic.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{at, Backend};
+use crate::cpu::matmul::MatmulShape;
+use crate::error::Result;
+use crate::model::Gpt;
+use crate::rng::Rng;
+use crate::tokenizer::{ASSISTANT, BOS, END, EOS, PAD, SYSTEM, UNK, USER};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleConfig {
+    pub max_tokens: usize,
+    /// 0: greedy (always the most likely token).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1: all).
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig {
+            max_tokens: 100,
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Tokens generation never produces: padding, markers that only the data pipeline or the
+/// chat template places.
+const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];
+/// Tokens that end a generation.
+const STOP: [u32; 2] = [EOS, END];
+
+/// Picks the next token from one row of logits.
+pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
+    let allowed = |i: usize| !NEVER.contains(&(i as u32));
+    if cfg.temperature <= 0.0 {
+        let mut best = (f32::NEG_INFINITY, 0);
+        for (i, &l) in logits.iter().enumerate() {
+            if allowed(i) && l > best.0 {
+                best = (l, i);
+            }
+        }
+        return best.1 as u32;
+    }
+    let mut ranked: Vec<(usize, f32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|&(i, l)| allowed(i) && l.is_finite())
+        .map(|(i, &l)| (i, l / cfg.temperature))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if cfg.top_k > 0 {
+        ranked.truncate(cfg.top_k);
+    }
+    let max = ranked[0].1;
+    let mut probs: Vec<f64> = ranked
+        .iter()
+        .map(|&(_, l)| ((l - max) as f64).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if cfg.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let keep = probs.iter().position(|&p| {
+            cumulative += p;
+            cumulative >= cfg.top_p as f64
+        });
+        probs.truncate(keep.map_or(probs.len(), |k| k + 1));
+    }
+    let total: f64 = probs.iter().sum();
+    let mut u = rng.uniform() * total;
+    for (k, p) in probs.iter().enumerate() {
+        u -= p;
+        if u <= 0.0 {
+            return ranked[k].0 as u32;
+        }
+    }
+    ranked[probs.len() - 1].0 as u32
+}
+
+/// One block's KV cache and one-row scratch.
+struct DecodeLayer<T> {
+    qkv: T,  // (T_cap, 3C): the cache — keys and values of every position so far
+    att: T,  // (NH, T_cap)
+    atty: T, // (T_cap, C)
+    ln1: T,
+    ln1_mean: T,
+    ln1_rstd: T,
+    attproj: T,
+    res2: T,
+    ln2: T,
+    ln2_mean: T,
+    ln2_rstd: T,
+    fch: T,
+    fch_gelu: T,
+    fcproj: T,
+    res3: T,
+}
+
+/// The KV cache of one sequence, up to the model's context.
+pub struct Decoder<T> {
+    layers: Vec<DecodeLayer<T>>,
+    token: T,
+    x: T,
+    lnf: T,
+    lnf_mean: T,
+    lnf_rstd: T,
+    logits: T,
+}
+
+impl<T> Decoder<T> {
+    pub fn new<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>) -> Result<Decoder<T>> {
+        let cfg = &model.config;
+        let (c, t_cap) = (cfg.n_embd, cfg.block_size);
+        let mut z = |n: usize| be.zeros(n);
+        let mut layers = Vec::new();
+        for _ in 0..cfg.n_layer {
+            layers.push(DecodeLayer {
+                qkv: z(t_cap * 3 * c)?,
+                att: z(cfg.n_head * t_cap)?,
+                atty: z(t_cap * c)?,
+                ln1: z(c)?,
+                ln1_mean: z(1)?,
+                ln1_rstd: z(1)?,
+                attproj: z(c)?,
+                res2: z(c)?,
+                ln2: z(c)?,
+                ln2_mean: z(1)?,
+                ln2_rstd: z(1)?,
+                fch: z(4 * c)?,
+                fch_gelu: z(4 * c)?,
+                fcproj: z(c)?,
+                res3: z(c)?,
+            });
+        }
+        Ok(Decoder {
+            layers,
+            token: z(1)?,
+            x: z(c)?,
+            lnf: z(c)?,
+            lnf_mean: z(1)?,
+            lnf_rstd: z(1)?,
+            logits: z(cfg.vocab_size)?,
+        })
+    }
+
+    /// Runs `token` at position `pos`: appends its keys and values to the caches and
+    /// queues the logits of the token after it. The same ops as the training forward pass,
+    /// on one row.
+    pub fn step<B: Backend<Buf = T>>(&self, be: &mut B, model: &Gpt<B>, token: u32, pos: usize) {
+        let cfg = &model.config;
+        let (c, v, nh, t_cap) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, cfg.block_size);
+        assert!(pos < t_cap, "position {pos} is past the context of {t_cap}");
+        let (p, l) = (&model.params, &model.layout);
+        be.write_u32(&self.token, 0, &[token]);
+        be.embedding_forward(
+            &self.x,
+            &self.token,
+            at(p, l.wte),
+            at(p, l.wpe + pos * c),
+            1,
+            1,
+            c,
+        );
+        let mut residual = &self.x;
+        for (w, d) in l.layers.iter().zip(&self.layers) {
+            be.layernorm_forward(
+                &d.ln1,
+                &d.ln1_mean,
+                &d.ln1_rstd,
+                residual,
+                at(p, w.ln_1_weight),
+                at(p, w.ln_1_bias),
+                1,
+                c,
+            );
+            let qkv_row = at(&d.qkv, pos * 3 * c);
+            be.matmul(
+                qkv_row,
+                at(&d.ln1, 0),
+                at(p, w.c_attn_weight),
+                Some(at(p, w.c_attn_bias)),
+                MatmulShape::nn(1, 3 * c, c),
+                false,
+            );
+            be.attention_forward(&d.atty, &d.att, &d.qkv, 1, pos + 1, c, nh, pos, t_cap);
+            be.matmul(
+                at(&d.attproj, 0),
+                at(&d.atty, pos * c),
+                at(p, w.attn_proj_weight),
+                Some(at(p, w.attn_proj_bias)),
+                MatmulShape::nn(1, c, c),
+                false,
+            );
+            be.residual_forward(&d.res2, residual, &d.attproj, c);
+            be.layernorm_forward(
+                &d.ln2,
+                &d.ln2_mean,
+                &d.ln2_rstd,
+                &d.res2,
+                at(p, w.ln_2_weight),
+                at(p, w.ln_2_bias),
+                1,
+                c,
+            );
+            be.matmul(
+                at(&d.fch, 0),
+                at(&d.ln2, 0),
+                at(p, w.c_fc_weight),
+                Some(at(p, w.c_fc_bias)),
+                MatmulShape::nn(1, 4 * c, c),
+                false,
+            );
+            be.gelu_forward(&d.fch_gelu, &d.fch, 4 * c);
+            be.matmul(
+                at(&d.fcproj, 0),
+                at(&d.fch_gelu, 0),
+                at(p, w.mlp_proj_weight),
+                Some(at(p, w.mlp_proj_bias)),
+                MatmulShape::nn(1, c, 4 * c),
+                false,
+            );
+            be.residual_forward(&d.res3, &d.res2, &d.fcproj, c);
+            residual = &d.res3;
+        }
+        be.layernorm_forward(
+            &self.lnf,
+            &self.lnf_mean,
+            &self.lnf_rstd,
+            residual,
+            at(p, l.ln_f_weight),
+            at(p, l.ln_f_bias),
+            1,
+            c,
+        );
+        be.matmul(
+            at(&self.logits, 0),
+            at(&self.lnf, 0),
+            at(p, l.wte),
+            None,
+            MatmulShape::nt(1, v, c),
+            false,
+        );
+    }
+
+    /// The logits queued by the last step.
+    pub async fn logits<B: Backend<Buf = T>>(&self, be: &mut B) -> Result<Vec<f32>> {
+        be.read(&self.logits).await
+    }
+}
+
+/// Continues `prompt` (just `<|bos|>` when empty) until `<|eos|>`, `max_tokens` or the end
+/// of the context. `on_token` sees each new token as it is chosen (return false to stop).
+/// Returns the new tokens.
+pub async fn generate<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    decoder: &Decoder<B::Buf>,
+    prompt: &[u32],
+    cfg: &SampleConfig,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>> {
+    let t_cap = model.config.block_size;
+    let bos = [BOS];
+    let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
+    // Keep the end of a prompt longer than the context, leaving room to generate.
+    let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
+    for (pos, &token) in prompt.iter().enumerate() {
+        decoder.step(be, model, token, pos);
+    }
+    let mut rng = Rng::new(cfg.seed);
+    let mut out = Vec::new();
+    let mut pos = prompt.len();
+    while out.len() < cfg.max_tokens {
+        let logits = decoder.logits(be).await?;
+        let next = sample_logits(&logits, cfg, &mut rng);
+        if STOP.contains(&next) {
+            break;
+        }
+        out.push(next);
+        if !on_token(next) || pos >= t_cap {
+            break;
+        }
+        decoder.step(be, model, next, pos);
+        pos += 1;
+    }
+    Ok(out)
+}

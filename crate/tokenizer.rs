@@ -1,0 +1,221 @@
+//! Tokenizers trained on the user's own text: byte-level BPE (GPT-2's scheme, any UTF-8
+//! including Chinese) or characters. Both are Hugging Face `tokenizers` objects, saved and
+//! loaded as `tokenizer.json`, so transformers' PreTrainedTokenizerFast reads them.
+//!
+//! Special tokens hold fixed ids 0..8, the same in every Kiln vocabulary: padding,
+//! document boundaries, unknown characters, and the chat template SFT uses.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::TrainerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
+
+use crate::error::{KilnError, Result};
+
+pub const SPECIAL_TOKENS: [&str; 8] = [
+    "<|pad|>",
+    "<|bos|>",
+    "<|eos|>",
+    "<|unk|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+];
+pub const PAD: u32 = 0;
+pub const BOS: u32 = 1;
+pub const EOS: u32 = 2;
+pub const UNK: u32 = 3;
+pub const SYSTEM: u32 = 4;
+pub const USER: u32 = 5;
+pub const ASSISTANT: u32 = 6;
+pub const END: u32 = 7;
+
+/// The smallest byte-level BPE vocabulary: 256 bytes and the special tokens.
+pub const MIN_BPE_VOCAB: usize = 256 + SPECIAL_TOKENS.len();
+pub const MAX_VOCAB: usize = 8192;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// Byte-level BPE: every byte is a token, merges learned from the text.
+    Bpe,
+    /// One token per character (the most frequent ones if the vocabulary is capped).
+    Char,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+}
+
+fn err(e: impl std::fmt::Display) -> KilnError {
+    KilnError::Tokenizer(e.to_string())
+}
+
+fn special_tokens() -> Vec<AddedToken> {
+    SPECIAL_TOKENS
+        .iter()
+        .map(|s| AddedToken::from(s.to_string(), true))
+        .collect()
+}
+
+impl Tokenizer {
+    /// Trains a tokenizer on `documents`. For BPE `vocab_size` is the exact size wanted
+    /// (MIN_BPE_VOCAB..=8192); for characters it caps the vocabulary (None: every
+    /// character that occurs).
+    pub fn train(
+        documents: &[&str],
+        kind: TokenizerKind,
+        vocab_size: Option<usize>,
+    ) -> Result<Tokenizer> {
+        if documents.iter().all(|d| d.trim().is_empty()) {
+            return Err(KilnError::Data(
+                "the text is empty: a tokenizer needs text to learn from".into(),
+            ));
+        }
+        if let Some(v) = vocab_size {
+            if v > MAX_VOCAB {
+                return Err(KilnError::Config(format!(
+                    "a vocabulary of {v} is over Kiln's maximum of {MAX_VOCAB}"
+                )));
+            }
+        }
+        match kind {
+            TokenizerKind::Bpe => Self::train_bpe(documents, vocab_size.unwrap_or(1024)),
+            TokenizerKind::Char => Self::train_char(documents, vocab_size),
+        }
+    }
+
+    fn train_bpe(documents: &[&str], vocab_size: usize) -> Result<Tokenizer> {
+        if vocab_size < MIN_BPE_VOCAB {
+            return Err(KilnError::Config(format!(
+                "a byte-level BPE vocabulary needs at least {MIN_BPE_VOCAB} tokens (256 bytes + {} special), not {vocab_size}",
+                SPECIAL_TOKENS.len()
+            )));
+        }
+        let mut trainer: TrainerWrapper = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(special_tokens())
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        let mut inner = tokenizers::Tokenizer::new(BPE::default());
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
+        inner
+            .train(&mut trainer, documents.iter().copied())
+            .map_err(err)?;
+        inner.add_special_tokens(special_tokens()).map_err(err)?;
+        let got = inner.get_vocab_size(true);
+        if got < vocab_size {
+            return Err(KilnError::Tokenizer(format!(
+                "this text supports only {got} BPE tokens (no pair repeats often enough for more); choose a vocabulary of at most {got}, or give more text"
+            )));
+        }
+        Ok(Tokenizer { inner })
+    }
+
+    fn train_char(documents: &[&str], vocab_size: Option<usize>) -> Result<Tokenizer> {
+        let mut counts: HashMap<char, u64> = HashMap::new();
+        for d in documents {
+            for ch in d.chars() {
+                *counts.entry(ch).or_default() += 1;
+            }
+        }
+        let mut chars: Vec<(char, u64)> = counts.into_iter().collect();
+        chars.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0))); // most frequent first, ties by code point
+        let available = SPECIAL_TOKENS.len() + chars.len();
+        let size = match vocab_size {
+            Some(v) if v > available => {
+                return Err(KilnError::Tokenizer(format!(
+                    "this text has {} distinct characters, so a character vocabulary holds at most {available} tokens (with {} special), not {v}",
+                    chars.len(),
+                    SPECIAL_TOKENS.len()
+                )))
+            }
+            Some(v) if v <= SPECIAL_TOKENS.len() => {
+                return Err(KilnError::Config(format!("a vocabulary of {v} leaves no room for characters")))
+            }
+            Some(v) => v,
+            None => available,
+        };
+        let mut vocab: HashMap<String, u32> = HashMap::new();
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            vocab.insert(s.to_string(), i as u32);
+        }
+        for (ch, _) in chars.iter().take(size - SPECIAL_TOKENS.len()) {
+            let id = vocab.len() as u32;
+            vocab.insert(ch.to_string(), id);
+        }
+        let model = BPE::builder()
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                vec![],
+            )
+            .unk_token(SPECIAL_TOKENS[UNK as usize].to_string())
+            .build()
+            .map_err(err)?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner.with_decoder(Some(Fuse::new()));
+        inner.add_special_tokens(special_tokens()).map_err(err)?;
+        Ok(Tokenizer { inner })
+    }
+
+    /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
+    pub fn from_json(json: &str) -> Result<Tokenizer> {
+        let inner: tokenizers::Tokenizer = json
+            .parse()
+            .map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            if inner.token_to_id(s) != Some(i as u32) {
+                return Err(KilnError::Tokenizer(format!(
+                    "tokenizer.json lacks Kiln's special token {s} at id {i}"
+                )));
+            }
+        }
+        Ok(Tokenizer { inner })
+    }
+
+    pub fn to_json(&self) -> Result<String> {
+        self.inner.to_string(true).map_err(err)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`. Special-token strings in the text are ordinary text here: a
+    /// user's document cannot inject a `<|eos|>` or a chat turn.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut inner = self.inner.clone();
+        inner.set_encode_special_tokens(true);
+        Ok(inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+    }
+
+    /// Text of `ids`, without special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(err)
+    }
+
+    /// The token's string as the vocabulary stores it (for showing a split).
+    pub fn token_text(&self, id: u32) -> String {
+        self.decode(&[id]).unwrap_or_default()
+    }
+
+    pub fn kind(&self) -> TokenizerKind {
+        if self.inner.get_pre_tokenizer().is_some() {
+            TokenizerKind::Bpe
+        } else {
+            TokenizerKind::Char
+        }
+    }
+}
