@@ -1,0 +1,362 @@
+//! Checkpoints. A model folder is what Hugging Face transformers loads with
+//! `GPT2LMHeadModel.from_pretrained` and `PreTrainedTokenizerFast.from_pretrained`:
+//! model.safetensors (GPT-2 tensor names, f32), config.json, tokenizer.json,
+//! tokenizer_config.json. A resume checkpoint adds the optimizer state, the step, the
+//! data position and the corpus, so training continues bit-exactly.
+//!
+//! Everything is built as (file name, bytes) pairs, so the browser can zip them; natively
+//! [`write_dir`] writes them into a temporary folder first and renames it into place, so a
+//! crash never leaves half a checkpoint.
+
+use std::collections::HashMap;
+
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::data::{Batcher, BatcherState, Dataset};
+use crate::error::{KilnError, Result};
+use crate::model::{GptConfig, ParamLayout};
+use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
+use crate::train::optimizer::AdamW;
+use crate::train::{LossPoint, PretrainConfig, Pretrainer};
+
+/// File name → contents.
+pub type Files = HashMap<String, Vec<u8>>;
+
+fn bad(m: impl std::fmt::Display) -> KilnError {
+    KilnError::Checkpoint(m.to_string())
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A safetensors file of named f32 tensors, with the metadata transformers expects.
+fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>> {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            Ok((
+                name.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map_err(bad)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    safetensors::tensor::serialize(views, metadata).map_err(bad)
+}
+
+/// Reads one f32 tensor of the expected shape, refusing NaN and infinity.
+fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str) -> Result<Vec<f32>> {
+    let view = names
+        .iter()
+        .find_map(|n| st.tensor(n).ok())
+        .ok_or_else(|| bad(format!("{file} has no tensor {}", names[0])))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(bad(format!(
+            "{} in {file} is {:?}, Kiln reads f32",
+            names[0],
+            view.dtype()
+        )));
+    }
+    if view.shape() != shape {
+        return Err(bad(format!(
+            "{} in {file} has shape {:?}, the config says {shape:?}",
+            names[0],
+            view.shape()
+        )));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "{} in {file} holds {} at element {i}",
+            names[0], values[i]
+        )));
+    }
+    Ok(values)
+}
+
+/// transformers' GPT2Config for a Kiln model.
+fn hf_config(cfg: &GptConfig) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.block_size,
+        "n_ctx": cfg.block_size,
+        "n_embd": cfg.n_embd,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_inner": null,
+        "activation_function": "gelu_new",
+        "layer_norm_epsilon": crate::cpu::layernorm::LAYERNORM_EPS,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": true,
+        "bos_token_id": crate::tokenizer::BOS,
+        "eos_token_id": crate::tokenizer::EOS,
+        "pad_token_id": crate::tokenizer::PAD,
+        "torch_dtype": "float32",
+    })
+}
+
+fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
+    let v: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| bad(format!("config.json is not JSON: {e}")))?;
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(|x| x.as_u64())
+            .map(|x| x as usize)
+            .ok_or_else(|| bad(format!("config.json lacks a whole number {name}")))
+    };
+    if v.get("model_type").and_then(|x| x.as_str()) != Some("gpt2") {
+        return Err(bad(
+            "config.json is not a GPT-2 model (model_type must be \"gpt2\")",
+        ));
+    }
+    let cfg = GptConfig {
+        vocab_size: field("vocab_size")?,
+        block_size: field("n_positions")?,
+        n_layer: field("n_layer")?,
+        n_head: field("n_head")?,
+        n_embd: field("n_embd")?,
+    };
+    cfg.validate()
+        .map_err(|e| bad(format!("config.json: {e}")))?;
+    Ok(cfg)
+}
+
+/// The Hugging Face model folder for these parameters.
+pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Result<Files> {
+    let layout = ParamLayout::new(cfg);
+    let tensors = layout
+        .tensors
+        .iter()
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                f32_bytes(&params[t.offset..t.offset + t.len()]),
+            )
+        })
+        .collect();
+    let tokenizer_config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": SPECIAL_TOKENS[crate::tokenizer::BOS as usize],
+        "eos_token": SPECIAL_TOKENS[crate::tokenizer::EOS as usize],
+        "pad_token": SPECIAL_TOKENS[crate::tokenizer::PAD as usize],
+        "unk_token": SPECIAL_TOKENS[crate::tokenizer::UNK as usize],
+        "model_max_length": cfg.block_size,
+    });
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
+    Ok(HashMap::from([
+        ("model.safetensors".to_string(), safetensors_of(tensors)?),
+        ("config.json".to_string(), json(&hf_config(cfg))),
+        (
+            "tokenizer.json".to_string(),
+            tokenizer.to_json()?.into_bytes(),
+        ),
+        ("tokenizer_config.json".to_string(), json(&tokenizer_config)),
+    ]))
+}
+
+/// A model folder read back: its config, tokenizer and parameters (in Kiln's layout).
+pub struct LoadedModel {
+    pub config: GptConfig,
+    pub tokenizer: Tokenizer,
+    pub params: Vec<f32>,
+}
+
+fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
+    files
+        .get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| bad(format!("{name} is missing")))
+}
+
+/// Reads a model folder, checking every tensor's presence, type, shape and values.
+/// Tensor names with transformers' "transformer." prefix are accepted too.
+pub fn load_model(files: &Files) -> Result<LoadedModel> {
+    let config = config_from_hf(file(files, "config.json")?)?;
+    let tokenizer_json = std::str::from_utf8(file(files, "tokenizer.json")?)
+        .map_err(|_| bad("tokenizer.json is not UTF-8"))?;
+    let tokenizer = Tokenizer::from_json(tokenizer_json)?;
+    if tokenizer.vocab_size() != config.vocab_size {
+        return Err(bad(format!(
+            "tokenizer.json has {} tokens but config.json says vocab_size {}",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    let bytes = file(files, "model.safetensors")?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
+    let layout = ParamLayout::new(&config);
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.tensors {
+        let names = [t.name.clone(), format!("transformer.{}", t.name)];
+        let values = read_f32(&st, &names, &t.shape, "model.safetensors")?;
+        params[t.offset..t.offset + t.len()].copy_from_slice(&values);
+    }
+    Ok(LoadedModel {
+        config,
+        tokenizer,
+        params,
+    })
+}
+
+/// What a resume checkpoint holds beside the model folder.
+#[derive(Serialize, Deserialize)]
+struct TrainerState {
+    kiln: String,
+    pretrain: PretrainConfig,
+    step: u64,
+    adam_step: u32,
+    batcher: BatcherState,
+    history: Vec<LossPoint>,
+}
+
+/// A resume checkpoint of a pretraining run: the model folder plus optimizer.safetensors,
+/// trainer.json and corpus.txt.
+pub async fn resume_files<B: Backend>(run: &mut Pretrainer<B>, corpus: &str) -> Result<Files> {
+    let params = run.be.read(&run.model.params).await?;
+    let m = run.be.read(&run.opt.m).await?;
+    let v = run.be.read(&run.opt.v).await?;
+    let mut files = model_files(&run.model.config, &run.tokenizer, &params)?;
+    let n = vec![params.len()];
+    files.insert(
+        "optimizer.safetensors".into(),
+        safetensors_of(vec![
+            ("adamw.m".into(), n.clone(), f32_bytes(&m)),
+            ("adamw.v".into(), n, f32_bytes(&v)),
+        ])?,
+    );
+    let state = TrainerState {
+        kiln: env!("CARGO_PKG_VERSION").into(),
+        pretrain: run.cfg.clone(),
+        step: run.step,
+        adam_step: run.opt.step,
+        batcher: run.batcher_state(),
+        history: run.history.clone(),
+    };
+    files.insert(
+        "trainer.json".into(),
+        serde_json::to_vec_pretty(&state).expect("JSON"),
+    );
+    files.insert("corpus.txt".into(), corpus.as_bytes().to_vec());
+    Ok(files)
+}
+
+/// Continues a pretraining run from a resume checkpoint (returns the run and its corpus).
+pub fn resume<B: Backend>(mut be: B, files: &Files) -> Result<(Pretrainer<B>, String)> {
+    let loaded = load_model(files)?;
+    let state: TrainerState = serde_json::from_slice(file(files, "trainer.json")?)
+        .map_err(|e| bad(format!("trainer.json is not a Kiln trainer state: {e}")))?;
+    state.pretrain.validate()?;
+    let corpus = String::from_utf8(file(files, "corpus.txt")?.to_vec())
+        .map_err(|_| bad("corpus.txt is not UTF-8"))?;
+    let opt_bytes = file(files, "optimizer.safetensors")?;
+    let st = SafeTensors::deserialize(opt_bytes)
+        .map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
+    let n = [loaded.params.len()];
+    let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors")?;
+    let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors")?;
+
+    let cfg = state.pretrain;
+    let data = Dataset::new(
+        &loaded.tokenizer,
+        &corpus,
+        loaded.config.block_size,
+        cfg.val_fraction,
+        cfg.seed,
+    )?;
+    if state.batcher.position > data.train.len() {
+        return Err(bad("trainer.json's data position is past the corpus"));
+    }
+    crate::train::check_fits(
+        &be,
+        &loaded.config,
+        cfg.batch_size,
+        loaded.config.block_size,
+    )?;
+    let model = crate::model::Gpt::from_params(&mut be, loaded.config, &loaded.params)?;
+    let mut opt = AdamW::new(&mut be, &model)?;
+    be.write(&opt.m, 0, &m);
+    be.write(&opt.v, 0, &v);
+    opt.step = state.adam_step;
+    let batcher = Batcher::resume(data.train.len(), state.batcher);
+    let run = Pretrainer::assemble(
+        be,
+        model,
+        loaded.tokenizer,
+        data,
+        cfg,
+        opt,
+        batcher,
+        state.step,
+        state.history,
+    )?;
+    Ok((run, corpus))
+}
+
+/// Writes `files` into `dir` all at once: into a sibling temporary folder first, then
+/// renamed into place (replacing an older checkpoint only when the new one is complete).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn write_dir(dir: &std::path::Path, files: &Files) -> Result<()> {
+    let io = |e: std::io::Error, what: &std::path::Path| {
+        KilnError::Io(format!("{}: {e}", what.display()))
+    };
+    let name = dir
+        .file_name()
+        .ok_or_else(|| KilnError::Io(format!("{} is not a folder name", dir.display())))?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| io(e, parent))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| io(e, &tmp))?;
+    for (file, bytes) in files {
+        let path = tmp.join(file);
+        std::fs::write(&path, bytes).map_err(|e| io(e, &path))?;
+    }
+    let old = parent.join(format!(
+        ".{}.old-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(|e| io(e, dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| io(e, dir))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Reads every file of a checkpoint folder.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_dir(dir: &std::path::Path) -> Result<Files> {
+    let io = |e: std::io::Error| KilnError::Io(format!("{}: {e}", dir.display()));
+    let mut files = Files::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_file() {
+            let bytes = std::fs::read(entry.path()).map_err(io)?;
+            files.insert(entry.file_name().to_string_lossy().into_owned(), bytes);
+        }
+    }
+    Ok(files)
+}

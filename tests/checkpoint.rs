@@ -1,0 +1,182 @@
+//! Checkpoints: a run saved at step k and resumed continues bit-exactly like a run that
+//! never stopped; model folders round-trip; corrupt or mismatched files are refused with
+//! a message that names the problem.
+
+use kiln::backend::{Backend, CpuBackend, GpuBackend};
+use kiln::checkpoint::{load_model, model_files, read_dir, resume, resume_files, write_dir};
+use kiln::data::corpus::{default_corpus, Language};
+use kiln::data::documents;
+use kiln::gpu::Gpu;
+use kiln::model::GptConfig;
+use kiln::tokenizer::{Tokenizer, TokenizerKind};
+use kiln::train::{PretrainConfig, Pretrainer};
+use pollster::block_on;
+
+fn setup() -> (String, Tokenizer, GptConfig, PretrainConfig) {
+    let text = default_corpus(Language::English, 200, 5);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
+    let model = GptConfig {
+        vocab_size: tok.vocab_size(),
+        block_size: 32,
+        n_layer: 2,
+        n_head: 2,
+        n_embd: 32,
+    };
+    let cfg = PretrainConfig {
+        steps: 12,
+        batch_size: 4,
+        grad_accum: 2,
+        warmup_steps: 3,
+        log_every: 1,
+        eval_every: 4,
+        sample_every: 0,
+        ..Default::default()
+    };
+    (text, tok, model, cfg)
+}
+
+/// Steps until done; returns (step, loss, val loss) per step and the final parameters.
+fn finish<B: Backend>(run: &mut Pretrainer<B>) -> (Vec<(u64, f32, Option<f32>)>, Vec<f32>) {
+    let mut log = Vec::new();
+    while !run.done() {
+        let p = block_on(run.train_one()).unwrap();
+        log.push((p.step, p.loss.unwrap(), p.val_loss));
+    }
+    let params = block_on(run.be.read(&run.model.params)).unwrap();
+    (log, params)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn resume_is_bit_exact<B: Backend>(make: impl Fn() -> B, name: &str) {
+    let (text, tok, model, cfg) = setup();
+    let tok_json = tok.to_json().unwrap();
+    let (straight, params_straight) = {
+        let mut run = Pretrainer::new(make(), tok, &text, model, cfg.clone()).unwrap();
+        finish(&mut run)
+    };
+    let dir = std::env::temp_dir().join(format!("kiln-resume-{name}-{}", std::process::id()));
+    {
+        let tok = Tokenizer::from_json(&tok_json).unwrap();
+        let mut run = Pretrainer::new(make(), tok, &text, model, cfg.clone()).unwrap();
+        for _ in 0..5 {
+            block_on(run.train_one()).unwrap();
+        }
+        let files = block_on(resume_files(&mut run, &text)).unwrap();
+        write_dir(&dir, &files).unwrap();
+    } // the first half of the run is gone
+    let (mut run, corpus) = resume(make(), &read_dir(&dir).unwrap()).unwrap();
+    assert_eq!(corpus, text);
+    assert_eq!(run.step, 5);
+    let (resumed, params_resumed) = finish(&mut run);
+    std::fs::remove_dir_all(&dir).unwrap();
+    println!(
+        "[{name}] steps 6..12 straight: {:?}",
+        straight[5..].iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    println!(
+        "[{name}] steps 6..12 resumed:  {:?}",
+        resumed.iter().map(|s| s.1).collect::<Vec<_>>()
+    );
+    assert_eq!(resumed.len(), 7);
+    for (a, b) in straight[5..].iter().zip(&resumed) {
+        assert_eq!(
+            (a.0, a.1.to_bits(), a.2.map(f32::to_bits)),
+            (b.0, b.1.to_bits(), b.2.map(f32::to_bits)),
+            "step {}",
+            a.0
+        );
+    }
+    assert!(
+        bits(&params_straight) == bits(&params_resumed),
+        "[{name}] parameters differ after resuming"
+    );
+}
+
+#[test]
+fn resuming_on_the_gpu_is_bit_exact() {
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    resume_is_bit_exact(|| GpuBackend::new(gpu.clone()), "gpu");
+}
+
+#[test]
+fn resuming_on_the_cpu_is_bit_exact() {
+    resume_is_bit_exact(CpuBackend::new, "cpu");
+}
+
+#[test]
+fn model_folders_round_trip_and_corruption_is_named() {
+    let (_, tok, model, _) = setup();
+    let layout = kiln::model::ParamLayout::new(&model);
+    let params = layout.init(&model, 11);
+    let files = model_files(&model, &tok, &params).unwrap();
+    let loaded = load_model(&files).unwrap();
+    assert_eq!(loaded.config, model);
+    assert_eq!(bits(&loaded.params), bits(&params));
+
+    let expect_err = |files: &kiln::checkpoint::Files, needle: &str| {
+        let err = load_model(files)
+            .err()
+            .expect("should be refused")
+            .to_string();
+        println!("refused: {err}");
+        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    };
+    let mut truncated = files.clone();
+    let st = truncated.get_mut("model.safetensors").unwrap();
+    st.truncate(st.len() / 2);
+    expect_err(&truncated, "corrupt");
+
+    let mut nan = files.clone();
+    let mut p = params.clone();
+    p[layout.get("h.1.mlp.c_fc.bias").unwrap().offset + 3] = f32::NAN;
+    nan.insert(
+        "model.safetensors".into(),
+        model_files(&model, &tok, &p).unwrap()["model.safetensors"].clone(),
+    );
+    expect_err(&nan, "h.1.mlp.c_fc.bias");
+
+    let mut missing = files.clone();
+    missing.remove("tokenizer.json");
+    expect_err(&missing, "tokenizer.json is missing");
+
+    let mut garbage = files.clone();
+    garbage.insert(
+        "config.json".into(),
+        b"{\"model_type\": \"gpt2\", \"n_layer\": \"two\"}".to_vec(),
+    );
+    expect_err(&garbage, "config.json");
+
+    let mut other = files.clone();
+    let bigger = GptConfig {
+        n_embd: 48,
+        ..model
+    };
+    other.insert(
+        "config.json".into(),
+        model_files(&bigger, &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
+    );
+    expect_err(&other, "shape");
+}
+
+fn bigger_params(cfg: &GptConfig) -> Vec<f32> {
+    kiln::model::ParamLayout::new(cfg).init(cfg, 1)
+}
+
+#[test]
+fn write_dir_replaces_a_checkpoint_whole() {
+    let dir = std::env::temp_dir().join(format!("kiln-write-{}", std::process::id()));
+    let one: kiln::checkpoint::Files = [
+        ("a.txt".to_string(), b"1".to_vec()),
+        ("b.txt".to_string(), b"1".to_vec()),
+    ]
+    .into();
+    let two: kiln::checkpoint::Files = [("a.txt".to_string(), b"2".to_vec())].into();
+    write_dir(&dir, &one).unwrap();
+    write_dir(&dir, &two).unwrap();
+    let back = read_dir(&dir).unwrap();
+    assert_eq!(back, two, "the old checkpoint's files must not survive");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,113 @@
+//! Tokenizers trained on text: round trips in English and Chinese, fixed special ids,
+//! tokenizer.json round trip, and clear errors for vocabularies the text cannot support.
+
+use kiln::data::corpus::{default_corpus, Language};
+use kiln::data::documents;
+use kiln::error::KilnError;
+use kiln::tokenizer::{Tokenizer, TokenizerKind, BOS, EOS, MIN_BPE_VOCAB, PAD};
+
+fn corpus(language: Language) -> String {
+    default_corpus(language, 300, 3)
+}
+
+#[test]
+fn byte_level_bpe_round_trips_english_and_chinese() {
+    for language in [Language::English, Language::Chinese] {
+        let text = corpus(language);
+        let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(400)).unwrap();
+        assert_eq!(tok.vocab_size(), 400);
+        let sample = documents(&text)[0];
+        let ids = tok.encode(sample).unwrap();
+        assert_eq!(tok.decode(&ids).unwrap(), sample);
+        // compression: BPE merges make far fewer tokens than bytes
+        println!(
+            "{language:?}: {} bytes -> {} tokens",
+            sample.len(),
+            ids.len()
+        );
+        assert!(ids.len() * 2 < sample.len());
+        // text it never saw still round-trips, byte by byte
+        let unseen = "Zebra 斑马 🦓 naïve — ok?";
+        assert_eq!(tok.decode(&tok.encode(unseen).unwrap()).unwrap(), unseen);
+    }
+}
+
+#[test]
+fn character_vocabulary_round_trips_and_caps() {
+    let text = corpus(Language::Chinese);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let sample = documents(&text)[1];
+    let ids = tok.encode(sample).unwrap();
+    assert_eq!(ids.len(), sample.chars().count());
+    assert_eq!(tok.decode(&ids).unwrap(), sample);
+    // capped: rare characters become <|unk|>
+    let capped = Tokenizer::train(&documents(&text), TokenizerKind::Char, Some(40)).unwrap();
+    assert_eq!(capped.vocab_size(), 40);
+    assert!(capped
+        .encode(sample)
+        .unwrap()
+        .contains(&kiln::tokenizer::UNK));
+}
+
+#[test]
+fn special_tokens_have_fixed_ids_and_text_cannot_inject_them() {
+    let text = corpus(Language::English);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
+    let ids = tok.encode("a <|eos|> b <|user|>").unwrap();
+    assert!(
+        !ids.contains(&EOS) && !ids.contains(&kiln::tokenizer::USER),
+        "special strings in text must stay text: {ids:?}"
+    );
+    assert_eq!(tok.decode(&[BOS, PAD]).unwrap(), "");
+}
+
+#[test]
+fn tokenizer_json_round_trips() {
+    let text = corpus(Language::English);
+    for kind in [TokenizerKind::Bpe, TokenizerKind::Char] {
+        let size = if kind == TokenizerKind::Bpe {
+            Some(300)
+        } else {
+            None
+        };
+        let tok = Tokenizer::train(&documents(&text), kind, size).unwrap();
+        let back = Tokenizer::from_json(&tok.to_json().unwrap()).unwrap();
+        assert_eq!(back.kind(), kind);
+        assert_eq!(back.vocab_size(), tok.vocab_size());
+        let s = documents(&text)[2];
+        assert_eq!(back.encode(s).unwrap(), tok.encode(s).unwrap());
+    }
+    assert!(matches!(
+        Tokenizer::from_json("{not json"),
+        Err(KilnError::Tokenizer(_))
+    ));
+}
+
+#[test]
+fn vocabularies_the_text_cannot_support_are_refused_clearly() {
+    let docs = ["abc abc abd"];
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(4000))
+        .err()
+        .unwrap();
+    println!("{err}");
+    assert!(err.to_string().contains("supports only"), "{err}");
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(100))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains(&MIN_BPE_VOCAB.to_string()),
+        "{err}"
+    );
+    let err = Tokenizer::train(&docs, TokenizerKind::Char, Some(50))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("distinct characters"), "{err}");
+    let err = Tokenizer::train(&[" ", ""], TokenizerKind::Bpe, Some(300))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("empty"), "{err}");
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(9000))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("8192"), "{err}");
+}
