@@ -1,6 +1,8 @@
-//! Matmul throughput: the tiled WGSL kernel, the naive one-invocation-per-output WGSL
-//! kernel and the CPU twin, on the same machine in one run. Native only (it needs a
-//! clock and a blocking wait); `kiln bench matmul` prints the JSON.
+//! Benchmarks, native only (they need a clock and a blocking wait); the CLI prints JSON.
+//! - matmul: the tiled WGSL kernel, the naive one-invocation-per-output kernel and the
+//!   CPU twin, on the same shapes in one run (`kiln bench matmul`);
+//! - training: tokens/s of the tiny, small and base presets on the GPU and CPU backends,
+//!   with the device memory used beside the estimate (`kiln bench train`).
 
 use serde::Serialize;
 
@@ -77,6 +79,7 @@ mod native {
 
     use super::{matmul_shapes, BenchShape};
     use crate::cpu;
+    use crate::error::KilnError;
     use crate::gpu::{self, Gpu, GpuError};
     use crate::rng::Rng;
     use crate::selftest::max_rel_err;
@@ -223,4 +226,171 @@ mod native {
             results,
         })
     }
+
+    /// Training throughput of one preset on one backend.
+    #[derive(Debug, Serialize)]
+    pub struct TrainResult {
+        pub preset: String,
+        pub backend: String,
+        pub params: usize,
+        pub batch: usize,
+        pub context: usize,
+        pub vocab: usize,
+        pub steps_timed: usize,
+        pub tokens_per_s: f64,
+        /// The model's estimate of device memory for this run (params, grads, AdamW, activations).
+        pub memory_estimate_bytes: u64,
+        /// The most bytes of Kiln buffers alive at once (GPU only).
+        pub memory_peak_bytes: Option<u64>,
+    }
+
+    #[derive(Debug, Serialize)]
+    pub struct TrainReport {
+        pub benchmark: &'static str,
+        pub adapter: String,
+        pub cpu: String,
+        pub cpu_threads: usize,
+        pub corpus: String,
+        pub results: Vec<TrainResult>,
+    }
+
+    /// Times optimizer steps of `run` until `min_seconds` have passed (at least one step,
+    /// at most 50), each step synchronised by reading back the 2-element gradient norm.
+    fn time_steps<B: crate::backend::Backend>(
+        run: &mut crate::train::Pretrainer<B>,
+        min_seconds: f64,
+    ) -> Result<(usize, f64), KilnError> {
+        let start = Instant::now();
+        let mut steps = 0;
+        while steps == 0 || (start.elapsed().as_secs_f64() < min_seconds && steps < 50) {
+            pollster::block_on(run.train_one())?;
+            pollster::block_on(run.be.read(&run.opt.norm))?;
+            steps += 1;
+        }
+        Ok((steps, start.elapsed().as_secs_f64()))
+    }
+
+    /// Tokens/s of the presets (tiny and small when `quick`, and base otherwise) on the GPU
+    /// and the CPU backend, B = 8 rows of the preset's full context, on the default corpus
+    /// with a 512-token BPE vocabulary.
+    pub fn bench_train(
+        gpu: &Gpu,
+        quick: bool,
+        progress: impl Fn(&str),
+    ) -> Result<TrainReport, KilnError> {
+        use crate::backend::{CpuBackend, GpuBackend};
+        use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+        use crate::model::GptConfig;
+        use crate::tokenizer::{Tokenizer, TokenizerKind};
+        use crate::train::{PretrainConfig, Pretrainer};
+
+        let text = default_corpus(Language::English, DEFAULT_STORIES, DEFAULT_SEED);
+        let docs = crate::data::documents(&text);
+        let tokenizer_json = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(512))?.to_json()?;
+        let presets: &[&str] = if quick {
+            &["tiny", "small"]
+        } else {
+            &["tiny", "small", "base"]
+        };
+        let mut results = Vec::new();
+        for &preset in presets {
+            for backend in ["gpu", "cpu"] {
+                progress(&format!("timing {preset} on the {backend} backend"));
+                let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
+                let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
+                let batch = 8;
+                let cfg = PretrainConfig {
+                    steps: 1000,
+                    batch_size: batch,
+                    eval_every: u64::MAX,
+                    sample_every: 0,
+                    log_every: u64::MAX,
+                    ..Default::default()
+                };
+                let min_seconds = if preset == "tiny" { 3.0 } else { 5.0 };
+                let (steps, seconds, peak) = if backend == "gpu" {
+                    gpu.reset_peak();
+                    let mut run = Pretrainer::new(
+                        GpuBackend::new(gpu.clone()),
+                        tokenizer,
+                        &text,
+                        model,
+                        cfg,
+                    )?;
+                    time_steps(&mut run, 0.0)?; // warm-up: compiles the pipelines
+                    let (steps, seconds) = time_steps(&mut run, min_seconds)?;
+                    (steps, seconds, Some(gpu.memory().1))
+                } else {
+                    let mut run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg)?;
+                    let (steps, seconds) = time_steps(&mut run, min_seconds)?;
+                    (steps, seconds, None)
+                };
+                let tokens_per_s = (steps * batch * model.block_size) as f64 / seconds;
+                progress(&format!("  {tokens_per_s:.0} tokens/s over {steps} steps"));
+                results.push(TrainResult {
+                    preset: preset.into(),
+                    backend: backend.into(),
+                    params: model.num_params(),
+                    batch,
+                    context: model.block_size,
+                    vocab: model.vocab_size,
+                    steps_timed: steps,
+                    tokens_per_s,
+                    memory_estimate_bytes: model.memory(batch, model.block_size).total(),
+                    memory_peak_bytes: peak,
+                });
+            }
+        }
+        Ok(TrainReport {
+            benchmark: "train",
+            adapter: gpu.adapter_name(),
+            cpu: cpu_model(),
+            cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            corpus: format!("default English stories ({DEFAULT_STORIES}), BPE 512"),
+            results,
+        })
+    }
+}
+
+/// Where a training step's GPU time goes, per kernel entry point (native; `kiln bench
+/// profile`): every dispatch runs and is waited for on its own, so the total is slower
+/// than a real step, but the shares show which kernels matter.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn profile_step(
+    gpu: &crate::gpu::Gpu,
+    preset: &str,
+    steps: usize,
+) -> Result<Vec<(String, u32, f64)>, crate::error::KilnError> {
+    use crate::backend::GpuBackend;
+    use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED};
+    use crate::model::GptConfig;
+    use crate::tokenizer::{Tokenizer, TokenizerKind};
+    use crate::train::{PretrainConfig, Pretrainer};
+    let text = default_corpus(Language::English, 1000, DEFAULT_SEED);
+    let tokenizer = Tokenizer::train(
+        &crate::data::documents(&text),
+        TokenizerKind::Bpe,
+        Some(512),
+    )?;
+    let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
+    let cfg = PretrainConfig {
+        steps: 1000,
+        eval_every: u64::MAX,
+        sample_every: 0,
+        log_every: u64::MAX,
+        ..Default::default()
+    };
+    let mut run = Pretrainer::new(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
+    pollster::block_on(run.train_one())?; // compile pipelines first
+    gpu.set_profiling(true);
+    for _ in 0..steps {
+        pollster::block_on(run.train_one())?;
+    }
+    let totals = gpu.set_profiling(false).unwrap_or_default();
+    let mut rows: Vec<(String, u32, f64)> = totals
+        .into_iter()
+        .map(|(k, (n, s))| (k.to_string(), n, s))
+        .collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(rows)
 }

@@ -35,8 +35,11 @@ fn setup() -> (String, Tokenizer, GptConfig, PretrainConfig) {
     (text, tok, model, cfg)
 }
 
-/// Steps until done; returns (step, loss, val loss) per step and the final parameters.
-fn finish<B: Backend>(run: &mut Pretrainer<B>) -> (Vec<(u64, f32, Option<f32>)>, Vec<f32>) {
+/// (step, loss, validation loss) of one step.
+type StepLog = (u64, f32, Option<f32>);
+
+/// Steps until done; returns each step's log and the final parameters.
+fn finish<B: Backend>(run: &mut Pretrainer<B>) -> (Vec<StepLog>, Vec<f32>) {
     let mut log = Vec::new();
     while !run.done() {
         let p = block_on(run.train_one()).unwrap();

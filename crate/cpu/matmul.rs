@@ -77,6 +77,10 @@ impl MatmulShape {
 }
 
 /// out (batch, M, N) = A · B + bias (N), accumulated into out when `accumulate`.
+///
+/// The loop order follows the storage so the innermost loop runs along contiguous
+/// memory (and vectorises): with B stored K×N, each out row is a sum of B's rows scaled
+/// by A(m, k); with B stored N×K (A·Bᵀ), each output is a dot product of two rows.
 pub fn matmul<F: Float>(
     out: &mut [F],
     a: &[F],
@@ -86,22 +90,36 @@ pub fn matmul<F: Float>(
     accumulate: bool,
 ) {
     let (a_row, a_col) = s.a_strides();
-    let (b_row, b_col) = s.b_strides();
     for z in 0..s.batch {
         let a = &a[z * s.a_len()..];
         let b = &b[z * s.b_len()..];
         let out = &mut out[z * s.out_len()..];
         for m in 0..s.m {
-            for n in 0..s.n {
-                let mut acc = F::zero();
+            let row = &mut out[m * s.n..(m + 1) * s.n];
+            if !accumulate {
+                row.iter_mut().for_each(|o| *o = F::zero());
+            }
+            if let Some(bias) = bias {
+                row.iter_mut().zip(bias).for_each(|(o, &x)| *o = *o + x);
+            }
+            if s.b_transposed {
+                // out[m, n] += Σ_k A(m, k) · B[n, k]: a dot product with B's row n
+                for (n, o) in row.iter_mut().enumerate() {
+                    let b_row = &b[n * s.k..(n + 1) * s.k];
+                    *o = *o
+                        + (0..s.k)
+                            .map(|k| a[m * a_row + k * a_col] * b_row[k])
+                            .sum::<F>();
+                }
+            } else {
+                // out[m, :] += Σ_k A(m, k) · B[k, :]: scaled rows of B
                 for k in 0..s.k {
-                    acc = acc + a[m * a_row + k * a_col] * b[k * b_row + n * b_col];
+                    let scale = a[m * a_row + k * a_col];
+                    let b_row = &b[k * s.n..(k + 1) * s.n];
+                    row.iter_mut()
+                        .zip(b_row)
+                        .for_each(|(o, &x)| *o = *o + scale * x);
                 }
-                if let Some(bias) = bias {
-                    acc = acc + bias[n];
-                }
-                let o = &mut out[m * s.n + n];
-                *o = if accumulate { *o + acc } else { acc };
             }
         }
     }

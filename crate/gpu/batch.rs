@@ -134,7 +134,26 @@ impl Batch {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        drop(pass);
         self.dispatches += 1;
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.gpu.profiling() {
+            self.run_and_time(entry);
+        }
+    }
+
+    /// Profiling (native): runs what is recorded so far at once and charges the time to
+    /// `entry`. Slow, and for finding which kernels a step spends its time in.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn run_and_time(&mut self, entry: &'static str) {
+        let encoder = std::mem::replace(
+            &mut self.encoder,
+            self.gpu.device.create_command_encoder(&Default::default()),
+        );
+        let start = std::time::Instant::now();
+        self.gpu.queue.submit([encoder.finish()]);
+        let _ = self.gpu.wait();
+        self.gpu.charge(entry, start.elapsed().as_secs_f64());
     }
 
     /// Workgroups for `n` independent items handled `per_group` at a time, as a grid.

@@ -105,11 +105,35 @@ pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError>
     Ok(limits)
 }
 
+/// Kernel entry point → (dispatches, seconds), from profiling.
+pub type KernelTimes = HashMap<&'static str, (u32, f64)>;
+
+/// Bytes of live buffers, and the most there have been at once.
+#[derive(Debug, Default)]
+struct MemoryMeter {
+    live: std::cell::Cell<u64>,
+    peak: std::cell::Cell<u64>,
+}
+
+/// Counts a buffer's bytes while any clone of it lives.
+#[derive(Debug)]
+struct Allocation {
+    bytes: u64,
+    meter: Rc<MemoryMeter>,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.meter.live.set(self.meter.live.get() - self.bytes);
+    }
+}
+
 /// A storage buffer of 4-byte elements (f32 or u32).
 #[derive(Clone, Debug)]
 pub struct Buffer {
     pub(crate) raw: wgpu::Buffer,
     len: usize,
+    _allocation: Rc<Allocation>,
 }
 
 impl Buffer {
@@ -171,6 +195,9 @@ pub struct Gpu {
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
     info: wgpu::AdapterInfo,
+    meter: Rc<MemoryMeter>,
+    /// Per-entry-point (dispatches, seconds) while profiling; None otherwise.
+    profile: Rc<RefCell<Option<KernelTimes>>>,
     modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
     pipelines: Rc<RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
 }
@@ -207,6 +234,8 @@ impl Gpu {
             queue,
             limits: required_limits,
             info: adapter.get_info(),
+            meter: Rc::default(),
+            profile: Rc::default(),
             modules: Rc::default(),
             pipelines: Rc::default(),
         })
@@ -252,25 +281,39 @@ impl Gpu {
         Ok(())
     }
 
-    fn raw_buffer(&self, len: usize) -> Result<wgpu::Buffer, GpuError> {
+    /// Bytes of Kiln's storage buffers alive now, and the peak since [`Gpu::reset_peak`].
+    pub fn memory(&self) -> (u64, u64) {
+        (self.meter.live.get(), self.meter.peak.get())
+    }
+
+    pub fn reset_peak(&self) {
+        self.meter.peak.set(self.meter.live.get());
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
         // Bindings may not be empty: keep at least one element.
         let bytes = 4 * len.max(1) as u64;
         self.check_size(bytes)?;
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        }))
-    }
-
-    /// A zero-filled buffer of `len` elements.
-    pub fn zeros(&self, len: usize) -> Result<Buffer, GpuError> {
+        });
+        let live = self.meter.live.get() + bytes;
+        self.meter.live.set(live);
+        self.meter.peak.set(self.meter.peak.get().max(live));
+        let allocation = Rc::new(Allocation {
+            bytes,
+            meter: self.meter.clone(),
+        });
         Ok(Buffer {
-            raw: self.raw_buffer(len)?,
+            raw,
             len,
+            _allocation: allocation,
         })
     }
 
@@ -353,6 +396,25 @@ impl Gpu {
     }
 
     /// The compute pipeline for `entry` in `shader`, compiled once and cached.
+    /// Starts (or stops, returning the totals) timing every dispatch on its own.
+    pub fn set_profiling(&self, on: bool) -> Option<KernelTimes> {
+        std::mem::replace(&mut *self.profile.borrow_mut(), on.then(HashMap::new))
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn profiling(&self) -> bool {
+        self.profile.borrow().is_some()
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn charge(&self, entry: &'static str, seconds: f64) {
+        if let Some(map) = self.profile.borrow_mut().as_mut() {
+            let e = map.entry(entry).or_default();
+            e.0 += 1;
+            e.1 += seconds;
+        }
+    }
+
     pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
         if let Some(p) = self.pipelines.borrow().get(&(shader, entry)) {
             return p.clone();
