@@ -22,15 +22,7 @@ pub struct BenchShape {
 }
 
 fn named(name: &str, form: &'static str, shape: MatmulShape) -> BenchShape {
-    BenchShape {
-        name: name.to_string(),
-        form,
-        batch: shape.batch,
-        m: shape.m,
-        n: shape.n,
-        k: shape.k,
-        shape,
-    }
+    BenchShape { name: name.to_string(), form, batch: shape.batch, m: shape.m, n: shape.n, k: shape.k, shape }
 }
 
 /// Square products 256³, 512³, 1024³, then every linear-layer product of one GPT block
@@ -38,32 +30,13 @@ fn named(name: &str, form: &'static str, shape: MatmulShape) -> BenchShape {
 /// dX = dY·W and weight gradient dW = dYᵀ·X for the QKV, attention-output, MLP-up and
 /// MLP-down projections.
 pub fn matmul_shapes() -> Vec<BenchShape> {
-    let mut shapes: Vec<BenchShape> = [256, 512, 1024]
-        .iter()
-        .map(|&s| named(&format!("square {s}"), "A·B", MatmulShape::nn(s, s, s)))
-        .collect();
+    let mut shapes: Vec<BenchShape> =
+        [256, 512, 1024].iter().map(|&s| named(&format!("square {s}"), "A·B", MatmulShape::nn(s, s, s))).collect();
     let (c, rows) = (384, 8 * 256);
-    for (layer, inp, out) in [
-        ("qkv", c, 3 * c),
-        ("attn_proj", c, c),
-        ("mlp_fc", c, 4 * c),
-        ("mlp_proj", 4 * c, c),
-    ] {
-        shapes.push(named(
-            &format!("{layer} forward"),
-            "A·Bᵀ",
-            MatmulShape::nt(rows, out, inp),
-        ));
-        shapes.push(named(
-            &format!("{layer} d_input"),
-            "A·B",
-            MatmulShape::nn(rows, inp, out),
-        ));
-        shapes.push(named(
-            &format!("{layer} d_weight"),
-            "Aᵀ·B",
-            MatmulShape::tn(out, inp, rows),
-        ));
+    for (layer, inp, out) in [("qkv", c, 3 * c), ("attn_proj", c, c), ("mlp_fc", c, 4 * c), ("mlp_proj", 4 * c, c)] {
+        shapes.push(named(&format!("{layer} forward"), "A·Bᵀ", MatmulShape::nt(rows, out, inp)));
+        shapes.push(named(&format!("{layer} d_input"), "A·B", MatmulShape::nn(rows, inp, out)));
+        shapes.push(named(&format!("{layer} d_weight"), "Aᵀ·B", MatmulShape::tn(out, inp, rows)));
     }
     shapes
 }
@@ -134,24 +107,12 @@ mod native {
         b: &gpu::Buffer,
         s: &BenchShape,
     ) -> Result<f64, GpuError> {
-        let kernel = if naive {
-            gpu::matmul::matmul_naive
-        } else {
-            gpu::matmul::matmul
-        };
+        let kernel = if naive { gpu::matmul::matmul_naive } else { gpu::matmul::matmul };
         let run = |reps: usize| -> Result<f64, GpuError> {
             let start = Instant::now();
             let mut batch = gpu.begin();
             for _ in 0..reps {
-                kernel(
-                    &mut batch,
-                    out.view(),
-                    a.view(),
-                    b.view(),
-                    None,
-                    s.shape,
-                    false,
-                );
+                kernel(&mut batch, out.view(), a.view(), b.view(), None, s.shape, false);
             }
             gpu.submit(batch);
             gpu.wait()?;
@@ -173,28 +134,14 @@ mod native {
     }
 
     /// Times every shape of [`matmul_shapes`] (or the first `limit`) three ways.
-    pub fn bench_matmul(
-        gpu: &Gpu,
-        limit: Option<usize>,
-        progress: impl Fn(&str),
-    ) -> Result<MatmulReport, GpuError> {
+    pub fn bench_matmul(gpu: &Gpu, limit: Option<usize>, progress: impl Fn(&str)) -> Result<MatmulReport, GpuError> {
         let rng = &mut Rng::new(42);
         let mut results = Vec::new();
-        for s in matmul_shapes()
-            .into_iter()
-            .take(limit.unwrap_or(usize::MAX))
-        {
-            progress(&format!(
-                "{} ({} M={} N={} K={})",
-                s.name, s.form, s.m, s.n, s.k
-            ));
+        for s in matmul_shapes().into_iter().take(limit.unwrap_or(usize::MAX)) {
+            progress(&format!("{} ({} M={} N={} K={})", s.name, s.form, s.m, s.n, s.k));
             let a = rng.vec_f32(s.shape.a_len(), -1.0, 1.0);
             let b = rng.vec_f32(s.shape.b_len(), -1.0, 1.0);
-            let (ga, gb, gout) = (
-                gpu.upload(&a)?,
-                gpu.upload(&b)?,
-                gpu.zeros(s.shape.out_len())?,
-            );
+            let (ga, gb, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.zeros(s.shape.out_len())?);
             let tiled = time_gpu(gpu, false, &gout, &ga, &gb, &s)?;
             let tiled_out = pollster::block_on(gpu.read_f32(&gout))?;
             let naive = time_gpu(gpu, true, &gout, &ga, &gb, &s)?;
@@ -273,11 +220,7 @@ mod native {
     /// Tokens/s of the presets (tiny and small when `quick`, and base otherwise) on the GPU
     /// and the CPU backend, B = 8 rows of the preset's full context, on the default corpus
     /// with a 512-token BPE vocabulary.
-    pub fn bench_train(
-        gpu: &Gpu,
-        quick: bool,
-        progress: impl Fn(&str),
-    ) -> Result<TrainReport, KilnError> {
+    pub fn bench_train(gpu: &Gpu, quick: bool, progress: impl Fn(&str)) -> Result<TrainReport, KilnError> {
         use crate::backend::{CpuBackend, GpuBackend};
         use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
         use crate::model::GptConfig;
@@ -287,11 +230,7 @@ mod native {
         let text = default_corpus(Language::English, DEFAULT_STORIES, DEFAULT_SEED);
         let docs = crate::data::documents(&text);
         let tokenizer_json = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(512))?.to_json()?;
-        let presets: &[&str] = if quick {
-            &["tiny", "small"]
-        } else {
-            &["tiny", "small", "base"]
-        };
+        let presets: &[&str] = if quick { &["tiny", "small"] } else { &["tiny", "small", "base"] };
         let mut results = Vec::new();
         for &preset in presets {
             for backend in ["gpu", "cpu"] {
@@ -310,13 +249,7 @@ mod native {
                 let min_seconds = if preset == "tiny" { 3.0 } else { 5.0 };
                 let (steps, seconds, peak) = if backend == "gpu" {
                     gpu.reset_peak();
-                    let mut run = Pretrainer::new(
-                        GpuBackend::new(gpu.clone()),
-                        tokenizer,
-                        &text,
-                        model,
-                        cfg,
-                    )?;
+                    let mut run = Pretrainer::new(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
                     time_steps(&mut run, 0.0)?; // warm-up: compiles the pipelines
                     let (steps, seconds) = time_steps(&mut run, min_seconds)?;
                     (steps, seconds, Some(gpu.memory().1))
@@ -367,11 +300,7 @@ pub fn profile_step(
     use crate::tokenizer::{Tokenizer, TokenizerKind};
     use crate::train::{PretrainConfig, Pretrainer};
     let text = default_corpus(Language::English, 1000, DEFAULT_SEED);
-    let tokenizer = Tokenizer::train(
-        &crate::data::documents(&text),
-        TokenizerKind::Bpe,
-        Some(512),
-    )?;
+    let tokenizer = Tokenizer::train(&crate::data::documents(&text), TokenizerKind::Bpe, Some(512))?;
     let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
     let cfg = PretrainConfig {
         steps: 1000,
@@ -387,10 +316,7 @@ pub fn profile_step(
         pollster::block_on(run.train_one())?;
     }
     let totals = gpu.set_profiling(false).unwrap_or_default();
-    let mut rows: Vec<(String, u32, f64)> = totals
-        .into_iter()
-        .map(|(k, (n, s))| (k.to_string(), n, s))
-        .collect();
+    let mut rows: Vec<(String, u32, f64)> = totals.into_iter().map(|(k, (n, s))| (k.to_string(), n, s)).collect();
     rows.sort_by(|a, b| b.2.total_cmp(&a.2));
     Ok(rows)
 }

@@ -37,11 +37,7 @@ fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
-            Ok((
-                name.clone(),
-                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map_err(bad)?,
-            ))
+            Ok((name.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(bad)?))
         })
         .collect::<Result<_>>()?;
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
@@ -55,29 +51,14 @@ fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str) -> 
         .find_map(|n| st.tensor(n).ok())
         .ok_or_else(|| bad(format!("{file} has no tensor {}", names[0])))?;
     if view.dtype() != Dtype::F32 {
-        return Err(bad(format!(
-            "{} in {file} is {:?}, Kiln reads f32",
-            names[0],
-            view.dtype()
-        )));
+        return Err(bad(format!("{} in {file} is {:?}, Kiln reads f32", names[0], view.dtype())));
     }
     if view.shape() != shape {
-        return Err(bad(format!(
-            "{} in {file} has shape {:?}, the config says {shape:?}",
-            names[0],
-            view.shape()
-        )));
+        return Err(bad(format!("{} in {file} has shape {:?}, the config says {shape:?}", names[0], view.shape())));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "{} in {file} holds {} at element {i}",
-            names[0], values[i]
-        )));
+        return Err(bad(format!("{} in {file} holds {} at element {i}", names[0], values[i])));
     }
     Ok(values)
 }
@@ -118,9 +99,7 @@ fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
             .ok_or_else(|| bad(format!("config.json lacks a whole number {name}")))
     };
     if v.get("model_type").and_then(|x| x.as_str()) != Some("gpt2") {
-        return Err(bad(
-            "config.json is not a GPT-2 model (model_type must be \"gpt2\")",
-        ));
+        return Err(bad("config.json is not a GPT-2 model (model_type must be \"gpt2\")"));
     }
     let cfg = GptConfig {
         vocab_size: field("vocab_size")?,
@@ -129,8 +108,7 @@ fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
         n_head: field("n_head")?,
         n_embd: field("n_embd")?,
     };
-    cfg.validate()
-        .map_err(|e| bad(format!("config.json: {e}")))?;
+    cfg.validate().map_err(|e| bad(format!("config.json: {e}")))?;
     Ok(cfg)
 }
 
@@ -140,13 +118,7 @@ pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Re
     let tensors = layout
         .tensors
         .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                f32_bytes(&params[t.offset..t.offset + t.len()]),
-            )
-        })
+        .map(|t| (t.name.clone(), t.shape.clone(), f32_bytes(&params[t.offset..t.offset + t.len()])))
         .collect();
     let tokenizer_config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -160,10 +132,7 @@ pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Re
     Ok(HashMap::from([
         ("model.safetensors".to_string(), safetensors_of(tensors)?),
         ("config.json".to_string(), json(&hf_config(cfg))),
-        (
-            "tokenizer.json".to_string(),
-            tokenizer.to_json()?.into_bytes(),
-        ),
+        ("tokenizer.json".to_string(), tokenizer.to_json()?.into_bytes()),
         ("tokenizer_config.json".to_string(), json(&tokenizer_config)),
     ]))
 }
@@ -176,18 +145,15 @@ pub struct LoadedModel {
 }
 
 fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
-    files
-        .get(name)
-        .map(Vec::as_slice)
-        .ok_or_else(|| bad(format!("{name} is missing")))
+    files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")))
 }
 
 /// Reads a model folder, checking every tensor's presence, type, shape and values.
 /// Tensor names with transformers' "transformer." prefix are accepted too.
 pub fn load_model(files: &Files) -> Result<LoadedModel> {
     let config = config_from_hf(file(files, "config.json")?)?;
-    let tokenizer_json = std::str::from_utf8(file(files, "tokenizer.json")?)
-        .map_err(|_| bad("tokenizer.json is not UTF-8"))?;
+    let tokenizer_json =
+        std::str::from_utf8(file(files, "tokenizer.json")?).map_err(|_| bad("tokenizer.json is not UTF-8"))?;
     let tokenizer = Tokenizer::from_json(tokenizer_json)?;
     if tokenizer.vocab_size() != config.vocab_size {
         return Err(bad(format!(
@@ -197,8 +163,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         )));
     }
     let bytes = file(files, "model.safetensors")?;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
     let layout = ParamLayout::new(&config);
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
@@ -206,11 +171,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         let values = read_f32(&st, &names, &t.shape, "model.safetensors")?;
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
-    Ok(LoadedModel {
-        config,
-        tokenizer,
-        params,
-    })
+    Ok(LoadedModel { config, tokenizer, params })
 }
 
 /// What a resume checkpoint holds beside the model folder.
@@ -234,10 +195,7 @@ pub async fn resume_files<B: Backend>(run: &mut Pretrainer<B>, corpus: &str) -> 
     let n = vec![params.len()];
     files.insert(
         "optimizer.safetensors".into(),
-        safetensors_of(vec![
-            ("adamw.m".into(), n.clone(), f32_bytes(&m)),
-            ("adamw.v".into(), n, f32_bytes(&v)),
-        ])?,
+        safetensors_of(vec![("adamw.m".into(), n.clone(), f32_bytes(&m)), ("adamw.v".into(), n, f32_bytes(&v))])?,
     );
     let state = TrainerState {
         kiln: env!("CARGO_PKG_VERSION").into(),
@@ -247,10 +205,7 @@ pub async fn resume_files<B: Backend>(run: &mut Pretrainer<B>, corpus: &str) -> 
         batcher: run.batcher_state(),
         history: run.history.clone(),
     };
-    files.insert(
-        "trainer.json".into(),
-        serde_json::to_vec_pretty(&state).expect("JSON"),
-    );
+    files.insert("trainer.json".into(), serde_json::to_vec_pretty(&state).expect("JSON"));
     files.insert("corpus.txt".into(), corpus.as_bytes().to_vec());
     Ok(files)
 }
@@ -261,49 +216,26 @@ pub fn resume<B: Backend>(mut be: B, files: &Files) -> Result<(Pretrainer<B>, St
     let state: TrainerState = serde_json::from_slice(file(files, "trainer.json")?)
         .map_err(|e| bad(format!("trainer.json is not a Kiln trainer state: {e}")))?;
     state.pretrain.validate()?;
-    let corpus = String::from_utf8(file(files, "corpus.txt")?.to_vec())
-        .map_err(|_| bad("corpus.txt is not UTF-8"))?;
+    let corpus = String::from_utf8(file(files, "corpus.txt")?.to_vec()).map_err(|_| bad("corpus.txt is not UTF-8"))?;
     let opt_bytes = file(files, "optimizer.safetensors")?;
-    let st = SafeTensors::deserialize(opt_bytes)
-        .map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
+    let st = SafeTensors::deserialize(opt_bytes).map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
     let n = [loaded.params.len()];
     let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors")?;
     let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors")?;
 
     let cfg = state.pretrain;
-    let data = Dataset::new(
-        &loaded.tokenizer,
-        &corpus,
-        loaded.config.block_size,
-        cfg.val_fraction,
-        cfg.seed,
-    )?;
+    let data = Dataset::new(&loaded.tokenizer, &corpus, loaded.config.block_size, cfg.val_fraction, cfg.seed)?;
     if state.batcher.position > data.train.len() {
         return Err(bad("trainer.json's data position is past the corpus"));
     }
-    crate::train::check_fits(
-        &be,
-        &loaded.config,
-        cfg.batch_size,
-        loaded.config.block_size,
-    )?;
+    crate::train::check_fits(&be, &loaded.config, cfg.batch_size, loaded.config.block_size)?;
     let model = crate::model::Gpt::from_params(&mut be, loaded.config, &loaded.params)?;
     let mut opt = AdamW::new(&mut be, &model)?;
     be.write(&opt.m, 0, &m);
     be.write(&opt.v, 0, &v);
     opt.step = state.adam_step;
     let batcher = Batcher::resume(data.train.len(), state.batcher);
-    let run = Pretrainer::assemble(
-        be,
-        model,
-        loaded.tokenizer,
-        data,
-        cfg,
-        opt,
-        batcher,
-        state.step,
-        state.history,
-    )?;
+    let run = Pretrainer::assemble(be, model, loaded.tokenizer, data, cfg, opt, batcher, state.step, state.history)?;
     Ok((run, corpus))
 }
 
@@ -311,33 +243,18 @@ pub fn resume<B: Backend>(mut be: B, files: &Files) -> Result<(Pretrainer<B>, St
 /// renamed into place (replacing an older checkpoint only when the new one is complete).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_dir(dir: &std::path::Path, files: &Files) -> Result<()> {
-    let io = |e: std::io::Error, what: &std::path::Path| {
-        KilnError::Io(format!("{}: {e}", what.display()))
-    };
-    let name = dir
-        .file_name()
-        .ok_or_else(|| KilnError::Io(format!("{} is not a folder name", dir.display())))?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let io = |e: std::io::Error, what: &std::path::Path| KilnError::Io(format!("{}: {e}", what.display()));
+    let name = dir.file_name().ok_or_else(|| KilnError::Io(format!("{} is not a folder name", dir.display())))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| io(e, parent))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(|e| io(e, &tmp))?;
     for (file, bytes) in files {
         let path = tmp.join(file);
         std::fs::write(&path, bytes).map_err(|e| io(e, &path))?;
     }
-    let old = parent.join(format!(
-        ".{}.old-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
     if dir.exists() {
         std::fs::rename(dir, &old).map_err(|e| io(e, dir))?;
     }

@@ -26,13 +26,7 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        SampleConfig {
-            max_tokens: 100,
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 1.0,
-            seed: 0,
-        }
+        SampleConfig { max_tokens: 100, temperature: 0.8, top_k: 40, top_p: 1.0, seed: 0 }
     }
 }
 
@@ -65,10 +59,7 @@ pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
         ranked.truncate(cfg.top_k);
     }
     let max = ranked[0].1;
-    let mut probs: Vec<f64> = ranked
-        .iter()
-        .map(|&(_, l)| ((l - max) as f64).exp())
-        .collect();
+    let mut probs: Vec<f64> = ranked.iter().map(|&(_, l)| ((l - max) as f64).exp()).collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if cfg.top_p < 1.0 {
@@ -165,15 +156,7 @@ impl<T> Decoder<T> {
         assert!(pos < t_cap, "position {pos} is past the context of {t_cap}");
         let (p, l) = (&model.params, &model.layout);
         be.write_u32(&self.token, 0, &[token]);
-        be.embedding_forward(
-            &self.x,
-            &self.token,
-            at(p, l.wte),
-            at(p, l.wpe + pos * c),
-            1,
-            1,
-            c,
-        );
+        be.embedding_forward(&self.x, &self.token, at(p, l.wte), at(p, l.wpe + pos * c), 1, 1, c);
         let mut residual = &self.x;
         for (w, d) in l.layers.iter().zip(&self.layers) {
             be.layernorm_forward(
@@ -245,14 +228,7 @@ impl<T> Decoder<T> {
             1,
             c,
         );
-        be.matmul(
-            at(&self.logits, 0),
-            at(&self.lnf, 0),
-            at(p, l.wte),
-            None,
-            MatmulShape::nt(1, v, c),
-            false,
-        );
+        be.matmul(at(&self.logits, 0), at(&self.lnf, 0), at(p, l.wte), None, MatmulShape::nt(1, v, c), false);
     }
 
     /// The logits queued by the last step.

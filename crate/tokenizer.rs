@@ -17,16 +17,8 @@ use tokenizers::AddedToken;
 
 use crate::error::{KilnError, Result};
 
-pub const SPECIAL_TOKENS: [&str; 8] = [
-    "<|pad|>",
-    "<|bos|>",
-    "<|eos|>",
-    "<|unk|>",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|end|>",
-];
+pub const SPECIAL_TOKENS: [&str; 8] =
+    ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"];
 pub const PAD: u32 = 0;
 pub const BOS: u32 = 1;
 pub const EOS: u32 = 2;
@@ -58,31 +50,20 @@ fn err(e: impl std::fmt::Display) -> KilnError {
 }
 
 fn special_tokens() -> Vec<AddedToken> {
-    SPECIAL_TOKENS
-        .iter()
-        .map(|s| AddedToken::from(s.to_string(), true))
-        .collect()
+    SPECIAL_TOKENS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect()
 }
 
 impl Tokenizer {
     /// Trains a tokenizer on `documents`. For BPE `vocab_size` is the exact size wanted
     /// (MIN_BPE_VOCAB..=8192); for characters it caps the vocabulary (None: every
     /// character that occurs).
-    pub fn train(
-        documents: &[&str],
-        kind: TokenizerKind,
-        vocab_size: Option<usize>,
-    ) -> Result<Tokenizer> {
+    pub fn train(documents: &[&str], kind: TokenizerKind, vocab_size: Option<usize>) -> Result<Tokenizer> {
         if documents.iter().all(|d| d.trim().is_empty()) {
-            return Err(KilnError::Data(
-                "the text is empty: a tokenizer needs text to learn from".into(),
-            ));
+            return Err(KilnError::Data("the text is empty: a tokenizer needs text to learn from".into()));
         }
         if let Some(v) = vocab_size {
             if v > MAX_VOCAB {
-                return Err(KilnError::Config(format!(
-                    "a vocabulary of {v} is over Kiln's maximum of {MAX_VOCAB}"
-                )));
+                return Err(KilnError::Config(format!("a vocabulary of {v} is over Kiln's maximum of {MAX_VOCAB}")));
             }
         }
         match kind {
@@ -109,9 +90,7 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(BPE::default());
         inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
         inner.with_decoder(Some(ByteLevelDecoder::new(false, true, true)));
-        inner
-            .train(&mut trainer, documents.iter().copied())
-            .map_err(err)?;
+        inner.train(&mut trainer, documents.iter().copied()).map_err(err)?;
         inner.add_special_tokens(special_tokens()).map_err(err)?;
         let got = inner.get_vocab_size(true);
         if got < vocab_size {
@@ -155,12 +134,7 @@ impl Tokenizer {
             vocab.insert(ch.to_string(), id);
         }
         let model = BPE::builder()
-            .vocab_and_merges(
-                vocab
-                    .into_iter()
-                    .collect::<tokenizers::models::bpe::Vocab>(),
-                vec![],
-            )
+            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), vec![])
             .unk_token(SPECIAL_TOKENS[UNK as usize].to_string())
             .build()
             .map_err(err)?;
@@ -172,14 +146,11 @@ impl Tokenizer {
 
     /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        let inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        let inner: tokenizers::Tokenizer =
+            json.parse().map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
         for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
             if inner.token_to_id(s) != Some(i as u32) {
-                return Err(KilnError::Tokenizer(format!(
-                    "tokenizer.json lacks Kiln's special token {s} at id {i}"
-                )));
+                return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
             }
         }
         Ok(Tokenizer { inner })

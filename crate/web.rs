@@ -73,9 +73,7 @@ pub async fn check_kernels(family: String) -> Result<JsValue, JsValue> {
         return Err(js_error(format!("unknown kernel family {family:?}")));
     }
     let gpu = gpu().await?;
-    let checks = selftest::check_family(&gpu, &family)
-        .await
-        .map_err(js_error)?;
+    let checks = selftest::check_family(&gpu, &family).await.map_err(js_error)?;
     let results: Vec<CheckResult> = checks.into_iter().map(CheckResult::from).collect();
     serde_wasm_bindgen::to_value(&results).map_err(js_error)
 }

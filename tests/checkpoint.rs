@@ -15,13 +15,7 @@ use pollster::block_on;
 fn setup() -> (String, Tokenizer, GptConfig, PretrainConfig) {
     let text = default_corpus(Language::English, 200, 5);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
-    let model = GptConfig {
-        vocab_size: tok.vocab_size(),
-        block_size: 32,
-        n_layer: 2,
-        n_head: 2,
-        n_embd: 32,
-    };
+    let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 2, n_head: 2, n_embd: 32 };
     let cfg = PretrainConfig {
         steps: 12,
         batch_size: 4,
@@ -75,14 +69,8 @@ fn resume_is_bit_exact<B: Backend>(make: impl Fn() -> B, name: &str) {
     assert_eq!(run.step, 5);
     let (resumed, params_resumed) = finish(&mut run);
     std::fs::remove_dir_all(&dir).unwrap();
-    println!(
-        "[{name}] steps 6..12 straight: {:?}",
-        straight[5..].iter().map(|s| s.1).collect::<Vec<_>>()
-    );
-    println!(
-        "[{name}] steps 6..12 resumed:  {:?}",
-        resumed.iter().map(|s| s.1).collect::<Vec<_>>()
-    );
+    println!("[{name}] steps 6..12 straight: {:?}", straight[5..].iter().map(|s| s.1).collect::<Vec<_>>());
+    println!("[{name}] steps 6..12 resumed:  {:?}", resumed.iter().map(|s| s.1).collect::<Vec<_>>());
     assert_eq!(resumed.len(), 7);
     for (a, b) in straight[5..].iter().zip(&resumed) {
         assert_eq!(
@@ -92,10 +80,7 @@ fn resume_is_bit_exact<B: Backend>(make: impl Fn() -> B, name: &str) {
             a.0
         );
     }
-    assert!(
-        bits(&params_straight) == bits(&params_resumed),
-        "[{name}] parameters differ after resuming"
-    );
+    assert!(bits(&params_straight) == bits(&params_resumed), "[{name}] parameters differ after resuming");
 }
 
 #[test]
@@ -120,10 +105,7 @@ fn model_folders_round_trip_and_corruption_is_named() {
     assert_eq!(bits(&loaded.params), bits(&params));
 
     let expect_err = |files: &kiln::checkpoint::Files, needle: &str| {
-        let err = load_model(files)
-            .err()
-            .expect("should be refused")
-            .to_string();
+        let err = load_model(files).err().expect("should be refused").to_string();
         println!("refused: {err}");
         assert!(err.contains(needle), "{err:?} should mention {needle:?}");
     };
@@ -135,10 +117,7 @@ fn model_folders_round_trip_and_corruption_is_named() {
     let mut nan = files.clone();
     let mut p = params.clone();
     p[layout.get("h.1.mlp.c_fc.bias").unwrap().offset + 3] = f32::NAN;
-    nan.insert(
-        "model.safetensors".into(),
-        model_files(&model, &tok, &p).unwrap()["model.safetensors"].clone(),
-    );
+    nan.insert("model.safetensors".into(), model_files(&model, &tok, &p).unwrap()["model.safetensors"].clone());
     expect_err(&nan, "h.1.mlp.c_fc.bias");
 
     let mut missing = files.clone();
@@ -146,17 +125,11 @@ fn model_folders_round_trip_and_corruption_is_named() {
     expect_err(&missing, "tokenizer.json is missing");
 
     let mut garbage = files.clone();
-    garbage.insert(
-        "config.json".into(),
-        b"{\"model_type\": \"gpt2\", \"n_layer\": \"two\"}".to_vec(),
-    );
+    garbage.insert("config.json".into(), b"{\"model_type\": \"gpt2\", \"n_layer\": \"two\"}".to_vec());
     expect_err(&garbage, "config.json");
 
     let mut other = files.clone();
-    let bigger = GptConfig {
-        n_embd: 48,
-        ..model
-    };
+    let bigger = GptConfig { n_embd: 48, ..model };
     other.insert(
         "config.json".into(),
         model_files(&bigger, &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
@@ -171,11 +144,8 @@ fn bigger_params(cfg: &GptConfig) -> Vec<f32> {
 #[test]
 fn write_dir_replaces_a_checkpoint_whole() {
     let dir = std::env::temp_dir().join(format!("kiln-write-{}", std::process::id()));
-    let one: kiln::checkpoint::Files = [
-        ("a.txt".to_string(), b"1".to_vec()),
-        ("b.txt".to_string(), b"1".to_vec()),
-    ]
-    .into();
+    let one: kiln::checkpoint::Files =
+        [("a.txt".to_string(), b"1".to_vec()), ("b.txt".to_string(), b"1".to_vec())].into();
     let two: kiln::checkpoint::Files = [("a.txt".to_string(), b"2".to_vec())].into();
     write_dir(&dir, &one).unwrap();
     write_dir(&dir, &two).unwrap();

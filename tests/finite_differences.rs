@@ -46,14 +46,8 @@ fn check(name: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) 
         let numeric = (plus - minus) / (2.0 * H);
         worst = worst.max((numeric - analytic[i]).abs() / scale);
     }
-    println!(
-        "{name:<40} {} elements, max rel err {worst:.2e} (tolerance {TOLERANCE:.0e})",
-        x.len()
-    );
-    assert!(
-        worst <= TOLERANCE,
-        "{name}: finite differences disagree, max rel err {worst:.3e}"
-    );
+    println!("{name:<40} {} elements, max rel err {worst:.2e} (tolerance {TOLERANCE:.0e})", x.len());
+    assert!(worst <= TOLERANCE, "{name}: finite differences disagree, max rel err {worst:.3e}");
     worst
 }
 
@@ -62,12 +56,7 @@ fn linear_layer_backward() {
     // out (M×N) = A (M×K) · Wᵀ (W stored N×K) + bias: the three products of a linear layer.
     let (m, n, k) = (5, 7, 3);
     let rng = &mut Rng::new(1);
-    let (a, w, bias, g) = (
-        random(rng, m * k),
-        random(rng, n * k),
-        random(rng, n),
-        random(rng, m * n),
-    );
+    let (a, w, bias, g) = (random(rng, m * k), random(rng, n * k), random(rng, n), random(rng, m * n));
     let forward = |a: &[f64], w: &[f64], bias: &[f64]| {
         let mut out = vec![0.0; m * n];
         matmul(&mut out, a, w, Some(bias), MatmulShape::nt(m, n, k), false);
@@ -96,12 +85,7 @@ fn attention_backward_matches_finite_differences() {
         attention_forward(&mut out, &mut att, &qkv, b, t, c, nh, 0, t);
         let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
         attention_backward(&mut dqkv, &mut datt, &g, &qkv, &att, b, t, c, nh);
-        check(
-            &format!("attention B={b} T={t} C={c} NH={nh}"),
-            &qkv,
-            &dqkv,
-            forward,
-        );
+        check(&format!("attention B={b} T={t} C={c} NH={nh}"), &qkv, &dqkv, forward);
     }
 }
 
@@ -120,22 +104,14 @@ fn cross_entropy_backward_matches_finite_differences() {
     let mut dlogits = vec![0.0; n * v];
     cross_entropy_backward(&mut dlogits, &logits, &targets, &weights, n, v);
     check("cross_entropy (weighted, masked)", &logits, &dlogits, loss);
-    assert!(
-        dlogits[v..2 * v].iter().all(|&d| d == 0.0),
-        "a masked row has a gradient"
-    );
+    assert!(dlogits[v..2 * v].iter().all(|&d| d == 0.0), "a masked row has a gradient");
 }
 
 #[test]
 fn layernorm_backward_matches_finite_differences() {
     let (n, c) = (4, 9);
     let rng = &mut Rng::new(4);
-    let (inp, weight, bias, g) = (
-        random(rng, n * c),
-        random(rng, c),
-        random(rng, c),
-        random(rng, n * c),
-    );
+    let (inp, weight, bias, g) = (random(rng, n * c), random(rng, c), random(rng, c), random(rng, n * c));
     let forward = |inp: &[f64], weight: &[f64], bias: &[f64]| {
         let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
         layernorm_forward(&mut out, &mut mean, &mut rstd, inp, weight, bias, n, c);
@@ -144,27 +120,10 @@ fn layernorm_backward_matches_finite_differences() {
     let (mut out, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
     layernorm_forward(&mut out, &mut mean, &mut rstd, &inp, &weight, &bias, n, c);
     let (mut dinp, mut dweight, mut dbias) = (vec![0.0; n * c], vec![0.0; c], vec![0.0; c]);
-    layernorm_backward(
-        &mut dinp,
-        &mut dweight,
-        &mut dbias,
-        &g,
-        &inp,
-        &weight,
-        &mean,
-        &rstd,
-        n,
-        c,
-    );
-    check("layernorm: dinp", &inp, &dinp, |x| {
-        forward(x, &weight, &bias)
-    });
-    check("layernorm: dweight", &weight, &dweight, |x| {
-        forward(&inp, x, &bias)
-    });
-    check("layernorm: dbias", &bias, &dbias, |x| {
-        forward(&inp, &weight, x)
-    });
+    layernorm_backward(&mut dinp, &mut dweight, &mut dbias, &g, &inp, &weight, &mean, &rstd, n, c);
+    check("layernorm: dinp", &inp, &dinp, |x| forward(x, &weight, &bias));
+    check("layernorm: dweight", &weight, &dweight, |x| forward(&inp, x, &bias));
+    check("layernorm: dbias", &bias, &dbias, |x| forward(&inp, &weight, x));
 }
 
 #[test]
@@ -202,11 +161,7 @@ fn embedding_backward_matches_finite_differences() {
     let (b, t, c, v) = (2, 5, 3, 4);
     let rng = &mut Rng::new(7);
     let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
-    let (wte, wpe, g) = (
-        random(rng, v * c),
-        random(rng, t * c),
-        random(rng, b * t * c),
-    );
+    let (wte, wpe, g) = (random(rng, v * c), random(rng, t * c), random(rng, b * t * c));
     let forward = |wte: &[f64], wpe: &[f64]| {
         let mut out = vec![0.0; b * t * c];
         embedding_forward(&mut out, &tokens, wte, wpe, b, t, c);

@@ -17,26 +17,16 @@ use safetensors::{Dtype, SafeTensors};
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/tiny");
 
 fn load(file: &str) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(format!("{DIR}/{file}"))
-        .expect("fixture file (run tests/golden/make_fixtures.py)");
+    let bytes = std::fs::read(format!("{DIR}/{file}")).expect("fixture file (run tests/golden/make_fixtures.py)");
     let st = SafeTensors::deserialize(&bytes).expect("a safetensors file");
     st.tensors()
         .into_iter()
         .map(|(name, view)| {
             let data = view.data();
             let values: Vec<f64> = match view.dtype() {
-                Dtype::F64 => data
-                    .chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-                    .collect(),
-                Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-                    .collect(),
-                Dtype::I32 => data
-                    .chunks_exact(4)
-                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64)
-                    .collect(),
+                Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+                Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+                Dtype::I32 => data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
                 other => panic!("unexpected dtype {other:?}"),
             };
             (name, (view.shape().to_vec(), values))
@@ -60,8 +50,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/config.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/config.json")).unwrap()).unwrap();
     let m = &json["model"];
     let u = |v: &serde_json::Value| v.as_u64().unwrap() as usize;
     let config = GptConfig {
@@ -75,9 +64,7 @@ fn fixture() -> Fixture {
     let initial = load("params.safetensors");
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
-        let (shape, values) = initial
-            .get(&t.name)
-            .unwrap_or_else(|| panic!("fixture lacks {}", t.name));
+        let (shape, values) = initial.get(&t.name).unwrap_or_else(|| panic!("fixture lacks {}", t.name));
         assert_eq!(shape, &t.shape, "{}", t.name);
         for (p, v) in params[t.offset..t.offset + t.len()].iter_mut().zip(values) {
             *p = *v as f32;
@@ -138,11 +125,7 @@ async fn check<B: Backend>(be: &mut B, name: &str) {
     for tensor in &model.layout.tensors {
         let want = &e[&format!("grad.{}", tensor.name)].1;
         let err = rel_err(&grads[tensor.offset..tensor.offset + tensor.len()], want);
-        assert!(
-            err <= 1e-4,
-            "[{name}] gradient of {} off by {err:.2e}",
-            tensor.name
-        );
+        assert!(err <= 1e-4, "[{name}] gradient of {} off by {err:.2e}", tensor.name);
         if err > worst.0 {
             worst = (err, tensor.name.clone());
         }
@@ -160,23 +143,18 @@ async fn check<B: Backend>(be: &mut B, name: &str) {
     let want = &e["step_losses"].1;
     let mut got = Vec::new();
     for _ in 0..fx.steps {
-        let loss = train_step(
-            be,
-            &model,
-            &acts,
-            &mut opt,
-            std::slice::from_ref(&fx.batch),
-            fx.adamw,
-            fx.max_norm,
-            true,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let loss =
+            train_step(be, &model, &acts, &mut opt, std::slice::from_ref(&fx.batch), fx.adamw, fx.max_norm, true)
+                .await
+                .unwrap()
+                .unwrap();
         got.push(loss);
     }
     let steps_err = rel_err(&got, want);
-    println!("[{name}] 10 AdamW steps: {:.5} → {:.5} (PyTorch {:.5} → {:.5}), max rel err {steps_err:.2e}", got[0], got[9], want[0], want[9]);
+    println!(
+        "[{name}] 10 AdamW steps: {:.5} → {:.5} (PyTorch {:.5} → {:.5}), max rel err {steps_err:.2e}",
+        got[0], got[9], want[0], want[9]
+    );
     assert!(steps_err <= 1e-4);
 }
 

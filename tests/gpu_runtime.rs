@@ -14,14 +14,7 @@ fn an_adapter_below_the_kernels_needs_is_refused_by_name() {
     let mut weak = wgpu::Limits::downlevel_defaults();
     weak.max_storage_buffers_per_shader_stage = 4; // WebGPU's floor is 8; layernorm binds 6
     let err = kiln::gpu::required_limits(&weak).unwrap_err();
-    assert_eq!(
-        err,
-        GpuError::LimitTooLow {
-            limit: "maxStorageBuffersPerShaderStage",
-            needed: 6,
-            available: 4
-        }
-    );
+    assert_eq!(err, GpuError::LimitTooLow { limit: "maxStorageBuffersPerShaderStage", needed: 6, available: 4 });
     let message = err.to_string();
     println!("{message}");
     assert!(message.contains("maxStorageBuffersPerShaderStage") && message.contains('6'));
@@ -30,11 +23,7 @@ fn an_adapter_below_the_kernels_needs_is_refused_by_name() {
     small_workgroups.max_storage_buffers_per_shader_stage = 8;
     small_workgroups.max_compute_invocations_per_workgroup = 128;
     let err = kiln::gpu::required_limits(&small_workgroups).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("maxComputeInvocationsPerWorkgroup"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("maxComputeInvocationsPerWorkgroup"), "{err}");
 }
 
 #[test]
@@ -50,10 +39,7 @@ fn the_device_gets_what_the_kernels_need() {
 #[test]
 fn a_buffer_larger_than_the_device_allows_is_a_clear_error() {
     let gpu = gpu();
-    let max = gpu
-        .limits()
-        .max_storage_buffer_binding_size
-        .min(gpu.limits().max_buffer_size);
+    let max = gpu.limits().max_storage_buffer_binding_size.min(gpu.limits().max_buffer_size);
     let err = gpu.zeros((max / 4 + 1) as usize).unwrap_err();
     println!("{err}");
     assert!(matches!(err, GpuError::BufferTooLarge { .. }));
@@ -85,29 +71,11 @@ fn reductions_are_bitwise_deterministic() {
     let tokens: Vec<u32> = (0..n).map(|_| rng.below(7) as u32).collect();
     let buckets = gpu::embedding::TokenBuckets::new(&gpu, &tokens).unwrap();
     let run = || {
-        let (out, mean, rstd) = (
-            gpu.zeros(n * c).unwrap(),
-            gpu.zeros(n).unwrap(),
-            gpu.zeros(n).unwrap(),
-        );
+        let (out, mean, rstd) = (gpu.zeros(n * c).unwrap(), gpu.zeros(n).unwrap(), gpu.zeros(n).unwrap());
         // grads: LayerNorm weight and bias (2C), then wte (7 tokens × C), then wpe (10 × C)
-        let (dinp, grads, norm) = (
-            gpu.zeros(n * c).unwrap(),
-            gpu.zeros(19 * c).unwrap(),
-            gpu.zeros(2).unwrap(),
-        );
+        let (dinp, grads, norm) = (gpu.zeros(n * c).unwrap(), gpu.zeros(19 * c).unwrap(), gpu.zeros(2).unwrap());
         let mut b = gpu.begin();
-        gpu::layernorm::layernorm_forward(
-            &mut b,
-            &out,
-            &mean,
-            &rstd,
-            &inp,
-            params.at(0),
-            params.at(c),
-            n,
-            c,
-        );
+        gpu::layernorm::layernorm_forward(&mut b, &out, &mean, &rstd, &inp, params.at(0), params.at(c), n, c);
         gpu::layernorm::layernorm_backward(
             &mut b,
             &dinp,
@@ -123,23 +91,11 @@ fn reductions_are_bitwise_deterministic() {
         )
         .unwrap();
         // the n positions as B = 100 sequences of T = 10
-        gpu::embedding::embedding_backward(
-            &mut b,
-            grads.at(2 * c),
-            grads.at(9 * c),
-            &dout,
-            &buckets,
-            100,
-            10,
-            c,
-        )
-        .unwrap();
+        gpu::embedding::embedding_backward(&mut b, grads.at(2 * c), grads.at(9 * c), &dout, &buckets, 100, 10, c)
+            .unwrap();
         gpu::grad_norm::grad_norm(&mut b, &norm, grads.view(), grads.len(), 1.0).unwrap();
         gpu.submit(b);
-        (
-            block_on(gpu.read_f32(&grads)).unwrap(),
-            block_on(gpu.read_f32(&norm)).unwrap(),
-        )
+        (block_on(gpu.read_f32(&grads)).unwrap(), block_on(gpu.read_f32(&norm)).unwrap())
     };
     let (first, second) = (run(), run());
     assert_eq!(

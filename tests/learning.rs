@@ -45,22 +45,9 @@ fn tiny_preset_learns_the_default_corpus() {
     }
     let val = last.unwrap();
     for prompt in ["Once upon a time", "Tom was a"] {
-        let greedy = SampleConfig {
-            temperature: 0.0,
-            max_tokens: 40,
-            ..Default::default()
-        };
-        println!(
-            "greedy: {prompt}|{}",
-            block_on(run.sample(prompt, &greedy)).unwrap()
-        );
+        let greedy = SampleConfig { temperature: 0.0, max_tokens: 40, ..Default::default() };
+        println!("greedy: {prompt}|{}", block_on(run.sample(prompt, &greedy)).unwrap());
     }
-    println!(
-        "validation loss {val:.3} vs unigram entropy {entropy:.3} ({:.0}%)",
-        100.0 * val as f64 / entropy
-    );
-    assert!(
-        (val as f64) < 0.5 * entropy,
-        "validation loss {val} is not well below the unigram entropy {entropy}"
-    );
+    println!("validation loss {val:.3} vs unigram entropy {entropy:.3} ({:.0}%)", 100.0 * val as f64 / entropy);
+    assert!((val as f64) < 0.5 * entropy, "validation loss {val} is not well below the unigram entropy {entropy}");
 }

@@ -9,13 +9,7 @@ use kiln::sample::{generate, sample_logits, Decoder, SampleConfig};
 use kiln::tokenizer::{BOS, EOS, PAD};
 use pollster::block_on;
 
-const CONFIG: GptConfig = GptConfig {
-    vocab_size: 50,
-    block_size: 24,
-    n_layer: 2,
-    n_head: 2,
-    n_embd: 32,
-};
+const CONFIG: GptConfig = GptConfig { vocab_size: 50, block_size: 24, n_layer: 2, n_head: 2, n_embd: 32 };
 
 fn kv_cache_matches_forward<B: Backend>(be: &mut B, name: &str) {
     let model = Gpt::new(be, CONFIG, 3).unwrap();
@@ -33,15 +27,10 @@ fn kv_cache_matches_forward<B: Backend>(be: &mut B, name: &str) {
     for (pos, &token) in tokens.iter().enumerate() {
         decoder.step(be, &model, token, pos);
         let logits = block_on(decoder.logits(be)).unwrap();
-        let want: Vec<f64> = full[pos * CONFIG.vocab_size..][..CONFIG.vocab_size]
-            .iter()
-            .map(|&x| x as f64)
-            .collect();
+        let want: Vec<f64> = full[pos * CONFIG.vocab_size..][..CONFIG.vocab_size].iter().map(|&x| x as f64).collect();
         worst = worst.max(kiln::selftest::max_rel_err(&logits, &want));
     }
-    println!(
-        "[{name}] KV-cache logits vs full forward over {t} positions: max rel err {worst:.2e}"
-    );
+    println!("[{name}] KV-cache logits vs full forward over {t} positions: max rel err {worst:.2e}");
     assert!(worst < 1e-5);
 }
 
@@ -58,30 +47,10 @@ fn greedy_decoding_is_deterministic_and_stops_at_the_context() {
     let mut be = GpuBackend::new(gpu);
     let model = Gpt::new(&mut be, CONFIG, 9).unwrap();
     let decoder = Decoder::new(&mut be, &model).unwrap();
-    let greedy = SampleConfig {
-        temperature: 0.0,
-        max_tokens: 100,
-        ..Default::default()
-    };
+    let greedy = SampleConfig { temperature: 0.0, max_tokens: 100, ..Default::default() };
     let prompt = [BOS, 10, 11, 12];
-    let a = block_on(generate(
-        &mut be,
-        &model,
-        &decoder,
-        &prompt,
-        &greedy,
-        |_| true,
-    ))
-    .unwrap();
-    let b = block_on(generate(
-        &mut be,
-        &model,
-        &decoder,
-        &prompt,
-        &greedy,
-        |_| true,
-    ))
-    .unwrap();
+    let a = block_on(generate(&mut be, &model, &decoder, &prompt, &greedy, |_| true)).unwrap();
+    let b = block_on(generate(&mut be, &model, &decoder, &prompt, &greedy, |_| true)).unwrap();
     assert_eq!(a, b);
     assert!(a.len() <= CONFIG.block_size - prompt.len() + 1);
     // the CPU backend decodes the same tokens
@@ -89,30 +58,15 @@ fn greedy_decoding_is_deterministic_and_stops_at_the_context() {
     let params = block_on(be.read(&model.params)).unwrap();
     let cpu_model = Gpt::from_params(&mut cpu, CONFIG, &params).unwrap();
     let cpu_decoder = Decoder::new(&mut cpu, &cpu_model).unwrap();
-    let c = block_on(generate(
-        &mut cpu,
-        &cpu_model,
-        &cpu_decoder,
-        &prompt,
-        &greedy,
-        |_| true,
-    ))
-    .unwrap();
+    let c = block_on(generate(&mut cpu, &cpu_model, &cpu_decoder, &prompt, &greedy, |_| true)).unwrap();
     println!("greedy on gpu: {a:?}\ngreedy on cpu: {c:?}");
     assert_eq!(a, c);
     // streaming can stop early
     let mut seen = 0;
-    let short = block_on(generate(
-        &mut be,
-        &model,
-        &decoder,
-        &prompt,
-        &greedy,
-        |_| {
-            seen += 1;
-            seen < 3
-        },
-    ))
+    let short = block_on(generate(&mut be, &model, &decoder, &prompt, &greedy, |_| {
+        seen += 1;
+        seen < 3
+    }))
     .unwrap();
     assert_eq!(short.len(), 3);
 }
@@ -126,31 +80,13 @@ fn sampling_respects_temperature_top_k_and_top_p() {
     logits[10] = 2.9;
     logits[11] = 2.8;
     let mut rng = Rng::new(1);
-    let greedy = SampleConfig {
-        temperature: 0.0,
-        ..Default::default()
-    };
+    let greedy = SampleConfig { temperature: 0.0, ..Default::default() };
     assert_eq!(sample_logits(&logits, &greedy, &mut rng), 9);
-    let top1 = SampleConfig {
-        temperature: 1.0,
-        top_k: 1,
-        ..Default::default()
-    };
+    let top1 = SampleConfig { temperature: 1.0, top_k: 1, ..Default::default() };
     assert!((0..50).all(|_| sample_logits(&logits, &top1, &mut rng) == 9));
-    let top3 = SampleConfig {
-        temperature: 1.0,
-        top_k: 3,
-        ..Default::default()
-    };
-    let seen: std::collections::BTreeSet<u32> = (0..300)
-        .map(|_| sample_logits(&logits, &top3, &mut rng))
-        .collect();
+    let top3 = SampleConfig { temperature: 1.0, top_k: 3, ..Default::default() };
+    let seen: std::collections::BTreeSet<u32> = (0..300).map(|_| sample_logits(&logits, &top3, &mut rng)).collect();
     assert_eq!(seen, [9, 10, 11].into());
-    let nucleus = SampleConfig {
-        temperature: 1.0,
-        top_k: 0,
-        top_p: 0.3,
-        ..Default::default()
-    };
+    let nucleus = SampleConfig { temperature: 1.0, top_k: 0, top_p: 0.3, ..Default::default() };
     assert!((0..50).all(|_| sample_logits(&logits, &nucleus, &mut rng) == 9));
 }

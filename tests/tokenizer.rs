@@ -20,11 +20,7 @@ fn byte_level_bpe_round_trips_english_and_chinese() {
         let ids = tok.encode(sample).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), sample);
         // compression: BPE merges make far fewer tokens than bytes
-        println!(
-            "{language:?}: {} bytes -> {} tokens",
-            sample.len(),
-            ids.len()
-        );
+        println!("{language:?}: {} bytes -> {} tokens", sample.len(), ids.len());
         assert!(ids.len() * 2 < sample.len());
         // text it never saw still round-trips, byte by byte
         let unseen = "Zebra 斑马 🦓 naïve — ok?";
@@ -43,10 +39,7 @@ fn character_vocabulary_round_trips_and_caps() {
     // capped: rare characters become <|unk|>
     let capped = Tokenizer::train(&documents(&text), TokenizerKind::Char, Some(40)).unwrap();
     assert_eq!(capped.vocab_size(), 40);
-    assert!(capped
-        .encode(sample)
-        .unwrap()
-        .contains(&kiln::tokenizer::UNK));
+    assert!(capped.encode(sample).unwrap().contains(&kiln::tokenizer::UNK));
 }
 
 #[test]
@@ -65,11 +58,7 @@ fn special_tokens_have_fixed_ids_and_text_cannot_inject_them() {
 fn tokenizer_json_round_trips() {
     let text = corpus(Language::English);
     for kind in [TokenizerKind::Bpe, TokenizerKind::Char] {
-        let size = if kind == TokenizerKind::Bpe {
-            Some(300)
-        } else {
-            None
-        };
+        let size = if kind == TokenizerKind::Bpe { Some(300) } else { None };
         let tok = Tokenizer::train(&documents(&text), kind, size).unwrap();
         let back = Tokenizer::from_json(&tok.to_json().unwrap()).unwrap();
         assert_eq!(back.kind(), kind);
@@ -77,37 +66,21 @@ fn tokenizer_json_round_trips() {
         let s = documents(&text)[2];
         assert_eq!(back.encode(s).unwrap(), tok.encode(s).unwrap());
     }
-    assert!(matches!(
-        Tokenizer::from_json("{not json"),
-        Err(KilnError::Tokenizer(_))
-    ));
+    assert!(matches!(Tokenizer::from_json("{not json"), Err(KilnError::Tokenizer(_))));
 }
 
 #[test]
 fn vocabularies_the_text_cannot_support_are_refused_clearly() {
     let docs = ["abc abc abd"];
-    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(4000))
-        .err()
-        .unwrap();
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(4000)).err().unwrap();
     println!("{err}");
     assert!(err.to_string().contains("supports only"), "{err}");
-    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(100))
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string().contains(&MIN_BPE_VOCAB.to_string()),
-        "{err}"
-    );
-    let err = Tokenizer::train(&docs, TokenizerKind::Char, Some(50))
-        .err()
-        .unwrap();
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(100)).err().unwrap();
+    assert!(err.to_string().contains(&MIN_BPE_VOCAB.to_string()), "{err}");
+    let err = Tokenizer::train(&docs, TokenizerKind::Char, Some(50)).err().unwrap();
     assert!(err.to_string().contains("distinct characters"), "{err}");
-    let err = Tokenizer::train(&[" ", ""], TokenizerKind::Bpe, Some(300))
-        .err()
-        .unwrap();
+    let err = Tokenizer::train(&[" ", ""], TokenizerKind::Bpe, Some(300)).err().unwrap();
     assert!(err.to_string().contains("empty"), "{err}");
-    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(9000))
-        .err()
-        .unwrap();
+    let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(9000)).err().unwrap();
     assert!(err.to_string().contains("8192"), "{err}");
 }

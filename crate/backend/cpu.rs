@@ -55,9 +55,7 @@ impl Backend for CpuBackend {
         Ok(Rc::new(RefCell::new(data.to_vec())))
     }
     fn upload_u32(&mut self, data: &[u32]) -> Result<CpuBuf> {
-        Ok(Rc::new(RefCell::new(
-            data.iter().map(|&x| f32::from_bits(x)).collect(),
-        )))
+        Ok(Rc::new(RefCell::new(data.iter().map(|&x| f32::from_bits(x)).collect())))
     }
     fn write(&mut self, buf: &CpuBuf, offset: usize, data: &[f32]) {
         buf.borrow_mut()[offset..offset + data.len()].copy_from_slice(data);
@@ -91,36 +89,13 @@ impl Backend for CpuBackend {
     ) {
         let (a_buf, b_buf) = (a.buf.borrow(), b.buf.borrow());
         let bias_buf = bias.map(|x| x.buf.borrow());
-        let bias_slice = bias_buf
-            .as_ref()
-            .zip(bias)
-            .map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
+        let bias_slice = bias_buf.as_ref().zip(bias).map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
         let mut o = out.buf.borrow_mut();
-        cpu::matmul::matmul(
-            &mut o[out.offset..],
-            &a_buf[a.offset..],
-            &b_buf[b.offset..],
-            bias_slice,
-            s,
-            acc,
-        );
+        cpu::matmul::matmul(&mut o[out.offset..], &a_buf[a.offset..], &b_buf[b.offset..], bias_slice, s, acc);
     }
-    fn sum_rows(
-        &mut self,
-        out: At<CpuBuf>,
-        src: At<CpuBuf>,
-        r: usize,
-        w: usize,
-        acc: bool,
-    ) -> Result<()> {
+    fn sum_rows(&mut self, out: At<CpuBuf>, src: At<CpuBuf>, r: usize, w: usize, acc: bool) -> Result<()> {
         let s = src.buf.borrow();
-        cpu::sum_rows::sum_rows(
-            &mut out.buf.borrow_mut()[out.offset..out.offset + w],
-            &s[src.offset..],
-            r,
-            w,
-            acc,
-        );
+        cpu::sum_rows::sum_rows(&mut out.buf.borrow_mut()[out.offset..out.offset + w], &s[src.offset..], r, w, acc);
         Ok(())
     }
     fn embedding_forward(
@@ -158,23 +133,11 @@ impl Backend for CpuBackend {
         let g = dout.borrow();
         if Rc::ptr_eq(dwte.buf, dwpe.buf) {
             let mut buf = dwte.buf.borrow_mut();
-            let (e, p) = split_two(
-                &mut buf,
-                (dwte.offset, vocab_rows * c),
-                (dwpe.offset, t * c),
-            );
+            let (e, p) = split_two(&mut buf, (dwte.offset, vocab_rows * c), (dwpe.offset, t * c));
             cpu::embedding::embedding_backward(e, p, &g, tokens, b, t, c);
         } else {
             let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
-            cpu::embedding::embedding_backward(
-                &mut e[dwte.offset..],
-                &mut p[dwpe.offset..],
-                &g,
-                tokens,
-                b,
-                t,
-                c,
-            );
+            cpu::embedding::embedding_backward(&mut e[dwte.offset..], &mut p[dwpe.offset..], &g, tokens, b, t, c);
         }
         Ok(())
     }
@@ -214,13 +177,7 @@ impl Backend for CpuBackend {
         n: usize,
         c: usize,
     ) -> Result<()> {
-        let (g, x, w, m, r) = (
-            dout.borrow(),
-            inp.borrow(),
-            weight.buf.borrow(),
-            mean.borrow(),
-            rstd.borrow(),
-        );
+        let (g, x, w, m, r) = (dout.borrow(), inp.borrow(), weight.buf.borrow(), mean.borrow(), rstd.borrow());
         let w = &w[weight.offset..weight.offset + c];
         let mut di = dinp.borrow_mut();
         if Rc::ptr_eq(dweight.buf, dbias.buf) {
@@ -229,10 +186,7 @@ impl Backend for CpuBackend {
             cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
         } else {
             let (mut dw, mut db) = (dweight.buf.borrow_mut(), dbias.buf.borrow_mut());
-            let (dw, db) = (
-                &mut dw[dweight.offset..dweight.offset + c],
-                &mut db[dbias.offset..dbias.offset + c],
-            );
+            let (dw, db) = (&mut dw[dweight.offset..dweight.offset + c], &mut db[dbias.offset..dbias.offset + c]);
             cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
         }
         Ok(())
@@ -289,18 +243,10 @@ impl Backend for CpuBackend {
         cpu::gelu::gelu_forward(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
     }
     fn gelu_backward(&mut self, dinp: &CpuBuf, inp: &CpuBuf, dout: &CpuBuf, n: usize) {
-        cpu::gelu::gelu_backward(
-            &mut dinp.borrow_mut()[..n],
-            &inp.borrow()[..n],
-            &dout.borrow()[..n],
-        );
+        cpu::gelu::gelu_backward(&mut dinp.borrow_mut()[..n], &inp.borrow()[..n], &dout.borrow()[..n]);
     }
     fn residual_forward(&mut self, out: &CpuBuf, inp1: &CpuBuf, inp2: &CpuBuf, n: usize) {
-        cpu::residual::residual_forward(
-            &mut out.borrow_mut()[..n],
-            &inp1.borrow()[..n],
-            &inp2.borrow()[..n],
-        );
+        cpu::residual::residual_forward(&mut out.borrow_mut()[..n], &inp1.borrow()[..n], &inp2.borrow()[..n]);
     }
     fn cross_entropy_forward(
         &mut self,
@@ -324,14 +270,7 @@ impl Backend for CpuBackend {
         v: usize,
     ) {
         let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
-        cpu::cross_entropy::cross_entropy_backward(
-            &mut dlogits.borrow_mut(),
-            &l,
-            u32s(&t),
-            &w,
-            n,
-            v,
-        );
+        cpu::cross_entropy::cross_entropy_backward(&mut dlogits.borrow_mut(), &l, u32s(&t), &w, n, v);
     }
     fn grad_norm(&mut self, norm: &CpuBuf, grads: &CpuBuf, n: usize, max_norm: f32) -> Result<()> {
         let (total, scale) = cpu::grad_norm::grad_norm(&grads.borrow()[..n], max_norm);

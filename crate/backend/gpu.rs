@@ -72,8 +72,7 @@ impl Backend for GpuBackend {
         self.batch().clear(buf);
     }
     fn copy(&mut self, src: At<Buffer>, dst: At<Buffer>, len: usize) {
-        self.batch()
-            .copy(src.buf, src.offset, dst.buf, dst.offset, len);
+        self.batch().copy(src.buf, src.offset, dst.buf, dst.offset, len);
     }
 
     fn matmul(
@@ -87,22 +86,8 @@ impl Backend for GpuBackend {
     ) {
         gpu::matmul::matmul(self.batch(), v(out), v(a), v(b), bias.map(v), s, acc);
     }
-    fn sum_rows(
-        &mut self,
-        out: At<Buffer>,
-        src: At<Buffer>,
-        r: usize,
-        w: usize,
-        acc: bool,
-    ) -> Result<()> {
-        Ok(gpu::sum_rows::sum_rows(
-            self.batch(),
-            v(out),
-            v(src),
-            r,
-            w,
-            acc,
-        )?)
+    fn sum_rows(&mut self, out: At<Buffer>, src: At<Buffer>, r: usize, w: usize, acc: bool) -> Result<()> {
+        Ok(gpu::sum_rows::sum_rows(self.batch(), v(out), v(src), r, w, acc)?)
     }
     fn embedding_forward(
         &mut self,
@@ -127,16 +112,7 @@ impl Backend for GpuBackend {
         c: usize,
     ) -> Result<()> {
         let buckets = gpu::embedding::TokenBuckets::new(&self.gpu, tokens)?;
-        Ok(gpu::embedding::embedding_backward(
-            self.batch(),
-            v(dwte),
-            v(dwpe),
-            dout,
-            &buckets,
-            b,
-            t,
-            c,
-        )?)
+        Ok(gpu::embedding::embedding_backward(self.batch(), v(dwte), v(dwpe), dout, &buckets, b, t, c)?)
     }
     fn layernorm_forward(
         &mut self,
@@ -149,17 +125,7 @@ impl Backend for GpuBackend {
         n: usize,
         c: usize,
     ) {
-        gpu::layernorm::layernorm_forward(
-            self.batch(),
-            out,
-            mean,
-            rstd,
-            inp,
-            v(weight),
-            v(bias),
-            n,
-            c,
-        );
+        gpu::layernorm::layernorm_forward(self.batch(), out, mean, rstd, inp, v(weight), v(bias), n, c);
     }
     fn layernorm_backward(
         &mut self,
@@ -235,15 +201,7 @@ impl Backend for GpuBackend {
         n: usize,
         vocab: usize,
     ) {
-        gpu::cross_entropy::cross_entropy_forward(
-            self.batch(),
-            losses,
-            logits,
-            targets,
-            weights,
-            n,
-            vocab,
-        );
+        gpu::cross_entropy::cross_entropy_forward(self.batch(), losses, logits, targets, weights, n, vocab);
     }
     fn cross_entropy_backward(
         &mut self,
@@ -254,24 +212,10 @@ impl Backend for GpuBackend {
         n: usize,
         vocab: usize,
     ) {
-        gpu::cross_entropy::cross_entropy_backward(
-            self.batch(),
-            dlogits,
-            logits,
-            targets,
-            weights,
-            n,
-            vocab,
-        );
+        gpu::cross_entropy::cross_entropy_backward(self.batch(), dlogits, logits, targets, weights, n, vocab);
     }
     fn grad_norm(&mut self, norm: &Buffer, grads: &Buffer, n: usize, max_norm: f32) -> Result<()> {
-        Ok(gpu::grad_norm::grad_norm(
-            self.batch(),
-            norm,
-            grads.view(),
-            n,
-            max_norm,
-        )?)
+        Ok(gpu::grad_norm::grad_norm(self.batch(), norm, grads.view(), n, max_norm)?)
     }
     fn adamw(
         &mut self,
@@ -285,17 +229,6 @@ impl Backend for GpuBackend {
         cfg: AdamWConfig,
         step: u32,
     ) {
-        gpu::adamw::adamw(
-            self.batch(),
-            params,
-            grads,
-            m,
-            vv,
-            norm,
-            offset,
-            n,
-            cfg,
-            step,
-        );
+        gpu::adamw::adamw(self.batch(), params, grads, m, vv, norm, offset, n, cfg, step);
     }
 }

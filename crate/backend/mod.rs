@@ -72,14 +72,7 @@ pub trait Backend {
         s: MatmulShape,
         accumulate: bool,
     );
-    fn sum_rows(
-        &mut self,
-        out: At<Self::Buf>,
-        src: At<Self::Buf>,
-        r: usize,
-        w: usize,
-        accumulate: bool,
-    ) -> Result<()>;
+    fn sum_rows(&mut self, out: At<Self::Buf>, src: At<Self::Buf>, r: usize, w: usize, accumulate: bool) -> Result<()>;
     fn embedding_forward(
         &mut self,
         out: &Self::Buf,
@@ -172,13 +165,7 @@ pub trait Backend {
         v: usize,
     );
     /// norm = [‖grads‖₂, clip scale] (2 elements).
-    fn grad_norm(
-        &mut self,
-        norm: &Self::Buf,
-        grads: &Self::Buf,
-        n: usize,
-        max_norm: f32,
-    ) -> Result<()>;
+    fn grad_norm(&mut self, norm: &Self::Buf, grads: &Self::Buf, n: usize, max_norm: f32) -> Result<()>;
     fn adamw(
         &mut self,
         params: &Self::Buf,

@@ -44,21 +44,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("pretrain") => options(&args[1..]).and_then(|o| pretrain(&o)),
         Some("resume") => match args.get(1) {
-            Some(dir) if !dir.starts_with("--") => {
-                options(&args[2..]).and_then(|o| resume_cmd(Path::new(dir), &o))
-            }
+            Some(dir) if !dir.starts_with("--") => options(&args[2..]).and_then(|o| resume_cmd(Path::new(dir), &o)),
             _ => Err("resume needs the checkpoint folder: kiln resume DIR".into()),
         },
         Some("sample") => options(&args[1..]).and_then(|o| sample(&o)),
         Some("logits") => options(&args[1..]).and_then(|o| logits(&o)),
         Some("info") => info(),
         Some("bench") => match args.get(1).map(String::as_str) {
-            Some("matmul") => {
-                options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick")))
-            }
+            Some("matmul") => options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"))),
             Some("train") => options(&args[2..]).and_then(|o| bench_train(o.contains_key("quick"))),
-            Some("profile") => options(&args[2..])
-                .and_then(|o| bench_profile(o.get("preset").map_or("tiny", String::as_str))),
+            Some("profile") => {
+                options(&args[2..]).and_then(|o| bench_profile(o.get("preset").map_or("tiny", String::as_str)))
+            }
             _ => Err("bench what? kiln bench matmul | kiln bench train".into()),
         },
         Some("help" | "--help" | "-h") | None => {
@@ -81,9 +78,7 @@ fn options(args: &[String]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     let mut i = 0;
     while i < args.len() {
-        let key = args[i]
-            .strip_prefix("--")
-            .ok_or_else(|| format!("unexpected argument {:?}", args[i]))?;
+        let key = args[i].strip_prefix("--").ok_or_else(|| format!("unexpected argument {:?}", args[i]))?;
         let value = match args.get(i + 1) {
             Some(v) if !v.starts_with("--") => {
                 i += 1;
@@ -97,16 +92,10 @@ fn options(args: &[String]) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
-fn get<T: std::str::FromStr>(
-    o: &HashMap<String, String>,
-    key: &str,
-    default: T,
-) -> Result<T, String> {
+fn get<T: std::str::FromStr>(o: &HashMap<String, String>, key: &str, default: T) -> Result<T, String> {
     match o.get(key) {
         None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("--{key} {v:?} is not a valid value")),
+        Some(v) => v.parse().map_err(|_| format!("--{key} {v:?} is not a valid value")),
     }
 }
 
@@ -142,11 +131,8 @@ fn pretrain(o: &HashMap<String, String>) -> CliResult {
         Some("char") => TokenizerKind::Char,
         Some(other) => return Err(format!("--tokenizer {other:?}: choose bpe or char")),
     };
-    let vocab = if kind == TokenizerKind::Char && !o.contains_key("vocab") {
-        None
-    } else {
-        Some(get(o, "vocab", 512usize)?)
-    };
+    let vocab =
+        if kind == TokenizerKind::Char && !o.contains_key("vocab") { None } else { Some(get(o, "vocab", 512usize)?) };
     let defaults = PretrainConfig::default();
     let cfg = PretrainConfig {
         steps: get(o, "steps", defaults.steps)?,
@@ -158,10 +144,7 @@ fn pretrain(o: &HashMap<String, String>) -> CliResult {
         ..defaults
     };
     let out = PathBuf::from(o.get("out").cloned().unwrap_or_else(|| "kiln-run".into()));
-    eprintln!(
-        "training a {kind:?} tokenizer on {} characters …",
-        text.chars().count()
-    );
+    eprintln!("training a {kind:?} tokenizer on {} characters …", text.chars().count());
     let tokenizer = Tokenizer::train(&documents(&text), kind, vocab).map_err(|e| e.to_string())?;
     let preset = o.get("preset").map_or("tiny", String::as_str);
     let model = GptConfig::preset(preset, tokenizer.vocab_size()).map_err(|e| e.to_string())?;
@@ -182,8 +165,7 @@ fn pretrain(o: &HashMap<String, String>) -> CliResult {
             train_loop(run, &text, &out)
         }
         BackendKind::Cpu => {
-            let run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg)
-                .map_err(|e| e.to_string())?;
+            let run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg).map_err(|e| e.to_string())?;
             train_loop(run, &text, &out)
         }
     }
@@ -193,8 +175,7 @@ fn resume_cmd(dir: &Path, o: &HashMap<String, String>) -> CliResult {
     let files = read_dir(dir).map_err(|e| e.to_string())?;
     match backend_kind(o)? {
         BackendKind::Gpu => {
-            let (mut run, corpus) =
-                resume(GpuBackend::new(open_gpu()?), &files).map_err(|e| e.to_string())?;
+            let (mut run, corpus) = resume(GpuBackend::new(open_gpu()?), &files).map_err(|e| e.to_string())?;
             run.cfg.steps = get(o, "steps", run.cfg.steps)?;
             train_loop(run, &corpus, dir)
         }
@@ -262,12 +243,7 @@ fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path) -> C
             eprintln!("sample: {sample}");
         }
     }
-    eprintln!(
-        "done: {} steps; the model is in {} (kiln sample --ckpt {})",
-        run.step,
-        out.display(),
-        out.display()
-    );
+    eprintln!("done: {} steps; the model is in {} (kiln sample --ckpt {})", run.step, out.display(), out.display());
     Ok(())
 }
 
@@ -334,8 +310,7 @@ fn logits(o: &HashMap<String, String>) -> CliResult {
     be.write(&acts.weights, 0, &vec![0.0; ids.len()]);
     forward(be, &model, &acts);
     let logits = block_on(be.read(&acts.logits)).map_err(|e| e.to_string())?;
-    let json =
-        serde_json::json!({ "ids": ids, "vocab_size": model.config.vocab_size, "logits": logits });
+    let json = serde_json::json!({ "ids": ids, "vocab_size": model.config.vocab_size, "logits": logits });
     println!("{json}");
     Ok(())
 }
@@ -344,34 +319,19 @@ fn info() -> CliResult {
     let gpu = open_gpu()?;
     let l = gpu.limits();
     println!("adapter: {}", gpu.adapter_name());
-    println!(
-        "max storage buffer binding: {} MiB",
-        l.max_storage_buffer_binding_size >> 20
-    );
+    println!("max storage buffer binding: {} MiB", l.max_storage_buffer_binding_size >> 20);
     println!("max buffer size: {} MiB", l.max_buffer_size >> 20);
-    println!(
-        "storage buffers per shader stage: {}",
-        l.max_storage_buffers_per_shader_stage
-    );
-    println!(
-        "workgroup storage: {} bytes",
-        l.max_compute_workgroup_storage_size
-    );
-    println!(
-        "invocations per workgroup: {}",
-        l.max_compute_invocations_per_workgroup
-    );
+    println!("storage buffers per shader stage: {}", l.max_storage_buffers_per_shader_stage);
+    println!("workgroup storage: {} bytes", l.max_compute_workgroup_storage_size);
+    println!("invocations per workgroup: {}", l.max_compute_invocations_per_workgroup);
     Ok(())
 }
 
 fn bench_matmul(quick: bool) -> CliResult {
     let gpu = open_gpu()?;
-    let report = kiln::bench::bench_matmul(&gpu, quick.then_some(3), |s| eprintln!("timing {s}"))
-        .map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-    );
+    let report =
+        kiln::bench::bench_matmul(&gpu, quick.then_some(3), |s| eprintln!("timing {s}")).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     Ok(())
 }
 
@@ -383,20 +343,13 @@ fn bench_profile(preset: &str) -> CliResult {
         .iter()
         .map(|(k, n, s)| serde_json::json!({"kernel": k, "dispatches": n, "seconds": s, "share": s / total}))
         .collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?
-    );
+    println!("{}", serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?);
     Ok(())
 }
 
 fn bench_train(quick: bool) -> CliResult {
     let gpu = open_gpu()?;
-    let report =
-        kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}")).map_err(|e| e.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-    );
+    let report = kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}")).map_err(|e| e.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
     Ok(())
 }

@@ -45,9 +45,7 @@ pub fn attention_forward<F: Float>(
                 // out = att · V
                 let o = &mut out[(b * t_cap + t) * c + h * hs..][..hs];
                 for (d, o) in o.iter_mut().enumerate() {
-                    *o = (0..=t)
-                        .map(|t2| row[t2] * qkv[(b * t_cap + t2) * 3 * c + 2 * c + h * hs + d])
-                        .sum();
+                    *o = (0..=t).map(|t2| row[t2] * qkv[(b * t_cap + t2) * 3 * c + 2 * c + h * hs + d]).sum();
                 }
             }
         }
@@ -70,8 +68,7 @@ pub fn attention_backward<F: Float>(
 ) {
     let hs = c / nh;
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
-    let at =
-        |b: usize, t: usize, part: usize, h: usize| (b * t_size + t) * 3 * c + part * c + h * hs;
+    let at = |b: usize, t: usize, part: usize, h: usize| (b * t_size + t) * 3 * c + part * c + h * hs;
     dqkv.iter_mut().for_each(|x| *x = F::zero());
     for b in 0..b_size {
         for h in 0..nh {
@@ -85,20 +82,14 @@ pub fn attention_backward<F: Float>(
                 }
                 let dot: F = (0..=t).map(|t2| att[r + t2] * datt[r + t2]).sum();
                 for t2 in 0..t_size {
-                    datt[r + t2] = if t2 <= t {
-                        att[r + t2] * (datt[r + t2] - dot)
-                    } else {
-                        F::zero()
-                    };
+                    datt[r + t2] = if t2 <= t { att[r + t2] * (datt[r + t2] - dot) } else { F::zero() };
                 }
                 for t2 in 0..=t {
                     let dpre = datt[r + t2];
                     for d in 0..hs {
                         // dq += dpre · k · scale,  dk += dpre · q · scale,  dv += att · dout
-                        dqkv[at(b, t, 0, h) + d] =
-                            dqkv[at(b, t, 0, h) + d] + dpre * qkv[at(b, t2, 1, h) + d] * scale;
-                        dqkv[at(b, t2, 1, h) + d] =
-                            dqkv[at(b, t2, 1, h) + d] + dpre * qkv[at(b, t, 0, h) + d] * scale;
+                        dqkv[at(b, t, 0, h) + d] = dqkv[at(b, t, 0, h) + d] + dpre * qkv[at(b, t2, 1, h) + d] * scale;
+                        dqkv[at(b, t2, 1, h) + d] = dqkv[at(b, t2, 1, h) + d] + dpre * qkv[at(b, t, 0, h) + d] * scale;
                         dqkv[at(b, t2, 2, h) + d] = dqkv[at(b, t2, 2, h) + d] + att[r + t2] * g[d];
                     }
                 }

@@ -17,11 +17,7 @@ pub fn cross_entropy_forward<F: Float>(
         let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
         let sum: F = row.iter().map(|&x| (x - max).exp()).sum();
         let nll = sum.ln() + max - row[targets[i] as usize];
-        losses[i] = if weights[i] == F::zero() {
-            F::zero()
-        } else {
-            weights[i] * nll
-        };
+        losses[i] = if weights[i] == F::zero() { F::zero() } else { weights[i] * nll };
     }
 }
 
@@ -40,16 +36,8 @@ pub fn cross_entropy_backward<F: Float>(
         let sum: F = row.iter().map(|&x| (x - max).exp()).sum();
         for (j, d) in dlogits[i * v..][..v].iter_mut().enumerate() {
             let prob = (row[j] - max).exp() / sum;
-            let indicator = if j == targets[i] as usize {
-                F::one()
-            } else {
-                F::zero()
-            };
-            *d = if weights[i] == F::zero() {
-                F::zero()
-            } else {
-                weights[i] * (prob - indicator)
-            };
+            let indicator = if j == targets[i] as usize { F::one() } else { F::zero() };
+            *d = if weights[i] == F::zero() { F::zero() } else { weights[i] * (prob - indicator) };
         }
     }
 }

@@ -3,15 +3,7 @@
 use super::Float;
 
 /// out (B, T, C) = wte[tokens] + wpe[t], with wte (V, C), wpe (maxT, C), tokens (B, T).
-pub fn embedding_forward<F: Float>(
-    out: &mut [F],
-    tokens: &[u32],
-    wte: &[F],
-    wpe: &[F],
-    b: usize,
-    t: usize,
-    c: usize,
-) {
+pub fn embedding_forward<F: Float>(out: &mut [F], tokens: &[u32], wte: &[F], wpe: &[F], b: usize, t: usize, c: usize) {
     for bt in 0..b * t {
         let (tok, pos) = (tokens[bt] as usize, bt % t);
         for j in 0..c {

@@ -5,10 +5,6 @@ use super::{cst, Float};
 /// (‖grads‖₂, clip scale) with scale = min(1, max_norm / (‖g‖ + 1e-6)); 1 when max_norm ≤ 0.
 pub fn grad_norm<F: Float>(grads: &[F], max_norm: F) -> (F, F) {
     let norm = grads.iter().map(|&g| g * g).sum::<F>().sqrt();
-    let scale = if max_norm > F::zero() {
-        F::one().min(max_norm / (norm + cst(1e-6)))
-    } else {
-        F::one()
-    };
+    let scale = if max_norm > F::zero() { F::one().min(max_norm / (norm + cst(1e-6))) } else { F::one() };
     (norm, scale)
 }

@@ -51,8 +51,7 @@ pub fn layernorm_backward<F: Float>(
         let mean_dnorm = (0..c).map(dnorm).sum::<F>() / cf;
         let mean_dnorm_xhat = (0..c).map(|j| dnorm(j) * xhat(j)).sum::<F>() / cf;
         for j in 0..c {
-            dinp[i * c + j] =
-                dinp[i * c + j] + (dnorm(j) - mean_dnorm - xhat(j) * mean_dnorm_xhat) * rstd[i];
+            dinp[i * c + j] = dinp[i * c + j] + (dnorm(j) - mean_dnorm - xhat(j) * mean_dnorm_xhat) * rstd[i];
             dweight[j] = dweight[j] + g[j] * xhat(j);
             dbias[j] = dbias[j] + g[j];
         }

@@ -18,28 +18,15 @@ pub struct MatmulShape {
 impl MatmulShape {
     /// A·B with A (m×k), B (k×n).
     pub fn nn(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape {
-            batch: 1,
-            m,
-            n,
-            k,
-            a_transposed: false,
-            b_transposed: false,
-        }
+        MatmulShape { batch: 1, m, n, k, a_transposed: false, b_transposed: false }
     }
     /// A·Bᵀ with A (m×k), B stored (n×k).
     pub fn nt(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape {
-            b_transposed: true,
-            ..Self::nn(m, n, k)
-        }
+        MatmulShape { b_transposed: true, ..Self::nn(m, n, k) }
     }
     /// Aᵀ·B with A stored (k×m), B (k×n).
     pub fn tn(m: usize, n: usize, k: usize) -> Self {
-        MatmulShape {
-            a_transposed: true,
-            ..Self::nn(m, n, k)
-        }
+        MatmulShape { a_transposed: true, ..Self::nn(m, n, k) }
     }
     pub fn batched(self, batch: usize) -> Self {
         MatmulShape { batch, ..self }
@@ -81,14 +68,7 @@ impl MatmulShape {
 /// The loop order follows the storage so the innermost loop runs along contiguous
 /// memory (and vectorises): with B stored K×N, each out row is a sum of B's rows scaled
 /// by A(m, k); with B stored N×K (A·Bᵀ), each output is a dot product of two rows.
-pub fn matmul<F: Float>(
-    out: &mut [F],
-    a: &[F],
-    b: &[F],
-    bias: Option<&[F]>,
-    s: MatmulShape,
-    accumulate: bool,
-) {
+pub fn matmul<F: Float>(out: &mut [F], a: &[F], b: &[F], bias: Option<&[F]>, s: MatmulShape, accumulate: bool) {
     let (a_row, a_col) = s.a_strides();
     for z in 0..s.batch {
         let a = &a[z * s.a_len()..];
@@ -106,19 +86,14 @@ pub fn matmul<F: Float>(
                 // out[m, n] += Σ_k A(m, k) · B[n, k]: a dot product with B's row n
                 for (n, o) in row.iter_mut().enumerate() {
                     let b_row = &b[n * s.k..(n + 1) * s.k];
-                    *o = *o
-                        + (0..s.k)
-                            .map(|k| a[m * a_row + k * a_col] * b_row[k])
-                            .sum::<F>();
+                    *o = *o + (0..s.k).map(|k| a[m * a_row + k * a_col] * b_row[k]).sum::<F>();
                 }
             } else {
                 // out[m, :] += Σ_k A(m, k) · B[k, :]: scaled rows of B
                 for k in 0..s.k {
                     let scale = a[m * a_row + k * a_col];
                     let b_row = &b[k * s.n..(k + 1) * s.n];
-                    row.iter_mut()
-                        .zip(b_row)
-                        .for_each(|(o, &x)| *o = *o + scale * x);
+                    row.iter_mut().zip(b_row).for_each(|(o, &x)| *o = *o + scale * x);
                 }
             }
         }

@@ -20,14 +20,8 @@ pub mod residual;
 pub mod sum_rows;
 
 /// The float types the twins run in: f32 (as the GPU) and f64 (the test reference).
-pub trait Float:
-    num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static
-{
-}
-impl<T: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static>
-    Float for T
-{
-}
+pub trait Float: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static {}
+impl<T: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static> Float for T {}
 
 /// A constant in the twin's float type.
 #[inline]

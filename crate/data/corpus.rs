@@ -38,9 +38,7 @@ const ENGLISH: Grammar = Grammar {
         ("Leo", "lion", "he"),
         ("Ella", "mouse", "she"),
     ],
-    adjectives: &[
-        "little", "brave", "kind", "curious", "sleepy", "happy", "clever", "shy",
-    ],
+    adjectives: &["little", "brave", "kind", "curious", "sleepy", "happy", "clever", "shy"],
     places: &[
         "the green forest",
         "the quiet village",
@@ -61,13 +59,7 @@ const ENGLISH: Grammar = Grammar {
         "a warm hat",
         "a tiny bell",
     ],
-    times: &[
-        "One day",
-        "One morning",
-        "One evening",
-        "In the spring",
-        "After the rain",
-    ],
+    times: &["One day", "One morning", "One evening", "In the spring", "After the rain"],
     together: &[
         "looked everywhere",
         "built a little house",
@@ -91,16 +83,7 @@ const CHINESE: Grammar = Grammar {
         ("狮狮", "小狮子", "他"),
         ("艾拉", "小老鼠", "她"),
     ],
-    adjectives: &[
-        "可爱",
-        "勇敢",
-        "善良",
-        "好奇",
-        "爱睡觉",
-        "快乐",
-        "聪明",
-        "害羞",
-    ],
+    adjectives: &["可爱", "勇敢", "善良", "好奇", "爱睡觉", "快乐", "聪明", "害羞"],
     places: &[
         "绿色的森林",
         "安静的村庄",
@@ -122,13 +105,7 @@ const CHINESE: Grammar = Grammar {
         "一个小铃铛",
     ],
     times: &["有一天", "一天早上", "一天晚上", "春天的时候", "下雨以后"],
-    together: &[
-        "到处寻找",
-        "盖了一座小房子",
-        "唱了一首快乐的歌",
-        "分享了一些面包",
-        "一直玩到太阳下山",
-    ],
+    together: &["到处寻找", "盖了一座小房子", "唱了一首快乐的歌", "分享了一些面包", "一直玩到太阳下山"],
     feelings: &["开心", "骄傲", "惊讶", "平静", "感激"],
 };
 
@@ -138,9 +115,7 @@ fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map_or(String::new(), |f| {
-        f.to_uppercase().collect::<String>() + c.as_str()
-    })
+    c.next().map_or(String::new(), |f| f.to_uppercase().collect::<String>() + c.as_str())
 }
 
 fn english_story(rng: &mut Rng) -> String {
@@ -150,21 +125,13 @@ fn english_story(rng: &mut Rng) -> String {
     while friend.0 == name {
         friend = *pick(rng, g.characters);
     }
-    let (adj, place, object) = (
-        pick(rng, g.adjectives),
-        pick(rng, g.places),
-        pick(rng, g.objects),
-    );
+    let (adj, place, object) = (pick(rng, g.adjectives), pick(rng, g.places), pick(rng, g.objects));
     let mut s = Vec::new();
     s.push(match rng.below(2) {
         0 => format!("Once upon a time, there was a {adj} {animal} named {name}."),
         _ => format!("{name} was a {adj} {animal} who lived near {place}."),
     });
-    s.push(format!(
-        "{}, {name} went to {}.",
-        pick(rng, g.times),
-        pick(rng, g.places)
-    ));
+    s.push(format!("{}, {name} went to {}.", pick(rng, g.times), pick(rng, g.places)));
     s.push(match rng.below(3) {
         0 => format!("There, {pron} found {object}."),
         1 => format!("{} lost {object} on the way.", capitalise(pron)),
@@ -189,21 +156,13 @@ fn chinese_story(rng: &mut Rng) -> String {
     while friend.0 == name {
         friend = *pick(rng, g.characters);
     }
-    let (adj, place, object) = (
-        pick(rng, g.adjectives),
-        pick(rng, g.places),
-        pick(rng, g.objects),
-    );
+    let (adj, place, object) = (pick(rng, g.adjectives), pick(rng, g.places), pick(rng, g.objects));
     let mut s = Vec::new();
     s.push(match rng.below(2) {
         0 => format!("从前，有一只{adj}的{animal}，名叫{name}。"),
         _ => format!("{name}是一只{adj}的{animal}，住在{place}附近。"),
     });
-    s.push(format!(
-        "{}，{name}去了{}。",
-        pick(rng, g.times),
-        pick(rng, g.places)
-    ));
+    s.push(format!("{}，{name}去了{}。", pick(rng, g.times), pick(rng, g.places)));
     s.push(match rng.below(3) {
         0 => format!("在那里，{pron}发现了{object}。"),
         1 => format!("{pron}在路上丢了{object}。"),
@@ -228,10 +187,7 @@ pub fn default_corpus(language: Language, stories: usize, seed: u64) -> String {
         Language::English => english_story,
         Language::Chinese => chinese_story,
     };
-    (0..stories)
-        .map(|_| story(&mut rng))
-        .collect::<Vec<_>>()
-        .join("\n\n")
+    (0..stories).map(|_| story(&mut rng)).collect::<Vec<_>>().join("\n\n")
 }
 
 /// The corpus every command uses when the user gives no text.

@@ -16,17 +16,13 @@ pub fn text_from_bytes(bytes: &[u8]) -> Result<String> {
     if bytes.is_empty() {
         return Err(KilnError::Data("the file is empty".into()));
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        KilnError::Data(format!(
-            "this is not UTF-8 text: the byte at offset {} is invalid",
-            e.valid_up_to()
-        ))
-    })?;
-    if let Some(at) = text.find('\0') {
-        return Err(KilnError::Data(format!(
-            "this looks like a binary file (a NUL byte at offset {at}), not text"
-        )));
+    // NUL bytes do not occur in text files; they do in images, archives and executables.
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(KilnError::Data(format!("this looks like a binary file (a NUL byte at offset {at}), not text")));
     }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        KilnError::Data(format!("this is not UTF-8 text: the byte at offset {} is invalid", e.valid_up_to()))
+    })?;
     if text.trim().is_empty() {
         return Err(KilnError::Data("the text holds only whitespace".into()));
     }
@@ -35,10 +31,7 @@ pub fn text_from_bytes(bytes: &[u8]) -> Result<String> {
 
 /// Documents are separated by blank lines.
 pub fn documents(text: &str) -> Vec<&str> {
-    text.split("\n\n")
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .collect()
+    text.split("\n\n").map(str::trim).filter(|d| !d.is_empty()).collect()
 }
 
 /// One document as rows of at most T + 1 tokens: `<|bos|> doc <|eos|>` cut every T
@@ -48,22 +41,13 @@ pub fn rows_of(ids: &[u32], t: usize) -> Vec<Vec<u32>> {
     seq.push(BOS);
     seq.extend_from_slice(ids);
     seq.push(EOS);
-    (0..seq.len() - 1)
-        .step_by(t)
-        .map(|start| seq[start..(start + t + 1).min(seq.len())].to_vec())
-        .collect()
+    (0..seq.len() - 1).step_by(t).map(|start| seq[start..(start + t + 1).min(seq.len())].to_vec()).collect()
 }
 
 /// Rows → a batch of B × T: inputs are a row's tokens, targets the same shifted left by
 /// one; positions past a row's end are padding with weight 0 (as are missing rows).
 pub fn make_batch(rows: &[&[u32]], b: usize, t: usize) -> TokenBatch {
-    let mut batch = TokenBatch {
-        b,
-        t,
-        tokens: vec![PAD; b * t],
-        targets: vec![PAD; b * t],
-        weights: vec![0.0; b * t],
-    };
+    let mut batch = TokenBatch { b, t, tokens: vec![PAD; b * t], targets: vec![PAD; b * t], weights: vec![0.0; b * t] };
     for (r, row) in rows.iter().take(b).enumerate() {
         for i in 0..row.len().saturating_sub(1).min(t) {
             batch.tokens[r * t + i] = row[i];
@@ -84,13 +68,7 @@ pub struct Dataset {
 impl Dataset {
     /// Splits whole documents (shuffled by `seed`) into train and validation; with a
     /// single document, its rows are split instead.
-    pub fn new(
-        tokenizer: &Tokenizer,
-        text: &str,
-        t: usize,
-        val_fraction: f64,
-        seed: u64,
-    ) -> Result<Dataset> {
+    pub fn new(tokenizer: &Tokenizer, text: &str, t: usize, val_fraction: f64, seed: u64) -> Result<Dataset> {
         let docs = documents(text);
         if docs.is_empty() {
             return Err(KilnError::Data("the text is empty".into()));
@@ -110,8 +88,7 @@ impl Dataset {
         shuffle(&mut order, &mut Rng::new(seed));
         let (mut train, mut val) = (Vec::new(), Vec::new());
         if encoded.len() >= 2 {
-            let n_val =
-                ((encoded.len() as f64 * val_fraction).ceil() as usize).clamp(1, encoded.len() - 1);
+            let n_val = ((encoded.len() as f64 * val_fraction).ceil() as usize).clamp(1, encoded.len() - 1);
             for (i, &d) in order.iter().enumerate() {
                 let rows = rows_of(&encoded[d], t);
                 if i < n_val {
@@ -129,8 +106,7 @@ impl Dataset {
                 train.push(row[..cut].to_vec());
                 val.push(row[cut - 1..].to_vec());
             } else {
-                let n_val =
-                    ((rows.len() as f64 * val_fraction).ceil() as usize).clamp(1, rows.len() - 1);
+                let n_val = ((rows.len() as f64 * val_fraction).ceil() as usize).clamp(1, rows.len() - 1);
                 let split = rows.len() - n_val;
                 train.extend_from_slice(&rows[..split]);
                 val.extend_from_slice(&rows[split..]);
@@ -149,13 +125,7 @@ impl Dataset {
         self.val
             .chunks(b)
             .take(max_batches.max(1))
-            .map(|rows| {
-                make_batch(
-                    &rows.iter().map(|r| r.as_slice()).collect::<Vec<_>>(),
-                    b,
-                    self.t,
-                )
-            })
+            .map(|rows| make_batch(&rows.iter().map(|r| r.as_slice()).collect::<Vec<_>>(), b, self.t))
             .collect()
     }
 
@@ -169,11 +139,7 @@ impl Dataset {
             }
         }
         let n: u64 = counts.values().sum();
-        counts
-            .values()
-            .map(|&c| c as f64 / n as f64)
-            .map(|p| -p * p.ln())
-            .sum()
+        counts.values().map(|&c| c as f64 / n as f64).map(|p| -p * p.ln()).sum()
     }
 }
 
@@ -199,29 +165,16 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(rows: usize, seed: u64) -> Batcher {
-        Self::resume(
-            rows,
-            BatcherState {
-                seed,
-                epoch: 0,
-                position: 0,
-            },
-        )
+        Self::resume(rows, BatcherState { seed, epoch: 0, position: 0 })
     }
 
     pub fn resume(rows: usize, state: BatcherState) -> Batcher {
-        Batcher {
-            order: Self::epoch_order(rows, state.seed, state.epoch),
-            state,
-        }
+        Batcher { order: Self::epoch_order(rows, state.seed, state.epoch), state }
     }
 
     fn epoch_order(rows: usize, seed: u64, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..rows).collect();
-        shuffle(
-            &mut order,
-            &mut Rng::new(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        );
+        shuffle(&mut order, &mut Rng::new(seed ^ (epoch + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         order
     }
 

@@ -52,11 +52,5 @@ pub fn adamw(
         _pad: [0; 3],
     };
     let groups = batch.grid(n, 64);
-    batch.dispatch(
-        Shader::Adamw,
-        "adamw",
-        &p,
-        &[(1, params), (2, grads), (3, m), (4, v), (5, norm)],
-        groups,
-    );
+    batch.dispatch(Shader::Adamw, "adamw", &p, &[(1, params), (2, grads), (3, m), (4, v), (5, norm)], groups);
 }

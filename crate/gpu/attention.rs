@@ -17,21 +17,10 @@ struct Params {
 }
 
 fn params(b: usize, t: usize, c: usize, nh: usize, t0: usize, t_cap: usize) -> Params {
-    assert!(
-        nh > 0 && c % nh == 0,
-        "attention: C = {c} is not a multiple of NH = {nh}"
-    );
+    assert!(nh > 0 && c % nh == 0, "attention: C = {c} is not a multiple of NH = {nh}");
     assert!(t0 < t && t <= t_cap, "attention: needs t0 < T <= T_cap");
     let u = |x: usize| x as u32;
-    Params {
-        b: u(b),
-        t: u(t),
-        c: u(c),
-        nh: u(nh),
-        t0: u(t0),
-        t_cap: u(t_cap),
-        _pad: [0; 2],
-    }
+    Params { b: u(b), t: u(t), c: u(c), nh: u(nh), t0: u(t0), t_cap: u(t_cap), _pad: [0; 2] }
 }
 
 /// out (B, T_cap, C), att (B, NH, T − t0, T) ← qkv (B, T_cap, 3C), for query rows
@@ -49,19 +38,9 @@ pub fn attention_forward(
     t_cap: usize,
 ) {
     let p = params(b, t, c, nh, t0, t_cap);
-    assert!(
-        qkv.len() >= b * t_cap * 3 * c
-            && out.len() >= b * t_cap * c
-            && att.len() >= b * nh * (t - t0) * t
-    );
+    assert!(qkv.len() >= b * t_cap * 3 * c && out.len() >= b * t_cap * c && att.len() >= b * nh * (t - t0) * t);
     let groups = batch.grid(b * nh * (t - t0), 1);
-    batch.dispatch(
-        Shader::Attention,
-        "attention_forward",
-        &p,
-        &[(1, qkv), (2, att), (3, out)],
-        groups,
-    );
+    batch.dispatch(Shader::Attention, "attention_forward", &p, &[(1, qkv), (2, att), (3, out)], groups);
 }
 
 /// dqkv (B, T, 3C) ← dout (B, T, C); datt (B, NH, T, T) is scratch. dqkv is overwritten.
@@ -82,18 +61,6 @@ pub fn attention_backward(
     assert!(dqkv.len() >= b * t * 3 * c && dout.len() >= b * t * c && datt.len() >= b * nh * t * t);
     let groups = batch.grid(b * nh * t, 1);
     let bindings = [(1, qkv), (2, att), (4, dout), (5, datt), (6, dqkv)];
-    batch.dispatch(
-        Shader::Attention,
-        "attention_backward_query",
-        &p,
-        &bindings,
-        groups,
-    );
-    batch.dispatch(
-        Shader::Attention,
-        "attention_backward_key",
-        &p,
-        &bindings,
-        groups,
-    );
+    batch.dispatch(Shader::Attention, "attention_backward_query", &p, &bindings, groups);
+    batch.dispatch(Shader::Attention, "attention_backward_key", &p, &bindings, groups);
 }

@@ -67,14 +67,7 @@ impl Batch {
     }
 
     /// Copies `len` elements between buffers.
-    pub fn copy(
-        &mut self,
-        src: &Buffer,
-        src_offset: usize,
-        dst: &Buffer,
-        dst_offset: usize,
-        len: usize,
-    ) {
+    pub fn copy(&mut self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, len: usize) {
         assert!(src_offset + len <= src.len() && dst_offset + len <= dst.len());
         self.encoder.copy_buffer_to_buffer(
             &src.raw,
@@ -96,10 +89,7 @@ impl Batch {
         workgroups: [u32; 3],
     ) {
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
-        assert!(
-            workgroups.iter().all(|&w| w <= max),
-            "{entry}: {workgroups:?} workgroups exceed {max} per dimension"
-        );
+        assert!(workgroups.iter().all(|&w| w <= max), "{entry}: {workgroups:?} workgroups exceed {max} per dimension");
         if workgroups.contains(&0) {
             return;
         }
@@ -110,15 +100,9 @@ impl Batch {
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: uniform.as_entire_binding(),
-        }];
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for &(binding, buf) in buffers {
-            entries.push(wgpu::BindGroupEntry {
-                binding,
-                resource: buf.raw.as_entire_binding(),
-            });
+            entries.push(wgpu::BindGroupEntry { binding, resource: buf.raw.as_entire_binding() });
         }
         let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
@@ -127,10 +111,7 @@ impl Batch {
         });
         let mut pass = self
             .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
-                timestamp_writes: None,
-            });
+            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -146,10 +127,7 @@ impl Batch {
     /// `entry`. Slow, and for finding which kernels a step spends its time in.
     #[cfg(not(target_arch = "wasm32"))]
     fn run_and_time(&mut self, entry: &'static str) {
-        let encoder = std::mem::replace(
-            &mut self.encoder,
-            self.gpu.device.create_command_encoder(&Default::default()),
-        );
+        let encoder = std::mem::replace(&mut self.encoder, self.gpu.device.create_command_encoder(&Default::default()));
         let start = std::time::Instant::now();
         self.gpu.queue.submit([encoder.finish()]);
         let _ = self.gpu.wait();
@@ -158,9 +136,6 @@ impl Batch {
 
     /// Workgroups for `n` independent items handled `per_group` at a time, as a grid.
     pub fn grid(&self, n: usize, per_group: usize) -> [u32; 3] {
-        grid_1d(
-            n.div_ceil(per_group) as u32,
-            self.gpu.limits.max_compute_workgroups_per_dimension,
-        )
+        grid_1d(n.div_ceil(per_group) as u32, self.gpu.limits.max_compute_workgroups_per_dimension)
     }
 }

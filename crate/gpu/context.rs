@@ -13,17 +13,9 @@ pub enum GpuError {
     /// No WebGPU/Vulkan/Metal/DX12 adapter was found.
     NoAdapter(String),
     /// The adapter's limit `limit` is below what Kiln's kernels need.
-    LimitTooLow {
-        limit: &'static str,
-        needed: u64,
-        available: u64,
-    },
+    LimitTooLow { limit: &'static str, needed: u64, available: u64 },
     /// A buffer larger than the device allows was asked for.
-    BufferTooLarge {
-        bytes: u64,
-        limit: &'static str,
-        available: u64,
-    },
+    BufferTooLarge { bytes: u64, limit: &'static str, available: u64 },
     /// The adapter refused the device request.
     RequestDevice(String),
     /// Mapping a buffer for reading failed (usually a lost device).
@@ -34,19 +26,10 @@ impl fmt::Display for GpuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GpuError::NoAdapter(why) => write!(f, "no GPU adapter available: {why}"),
-            GpuError::LimitTooLow {
-                limit,
-                needed,
-                available,
-            } => write!(
-                f,
-                "this GPU's {limit} is {available}, but Kiln's kernels need at least {needed}"
-            ),
-            GpuError::BufferTooLarge {
-                bytes,
-                limit,
-                available,
-            } => write!(
+            GpuError::LimitTooLow { limit, needed, available } => {
+                write!(f, "this GPU's {limit} is {available}, but Kiln's kernels need at least {needed}")
+            }
+            GpuError::BufferTooLarge { bytes, limit, available } => write!(
                 f,
                 "a buffer of {} MiB is larger than this GPU's {limit} ({} MiB); choose a smaller model or batch",
                 bytes.div_ceil(1 << 20),
@@ -88,18 +71,12 @@ pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError>
     for (name, needed) in NEEDED {
         let available = adapter_limit(adapter, name);
         if available < needed {
-            return Err(GpuError::LimitTooLow {
-                limit: name,
-                needed: needed as u64,
-                available: available as u64,
-            });
+            return Err(GpuError::LimitTooLow { limit: name, needed: needed as u64, available: available as u64 });
         }
     }
     let mut limits = wgpu::Limits::downlevel_defaults().using_resolution(adapter.clone());
-    limits.max_storage_buffers_per_shader_stage =
-        adapter.max_storage_buffers_per_shader_stage.min(8);
-    limits.max_compute_workgroup_storage_size =
-        adapter.max_compute_workgroup_storage_size.min(16384);
+    limits.max_storage_buffers_per_shader_stage = adapter.max_storage_buffers_per_shader_stage.min(8);
+    limits.max_compute_workgroup_storage_size = adapter.max_compute_workgroup_storage_size.min(16384);
     limits.max_storage_buffer_binding_size = adapter.max_storage_buffer_binding_size;
     limits.max_buffer_size = adapter.max_buffer_size;
     Ok(limits)
@@ -148,19 +125,12 @@ impl Buffer {
 
     /// The whole buffer, from element 0.
     pub fn view(&self) -> View<'_> {
-        View {
-            buf: self,
-            offset: 0,
-        }
+        View { buf: self, offset: 0 }
     }
 
     /// The buffer from element `offset` on (a tensor inside a flat parameter buffer).
     pub fn at(&self, offset: usize) -> View<'_> {
-        assert!(
-            offset <= self.len,
-            "offset {offset} past a buffer of {}",
-            self.len
-        );
+        assert!(offset <= self.len, "offset {offset} past a buffer of {}", self.len);
         View { buf: self, offset }
     }
 }
@@ -265,11 +235,7 @@ impl Gpu {
     fn check_size(&self, bytes: u64) -> Result<(), GpuError> {
         let binding = self.limits.max_storage_buffer_binding_size;
         if bytes > binding {
-            return Err(GpuError::BufferTooLarge {
-                bytes,
-                limit: "maxStorageBufferBindingSize",
-                available: binding,
-            });
+            return Err(GpuError::BufferTooLarge { bytes, limit: "maxStorageBufferBindingSize", available: binding });
         }
         if bytes > self.limits.max_buffer_size {
             return Err(GpuError::BufferTooLarge {
@@ -298,32 +264,19 @@ impl Gpu {
         let raw = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let live = self.meter.live.get() + bytes;
         self.meter.live.set(live);
         self.meter.peak.set(self.meter.peak.get().max(live));
-        let allocation = Rc::new(Allocation {
-            bytes,
-            meter: self.meter.clone(),
-        });
-        Ok(Buffer {
-            raw,
-            len,
-            _allocation: allocation,
-        })
+        let allocation = Rc::new(Allocation { bytes, meter: self.meter.clone() });
+        Ok(Buffer { raw, len, _allocation: allocation })
     }
 
     /// A buffer holding `data` (f32 or u32).
     pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<Buffer, GpuError> {
-        assert_eq!(
-            std::mem::size_of::<T>(),
-            4,
-            "Kiln buffers hold 4-byte elements"
-        );
+        assert_eq!(std::mem::size_of::<T>(), 4, "Kiln buffers hold 4-byte elements");
         let buf = self.zeros(data.len())?;
         self.write(&buf, 0, data);
         Ok(buf)
@@ -331,13 +284,9 @@ impl Gpu {
 
     /// Overwrites elements `offset..offset + data.len()` (ordered before the next submit).
     pub fn write<T: bytemuck::Pod>(&self, buf: &Buffer, offset: usize, data: &[T]) {
-        assert!(
-            offset + data.len() <= buf.len,
-            "write past the end of a buffer"
-        );
+        assert!(offset + data.len() <= buf.len, "write past the end of a buffer");
         if !data.is_empty() {
-            self.queue
-                .write_buffer(&buf.raw, 4 * offset as u64, bytemuck::cast_slice(data));
+            self.queue.write_buffer(&buf.raw, 4 * offset as u64, bytemuck::cast_slice(data));
         }
     }
 
@@ -371,17 +320,12 @@ impl Gpu {
         });
         // Natively nothing completes unless we poll; in the browser the JS event loop does it.
         #[cfg(not(target_arch = "wasm32"))]
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
         receiver
             .await
             .map_err(|_| GpuError::Readback("the map callback was dropped".into()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let data = staging
-            .get_mapped_range(..)
-            .map_err(|e| GpuError::Readback(e.to_string()))?
-            .to_vec();
+        let data = staging.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(data)
     }
@@ -389,10 +333,7 @@ impl Gpu {
     /// Waits until all submitted work has finished (native only; benchmarks use it).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn wait(&self) -> Result<(), GpuError> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| GpuError::Readback(e.to_string()))
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| GpuError::Readback(e.to_string()))
     }
 
     /// The compute pipeline for `entry` in `shader`, compiled once and cached.
@@ -421,25 +362,20 @@ impl Gpu {
         }
         let mut modules = self.modules.borrow_mut();
         let module = modules.entry(shader).or_insert_with(|| {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name()),
-                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                })
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            })
         });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
-        self.pipelines
-            .borrow_mut()
-            .insert((shader, entry), pipeline.clone());
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        self.pipelines.borrow_mut().insert((shader, entry), pipeline.clone());
         pipeline
     }
 }

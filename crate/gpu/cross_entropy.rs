@@ -24,18 +24,8 @@ fn record(
 ) {
     assert!(logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
     let groups = batch.grid(n, 1);
-    let params = Params {
-        n: n as u32,
-        v: v as u32,
-        _pad: [0; 2],
-    };
-    batch.dispatch(
-        Shader::CrossEntropy,
-        entry,
-        &params,
-        &[(1, logits), (2, targets), (3, weights), (4, out)],
-        groups,
-    );
+    let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
+    batch.dispatch(Shader::CrossEntropy, entry, &params, &[(1, logits), (2, targets), (3, weights), (4, out)], groups);
 }
 
 /// losses (N) = w · (logsumexp(logits) − logits[target]); targets are u32 < V.
@@ -49,16 +39,7 @@ pub fn cross_entropy_forward(
     v: usize,
 ) {
     assert!(losses.len() >= n);
-    record(
-        batch,
-        "cross_entropy_forward",
-        losses,
-        logits,
-        targets,
-        weights,
-        n,
-        v,
-    );
+    record(batch, "cross_entropy_forward", losses, logits, targets, weights, n, v);
 }
 
 /// dlogits (N, V) = w · (softmax(logits) − onehot(target)), overwritten.
@@ -72,14 +53,5 @@ pub fn cross_entropy_backward(
     v: usize,
 ) {
     assert!(dlogits.len() >= n * v);
-    record(
-        batch,
-        "cross_entropy_backward",
-        dlogits,
-        logits,
-        targets,
-        weights,
-        n,
-        v,
-    );
+    record(batch, "cross_entropy_backward", dlogits, logits, targets, weights, n, v);
 }

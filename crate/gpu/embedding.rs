@@ -47,10 +47,7 @@ pub struct TokenBuckets {
 impl TokenBuckets {
     pub fn new(gpu: &Gpu, tokens: &[u32]) -> Result<TokenBuckets, GpuError> {
         let (data, n_buckets) = token_buckets(tokens);
-        Ok(TokenBuckets {
-            buf: gpu.upload(&data)?,
-            n_buckets,
-        })
+        Ok(TokenBuckets { buf: gpu.upload(&data)?, n_buckets })
     }
 }
 

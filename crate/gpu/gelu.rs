@@ -15,32 +15,14 @@ struct Params {
 pub fn gelu_forward(batch: &mut Batch, out: &Buffer, inp: &Buffer, n: usize) {
     assert!(out.len() >= n && inp.len() >= n);
     let groups = batch.grid(n, 64);
-    let params = Params {
-        n: n as u32,
-        _pad: [0; 3],
-    };
-    batch.dispatch(
-        Shader::Gelu,
-        "gelu_forward",
-        &params,
-        &[(1, inp), (2, out)],
-        groups,
-    );
+    let params = Params { n: n as u32, _pad: [0; 3] };
+    batch.dispatch(Shader::Gelu, "gelu_forward", &params, &[(1, inp), (2, out)], groups);
 }
 
 /// dinp = gelu'(inp) · dout, overwritten.
 pub fn gelu_backward(batch: &mut Batch, dinp: &Buffer, inp: &Buffer, dout: &Buffer, n: usize) {
     assert!(dinp.len() >= n && inp.len() >= n && dout.len() >= n);
     let groups = batch.grid(n, 64);
-    let params = Params {
-        n: n as u32,
-        _pad: [0; 3],
-    };
-    batch.dispatch(
-        Shader::Gelu,
-        "gelu_backward",
-        &params,
-        &[(1, inp), (3, dout), (4, dinp)],
-        groups,
-    );
+    let params = Params { n: n as u32, _pad: [0; 3] };
+    batch.dispatch(Shader::Gelu, "gelu_backward", &params, &[(1, inp), (3, dout), (4, dinp)], groups);
 }

@@ -18,36 +18,14 @@ struct Params {
 
 /// result[0] = ‖grads[offset .. offset + n]‖₂, result[1] = the clip scale
 /// min(1, max_norm / (‖g‖ + 1e-6)) (1 when max_norm ≤ 0). Stays on the GPU for AdamW.
-pub fn grad_norm(
-    batch: &mut Batch,
-    result: &Buffer,
-    grads: View,
-    n: usize,
-    max_norm: f32,
-) -> Result<(), GpuError> {
+pub fn grad_norm(batch: &mut Batch, result: &Buffer, grads: View, n: usize, max_norm: f32) -> Result<(), GpuError> {
     assert!(result.len() >= 2);
     let n_partials = n.div_ceil(PER_GROUP).max(1);
     let partial = batch.temp(n_partials)?;
-    let params = Params {
-        n: n as u32,
-        offset: grads.check(n, "grad_norm grads"),
-        max_norm,
-        n_partials: n_partials as u32,
-    };
+    let params =
+        Params { n: n as u32, offset: grads.check(n, "grad_norm grads"), max_norm, n_partials: n_partials as u32 };
     let groups = batch.grid(n_partials, 1);
-    batch.dispatch(
-        Shader::GradNorm,
-        "grad_norm_partial",
-        &params,
-        &[(1, grads.buf), (2, &partial)],
-        groups,
-    );
-    batch.dispatch(
-        Shader::GradNorm,
-        "grad_norm_final",
-        &params,
-        &[(2, &partial), (3, result)],
-        [1, 1, 1],
-    );
+    batch.dispatch(Shader::GradNorm, "grad_norm_partial", &params, &[(1, grads.buf), (2, &partial)], groups);
+    batch.dispatch(Shader::GradNorm, "grad_norm_final", &params, &[(2, &partial), (3, result)], [1, 1, 1]);
     Ok(())
 }

@@ -48,14 +48,7 @@ pub fn layernorm_forward(
         Shader::Layernorm,
         "layernorm_forward",
         &params,
-        &[
-            (1, inp),
-            (2, weight.buf),
-            (3, bias.buf),
-            (4, out),
-            (5, mean),
-            (6, rstd),
-        ],
+        &[(1, inp), (2, weight.buf), (3, bias.buf), (4, out), (5, mean), (6, rstd)],
         groups,
     );
 }
@@ -89,14 +82,7 @@ pub fn layernorm_backward(
         Shader::Layernorm,
         "layernorm_backward",
         &params,
-        &[
-            (1, inp),
-            (2, weight.buf),
-            (5, mean),
-            (6, rstd),
-            (7, dout),
-            (8, dinp),
-        ],
+        &[(1, inp), (2, weight.buf), (5, mean), (6, rstd), (7, dout), (8, dinp)],
         groups,
     );
     // Weight and bias gradients: partial sums per chunk of rows, then the chunks in order.

@@ -31,20 +31,8 @@ const FLAG_ACCUMULATE: u32 = 2;
 
 /// out (batch, M, N) = A · B + bias (N), accumulated into out when `accumulate`.
 /// Tiled: 64×64 outputs per workgroup, 4×4 per invocation.
-pub fn matmul(
-    batch: &mut Batch,
-    out: View,
-    a: View,
-    b: View,
-    bias: Option<View>,
-    s: MatmulShape,
-    accumulate: bool,
-) {
-    let groups = [
-        s.n.div_ceil(64) as u32,
-        s.m.div_ceil(64) as u32,
-        s.batch as u32,
-    ];
+pub fn matmul(batch: &mut Batch, out: View, a: View, b: View, bias: Option<View>, s: MatmulShape, accumulate: bool) {
+    let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32, s.batch as u32];
     record(batch, "matmul", groups, out, a, b, bias, s, accumulate);
 }
 
@@ -58,22 +46,8 @@ pub fn matmul_naive(
     s: MatmulShape,
     accumulate: bool,
 ) {
-    let groups = [
-        s.n.div_ceil(16) as u32,
-        s.m.div_ceil(16) as u32,
-        s.batch as u32,
-    ];
-    record(
-        batch,
-        "matmul_naive",
-        groups,
-        out,
-        a,
-        b,
-        bias,
-        s,
-        accumulate,
-    );
+    let groups = [s.n.div_ceil(16) as u32, s.m.div_ceil(16) as u32, s.batch as u32];
+    record(batch, "matmul_naive", groups, out, a, b, bias, s, accumulate);
 }
 
 fn record(
@@ -93,8 +67,7 @@ fn record(
         m: s.m as u32,
         n: s.n as u32,
         k: s.k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
-            | if accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: if bias.is_some() { FLAG_BIAS } else { 0 } | if accumulate { FLAG_ACCUMULATE } else { 0 },
         a_offset: a.check(s.batch * s.a_len(), "matmul A"),
         a_batch: s.a_len() as u32,
         a_row: a_row as u32,
@@ -110,11 +83,5 @@ fn record(
     };
     // Without a bias the binding still needs a buffer; A's is read-only and harmless.
     let bias_buf = bias.map_or(a.buf, |v| v.buf);
-    batch.dispatch(
-        Shader::Matmul,
-        entry,
-        &params,
-        &[(1, a.buf), (2, b.buf), (3, bias_buf), (4, out.buf)],
-        groups,
-    );
+    batch.dispatch(Shader::Matmul, entry, &params, &[(1, a.buf), (2, b.buf), (3, bias_buf), (4, out.buf)], groups);
 }

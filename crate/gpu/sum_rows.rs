@@ -21,14 +21,7 @@ struct Params {
 
 /// out (W) (+)= Σ_r src[r, :] for src (R, W), in a fixed order: chunks of 64 rows, then
 /// the chunk sums (recursively while there are more than 64).
-pub fn sum_rows(
-    batch: &mut Batch,
-    out: View,
-    src: View,
-    r: usize,
-    w: usize,
-    accumulate: bool,
-) -> Result<(), GpuError> {
+pub fn sum_rows(batch: &mut Batch, out: View, src: View, r: usize, w: usize, accumulate: bool) -> Result<(), GpuError> {
     assert!(r > 0, "sum_rows over zero rows");
     let src_offset = src.check(r * w, "sum_rows src");
     let out_offset = out.check(w, "sum_rows out");
@@ -43,13 +36,7 @@ pub fn sum_rows(
             _pad: [0; 2],
         };
         let groups = batch.grid(w, 64);
-        batch.dispatch(
-            Shader::SumRows,
-            "sum_rows",
-            &params,
-            &[(1, src.buf), (2, out.buf)],
-            groups,
-        );
+        batch.dispatch(Shader::SumRows, "sum_rows", &params, &[(1, src.buf), (2, out.buf)], groups);
         return Ok(());
     }
     let chunks = r.div_ceil(CHUNK_ROWS);
@@ -64,12 +51,6 @@ pub fn sum_rows(
         _pad: [0; 2],
     };
     let groups = batch.grid(chunks * w, 64);
-    batch.dispatch(
-        Shader::SumRows,
-        "sum_rows",
-        &params,
-        &[(1, src.buf), (2, &partial)],
-        groups,
-    );
+    batch.dispatch(Shader::SumRows, "sum_rows", &params, &[(1, src.buf), (2, &partial)], groups);
     sum_rows(batch, out, partial.view(), chunks, w, accumulate)
 }

@@ -27,45 +27,26 @@ pub const PRESETS: [(&str, usize, usize, usize, usize); 3] = [
 impl GptConfig {
     /// A preset by name, for a given vocabulary.
     pub fn preset(name: &str, vocab_size: usize) -> Result<GptConfig> {
-        let (_, n_layer, n_head, n_embd, block_size) =
-            PRESETS.iter().find(|p| p.0 == name).ok_or_else(|| {
-                KilnError::Config(format!(
-                    "unknown preset {name:?}; choose tiny, small or base"
-                ))
-            })?;
-        let config = GptConfig {
-            vocab_size,
-            block_size: *block_size,
-            n_layer: *n_layer,
-            n_head: *n_head,
-            n_embd: *n_embd,
-        };
+        let (_, n_layer, n_head, n_embd, block_size) = PRESETS
+            .iter()
+            .find(|p| p.0 == name)
+            .ok_or_else(|| KilnError::Config(format!("unknown preset {name:?}; choose tiny, small or base")))?;
+        let config =
+            GptConfig { vocab_size, block_size: *block_size, n_layer: *n_layer, n_head: *n_head, n_embd: *n_embd };
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(KilnError::Config(m));
-        if self.vocab_size == 0
-            || self.block_size == 0
-            || self.n_layer == 0
-            || self.n_head == 0
-            || self.n_embd == 0
-        {
-            return bad(format!("every size must be positive: {self:?}"));
+        if self.vocab_size == 0 || self.block_size == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
+            return bad(format!("every size must be positive: {self}"));
         }
         if self.n_embd % self.n_head != 0 {
-            return bad(format!(
-                "n_embd ({}) must be a multiple of n_head ({})",
-                self.n_embd, self.n_head
-            ));
+            return bad(format!("n_embd ({}) must be a multiple of n_head ({})", self.n_embd, self.n_head));
         }
-        if self.vocab_size > 1 << 20
-            || self.block_size > 1 << 14
-            || self.n_embd > 1 << 14
-            || self.n_layer > 256
-        {
-            return bad(format!("{self:?} is far beyond what a browser can train"));
+        if self.vocab_size > 1 << 20 || self.block_size > 1 << 14 || self.n_embd > 1 << 14 || self.n_layer > 256 {
+            return bad(format!("{self} is far beyond what a browser can train"));
         }
         Ok(())
     }
@@ -89,12 +70,7 @@ impl GptConfig {
     /// Bytes a training run of batch B × T needs on the device, by part.
     pub fn memory(&self, b: usize, t: usize) -> MemoryEstimate {
         let f = 4u64; // f32
-        let (v, c, l, nh) = (
-            self.vocab_size as u64,
-            self.n_embd as u64,
-            self.n_layer as u64,
-            self.n_head as u64,
-        );
+        let (v, c, l, nh) = (self.vocab_size as u64, self.n_embd as u64, self.n_layer as u64, self.n_head as u64);
         let (b, t) = (b as u64, t as u64);
         let params = f * self.num_params() as u64;
         let bt = b * t;
@@ -105,12 +81,7 @@ impl GptConfig {
         let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
         // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu, dlogits
         let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t + bt * v);
-        MemoryEstimate {
-            params,
-            grads: params,
-            optimizer: 2 * params,
-            activations: l * per_layer + top + scratch,
-        }
+        MemoryEstimate { params, grads: params, optimizer: 2 * params, activations: l * per_layer + top + scratch }
     }
 
     /// The largest single buffer training at B × T allocates (checked against the
@@ -121,6 +92,16 @@ impl GptConfig {
         let att = (b * self.n_head * t * t) as u64;
         let fch = (b * t * 4 * self.n_embd) as u64;
         4 * params.max(logits).max(att).max(fch)
+    }
+}
+
+impl std::fmt::Display for GptConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} layers × {} heads × {} wide, context {}, vocabulary {}",
+            self.n_layer, self.n_head, self.n_embd, self.block_size, self.vocab_size
+        )
     }
 }
 

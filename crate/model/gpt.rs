@@ -27,12 +27,7 @@ impl<B: Backend> Gpt<B> {
         let layout = ParamLayout::new(&config);
         let params = be.upload(&layout.init(&config, seed))?;
         let grads = be.zeros(layout.total)?;
-        Ok(Gpt {
-            config,
-            layout,
-            params,
-            grads,
-        })
+        Ok(Gpt { config, layout, params, grads })
     }
 
     /// A model with the given parameter values (a checkpoint).
@@ -42,12 +37,7 @@ impl<B: Backend> Gpt<B> {
         assert_eq!(values.len(), layout.total, "parameter count");
         let params = be.upload(values)?;
         let grads = be.zeros(layout.total)?;
-        Ok(Gpt {
-            config,
-            layout,
-            params,
-            grads,
-        })
+        Ok(Gpt { config, layout, params, grads })
     }
 }
 
@@ -96,12 +86,7 @@ pub struct Activations<T> {
 }
 
 impl<T> Activations<T> {
-    pub fn new<B: Backend<Buf = T>>(
-        be: &mut B,
-        cfg: &GptConfig,
-        b: usize,
-        t: usize,
-    ) -> Result<Activations<T>> {
+    pub fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, b: usize, t: usize) -> Result<Activations<T>> {
         let (c, v, nh, bt) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, b * t);
         let mut z = |n: usize| be.zeros(n);
         let mut layers = Vec::new();
@@ -220,36 +205,15 @@ pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) 
         be.residual_forward(&x.res3, &x.res2, &x.fcproj, bt * c);
         residual = &x.res3;
     }
-    be.layernorm_forward(
-        &a.lnf,
-        &a.lnf_mean,
-        &a.lnf_rstd,
-        residual,
-        at(p, l.ln_f_weight),
-        at(p, l.ln_f_bias),
-        bt,
-        c,
-    );
+    be.layernorm_forward(&a.lnf, &a.lnf_mean, &a.lnf_rstd, residual, at(p, l.ln_f_weight), at(p, l.ln_f_bias), bt, c);
     // output layer tied to the token embedding: logits = lnf · wteᵀ, wte (V, C)
-    be.matmul(
-        at(&a.logits, 0),
-        at(&a.lnf, 0),
-        at(p, l.wte),
-        None,
-        MatmulShape::nt(bt, v, c),
-        false,
-    );
+    be.matmul(at(&a.logits, 0), at(&a.lnf, 0), at(p, l.wte), None, MatmulShape::nt(bt, v, c), false);
     be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, bt, v);
 }
 
 /// Adds the gradient of Σ losses to `model.grads` (zero them first for a fresh step).
 /// `tokens` is the host copy of the batch's input tokens.
-pub fn backward<B: Backend>(
-    be: &mut B,
-    model: &Gpt<B>,
-    a: &Activations<B::Buf>,
-    tokens: &[u32],
-) -> Result<()> {
+pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
     let cfg = &model.config;
     let (b, t, c, v, nh) = (a.b, a.t, cfg.n_embd, cfg.vocab_size, cfg.n_head);
     let bt = b * t;
@@ -257,22 +221,8 @@ pub fn backward<B: Backend>(
 
     be.cross_entropy_backward(&a.dlogits, &a.logits, &a.targets, &a.weights, bt, v);
     // logits = lnf · wteᵀ
-    be.matmul(
-        at(g, l.wte),
-        at(&a.dlogits, 0),
-        at(&a.lnf, 0),
-        None,
-        MatmulShape::tn(v, c, bt),
-        true,
-    );
-    be.matmul(
-        at(&a.dln, 0),
-        at(&a.dlogits, 0),
-        at(p, l.wte),
-        None,
-        MatmulShape::nn(bt, c, v),
-        false,
-    );
+    be.matmul(at(g, l.wte), at(&a.dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+    be.matmul(at(&a.dln, 0), at(&a.dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
     let last = a.layers.last().map_or(&a.encoded, |x| &x.res3);
     be.clear(&a.dres);
     be.layernorm_backward(
@@ -289,11 +239,7 @@ pub fn backward<B: Backend>(
     )?;
 
     for (i, (w, x)) in l.layers.iter().zip(&a.layers).enumerate().rev() {
-        let input = if i == 0 {
-            &a.encoded
-        } else {
-            &a.layers[i - 1].res3
-        };
+        let input = if i == 0 { &a.encoded } else { &a.layers[i - 1].res3 };
         // res3 = res2 + fcproj: dres reaches both unchanged (dres2 = dres stays in place)
         // fcproj = fch_gelu · W + b
         be.matmul(
@@ -315,23 +261,9 @@ pub fn backward<B: Backend>(
         );
         be.gelu_backward(&a.dfch, &x.fch, &a.dfch_gelu, bt * 4 * c);
         // fch = ln2 · W + b
-        be.matmul(
-            at(g, w.c_fc_weight),
-            at(&x.ln2, 0),
-            at(&a.dfch, 0),
-            None,
-            MatmulShape::tn(c, 4 * c, bt),
-            true,
-        );
+        be.matmul(at(g, w.c_fc_weight), at(&x.ln2, 0), at(&a.dfch, 0), None, MatmulShape::tn(c, 4 * c, bt), true);
         be.sum_rows(at(g, w.c_fc_bias), at(&a.dfch, 0), bt, 4 * c, true)?;
-        be.matmul(
-            at(&a.dln, 0),
-            at(&a.dfch, 0),
-            at(p, w.c_fc_weight),
-            None,
-            MatmulShape::nt(bt, c, 4 * c),
-            false,
-        );
+        be.matmul(at(&a.dln, 0), at(&a.dfch, 0), at(p, w.c_fc_weight), None, MatmulShape::nt(bt, c, 4 * c), false);
         // ln2 = layernorm(res2): dres += its gradient
         be.layernorm_backward(
             &a.dres,
@@ -346,42 +278,14 @@ pub fn backward<B: Backend>(
             c,
         )?;
         // res2 = input + attproj; attproj = atty · W + b
-        be.matmul(
-            at(g, w.attn_proj_weight),
-            at(&x.atty, 0),
-            at(&a.dres, 0),
-            None,
-            MatmulShape::tn(c, c, bt),
-            true,
-        );
+        be.matmul(at(g, w.attn_proj_weight), at(&x.atty, 0), at(&a.dres, 0), None, MatmulShape::tn(c, c, bt), true);
         be.sum_rows(at(g, w.attn_proj_bias), at(&a.dres, 0), bt, c, true)?;
-        be.matmul(
-            at(&a.datty, 0),
-            at(&a.dres, 0),
-            at(p, w.attn_proj_weight),
-            None,
-            MatmulShape::nt(bt, c, c),
-            false,
-        );
+        be.matmul(at(&a.datty, 0), at(&a.dres, 0), at(p, w.attn_proj_weight), None, MatmulShape::nt(bt, c, c), false);
         be.attention_backward(&a.dqkv, &a.datt, &a.datty, &x.qkv, &x.att, b, t, c, nh);
         // qkv = ln1 · W + b
-        be.matmul(
-            at(g, w.c_attn_weight),
-            at(&x.ln1, 0),
-            at(&a.dqkv, 0),
-            None,
-            MatmulShape::tn(c, 3 * c, bt),
-            true,
-        );
+        be.matmul(at(g, w.c_attn_weight), at(&x.ln1, 0), at(&a.dqkv, 0), None, MatmulShape::tn(c, 3 * c, bt), true);
         be.sum_rows(at(g, w.c_attn_bias), at(&a.dqkv, 0), bt, 3 * c, true)?;
-        be.matmul(
-            at(&a.dln, 0),
-            at(&a.dqkv, 0),
-            at(p, w.c_attn_weight),
-            None,
-            MatmulShape::nt(bt, c, 3 * c),
-            false,
-        );
+        be.matmul(at(&a.dln, 0), at(&a.dqkv, 0), at(p, w.c_attn_weight), None, MatmulShape::nt(bt, c, 3 * c), false);
         // ln1 = layernorm(input): dres += its gradient, now the gradient of the block's input
         be.layernorm_backward(
             &a.dres,

@@ -64,12 +64,7 @@ impl ParamLayout {
             let decay = shape.len() >= 2;
             let offset = total;
             total += shape.iter().product::<usize>();
-            tensors.push(ParamTensor {
-                name,
-                shape,
-                offset,
-                decay,
-            });
+            tensors.push(ParamTensor { name, shape, offset, decay });
             offset
         };
         let wte = add("wte.weight".into(), vec![v, c]);
@@ -95,15 +90,7 @@ impl ParamLayout {
         let ln_f_weight = add("ln_f.weight".into(), vec![c]);
         let ln_f_bias = add("ln_f.bias".into(), vec![c]);
         debug_assert_eq!(total, cfg.num_params());
-        ParamLayout {
-            tensors,
-            total,
-            wte,
-            wpe,
-            layers,
-            ln_f_weight,
-            ln_f_bias,
-        }
+        ParamLayout { tensors, total, wte, wpe, layers, ln_f_weight, ln_f_bias }
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamTensor> {
@@ -119,13 +106,9 @@ impl ParamLayout {
         for t in &self.tensors {
             let values = &mut params[t.offset..t.offset + t.len()];
             if t.name.ends_with("c_proj.weight") {
-                values
-                    .iter_mut()
-                    .for_each(|x| *x = (rng.normal() * proj_std) as f32);
+                values.iter_mut().for_each(|x| *x = (rng.normal() * proj_std) as f32);
             } else if t.decay {
-                values
-                    .iter_mut()
-                    .for_each(|x| *x = (rng.normal() * 0.02) as f32);
+                values.iter_mut().for_each(|x| *x = (rng.normal() * 0.02) as f32);
             } else if t.name.contains("ln_") && t.name.ends_with(".weight") {
                 values.iter_mut().for_each(|x| *x = 1.0);
             }

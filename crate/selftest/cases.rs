@@ -25,10 +25,7 @@ type Result<T> = std::result::Result<T, GpuError>;
 
 pub async fn run(gpu: &Gpu, family: &str) -> Result<Vec<Check>> {
     // A seed per family: a failing case reproduces on its own.
-    let seed = FAMILIES
-        .iter()
-        .position(|f| *f == family)
-        .expect("unknown kernel family") as u64;
+    let seed = FAMILIES.iter().position(|f| *f == family).expect("unknown kernel family") as u64;
     let rng = &mut Rng::new(0x6b696c6e + seed);
     match family {
         "matmul" => matmul(gpu, rng).await,
@@ -51,88 +48,25 @@ fn f64s(v: &[f32]) -> Vec<f64> {
 
 /// The worst error over several outputs of one kernel.
 fn check(kernel: &'static str, case: String, outputs: &[(&[f32], &[f64])]) -> Check {
-    let max_rel_err = outputs
-        .iter()
-        .map(|(g, r)| max_rel_err(g, r))
-        .fold(0.0, f64::max);
-    Check {
-        kernel,
-        case,
-        max_rel_err,
-        tolerance: TOLERANCE,
-    }
+    let max_rel_err = outputs.iter().map(|(g, r)| max_rel_err(g, r)).fold(0.0, f64::max);
+    Check { kernel, case, max_rel_err, tolerance: TOLERANCE }
 }
 
 // ---------------------------------------------------------------- matmul
 
 async fn matmul(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    let sizes = [
-        (1, 1, 1),
-        (7, 33, 65),
-        (65, 127, 7),
-        (127, 65, 33),
-        (64, 64, 64),
-        (33, 7, 127),
-    ];
+    let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (33, 7, 127)];
     for (m, n, k) in sizes {
-        for s in [
-            MatmulShape::nn(m, n, k),
-            MatmulShape::nt(m, n, k),
-            MatmulShape::tn(m, n, k),
-        ] {
+        for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
             checks.push(matmul_case(gpu, rng, s, false, false, 0, false).await?);
         }
     }
     // bias, accumulation, batching and offsets into flat buffers
-    checks.push(
-        matmul_case(
-            gpu,
-            rng,
-            MatmulShape::nt(65, 33, 127),
-            true,
-            false,
-            0,
-            false,
-        )
-        .await?,
-    );
-    checks.push(
-        matmul_case(
-            gpu,
-            rng,
-            MatmulShape::tn(33, 65, 127),
-            false,
-            true,
-            0,
-            false,
-        )
-        .await?,
-    );
-    checks.push(
-        matmul_case(
-            gpu,
-            rng,
-            MatmulShape::nt(17, 33, 9).batched(3),
-            true,
-            true,
-            5,
-            false,
-        )
-        .await?,
-    );
-    checks.push(
-        matmul_case(
-            gpu,
-            rng,
-            MatmulShape::nn(7, 129, 70).batched(2),
-            false,
-            false,
-            3,
-            false,
-        )
-        .await?,
-    );
+    checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, false).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, false).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, false).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, false).await?);
     // the benchmark's baseline kernel is held to the same standard
     checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, true).await?);
     checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, true).await?);
@@ -164,18 +98,9 @@ async fn matmul_case(
         accumulate,
     );
 
-    let (ga, gb, gbias, gout) = (
-        gpu.upload(&a)?,
-        gpu.upload(&b)?,
-        gpu.upload(&bias)?,
-        gpu.upload(&out0)?,
-    );
+    let (ga, gb, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
     let mut batch = gpu.begin();
-    let kernel = if naive {
-        gpu::matmul::matmul_naive
-    } else {
-        gpu::matmul::matmul
-    };
+    let kernel = if naive { gpu::matmul::matmul_naive } else { gpu::matmul::matmul };
     kernel(
         &mut batch,
         gout.at(offset),
@@ -216,91 +141,42 @@ async fn matmul_case(
 async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // (B, T, C, NH): T past the 64-wide workgroup stride, HS past it too (130)
-    for (b, t, c, nh) in [
-        (1, 1, 4, 1),
-        (2, 7, 12, 3),
-        (1, 33, 16, 2),
-        (2, 65, 8, 2),
-        (1, 127, 8, 1),
-        (1, 9, 130, 1),
-    ] {
+    for (b, t, c, nh) in [(1, 1, 4, 1), (2, 7, 12, 3), (1, 33, 16, 2), (2, 65, 8, 2), (1, 127, 8, 1), (1, 9, 130, 1)] {
         let qkv = rng.vec_f32(b * t * 3 * c, -1.0, 1.0);
         let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
         let (mut out_ref, mut att_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
         let (mut dqkv_ref, mut datt_ref) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
         let qkv64 = f64s(&qkv);
         cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &qkv64, b, t, c, nh, 0, t);
-        cpu::attention::attention_backward(
-            &mut dqkv_ref,
-            &mut datt_ref,
-            &f64s(&dout),
-            &qkv64,
-            &att_ref,
-            b,
-            t,
-            c,
-            nh,
-        );
+        cpu::attention::attention_backward(&mut dqkv_ref, &mut datt_ref, &f64s(&dout), &qkv64, &att_ref, b, t, c, nh);
 
         let (gqkv, gdout) = (gpu.upload(&qkv)?, gpu.upload(&dout)?);
         let (gout, gatt) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t * t)?);
         let (gdqkv, gdatt) = (gpu.zeros(b * t * 3 * c)?, gpu.zeros(b * nh * t * t)?);
         let mut batch = gpu.begin();
         gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, 0, t);
-        gpu::attention::attention_backward(
-            &mut batch, &gdqkv, &gdatt, &gdout, &gqkv, &gatt, b, t, c, nh,
-        );
+        gpu::attention::attention_backward(&mut batch, &gdqkv, &gdatt, &gdout, &gqkv, &gatt, b, t, c, nh);
         gpu.submit(batch);
         let (out, att) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gatt).await?);
         let (dqkv, datt) = (gpu.read_f32(&gdqkv).await?, gpu.read_f32(&gdatt).await?);
         let case = format!("B={b} T={t} C={c} NH={nh}");
-        checks.push(check(
-            "attention_forward",
-            case.clone(),
-            &[(&out, &out_ref), (&att, &att_ref)],
-        ));
-        checks.push(check(
-            "attention_backward",
-            case,
-            &[(&dqkv, &dqkv_ref), (&datt, &datt_ref)],
-        ));
+        checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&att, &att_ref)]));
+        checks.push(check("attention_backward", case, &[(&dqkv, &dqkv_ref), (&datt, &datt_ref)]));
     }
     // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap
-    for (b, t, c, nh, t0, t_cap) in [
-        (1, 1, 8, 2, 0, 4),
-        (2, 9, 8, 2, 8, 12),
-        (1, 70, 16, 4, 65, 80),
-    ] {
+    for (b, t, c, nh, t0, t_cap) in [(1, 1, 8, 2, 0, 4), (2, 9, 8, 2, 8, 12), (1, 70, 16, 4, 65, 80)] {
         let qkv = rng.vec_f32(b * t_cap * 3 * c, -1.0, 1.0);
         let out0 = rng.vec_f32(b * t_cap * c, -1.0, 1.0); // rows outside t0..T stay as they were
         let rows = t - t0;
         let (mut out_ref, mut att_ref) = (f64s(&out0), vec![0.0; b * nh * rows * t]);
-        cpu::attention::attention_forward(
-            &mut out_ref,
-            &mut att_ref,
-            &f64s(&qkv),
-            b,
-            t,
-            c,
-            nh,
-            t0,
-            t_cap,
-        );
-        let (gqkv, gout, gatt) = (
-            gpu.upload(&qkv)?,
-            gpu.upload(&out0)?,
-            gpu.zeros(b * nh * rows * t)?,
-        );
+        cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &f64s(&qkv), b, t, c, nh, t0, t_cap);
+        let (gqkv, gout, gatt) = (gpu.upload(&qkv)?, gpu.upload(&out0)?, gpu.zeros(b * nh * rows * t)?);
         let mut batch = gpu.begin();
         gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, t0, t_cap);
         gpu.submit(batch);
         let (out, att) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gatt).await?);
         let case = format!("decode B={b} T={t} C={c} NH={nh} t0={t0} cap={t_cap}");
-        checks.push(check(
-            "attention_forward",
-            case,
-            &[(&out, &out_ref), (&att, &att_ref)],
-        ));
+        checks.push(check("attention_forward", case, &[(&out, &out_ref), (&att, &att_ref)]));
     }
     Ok(checks)
 }
@@ -310,50 +186,18 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 async fn cross_entropy(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // (N, V, logit scale): V past the 256-wide stride; large logits test the max shift
-    for (n, v, scale) in [
-        (1, 1, 1.0),
-        (1, 7, 1.0),
-        (33, 65, 3.0),
-        (7, 1000, 5.0),
-        (5, 3001, 60.0),
-        (127, 127, 1.0),
-    ] {
+    for (n, v, scale) in [(1, 1, 1.0), (1, 7, 1.0), (33, 65, 3.0), (7, 1000, 5.0), (5, 3001, 60.0), (127, 127, 1.0)] {
         let logits = rng.vec_f32(n * v, -scale, scale);
         let targets: Vec<u32> = (0..n).map(|_| rng.below(v as u64) as u32).collect();
         // about a quarter of the positions masked out with weight 0
-        let weights: Vec<f32> = (0..n)
-            .map(|i| {
-                if i > 0 && rng.uniform() < 0.25 {
-                    0.0
-                } else {
-                    rng.range(0.1, 1.0) as f32
-                }
-            })
-            .collect();
+        let weights: Vec<f32> =
+            (0..n).map(|i| if i > 0 && rng.uniform() < 0.25 { 0.0 } else { rng.range(0.1, 1.0) as f32 }).collect();
         let (logits64, weights64) = (f64s(&logits), f64s(&weights));
         let (mut losses_ref, mut dlogits_ref) = (vec![0.0; n], vec![0.0; n * v]);
-        cpu::cross_entropy::cross_entropy_forward(
-            &mut losses_ref,
-            &logits64,
-            &targets,
-            &weights64,
-            n,
-            v,
-        );
-        cpu::cross_entropy::cross_entropy_backward(
-            &mut dlogits_ref,
-            &logits64,
-            &targets,
-            &weights64,
-            n,
-            v,
-        );
+        cpu::cross_entropy::cross_entropy_forward(&mut losses_ref, &logits64, &targets, &weights64, n, v);
+        cpu::cross_entropy::cross_entropy_backward(&mut dlogits_ref, &logits64, &targets, &weights64, n, v);
 
-        let (gl, gt, gw) = (
-            gpu.upload(&logits)?,
-            gpu.upload(&targets)?,
-            gpu.upload(&weights)?,
-        );
+        let (gl, gt, gw) = (gpu.upload(&logits)?, gpu.upload(&targets)?, gpu.upload(&weights)?);
         let (glosses, gdl) = (gpu.zeros(n)?, gpu.zeros(n * v)?);
         let mut batch = gpu.begin();
         gpu::cross_entropy::cross_entropy_forward(&mut batch, &glosses, &gl, &gt, &gw, n, v);
@@ -361,16 +205,8 @@ async fn cross_entropy(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let (losses, dlogits) = (gpu.read_f32(&glosses).await?, gpu.read_f32(&gdl).await?);
         let case = format!("N={n} V={v} logits ±{scale}");
-        checks.push(check(
-            "cross_entropy_forward",
-            case.clone(),
-            &[(&losses, &losses_ref)],
-        ));
-        checks.push(check(
-            "cross_entropy_backward",
-            case,
-            &[(&dlogits, &dlogits_ref)],
-        ));
+        checks.push(check("cross_entropy_forward", case.clone(), &[(&losses, &losses_ref)]));
+        checks.push(check("cross_entropy_backward", case, &[(&dlogits, &dlogits_ref)]));
     }
     Ok(checks)
 }
@@ -381,20 +217,9 @@ async fn layernorm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // (N, C, mean shift): C past the 128-wide stride, N past the 64-row gradient chunks,
     // and a shifted mean (|mean| ≫ std) that a one-pass variance would get wrong
-    for (n, c, shift) in [
-        (1, 1, 0.0),
-        (7, 33, 0.0),
-        (65, 127, 0.0),
-        (300, 65, 0.0),
-        (3, 1000, 0.0),
-        (33, 64, 8.0),
-    ] {
+    for (n, c, shift) in [(1, 1, 0.0), (7, 33, 0.0), (65, 127, 0.0), (300, 65, 0.0), (3, 1000, 0.0), (33, 64, 8.0)] {
         let offset = 3; // weight and bias live inside a flat parameter buffer
-        let inp: Vec<f32> = rng
-            .vec_f32(n * c, -1.0, 1.0)
-            .iter()
-            .map(|x| x + shift as f32)
-            .collect();
+        let inp: Vec<f32> = rng.vec_f32(n * c, -1.0, 1.0).iter().map(|x| x + shift as f32).collect();
         let params = rng.vec_f32(offset + 2 * c, -1.0, 1.0);
         let grads0 = rng.vec_f32(offset + 2 * c, -1.0, 1.0);
         let dout = rng.vec_f32(n * c, -1.0, 1.0);
@@ -402,18 +227,8 @@ async fn layernorm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 
         let (inp64, params64) = (f64s(&inp), f64s(&params));
         let (weight, bias) = (&params64[offset..offset + c], &params64[offset + c..]);
-        let (mut out_ref, mut mean_ref, mut rstd_ref) =
-            (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
-        cpu::layernorm::layernorm_forward(
-            &mut out_ref,
-            &mut mean_ref,
-            &mut rstd_ref,
-            &inp64,
-            weight,
-            bias,
-            n,
-            c,
-        );
+        let (mut out_ref, mut mean_ref, mut rstd_ref) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        cpu::layernorm::layernorm_forward(&mut out_ref, &mut mean_ref, &mut rstd_ref, &inp64, weight, bias, n, c);
         let mut dinp_ref = f64s(&dinp0);
         let mut grads_ref = f64s(&grads0);
         let (dweight, dbias) = grads_ref[offset..].split_at_mut(c);
@@ -430,11 +245,7 @@ async fn layernorm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
             c,
         );
 
-        let (ginp, gparams, ggrads) = (
-            gpu.upload(&inp)?,
-            gpu.upload(&params)?,
-            gpu.upload(&grads0)?,
-        );
+        let (ginp, gparams, ggrads) = (gpu.upload(&inp)?, gpu.upload(&params)?, gpu.upload(&grads0)?);
         let (gdout, gdinp) = (gpu.upload(&dout)?, gpu.upload(&dinp0)?);
         let (gout, gmean, grstd) = (gpu.zeros(n * c)?, gpu.zeros(n)?, gpu.zeros(n)?);
         let mut batch = gpu.begin();
@@ -457,24 +268,13 @@ async fn layernorm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let out = gpu.read_f32(&gout).await?;
         let (mean, rstd) = (gpu.read_f32(&gmean).await?, gpu.read_f32(&grstd).await?);
         let (dinp, grads) = (gpu.read_f32(&gdinp).await?, gpu.read_f32(&ggrads).await?);
-        let case = format!(
-            "N={n} C={c}{}",
-            if shift != 0.0 {
-                format!(" mean+{shift}")
-            } else {
-                String::new()
-            }
-        );
+        let case = format!("N={n} C={c}{}", if shift != 0.0 { format!(" mean+{shift}") } else { String::new() });
         checks.push(check(
             "layernorm_forward",
             case.clone(),
             &[(&out, &out_ref), (&mean, &mean_ref), (&rstd, &rstd_ref)],
         ));
-        checks.push(check(
-            "layernorm_backward",
-            case,
-            &[(&dinp, &dinp_ref), (&grads, &grads_ref)],
-        ));
+        checks.push(check("layernorm_backward", case, &[(&dinp, &dinp_ref), (&grads, &grads_ref)]));
     }
     Ok(checks)
 }
@@ -502,11 +302,7 @@ async fn gelu(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let (out, dinp) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gdinp).await?);
         checks.push(check("gelu_forward", format!("n={n}"), &[(&out, &out_ref)]));
-        checks.push(check(
-            "gelu_backward",
-            format!("n={n}"),
-            &[(&dinp, &dinp_ref)],
-        ));
+        checks.push(check("gelu_backward", format!("n={n}"), &[(&dinp, &dinp_ref)]));
     }
     Ok(checks)
 }
@@ -514,23 +310,14 @@ async fn gelu(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 async fn residual(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     for n in [1, 7, 65, 4099] {
-        let (a, b, dout) = (
-            rng.vec_f32(n, -1.0, 1.0),
-            rng.vec_f32(n, -1.0, 1.0),
-            rng.vec_f32(n, -1.0, 1.0),
-        );
+        let (a, b, dout) = (rng.vec_f32(n, -1.0, 1.0), rng.vec_f32(n, -1.0, 1.0), rng.vec_f32(n, -1.0, 1.0));
         let (da0, db0) = (rng.vec_f32(n, -1.0, 1.0), rng.vec_f32(n, -1.0, 1.0));
         let mut out_ref = vec![0.0; n];
         let (mut da_ref, mut db_ref) = (f64s(&da0), f64s(&db0));
         cpu::residual::residual_forward(&mut out_ref, &f64s(&a), &f64s(&b));
         cpu::residual::residual_backward(&mut da_ref, &mut db_ref, &f64s(&dout));
 
-        let (ga, gb, gdout, gout) = (
-            gpu.upload(&a)?,
-            gpu.upload(&b)?,
-            gpu.upload(&dout)?,
-            gpu.zeros(n)?,
-        );
+        let (ga, gb, gdout, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.upload(&dout)?, gpu.zeros(n)?);
         let (gda, gdb) = (gpu.upload(&da0)?, gpu.upload(&db0)?);
         let mut batch = gpu.begin();
         gpu::residual::residual_forward(&mut batch, &gout, &ga, &gb, n);
@@ -538,16 +325,8 @@ async fn residual(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let out = gpu.read_f32(&gout).await?;
         let (da, db) = (gpu.read_f32(&gda).await?, gpu.read_f32(&gdb).await?);
-        checks.push(check(
-            "residual_forward",
-            format!("n={n}"),
-            &[(&out, &out_ref)],
-        ));
-        checks.push(check(
-            "residual_backward",
-            format!("n={n}"),
-            &[(&da, &da_ref), (&db, &db_ref)],
-        ));
+        checks.push(check("residual_forward", format!("n={n}"), &[(&out, &out_ref)]));
+        checks.push(check("residual_backward", format!("n={n}"), &[(&da, &da_ref), (&db, &db_ref)]));
     }
     Ok(checks)
 }
@@ -557,12 +336,7 @@ async fn residual(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // (B, T, C, V): few distinct tokens (many repeats) and many
-    for (b, t, c, v) in [
-        (1, 1, 1, 1),
-        (2, 7, 33, 5),
-        (3, 33, 16, 65),
-        (2, 65, 8, 1000),
-    ] {
+    for (b, t, c, v) in [(1, 1, 1, 1), (2, 7, 33, 5), (3, 33, 16, 65), (2, 65, 8, 1000)] {
         let (wte_at, wpe_at) = (2, 2 + v * c); // both inside one flat parameter buffer
         let params = rng.vec_f32(wpe_at + t * c, -1.0, 1.0);
         let grads0 = rng.vec_f32(wpe_at + t * c, -1.0, 1.0);
@@ -570,37 +344,16 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
         let params64 = f64s(&params);
         let mut out_ref = vec![0.0; b * t * c];
-        cpu::embedding::embedding_forward(
-            &mut out_ref,
-            &tokens,
-            &params64[wte_at..],
-            &params64[wpe_at..],
-            b,
-            t,
-            c,
-        );
+        cpu::embedding::embedding_forward(&mut out_ref, &tokens, &params64[wte_at..], &params64[wpe_at..], b, t, c);
         let mut grads_ref = f64s(&grads0);
         let (dwte, dwpe) = grads_ref[wte_at..].split_at_mut(v * c);
         cpu::embedding::embedding_backward(dwte, dwpe, &f64s(&dout), &tokens, b, t, c);
 
-        let (gparams, ggrads, gtokens) = (
-            gpu.upload(&params)?,
-            gpu.upload(&grads0)?,
-            gpu.upload(&tokens)?,
-        );
+        let (gparams, ggrads, gtokens) = (gpu.upload(&params)?, gpu.upload(&grads0)?, gpu.upload(&tokens)?);
         let (gdout, gout) = (gpu.upload(&dout)?, gpu.zeros(b * t * c)?);
         let buckets = gpu::embedding::TokenBuckets::new(gpu, &tokens)?;
         let mut batch = gpu.begin();
-        gpu::embedding::embedding_forward(
-            &mut batch,
-            &gout,
-            &gtokens,
-            gparams.at(wte_at),
-            gparams.at(wpe_at),
-            b,
-            t,
-            c,
-        );
+        gpu::embedding::embedding_forward(&mut batch, &gout, &gtokens, gparams.at(wte_at), gparams.at(wpe_at), b, t, c);
         gpu::embedding::embedding_backward(
             &mut batch,
             ggrads.at(wte_at),
@@ -614,11 +367,7 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let (out, grads) = (gpu.read_f32(&gout).await?, gpu.read_f32(&ggrads).await?);
         let case = format!("B={b} T={t} C={c} V={v}");
-        checks.push(check(
-            "embedding_forward",
-            case.clone(),
-            &[(&out, &out_ref)],
-        ));
+        checks.push(check("embedding_forward", case.clone(), &[(&out, &out_ref)]));
         checks.push(check("embedding_backward", case, &[(&grads, &grads_ref)]));
     }
     Ok(checks)
@@ -629,13 +378,7 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 async fn sum_rows(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // R past one chunk (64) and past two levels (5000 = 79 chunks of 64, then 2)
-    for (r, w, accumulate) in [
-        (1, 1, false),
-        (7, 33, true),
-        (65, 127, false),
-        (300, 7, true),
-        (5000, 3, false),
-    ] {
+    for (r, w, accumulate) in [(1, 1, false), (7, 33, true), (65, 127, false), (300, 7, true), (5000, 3, false)] {
         let src = rng.vec_f32(1 + r * w, -1.0, 1.0);
         let out0 = rng.vec_f32(2 + w, -1.0, 1.0);
         let mut reference = f64s(&out0);
@@ -655,21 +398,12 @@ async fn sum_rows(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 
 async fn adamw(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    for (n, step, weight_decay, clip_scale) in [
-        (1, 1, 0.0, 1.0),
-        (7, 10, 0.1, 0.5),
-        (1000, 3, 0.01, 1.0),
-        (4099, 100, 0.1, 0.25),
-    ] {
+    for (n, step, weight_decay, clip_scale) in
+        [(1, 1, 0.0, 1.0), (7, 10, 0.1, 0.5), (1000, 3, 0.01, 1.0), (4099, 100, 0.1, 0.25)]
+    {
         let offset = 3;
         let len = offset + n + 2;
-        let cfg = AdamWConfig {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay,
-        };
+        let cfg = AdamWConfig { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay };
         let params = rng.vec_f32(len, -1.0, 1.0);
         let grads = rng.vec_f32(len, -1.0, 1.0);
         let m0 = rng.vec_f32(len, -0.1, 0.1);
@@ -687,12 +421,7 @@ async fn adamw(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
             step,
         );
 
-        let (gp, gg, gm, gv) = (
-            gpu.upload(&params)?,
-            gpu.upload(&grads)?,
-            gpu.upload(&m0)?,
-            gpu.upload(&v0)?,
-        );
+        let (gp, gg, gm, gv) = (gpu.upload(&params)?, gpu.upload(&grads)?, gpu.upload(&m0)?, gpu.upload(&v0)?);
         let gnorm = gpu.upload(&norm)?;
         let mut batch = gpu.begin();
         gpu::adamw::adamw(&mut batch, &gp, &gg, &gm, &gv, &gnorm, offset, n, cfg, step);
@@ -700,11 +429,7 @@ async fn adamw(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let (p, m) = (gpu.read_f32(&gp).await?, gpu.read_f32(&gm).await?);
         let v = gpu.read_f32(&gv).await?;
         let case = format!("n={n} step={step} wd={weight_decay} clip×{clip_scale}");
-        checks.push(check(
-            "adamw",
-            case,
-            &[(&p, &p_ref), (&m, &m_ref), (&v, &v_ref)],
-        ));
+        checks.push(check("adamw", case, &[(&p, &p_ref), (&m, &m_ref), (&v, &v_ref)]));
     }
     Ok(checks)
 }
@@ -712,13 +437,7 @@ async fn adamw(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 async fn grad_norm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
     // n past one workgroup's 4096 elements; clipping off, engaged, and not needed
-    for (n, max_norm) in [
-        (1, 0.0),
-        (7, 1.0),
-        (4097, 1.0),
-        (100_000, 1e9),
-        (100_000, 5.0),
-    ] {
+    for (n, max_norm) in [(1, 0.0), (7, 1.0), (4097, 1.0), (100_000, 1e9), (100_000, 5.0)] {
         let grads = rng.vec_f32(n + 1, -1.0, 1.0);
         let (norm_ref, scale_ref) = cpu::grad_norm::grad_norm(&f64s(&grads[1..]), max_norm);
         let (gg, gresult) = (gpu.upload(&grads)?, gpu.zeros(2)?);
@@ -727,11 +446,7 @@ async fn grad_norm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let result = gpu.read_f32(&gresult).await?;
         let case = format!("n={n} max_norm={max_norm}");
-        checks.push(check(
-            "grad_norm",
-            case,
-            &[(&result[..1], &[norm_ref]), (&result[1..], &[scale_ref])],
-        ));
+        checks.push(check("grad_norm", case, &[(&result[..1], &[norm_ref]), (&result[1..], &[scale_ref])]));
     }
     Ok(checks)
 }

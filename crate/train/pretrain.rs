@@ -87,12 +87,7 @@ impl PretrainConfig {
     }
 
     pub fn schedule(&self) -> Schedule {
-        Schedule {
-            lr: self.lr,
-            min_lr: self.min_lr,
-            warmup_steps: self.warmup_steps,
-            decay_steps: self.steps,
-        }
+        Schedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, decay_steps: self.steps }
     }
 }
 
@@ -146,7 +141,7 @@ pub fn check_fits<B: Backend>(be: &B, model: &GptConfig, b: usize, t: usize) -> 
     if let Some(limit) = be.max_buffer_bytes() {
         if need > limit {
             return Err(KilnError::Config(format!(
-                "{model:?} at batch {b} × context {t} needs a buffer of {} MiB, over this device's limit of {} MiB (maxStorageBufferBindingSize); choose a smaller model, batch or context",
+                "a model of {model} at batch {b} needs a buffer of {} MiB, over this device's limit of {} MiB (maxStorageBufferBindingSize); choose a smaller model, batch or context",
                 need.div_ceil(1 << 20),
                 limit >> 20
             )));
@@ -198,10 +193,7 @@ impl<B: Backend> Pretrainer<B> {
         let acts = Activations::new(&mut be, &model.config, cfg.batch_size, data.t)?;
         let mut val = data.val_batches(cfg.batch_size, cfg.eval_batches);
         let total: f64 = val.iter().map(TokenBatch::weight_sum).sum();
-        val = val
-            .iter()
-            .map(|b| b.scaled((1.0 / total.max(1.0)) as f32))
-            .collect();
+        val = val.iter().map(|b| b.scaled((1.0 / total.max(1.0)) as f32)).collect();
         let started = now_s();
         Ok(Pretrainer {
             be,
@@ -239,42 +231,20 @@ impl<B: Backend> Pretrainer<B> {
     /// One optimizer step, with validation and a sample when they are due.
     pub async fn train_one(&mut self) -> Result<Progress> {
         let cfg = self.cfg.clone();
-        let mut micro: Vec<TokenBatch> = (0..cfg.grad_accum)
-            .map(|_| self.batcher.next(&self.data, cfg.batch_size))
-            .collect();
+        let mut micro: Vec<TokenBatch> =
+            (0..cfg.grad_accum).map(|_| self.batcher.next(&self.data, cfg.batch_size)).collect();
         let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
-        micro = micro
-            .iter()
-            .map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32))
-            .collect();
+        micro = micro.iter().map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32)).collect();
         let lr = lr_at(&cfg.schedule(), self.step);
-        let adamw = AdamWConfig {
-            lr,
-            beta1: cfg.beta1,
-            beta2: cfg.beta2,
-            eps: 1e-8,
-            weight_decay: cfg.weight_decay,
-        };
+        let adamw = AdamWConfig { lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay };
         let last = self.step + 1 == cfg.steps;
         let report = self.step == 0 || (self.step + 1) % cfg.log_every.max(1) == 0 || last;
-        let loss = train_step(
-            &mut self.be,
-            &self.model,
-            &self.acts,
-            &mut self.opt,
-            &micro,
-            adamw,
-            cfg.grad_clip,
-            report,
-        )
-        .await?;
+        let loss =
+            train_step(&mut self.be, &self.model, &self.acts, &mut self.opt, &micro, adamw, cfg.grad_clip, report)
+                .await?;
         self.step += 1;
 
-        let val_loss = if self.step % cfg.eval_every.max(1) == 0 || last {
-            Some(self.validate().await?)
-        } else {
-            None
-        };
+        let val_loss = if self.step % cfg.eval_every.max(1) == 0 || last { Some(self.validate().await?) } else { None };
         let sample = if cfg.sample_every > 0 && (self.step % cfg.sample_every == 0 || last) {
             let sc = SampleConfig {
                 max_tokens: cfg.sample_tokens,
@@ -292,15 +262,10 @@ impl<B: Backend> Pretrainer<B> {
             // Rates are measured between readbacks: only then has the GPU surely finished.
             let (t0, s0) = self.mark;
             if self.step > s0 && now > t0 {
-                self.tokens_per_s =
-                    ((self.step - s0) as usize * self.tokens_per_step()) as f64 / (now - t0);
+                self.tokens_per_s = ((self.step - s0) as usize * self.tokens_per_step()) as f64 / (now - t0);
             }
             self.mark = (now, self.step);
-            self.history.push(LossPoint {
-                step: self.step,
-                loss,
-                val_loss,
-            });
+            self.history.push(LossPoint { step: self.step, loss, val_loss });
         }
         let remaining = cfg.steps.saturating_sub(self.step) as f64 * self.tokens_per_step() as f64;
         Ok(Progress {
@@ -311,11 +276,7 @@ impl<B: Backend> Pretrainer<B> {
             lr,
             tokens_per_s: self.tokens_per_s,
             elapsed_s: now - self.started,
-            eta_s: if self.tokens_per_s > 0.0 {
-                remaining / self.tokens_per_s
-            } else {
-                0.0
-            },
+            eta_s: if self.tokens_per_s > 0.0 { remaining / self.tokens_per_s } else { 0.0 },
             sample,
         })
     }
@@ -324,20 +285,12 @@ impl<B: Backend> Pretrainer<B> {
     pub async fn validate(&mut self) -> Result<f32> {
         if self.eval_acts.is_none() {
             let b = self.cfg.batch_size;
-            self.eval_acts = Some(Activations::new(
-                &mut self.be,
-                &self.model.config,
-                b,
-                self.data.t,
-            )?);
+            self.eval_acts = Some(Activations::new(&mut self.be, &self.model.config, b, self.data.t)?);
         }
         let acts = self.eval_acts.as_ref().expect("just made");
         let loss = evaluate(&mut self.be, &self.model, acts, &self.val).await?;
         if !loss.is_finite() {
-            return Err(KilnError::NonFiniteLoss {
-                step: self.step,
-                loss,
-            });
+            return Err(KilnError::NonFiniteLoss { step: self.step, loss });
         }
         Ok(loss)
     }
@@ -347,11 +300,7 @@ impl<B: Backend> Pretrainer<B> {
         if self.decoder.is_none() {
             self.decoder = Some(Decoder::new(&mut self.be, &self.model)?);
         }
-        let ids = if prompt.is_empty() {
-            Vec::new()
-        } else {
-            self.tokenizer.encode(prompt)?
-        };
+        let ids = if prompt.is_empty() { Vec::new() } else { self.tokenizer.encode(prompt)? };
         let decoder = self.decoder.as_ref().expect("just made");
         let out = generate(&mut self.be, &self.model, decoder, &ids, cfg, |_| true).await?;
         self.tokenizer.decode(&out)

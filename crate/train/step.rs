@@ -28,19 +28,12 @@ impl TokenBatch {
 
     /// The same batch with every weight multiplied by `scale`.
     pub fn scaled(&self, scale: f32) -> TokenBatch {
-        TokenBatch {
-            weights: self.weights.iter().map(|w| w * scale).collect(),
-            ..self.clone()
-        }
+        TokenBatch { weights: self.weights.iter().map(|w| w * scale).collect(), ..self.clone() }
     }
 }
 
 fn load<B: Backend>(be: &mut B, a: &Activations<B::Buf>, batch: &TokenBatch) {
-    assert_eq!(
-        (batch.b, batch.t),
-        (a.b, a.t),
-        "batch shape differs from the activations'"
-    );
+    assert_eq!((batch.b, batch.t), (a.b, a.t), "batch shape differs from the activations'");
     be.write_u32(&a.tokens, 0, &batch.tokens);
     be.write_u32(&a.targets, 0, &batch.targets);
     be.write(&a.weights, 0, &batch.weights);
@@ -65,12 +58,7 @@ pub async fn train_step<B: Backend>(
         forward(be, model, acts);
         backward(be, model, acts, &batch.tokens)?;
         if report {
-            loss += be
-                .read(&acts.losses)
-                .await?
-                .iter()
-                .map(|&x| x as f64)
-                .sum::<f64>();
+            loss += be.read(&acts.losses).await?.iter().map(|&x| x as f64).sum::<f64>();
         }
     }
     opt.update(be, model, adamw, max_norm)?;
@@ -78,10 +66,7 @@ pub async fn train_step<B: Backend>(
     if report {
         let loss = loss as f32;
         if !loss.is_finite() {
-            return Err(KilnError::NonFiniteLoss {
-                step: opt.step as u64,
-                loss,
-            });
+            return Err(KilnError::NonFiniteLoss { step: opt.step as u64, loss });
         }
         return Ok(Some(loss));
     }
@@ -99,12 +84,7 @@ pub async fn evaluate<B: Backend>(
     for batch in batches {
         load(be, acts, batch);
         forward(be, model, acts);
-        loss += be
-            .read(&acts.losses)
-            .await?
-            .iter()
-            .map(|&x| x as f64)
-            .sum::<f64>();
+        loss += be.read(&acts.losses).await?.iter().map(|&x| x as f64).sum::<f64>();
     }
     Ok(loss as f32)
 }

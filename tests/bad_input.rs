@@ -1,0 +1,90 @@
+//! Bad input gets a clear error that names the problem, and nothing is half-written:
+//! empty, non-UTF-8 and binary files, text shorter than one context, configurations over
+//! the GPU's limits, and a loss that turns NaN.
+
+use kiln::backend::{Backend, CpuBackend, GpuBackend};
+use kiln::data::corpus::{default_corpus, Language};
+use kiln::data::{documents, text_from_bytes, Dataset};
+use kiln::error::KilnError;
+use kiln::gpu::Gpu;
+use kiln::model::GptConfig;
+use kiln::tokenizer::{Tokenizer, TokenizerKind};
+use kiln::train::{PretrainConfig, Pretrainer};
+use pollster::block_on;
+
+fn says<T>(result: Result<T, KilnError>, needle: &str) {
+    let err = match result {
+        Ok(_) => panic!("should be refused (expected an error mentioning {needle:?})"),
+        Err(e) => e.to_string(),
+    };
+    println!("refused: {err}");
+    assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+}
+
+#[test]
+fn unusable_files_are_refused_by_name() {
+    says(text_from_bytes(b""), "empty");
+    says(text_from_bytes(b"caf\xc3\xa9 \xff\xfe rest"), "not UTF-8 text: the byte at offset 6");
+    says(text_from_bytes(b"PK\x03\x04\x00\x00binary"), "binary");
+    says(text_from_bytes(b" \n\t \n"), "whitespace");
+    assert_eq!(text_from_bytes("一只小狐狸\r\n\r\n第二个故事".as_bytes()).unwrap(), "一只小狐狸\n\n第二个故事");
+}
+
+#[test]
+fn text_shorter_than_one_context_is_refused() {
+    let tok = Tokenizer::train(&["hello there, hello again"], TokenizerKind::Char, None).unwrap();
+    says(Dataset::new(&tok, "hello there", 64, 0.1, 0), "shorter than one context");
+    // just long enough: both splits get something
+    let text = "hello there, hello again. ".repeat(4);
+    let data = Dataset::new(&tok, &text, 16, 0.1, 0).unwrap();
+    assert!(!data.train.is_empty() && !data.val.is_empty());
+}
+
+#[test]
+fn a_model_over_the_gpu_limits_is_refused_before_allocating() {
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    let text = default_corpus(Language::English, 100, 1);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    // logits of 64 × 1024 positions × V alone exceed a 128 MiB (or 1 GiB) binding
+    let huge = GptConfig { vocab_size: tok.vocab_size(), block_size: 4096, n_layer: 1, n_head: 1, n_embd: 64 };
+    let cfg = PretrainConfig { batch_size: 64, ..Default::default() };
+    let before = gpu.memory().0;
+    says(Pretrainer::new(GpuBackend::new(gpu.clone()), tok, &text, huge, cfg), "maxStorageBufferBindingSize");
+    assert_eq!(gpu.memory().0, before, "nothing may be allocated for a refused model");
+    says(GptConfig::preset("gigantic", 100), "unknown preset");
+    says(
+        GptConfig { vocab_size: 100, block_size: 64, n_layer: 2, n_head: 3, n_embd: 64 }.validate(),
+        "multiple of n_head",
+    );
+}
+
+#[test]
+fn bad_training_settings_are_refused() {
+    let text = default_corpus(Language::English, 100, 1);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let model = GptConfig::preset("tiny", tok.vocab_size()).unwrap();
+    let cfg = PretrainConfig { lr: -1.0, ..Default::default() };
+    says(Pretrainer::new(CpuBackend::new(), tok, &text, model, cfg), "learning rate");
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let wrong_vocab = GptConfig { vocab_size: 7, ..model };
+    says(Pretrainer::new(CpuBackend::new(), tok, &text, wrong_vocab, PretrainConfig::default()), "vocabulary");
+}
+
+#[test]
+fn a_nan_loss_stops_training_with_a_clear_error() {
+    let text = default_corpus(Language::English, 100, 1);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    let cfg = PretrainConfig { log_every: 1, sample_every: 0, ..Default::default() };
+    let mut run = Pretrainer::new(GpuBackend::new(gpu), tok, &text, model, cfg).unwrap();
+    block_on(run.train_one()).unwrap();
+    // a poisoned weight (as from an overflowing update) makes every loss NaN
+    let offset = run.model.layout.get("h.0.ln_1.weight").unwrap().offset;
+    let params = run.model.params.clone();
+    run.be.write(&params, offset, &[f32::NAN]);
+    let err = block_on(run.train_one()).expect_err("NaN must stop training");
+    println!("refused: {err}");
+    assert!(matches!(err, KilnError::NonFiniteLoss { step: 2, .. }), "{err:?}");
+    assert!(err.to_string().contains("lower the learning rate"));
+}
