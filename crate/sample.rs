@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{at, Backend};
-use crate::cpu::matmul::MatmulShape;
 use crate::error::Result;
+use crate::model::gpt::{block_forward, head_forward, LayerActivations, Rows};
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::tokenizer::{ASSISTANT, BOS, END, EOS, PAD, SYSTEM, UNK, USER};
@@ -81,154 +81,43 @@ pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
     ranked[probs.len() - 1].0 as u32
 }
 
-/// One block's KV cache and one-row scratch.
-struct DecodeLayer<T> {
-    qkv: T,  // (T_cap, 3C): the cache — keys and values of every position so far
-    att: T,  // (NH, T_cap)
-    atty: T, // (T_cap, C)
-    ln1: T,
-    ln1_mean: T,
-    ln1_rstd: T,
-    attproj: T,
-    res2: T,
-    ln2: T,
-    ln2_mean: T,
-    ln2_rstd: T,
-    fch: T,
-    fch_gelu: T,
-    fcproj: T,
-    res3: T,
-}
-
-/// The KV cache of one sequence, up to the model's context.
+/// The KV cache of one sequence, up to the model's context, and one-row scratch.
 pub struct Decoder<T> {
-    layers: Vec<DecodeLayer<T>>,
+    layers: Vec<LayerActivations<T>>,
     token: T,
     x: T,
-    lnf: T,
-    lnf_mean: T,
-    lnf_rstd: T,
+    lnf: [T; 3],
     logits: T,
 }
 
 impl<T> Decoder<T> {
     pub fn new<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>) -> Result<Decoder<T>> {
         let cfg = &model.config;
-        let (c, t_cap) = (cfg.n_embd, cfg.block_size);
-        let mut z = |n: usize| be.zeros(n);
-        let mut layers = Vec::new();
-        for _ in 0..cfg.n_layer {
-            layers.push(DecodeLayer {
-                qkv: z(t_cap * 3 * c)?,
-                att: z(cfg.n_head * t_cap)?,
-                atty: z(t_cap * c)?,
-                ln1: z(c)?,
-                ln1_mean: z(1)?,
-                ln1_rstd: z(1)?,
-                attproj: z(c)?,
-                res2: z(c)?,
-                ln2: z(c)?,
-                ln2_mean: z(1)?,
-                ln2_rstd: z(1)?,
-                fch: z(4 * c)?,
-                fch_gelu: z(4 * c)?,
-                fcproj: z(c)?,
-                res3: z(c)?,
-            });
-        }
+        let layers = (0..cfg.n_layer).map(|_| LayerActivations::for_decoding(be, cfg)).collect::<Result<_>>()?;
         Ok(Decoder {
             layers,
-            token: z(1)?,
-            x: z(c)?,
-            lnf: z(c)?,
-            lnf_mean: z(1)?,
-            lnf_rstd: z(1)?,
-            logits: z(cfg.vocab_size)?,
+            token: be.zeros(1)?,
+            x: be.zeros(cfg.n_embd)?,
+            lnf: [be.zeros(cfg.n_embd)?, be.zeros(1)?, be.zeros(1)?],
+            logits: be.zeros(cfg.vocab_size)?,
         })
     }
 
-    /// Runs `token` at position `pos`: appends its keys and values to the caches and
-    /// queues the logits of the token after it. The same ops as the training forward pass,
-    /// on one row.
+    /// Runs `token` at position `pos` through the same blocks as training, on one row:
+    /// appends its keys and values to the caches and queues the next token's logits.
     pub fn step<B: Backend<Buf = T>>(&self, be: &mut B, model: &Gpt<B>, token: u32, pos: usize) {
-        let cfg = &model.config;
-        let (c, v, nh, t_cap) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, cfg.block_size);
+        let (c, t_cap) = (model.config.n_embd, model.config.block_size);
         assert!(pos < t_cap, "position {pos} is past the context of {t_cap}");
         let (p, l) = (&model.params, &model.layout);
         be.write_u32(&self.token, 0, &[token]);
         be.embedding_forward(&self.x, &self.token, at(p, l.wte), at(p, l.wpe + pos * c), 1, 1, c);
         let mut residual = &self.x;
         for (w, d) in l.layers.iter().zip(&self.layers) {
-            be.layernorm_forward(
-                &d.ln1,
-                &d.ln1_mean,
-                &d.ln1_rstd,
-                residual,
-                at(p, w.ln_1_weight),
-                at(p, w.ln_1_bias),
-                1,
-                c,
-            );
-            let qkv_row = at(&d.qkv, pos * 3 * c);
-            be.matmul(
-                qkv_row,
-                at(&d.ln1, 0),
-                at(p, w.c_attn_weight),
-                Some(at(p, w.c_attn_bias)),
-                MatmulShape::nn(1, 3 * c, c),
-                false,
-            );
-            be.attention_forward(&d.atty, &d.att, &d.qkv, 1, pos + 1, c, nh, pos, t_cap);
-            be.matmul(
-                at(&d.attproj, 0),
-                at(&d.atty, pos * c),
-                at(p, w.attn_proj_weight),
-                Some(at(p, w.attn_proj_bias)),
-                MatmulShape::nn(1, c, c),
-                false,
-            );
-            be.residual_forward(&d.res2, residual, &d.attproj, c);
-            be.layernorm_forward(
-                &d.ln2,
-                &d.ln2_mean,
-                &d.ln2_rstd,
-                &d.res2,
-                at(p, w.ln_2_weight),
-                at(p, w.ln_2_bias),
-                1,
-                c,
-            );
-            be.matmul(
-                at(&d.fch, 0),
-                at(&d.ln2, 0),
-                at(p, w.c_fc_weight),
-                Some(at(p, w.c_fc_bias)),
-                MatmulShape::nn(1, 4 * c, c),
-                false,
-            );
-            be.gelu_forward(&d.fch_gelu, &d.fch, 4 * c);
-            be.matmul(
-                at(&d.fcproj, 0),
-                at(&d.fch_gelu, 0),
-                at(p, w.mlp_proj_weight),
-                Some(at(p, w.mlp_proj_bias)),
-                MatmulShape::nn(1, c, 4 * c),
-                false,
-            );
-            be.residual_forward(&d.res3, &d.res2, &d.fcproj, c);
+            block_forward(be, model, w, d, residual, Rows::decoding(pos, t_cap));
             residual = &d.res3;
         }
-        be.layernorm_forward(
-            &self.lnf,
-            &self.lnf_mean,
-            &self.lnf_rstd,
-            residual,
-            at(p, l.ln_f_weight),
-            at(p, l.ln_f_bias),
-            1,
-            c,
-        );
-        be.matmul(at(&self.logits, 0), at(&self.lnf, 0), at(p, l.wte), None, MatmulShape::nt(1, v, c), false);
+        let [out, mean, rstd] = &self.lnf;
+        head_forward(be, model, [out, mean, rstd], &self.logits, residual, 1);
     }
 
     /// The logits queued by the last step.

@@ -7,8 +7,8 @@
 //!            db += Σ_rows dy       sum_rows (accumulated)
 
 use super::config::GptConfig;
-use super::params::ParamLayout;
-use crate::backend::{at, Backend};
+use super::params::{LayerParams, ParamLayout};
+use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::error::Result;
 
@@ -60,6 +60,37 @@ pub struct LayerActivations<T> {
     pub res3: T,     // (BT, C) residual after the MLP: the block's output
 }
 
+impl<T> LayerActivations<T> {
+    /// One block's buffers for B × T rows; `kv_rows` rows of qkv and attention output
+    /// (B·T in training, the whole context for a KV cache).
+    fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, att: usize) -> Result<Self> {
+        let c = cfg.n_embd;
+        let mut z = |n: usize| be.zeros(n);
+        Ok(LayerActivations {
+            ln1: z(rows * c)?,
+            ln1_mean: z(rows)?,
+            ln1_rstd: z(rows)?,
+            qkv: z(kv_rows * 3 * c)?,
+            att: z(att)?,
+            atty: z(kv_rows * c)?,
+            attproj: z(rows * c)?,
+            res2: z(rows * c)?,
+            ln2: z(rows * c)?,
+            ln2_mean: z(rows)?,
+            ln2_rstd: z(rows)?,
+            fch: z(rows * 4 * c)?,
+            fch_gelu: z(rows * 4 * c)?,
+            fcproj: z(rows * c)?,
+            res3: z(rows * c)?,
+        })
+    }
+
+    /// One block's KV cache (the context's keys and values) and one-row scratch.
+    pub fn for_decoding<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig) -> Result<Self> {
+        Self::new(be, cfg, 1, cfg.block_size, cfg.n_head * cfg.block_size)
+    }
+}
+
 /// Everything a forward and backward pass of B × T needs besides the parameters.
 pub struct Activations<T> {
     pub b: usize,
@@ -88,27 +119,11 @@ pub struct Activations<T> {
 impl<T> Activations<T> {
     pub fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, b: usize, t: usize) -> Result<Activations<T>> {
         let (c, v, nh, bt) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, b * t);
-        let mut z = |n: usize| be.zeros(n);
         let mut layers = Vec::new();
         for _ in 0..cfg.n_layer {
-            layers.push(LayerActivations {
-                ln1: z(bt * c)?,
-                ln1_mean: z(bt)?,
-                ln1_rstd: z(bt)?,
-                qkv: z(bt * 3 * c)?,
-                att: z(b * nh * t * t)?,
-                atty: z(bt * c)?,
-                attproj: z(bt * c)?,
-                res2: z(bt * c)?,
-                ln2: z(bt * c)?,
-                ln2_mean: z(bt)?,
-                ln2_rstd: z(bt)?,
-                fch: z(bt * 4 * c)?,
-                fch_gelu: z(bt * 4 * c)?,
-                fcproj: z(bt * c)?,
-                res3: z(bt * c)?,
-            });
+            layers.push(LayerActivations::new(be, cfg, bt, bt, b * nh * t * t)?);
         }
+        let mut z = |n: usize| be.zeros(n);
         Ok(Activations {
             b,
             t,
@@ -134,81 +149,90 @@ impl<T> Activations<T> {
     }
 }
 
+/// Which rows of a (B, T) batch a block computes: every row in training (t0 = 0,
+/// T_cap = T), only the newest position when decoding with a KV cache (B = 1,
+/// t0 = T − 1, T_cap = the context the caches hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rows {
+    pub b: usize,
+    pub t: usize,
+    pub t0: usize,
+    pub t_cap: usize,
+}
+
+impl Rows {
+    pub fn training(b: usize, t: usize) -> Rows {
+        Rows { b, t, t0: 0, t_cap: t }
+    }
+
+    pub fn decoding(pos: usize, t_cap: usize) -> Rows {
+        Rows { b: 1, t: pos + 1, t0: pos, t_cap }
+    }
+
+    /// Rows the position-wise ops (layernorm, linear layers, GELU) run on.
+    pub fn n(&self) -> usize {
+        self.b * (self.t - self.t0)
+    }
+}
+
+/// One transformer block on `residual`, leaving its output in `x.res3`:
+///   res2 = residual + c_proj(attn(c_attn(ln_1(residual))))
+///   res3 = res2 + mlp.c_proj(gelu(c_fc(ln_2(res2))))
+/// The new rows' keys and values land in `x.qkv` at row t0 (the KV cache when decoding).
+pub fn block_forward<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    w: &LayerParams,
+    x: &LayerActivations<B::Buf>,
+    residual: &B::Buf,
+    rows: Rows,
+) {
+    let (c, nh, n, p) = (model.config.n_embd, model.config.n_head, rows.n(), &model.params);
+    assert!(rows.t0 == 0 || rows.b == 1, "decoding runs one sequence");
+    let linear = |be: &mut B, out: At<B::Buf>, inp: At<B::Buf>, weight: usize, bias: usize, k: usize, m: usize| {
+        be.matmul(out, inp, at(p, weight), Some(at(p, bias)), MatmulShape::nn(n, m, k), false);
+    };
+    be.layernorm_forward(&x.ln1, &x.ln1_mean, &x.ln1_rstd, residual, at(p, w.ln_1_weight), at(p, w.ln_1_bias), n, c);
+    linear(be, at(&x.qkv, rows.t0 * 3 * c), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
+    be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+    linear(be, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), w.attn_proj_weight, w.attn_proj_bias, c, c);
+    be.residual_forward(&x.res2, residual, &x.attproj, n * c);
+    be.layernorm_forward(&x.ln2, &x.ln2_mean, &x.ln2_rstd, &x.res2, at(p, w.ln_2_weight), at(p, w.ln_2_bias), n, c);
+    linear(be, at(&x.fch, 0), at(&x.ln2, 0), w.c_fc_weight, w.c_fc_bias, c, 4 * c);
+    be.gelu_forward(&x.fch_gelu, &x.fch, n * 4 * c);
+    linear(be, at(&x.fcproj, 0), at(&x.fch_gelu, 0), w.mlp_proj_weight, w.mlp_proj_bias, 4 * c, c);
+    be.residual_forward(&x.res3, &x.res2, &x.fcproj, n * c);
+}
+
+/// The final LayerNorm and the output layer, tied to the token embedding:
+/// logits (n, V) = ln_f(residual) · wteᵀ.
+pub fn head_forward<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    lnf: [&B::Buf; 3],
+    logits: &B::Buf,
+    residual: &B::Buf,
+    n: usize,
+) {
+    let (c, v, p, l) = (model.config.n_embd, model.config.vocab_size, &model.params, &model.layout);
+    let [out, mean, rstd] = lnf;
+    be.layernorm_forward(out, mean, rstd, residual, at(p, l.ln_f_weight), at(p, l.ln_f_bias), n, c);
+    be.matmul(at(logits, 0), at(out, 0), at(p, l.wte), None, MatmulShape::nt(n, v, c), false);
+}
+
 /// logits (BT, V) and the weighted per-position losses (BT) for the tokens, targets and
 /// weights already written into `a`.
 pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
-    let cfg = &model.config;
-    let (b, t, c, v, nh) = (a.b, a.t, cfg.n_embd, cfg.vocab_size, cfg.n_head);
-    let bt = b * t;
+    let (b, t, c, v) = (a.b, a.t, model.config.n_embd, model.config.vocab_size);
     let (p, l) = (&model.params, &model.layout);
-
     be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), at(p, l.wpe), b, t, c);
     let mut residual = &a.encoded;
     for (w, x) in l.layers.iter().zip(&a.layers) {
-        // attention: x + c_proj(attn(c_attn(ln_1(x))))
-        be.layernorm_forward(
-            &x.ln1,
-            &x.ln1_mean,
-            &x.ln1_rstd,
-            residual,
-            at(p, w.ln_1_weight),
-            at(p, w.ln_1_bias),
-            bt,
-            c,
-        );
-        be.matmul(
-            at(&x.qkv, 0),
-            at(&x.ln1, 0),
-            at(p, w.c_attn_weight),
-            Some(at(p, w.c_attn_bias)),
-            MatmulShape::nn(bt, 3 * c, c),
-            false,
-        );
-        be.attention_forward(&x.atty, &x.att, &x.qkv, b, t, c, nh, 0, t);
-        be.matmul(
-            at(&x.attproj, 0),
-            at(&x.atty, 0),
-            at(p, w.attn_proj_weight),
-            Some(at(p, w.attn_proj_bias)),
-            MatmulShape::nn(bt, c, c),
-            false,
-        );
-        be.residual_forward(&x.res2, residual, &x.attproj, bt * c);
-        // MLP: res2 + c_proj(gelu(c_fc(ln_2(res2))))
-        be.layernorm_forward(
-            &x.ln2,
-            &x.ln2_mean,
-            &x.ln2_rstd,
-            &x.res2,
-            at(p, w.ln_2_weight),
-            at(p, w.ln_2_bias),
-            bt,
-            c,
-        );
-        be.matmul(
-            at(&x.fch, 0),
-            at(&x.ln2, 0),
-            at(p, w.c_fc_weight),
-            Some(at(p, w.c_fc_bias)),
-            MatmulShape::nn(bt, 4 * c, c),
-            false,
-        );
-        be.gelu_forward(&x.fch_gelu, &x.fch, bt * 4 * c);
-        be.matmul(
-            at(&x.fcproj, 0),
-            at(&x.fch_gelu, 0),
-            at(p, w.mlp_proj_weight),
-            Some(at(p, w.mlp_proj_bias)),
-            MatmulShape::nn(bt, c, 4 * c),
-            false,
-        );
-        be.residual_forward(&x.res3, &x.res2, &x.fcproj, bt * c);
+        block_forward(be, model, w, x, residual, Rows::training(b, t));
         residual = &x.res3;
     }
-    be.layernorm_forward(&a.lnf, &a.lnf_mean, &a.lnf_rstd, residual, at(p, l.ln_f_weight), at(p, l.ln_f_bias), bt, c);
-    // output layer tied to the token embedding: logits = lnf · wteᵀ, wte (V, C)
-    be.matmul(at(&a.logits, 0), at(&a.lnf, 0), at(p, l.wte), None, MatmulShape::nt(bt, v, c), false);
-    be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, bt, v);
+    head_forward(be, model, [&a.lnf, &a.lnf_mean, &a.lnf_rstd], &a.logits, residual, b * t);
+    be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, b * t, v);
 }
 
 /// Adds the gradient of Σ losses to `model.grads` (zero them first for a fresh step).

@@ -1,0 +1,38 @@
+// Joins the benchmark parts in a folder into one JSON document with the ratios:
+// Kiln's tokens/s over PyTorch's for each preset and backend, and device memory measured
+// over the estimate. Usage: node tests/bench/merge.mjs target/bench
+import fs from 'node:fs';
+import path from 'node:path';
+
+const dir = process.argv[2] ?? 'target/bench';
+const read = (name) => {
+  const file = path.join(dir, name);
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : null;
+};
+const matmul = read('matmul.json');
+const train = read('train.json');
+const torch = read('torch.json');
+
+const torchRate = new Map((torch?.results ?? []).map((r) => [r.preset, r.tokens_per_s]));
+const training = (train?.results ?? []).map((r) => ({
+  preset: r.preset,
+  backend: r.backend,
+  params: r.params,
+  tokens_per_s: r.tokens_per_s,
+  torch_tokens_per_s: torchRate.get(r.preset) ?? null,
+  kiln_over_torch: torchRate.has(r.preset) ? r.tokens_per_s / torchRate.get(r.preset) : null,
+  memory_estimate_mib: r.memory_estimate_bytes / 2 ** 20,
+  memory_peak_mib: r.memory_peak_bytes == null ? null : r.memory_peak_bytes / 2 ** 20,
+  measured_over_estimate: r.memory_peak_bytes == null ? null : r.memory_peak_bytes / r.memory_estimate_bytes,
+}));
+
+console.log(JSON.stringify({
+  machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads },
+  torch: torch ? { version: torch.torch, threads: torch.threads } : null,
+  training,
+  matmul: matmul && {
+    geomean_tiled_over_naive: matmul.geomean_tiled_over_naive,
+    geomean_tiled_over_cpu: matmul.geomean_tiled_over_cpu,
+    results: matmul.results,
+  },
+}, null, 2));

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# `npm run bench`: matmul and training benchmarks in one run on this machine, side by
+# side with PyTorch (CPU, 2 threads) training the same presets. Prints one JSON document
+# and keeps the parts in target/bench/. Options: --quick (tiny and small only).
+#   KILN_BENCH_PYTHON=/path/to/python   a Python with torch and transformers to use; else a
+#                                      virtual environment in ~/.cache/kiln/torch is made once.
+#   KILN_BENCH_TORCH=skip              leave PyTorch out.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+quick=()
+if [[ "${1:-}" == "--quick" ]]; then quick=(--quick); fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+mkdir -p target/bench
+cargo build --release --bin kiln
+./target/release/kiln bench matmul "${quick[@]}" > target/bench/matmul.json
+./target/release/kiln bench train "${quick[@]}" > target/bench/train.json
+rm -f target/bench/torch.json
+if [[ "${KILN_BENCH_TORCH:-}" != skip ]]; then
+  python="${KILN_BENCH_PYTHON:-$HOME/.cache/kiln/torch/bin/python}"
+  if ! "$python" -c "import torch, transformers" 2>/dev/null; then
+    echo "bench: installing PyTorch and transformers into ~/.cache/kiln/torch (once)" >&2
+    python3 -m venv "$HOME/.cache/kiln/torch"
+    "$HOME/.cache/kiln/torch/bin/pip" install -q torch transformers
+    python="$HOME/.cache/kiln/torch/bin/python"
+  fi
+  "$python" tests/bench/torch_train.py "${quick[@]}" > target/bench/torch.json
+fi
+node tests/bench/merge.mjs target/bench
