@@ -84,9 +84,9 @@ pub fn matmul<F: Float>(out: &mut [F], a: &[F], b: &[F], bias: Option<&[F]>, s: 
             }
             if s.b_transposed {
                 // out[m, n] += Σ_k A(m, k) · B[n, k]: a dot product with B's row n
+                let a_m: Vec<F> = (0..s.k).map(|k| a[m * a_row + k * a_col]).collect();
                 for (n, o) in row.iter_mut().enumerate() {
-                    let b_row = &b[n * s.k..(n + 1) * s.k];
-                    *o = *o + (0..s.k).map(|k| a[m * a_row + k * a_col] * b_row[k]).sum::<F>();
+                    *o = *o + dot(&a_m, &b[n * s.k..(n + 1) * s.k]);
                 }
             } else {
                 // out[m, :] += Σ_k A(m, k) · B[k, :]: scaled rows of B
@@ -98,4 +98,17 @@ pub fn matmul<F: Float>(out: &mut [F], a: &[F], b: &[F], bias: Option<&[F]>, s: 
             }
         }
     }
+}
+
+/// Σ x·y, in eight interleaved partial sums so that the compiler can vectorise it.
+fn dot<F: Float>(x: &[F], y: &[F]) -> F {
+    let mut partial = [F::zero(); 8];
+    let (xc, yc) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: F = xc.remainder().iter().zip(yc.remainder()).map(|(&a, &b)| a * b).sum();
+    for (xs, ys) in xc.zip(yc) {
+        for j in 0..8 {
+            partial[j] = partial[j] + xs[j] * ys[j];
+        }
+    }
+    partial.iter().fold(tail, |acc, &p| acc + p)
 }
