@@ -26,17 +26,18 @@ fn named(name: &str, form: &'static str, shape: MatmulShape) -> BenchShape {
 }
 
 /// Square products 256³, 512³, 1024³, then every linear-layer product of one GPT block
-/// with C = 384, T = 256, B = 8 (B·T = 2048 rows): forward Y = X·Wᵀ, input gradient
-/// dX = dY·W and weight gradient dW = dYᵀ·X for the QKV, attention-output, MLP-up and
-/// MLP-down projections.
+/// with C = 384, T = 256, B = 8 (B·T = 2048 rows), as Kiln's model computes them with
+/// weights stored (in, out) like GPT-2's Conv1D: forward Y = X·W (A·B), input gradient
+/// dX = dY·Wᵀ (A·Bᵀ) and weight gradient dW = Xᵀ·dY (Aᵀ·B), for the QKV,
+/// attention-output, MLP-up and MLP-down projections.
 pub fn matmul_shapes() -> Vec<BenchShape> {
     let mut shapes: Vec<BenchShape> =
         [256, 512, 1024].iter().map(|&s| named(&format!("square {s}"), "A·B", MatmulShape::nn(s, s, s))).collect();
     let (c, rows) = (384, 8 * 256);
     for (layer, inp, out) in [("qkv", c, 3 * c), ("attn_proj", c, c), ("mlp_fc", c, 4 * c), ("mlp_proj", 4 * c, c)] {
-        shapes.push(named(&format!("{layer} forward"), "A·Bᵀ", MatmulShape::nt(rows, out, inp)));
-        shapes.push(named(&format!("{layer} d_input"), "A·B", MatmulShape::nn(rows, inp, out)));
-        shapes.push(named(&format!("{layer} d_weight"), "Aᵀ·B", MatmulShape::tn(out, inp, rows)));
+        shapes.push(named(&format!("{layer} forward"), "A·B", MatmulShape::nn(rows, out, inp)));
+        shapes.push(named(&format!("{layer} d_input"), "A·Bᵀ", MatmulShape::nt(rows, inp, out)));
+        shapes.push(named(&format!("{layer} d_weight"), "Aᵀ·B", MatmulShape::tn(inp, out, rows)));
     }
     shapes
 }

@@ -277,3 +277,56 @@ pub fn read_dir(dir: &std::path::Path) -> Result<Files> {
     }
     Ok(files)
 }
+
+/// The largest file Kiln reads out of a zip, and the most files: a model folder is a
+/// handful of files, and a hostile archive must not exhaust memory.
+const ZIP_MAX_FILE: u64 = 2 << 30;
+const ZIP_MAX_FILES: usize = 64;
+
+/// A checkpoint's files as one .zip (deflated), for a browser download.
+pub fn to_zip(files: &Files) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut names: Vec<&String> = files.keys().collect();
+    names.sort();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
+    for name in names {
+        zip.start_file(name.as_str(), options).map_err(bad)?;
+        zip.write_all(&files[name]).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(zip.finish().map_err(bad)?.into_inner())
+}
+
+/// Reads a .zip of a checkpoint folder, defensively: at most 64 files of at most 2 GiB,
+/// folders inside the archive flattened to their file names, nothing else interpreted.
+pub fn from_zip(bytes: &[u8]) -> Result<Files> {
+    use std::io::Read;
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(format!("not a readable .zip file: {e}")))?;
+    if archive.len() > ZIP_MAX_FILES {
+        return Err(bad(format!("the archive holds {} files; a Kiln model has a handful", archive.len())));
+    }
+    let mut files = Files::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| bad(format!("entry {i} of the archive is corrupt: {e}")))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let full = entry.name().map_err(|e| bad(format!("entry {i} has an unreadable name: {e}")))?.to_string();
+        let name = full.rsplit(['/', '\\']).next().unwrap_or_default().to_string();
+        if name.is_empty() || name.starts_with('.') {
+            continue;
+        }
+        if entry.size() > ZIP_MAX_FILE {
+            return Err(bad(format!("{name} in the archive is larger than 2 GiB")));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        (&mut entry).take(ZIP_MAX_FILE + 1).read_to_end(&mut data).map_err(|e| bad(format!("{name}: {e}")))?;
+        if data.len() as u64 > ZIP_MAX_FILE {
+            return Err(bad(format!("{name} in the archive is larger than 2 GiB")));
+        }
+        files.insert(name, data);
+    }
+    Ok(files)
+}

@@ -126,9 +126,70 @@ impl<T> Decoder<T> {
     }
 }
 
-/// Continues `prompt` (just `<|bos|>` when empty) until `<|eos|>`, `max_tokens` or the end
-/// of the context. `on_token` sees each new token as it is chosen (return false to stop).
-/// Returns the new tokens.
+/// A generation in progress, one token per [`Generation::next`] (to stream to a page).
+pub struct Generation {
+    cfg: SampleConfig,
+    rng: Rng,
+    pos: usize,
+    produced: usize,
+    done: bool,
+}
+
+impl Generation {
+    /// Feeds `prompt` (just `<|bos|>` when empty; its end, if longer than the context)
+    /// into the decoder's caches.
+    pub fn start<B: Backend>(
+        be: &mut B,
+        model: &Gpt<B>,
+        decoder: &Decoder<B::Buf>,
+        prompt: &[u32],
+        cfg: &SampleConfig,
+    ) -> Generation {
+        let t_cap = model.config.block_size;
+        let bos = [BOS];
+        let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
+        let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
+        for (pos, &token) in prompt.iter().enumerate() {
+            decoder.step(be, model, token, pos);
+        }
+        Generation {
+            cfg: cfg.clone(),
+            rng: Rng::new(cfg.seed),
+            pos: prompt.len(),
+            produced: 0,
+            done: cfg.max_tokens == 0,
+        }
+    }
+
+    /// The next token; None once `<|eos|>`, `max_tokens` or the end of the context is reached.
+    pub async fn next<B: Backend>(
+        &mut self,
+        be: &mut B,
+        model: &Gpt<B>,
+        decoder: &Decoder<B::Buf>,
+    ) -> Result<Option<u32>> {
+        if self.done {
+            return Ok(None);
+        }
+        let logits = decoder.logits(be).await?;
+        let next = sample_logits(&logits, &self.cfg, &mut self.rng);
+        if STOP.contains(&next) {
+            self.done = true;
+            return Ok(None);
+        }
+        self.produced += 1;
+        if self.produced >= self.cfg.max_tokens || self.pos >= model.config.block_size {
+            self.done = true;
+        } else {
+            decoder.step(be, model, next, self.pos);
+            self.pos += 1;
+        }
+        Ok(Some(next))
+    }
+}
+
+/// Continues `prompt` until `<|eos|>`, `max_tokens` or the end of the context. `on_token`
+/// sees each new token as it is chosen (return false to stop). Returns the new tokens.
 pub async fn generate<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,
@@ -137,29 +198,13 @@ pub async fn generate<B: Backend>(
     cfg: &SampleConfig,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    let t_cap = model.config.block_size;
-    let bos = [BOS];
-    let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
-    // Keep the end of a prompt longer than the context, leaving room to generate.
-    let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
-    for (pos, &token) in prompt.iter().enumerate() {
-        decoder.step(be, model, token, pos);
-    }
-    let mut rng = Rng::new(cfg.seed);
+    let mut generation = Generation::start(be, model, decoder, prompt, cfg);
     let mut out = Vec::new();
-    let mut pos = prompt.len();
-    while out.len() < cfg.max_tokens {
-        let logits = decoder.logits(be).await?;
-        let next = sample_logits(&logits, cfg, &mut rng);
-        if STOP.contains(&next) {
+    while let Some(token) = generation.next(be, model, decoder).await? {
+        out.push(token);
+        if !on_token(token) {
             break;
         }
-        out.push(next);
-        if !on_token(next) || pos >= t_cap {
-            break;
-        }
-        decoder.step(be, model, next, pos);
-        pos += 1;
     }
     Ok(out)
 }

@@ -154,11 +154,24 @@ impl<B: Backend> Pretrainer<B> {
     /// A fresh run: the dataset from `text`, a new model from `model_cfg` (its vocabulary
     /// is the tokenizer's), initialised from `cfg.seed`.
     pub fn new(
+        be: B,
+        tokenizer: Tokenizer,
+        text: &str,
+        model_cfg: GptConfig,
+        cfg: PretrainConfig,
+    ) -> Result<Pretrainer<B>> {
+        Self::with_params(be, tokenizer, text, model_cfg, cfg, None)
+    }
+
+    /// A fresh run that starts from given parameters (an imported model) when `params`
+    /// is Some, with a new optimizer.
+    pub fn with_params(
         mut be: B,
         tokenizer: Tokenizer,
         text: &str,
         model_cfg: GptConfig,
         cfg: PretrainConfig,
+        params: Option<&[f32]>,
     ) -> Result<Pretrainer<B>> {
         cfg.validate()?;
         model_cfg.validate()?;
@@ -172,7 +185,10 @@ impl<B: Backend> Pretrainer<B> {
         let t = model_cfg.block_size;
         check_fits(&be, &model_cfg, cfg.batch_size, t)?;
         let data = Dataset::new(&tokenizer, text, t, cfg.val_fraction, cfg.seed)?;
-        let model = Gpt::new(&mut be, model_cfg, cfg.seed)?;
+        let model = match params {
+            Some(values) => Gpt::from_params(&mut be, model_cfg, values)?,
+            None => Gpt::new(&mut be, model_cfg, cfg.seed)?,
+        };
         let opt = AdamW::new(&mut be, &model)?;
         let batcher = Batcher::new(data.train.len(), cfg.seed);
         Self::assemble(be, model, tokenizer, data, cfg, opt, batcher, 0, Vec::new())
@@ -295,14 +311,26 @@ impl<B: Backend> Pretrainer<B> {
         Ok(loss)
     }
 
-    /// Text generated from `prompt` by the current model.
-    pub async fn sample(&mut self, prompt: &str, cfg: &SampleConfig) -> Result<String> {
+    /// The backend, the model and its KV-cache decoder, for generating.
+    pub fn generator(&mut self) -> Result<(&mut B, &Gpt<B>, &Decoder<B::Buf>)> {
         if self.decoder.is_none() {
             self.decoder = Some(Decoder::new(&mut self.be, &self.model)?);
         }
-        let ids = if prompt.is_empty() { Vec::new() } else { self.tokenizer.encode(prompt)? };
-        let decoder = self.decoder.as_ref().expect("just made");
-        let out = generate(&mut self.be, &self.model, decoder, &ids, cfg, |_| true).await?;
+        Ok((&mut self.be, &self.model, self.decoder.as_ref().expect("just made")))
+    }
+
+    /// Token ids a prompt starts from: `<|bos|>` and the prompt's tokens.
+    pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![crate::tokenizer::BOS];
+        ids.extend(self.tokenizer.encode(prompt)?);
+        Ok(ids)
+    }
+
+    /// Text generated from `prompt` by the current model.
+    pub async fn sample(&mut self, prompt: &str, cfg: &SampleConfig) -> Result<String> {
+        let ids = self.prompt_ids(prompt)?;
+        let (be, model, decoder) = self.generator()?;
+        let out = generate(be, model, decoder, &ids, cfg, |_| true).await?;
         self.tokenizer.decode(&out)
     }
 }
