@@ -1,24 +1,517 @@
-//! The `#[wasm_bindgen]` surface, and nothing else.
+//! The `#[wasm_bindgen]` surface, and nothing else. It runs inside Kiln's Web Worker
+//! (www/lib/worker.js), which calls one function at a time; the session lives in a
+//! worker-global slot and is taken out for the length of an async call.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
+use crate::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
+use crate::checkpoint::{self, Files};
+use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use crate::data::{documents, text_from_bytes};
+use crate::error::KilnError;
 use crate::gpu::Gpu;
+use crate::model::GptConfig;
+use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
-
-thread_local! {
-    /// One device per worker, opened on first use.
-    static GPU: RefCell<Option<Rc<Gpu>>> = const { RefCell::new(None) };
-}
+use crate::tokenizer::{Tokenizer, TokenizerKind};
+use crate::train::{check_fits, PretrainConfig, Pretrainer, Progress};
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
-async fn gpu() -> Result<Rc<Gpu>, JsValue> {
+/// A Kiln error as a JS Error whose name says what kind it is (KilnError.code in JS).
+fn kiln_error(e: KilnError) -> JsValue {
+    let code = match &e {
+        KilnError::Gpu(_) => "gpu",
+        KilnError::Config(_) => "config",
+        KilnError::Data(_) => "data",
+        KilnError::Tokenizer(_) => "tokenizer",
+        KilnError::Checkpoint(_) => "checkpoint",
+        KilnError::Io(_) => "io",
+        KilnError::NonFiniteLoss { .. } => "diverged",
+        KilnError::Cancelled => "cancelled",
+    };
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name(code);
+    err.into()
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_error)
+}
+
+fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid options: {e}")))
+}
+
+/// A pretraining run on whichever backend the session has.
+enum Run {
+    Gpu(Box<Pretrainer<GpuBackend>>),
+    Cpu(Box<Pretrainer<CpuBackend>>),
+}
+
+/// `$body` with `$r` bound to the run's Pretrainer, whatever its backend.
+macro_rules! with_run {
+    ($run:expr, $r:ident => $body:expr) => {
+        match $run {
+            Run::Gpu($r) => $body,
+            Run::Cpu($r) => $body,
+        }
+    };
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackendInfo {
+    kind: BackendKind,
+    adapter: String,
+    /// Why the CPU backend is in use, when it is.
+    reason: Option<String>,
+    max_buffer_bytes: Option<u64>,
+}
+
+#[derive(Default)]
+struct Session {
+    gpu: Option<Gpu>,
+    info: Option<BackendInfo>,
+    corpus: Option<String>,
+    tokenizer_json: Option<String>,
+    run: Option<Run>,
+    generation: Option<Generation>,
+    generated: Vec<u32>,
+    shown: usize,
+}
+
+thread_local! {
+    static SESSION: Rc<RefCell<Session>> = Rc::new(RefCell::new(Session::default()));
+    /// The device of the kernel self-test page.
+    static GPU: RefCell<Option<Rc<Gpu>>> = const { RefCell::new(None) };
+}
+
+fn session() -> Rc<RefCell<Session>> {
+    SESSION.with(Rc::clone)
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Chooses the backend: "auto" (WebGPU when this browser has an adapter, else the CPU),
+/// "gpu" or "cpu". Returns {kind, adapter, reason, maxBufferBytes}.
+#[wasm_bindgen(js_name = init)]
+pub async fn init(backend: String) -> Result<JsValue, JsValue> {
+    let (gpu, info) = match backend.as_str() {
+        "cpu" => (None, cpu_info("the CPU backend was asked for".into())),
+        "gpu" | "auto" => match Gpu::new().await {
+            Ok(gpu) => {
+                let limits = gpu.limits();
+                let info = BackendInfo {
+                    kind: BackendKind::Gpu,
+                    adapter: gpu.adapter_name(),
+                    reason: None,
+                    max_buffer_bytes: Some(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)),
+                };
+                (Some(gpu), info)
+            }
+            Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here ({e})"))),
+            Err(e) => return Err(kiln_error(e.into())),
+        },
+        other => return Err(js_error(format!("backend {other:?}: choose auto, gpu or cpu"))),
+    };
+    let s = session();
+    let mut s = s.borrow_mut();
+    *s = Session { gpu, info: Some(info.clone()), ..Session::default() };
+    to_js(&info)
+}
+
+fn cpu_info(reason: String) -> BackendInfo {
+    BackendInfo {
+        kind: BackendKind::Cpu,
+        adapter: "WebAssembly (SIMD128)".into(),
+        reason: Some(reason),
+        max_buffer_bytes: None,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CorpusInfo {
+    bytes: usize,
+    characters: usize,
+    documents: usize,
+    preview: String,
+}
+
+fn set_corpus(text: String) -> Result<JsValue, JsValue> {
+    let info = CorpusInfo {
+        bytes: text.len(),
+        characters: text.chars().count(),
+        documents: documents(&text).len(),
+        preview: text.chars().take(400).collect(),
+    };
+    session().borrow_mut().corpus = Some(text);
+    to_js(&info)
+}
+
+/// Uses the built-in stories ("en" or "zh") as the corpus.
+#[wasm_bindgen(js_name = useDefaultCorpus)]
+pub fn use_default_corpus(language: String) -> Result<JsValue, JsValue> {
+    let language = match language.as_str() {
+        "en" => Language::English,
+        "zh" => Language::Chinese,
+        other => return Err(js_error(format!("language {other:?}: choose en or zh"))),
+    };
+    set_corpus(default_corpus(language, DEFAULT_STORIES, DEFAULT_SEED))
+}
+
+/// Uses a file's bytes (or pasted text, as UTF-8) as the corpus, after checking them.
+#[wasm_bindgen(js_name = useCorpus)]
+pub fn use_corpus(bytes: &[u8]) -> Result<JsValue, JsValue> {
+    set_corpus(text_from_bytes(bytes).map_err(kiln_error)?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenizerOptions {
+    kind: TokenizerKind,
+    vocab_size: Option<usize>,
+}
+
+/// Trains the tokenizer on the corpus. Returns {vocabSize, kind}.
+#[wasm_bindgen(js_name = trainTokenizer)]
+pub fn train_tokenizer(options: JsValue) -> Result<JsValue, JsValue> {
+    let o: TokenizerOptions = from_js(options)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
+    let tokenizer = Tokenizer::train(&documents(corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
+    s.tokenizer_json = Some(tokenizer.to_json().map_err(kiln_error)?);
+    to_js(&serde_json::json!({"vocabSize": tokenizer.vocab_size(), "kind": o.kind}))
+}
+
+fn tokenizer(s: &Session) -> Result<Tokenizer, JsValue> {
+    let json = s.tokenizer_json.as_deref().ok_or_else(|| js_error("train a tokenizer first"))?;
+    Tokenizer::from_json(json).map_err(kiln_error)
+}
+
+/// `text` split into tokens: [{id, text}].
+#[wasm_bindgen]
+pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
+    let tok = tokenizer(&session().borrow())?;
+    let ids = tok.encode(&text).map_err(kiln_error)?;
+    let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
+    to_js(&pieces)
+}
+
+/// A model's size: a preset name or explicit sizes; the vocabulary is the tokenizer's.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelOptions {
+    preset: Option<String>,
+    n_layer: Option<usize>,
+    n_head: Option<usize>,
+    n_embd: Option<usize>,
+    block_size: Option<usize>,
+}
+
+fn model_config(o: &ModelOptions, vocab_size: usize) -> Result<GptConfig, KilnError> {
+    let base = GptConfig::preset(o.preset.as_deref().unwrap_or("tiny"), vocab_size)?;
+    let cfg = GptConfig {
+        vocab_size,
+        block_size: o.block_size.unwrap_or(base.block_size),
+        n_layer: o.n_layer.unwrap_or(base.n_layer),
+        n_head: o.n_head.unwrap_or(base.n_head),
+        n_embd: o.n_embd.unwrap_or(base.n_embd),
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ModelInfo {
+    config: GptConfig,
+    params: usize,
+    memory_bytes: u64,
+    memory: String,
+    fits: bool,
+    problem: Option<String>,
+}
+
+fn info_for(s: &Session, config: GptConfig, batch: usize) -> ModelInfo {
+    let memory = config.memory(batch, config.block_size);
+    let problem = match &s.info {
+        Some(info) if info.kind == BackendKind::Gpu => s
+            .gpu
+            .as_ref()
+            .and_then(|g| check_fits(&GpuBackend::new(g.clone()), &config, batch, config.block_size).err())
+            .map(|e| e.to_string()),
+        _ => None,
+    };
+    ModelInfo {
+        config,
+        params: config.num_params(),
+        memory_bytes: memory.total(),
+        memory: memory.to_string(),
+        fits: problem.is_none(),
+        problem,
+    }
+}
+
+/// Size and memory of a model before making it; `fits` is false (with the reason) when
+/// the device's limits refuse it.
+#[wasm_bindgen(js_name = estimateModel)]
+pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsValue> {
+    let o: ModelOptions = from_js(model)?;
+    let s = session();
+    let s = s.borrow();
+    let vocab = tokenizer(&s)?.vocab_size();
+    let config = model_config(&o, vocab).map_err(kiln_error)?;
+    to_js(&info_for(&s, config, batch_size.max(1)))
+}
+
+fn new_run(s: &Session, config: GptConfig, cfg: PretrainConfig, params: Option<&[f32]>) -> Result<Run, JsValue> {
+    let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
+    let tok = tokenizer(s)?;
+    let run = match &s.gpu {
+        Some(gpu) => Run::Gpu(Box::new(
+            Pretrainer::with_params(GpuBackend::new(gpu.clone()), tok, corpus, config, cfg, params)
+                .map_err(kiln_error)?,
+        )),
+        None => Run::Cpu(Box::new(
+            Pretrainer::with_params(CpuBackend::new(), tok, corpus, config, cfg, params).map_err(kiln_error)?,
+        )),
+    };
+    Ok(run)
+}
+
+/// Makes a new model and its training run on the corpus. `training` is a PretrainConfig
+/// (camelCase fields; missing ones take Kiln's defaults).
+#[wasm_bindgen(js_name = createModel)]
+pub fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
+    let o: ModelOptions = from_js(model)?;
+    let cfg = training_config(training)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    let config = model_config(&o, tokenizer(&s)?.vocab_size()).map_err(kiln_error)?;
+    let run = new_run(&s, config, cfg.clone(), None)?;
+    s.run = Some(run);
+    s.generation = None;
+    run_info(&s, config, cfg.batch_size)
+}
+
+fn run_info(s: &Session, config: GptConfig, batch: usize) -> Result<JsValue, JsValue> {
+    let (train_rows, val_rows) = with_run!(s.run.as_ref().expect("a run"), r => (r.data.train.len(), r.data.val.len()));
+    let info = info_for(s, config, batch);
+    to_js(&serde_json::json!({
+        "config": info.config, "params": info.params, "memoryBytes": info.memory_bytes, "memory": info.memory,
+        "trainRows": train_rows, "valRows": val_rows,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct TrainingOptions {
+    steps: Option<u64>,
+    batch_size: Option<usize>,
+    grad_accum: Option<usize>,
+    lr: Option<f64>,
+    warmup_steps: Option<u64>,
+    eval_every: Option<u64>,
+    sample_every: Option<u64>,
+    sample_tokens: Option<usize>,
+    log_every: Option<u64>,
+    seed: Option<u64>,
+}
+
+fn training_config(value: JsValue) -> Result<PretrainConfig, JsValue> {
+    let o: TrainingOptions =
+        if value.is_undefined() || value.is_null() { TrainingOptions::default() } else { from_js(value)? };
+    let d = PretrainConfig::default();
+    let lr = o.lr.unwrap_or(d.lr);
+    let cfg = PretrainConfig {
+        steps: o.steps.unwrap_or(d.steps),
+        batch_size: o.batch_size.unwrap_or(d.batch_size),
+        grad_accum: o.grad_accum.unwrap_or(d.grad_accum),
+        lr,
+        min_lr: lr / 10.0,
+        warmup_steps: o.warmup_steps.unwrap_or(d.warmup_steps),
+        eval_every: o.eval_every.unwrap_or(d.eval_every),
+        sample_every: o.sample_every.unwrap_or(d.sample_every),
+        sample_tokens: o.sample_tokens.unwrap_or(d.sample_tokens),
+        log_every: o.log_every.unwrap_or(d.log_every),
+        seed: o.seed.unwrap_or(d.seed),
+        ..d
+    };
+    cfg.validate().map_err(kiln_error)?;
+    Ok(cfg)
+}
+
+/// Changes the length of the run (more steps continue it; the schedule stretches).
+#[wasm_bindgen(js_name = setSteps)]
+pub fn set_steps(steps: u64) -> Result<(), JsValue> {
+    let s = session();
+    let mut s = s.borrow_mut();
+    let run = s.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
+    with_run!(run, r => r.cfg.steps = steps.max(r.step));
+    Ok(())
+}
+
+/// Takes the run out of the session for an async call (a worker runs one call at a time).
+fn take_run() -> Result<Run, JsValue> {
+    session().borrow_mut().run.take().ok_or_else(|| js_error("create a model first"))
+}
+
+fn put_run(run: Run) {
+    session().borrow_mut().run = Some(run);
+}
+
+/// One optimizer step (with validation and a sample when due). Returns the Progress, or
+/// null when the run has done all its steps.
+#[wasm_bindgen(js_name = trainStep)]
+pub async fn train_step() -> Result<JsValue, JsValue> {
+    let mut run = take_run()?;
+    let result: Result<Option<Progress>, KilnError> = async {
+        Ok(match &mut run {
+            Run::Gpu(r) if !r.done() => Some(r.train_one().await?),
+            Run::Cpu(r) if !r.done() => Some(r.train_one().await?),
+            _ => None,
+        })
+    }
+    .await;
+    put_run(run);
+    match result.map_err(kiln_error)? {
+        Some(p) => to_js(&p),
+        None => Ok(JsValue::NULL),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateOptions {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+}
+
+/// Starts generating from `prompt`; then call generateNext until it returns null.
+#[wasm_bindgen(js_name = generateStart)]
+pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsValue> {
+    let o: GenerateOptions = from_js(options)?;
+    let d = SampleConfig::default();
+    let cfg = SampleConfig {
+        max_tokens: o.max_tokens.unwrap_or(d.max_tokens),
+        temperature: o.temperature.unwrap_or(d.temperature),
+        top_k: o.top_k.unwrap_or(d.top_k),
+        top_p: o.top_p.unwrap_or(d.top_p),
+        seed: o.seed.unwrap_or(d.seed),
+    };
+    let mut run = take_run()?;
+    let result = with_run!(&mut run, r => (|| {
+        let ids = r.prompt_ids(&prompt)?;
+        let (be, model, decoder) = r.generator()?;
+        Ok::<_, KilnError>(Generation::start(be, model, decoder, &ids, &cfg))
+    })());
+    put_run(run);
+    let generation = result.map_err(kiln_error)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    s.generation = Some(generation);
+    s.generated.clear();
+    s.shown = 0;
+    Ok(())
+}
+
+/// The next piece of generated text (possibly empty while a character is incomplete), or
+/// null when generation has ended.
+#[wasm_bindgen(js_name = generateNext)]
+pub async fn generate_next() -> Result<JsValue, JsValue> {
+    let mut generation =
+        session().borrow_mut().generation.take().ok_or_else(|| js_error("call generateStart first"))?;
+    let mut run = take_run()?;
+    let result = with_run!(&mut run, r => async {
+        let (be, model, decoder) = r.generator()?;
+        generation.next(be, model, decoder).await
+    }
+    .await);
+    let text = with_run!(&run, r => {
+        let s = session();
+        let mut s = s.borrow_mut();
+        match &result {
+            Ok(Some(id)) => {
+                s.generated.push(*id);
+                let text = r.tokenizer.decode(&s.generated).unwrap_or_default();
+                // show whole characters only: a byte-level token can end inside one
+                let upto = if text.ends_with('\u{FFFD}') { s.shown } else { text.len() };
+                let piece = text.get(s.shown..upto).unwrap_or("").to_string();
+                s.shown = upto.max(s.shown);
+                Some(piece)
+            }
+            _ => None,
+        }
+    });
+    put_run(run);
+    result.map_err(kiln_error)?;
+    session().borrow_mut().generation = Some(generation);
+    Ok(text.map_or(JsValue::NULL, |t| JsValue::from_str(&t)))
+}
+
+/// The model as a Hugging Face GPT-2 folder: {fileName: Uint8Array}.
+#[wasm_bindgen(js_name = exportModel)]
+pub async fn export_model() -> Result<JsValue, JsValue> {
+    let files = model_files().await?;
+    let out = js_sys::Object::new();
+    for (name, bytes) in files {
+        js_sys::Reflect::set(&out, &JsValue::from_str(&name), &js_sys::Uint8Array::from(bytes.as_slice()))?;
+    }
+    Ok(out.into())
+}
+
+/// The same folder as one .zip file.
+#[wasm_bindgen(js_name = exportZip)]
+pub async fn export_zip() -> Result<Vec<u8>, JsValue> {
+    checkpoint::to_zip(&model_files().await?).map_err(kiln_error)
+}
+
+async fn model_files() -> Result<Files, JsValue> {
+    let mut run = take_run()?;
+    let result = with_run!(&mut run, r => async {
+        let params = r.be.read(&r.model.params).await?;
+        checkpoint::model_files(&r.model.config, &r.tokenizer, &params)
+    }
+    .await);
+    put_run(run);
+    result.map_err(kiln_error)
+}
+
+/// Loads a model from a .zip of a model folder (as exportZip makes, or transformers'
+/// save_pretrained with safetensors), replacing the current model and tokenizer; training
+/// continues from it on the current corpus.
+#[wasm_bindgen(js_name = importZip)]
+pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
+    let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
+    let loaded = checkpoint::load_model(&files).map_err(kiln_error)?;
+    let cfg = training_config(training)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    s.tokenizer_json = Some(loaded.tokenizer.to_json().map_err(kiln_error)?);
+    let run = new_run(&s, loaded.config, cfg.clone(), Some(&loaded.params))?;
+    s.run = Some(run);
+    s.generation = None;
+    run_info(&s, loaded.config, cfg.batch_size)
+}
+
+// ---------------------------------------------------------------- kernel self-test
+
+async fn selftest_gpu() -> Result<Rc<Gpu>, JsValue> {
     if let Some(gpu) = GPU.with(|g| g.borrow().clone()) {
         return Ok(gpu);
     }
@@ -27,15 +520,10 @@ async fn gpu() -> Result<Rc<Gpu>, JsValue> {
     Ok(gpu)
 }
 
-#[wasm_bindgen(start)]
-pub fn start() {
-    console_error_panic_hook::set_once();
-}
-
 /// The adapter's name, e.g. "google/swiftshader (BrowserWebGpu)"; opens the device.
 #[wasm_bindgen(js_name = adapterName)]
 pub async fn adapter_name() -> Result<String, JsValue> {
-    Ok(gpu().await?.adapter_name())
+    Ok(selftest_gpu().await?.adapter_name())
 }
 
 /// The kernel families of the self-test, in order.
@@ -72,7 +560,7 @@ pub async fn check_kernels(family: String) -> Result<JsValue, JsValue> {
     if !selftest::FAMILIES.contains(&family.as_str()) {
         return Err(js_error(format!("unknown kernel family {family:?}")));
     }
-    let gpu = gpu().await?;
+    let gpu = selftest_gpu().await?;
     let checks = selftest::check_family(&gpu, &family).await.map_err(js_error)?;
     let results: Vec<CheckResult> = checks.into_iter().map(CheckResult::from).collect();
     serde_wasm_bindgen::to_value(&results).map_err(js_error)

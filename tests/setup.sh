@@ -19,6 +19,10 @@ fi
 if [[ "$mode" == all ]] && [[ ! -x /usr/bin/chromium ]]; then
   packages+=(chromium)
 fi
+# A CJK font, so the page's Chinese text shows in the tests' screenshots.
+if [[ "$mode" == all ]] && ! dpkg -s fonts-wqy-zenhei >/dev/null 2>&1; then
+  packages+=(fonts-wqy-zenhei)
+fi
 if ((${#packages[@]})); then
   echo "setup: installing ${packages[*]}"
   $sudo apt-get update -qq

@@ -19,4 +19,7 @@ if [[ "$profile" == release ]]; then
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     www/pkg/kiln_bg.wasm -o www/pkg/kiln_bg.wasm
 fi
+# The demo page's chart library, from npm (kept out of git like the wasm).
+mkdir -p www/vendor
+cp node_modules/uplot/dist/uPlot.esm.js node_modules/uplot/dist/uPlot.min.css www/vendor/
 ls -l www/pkg/kiln_bg.wasm

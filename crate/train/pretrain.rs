@@ -91,8 +91,9 @@ impl PretrainConfig {
     }
 }
 
-/// What a step reports.
+/// What a step reports (camelCase in JSON, for the web page).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Progress {
     pub step: u64,
     pub steps: u64,
@@ -105,6 +106,9 @@ pub struct Progress {
     pub eta_s: f64,
     pub sample: Option<String>,
 }
+
+/// What generating needs: the backend, the model and its KV-cache decoder.
+pub type Generator<'a, B> = (&'a mut B, &'a Gpt<B>, &'a Decoder<<B as Backend>::Buf>);
 
 /// A logged point of the loss curves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -312,7 +316,7 @@ impl<B: Backend> Pretrainer<B> {
     }
 
     /// The backend, the model and its KV-cache decoder, for generating.
-    pub fn generator(&mut self) -> Result<(&mut B, &Gpt<B>, &Decoder<B::Buf>)> {
+    pub fn generator(&mut self) -> Result<Generator<'_, B>> {
         if self.decoder.is_none() {
             self.decoder = Some(Decoder::new(&mut self.be, &self.model)?);
         }

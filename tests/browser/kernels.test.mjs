@@ -26,7 +26,7 @@ async function runCheck(browser) {
   const logs = [];
   page.on('console', (msg) => logs.push(`${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => logs.push(`pageerror: ${err.message}`));
-  await page.goto(`${origin}/index.html`);
+  await page.goto(`${origin}/kernels.html`);
   await page.waitForFunction(() => window.kilnKernelCheck?.done, null, { timeout: 15 * 60_000, polling: 500 });
   const results = await page.evaluate(() => window.kilnKernelCheck);
   const status = await page.textContent('#status');

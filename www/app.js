@@ -1,0 +1,261 @@
+// The Kiln demo page, built on the kiln-llm package (lib/kiln.js). Everything the model
+// produces is written with textContent: nothing is ever parsed as HTML.
+import { Kiln } from './lib/kiln.js';
+import uPlot from './vendor/uPlot.esm.js';
+
+const $ = (id) => document.getElementById(id);
+const fmt = (x, digits = 4) => (x == null || Number.isNaN(x) ? '–' : Number(x).toFixed(digits));
+const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+const PRESETS = { tiny: [2, 2, 64, 64], small: [4, 4, 128, 128], base: [6, 6, 384, 256] };
+
+// What tests (and curious people) can read: window.kilnApp.
+const app = { kiln: null, backend: null, tokenizer: null, model: null, training: false, progress: [], error: null };
+window.kilnApp = app;
+
+function showError(error) {
+  app.error = error ? String(error.message ?? error) : null;
+  $('error').textContent = app.error ? `${error.code ? `[${error.code}] ` : ''}${app.error}` : '';
+}
+
+async function guard(fn) {
+  try {
+    showError(null);
+    return await fn();
+  } catch (error) {
+    showError(error);
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- text
+
+function showCorpus(info) {
+  $('corpus-stats').textContent =
+    `${info.bytes.toLocaleString()} bytes · ${info.characters.toLocaleString()} characters · ${info.documents.toLocaleString()} documents`;
+  $('corpus-preview').textContent = info.preview + (info.characters > info.preview.length ? ' …' : '');
+  app.tokenizer = null;
+  app.model = null;
+  $('tok-stats').textContent = 'Train a tokenizer on this text.';
+  $('tok-view').replaceChildren();
+  $('model-stats').textContent = '';
+}
+
+async function chooseSource() {
+  const source = document.querySelector('input[name=source]:checked').value;
+  $('paste').hidden = source !== 'paste';
+  $('use-text').hidden = source !== 'paste';
+  $('file').hidden = source !== 'file';
+  if (source === 'en' || source === 'zh') {
+    await guard(async () => showCorpus(await app.kiln.useDefaultCorpus(source)));
+    $('tok-sample').value = source === 'zh' ? '从前，有一只可爱的小狐狸。' : 'Once upon a time, there was a little fox.';
+    $('prompt').value = source === 'zh' ? '从前' : 'Once upon a time';
+  }
+}
+
+// ---------------------------------------------------------------- tokenizer
+
+async function trainTokenizer() {
+  const kind = $('tok-kind').value;
+  const vocabSize = kind === 'bpe' ? Number($('tok-vocab').value) : undefined;
+  $('tok-stats').textContent = 'Training the tokenizer…';
+  const info = await app.kiln.trainTokenizer(null, { kind, vocabSize });
+  app.tokenizer = info;
+  app.model = null;
+  $('tok-stats').textContent = `${info.kind === 'bpe' ? 'Byte-level BPE' : 'Character'} vocabulary of ${info.vocabSize} tokens (8 special).`;
+  await showTokens();
+  await estimate();
+}
+
+async function showTokens() {
+  if (!app.tokenizer) return;
+  const pieces = await app.kiln.tokenize($('tok-sample').value);
+  $('tok-view').replaceChildren(...pieces.map(({ id, text }) => {
+    const span = document.createElement('span');
+    span.textContent = text;
+    span.title = `token ${id}`;
+    return span;
+  }));
+}
+
+// ---------------------------------------------------------------- model
+
+function modelOptions() {
+  const preset = $('preset').value;
+  const sizes = { nLayer: Number($('n-layer').value), nHead: Number($('n-head').value), nEmbd: Number($('n-embd').value), blockSize: Number($('block-size').value) };
+  return preset === 'custom' ? { preset: 'tiny', ...sizes } : { preset };
+}
+
+function trainingOptions() {
+  return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), sampleEvery: 50, evalEvery: 25, logEvery: 5 };
+}
+
+async function estimate() {
+  if (!app.tokenizer) {
+    $('model-estimate').textContent = 'Train a tokenizer to see the model\'s size.';
+    return;
+  }
+  await guard(async () => {
+    const e = await app.kiln.estimateModel(modelOptions(), { batchSize: Number($('batch').value) });
+    $('model-estimate').textContent = e.fits
+      ? `${e.params.toLocaleString()} parameters · needs ${e.memory}`
+      : `Too large for this device: ${e.problem}`;
+    $('model-estimate').classList.toggle('error', !e.fits);
+  });
+}
+
+async function createModel() {
+  if (!app.tokenizer) await trainTokenizer();
+  const info = await app.kiln.createModel(modelOptions(), trainingOptions());
+  app.model = info;
+  app.progress = [];
+  plot.setData([[], [], []]);
+  $('samples').replaceChildren();
+  const c = info.config;
+  $('model-stats').textContent = `Model ready: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size}, vocabulary ${c.vocab_size} — ${info.params.toLocaleString()} parameters, ${info.memory}; ${info.trainRows.toLocaleString()} training rows, ${info.valRows.toLocaleString()} validation rows.`;
+}
+
+// ---------------------------------------------------------------- training
+
+const plot = new uPlot({
+  width: Math.min(900, document.body.clientWidth - 40),
+  height: 240,
+  scales: { x: { time: false } },
+  axes: [{ label: 'step' }, { label: 'loss (nats/token)' }],
+  series: [{}, { label: 'training', stroke: '#b4461e', width: 2 }, { label: 'validation', stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+}, [[], [], []], $('chart'));
+
+function setButtons(state) {
+  $('start').disabled = state !== 'idle';
+  $('pause').disabled = state !== 'running';
+  $('resume').disabled = state !== 'paused';
+  $('stop').disabled = state === 'idle';
+  app.state = state;
+}
+
+function onProgress(p) {
+  app.progress.push(p);
+  if (p.loss != null || p.valLoss != null) {
+    const [xs, loss, val] = plot.data;
+    plot.setData([[...xs, p.step], [...loss, p.loss], [...val, p.valLoss]]);
+  }
+  const last = app.progress.findLast((q) => q.loss != null);
+  const lastVal = app.progress.findLast((q) => q.valLoss != null);
+  $('train-stats').textContent = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}`;
+  if (p.sample != null) {
+    const li = document.createElement('li');
+    li.textContent = `step ${p.step}: ${p.sample}`;
+    $('samples').prepend(li);
+  }
+}
+
+async function start() {
+  setButtons('running');
+  await guard(async () => {
+    if (!app.model) await createModel();
+    app.training = true;
+    const steps = Number($('steps').value);
+    await app.kiln.pretrain({ steps, onProgress });
+  });
+  app.training = false;
+  setButtons('idle');
+}
+
+// ---------------------------------------------------------------- playground
+
+async function generate() {
+  $('generate').disabled = true;
+  $('output').textContent = $('prompt').value;
+  await guard(async () => {
+    if (!app.model) throw Object.assign(new Error('create or import a model first'), { code: 'config' });
+    const options = { maxTokens: Number($('max-tokens').value), temperature: Number($('temperature').value), topK: Number($('top-k').value) };
+    for await (const piece of app.kiln.generate($('prompt').value, options)) {
+      $('output').textContent += piece;
+    }
+  });
+  $('generate').disabled = false;
+  app.generated = $('output').textContent;
+}
+
+// ---------------------------------------------------------------- files
+
+async function exportModel() {
+  const zip = await app.kiln.exportZip();
+  const url = URL.createObjectURL(new Blob([zip], { type: 'application/zip' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = 'kiln-model.zip';
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  $('files-stats').textContent = `Exported kiln-model.zip (${mib(zip.byteLength)}).`;
+}
+
+async function importModel(file) {
+  const info = await app.kiln.importModel(file, trainingOptions());
+  app.model = info;
+  app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'imported' };
+  $('tok-stats').textContent = `Imported tokenizer: ${info.config.vocab_size} tokens.`;
+  await showTokens();
+  const c = info.config;
+  $('model-stats').textContent = `Imported model: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size} — ${info.params.toLocaleString()} parameters.`;
+  $('files-stats').textContent = `Imported ${file.name} (${mib(file.size)}).`;
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  for (const radio of document.querySelectorAll('input[name=source]')) radio.addEventListener('change', chooseSource);
+  $('use-text').addEventListener('click', () => guard(async () => showCorpus(await app.kiln.useCorpus($('paste').value))));
+  $('file').addEventListener('change', () => guard(async () => {
+    const file = $('file').files[0];
+    if (file) showCorpus(await app.kiln.useCorpus(file));
+  }));
+  $('tok-kind').addEventListener('change', () => { $('tok-vocab').disabled = $('tok-kind').value === 'char'; });
+  $('train-tokenizer').addEventListener('click', () => guard(trainTokenizer));
+  let typing;
+  $('tok-sample').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => guard(showTokens), 150); });
+  $('preset').addEventListener('change', () => {
+    const sizes = PRESETS[$('preset').value];
+    if (sizes) [$('n-layer').value, $('n-head').value, $('n-embd').value, $('block-size').value] = sizes;
+    guard(estimate);
+  });
+  for (const id of ['n-layer', 'n-head', 'n-embd', 'block-size']) {
+    $(id).addEventListener('input', () => { $('preset').value = 'custom'; guard(estimate); });
+  }
+  $('batch').addEventListener('input', () => guard(estimate));
+  $('create-model').addEventListener('click', () => guard(createModel));
+  $('start').addEventListener('click', start);
+  $('pause').addEventListener('click', (event) => {
+    // how long the click waited for the page: the worker keeps this thread free
+    app.lastClickDelayMs = performance.now() - event.timeStamp;
+    setButtons('paused');
+    guard(() => app.kiln.pause());
+  });
+  $('resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
+  $('stop').addEventListener('click', () => guard(() => app.kiln.stop()));
+  $('generate').addEventListener('click', generate);
+  $('export').addEventListener('click', () => guard(exportModel));
+  $('import').addEventListener('change', () => guard(async () => {
+    const file = $('import').files[0];
+    if (file) await importModel(file);
+  }));
+}
+
+async function main() {
+  wire();
+  setButtons('idle');
+  const backend = new URLSearchParams(location.search).get('backend') ?? 'auto';
+  await guard(async () => {
+    app.kiln = await Kiln.create({ backend });
+    app.backend = app.kiln.backend;
+    const b = app.backend;
+    const badge = $('backend');
+    badge.className = `badge ${b.kind}`;
+    badge.textContent = b.kind === 'gpu'
+      ? `Training on your GPU with WebGPU: ${b.adapter}`
+      : `Training on the CPU (WebAssembly): ${b.reason}`;
+    await chooseSource();
+    app.ready = true;
+  });
+}
+
+main();

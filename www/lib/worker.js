@@ -1,0 +1,102 @@
+// Kiln's Web Worker: owns the wasm core (and through it the GPU device), so training
+// never blocks the page. Messages in: {id, method, args}; out: {id, result} | {id, error}
+// | {id, progress} | {id, token}. Calls into wasm run one at a time; a training run is a
+// loop of single steps, so pause, resume, stop and other calls are handled between steps.
+import init, * as wasm from '../pkg/kiln.js';
+
+const ready = init();
+const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
+  'createModel', 'exportModel', 'exportZip', 'importZip']);
+
+let chain = Promise.resolve();
+/** Runs `fn` after every earlier wasm call has finished. */
+function exclusive(fn) {
+  const result = chain.then(fn);
+  chain = result.catch(() => {});
+  return result;
+}
+
+const control = { paused: false, stopped: false, generating: false, stopGeneration: false, wake: [] };
+const wake = () => control.wake.splice(0).forEach((resolve) => resolve());
+const waitForWake = () => new Promise((resolve) => control.wake.push(resolve));
+// Lets queued messages (pause, stop, other calls) in: wasm promises on the CPU backend
+// resolve as microtasks and would otherwise keep the worker's event loop busy.
+const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+async function pretrain(id, { steps } = {}) {
+  if (steps) await exclusive(() => wasm.setSteps(BigInt(steps)));
+  control.paused = false;
+  control.stopped = false;
+  let last = null;
+  for (;;) {
+    while ((control.paused || control.generating) && !control.stopped) await waitForWake();
+    if (control.stopped) return { ...last, stopped: true };
+    const progress = await exclusive(() => wasm.trainStep());
+    if (progress === null) return last;
+    last = progress;
+    postMessage({ id, progress });
+    await yieldToEvents();
+  }
+}
+
+async function generate(id, prompt, options = {}) {
+  control.generating = true;
+  control.stopGeneration = false;
+  try {
+    await exclusive(() => wasm.generateStart(String(prompt), options));
+    for (;;) {
+      if (control.stopGeneration) return false;
+      const piece = await exclusive(() => wasm.generateNext());
+      if (piece === null) return true;
+      if (piece) postMessage({ id, token: piece });
+      await yieldToEvents();
+    }
+  } finally {
+    control.generating = false;
+    wake();
+  }
+}
+
+/** Browsers leave wgpu's adapter name empty; WebGPU's own adapter info says more. */
+async function describe(info) {
+  if (info.kind === 'gpu' && navigator.gpu) {
+    const adapter = await navigator.gpu.requestAdapter();
+    const i = adapter?.info;
+    const name = i ? [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') : '';
+    if (name) info.adapter = name;
+  }
+  return info;
+}
+
+function transferables(value) {
+  if (value instanceof Uint8Array) return [value.buffer];
+  if (value && typeof value === 'object') {
+    return Object.values(value).filter((v) => v instanceof Uint8Array).map((v) => v.buffer);
+  }
+  return [];
+}
+
+onmessage = async ({ data }) => {
+  const { id, method, args = [] } = data;
+  const reply = (result) => postMessage({ id, result }, transferables(result));
+  switch (method) {
+    case 'pause': control.paused = true; return reply(true);
+    case 'resume': control.paused = false; wake(); return reply(true);
+    case 'stop': control.stopped = true; wake(); return reply(true);
+    case 'stopGeneration': control.stopGeneration = true; return reply(true);
+    default:
+  }
+  try {
+    await ready;
+    let result;
+    if (method === 'pretrain') result = await pretrain(id, ...args);
+    else if (method === 'generate') result = await generate(id, ...args);
+    else if (method === 'init') result = await describe(await exclusive(() => wasm.init(...args)));
+    else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
+    else throw new Error(`unknown method ${method}`);
+    reply(result);
+  } catch (error) {
+    const code = error?.name && error.name !== 'Error' ? error.name : 'error';
+    postMessage({ id, error: { code, message: String(error?.message ?? error) } });
+  }
+};
