@@ -119,7 +119,10 @@ pub async fn init(backend: String) -> Result<JsValue, JsValue> {
                 };
                 (Some(gpu), info)
             }
-            Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here ({e})"))),
+            Err(crate::gpu::GpuError::NoAdapter(_)) if backend == "auto" => {
+                (None, cpu_info("WebGPU is not available here: this browser offers no GPU adapter".into()))
+            }
+            Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here: {e}"))),
             Err(e) => return Err(kiln_error(e.into())),
         },
         other => return Err(js_error(format!("backend {other:?}: choose auto, gpu or cpu"))),

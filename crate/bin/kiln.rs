@@ -25,6 +25,8 @@ usage:
       --preset tiny|small|base   model size (default tiny)
       --tokenizer bpe|char       (default bpe)   --vocab N   vocabulary size (default 512)
       --steps N  --batch N  --accum N  --lr X  --seed N
+      --log-every N  --eval-every N  --sample-every N (0: no samples)
+      --log-json                 print each logged step as a JSON line on stdout
       --backend gpu|cpu          (default gpu)
       --out DIR                  checkpoint folder (default kiln-run); saved at every
                                  validation and at the end, loadable by transformers
@@ -141,6 +143,9 @@ fn pretrain(o: &HashMap<String, String>) -> CliResult {
         lr: get(o, "lr", defaults.lr)?,
         min_lr: get(o, "lr", defaults.lr)? / 10.0,
         seed: get(o, "seed", defaults.seed)?,
+        log_every: get(o, "log-every", defaults.log_every)?,
+        eval_every: get(o, "eval-every", defaults.eval_every)?,
+        sample_every: get(o, "sample-every", defaults.sample_every)?,
         ..defaults
     };
     let out = PathBuf::from(o.get("out").cloned().unwrap_or_else(|| "kiln-run".into()));
@@ -162,11 +167,11 @@ fn pretrain(o: &HashMap<String, String>) -> CliResult {
         BackendKind::Gpu => {
             let run = Pretrainer::new(GpuBackend::new(open_gpu()?), tokenizer, &text, model, cfg)
                 .map_err(|e| e.to_string())?;
-            train_loop(run, &text, &out)
+            train_loop(run, &text, &out, o.contains_key("log-json"))
         }
         BackendKind::Cpu => {
             let run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg).map_err(|e| e.to_string())?;
-            train_loop(run, &text, &out)
+            train_loop(run, &text, &out, o.contains_key("log-json"))
         }
     }
 }
@@ -177,12 +182,12 @@ fn resume_cmd(dir: &Path, o: &HashMap<String, String>) -> CliResult {
         BackendKind::Gpu => {
             let (mut run, corpus) = resume(GpuBackend::new(open_gpu()?), &files).map_err(|e| e.to_string())?;
             run.cfg.steps = get(o, "steps", run.cfg.steps)?;
-            train_loop(run, &corpus, dir)
+            train_loop(run, &corpus, dir, o.contains_key("log-json"))
         }
         BackendKind::Cpu => {
             let (mut run, corpus) = resume(CpuBackend::new(), &files).map_err(|e| e.to_string())?;
             run.cfg.steps = get(o, "steps", run.cfg.steps)?;
-            train_loop(run, &corpus, dir)
+            train_loop(run, &corpus, dir, o.contains_key("log-json"))
         }
     }
 }
@@ -212,7 +217,7 @@ fn progress_line(p: &Progress, last_loss: Option<f32>) -> String {
     )
 }
 
-fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path) -> CliResult {
+fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path, json: bool) -> CliResult {
     let tty = std::io::stderr().is_terminal();
     eprintln!(
         "backend {}; {} training rows, {} validation rows",
@@ -224,6 +229,9 @@ fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path) -> C
     while !run.done() {
         let p = block_on(run.train_one()).map_err(|e| e.to_string())?;
         last_loss = p.loss.or(last_loss);
+        if json && (p.loss.is_some() || p.val_loss.is_some()) {
+            println!("{}", serde_json::json!({"step": p.step, "loss": p.loss, "valLoss": p.val_loss}));
+        }
         if tty {
             eprint!("\r{}", progress_line(&p, last_loss));
         } else if p.loss.is_some() {

@@ -1,0 +1,179 @@
+// The real page, driven as a person would, in headless Chromium: on its WebGPU adapter
+// (SwiftShader) and without WebGPU (the CPU backend in WebAssembly). Trains the tiny
+// preset on the built-in stories, watches the loss fall, generates, exports the model and
+// imports it back, checks the page stays responsive, and compares the browser's loss
+// curve with the native GPU backend's for the same seed and configuration.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../www/serve.mjs';
+import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const STEPS = 30;
+
+let server;
+let origin;
+before(async () => {
+  server = await startServer(path.join(ROOT, 'www'), 0);
+  origin = `http://127.0.0.1:${server.address().port}`;
+});
+after(() => server.close());
+
+async function openPage(browser) {
+  const page = await browser.newPage({ acceptDownloads: true });
+  const requests = watchRequests(page);
+  const log = [];
+  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
+  await page.goto(`${origin}/index.html`);
+  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+  const error = await page.evaluate(() => window.kilnApp.error);
+  assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
+  return { page, requests, log };
+}
+
+const app = (page, fn) => page.evaluate(fn);
+const waitFor = (page, fn, timeout = 600_000) => page.waitForFunction(fn, null, { timeout, polling: 250 });
+
+/** Trains the tiny preset through the page's controls; returns the reported losses. */
+async function trainThroughThePage(page, { screenshot, checkResponsiveness }) {
+  await page.click('#train-tokenizer');
+  await waitFor(page, () => window.kilnApp.tokenizer || window.kilnApp.error, 120_000);
+  assert.match(await page.textContent('#tok-stats'), /vocabulary of 512 tokens/);
+  const pieces = await page.locator('#tok-view span').count();
+  assert.ok(pieces > 3, 'the token view shows the sample sentence split into tokens');
+  assert.match(await page.textContent('#model-estimate'), /136,960 parameters/);
+  await page.fill('#steps', String(STEPS));
+  await page.click('#start');
+  await waitFor(page, () => window.kilnApp.progress.length >= 8 || window.kilnApp.error);
+  if (screenshot) await page.screenshot({ path: path.join(ARTIFACTS, screenshot), fullPage: true });
+  if (checkResponsiveness) {
+    // The worker does the training: a click is handled at once, mid-run.
+    await page.click('#pause');
+    const delay = await app(page, () => window.kilnApp.lastClickDelayMs);
+    console.log(`pause clicked mid-training: handled after ${delay.toFixed(1)} ms`);
+    assert.ok(delay < 200, `the click waited ${delay} ms`);
+    assert.equal(await page.isEnabled('#resume'), true);
+    const pausedAt = await app(page, () => window.kilnApp.progress.length);
+    await page.waitForTimeout(1500);
+    const later = await app(page, () => window.kilnApp.progress.length);
+    assert.ok(later - pausedAt <= 1, 'training stopped stepping while paused');
+    await page.click('#resume');
+  }
+  await waitFor(page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.length >= 1) || window.kilnApp.error);
+  assert.equal(await app(page, () => window.kilnApp.error), null);
+  const progress = await app(page, () => window.kilnApp.progress);
+  assert.equal(progress.at(-1).step, STEPS);
+  return progress.filter((p) => p.loss != null).map((p) => [p.step, p.loss]);
+}
+
+async function generateGreedy(page) {
+  await page.fill('#temperature', '0');
+  await page.fill('#max-tokens', '24');
+  await page.click('#generate');
+  await waitFor(page, () => !document.getElementById('generate').disabled && window.kilnApp.generated != null);
+  const text = await app(page, () => window.kilnApp.generated);
+  await app(page, () => { window.kilnApp.generated = null; });
+  return text;
+}
+
+test('the page trains, generates, exports and re-imports a model on WebGPU (SwiftShader)', async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const { page, requests } = await openPage(browser);
+    const backend = await app(page, () => window.kilnApp.backend);
+    console.log(`backend: ${JSON.stringify(backend)}`);
+    assert.equal(backend.kind, 'gpu');
+    assert.match(await page.textContent('#backend'), /WebGPU: .*swiftshader/i);
+
+    const losses = await trainThroughThePage(page, { screenshot: 'training.png', checkResponsiveness: true });
+    console.log(`losses: ${losses.map(([s, l]) => `${s}:${l.toFixed(3)}`).join(' ')}`);
+    const [first, last] = [losses[0][1], losses.at(-1)[1]];
+    assert.ok(last < first - 1.0, `the loss should fall visibly: ${first} → ${last}`);
+    assert.ok(await page.locator('#samples li').count() >= 1, 'a sample appeared during training');
+
+    const greedy = await generateGreedy(page);
+    console.log(`greedy: ${greedy}`);
+    assert.ok(greedy.startsWith('Once upon a time') && greedy.length > 'Once upon a time'.length + 5);
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    const zip = path.join(ARTIFACTS, 'kiln-model.zip');
+    await download.saveAs(zip);
+    assert.equal(download.suggestedFilename(), 'kiln-model.zip');
+
+    // A fresh page (a new worker, a new model) imports the file and generates the same.
+    const fresh = await openPage(browser);
+    await fresh.page.setInputFiles('#import', zip);
+    await waitFor(fresh.page, () => /Imported model/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error, 120_000);
+    assert.equal(await app(fresh.page, () => window.kilnApp.error), null);
+    const again = await generateGreedy(fresh.page);
+    assert.equal(again, greedy, 'the imported model generates what the exported one did');
+
+    // Nothing left the page's origin; and once loaded, it works offline.
+    await fresh.page.context().setOffline(true);
+    const offline = await generateGreedy(fresh.page);
+    assert.equal(offline, greedy);
+    for (const url of [...requests, ...fresh.requests]) {
+      assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), `request outside the page: ${url}`);
+    }
+  } finally {
+    await browser.close();
+  }
+});
+
+test('without WebGPU the page says it uses the CPU backend, and still trains', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page } = await openPage(browser);
+    const backend = await app(page, () => window.kilnApp.backend);
+    console.log(`backend: ${JSON.stringify(backend)}`);
+    assert.equal(backend.kind, 'cpu');
+    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly\): WebGPU is not available here/);
+    const losses = await trainThroughThePage(page, { screenshot: 'training-cpu.png', checkResponsiveness: false });
+    const [first, last] = [losses[0][1], losses.at(-1)[1]];
+    console.log(`CPU backend: loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
+    assert.ok(last < first - 1.0);
+    const greedy = await generateGreedy(page);
+    assert.ok(greedy.length > 'Once upon a time'.length);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('the browser on WebGPU traces the native GPU backend\'s loss curve (same seed and config)', async () => {
+  const kiln = path.join(ROOT, 'target', 'debug', 'kiln');
+  execFileSync('cargo', ['build', '--quiet', '--bin', 'kiln'], { cwd: ROOT, stdio: 'inherit' });
+  const args = ['pretrain', '--tokenizer', 'char', '--steps', '12', '--batch', '4', '--seed', '7', '--log-every', '1',
+    '--eval-every', '6', '--sample-every', '0', '--log-json', '--out', path.join(ARTIFACTS, 'native-run')];
+  const native = execFileSync(kiln, args, { cwd: ROOT, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' }, stdio: ['ignore', 'pipe', 'ignore'] })
+    .toString().trim().split('\n').map((line) => JSON.parse(line));
+  const browser = await launch({ webgpu: true });
+  try {
+    const { page } = await openPage(browser);
+    const web = await app(page, async () => {
+      const kiln = window.kilnApp.kiln;
+      await kiln.useDefaultCorpus('en');
+      await kiln.trainTokenizer(null, { kind: 'char' });
+      await kiln.createModel({ preset: 'tiny' }, { steps: 12, batchSize: 4, seed: 7, logEvery: 1, evalEvery: 6, sampleEvery: 0 });
+      const log = [];
+      await kiln.pretrain({ onProgress: (p) => log.push({ step: p.step, loss: p.loss, valLoss: p.valLoss }) });
+      return log;
+    });
+    let worst = 0;
+    assert.equal(web.length, native.length);
+    for (const [w, n] of web.map((w, i) => [w, native[i]])) {
+      assert.equal(w.step, n.step);
+      worst = Math.max(worst, Math.abs(w.loss - n.loss) / n.loss);
+      if (n.valLoss != null) worst = Math.max(worst, Math.abs(w.valLoss - n.valLoss) / n.valLoss);
+    }
+    console.log(`native (lavapipe) ${native.map((n) => n.loss.toFixed(4)).join(' ')}`);
+    console.log(`browser (SwiftShader) ${web.map((w) => w.loss.toFixed(4)).join(' ')}`);
+    console.log(`max relative difference over ${web.length} steps and 2 validations: ${worst.toExponential(2)}`);
+    assert.ok(worst < 1e-4, `curves differ by ${worst}`);
+  } finally {
+    await browser.close();
+  }
+});
