@@ -34,6 +34,7 @@ usage:
   kiln sample --ckpt DIR [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
               [--top-p X] [--seed N] [--backend gpu|cpu]
   kiln logits --ckpt DIR --text TEXT   token ids and logits as JSON (for checks)
+  kiln corpus [--lang en|zh] [--stories N] [--seed N]   print the built-in stories
   kiln info                      the GPU adapter and its limits
   kiln bench matmul [--quick]    matmul GFLOP/s as JSON (tiled WGSL, naive WGSL, CPU)
   kiln bench train [--quick]     training tokens/s as JSON (tiny, small, base; GPU and CPU)
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Some("sample") => options(&args[1..]).and_then(|o| sample(&o)),
         Some("logits") => options(&args[1..]).and_then(|o| logits(&o)),
         Some("info") => info(),
+        Some("corpus") => options(&args[1..]).and_then(|o| corpus(&o)),
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("matmul") => options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"))),
             Some("train") => options(&args[2..]).and_then(|o| bench_train(o.contains_key("quick"))),
@@ -320,6 +322,16 @@ fn logits(o: &HashMap<String, String>) -> CliResult {
     let logits = block_on(be.read(&acts.logits)).map_err(|e| e.to_string())?;
     let json = serde_json::json!({ "ids": ids, "vocab_size": model.config.vocab_size, "logits": logits });
     println!("{json}");
+    Ok(())
+}
+
+fn corpus(o: &HashMap<String, String>) -> CliResult {
+    let language = match o.get("lang").map(String::as_str) {
+        None | Some("en") => Language::English,
+        Some("zh") => Language::Chinese,
+        Some(other) => return Err(format!("--lang {other:?}: choose en or zh")),
+    };
+    println!("{}", default_corpus(language, get(o, "stories", DEFAULT_STORIES)?, get(o, "seed", DEFAULT_SEED)?));
     Ok(())
 }
 

@@ -1,0 +1,21 @@
+// The ten lines from Kiln's README, in a page that only installed the kiln-llm tarball.
+const log = (line) => { document.getElementById('log').textContent += `${line}\n`; };
+const text = await (await fetch('./stories.txt')).text();
+window.result = { losses: [] };
+try {
+  // ---- the README's ten lines ----
+  const { Kiln } = await import('kiln-llm');
+  const kiln = await Kiln.create({ backend: 'auto' });
+  await kiln.trainTokenizer(text, { vocabSize: 300 });
+  await kiln.createModel({ preset: 'tiny' });
+  await kiln.pretrain({ steps: 15, onProgress: (p) => p.loss != null && window.result.losses.push(p.loss) });
+  let out = '';
+  for await (const piece of kiln.generate('Once upon a time', { maxTokens: 20, temperature: 0 })) out += piece;
+  const files = await kiln.exportModel();
+  // ---------------------------------
+  Object.assign(window.result, { backend: kiln.backend, text: out, files: Object.keys(files).sort(), done: true });
+  log(`trained on ${kiln.backend.kind}; generated: Once upon a time${out}`);
+} catch (error) {
+  window.result.error = `${error.code ?? ''} ${error.message}`;
+  log(window.result.error);
+}
