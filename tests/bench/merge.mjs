@@ -12,6 +12,7 @@ const read = (name) => {
 const matmul = read('matmul.json');
 const train = read('train.json');
 const torch = read('torch.json');
+const browser = read('browser.json');
 
 const torchRate = new Map((torch?.results ?? []).map((r) => [r.preset, r.tokens_per_s]));
 const training = (train?.results ?? []).map((r) => ({
@@ -26,10 +27,23 @@ const training = (train?.results ?? []).map((r) => ({
   measured_over_estimate: r.memory_peak_bytes == null ? null : r.memory_peak_bytes / r.memory_estimate_bytes,
 }));
 
+const nativeRate = new Map((train?.results ?? []).map((r) => [`${r.preset}/${r.backend}`, r.tokens_per_s]));
+const inBrowser = browser && {
+  browser: browser.browser,
+  wasm_bytes: browser.wasm_bytes,
+  wasm_gzip_bytes: browser.wasm_gzip_bytes,
+  results: browser.results.map((r) => {
+    const native = nativeRate.get(`${r.preset}/${r.backend}`) ?? null;
+    return { preset: r.preset, backend: r.backend, adapter: r.adapter, tokens_per_s: r.tokens_per_s,
+      native_tokens_per_s: native, browser_over_native: native ? r.tokens_per_s / native : null };
+  }),
+};
+
 console.log(JSON.stringify({
   machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads },
   torch: torch ? { version: torch.torch, threads: torch.threads } : null,
   training,
+  browser: inBrowser,
   matmul: matmul && {
     geomean_tiled_over_naive: matmul.geomean_tiled_over_naive,
     geomean_tiled_over_cpu: matmul.geomean_tiled_over_cpu,

@@ -25,4 +25,8 @@ if [[ "${KILN_BENCH_TORCH:-}" != skip ]]; then
   fi
   "$python" tests/bench/torch_train.py "${quick[@]}" > target/bench/torch.json
 fi
+# the browser: the release wasm (wasm-opt -Oz) in headless Chromium
+bash tests/setup.sh all
+bash www/build.sh --release >&2
+node tests/bench/browser.mjs "${quick[@]}" > target/bench/browser.json
 node tests/bench/merge.mjs target/bench

@@ -1,0 +1,66 @@
+// Training throughput in the browser: the demo page's own Kiln API in headless Chromium,
+// on WebGPU (SwiftShader here) and on the CPU backend in WebAssembly, for the tiny and
+// small presets (8 rows of the full context, 512-token BPE vocabulary, as the native
+// benchmark). Also the size of the .wasm before and after gzip. Prints JSON.
+//   node tests/bench/browser.mjs [--quick]   (--quick: tiny only)
+import fs from 'node:fs';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../www/serve.mjs';
+import { launch } from '../browser/chromium.mjs';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const presets = process.argv.includes('--quick') ? ['tiny'] : ['tiny', 'small'];
+
+async function measure(webgpu, preset) {
+  const browser = await launch({ webgpu });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${origin}/index.html`);
+    await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+    return await page.evaluate(async (preset) => {
+      const kiln = window.kilnApp.kiln;
+      await kiln.useDefaultCorpus('en');
+      await kiln.trainTokenizer(null, { kind: 'bpe', vocabSize: 512 });
+      const info = await kiln.createModel({ preset }, { steps: 1000, batchSize: 8, logEvery: 1, evalEvery: 100000, sampleEvery: 0 });
+      const tokensPerStep = 8 * info.config.block_size;
+      const minSeconds = preset === 'tiny' ? 10 : 20;
+      let start = null;
+      let steps = 0;
+      await kiln.pretrain({
+        onProgress: (p) => {
+          // every step reads its loss back, so each progress marks finished GPU work;
+          // the first step (compiling pipelines) is not timed
+          if (start === null) { start = performance.now(); return; }
+          steps += 1;
+          if ((performance.now() - start) / 1000 >= minSeconds || steps >= 50) kiln.stop();
+        },
+      });
+      const seconds = (performance.now() - start) / 1000;
+      return { preset, backend: kiln.backend.kind, adapter: kiln.backend.adapter, params: info.params, steps_timed: steps, tokens_per_s: (steps * tokensPerStep) / seconds };
+    }, preset);
+  } finally {
+    await browser.close();
+  }
+}
+
+const server = await startServer(path.join(ROOT, 'www'), 0);
+const origin = `http://127.0.0.1:${server.address().port}`;
+const results = [];
+for (const preset of presets) {
+  for (const webgpu of [true, false]) {
+    const r = await measure(webgpu, preset);
+    console.error(`browser ${r.backend} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
+    results.push(r);
+  }
+}
+server.close();
+const wasm = fs.readFileSync(path.join(ROOT, 'www', 'pkg', 'kiln_bg.wasm'));
+console.log(JSON.stringify({
+  benchmark: 'browser_train',
+  browser: 'headless Chromium (Debian), WebGPU on SwiftShader; CPU backend in WebAssembly with SIMD128',
+  wasm_bytes: wasm.length,
+  wasm_gzip_bytes: zlib.gzipSync(wasm, { level: 9 }).length,
+  results,
+}, null, 2));
