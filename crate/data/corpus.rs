@@ -113,6 +113,27 @@ fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
     &items[rng.below(items.len() as u64) as usize]
 }
 
+/// Who and what one story is about. Drawn in a fixed order, so a seed gives one corpus.
+struct Cast {
+    name: &'static str,
+    animal: &'static str,
+    pron: &'static str,
+    friend: (&'static str, &'static str, &'static str),
+    adj: &'static str,
+    place: &'static str,
+    object: &'static str,
+}
+
+fn cast(rng: &mut Rng, g: &Grammar) -> Cast {
+    let &(name, animal, pron) = pick(rng, g.characters);
+    let mut friend = *pick(rng, g.characters);
+    while friend.0 == name {
+        friend = *pick(rng, g.characters);
+    }
+    let (adj, place, object) = (*pick(rng, g.adjectives), *pick(rng, g.places), *pick(rng, g.objects));
+    Cast { name, animal, pron, friend, adj, place, object }
+}
+
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     c.next().map_or(String::new(), |f| f.to_uppercase().collect::<String>() + c.as_str())
@@ -120,12 +141,7 @@ fn capitalise(s: &str) -> String {
 
 fn english_story(rng: &mut Rng) -> String {
     let g = &ENGLISH;
-    let &(name, animal, pron) = pick(rng, g.characters);
-    let mut friend = *pick(rng, g.characters);
-    while friend.0 == name {
-        friend = *pick(rng, g.characters);
-    }
-    let (adj, place, object) = (pick(rng, g.adjectives), pick(rng, g.places), pick(rng, g.objects));
+    let Cast { name, animal, pron, friend, adj, place, object } = cast(rng, g);
     let mut s = Vec::new();
     s.push(match rng.below(2) {
         0 => format!("Once upon a time, there was a {adj} {animal} named {name}."),
@@ -151,12 +167,7 @@ fn english_story(rng: &mut Rng) -> String {
 
 fn chinese_story(rng: &mut Rng) -> String {
     let g = &CHINESE;
-    let &(name, animal, pron) = pick(rng, g.characters);
-    let mut friend = *pick(rng, g.characters);
-    while friend.0 == name {
-        friend = *pick(rng, g.characters);
-    }
-    let (adj, place, object) = (pick(rng, g.adjectives), pick(rng, g.places), pick(rng, g.objects));
+    let Cast { name, animal, pron, friend, adj, place, object } = cast(rng, g);
     let mut s = Vec::new();
     s.push(match rng.below(2) {
         0 => format!("从前，有一只{adj}的{animal}，名叫{name}。"),

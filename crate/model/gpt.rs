@@ -235,6 +235,27 @@ pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) 
     be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, b * t, v);
 }
 
+/// Backward of a linear layer y (n, out) = x (n, in) · W (in, out) + b, given dy:
+///   dW += xᵀ · dy,   db += Σ_rows dy,   dx = dy · Wᵀ (overwritten).
+fn linear_backward<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    dx: &B::Buf,
+    x: &B::Buf,
+    dy: &B::Buf,
+    weight: usize,
+    bias: usize,
+    inp: usize,
+    out: usize,
+    n: usize,
+) -> Result<()> {
+    let (p, g) = (&model.params, &model.grads);
+    be.matmul(at(g, weight), at(x, 0), at(dy, 0), None, MatmulShape::tn(inp, out, n), true);
+    be.sum_rows(at(g, bias), at(dy, 0), n, out, true)?;
+    be.matmul(at(dx, 0), at(dy, 0), at(p, weight), None, MatmulShape::nt(n, inp, out), false);
+    Ok(())
+}
+
 /// Adds the gradient of Σ losses to `model.grads` (zero them first for a fresh step).
 /// `tokens` is the host copy of the batch's input tokens.
 pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
@@ -264,65 +285,37 @@ pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>,
 
     for (i, (w, x)) in l.layers.iter().zip(&a.layers).enumerate().rev() {
         let input = if i == 0 { &a.encoded } else { &a.layers[i - 1].res3 };
+        let layernorm_backward = |be: &mut B,
+                                  inp: &B::Buf,
+                                  weight: usize,
+                                  bias: usize,
+                                  mean: &B::Buf,
+                                  rstd: &B::Buf| {
+            // dres += the gradient through the LayerNorm of `inp`
+            be.layernorm_backward(&a.dres, at(g, weight), at(g, bias), &a.dln, inp, at(p, weight), mean, rstd, bt, c)
+        };
         // res3 = res2 + fcproj: dres reaches both unchanged (dres2 = dres stays in place)
-        // fcproj = fch_gelu · W + b
-        be.matmul(
-            at(g, w.mlp_proj_weight),
-            at(&x.fch_gelu, 0),
-            at(&a.dres, 0),
-            None,
-            MatmulShape::tn(4 * c, c, bt),
-            true,
-        );
-        be.sum_rows(at(g, w.mlp_proj_bias), at(&a.dres, 0), bt, c, true)?;
-        be.matmul(
-            at(&a.dfch_gelu, 0),
-            at(&a.dres, 0),
-            at(p, w.mlp_proj_weight),
-            None,
-            MatmulShape::nt(bt, 4 * c, c),
-            false,
-        );
+        linear_backward(
+            be,
+            model,
+            &a.dfch_gelu,
+            &x.fch_gelu,
+            &a.dres,
+            w.mlp_proj_weight,
+            w.mlp_proj_bias,
+            4 * c,
+            c,
+            bt,
+        )?;
         be.gelu_backward(&a.dfch, &x.fch, &a.dfch_gelu, bt * 4 * c);
-        // fch = ln2 · W + b
-        be.matmul(at(g, w.c_fc_weight), at(&x.ln2, 0), at(&a.dfch, 0), None, MatmulShape::tn(c, 4 * c, bt), true);
-        be.sum_rows(at(g, w.c_fc_bias), at(&a.dfch, 0), bt, 4 * c, true)?;
-        be.matmul(at(&a.dln, 0), at(&a.dfch, 0), at(p, w.c_fc_weight), None, MatmulShape::nt(bt, c, 4 * c), false);
-        // ln2 = layernorm(res2): dres += its gradient
-        be.layernorm_backward(
-            &a.dres,
-            at(g, w.ln_2_weight),
-            at(g, w.ln_2_bias),
-            &a.dln,
-            &x.res2,
-            at(p, w.ln_2_weight),
-            &x.ln2_mean,
-            &x.ln2_rstd,
-            bt,
-            c,
-        )?;
-        // res2 = input + attproj; attproj = atty · W + b
-        be.matmul(at(g, w.attn_proj_weight), at(&x.atty, 0), at(&a.dres, 0), None, MatmulShape::tn(c, c, bt), true);
-        be.sum_rows(at(g, w.attn_proj_bias), at(&a.dres, 0), bt, c, true)?;
-        be.matmul(at(&a.datty, 0), at(&a.dres, 0), at(p, w.attn_proj_weight), None, MatmulShape::nt(bt, c, c), false);
+        linear_backward(be, model, &a.dln, &x.ln2, &a.dfch, w.c_fc_weight, w.c_fc_bias, c, 4 * c, bt)?;
+        layernorm_backward(be, &x.res2, w.ln_2_weight, w.ln_2_bias, &x.ln2_mean, &x.ln2_rstd)?;
+        // res2 = input + attproj
+        linear_backward(be, model, &a.datty, &x.atty, &a.dres, w.attn_proj_weight, w.attn_proj_bias, c, c, bt)?;
         be.attention_backward(&a.dqkv, &a.datt, &a.datty, &x.qkv, &x.att, b, t, c, nh);
-        // qkv = ln1 · W + b
-        be.matmul(at(g, w.c_attn_weight), at(&x.ln1, 0), at(&a.dqkv, 0), None, MatmulShape::tn(c, 3 * c, bt), true);
-        be.sum_rows(at(g, w.c_attn_bias), at(&a.dqkv, 0), bt, 3 * c, true)?;
-        be.matmul(at(&a.dln, 0), at(&a.dqkv, 0), at(p, w.c_attn_weight), None, MatmulShape::nt(bt, c, 3 * c), false);
-        // ln1 = layernorm(input): dres += its gradient, now the gradient of the block's input
-        be.layernorm_backward(
-            &a.dres,
-            at(g, w.ln_1_weight),
-            at(g, w.ln_1_bias),
-            &a.dln,
-            input,
-            at(p, w.ln_1_weight),
-            &x.ln1_mean,
-            &x.ln1_rstd,
-            bt,
-            c,
-        )?;
+        linear_backward(be, model, &a.dln, &x.ln1, &a.dqkv, w.c_attn_weight, w.c_attn_bias, c, 3 * c, bt)?;
+        // now dres is the gradient of the block's input
+        layernorm_backward(be, input, w.ln_1_weight, w.ln_1_bias, &x.ln1_mean, &x.ln1_rstd)?;
     }
     be.embedding_backward(at(g, l.wte), at(g, l.wpe), &a.dres, tokens, b, t, c)
 }

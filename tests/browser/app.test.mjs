@@ -13,6 +13,8 @@ import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STEPS = 30;
+/** The WebGPU run's losses, to hold the CPU backend's run against. */
+let gpuLosses = null;
 
 let server;
 let origin;
@@ -90,6 +92,7 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
     assert.match(await page.textContent('#backend'), /WebGPU: .*swiftshader/i);
 
     const losses = await trainThroughThePage(page, { screenshot: 'training.png', checkResponsiveness: true });
+    gpuLosses = losses;
     console.log(`losses: ${losses.map(([s, l]) => `${s}:${l.toFixed(3)}`).join(' ')}`);
     const [first, last] = [losses[0][1], losses.at(-1)[1]];
     assert.ok(last < first - 1.0, `the loss should fall visibly: ${first} → ${last}`);
@@ -136,6 +139,12 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     const [first, last] = [losses[0][1], losses.at(-1)[1]];
     console.log(`CPU backend: loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
     assert.ok(last < first - 1.0);
+    if (gpuLosses) {
+      // the same model, seed and data on both backends: the same curve, to float tolerance
+      const worst = Math.max(...losses.map(([, l], i) => Math.abs(l - gpuLosses[i][1]) / gpuLosses[i][1]));
+      console.log(`CPU (WebAssembly) vs WebGPU losses over ${losses.length} points: max relative difference ${worst.toExponential(2)}`);
+      assert.ok(worst < 1e-3, `the backends' curves differ by ${worst}`);
+    }
     const greedy = await generateGreedy(page);
     assert.ok(greedy.length > 'Once upon a time'.length);
   } finally {
