@@ -43,7 +43,7 @@ const waitFor = (page, fn, timeout = 600_000) => page.waitForFunction(fn, null, 
 /** Trains the tiny preset through the page's controls; returns the reported losses. */
 async function trainThroughThePage(page, { screenshot, checkResponsiveness }) {
   await page.click('#train-tokenizer');
-  await waitFor(page, () => window.kilnApp.tokenizer || window.kilnApp.error, 120_000);
+  await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
   assert.match(await page.textContent('#tok-stats'), /vocabulary of 512 tokens/);
   const pieces = await page.locator('#tok-view span').count();
   assert.ok(pieces > 3, 'the token view shows the sample sentence split into tokens');
@@ -91,6 +91,18 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
     assert.equal(backend.kind, 'gpu');
     assert.match(await page.textContent('#backend'), /WebGPU: .*swiftshader/i);
 
+    // A model over this GPU's limits is refused before anything is made.
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+    await page.fill('#block-size', '2048');
+    await page.fill('#batch', '256');
+    await waitFor(page, () => /Too large/.test(document.getElementById('model-estimate').textContent), 30_000);
+    const refusal = await page.textContent('#model-estimate');
+    console.log(`refused: ${refusal}`);
+    assert.match(refusal, /maxStorageBufferBindingSize/);
+    await page.selectOption('#preset', 'tiny');
+    await page.fill('#batch', '8');
+
     const losses = await trainThroughThePage(page, { screenshot: 'training.png', checkResponsiveness: true });
     gpuLosses = losses;
     console.log(`losses: ${losses.map(([s, l]) => `${s}:${l.toFixed(3)}`).join(' ')}`);
@@ -135,6 +147,15 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     console.log(`backend: ${JSON.stringify(backend)}`);
     assert.equal(backend.kind, 'cpu');
     assert.match(await page.textContent('#backend'), /CPU \(WebAssembly\): WebGPU is not available here/);
+    // Files that are not text are refused by name, and the built-in corpus stays in use.
+    await page.check('input[name=source][value=file]');
+    await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
+    await waitFor(page, () => window.kilnApp.error, 30_000);
+    assert.match(await page.textContent('#error'), /\[data\] .*binary file/);
+    await page.setInputFiles('#file', { name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+    await waitFor(page, () => /empty/.test(window.kilnApp.error ?? ''), 30_000);
+    await page.check('input[name=source][value=en]');
+    await waitFor(page, () => window.kilnApp.error === null, 30_000);
     const losses = await trainThroughThePage(page, { screenshot: 'training-cpu.png', checkResponsiveness: false });
     const [first, last] = [losses[0][1], losses.at(-1)[1]];
     console.log(`CPU backend: loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
