@@ -125,6 +125,9 @@ const plot = new uPlot({
 }, [[], [], []], $('chart'));
 
 function setButtons(state) {
+  // While a run is going, the text, tokenizer and model stay as they are.
+  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file']) $(id).disabled = state !== 'idle';
+  for (const radio of document.querySelectorAll('input[name=source]')) radio.disabled = state !== 'idle';
   $('start').disabled = state !== 'idle';
   $('pause').disabled = state !== 'running';
   $('resume').disabled = state !== 'paused';
