@@ -27,6 +27,20 @@ impl GpuBackend {
     }
 }
 
+impl GpuBackend {
+    /// A write that lands after everything recorded so far and before what follows, in
+    /// the same submit (a training step with several micro-batches stays one submit).
+    fn write_ordered<T: bytemuck::Pod>(&mut self, buf: &Buffer, offset: usize, data: &[T]) {
+        if let Some(batch) = self.batch.as_mut() {
+            if batch.write(buf, offset, data).is_ok() {
+                return;
+            }
+            self.flush(); // no room for a staging copy: submit, then write directly
+        }
+        self.gpu.write(buf, offset, data);
+    }
+}
+
 fn v<'a>(at: At<'a, Buffer>) -> View<'a> {
     at.buf.at(at.offset)
 }
@@ -51,13 +65,10 @@ impl Backend for GpuBackend {
         Ok(self.gpu.upload(data)?)
     }
     fn write(&mut self, buf: &Buffer, offset: usize, data: &[f32]) {
-        // Queue writes land before the next submit: submit what was recorded first.
-        self.flush();
-        self.gpu.write(buf, offset, data);
+        self.write_ordered(buf, offset, data);
     }
     fn write_u32(&mut self, buf: &Buffer, offset: usize, data: &[u32]) {
-        self.flush();
-        self.gpu.write(buf, offset, data);
+        self.write_ordered(buf, offset, data);
     }
     async fn read(&mut self, buf: &Buffer) -> Result<Vec<f32>> {
         self.flush();

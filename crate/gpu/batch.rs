@@ -40,6 +40,7 @@ impl Gpu {
     /// Submits everything recorded in `batch` as one command buffer.
     pub fn submit(&self, batch: Batch) {
         self.queue.submit([batch.encoder.finish()]);
+        self.count_submit();
         drop(batch.temps);
     }
 }
@@ -59,6 +60,19 @@ impl Batch {
         let buf = self.gpu.zeros(len)?;
         self.temps.push(buf.clone());
         Ok(buf)
+    }
+
+    /// Writes `data` into `dst` from element `offset`, in order with the recorded kernels:
+    /// the data goes into a staging buffer now and is copied when the batch runs. (A queue
+    /// write would land before the whole batch, so it could not sit between two kernels.)
+    pub fn write<T: bytemuck::Pod>(&mut self, dst: &Buffer, offset: usize, data: &[T]) -> Result<(), GpuError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let staging = self.gpu.upload(data)?;
+        self.copy(&staging, 0, dst, offset, data.len());
+        self.temps.push(staging);
+        Ok(())
     }
 
     /// Sets a whole buffer to zero (gradients before a step).

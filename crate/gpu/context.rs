@@ -166,6 +166,8 @@ pub struct Gpu {
     pub(crate) limits: wgpu::Limits,
     info: wgpu::AdapterInfo,
     meter: Rc<MemoryMeter>,
+    /// Command buffers submitted so far (kernel batches and readback copies).
+    submits: Rc<std::cell::Cell<u64>>,
     /// Per-entry-point (dispatches, seconds) while profiling; None otherwise.
     profile: Rc<RefCell<Option<KernelTimes>>>,
     modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
@@ -205,6 +207,7 @@ impl Gpu {
             limits: required_limits,
             info: adapter.get_info(),
             meter: Rc::default(),
+            submits: Rc::default(),
             profile: Rc::default(),
             modules: Rc::default(),
             pipelines: Rc::default(),
@@ -245,6 +248,16 @@ impl Gpu {
             });
         }
         Ok(())
+    }
+
+    /// Command buffers submitted so far (a training step should add one, plus one
+    /// per readback).
+    pub fn submits(&self) -> u64 {
+        self.submits.get()
+    }
+
+    pub(crate) fn count_submit(&self) {
+        self.submits.set(self.submits.get() + 1);
     }
 
     /// Bytes of Kiln's storage buffers alive now, and the peak since [`Gpu::reset_peak`].
@@ -314,6 +327,7 @@ impl Gpu {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(&buf.raw, 0, &staging, 0, bytes);
         self.queue.submit([encoder.finish()]);
+        self.count_submit();
         let (sender, receiver) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);

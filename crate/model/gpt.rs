@@ -105,6 +105,7 @@ pub struct Activations<T> {
     pub lnf_rstd: T, // (BT)
     pub logits: T,   // (BT, V)
     pub losses: T,   // (BT) weighted loss per position
+    pub loss_sum: T, // (1) Σ losses over a step's micro-batches, summed on the device
     // gradient scratch, reused by every layer
     pub dlogits: T,   // (BT, V)
     pub dres: T,      // (BT, C) the gradient flowing down the residual stream
@@ -137,6 +138,7 @@ impl<T> Activations<T> {
             lnf_rstd: z(bt)?,
             logits: z(bt * v)?,
             losses: z(bt)?,
+            loss_sum: z(1)?,
             dlogits: z(bt * v)?,
             dres: z(bt * c)?,
             dln: z(bt * c)?,

@@ -3,7 +3,7 @@
 //! weights they build (DESIGN.md: every stage is cross-entropy with a weight per position).
 
 use super::optimizer::AdamW;
-use crate::backend::Backend;
+use crate::backend::{at, Backend};
 use crate::cpu::adamw::AdamWConfig;
 use crate::error::{KilnError, Result};
 use crate::model::{backward, forward, Activations, Gpt};
@@ -40,7 +40,8 @@ fn load<B: Backend>(be: &mut B, a: &Activations<B::Buf>, batch: &TokenBatch) {
 }
 
 /// One optimizer step over `micro_batches` (gradient accumulation). Everything is queued
-/// into one submit; the loss is read back only when `report` (then it is Σ w·nll).
+/// into one submit; the loss is summed on the device and read back (one readback, after
+/// the submit) only when `report` — then it is Σ w·nll.
 pub async fn train_step<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,
@@ -52,19 +53,19 @@ pub async fn train_step<B: Backend>(
     report: bool,
 ) -> Result<Option<f32>> {
     be.clear(&model.grads);
-    let mut loss = 0.0f64;
+    be.clear(&acts.loss_sum);
     for batch in micro_batches {
         load(be, acts, batch);
         forward(be, model, acts);
         backward(be, model, acts, &batch.tokens)?;
         if report {
-            loss += be.read(&acts.losses).await?.iter().map(|&x| x as f64).sum::<f64>();
+            be.sum_rows(at(&acts.loss_sum, 0), at(&acts.losses, 0), batch.b * batch.t, 1, true)?;
         }
     }
     opt.update(be, model, adamw, max_norm)?;
     be.flush();
     if report {
-        let loss = loss as f32;
+        let loss = be.read(&acts.loss_sum).await?[0];
         if !loss.is_finite() {
             return Err(KilnError::NonFiniteLoss { step: opt.step as u64, loss });
         }

@@ -1,0 +1,59 @@
+//! The training step on the GPU is one submit, gradient accumulation included; the loss
+//! is read back (one more submit, a copy) only on steps that report it. Accumulating
+//! micro-batches normalised by token count gives the gradient of the one big batch.
+
+use kiln::backend::{Backend, GpuBackend};
+use kiln::cpu::adamw::AdamWConfig;
+use kiln::data::corpus::{default_corpus, Language};
+use kiln::data::{documents, make_batch, rows_of};
+use kiln::gpu::Gpu;
+use kiln::model::{Activations, Gpt, GptConfig};
+use kiln::tokenizer::{Tokenizer, TokenizerKind};
+use kiln::train::{train_step, AdamW, TokenBatch};
+use pollster::block_on;
+
+#[test]
+fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
+    let text = default_corpus(Language::English, 50, 2);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let rows: Vec<Vec<u32>> = documents(&text).iter().flat_map(|d| rows_of(&tok.encode(d).unwrap(), 16)).collect();
+    let row_refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 16, n_layer: 1, n_head: 2, n_embd: 16 };
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    let mut be = GpuBackend::new(gpu.clone());
+    let adamw = AdamWConfig { lr: 1e-3, ..Default::default() };
+
+    // three micro-batches of 2 rows, weighted 1/(tokens of all three)
+    let micro: Vec<TokenBatch> = row_refs.chunks(2).take(3).map(|r| make_batch(r, 2, 16)).collect();
+    let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
+    let micro: Vec<TokenBatch> = micro.iter().map(|b| b.scaled((1.0 / tokens) as f32)).collect();
+    let model = Gpt::new(&mut be, config, 3).unwrap();
+    let acts = Activations::new(&mut be, &config, 2, 16).unwrap();
+    let mut opt = AdamW::new(&mut be, &model).unwrap();
+    let before = gpu.submits();
+    block_on(train_step(&mut be, &model, &acts, &mut opt, &micro, adamw, 1.0, false)).unwrap();
+    assert_eq!(gpu.submits() - before, 1, "a silent step with 3 micro-batches is one submit");
+    let before = gpu.submits();
+    let loss_accumulated =
+        block_on(train_step(&mut be, &model, &acts, &mut opt, &micro, adamw, 1.0, true)).unwrap().unwrap();
+    assert_eq!(gpu.submits() - before, 2, "a reporting step adds one readback");
+
+    // the same six rows as one batch of 6, from the same starting weights
+    let big = make_batch(&row_refs[..6], 6, 16);
+    let big = big.scaled((1.0 / big.weight_sum()) as f32);
+    let model_big = Gpt::new(&mut be, config, 3).unwrap();
+    let acts_big = Activations::new(&mut be, &config, 6, 16).unwrap();
+    let mut opt_big = AdamW::new(&mut be, &model_big).unwrap();
+    block_on(train_step(&mut be, &model_big, &acts_big, &mut opt_big, std::slice::from_ref(&big), adamw, 1.0, false))
+        .unwrap();
+    let loss_big =
+        block_on(train_step(&mut be, &model_big, &acts_big, &mut opt_big, &[big], adamw, 1.0, true)).unwrap().unwrap();
+    let (a, b) = (block_on(be.read(&model.params)).unwrap(), block_on(be.read(&model_big.params)).unwrap());
+    let expected: Vec<f64> = b.iter().map(|&x| x as f64).collect();
+    let err = kiln::selftest::max_rel_err(&a, &expected);
+    println!(
+        "accumulated loss {loss_accumulated:.6} vs one batch {loss_big:.6}; weights after 2 steps differ by {err:.2e}"
+    );
+    assert!(((loss_accumulated - loss_big) / loss_big).abs() < 1e-5);
+    assert!(err < 1e-5);
+}
