@@ -1,10 +1,18 @@
 //! Kiln: train tiny GPT-style language models on WebGPU, in the browser or natively.
 //!
-//! - [`gpu`]: wgpu plumbing and one typed function per WGSL kernel in `shaders/`.
-//! - [`cpu`]: the CPU twin of every kernel, same names, written to be read.
-//! - [`selftest`]: every kernel held against its twin; run by `cargo test` natively and
-//!   inside a Web Worker in Chromium.
-//! - [`bench`]: matmul throughput, tiled vs naive vs CPU.
+//! The data path, module by module:
+//! - [`tokenizer`]: byte-level BPE or characters, trained on the user's text.
+//! - [`data`]: text checks, documents → rows with `<|bos|>`/`<|eos|>`, batches with loss
+//!   weights; [`data::corpus`] generates the built-in stories.
+//! - [`model`]: the GPT-2 model — config, parameter layout, forward and backward written
+//!   once against [`backend::Backend`].
+//! - [`backend`]: the op set, on the GPU ([`gpu`]: wgpu plumbing and one typed function
+//!   per WGSL kernel in `shaders/`) or the CPU ([`cpu`]: each kernel's twin, written to
+//!   be read).
+//! - [`train`]: AdamW and the schedule, the shared training step, pretraining.
+//! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, resume.
+//! - [`selftest`]: every kernel against its twin (natively and in Chromium);
+//!   [`bench`]: benchmarks. `web.rs` is the wasm surface; `bin/kiln.rs` the CLI.
 
 pub mod backend;
 pub mod bench;
