@@ -228,7 +228,7 @@ pub fn resume<B: Backend>(mut be: B, files: &Files) -> Result<(Pretrainer<B>, St
     if state.batcher.position > data.train.len() {
         return Err(bad("trainer.json's data position is past the corpus"));
     }
-    crate::train::check_fits(&be, &loaded.config, cfg.batch_size, loaded.config.block_size)?;
+    crate::train::check_fits(be.max_buffer_bytes(), &loaded.config, cfg.batch_size, loaded.config.block_size)?;
     let model = crate::model::Gpt::from_params(&mut be, loaded.config, &loaded.params)?;
     let mut opt = AdamW::new(&mut be, &model)?;
     be.write(&opt.m, 0, &m);

@@ -41,6 +41,7 @@ pub enum TokenizerKind {
     Char,
 }
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -54,6 +55,13 @@ fn special_tokens() -> Vec<AddedToken> {
 }
 
 impl Tokenizer {
+    /// Special-token strings in encoded text stay text (the setting is not saved in
+    /// tokenizer.json, so every way in sets it).
+    fn wrap(mut inner: tokenizers::Tokenizer) -> Tokenizer {
+        inner.set_encode_special_tokens(true);
+        Tokenizer { inner }
+    }
+
     /// Trains a tokenizer on `documents`. For BPE `vocab_size` is the exact size wanted
     /// (MIN_BPE_VOCAB..=8192); for characters it caps the vocabulary (None: every
     /// character that occurs).
@@ -98,7 +106,7 @@ impl Tokenizer {
                 "this text supports only {got} BPE tokens (no pair repeats often enough for more); choose a vocabulary of at most {got}, or give more text"
             )));
         }
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::wrap(inner))
     }
 
     fn train_char(documents: &[&str], vocab_size: Option<usize>) -> Result<Tokenizer> {
@@ -141,7 +149,7 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_decoder(Some(Fuse::new()));
         inner.add_special_tokens(special_tokens()).map_err(err)?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::wrap(inner))
     }
 
     /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
@@ -153,7 +161,7 @@ impl Tokenizer {
                 return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
             }
         }
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer::wrap(inner))
     }
 
     pub fn to_json(&self) -> Result<String> {
@@ -167,9 +175,7 @@ impl Tokenizer {
     /// Token ids of `text`. Special-token strings in the text are ordinary text here: a
     /// user's document cannot inject a `<|eos|>` or a chat turn.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let mut inner = self.inner.clone();
-        inner.set_encode_special_tokens(true);
-        Ok(inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+        Ok(self.inner.encode(text, false).map_err(err)?.get_ids().to_vec())
     }
 
     /// Text of `ids`, without special tokens.

@@ -80,7 +80,7 @@ struct Session {
     gpu: Option<Gpu>,
     info: Option<BackendInfo>,
     corpus: Option<String>,
-    tokenizer_json: Option<String>,
+    tokenizer: Option<Tokenizer>,
     run: Option<Run>,
     generation: Option<Generation>,
     generated: Vec<u32>,
@@ -194,19 +194,21 @@ pub fn train_tokenizer(options: JsValue) -> Result<JsValue, JsValue> {
     let mut s = s.borrow_mut();
     let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
     let tokenizer = Tokenizer::train(&documents(corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
-    s.tokenizer_json = Some(tokenizer.to_json().map_err(kiln_error)?);
-    to_js(&serde_json::json!({"vocabSize": tokenizer.vocab_size(), "kind": o.kind}))
+    let info = serde_json::json!({"vocabSize": tokenizer.vocab_size(), "kind": o.kind});
+    s.tokenizer = Some(tokenizer);
+    to_js(&info)
 }
 
-fn tokenizer(s: &Session) -> Result<Tokenizer, JsValue> {
-    let json = s.tokenizer_json.as_deref().ok_or_else(|| js_error("train a tokenizer first"))?;
-    Tokenizer::from_json(json).map_err(kiln_error)
+fn tokenizer(s: &Session) -> Result<&Tokenizer, JsValue> {
+    s.tokenizer.as_ref().ok_or_else(|| js_error("train a tokenizer first"))
 }
 
 /// `text` split into tokens: [{id, text}].
 #[wasm_bindgen]
 pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
-    let tok = tokenizer(&session().borrow())?;
+    let s = session();
+    let s = s.borrow();
+    let tok = tokenizer(&s)?;
     let ids = tok.encode(&text).map_err(kiln_error)?;
     let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
     to_js(&pieces)
@@ -249,14 +251,8 @@ struct ModelInfo {
 
 fn info_for(s: &Session, config: GptConfig, batch: usize) -> ModelInfo {
     let memory = config.memory(batch, config.block_size);
-    let problem = match &s.info {
-        Some(info) if info.kind == BackendKind::Gpu => s
-            .gpu
-            .as_ref()
-            .and_then(|g| check_fits(&GpuBackend::new(g.clone()), &config, batch, config.block_size).err())
-            .map(|e| e.to_string()),
-        _ => None,
-    };
+    let limit = s.info.as_ref().and_then(|i| i.max_buffer_bytes);
+    let problem = check_fits(limit, &config, batch, config.block_size).err().map(|e| e.to_string());
     ModelInfo {
         config,
         params: config.num_params(),
@@ -281,7 +277,7 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
 
 fn new_run(s: &Session, config: GptConfig, cfg: PretrainConfig, params: Option<&[f32]>) -> Result<Run, JsValue> {
     let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
-    let tok = tokenizer(s)?;
+    let tok = tokenizer(s)?.clone();
     let run = match &s.gpu {
         Some(gpu) => Run::Gpu(Box::new(
             Pretrainer::with_params(GpuBackend::new(gpu.clone()), tok, corpus, config, cfg, params)
@@ -505,7 +501,7 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let cfg = training_config(training)?;
     let s = session();
     let mut s = s.borrow_mut();
-    s.tokenizer_json = Some(loaded.tokenizer.to_json().map_err(kiln_error)?);
+    s.tokenizer = Some(loaded.tokenizer);
     let run = new_run(&s, loaded.config, cfg.clone(), Some(&loaded.params))?;
     s.run = Some(run);
     s.generation = None;

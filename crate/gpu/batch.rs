@@ -24,17 +24,11 @@ pub struct Batch {
     encoder: wgpu::CommandEncoder,
     /// Scratch buffers that must live until the batch has been submitted.
     temps: Vec<Buffer>,
-    dispatches: usize,
 }
 
 impl Gpu {
     pub fn begin(&self) -> Batch {
-        Batch {
-            gpu: self.clone(),
-            encoder: self.device.create_command_encoder(&Default::default()),
-            temps: Vec::new(),
-            dispatches: 0,
-        }
+        Batch { gpu: self.clone(), encoder: self.device.create_command_encoder(&Default::default()), temps: Vec::new() }
     }
 
     /// Submits everything recorded in `batch` as one command buffer.
@@ -48,11 +42,6 @@ impl Gpu {
 impl Batch {
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
-    }
-
-    /// Number of kernel dispatches recorded so far.
-    pub fn dispatches(&self) -> usize {
-        self.dispatches
     }
 
     /// A zeroed scratch buffer that lives until this batch is submitted.
@@ -130,7 +119,6 @@ impl Batch {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
         drop(pass);
-        self.dispatches += 1;
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.profiling() {
             self.run_and_time(entry);

@@ -140,9 +140,9 @@ pub struct Pretrainer<B: Backend> {
 }
 
 /// Refuses a run that cannot fit in the device's buffers, before anything is allocated.
-pub fn check_fits<B: Backend>(be: &B, model: &GptConfig, b: usize, t: usize) -> Result<()> {
+pub fn check_fits(limit: Option<u64>, model: &GptConfig, b: usize, t: usize) -> Result<()> {
     let need = model.largest_buffer(b, t);
-    if let Some(limit) = be.max_buffer_bytes() {
+    if let Some(limit) = limit {
         if need > limit {
             return Err(KilnError::Config(format!(
                 "a model of {model} at batch {b} needs a buffer of {} MiB, over this device's limit of {} MiB (maxStorageBufferBindingSize); choose a smaller model, batch or context",
@@ -187,7 +187,7 @@ impl<B: Backend> Pretrainer<B> {
             )));
         }
         let t = model_cfg.block_size;
-        check_fits(&be, &model_cfg, cfg.batch_size, t)?;
+        check_fits(be.max_buffer_bytes(), &model_cfg, cfg.batch_size, t)?;
         let data = Dataset::new(&tokenizer, text, t, cfg.val_fraction, cfg.seed)?;
         let model = match params {
             Some(values) => Gpt::from_params(&mut be, model_cfg, values)?,
@@ -198,7 +198,6 @@ impl<B: Backend> Pretrainer<B> {
         Self::assemble(be, model, tokenizer, data, cfg, opt, batcher, 0, Vec::new())
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn assemble(
         mut be: B,
         model: Gpt<B>,

@@ -59,7 +59,7 @@ pub async fn train_step<B: Backend>(
         forward(be, model, acts);
         backward(be, model, acts, &batch.tokens)?;
         if report {
-            be.sum_rows(at(&acts.loss_sum, 0), at(&acts.losses, 0), batch.b * batch.t, 1, true)?;
+            add_losses(be, acts, batch)?;
         }
     }
     opt.update(be, model, adamw, max_norm)?;
@@ -74,18 +74,23 @@ pub async fn train_step<B: Backend>(
     Ok(None)
 }
 
-/// Σ w·nll over `batches` without updating anything (validation).
+/// Σ w·nll over `batches` without updating anything (validation): one submit, one readback.
 pub async fn evaluate<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,
     acts: &Activations<B::Buf>,
     batches: &[TokenBatch],
 ) -> Result<f32> {
-    let mut loss = 0.0f64;
+    be.clear(&acts.loss_sum);
     for batch in batches {
         load(be, acts, batch);
         forward(be, model, acts);
-        loss += be.read(&acts.losses).await?.iter().map(|&x| x as f64).sum::<f64>();
+        add_losses(be, acts, batch)?;
     }
-    Ok(loss as f32)
+    Ok(be.read(&acts.loss_sum).await?[0])
+}
+
+/// loss_sum += Σ losses of the batch just run, on the device (one readback per step).
+fn add_losses<B: Backend>(be: &mut B, acts: &Activations<B::Buf>, batch: &TokenBatch) -> Result<()> {
+    be.sum_rows(at(&acts.loss_sum, 0), at(&acts.losses, 0), batch.b * batch.t, 1, true)
 }

@@ -3,6 +3,7 @@
 // | {id, progress} | {id, token}. Calls into wasm run one at a time; a training run is a
 // loop of single steps, so pause, resume, stop and other calls are handled between steps.
 import init, * as wasm from '../pkg/kiln.js';
+import { adapterDescription } from './adapter.js';
 
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
@@ -57,14 +58,8 @@ async function generate(id, prompt, options = {}) {
   }
 }
 
-/** Browsers leave wgpu's adapter name empty; WebGPU's own adapter info says more. */
 async function describe(info) {
-  if (info.kind === 'gpu' && navigator.gpu) {
-    const adapter = await navigator.gpu.requestAdapter();
-    const i = adapter?.info;
-    const name = i ? [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') : '';
-    if (name) info.adapter = name;
-  }
+  if (info.kind === 'gpu') info.adapter = (await adapterDescription()) || info.adapter;
   return info;
 }
 
