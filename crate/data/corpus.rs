@@ -14,18 +14,18 @@ pub enum Language {
     Chinese,
 }
 
-struct Grammar {
+pub(crate) struct Grammar {
     /// (name, kind of animal, pronoun)
     characters: &'static [(&'static str, &'static str, &'static str)],
     adjectives: &'static [&'static str],
-    places: &'static [&'static str],
-    objects: &'static [&'static str],
+    pub(crate) places: &'static [&'static str],
+    pub(crate) objects: &'static [&'static str],
     times: &'static [&'static str],
     together: &'static [&'static str],
-    feelings: &'static [&'static str],
+    pub(crate) feelings: &'static [&'static str],
 }
 
-const ENGLISH: Grammar = Grammar {
+pub(crate) const ENGLISH: Grammar = Grammar {
     characters: &[
         ("Lily", "fox", "she"),
         ("Tom", "bear", "he"),
@@ -70,7 +70,7 @@ const ENGLISH: Grammar = Grammar {
     feelings: &["happy", "proud", "surprised", "calm", "thankful"],
 };
 
-const CHINESE: Grammar = Grammar {
+pub(crate) const CHINESE: Grammar = Grammar {
     characters: &[
         ("莉莉", "小狐狸", "她"),
         ("汤姆", "小熊", "他"),
@@ -109,22 +109,22 @@ const CHINESE: Grammar = Grammar {
     feelings: &["开心", "骄傲", "惊讶", "平静", "感激"],
 };
 
-fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
+pub(crate) fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
     &items[rng.below(items.len() as u64) as usize]
 }
 
 /// Who and what one story is about. Drawn in a fixed order, so a seed gives one corpus.
-struct Cast {
-    name: &'static str,
+pub(crate) struct Cast {
+    pub(crate) name: &'static str,
     animal: &'static str,
-    pron: &'static str,
-    friend: (&'static str, &'static str, &'static str),
+    pub(crate) pron: &'static str,
+    pub(crate) friend: (&'static str, &'static str, &'static str),
     adj: &'static str,
-    place: &'static str,
-    object: &'static str,
+    pub(crate) place: &'static str,
+    pub(crate) object: &'static str,
 }
 
-fn cast(rng: &mut Rng, g: &Grammar) -> Cast {
+pub(crate) fn cast(rng: &mut Rng, g: &Grammar) -> Cast {
     let &(name, animal, pron) = pick(rng, g.characters);
     let mut friend = *pick(rng, g.characters);
     while friend.0 == name {
@@ -134,7 +134,7 @@ fn cast(rng: &mut Rng, g: &Grammar) -> Cast {
     Cast { name, animal, pron, friend, adj, place, object }
 }
 
-fn capitalise(s: &str) -> String {
+pub(crate) fn capitalise(s: &str) -> String {
     let mut c = s.chars();
     c.next().map_or(String::new(), |f| f.to_uppercase().collect::<String>() + c.as_str())
 }

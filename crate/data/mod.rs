@@ -2,7 +2,10 @@
 //! at document boundaries, a train/validation split, and seeded, resumable batching with
 //! padding masked out of the loss.
 
+pub mod chat;
 pub mod corpus;
+pub mod instruct;
+pub mod jsonl;
 
 use serde::{Deserialize, Serialize};
 
