@@ -185,7 +185,12 @@ mod native {
         pub context: usize,
         pub vocab: usize,
         pub steps_timed: usize,
+        /// Pretraining: B · T tokens per step (packed rows: all of them are counted).
         pub tokens_per_s: f64,
+        /// SFT on the built-in instruction set, same model, batch and backend: B · T
+        /// positions per step, prompts and padding included (the work a step does).
+        pub sft_tokens_per_s: f64,
+        pub sft_steps_timed: usize,
         /// The model's estimate of device memory for this run (params, grads, AdamW, activations).
         pub memory_estimate_bytes: u64,
         /// The most bytes of Kiln buffers alive at once (GPU only).
@@ -205,7 +210,7 @@ mod native {
     /// Times optimizer steps of `run` until `min_seconds` have passed (at least one step,
     /// at most 50), each step synchronised by reading back the 2-element gradient norm.
     fn time_steps<B: crate::backend::Backend>(
-        run: &mut crate::train::Pretrainer<B>,
+        run: &mut crate::train::Trainer<B>,
         min_seconds: f64,
     ) -> Result<(usize, f64), KilnError> {
         let start = Instant::now();
@@ -226,7 +231,8 @@ mod native {
         use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
         use crate::model::GptConfig;
         use crate::tokenizer::{Tokenizer, TokenizerKind};
-        use crate::train::{PretrainConfig, Pretrainer};
+        use crate::train::sft::Sft;
+        use crate::train::{TrainConfig, Trainer};
 
         let text = default_corpus(Language::English, DEFAULT_STORIES, DEFAULT_SEED);
         let docs = crate::data::documents(&text);
@@ -239,7 +245,7 @@ mod native {
                 let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
                 let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
                 let batch = 8;
-                let cfg = PretrainConfig {
+                let cfg = TrainConfig {
                     steps: 1000,
                     batch_size: batch,
                     eval_every: u64::MAX,
@@ -247,20 +253,31 @@ mod native {
                     log_every: u64::MAX,
                     ..Default::default()
                 };
+                let sft_cfg = TrainConfig { ..cfg.clone() };
+                let seed = cfg.seed;
+                let sft_stage = |tok: &Tokenizer| Sft::builtin(tok, Language::English, model.block_size, seed);
                 let min_seconds = if preset == "tiny" { 3.0 } else { 5.0 };
-                let (steps, seconds, peak) = if backend == "gpu" {
+                // Pretraining, then SFT on the same model: (steps, seconds) each.
+                let (steps, seconds, sft_steps, sft_seconds, peak) = if backend == "gpu" {
                     gpu.reset_peak();
-                    let mut run = Pretrainer::new(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
+                    let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
                     time_steps(&mut run, 0.0)?; // warm-up: compiles the pipelines
                     let (steps, seconds) = time_steps(&mut run, min_seconds)?;
-                    (steps, seconds, Some(gpu.memory().1))
+                    let peak = gpu.memory().1;
+                    let stage = sft_stage(&run.tokenizer)?;
+                    run.begin(Box::new(stage), sft_cfg)?;
+                    let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
+                    (steps, seconds, sft_steps, sft_seconds, Some(peak))
                 } else {
-                    let mut run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg)?;
+                    let mut run = Trainer::pretrain(CpuBackend::new(), tokenizer, &text, model, cfg)?;
                     let (steps, seconds) = time_steps(&mut run, min_seconds)?;
-                    (steps, seconds, None)
+                    let stage = sft_stage(&run.tokenizer)?;
+                    run.begin(Box::new(stage), sft_cfg)?;
+                    let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
+                    (steps, seconds, sft_steps, sft_seconds, None)
                 };
                 let tokens_per_s = (steps * batch * model.block_size) as f64 / seconds;
-                progress(&format!("  {tokens_per_s:.0} tokens/s over {steps} steps"));
+                progress(&format!("  {tokens_per_s:.0} tokens/s over {steps} steps (pretraining)"));
                 results.push(TrainResult {
                     preset: preset.into(),
                     backend: backend.into(),
@@ -270,6 +287,8 @@ mod native {
                     vocab: model.vocab_size,
                     steps_timed: steps,
                     tokens_per_s,
+                    sft_tokens_per_s: (sft_steps * batch * model.block_size) as f64 / sft_seconds,
+                    sft_steps_timed: sft_steps,
                     memory_estimate_bytes: model.memory(batch, model.block_size).total(),
                     memory_peak_bytes: peak,
                 });
@@ -299,18 +318,18 @@ pub fn profile_step(
     use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED};
     use crate::model::GptConfig;
     use crate::tokenizer::{Tokenizer, TokenizerKind};
-    use crate::train::{PretrainConfig, Pretrainer};
+    use crate::train::{TrainConfig, Trainer};
     let text = default_corpus(Language::English, 1000, DEFAULT_SEED);
     let tokenizer = Tokenizer::train(&crate::data::documents(&text), TokenizerKind::Bpe, Some(512))?;
     let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
-    let cfg = PretrainConfig {
+    let cfg = TrainConfig {
         steps: 1000,
         eval_every: u64::MAX,
         sample_every: 0,
         log_every: u64::MAX,
         ..Default::default()
     };
-    let mut run = Pretrainer::new(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
+    let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
     pollster::block_on(run.train_one())?; // compile pipelines first
     gpu.set_profiling(true);
     for _ in 0..steps {

@@ -14,12 +14,11 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::{Batcher, BatcherState, Dataset};
+use crate::data::BatcherState;
 use crate::error::{KilnError, Result};
 use crate::model::{GptConfig, ParamLayout};
 use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
-use crate::train::optimizer::AdamW;
-use crate::train::{LossPoint, PretrainConfig, Pretrainer};
+use crate::train::{LossPoint, StageKind, TrainConfig, Trainer};
 
 /// File name → contents.
 pub type Files = HashMap<String, Vec<u8>>;
@@ -127,6 +126,7 @@ pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Re
         "pad_token": SPECIAL_TOKENS[crate::tokenizer::PAD as usize],
         "unk_token": SPECIAL_TOKENS[crate::tokenizer::UNK as usize],
         "model_max_length": cfg.block_size,
+        "chat_template": crate::data::chat::CHAT_TEMPLATE,
     });
     let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
     Ok(HashMap::from([
@@ -142,6 +142,8 @@ pub struct LoadedModel {
     pub config: GptConfig,
     pub tokenizer: Tokenizer,
     pub params: Vec<f32>,
+    /// What Kiln changed to make the folder usable (special tokens added …).
+    pub notes: Vec<String>,
 }
 
 fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
@@ -149,16 +151,18 @@ fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
 }
 
 /// Reads a model folder, checking every tensor's presence, type, shape and values.
-/// Tensor names with transformers' "transformer." prefix are accepted too.
+/// Tensor names with transformers' "transformer." prefix are accepted too. A folder
+/// whose tokenizer lacks Kiln's special tokens (a Hugging Face GPT-2) gets them at ids
+/// 0..8: the embedding grows by 8 rows, each the mean of the old rows, above them.
 pub fn load_model(files: &Files) -> Result<LoadedModel> {
-    let config = config_from_hf(file(files, "config.json")?)?;
+    let mut config = config_from_hf(file(files, "config.json")?)?;
     let tokenizer_json =
         std::str::from_utf8(file(files, "tokenizer.json")?).map_err(|_| bad("tokenizer.json is not UTF-8"))?;
-    let tokenizer = Tokenizer::from_json(tokenizer_json)?;
-    if tokenizer.vocab_size() != config.vocab_size {
+    let (tokenizer, added) = Tokenizer::from_json_adding_specials(tokenizer_json)?;
+    if tokenizer.vocab_size() - added != config.vocab_size {
         return Err(bad(format!(
             "tokenizer.json has {} tokens but config.json says vocab_size {}",
-            tokenizer.vocab_size(),
+            tokenizer.vocab_size() - added,
             config.vocab_size
         )));
     }
@@ -171,23 +175,60 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         let values = read_f32(&st, &names, &t.shape, "model.safetensors")?;
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
-    Ok(LoadedModel { config, tokenizer, params })
+    let mut notes = Vec::new();
+    if added > 0 {
+        params = grow_embedding(&config, &params, added);
+        config.vocab_size += added;
+        config.validate()?;
+        notes.push(format!(
+            "the tokenizer lacked Kiln's special tokens: added {} at ids 0–{} (the other ids moved up by {added}), their embeddings start at the mean of the old ones",
+            SPECIAL_TOKENS.join(" "),
+            added - 1
+        ));
+    }
+    Ok(LoadedModel { config, tokenizer, params, notes })
 }
 
-/// What a resume checkpoint holds beside the model folder.
+/// Parameters with `added` new token-embedding rows (the mean of the old rows) placed
+/// before the old ones; wte is the layout's first tensor, so the rest shifts unchanged.
+fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> {
+    let (v, c) = (config.vocab_size, config.n_embd);
+    let mut mean = vec![0.0f64; c];
+    for row in params[..v * c].chunks_exact(c) {
+        mean.iter_mut().zip(row).for_each(|(m, &x)| *m += x as f64 / v as f64);
+    }
+    let mut out = Vec::with_capacity(params.len() + added * c);
+    for _ in 0..added {
+        out.extend(mean.iter().map(|&m| m as f32));
+    }
+    out.extend_from_slice(params);
+    out
+}
+
+/// What a resume checkpoint holds beside the model folder and the stage's data.
 #[derive(Serialize, Deserialize)]
 struct TrainerState {
     kiln: String,
-    pretrain: PretrainConfig,
+    /// Checkpoints from before stages were named are pretraining runs.
+    #[serde(default = "pretrain_stage")]
+    stage: StageKind,
+    #[serde(alias = "pretrain")]
+    train: TrainConfig,
     step: u64,
     adam_step: u32,
     batcher: BatcherState,
     history: Vec<LossPoint>,
 }
 
-/// A resume checkpoint of a pretraining run: the model folder plus optimizer.safetensors,
-/// trainer.json and corpus.txt.
-pub async fn resume_files<B: Backend>(run: &mut Pretrainer<B>, corpus: &str) -> Result<Files> {
+fn pretrain_stage() -> StageKind {
+    StageKind::Pretrain
+}
+
+/// A resume checkpoint of a run: the model folder plus optimizer.safetensors,
+/// trainer.json (which stage, where in it) and the stage's data files.
+pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
+    let stage = run.stage()?;
+    let (kind, position, data) = (stage.kind(), stage.position(), stage.data_files());
     let params = run.be.read(&run.model.params).await?;
     let m = run.be.read(&run.opt.m).await?;
     let v = run.be.read(&run.opt.v).await?;
@@ -199,44 +240,61 @@ pub async fn resume_files<B: Backend>(run: &mut Pretrainer<B>, corpus: &str) -> 
     );
     let state = TrainerState {
         kiln: env!("CARGO_PKG_VERSION").into(),
-        pretrain: run.cfg.clone(),
+        stage: kind,
+        train: run.cfg.clone(),
         step: run.step,
         adam_step: run.opt.step,
-        batcher: run.batcher_state(),
+        batcher: position,
         history: run.history.clone(),
     };
     files.insert("trainer.json".into(), serde_json::to_vec_pretty(&state).expect("JSON"));
-    files.insert("corpus.txt".into(), corpus.as_bytes().to_vec());
+    files.extend(data);
     Ok(files)
 }
 
-/// Continues a pretraining run from a resume checkpoint (returns the run and its corpus).
-pub fn resume<B: Backend>(mut be: B, files: &Files) -> Result<(Pretrainer<B>, String)> {
+/// Continues a run from a resume checkpoint, in the stage it was in.
+pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     let loaded = load_model(files)?;
     let state: TrainerState = serde_json::from_slice(file(files, "trainer.json")?)
         .map_err(|e| bad(format!("trainer.json is not a Kiln trainer state: {e}")))?;
-    state.pretrain.validate()?;
-    let corpus = String::from_utf8(file(files, "corpus.txt")?.to_vec()).map_err(|_| bad("corpus.txt is not UTF-8"))?;
+    state.train.validate()?;
     let opt_bytes = file(files, "optimizer.safetensors")?;
     let st = SafeTensors::deserialize(opt_bytes).map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
     let n = [loaded.params.len()];
     let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors")?;
     let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors")?;
 
-    let cfg = state.pretrain;
-    let data = Dataset::new(&loaded.tokenizer, &corpus, loaded.config.block_size, cfg.val_fraction, cfg.seed)?;
-    if state.batcher.position > data.train.len() {
-        return Err(bad("trainer.json's data position is past the corpus"));
-    }
-    crate::train::check_fits(be.max_buffer_bytes(), &loaded.config, cfg.batch_size, loaded.config.block_size)?;
-    let model = crate::model::Gpt::from_params(&mut be, loaded.config, &loaded.params)?;
-    let mut opt = AdamW::new(&mut be, &model)?;
-    be.write(&opt.m, 0, &m);
-    be.write(&opt.v, 0, &v);
-    opt.step = state.adam_step;
-    let batcher = Batcher::resume(data.train.len(), state.batcher);
-    let run = Pretrainer::assemble(be, model, loaded.tokenizer, data, cfg, opt, batcher, state.step, state.history)?;
-    Ok((run, corpus))
+    let t = loaded.config.block_size;
+    let stage = crate::train::stage::restore(state.stage, files, &loaded.tokenizer, t, &state.train, state.batcher)?;
+    let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), state.train.seed)?;
+    run.be.write(&run.opt.m, 0, &m);
+    run.be.write(&run.opt.v, 0, &v);
+    run.opt.step = state.adam_step;
+    run.resume_stage(stage, state.train, state.step, state.history)?;
+    Ok(run)
+}
+
+/// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
+/// stage's data); an output folder with anything else is the user's, not Kiln's.
+pub fn is_checkpoint_file(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "optimizer.safetensors",
+        "trainer.json",
+        "corpus.txt",
+        "sft-train.jsonl",
+        "sft-val.jsonl",
+    ];
+    NAMES.contains(&name)
+}
+
+/// The stage a checkpoint folder was saved in, if it is a resume checkpoint.
+pub fn saved_stage(files: &Files) -> Option<StageKind> {
+    let state: TrainerState = serde_json::from_slice(files.get("trainer.json")?).ok()?;
+    Some(state.stage)
 }
 
 /// Writes `files` into `dir` all at once: into a sibling temporary folder first, then

@@ -26,6 +26,21 @@ pub enum KilnError {
 
 pub type Result<T> = std::result::Result<T, KilnError>;
 
+impl KilnError {
+    /// The same error, its message prefixed with where it happened (a file's path).
+    pub fn at(self, place: &str) -> KilnError {
+        let at = |m: String| format!("{place}: {m}");
+        match self {
+            KilnError::Config(m) => KilnError::Config(at(m)),
+            KilnError::Data(m) => KilnError::Data(at(m)),
+            KilnError::Tokenizer(m) => KilnError::Tokenizer(at(m)),
+            KilnError::Checkpoint(m) => KilnError::Checkpoint(at(m)),
+            KilnError::Io(m) => KilnError::Io(at(m)),
+            other => other,
+        }
+    }
+}
+
 impl fmt::Display for KilnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

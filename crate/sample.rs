@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{at, Backend};
 use crate::error::Result;
-use crate::model::gpt::{block_forward, head_forward, LayerActivations, Rows};
+use crate::model::gpt::{block_forward, final_norm, LayerActivations, LmHead, Rows};
 use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::tokenizer::{ASSISTANT, BOS, END, EOS, PAD, SYSTEM, UNK, USER};
@@ -117,7 +117,8 @@ impl<T> Decoder<T> {
             residual = &d.res3;
         }
         let [out, mean, rstd] = &self.lnf;
-        head_forward(be, model, [out, mean, rstd], &self.logits, residual, 1);
+        final_norm(be, model, [out, mean, rstd], residual, 1);
+        LmHead::logits(be, model, &self.logits, out, 1);
     }
 
     /// The logits queued by the last step.
@@ -133,6 +134,7 @@ pub struct Generation {
     pos: usize,
     produced: usize,
     done: bool,
+    stop: Option<u32>,
 }
 
 impl Generation {
@@ -158,7 +160,13 @@ impl Generation {
             pos: prompt.len(),
             produced: 0,
             done: cfg.max_tokens == 0,
+            stop: None,
         }
+    }
+
+    /// The token that ended the generation (`<|eos|>` or `<|end|>`), if one did.
+    pub fn stop_token(&self) -> Option<u32> {
+        self.stop
     }
 
     /// The next token; None once `<|eos|>`, `max_tokens` or the end of the context is reached.
@@ -175,6 +183,7 @@ impl Generation {
         let next = sample_logits(&logits, &self.cfg, &mut self.rng);
         if STOP.contains(&next) {
             self.done = true;
+            self.stop = Some(next);
             return Ok(None);
         }
         self.produced += 1;

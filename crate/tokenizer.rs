@@ -13,6 +13,7 @@ use tokenizers::decoders::fuse::Fuse;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::AddedToken;
 
 use crate::error::{KilnError, Result};
@@ -56,10 +57,22 @@ fn special_tokens() -> Vec<AddedToken> {
 
 impl Tokenizer {
     /// Special-token strings in encoded text stay text (the setting is not saved in
-    /// tokenizer.json, so every way in sets it).
-    fn wrap(mut inner: tokenizers::Tokenizer) -> Tokenizer {
+    /// tokenizer.json, so every way in sets it). The post-processor puts `<|bos|>` first,
+    /// as Kiln starts every text: Kiln encodes without it (`add_special_tokens` false)
+    /// and adds `<|bos|>` itself, while transformers' plain `tokenizer(text)` gets it
+    /// from the exported tokenizer.json, so both feed the model the same ids.
+    fn wrap(mut inner: tokenizers::Tokenizer) -> Result<Tokenizer> {
         inner.set_encode_special_tokens(true);
-        Tokenizer { inner }
+        let bos = SPECIAL_TOKENS[BOS as usize];
+        let template = TemplateProcessing::builder()
+            .try_single(format!("{bos} $A"))
+            .and_then(|b| b.try_pair(format!("{bos} $A $B:1")))
+            .map_err(err)?
+            .special_tokens(vec![(bos, BOS)])
+            .build()
+            .map_err(err)?;
+        inner.with_post_processor(Some(template));
+        Ok(Tokenizer { inner })
     }
 
     /// Trains a tokenizer on `documents`. For BPE `vocab_size` is the exact size wanted
@@ -106,7 +119,7 @@ impl Tokenizer {
                 "this text supports only {got} BPE tokens (no pair repeats often enough for more); choose a vocabulary of at most {got}, or give more text"
             )));
         }
-        Ok(Tokenizer::wrap(inner))
+        Tokenizer::wrap(inner)
     }
 
     fn train_char(documents: &[&str], vocab_size: Option<usize>) -> Result<Tokenizer> {
@@ -149,7 +162,7 @@ impl Tokenizer {
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_decoder(Some(Fuse::new()));
         inner.add_special_tokens(special_tokens()).map_err(err)?;
-        Ok(Tokenizer::wrap(inner))
+        Tokenizer::wrap(inner)
     }
 
     /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
@@ -161,7 +174,53 @@ impl Tokenizer {
                 return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
             }
         }
-        Ok(Tokenizer::wrap(inner))
+        Tokenizer::wrap(inner)
+    }
+
+    /// Reads a `tokenizer.json`; one without Kiln's special tokens (a Hugging Face GPT-2
+    /// tokenizer, say) gets them at ids 0..8, every other id moving up by 8. Returns the
+    /// tokenizer and, when ids moved, how many were added.
+    pub fn from_json_adding_specials(json: &str) -> Result<(Tokenizer, usize)> {
+        if let Ok(tok) = Tokenizer::from_json(json) {
+            return Ok((tok, 0));
+        }
+        let mut v: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| KilnError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;
+        let shift = SPECIAL_TOKENS.len() as u64;
+        let vocab = v
+            .pointer_mut("/model/vocab")
+            .and_then(|x| x.as_object_mut())
+            .ok_or_else(|| KilnError::Tokenizer("tokenizer.json has no model vocabulary (model.vocab)".into()))?;
+        if SPECIAL_TOKENS.iter().any(|s| vocab.contains_key(*s)) {
+            return Err(KilnError::Tokenizer("tokenizer.json has Kiln's special tokens at other ids".into()));
+        }
+        for id in vocab.values_mut() {
+            let old = id.as_u64().ok_or_else(|| KilnError::Tokenizer("a vocabulary id is not a number".into()))?;
+            *id = (old + shift).into();
+        }
+        let mut added: Vec<serde_json::Value> = SPECIAL_TOKENS
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                serde_json::json!({"id": i, "content": s, "single_word": false, "lstrip": false, "rstrip": false,
+                    "normalized": false, "special": true})
+            })
+            .collect();
+        if let Some(old) = v.get("added_tokens").and_then(|x| x.as_array()) {
+            for token in old {
+                let mut token = token.clone();
+                let id = token.get("id").and_then(|x| x.as_u64()).unwrap_or(0);
+                token["id"] = (id + shift).into();
+                added.push(token);
+            }
+        }
+        v["added_tokens"] = added.into();
+        v["post_processor"] = serde_json::Value::Null; // Kiln's own is set by wrap
+        let inner: tokenizers::Tokenizer = serde_json::to_string(&v)
+            .expect("JSON")
+            .parse()
+            .map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
+        Ok((Tokenizer::wrap(inner)?, SPECIAL_TOKENS.len()))
     }
 
     pub fn to_json(&self) -> Result<String> {

@@ -18,7 +18,11 @@ use crate::model::GptConfig;
 use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
-use crate::train::{check_fits, PretrainConfig, Pretrainer, Progress};
+use crate::data::chat::Message;
+use crate::data::jsonl::read_conversations;
+use crate::train::sft::{chat_prompt, Sft};
+use crate::train::stage::StageKind;
+use crate::train::{check_fits, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -49,13 +53,13 @@ fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue) -> Result<T, JsValue> {
     serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid options: {e}")))
 }
 
-/// A pretraining run on whichever backend the session has.
+/// A model and its trainer on whichever backend the session has.
 enum Run {
-    Gpu(Box<Pretrainer<GpuBackend>>),
-    Cpu(Box<Pretrainer<CpuBackend>>),
+    Gpu(Box<Trainer<GpuBackend>>),
+    Cpu(Box<Trainer<CpuBackend>>),
 }
 
-/// `$body` with `$r` bound to the run's Pretrainer, whatever its backend.
+/// `$body` with `$r` bound to the run's Trainer, whatever its backend.
 macro_rules! with_run {
     ($run:expr, $r:ident => $body:expr) => {
         match $run {
@@ -164,13 +168,8 @@ fn set_corpus(text: String) -> Result<JsValue, JsValue> {
 
 /// Uses the built-in stories ("en" or "zh") as the corpus.
 #[wasm_bindgen(js_name = useDefaultCorpus)]
-pub fn use_default_corpus(language: String) -> Result<JsValue, JsValue> {
-    let language = match language.as_str() {
-        "en" => Language::English,
-        "zh" => Language::Chinese,
-        other => return Err(js_error(format!("language {other:?}: choose en or zh"))),
-    };
-    set_corpus(default_corpus(language, DEFAULT_STORIES, DEFAULT_SEED))
+pub fn use_default_corpus(lang: String) -> Result<JsValue, JsValue> {
+    set_corpus(default_corpus(language(&lang)?, DEFAULT_STORIES, DEFAULT_SEED))
 }
 
 /// Uses a file's bytes (or pasted text, as UTF-8) as the corpus, after checking them.
@@ -275,81 +274,158 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
     to_js(&info_for(&s, config, batch_size.max(1)))
 }
 
-fn new_run(s: &Session, config: GptConfig, cfg: PretrainConfig, params: Option<&[f32]>) -> Result<Run, JsValue> {
-    let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
-    let tok = tokenizer(s)?.clone();
-    let run = match &s.gpu {
-        Some(gpu) => Run::Gpu(Box::new(
-            Pretrainer::with_params(GpuBackend::new(gpu.clone()), tok, corpus, config, cfg, params)
-                .map_err(kiln_error)?,
-        )),
-        None => Run::Cpu(Box::new(
-            Pretrainer::with_params(CpuBackend::new(), tok, corpus, config, cfg, params).map_err(kiln_error)?,
-        )),
-    };
-    Ok(run)
+/// A model (fresh, or from `params`) with `stage` begun on it.
+fn new_run(s: &Session, config: GptConfig, params: Option<&[f32]>, seed: u64) -> Result<Run, KilnError> {
+    let tok = s.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
+    Ok(match &s.gpu {
+        Some(gpu) => Run::Gpu(Box::new(Trainer::with_model(GpuBackend::new(gpu.clone()), tok, config, params, seed)?)),
+        None => Run::Cpu(Box::new(Trainer::with_model(CpuBackend::new(), tok, config, params, seed)?)),
+    })
 }
 
-/// Makes a new model and its training run on the corpus. `training` is a PretrainConfig
-/// (camelCase fields; missing ones take Kiln's defaults).
+/// The pretraining stage on the session's corpus.
+fn pretrain_stage(s: &Session, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>, KilnError> {
+    let corpus = s.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
+    let tok = s.tokenizer.as_ref().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
+    Ok(Box::new(Pretrain::new(tok, corpus, t, cfg)?))
+}
+
+/// Makes a new model and its pretraining run on the corpus. `training` holds training
+/// options (camelCase fields of TrainConfig; missing ones take the stage's defaults).
 #[wasm_bindgen(js_name = createModel)]
 pub fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
     let o: ModelOptions = from_js(model)?;
-    let cfg = training_config(training)?;
+    let cfg = training_config(StageKind::Pretrain, training)?;
     let s = session();
     let mut s = s.borrow_mut();
     let config = model_config(&o, tokenizer(&s)?.vocab_size()).map_err(kiln_error)?;
-    let run = new_run(&s, config, cfg.clone(), None)?;
+    let stage = pretrain_stage(&s, config.block_size, &cfg).map_err(kiln_error)?;
+    let mut run = new_run(&s, config, None, cfg.seed).map_err(kiln_error)?;
+    with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
     s.run = Some(run);
     s.generation = None;
-    run_info(&s, config, cfg.batch_size)
+    run_info(&s)
 }
 
-fn run_info(s: &Session, config: GptConfig, batch: usize) -> Result<JsValue, JsValue> {
-    let (train_rows, val_rows) = with_run!(s.run.as_ref().expect("a run"), r => (r.data.train.len(), r.data.val.len()));
+fn run_info(s: &Session) -> Result<JsValue, JsValue> {
+    let run = s.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
+    let (config, batch, rows, stage) = with_run!(run, r => (
+        r.model.config,
+        r.cfg.batch_size,
+        r.stage.as_ref().map(|st| st.rows()),
+        r.stage.as_ref().map(|st| st.kind()),
+    ));
     let info = info_for(s, config, batch);
+    let (train_rows, val_rows) = rows.unwrap_or((0, 0));
     to_js(&serde_json::json!({
         "config": info.config, "params": info.params, "memoryBytes": info.memory_bytes, "memory": info.memory,
-        "trainRows": train_rows, "valRows": val_rows,
+        "stage": stage, "trainRows": train_rows, "valRows": val_rows,
     }))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct TrainingOptions {
-    steps: Option<u64>,
-    batch_size: Option<usize>,
-    grad_accum: Option<usize>,
-    lr: Option<f64>,
-    warmup_steps: Option<u64>,
-    eval_every: Option<u64>,
-    sample_every: Option<u64>,
-    sample_tokens: Option<usize>,
-    log_every: Option<u64>,
-    seed: Option<u64>,
+/// Training options from JS over the stage's defaults (TrainConfig::from_options).
+fn training_config(stage: StageKind, value: JsValue) -> Result<TrainConfig, JsValue> {
+    let options: serde_json::Value =
+        if value.is_undefined() || value.is_null() { serde_json::Value::Null } else { from_js(value)? };
+    TrainConfig::from_options(stage, &options).map_err(kiln_error)
 }
 
-fn training_config(value: JsValue) -> Result<PretrainConfig, JsValue> {
-    let o: TrainingOptions =
-        if value.is_undefined() || value.is_null() { TrainingOptions::default() } else { from_js(value)? };
-    let d = PretrainConfig::default();
-    let lr = o.lr.unwrap_or(d.lr);
-    let cfg = PretrainConfig {
-        steps: o.steps.unwrap_or(d.steps),
-        batch_size: o.batch_size.unwrap_or(d.batch_size),
-        grad_accum: o.grad_accum.unwrap_or(d.grad_accum),
-        lr,
-        min_lr: lr / 10.0,
-        warmup_steps: o.warmup_steps.unwrap_or(d.warmup_steps),
-        eval_every: o.eval_every.unwrap_or(d.eval_every),
-        sample_every: o.sample_every.unwrap_or(d.sample_every),
-        sample_tokens: o.sample_tokens.unwrap_or(d.sample_tokens),
-        log_every: o.log_every.unwrap_or(d.log_every),
-        seed: o.seed.unwrap_or(d.seed),
-        ..d
+/// Kiln's defaults, the one source for the page and the JS API: the model presets, each
+/// stage's training options, and sampling.
+#[wasm_bindgen]
+pub fn defaults() -> Result<JsValue, JsValue> {
+    let presets: serde_json::Map<String, serde_json::Value> = crate::model::PRESETS
+        .iter()
+        .map(|&(name, n_layer, n_head, n_embd, block_size)| {
+            (name.to_string(), serde_json::json!({"nLayer": n_layer, "nHead": n_head, "nEmbd": n_embd, "blockSize": block_size}))
+        })
+        .collect();
+    to_js(&serde_json::json!({
+        "presets": presets,
+        "training": {
+            "pretrain": TrainConfig::for_stage(StageKind::Pretrain),
+            "sft": TrainConfig::for_stage(StageKind::Sft),
+        },
+        "sampling": SampleConfig::default(),
+    }))
+}
+
+/// Begins a stage on the current model, with a fresh optimizer: "pretrain" on the
+/// corpus, or "sft" on `data` (JSONL bytes: TRL's prompt/completion or messages) or, when
+/// `data` is absent, the built-in instruction set in `lang` ("en" or "zh"). `training`:
+/// options over the stage's defaults. Returns the run's info, with the JSONL lines skipped.
+#[wasm_bindgen(js_name = beginStage)]
+pub fn begin_stage(stage: String, data: Option<Vec<u8>>, lang: Option<String>, training: JsValue) -> Result<JsValue, JsValue> {
+    let kind = StageKind::parse(&stage).map_err(kiln_error)?;
+    let cfg = training_config(kind, training)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    let tok = tokenizer(&s)?.clone();
+    let t = with_run!(s.run.as_ref().ok_or_else(|| js_error("create or import a model first"))?, r => r.model.config.block_size);
+    let mut skipped = Vec::new();
+    let new_stage: Box<dyn Stage> = match kind {
+        StageKind::Pretrain => pretrain_stage(&s, t, &cfg).map_err(kiln_error)?,
+        StageKind::Sft => Box::new(match data {
+            Some(bytes) => {
+                let loaded = read_conversations(&bytes).map_err(kiln_error)?;
+                skipped = loaded.skipped.iter().map(|e| e.to_string()).collect();
+                Sft::from_conversations(&tok, loaded.items, t, &cfg).map_err(kiln_error)?
+            }
+            None => Sft::builtin(&tok, language(lang.as_deref().unwrap_or("en"))?, t, cfg.seed).map_err(kiln_error)?,
+        }),
     };
-    cfg.validate().map_err(kiln_error)?;
-    Ok(cfg)
+    let run = s.run.as_mut().expect("checked above");
+    with_run!(run, r => r.begin(new_stage, cfg)).map_err(kiln_error)?;
+    s.generation = None;
+    let info = run_info(&s)?;
+    js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
+    Ok(info)
+}
+
+fn language(name: &str) -> Result<Language, JsValue> {
+    match name {
+        "en" => Ok(Language::English),
+        "zh" => Ok(Language::Chinese),
+        other => Err(js_error(format!("language {other:?}: choose en or zh"))),
+    }
+}
+
+/// The stage the run is in ("pretrain", "sft"), or null before any.
+#[wasm_bindgen(js_name = currentStage)]
+pub fn current_stage() -> Option<String> {
+    let s = session();
+    let s = s.borrow();
+    s.run.as_ref().and_then(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind().name().to_string())))
+}
+
+/// `n` conversations of the built-in instruction set ("train" or "heldout" split).
+#[wasm_bindgen(js_name = instructionExamples)]
+pub fn instruction_examples(lang: String, split: String, n: usize) -> Result<JsValue, JsValue> {
+    use crate::data::instruct::{instruction_set, Split};
+    let split = match split.as_str() {
+        "train" => Split::Train,
+        "heldout" => Split::HeldOut,
+        other => return Err(js_error(format!("split {other:?}: choose train or heldout"))),
+    };
+    to_js(&instruction_set(language(&lang)?, split, n.min(1000)))
+}
+
+/// A conversation through the chat template: [{id, text, supervised}] per token.
+#[wasm_bindgen(js_name = renderChat)]
+pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
+    let messages: Vec<Message> = from_js(messages)?;
+    let s = session();
+    let s = s.borrow();
+    let tok = tokenizer(&s)?;
+    let r = crate::data::chat::render(tok, &messages).map_err(kiln_error)?;
+    let special = |id: u32| crate::tokenizer::SPECIAL_TOKENS.get(id as usize).map(|x| x.to_string());
+    let pieces: Vec<_> = r
+        .ids
+        .iter()
+        .zip(&r.supervised)
+        .map(|(&id, &sup)| serde_json::json!({"id": id, "text": special(id).unwrap_or_else(|| tok.token_text(id)), "supervised": sup}))
+        .collect();
+    to_js(&pieces)
 }
 
 /// Changes the length of the run (more steps continue it; the schedule stretches).
@@ -358,7 +434,7 @@ pub fn set_steps(steps: u64) -> Result<(), JsValue> {
     let s = session();
     let mut s = s.borrow_mut();
     let run = s.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
-    with_run!(run, r => r.cfg.steps = steps.max(r.step));
+    with_run!(run, r => r.cfg.steps = steps.max(r.step).max(1));
     Ok(())
 }
 
@@ -391,31 +467,35 @@ pub async fn train_step() -> Result<JsValue, JsValue> {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GenerateOptions {
-    max_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
+/// Sampling options from JS over SampleConfig's defaults.
+fn sample_config(options: JsValue) -> Result<SampleConfig, JsValue> {
+    let given: serde_json::Value = if options.is_undefined() || options.is_null() { serde_json::Value::Null } else { from_js(options)? };
+    let mut merged = serde_json::to_value(SampleConfig::default()).expect("JSON");
+    if let Some(o) = given.as_object() {
+        for (key, value) in o {
+            let field = match key.as_str() {
+                "maxTokens" => "max_tokens",
+                "temperature" => "temperature",
+                "topK" => "top_k",
+                "topP" => "top_p",
+                "seed" => "seed",
+                other => return Err(js_error(format!("unknown sampling option {other:?}"))),
+            };
+            merged[field] = value.clone();
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| js_error(format!("invalid sampling options: {e}")))
 }
 
-/// Starts generating from `prompt`; then call generateNext until it returns null.
-#[wasm_bindgen(js_name = generateStart)]
-pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsValue> {
-    let o: GenerateOptions = from_js(options)?;
-    let d = SampleConfig::default();
-    let cfg = SampleConfig {
-        max_tokens: o.max_tokens.unwrap_or(d.max_tokens),
-        temperature: o.temperature.unwrap_or(d.temperature),
-        top_k: o.top_k.unwrap_or(d.top_k),
-        top_p: o.top_p.unwrap_or(d.top_p),
-        seed: o.seed.unwrap_or(d.seed),
-    };
+/// Starts a generation after the ids `prompt` makes from the run's tokenizer.
+fn start_generation<F>(prompt: F, options: JsValue) -> Result<(), JsValue>
+where
+    F: Fn(&Tokenizer, usize) -> Result<Vec<u32>, KilnError>,
+{
+    let cfg = sample_config(options)?;
     let mut run = take_run()?;
     let result = with_run!(&mut run, r => (|| {
-        let ids = r.prompt_ids(&prompt)?;
+        let ids = prompt(&r.tokenizer, r.model.config.block_size)?;
         let (be, model, decoder) = r.generator()?;
         Ok::<_, KilnError>(Generation::start(be, model, decoder, &ids, &cfg))
     })());
@@ -427,6 +507,27 @@ pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsVa
     s.generated.clear();
     s.shown = 0;
     Ok(())
+}
+
+/// Starts generating from `prompt`; then call generateNext until it returns null.
+#[wasm_bindgen(js_name = generateStart)]
+pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsValue> {
+    start_generation(
+        |tok, _| {
+            let mut ids = vec![crate::tokenizer::BOS];
+            ids.extend(tok.encode(&prompt)?);
+            Ok(ids)
+        },
+        options,
+    )
+}
+
+/// Starts the assistant's answer to `messages` ([{role, content}], the last the user's);
+/// then call generateNext until it returns null (the answer ends at `<|end|>`).
+#[wasm_bindgen(js_name = chatStart)]
+pub async fn chat_start(messages: JsValue, options: JsValue) -> Result<(), JsValue> {
+    let messages: Vec<Message> = from_js(messages)?;
+    start_generation(|tok, t| chat_prompt(tok, &messages, t), options)
 }
 
 /// The next piece of generated text (possibly empty while a character is incomplete), or
@@ -492,20 +593,39 @@ async fn model_files() -> Result<Files, JsValue> {
 }
 
 /// Loads a model from a .zip of a model folder (as exportZip makes, or transformers'
-/// save_pretrained with safetensors), replacing the current model and tokenizer; training
-/// continues from it on the current corpus.
+/// save_pretrained with safetensors), replacing the current model and tokenizer. Any
+/// stage can then begin on it (`beginStage`); with a corpus set, pretraining is begun
+/// at once, so `train` continues as before. Returns the run's info and `notes` (what Kiln
+/// changed, e.g. special tokens added).
 #[wasm_bindgen(js_name = importZip)]
 pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
     let loaded = checkpoint::load_model(&files).map_err(kiln_error)?;
-    let cfg = training_config(training)?;
+    let cfg = training_config(StageKind::Pretrain, training)?;
     let s = session();
     let mut s = s.borrow_mut();
-    s.tokenizer = Some(loaded.tokenizer);
-    let run = new_run(&s, loaded.config, cfg.clone(), Some(&loaded.params))?;
-    s.run = Some(run);
-    s.generation = None;
-    run_info(&s, loaded.config, cfg.batch_size)
+    let previous = s.tokenizer.replace(loaded.tokenizer);
+    let made = (|| {
+        let mut run = new_run(&s, loaded.config, Some(&loaded.params), cfg.seed)?;
+        if s.corpus.is_some() {
+            let stage = pretrain_stage(&s, loaded.config.block_size, &cfg)?;
+            with_run!(&mut run, r => r.begin(stage, cfg.clone()))?;
+        }
+        Ok::<_, KilnError>(run)
+    })();
+    match made {
+        Ok(run) => {
+            s.run = Some(run);
+            s.generation = None;
+            let info = run_info(&s)?;
+            js_sys::Reflect::set(&info, &"notes".into(), &to_js(&loaded.notes)?)?;
+            Ok(info)
+        }
+        Err(e) => {
+            s.tokenizer = previous; // nothing changes unless the import succeeds
+            Err(kiln_error(e))
+        }
+    }
 }
 
 // ---------------------------------------------------------------- kernel self-test

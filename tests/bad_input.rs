@@ -9,7 +9,7 @@ use kiln::error::KilnError;
 use kiln::gpu::Gpu;
 use kiln::model::GptConfig;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::{PretrainConfig, Pretrainer};
+use kiln::train::{TrainConfig, Trainer};
 use pollster::block_on;
 
 fn says<T>(result: Result<T, KilnError>, needle: &str) {
@@ -33,10 +33,10 @@ fn unusable_files_are_refused_by_name() {
 #[test]
 fn text_shorter_than_one_context_is_refused() {
     let tok = Tokenizer::train(&["hello there, hello again"], TokenizerKind::Char, None).unwrap();
-    says(Dataset::new(&tok, "hello there", 64, 0.1, 0), "shorter than one context");
+    says(Dataset::packed(&tok, "hello there", 64, 0.1, 0), "shorter than one context");
     // just long enough: both splits get something
     let text = "hello there, hello again. ".repeat(4);
-    let data = Dataset::new(&tok, &text, 16, 0.1, 0).unwrap();
+    let data = Dataset::packed(&tok, &text, 16, 0.1, 0).unwrap();
     assert!(!data.train.is_empty() && !data.val.is_empty());
 }
 
@@ -47,9 +47,9 @@ fn a_model_over_the_gpu_limits_is_refused_before_allocating() {
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     // logits of 64 × 1024 positions × V alone exceed a 128 MiB (or 1 GiB) binding
     let huge = GptConfig { vocab_size: tok.vocab_size(), block_size: 4096, n_layer: 1, n_head: 1, n_embd: 64 };
-    let cfg = PretrainConfig { batch_size: 64, ..Default::default() };
+    let cfg = TrainConfig { batch_size: 64, ..Default::default() };
     let before = gpu.memory().0;
-    says(Pretrainer::new(GpuBackend::new(gpu.clone()), tok, &text, huge, cfg), "maxStorageBufferBindingSize");
+    says(Trainer::pretrain(GpuBackend::new(gpu.clone()), tok, &text, huge, cfg), "maxStorageBufferBindingSize");
     assert_eq!(gpu.memory().0, before, "nothing may be allocated for a refused model");
     says(GptConfig::preset("gigantic", 100), "unknown preset");
     says(
@@ -63,11 +63,11 @@ fn bad_training_settings_are_refused() {
     let text = default_corpus(Language::English, 100, 1);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let model = GptConfig::preset("tiny", tok.vocab_size()).unwrap();
-    let cfg = PretrainConfig { lr: -1.0, ..Default::default() };
-    says(Pretrainer::new(CpuBackend::new(), tok, &text, model, cfg), "learning rate");
+    let cfg = TrainConfig { lr: -1.0, ..Default::default() };
+    says(Trainer::pretrain(CpuBackend::new(), tok, &text, model, cfg), "learning rate");
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let wrong_vocab = GptConfig { vocab_size: 7, ..model };
-    says(Pretrainer::new(CpuBackend::new(), tok, &text, wrong_vocab, PretrainConfig::default()), "vocabulary");
+    says(Trainer::pretrain(CpuBackend::new(), tok, &text, wrong_vocab, TrainConfig::default()), "vocabulary");
 }
 
 #[test]
@@ -76,8 +76,8 @@ fn a_nan_loss_stops_training_with_a_clear_error() {
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
-    let cfg = PretrainConfig { log_every: 1, sample_every: 0, ..Default::default() };
-    let mut run = Pretrainer::new(GpuBackend::new(gpu), tok, &text, model, cfg).unwrap();
+    let cfg = TrainConfig { log_every: 1, sample_every: 0, ..Default::default() };
+    let mut run = Trainer::pretrain(GpuBackend::new(gpu), tok, &text, model, cfg).unwrap();
     block_on(run.train_one()).unwrap();
     // a poisoned weight (as from an overflowing update) makes every loss NaN
     let offset = run.model.layout.get("h.0.ln_1.weight").unwrap().offset;

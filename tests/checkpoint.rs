@@ -9,14 +9,14 @@ use kiln::data::documents;
 use kiln::gpu::Gpu;
 use kiln::model::GptConfig;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::{PretrainConfig, Pretrainer};
+use kiln::train::{TrainConfig, Trainer};
 use pollster::block_on;
 
-fn setup() -> (String, Tokenizer, GptConfig, PretrainConfig) {
+fn setup() -> (String, Tokenizer, GptConfig, TrainConfig) {
     let text = default_corpus(Language::English, 200, 5);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
     let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 2, n_head: 2, n_embd: 32 };
-    let cfg = PretrainConfig {
+    let cfg = TrainConfig {
         steps: 12,
         batch_size: 4,
         grad_accum: 2,
@@ -33,7 +33,7 @@ fn setup() -> (String, Tokenizer, GptConfig, PretrainConfig) {
 type StepLog = (u64, f32, Option<f32>);
 
 /// Steps until done; returns each step's log and the final parameters.
-fn finish<B: Backend>(run: &mut Pretrainer<B>) -> (Vec<StepLog>, Vec<f32>) {
+fn finish<B: Backend>(run: &mut Trainer<B>) -> (Vec<StepLog>, Vec<f32>) {
     let mut log = Vec::new();
     while !run.done() {
         let p = block_on(run.train_one()).unwrap();
@@ -51,21 +51,20 @@ fn resume_is_bit_exact<B: Backend>(make: impl Fn() -> B, name: &str) {
     let (text, tok, model, cfg) = setup();
     let tok_json = tok.to_json().unwrap();
     let (straight, params_straight) = {
-        let mut run = Pretrainer::new(make(), tok, &text, model, cfg.clone()).unwrap();
+        let mut run = Trainer::pretrain(make(), tok, &text, model, cfg.clone()).unwrap();
         finish(&mut run)
     };
     let dir = std::env::temp_dir().join(format!("kiln-resume-{name}-{}", std::process::id()));
     {
         let tok = Tokenizer::from_json(&tok_json).unwrap();
-        let mut run = Pretrainer::new(make(), tok, &text, model, cfg.clone()).unwrap();
+        let mut run = Trainer::pretrain(make(), tok, &text, model, cfg.clone()).unwrap();
         for _ in 0..5 {
             block_on(run.train_one()).unwrap();
         }
-        let files = block_on(resume_files(&mut run, &text)).unwrap();
+        let files = block_on(resume_files(&mut run)).unwrap();
         write_dir(&dir, &files).unwrap();
     } // the first half of the run is gone
-    let (mut run, corpus) = resume(make(), &read_dir(&dir).unwrap()).unwrap();
-    assert_eq!(corpus, text);
+    let mut run = resume(make(), &read_dir(&dir).unwrap()).unwrap();
     assert_eq!(run.step, 5);
     let (resumed, params_resumed) = finish(&mut run);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -77,3 +77,98 @@ fn bad_input_writes_nothing() {
     assert!(!ok && err.contains("unknown preset"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn kiln_with_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or("/tmp".into()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    (out.status.success(), stdout, stderr)
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_out_folder_holding_other_files_is_refused_and_left_untouched() {
+    let dir = temp("foreign");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("thesis.txt"), "my only copy").unwrap();
+    for args in [
+        vec!["pretrain", "--steps", "1", "--backend", "cpu", "--out", dir.to_str().unwrap()],
+        vec!["sft", "--ckpt", "nowhere", "--out", dir.to_str().unwrap()],
+    ] {
+        let (ok, _, err) = kiln(&args);
+        println!("{}", err.trim());
+        assert!(!ok && err.contains("not a Kiln checkpoint") && err.contains("thesis.txt"), "{err}");
+        assert_eq!(listing(&dir), ["thesis.txt"]);
+        assert_eq!(std::fs::read_to_string(dir.join("thesis.txt")).unwrap(), "my only copy");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sft_resume_and_chat_from_the_command_line() {
+    let (base, tuned) = (temp("sft-base"), temp("sft-tuned"));
+    let (base_s, tuned_s) = (base.to_str().unwrap(), tuned.to_str().unwrap());
+    let (ok, _, err) = kiln(&["pretrain", "--steps", "10", "--backend", "cpu", "--sample-every", "0", "--out", base_s]);
+    assert!(ok, "pretrain failed: {err}");
+    // a JSONL file with good lines of both formats and two bad ones
+    let data = base.parent().unwrap().join(format!("kiln-cli-data-{}.jsonl", std::process::id()));
+    let mut lines = Vec::new();
+    for i in 0..12 {
+        lines.push(match i {
+            1 => "{\"prompt\": \"no completion\"}".to_string(),
+            4 => "{not json".to_string(),
+            i if i % 2 == 0 => format!("{{\"prompt\": \"Say {i}.\", \"completion\": \"{i}.\"}}"),
+            i => format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"Count to {i}.\"}}, {{\"role\": \"assistant\", \"content\": \"{i}\"}}]}}"
+            ),
+        });
+    }
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let (ok, _, err) = kiln(&[
+        "sft", "--ckpt", base_s, "--data", data.to_str().unwrap(), "--steps", "6", "--eval-every", "3", "--backend", "cpu",
+        "--out", tuned_s,
+    ]);
+    println!("{err}");
+    assert!(ok, "sft failed: {err}");
+    assert!(err.contains("line 2:") && err.contains("line 5:") && err.contains("10 conversations"), "{err}");
+    let trainer: serde_json::Value = serde_json::from_slice(&std::fs::read(tuned.join("trainer.json")).unwrap()).unwrap();
+    assert_eq!((trainer["stage"].as_str(), trainer["step"].as_u64()), (Some("sft"), Some(6)));
+    assert!(tuned.join("sft-train.jsonl").is_file() && tuned.join("sft-val.jsonl").is_file());
+
+    let (ok, _, err) = kiln(&["resume", tuned_s, "--steps", "8", "--backend", "cpu"]);
+    assert!(ok && err.contains("sft") && err.contains("step 8"), "resume failed: {err}");
+
+    let (ok, out, err) = kiln_with_stdin(&["chat", "--ckpt", tuned_s, "--backend", "cpu", "--tokens", "8"], "Say 4.\n/reset\nCount to 3.\n");
+    println!("chat:\n{out}");
+    assert!(ok, "chat failed: {err}");
+    assert!(err.contains("[answer 2:") && !err.contains("[answer 3:"), "one answer per message: {err}");
+
+    let messages = r#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]"#;
+    let (ok, out, err) = kiln(&["chat-ids", "--ckpt", tuned_s, "--json", messages]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ids: Vec<u64> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    let sup: Vec<bool> = v["supervised"].as_array().unwrap().iter().map(|x| x.as_bool().unwrap()).collect();
+    assert_eq!((ids[0], ids[1], *ids.last().unwrap()), (1, 4, 7), "<|bos|> <|system|> … <|end|>: {ids:?}");
+    assert!(*sup.last().unwrap() && !sup[..4].iter().any(|&s| s), "{sup:?}");
+    for dir in [&base, &tuned] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::remove_file(&data).unwrap();
+}

@@ -9,7 +9,8 @@ use kiln::gpu::Gpu;
 use kiln::model::GptConfig;
 use kiln::sample::SampleConfig;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::{PretrainConfig, Pretrainer};
+use kiln::train::pretrain::Pretrain;
+use kiln::train::{TrainConfig, Trainer};
 use pollster::block_on;
 
 #[test]
@@ -17,7 +18,7 @@ fn tiny_preset_learns_the_default_corpus() {
     let text = default_corpus(Language::English, 1500, DEFAULT_SEED);
     let tokenizer = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(384)).unwrap();
     let config = GptConfig::preset("tiny", tokenizer.vocab_size()).unwrap();
-    let cfg = PretrainConfig {
+    let cfg = TrainConfig {
         steps: 200,
         batch_size: 8,
         eval_every: 100,
@@ -26,8 +27,8 @@ fn tiny_preset_learns_the_default_corpus() {
         ..Default::default()
     };
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
-    let mut run = Pretrainer::new(GpuBackend::new(gpu), tokenizer, &text, config, cfg).unwrap();
-    let entropy = run.data.unigram_entropy();
+    let mut run = Trainer::pretrain(GpuBackend::new(gpu), tokenizer, &text, config, cfg).unwrap();
+    let entropy = Pretrain::new(&run.tokenizer, &text, config.block_size, &run.cfg).unwrap().data.unigram_entropy();
     let first = block_on(run.validate()).unwrap();
     println!("unigram entropy {entropy:.3} nats; validation loss before training {first:.3}");
     let mut last = None;

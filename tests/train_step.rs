@@ -5,7 +5,7 @@
 use kiln::backend::{Backend, GpuBackend};
 use kiln::cpu::adamw::AdamWConfig;
 use kiln::data::corpus::{default_corpus, Language};
-use kiln::data::{documents, make_batch, rows_of};
+use kiln::data::{documents, make_batch, pack, windows, Row};
 use kiln::gpu::Gpu;
 use kiln::model::{Activations, Gpt, GptConfig};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
@@ -16,8 +16,9 @@ use pollster::block_on;
 fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
     let text = default_corpus(Language::English, 50, 2);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
-    let rows: Vec<Vec<u32>> = documents(&text).iter().flat_map(|d| rows_of(&tok.encode(d).unwrap(), 16)).collect();
-    let row_refs: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+    // one document per row (padded at each document's end), so micro-batches differ in tokens
+    let rows: Vec<Row> = documents(&text).iter().flat_map(|d| windows(&pack(&[&tok.encode(d).unwrap()]), 16)).collect();
+    let row_refs: Vec<&Row> = rows.iter().collect();
     let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 16, n_layer: 1, n_head: 2, n_embd: 16 };
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
     let mut be = GpuBackend::new(gpu.clone());

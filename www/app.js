@@ -6,10 +6,9 @@ import uPlot from './vendor/uPlot.esm.js';
 const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 4) => (x == null || Number.isNaN(x) ? '–' : Number(x).toFixed(digits));
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-const PRESETS = { tiny: [2, 2, 64, 64], small: [4, 4, 128, 128], base: [6, 6, 384, 256] };
 
 // What tests (and curious people) can read: window.kilnApp.
-const app = { kiln: null, backend: null, tokenizer: null, model: null, training: false, progress: [], error: null };
+const app = { kiln: null, backend: null, defaults: null, tokenizer: null, model: null, training: false, progress: [], error: null, chat: [] };
 window.kilnApp = app;
 
 function showError(error) {
@@ -64,6 +63,7 @@ async function trainTokenizer() {
   $('tok-stats').textContent = `${info.kind === 'bpe' ? 'Byte-level BPE' : 'Character'} vocabulary of ${info.vocabSize} tokens (8 special).`;
   await showTokens();
   await estimate();
+  await showSftExample();
 }
 
 async function showTokens() {
@@ -85,8 +85,24 @@ function modelOptions() {
   return preset === 'custom' ? { preset: 'tiny', ...sizes } : { preset };
 }
 
+// How often the page asks for a sample, a validation and a loss: often, so the chart moves.
+const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
+
 function trainingOptions() {
-  return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), sampleEvery: 50, evalEvery: 25, logEvery: 5 };
+  return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), ...PAGE_CADENCE };
+}
+
+/** Puts Kiln's defaults (the core's, one source for the CLI, the JS API and the page) in the inputs. */
+function showDefaults(d) {
+  const pre = d.training.pretrain;
+  [$('steps').value, $('batch').value, $('lr').value, $('seed').value] = [pre.steps, pre.batchSize, pre.lr, pre.seed];
+  [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
+  setPreset('tiny');
+}
+
+function setPreset(name) {
+  const p = app.defaults.presets[name];
+  if (p) [$('n-layer').value, $('n-head').value, $('n-embd').value, $('block-size').value] = [p.nLayer, p.nHead, p.nEmbd, p.blockSize];
 }
 
 async function estimate() {
@@ -107,9 +123,7 @@ async function createModel() {
   if (!app.tokenizer) await trainTokenizer();
   const info = await app.kiln.createModel(modelOptions(), trainingOptions());
   app.model = info;
-  app.progress = [];
-  plot.setData([[], [], []]);
-  $('samples').replaceChildren();
+  resetChart();
   const c = info.config;
   $('model-stats').textContent = `Model ready: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size}, vocabulary ${c.vocab_size} — ${info.params.toLocaleString()} parameters, ${info.memory}; ${info.trainRows.toLocaleString()} training rows, ${info.valRows.toLocaleString()} validation rows.`;
 }
@@ -126,13 +140,19 @@ const plot = new uPlot({
 
 function setButtons(state) {
   // While a run is going, the text, tokenizer and model stay as they are.
-  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file']) $(id).disabled = state !== 'idle';
-  for (const radio of document.querySelectorAll('input[name=source]')) radio.disabled = state !== 'idle';
+  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file', 'sft-start', 'sft-file']) $(id).disabled = state !== 'idle';
+  for (const radio of document.querySelectorAll('input[name=source], input[name=sft-source]')) radio.disabled = state !== 'idle';
   $('start').disabled = state !== 'idle';
   $('pause').disabled = state !== 'running';
   $('resume').disabled = state !== 'paused';
   $('stop').disabled = state === 'idle';
   app.state = state;
+}
+
+function resetChart() {
+  app.progress = [];
+  plot.setData([[], [], []]);
+  $('samples').replaceChildren();
 }
 
 function onProgress(p) {
@@ -143,7 +163,10 @@ function onProgress(p) {
   }
   const last = app.progress.findLast((q) => q.loss != null);
   const lastVal = app.progress.findLast((q) => q.valLoss != null);
-  $('train-stats').textContent = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}`;
+  const stats = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}`;
+  $('train-stats').textContent = stats;
+  $('stage-name').textContent = p.stage === 'sft' ? '— fine-tuning' : '— pretraining';
+  if (p.stage === 'sft') $('sft-stats').textContent = stats;
   if (p.sample != null) {
     const li = document.createElement('li');
     li.textContent = `step ${p.step}: ${p.sample}`;
@@ -157,10 +180,167 @@ async function start() {
     if (!app.model) await createModel();
     app.training = true;
     const steps = Number($('steps').value);
-    await app.kiln.pretrain({ steps, onProgress });
+    if (app.progress.at(-1)?.stage === 'sft') resetChart();
+    await app.kiln.train({ stage: 'pretrain', steps, ...PAGE_CADENCE, onProgress });
   });
   app.training = false;
   setButtons('idle');
+}
+
+// ---------------------------------------------------------------- fine-tuning
+
+const sftSource = () => document.querySelector('input[name=sft-source]:checked').value;
+
+function addExampleRow(instruction = '', response = '') {
+  const tr = document.createElement('tr');
+  for (const value of [instruction, response]) {
+    const td = document.createElement('td');
+    const area = document.createElement('textarea');
+    area.value = value;
+    area.addEventListener('input', () => guard(showSftExample));
+    td.append(area);
+    tr.append(td);
+  }
+  const remove = document.createElement('button');
+  remove.textContent = '×';
+  remove.title = 'Remove this example';
+  remove.addEventListener('click', () => { tr.remove(); guard(showSftExample); });
+  const td = document.createElement('td');
+  td.append(remove);
+  tr.append(td);
+  $('sft-table').tBodies[0].append(tr);
+}
+
+function tableRows() {
+  return [...$('sft-table').tBodies[0].rows]
+    .map((tr) => [...tr.querySelectorAll('textarea')].map((a) => a.value.trim()))
+    .filter(([instruction, response]) => instruction && response);
+}
+
+/** What train({stage: 'sft'}) gets for the chosen source. */
+function sftData() {
+  const source = sftSource();
+  if (source === 'en' || source === 'zh') return { lang: source };
+  if (source === 'file') {
+    const file = $('sft-file').files[0];
+    if (!file) throw Object.assign(new Error('choose a JSONL file first'), { code: 'data' });
+    return { data: file };
+  }
+  const rows = tableRows();
+  if (rows.length < 2) throw Object.assign(new Error('write at least two examples (one is held out for validation)'), { code: 'data' });
+  return { data: rows.map(([prompt, completion]) => JSON.stringify({ prompt, completion })).join('\n') };
+}
+
+/** The first example of the chosen source, as messages. */
+async function firstExample() {
+  const source = sftSource();
+  if (source === 'en' || source === 'zh') return (await app.kiln.instructionExamples(source, 'train', 1))[0];
+  if (source === 'table') {
+    const [row] = tableRows();
+    return row && [{ role: 'user', content: row[0] }, { role: 'assistant', content: row[1] }];
+  }
+  const file = $('sft-file').files[0];
+  if (!file) return null;
+  const line = (await file.slice(0, 64 * 1024).text()).split('\n').find((l) => l.trim());
+  try {
+    const o = JSON.parse(line);
+    if (Array.isArray(o.messages)) return o.messages;
+    if (typeof o.prompt === 'string') return [{ role: 'user', content: o.prompt }, { role: 'assistant', content: String(o.completion) }];
+  } catch { /* the core reports bad lines by number when training starts */ }
+  return null;
+}
+
+async function showSftExample() {
+  $('sft-file').hidden = sftSource() !== 'file';
+  $('sft-table-box').hidden = sftSource() !== 'table';
+  const messages = app.tokenizer ? await firstExample() : null;
+  if (!messages) {
+    $('sft-example').replaceChildren();
+    return;
+  }
+  const pieces = await app.kiln.renderChat(messages);
+  $('sft-example').replaceChildren(...pieces.map(({ id, text, supervised }) => {
+    const span = document.createElement('span');
+    span.textContent = text;
+    span.title = `token ${id} — ${supervised ? 'learnt' : 'masked (weight 0)'}`;
+    if (supervised) span.className = 'sup';
+    return span;
+  }));
+}
+
+async function fineTune() {
+  setButtons('running');
+  await guard(async () => {
+    if (!app.model) throw Object.assign(new Error('create (and pretrain) or import a model first'), { code: 'config' });
+    const last = app.progress.at(-1);
+    const unfinished = last?.stage === 'sft' && last.step < last.steps && app.sftSource === sftSource();
+    if (!unfinished) resetChart();
+    app.sftSource = sftSource();
+    app.training = true;
+    $('sft-stats').textContent = 'Preparing the conversations…';
+    await app.kiln.train({
+      stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
+      steps: Number($('sft-steps').value), lr: Number($('sft-lr').value), ...PAGE_CADENCE, sampleEvery: 25,
+      onProgress,
+      onStage: (info) => {
+        const skipped = info.skipped?.length ? ` Skipped ${info.skipped.length} lines: ${info.skipped.slice(0, 5).join('; ')}` : '';
+        $('sft-stats').textContent = `Fine-tuning on ${info.trainRows.toLocaleString()} conversations, validating on ${info.valRows.toLocaleString()}.${skipped}`;
+        app.sftInfo = info;
+      },
+    });
+  });
+  app.training = false;
+  setButtons('idle');
+}
+
+// ---------------------------------------------------------------- chat
+
+function chatBubble(role, text) {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  div.textContent = text;
+  $('chat-log').append(div);
+  div.scrollIntoView({ block: 'nearest' });
+  return div;
+}
+
+async function sendChat() {
+  const content = $('chat-input').value.trim();
+  if (!content) return;
+  $('chat-send').disabled = true;
+  await guard(async () => {
+    if (!app.model) throw Object.assign(new Error('create or import a model first'), { code: 'config' });
+    $('chat-input').value = '';
+    app.chat.push({ role: 'user', content });
+    chatBubble('user', content);
+    const bubble = chatBubble('assistant', '');
+    const system = $('chat-system').value.trim();
+    const messages = system ? [{ role: 'system', content: system }, ...app.chat] : app.chat;
+    let answer = '';
+    for await (const piece of app.kiln.chat(messages, { maxTokens: 128, temperature: Number($('chat-temperature').value) })) {
+      answer += piece;
+      bubble.textContent = answer;
+    }
+    app.chat.push({ role: 'assistant', content: answer });
+    app.lastAnswer = answer;
+  });
+  $('chat-send').disabled = false;
+}
+
+function resetChat() {
+  app.chat = [];
+  $('chat-log').replaceChildren();
+}
+
+async function askHeldOut() {
+  const lang = sftSource() === 'zh' ? 'zh' : 'en';
+  app.heldOut ??= {};
+  app.heldOut[lang] ??= await app.kiln.instructionExamples(lang, 'heldout', 20);
+  // in order, so a person (or a test) can go through them one by one
+  app.heldOutIndex = ((app.heldOutIndex ?? -1) + 1) % app.heldOut[lang].length;
+  const conv = app.heldOut[lang][app.heldOutIndex];
+  app.expectedAnswer = conv.at(-1).content;
+  $('chat-input').value = conv.at(-2).content;
 }
 
 // ---------------------------------------------------------------- playground
@@ -196,7 +376,8 @@ async function importModel(file) {
   const info = await app.kiln.importModel(file, trainingOptions());
   app.model = info;
   app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'imported' };
-  $('tok-stats').textContent = `Imported tokenizer: ${info.config.vocab_size} tokens.`;
+  $('tok-stats').textContent = `Imported tokenizer: ${info.config.vocab_size} tokens.${info.notes?.length ? ` ${info.notes.join(' ')}` : ''}`;
+  await showSftExample();
   await showTokens();
   const c = info.config;
   $('model-stats').textContent = `Imported model: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size} — ${info.params.toLocaleString()} parameters.`;
@@ -217,8 +398,7 @@ function wire() {
   let typing;
   $('tok-sample').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => guard(showTokens), 150); });
   $('preset').addEventListener('change', () => {
-    const sizes = PRESETS[$('preset').value];
-    if (sizes) [$('n-layer').value, $('n-head').value, $('n-embd').value, $('block-size').value] = sizes;
+    setPreset($('preset').value);
     guard(estimate);
   });
   for (const id of ['n-layer', 'n-head', 'n-embd', 'block-size']) {
@@ -235,6 +415,16 @@ function wire() {
   });
   $('resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
   $('stop').addEventListener('click', () => guard(() => app.kiln.stop()));
+  for (const radio of document.querySelectorAll('input[name=sft-source]')) radio.addEventListener('change', () => guard(showSftExample));
+  $('sft-file').addEventListener('change', () => guard(showSftExample));
+  $('sft-add-row').addEventListener('click', () => addExampleRow());
+  $('sft-start').addEventListener('click', fineTune);
+  $('chat-send').addEventListener('click', sendChat);
+  $('chat-input').addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey) { event.preventDefault(); sendChat(); }
+  });
+  $('chat-reset').addEventListener('click', resetChat);
+  $('chat-heldout').addEventListener('click', () => guard(askHeldOut));
   $('generate').addEventListener('click', generate);
   $('export').addEventListener('click', () => guard(exportModel));
   $('import').addEventListener('change', () => guard(async () => {
@@ -250,6 +440,10 @@ async function main() {
   await guard(async () => {
     app.kiln = await Kiln.create({ backend });
     app.backend = app.kiln.backend;
+    app.defaults = await app.kiln.defaults();
+    showDefaults(app.defaults);
+    addExampleRow('What is the capital of France?', 'Paris.');
+    addExampleRow('Say hello in Spanish.', 'Hola.');
     const b = app.backend;
     const badge = $('backend');
     badge.className = `badge ${b.kind}`;

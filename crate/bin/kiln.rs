@@ -1,4 +1,4 @@
-//! The Kiln command line: pretrain, resume, sample, and benchmarks.
+//! The Kiln command line: pretrain, fine-tune, resume, chat, sample, and benchmarks.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -6,14 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kiln::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
-use kiln::checkpoint::{load_model, read_dir, resume, resume_files, write_dir};
+use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, resume, resume_files, write_dir};
+use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use kiln::data::jsonl::read_conversations;
 use kiln::data::{documents, text_from_bytes};
+use kiln::error::KilnError;
 use kiln::gpu::Gpu;
-use kiln::model::{forward, Activations, Gpt, GptConfig};
-use kiln::sample::{generate, Decoder, SampleConfig};
+use kiln::model::{forward, Activations, GptConfig};
+use kiln::sample::{generate, SampleConfig};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::{PretrainConfig, Pretrainer, Progress};
+use kiln::train::sft::{answer_report, chat_prompt, Sft};
+use kiln::train::{Progress, StageKind, TrainConfig, Trainer};
 use pollster::block_on;
 
 const USAGE: &str = "Kiln: train tiny GPT-style language models on your GPU.
@@ -24,32 +28,44 @@ usage:
       --lang en|zh               language of the built-in corpus (default en)
       --preset tiny|small|base   model size (default tiny)
       --tokenizer bpe|char       (default bpe)   --vocab N   vocabulary size (default 512)
+      --out DIR                  checkpoint folder (default kiln-run); saved at every
+                                 validation and at the end, loadable by transformers;
+                                 must be new, empty, or a Kiln checkpoint
+  kiln sft --ckpt DIR [--data FILE.jsonl] [--lang en|zh] --out DIR   supervised
+                                 fine-tuning on conversations (TRL's prompt/completion or
+                                 messages JSONL; the built-in story questions by default)
+  training options (pretrain, sft):
       --steps N  --batch N  --accum N  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
       --log-json                 print each logged step as a JSON line on stdout
       --backend gpu|cpu          (default gpu)
-      --out DIR                  checkpoint folder (default kiln-run); saved at every
-                                 validation and at the end, loadable by transformers
-  kiln resume DIR [--steps N]    continue a run exactly where its checkpoint stopped
+  kiln resume DIR [--steps N]    continue a run, in its stage, exactly where it stopped
+  kiln chat --ckpt DIR [--system TEXT] [--temperature X]   chat on stdin (/reset starts over)
   kiln sample --ckpt DIR [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
               [--top-p X] [--seed N] [--backend gpu|cpu]
   kiln logits --ckpt DIR --text TEXT   token ids and logits as JSON (for checks)
+  kiln chat-ids --ckpt DIR --json MESSAGES [--generation-prompt]   the chat template's
+                                 ids and supervised flags as JSON (for checks)
   kiln corpus [--lang en|zh] [--stories N] [--seed N]   print the built-in stories
   kiln info                      the GPU adapter and its limits
   kiln bench matmul [--quick]    matmul GFLOP/s as JSON (tiled WGSL, naive WGSL, CPU)
-  kiln bench train [--quick]     training tokens/s as JSON (tiny, small, base; GPU and CPU)
+  kiln bench train [--quick]     training tokens/s as JSON (pretraining and SFT; GPU and CPU)
   kiln bench profile [--preset P]  GPU time per kernel over 3 training steps, as JSON";
 
-type CliResult = Result<(), String>;
+type CliResult = Result<(), KilnError>;
+type Options = HashMap<String, String>;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("pretrain") => options(&args[1..]).and_then(|o| pretrain(&o)),
+        Some("sft") => options(&args[1..]).and_then(|o| sft(&o)),
         Some("resume") => match args.get(1) {
             Some(dir) if !dir.starts_with("--") => options(&args[2..]).and_then(|o| resume_cmd(Path::new(dir), &o)),
-            _ => Err("resume needs the checkpoint folder: kiln resume DIR".into()),
+            _ => Err(usage("resume needs the checkpoint folder: kiln resume DIR")),
         },
+        Some("chat") => options(&args[1..]).and_then(|o| chat(&o)),
+        Some("chat-ids") => options(&args[1..]).and_then(|o| chat_ids(&o)),
         Some("sample") => options(&args[1..]).and_then(|o| sample(&o)),
         Some("logits") => options(&args[1..]).and_then(|o| logits(&o)),
         Some("info") => info(),
@@ -60,13 +76,13 @@ fn main() -> ExitCode {
             Some("profile") => {
                 options(&args[2..]).and_then(|o| bench_profile(o.get("preset").map_or("tiny", String::as_str)))
             }
-            _ => Err("bench what? kiln bench matmul | kiln bench train".into()),
+            _ => Err(usage("bench what? kiln bench matmul | train | profile")),
         },
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
         }
-        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+        Some(other) => Err(usage(&format!("unknown command {other:?}\n\n{USAGE}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,12 +93,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// A mistake in the command line.
+fn usage(m: &str) -> KilnError {
+    KilnError::Config(m.to_string())
+}
+
+/// An I/O error with the path it concerns.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> KilnError + '_ {
+    move |e| KilnError::Io(format!("{}: {e}", path.display()))
+}
+
 /// `--name value` pairs (and bare `--flag`s, stored as "").
-fn options(args: &[String]) -> Result<HashMap<String, String>, String> {
+fn options(args: &[String]) -> Result<Options, KilnError> {
     let mut out = HashMap::new();
     let mut i = 0;
     while i < args.len() {
-        let key = args[i].strip_prefix("--").ok_or_else(|| format!("unexpected argument {:?}", args[i]))?;
+        let key = args[i].strip_prefix("--").ok_or_else(|| usage(&format!("unexpected argument {:?}", args[i])))?;
         let value = match args.get(i + 1) {
             Some(v) if !v.starts_with("--") => {
                 i += 1;
@@ -96,102 +122,186 @@ fn options(args: &[String]) -> Result<HashMap<String, String>, String> {
     Ok(out)
 }
 
-fn get<T: std::str::FromStr>(o: &HashMap<String, String>, key: &str, default: T) -> Result<T, String> {
+fn get<T: std::str::FromStr>(o: &Options, key: &str, default: T) -> Result<T, KilnError> {
     match o.get(key) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| format!("--{key} {v:?} is not a valid value")),
+        Some(v) => v.parse().map_err(|_| usage(&format!("--{key} {v:?} is not a valid value"))),
     }
 }
 
-fn backend_kind(o: &HashMap<String, String>) -> Result<BackendKind, String> {
+fn backend_kind(o: &Options) -> Result<BackendKind, KilnError> {
     match o.get("backend").map(String::as_str) {
         None | Some("gpu") => Ok(BackendKind::Gpu),
         Some("cpu") => Ok(BackendKind::Cpu),
-        Some(other) => Err(format!("--backend {other:?}: choose gpu or cpu")),
+        Some(other) => Err(usage(&format!("--backend {other:?}: choose gpu or cpu"))),
     }
 }
 
-fn open_gpu() -> Result<Gpu, String> {
-    block_on(Gpu::new()).map_err(|e| e.to_string())
+fn language(o: &Options) -> Result<Language, KilnError> {
+    match o.get("lang").map(String::as_str) {
+        None | Some("en") => Ok(Language::English),
+        Some("zh") => Ok(Language::Chinese),
+        Some(other) => Err(usage(&format!("--lang {other:?}: choose en or zh"))),
+    }
 }
 
-fn pretrain(o: &HashMap<String, String>) -> CliResult {
+/// `$body` with `$be` bound to the backend the options ask for.
+macro_rules! with_backend {
+    ($o:expr, $be:ident => $body:expr) => {
+        match backend_kind($o)? {
+            BackendKind::Gpu => {
+                let $be = GpuBackend::new(block_on(Gpu::new())?);
+                $body
+            }
+            BackendKind::Cpu => {
+                let $be = CpuBackend::new();
+                $body
+            }
+        }
+    };
+}
+
+/// The training options given on the command line, over the stage's defaults.
+fn train_config(o: &Options, stage: StageKind) -> Result<TrainConfig, KilnError> {
+    let flags = [
+        ("steps", "steps"),
+        ("batch", "batchSize"),
+        ("accum", "gradAccum"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("log-every", "logEvery"),
+        ("eval-every", "evalEvery"),
+        ("sample-every", "sampleEvery"),
+    ];
+    let mut given = serde_json::Map::new();
+    for (flag, field) in flags {
+        if let Some(v) = o.get(flag) {
+            let number: serde_json::Value =
+                serde_json::from_str(v).map_err(|_| usage(&format!("--{flag} {v:?} is not a number")))?;
+            given.insert(field.into(), number);
+        }
+    }
+    TrainConfig::from_options(stage, &given.into())
+}
+
+/// Refuses an output folder that holds anything but a Kiln checkpoint: writing replaces
+/// the folder, and a folder of the user's must never be deleted.
+fn check_out(dir: &Path) -> CliResult {
+    if !dir.exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        return Err(usage(&format!("--out {} is a file, not a folder", dir.display())));
+    }
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()
+        .map_err(io_error(dir))?;
+    let foreign = names.iter().find(|n| !is_checkpoint_file(n));
+    match foreign {
+        None if names.is_empty() || names.iter().any(|n| n == "model.safetensors") => Ok(()),
+        _ => Err(usage(&format!(
+            "--out {} already holds files that are not a Kiln checkpoint ({}); Kiln replaces its output folder, so choose a new or empty one",
+            dir.display(),
+            foreign.map_or("no model.safetensors", String::as_str)
+        ))),
+    }
+}
+
+fn pretrain(o: &Options) -> CliResult {
     let text = match o.get("corpus") {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-            text_from_bytes(&bytes).map_err(|e| format!("{path}: {e}"))?
+            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            text_from_bytes(&bytes).map_err(|e| e.at(path))?
         }
-        None => {
-            let language = match o.get("lang").map(String::as_str) {
-                None | Some("en") => Language::English,
-                Some("zh") => Language::Chinese,
-                Some(other) => return Err(format!("--lang {other:?}: choose en or zh")),
-            };
-            default_corpus(language, DEFAULT_STORIES, DEFAULT_SEED)
-        }
+        None => default_corpus(language(o)?, DEFAULT_STORIES, DEFAULT_SEED),
     };
     let kind = match o.get("tokenizer").map(String::as_str) {
         None | Some("bpe") => TokenizerKind::Bpe,
         Some("char") => TokenizerKind::Char,
-        Some(other) => return Err(format!("--tokenizer {other:?}: choose bpe or char")),
+        Some(other) => return Err(usage(&format!("--tokenizer {other:?}: choose bpe or char"))),
     };
     let vocab =
         if kind == TokenizerKind::Char && !o.contains_key("vocab") { None } else { Some(get(o, "vocab", 512usize)?) };
-    let defaults = PretrainConfig::default();
-    let cfg = PretrainConfig {
-        steps: get(o, "steps", defaults.steps)?,
-        batch_size: get(o, "batch", defaults.batch_size)?,
-        grad_accum: get(o, "accum", defaults.grad_accum)?,
-        lr: get(o, "lr", defaults.lr)?,
-        min_lr: get(o, "lr", defaults.lr)? / 10.0,
-        seed: get(o, "seed", defaults.seed)?,
-        log_every: get(o, "log-every", defaults.log_every)?,
-        eval_every: get(o, "eval-every", defaults.eval_every)?,
-        sample_every: get(o, "sample-every", defaults.sample_every)?,
-        ..defaults
-    };
+    let cfg = train_config(o, StageKind::Pretrain)?;
     let out = PathBuf::from(o.get("out").cloned().unwrap_or_else(|| "kiln-run".into()));
+    check_out(&out)?;
     eprintln!("training a {kind:?} tokenizer on {} characters …", text.chars().count());
-    let tokenizer = Tokenizer::train(&documents(&text), kind, vocab).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::train(&documents(&text), kind, vocab)?;
     let preset = o.get("preset").map_or("tiny", String::as_str);
-    let model = GptConfig::preset(preset, tokenizer.vocab_size()).map_err(|e| e.to_string())?;
+    let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
     eprintln!(
-        "model {preset}: {} layers, {} heads, {} wide, context {}, vocabulary {}: {:.2}M parameters; needs {}",
-        model.n_layer,
-        model.n_head,
-        model.n_embd,
-        model.block_size,
-        model.vocab_size,
+        "model {preset}: {model}: {:.2}M parameters; needs {}",
         model.num_params() as f64 / 1e6,
         model.memory(cfg.batch_size, model.block_size)
     );
-    match backend_kind(o)? {
-        BackendKind::Gpu => {
-            let run = Pretrainer::new(GpuBackend::new(open_gpu()?), tokenizer, &text, model, cfg)
-                .map_err(|e| e.to_string())?;
-            train_loop(run, &text, &out, o.contains_key("log-json"))
-        }
-        BackendKind::Cpu => {
-            let run = Pretrainer::new(CpuBackend::new(), tokenizer, &text, model, cfg).map_err(|e| e.to_string())?;
-            train_loop(run, &text, &out, o.contains_key("log-json"))
-        }
-    }
+    with_backend!(o, be => {
+        let run = Trainer::pretrain(be, tokenizer, &text, model, cfg)?;
+        train_loop(run, &out, o.contains_key("log-json")).map(|_| ())
+    })
 }
 
-fn resume_cmd(dir: &Path, o: &HashMap<String, String>) -> CliResult {
-    let files = read_dir(dir).map_err(|e| e.to_string())?;
-    match backend_kind(o)? {
-        BackendKind::Gpu => {
-            let (mut run, corpus) = resume(GpuBackend::new(open_gpu()?), &files).map_err(|e| e.to_string())?;
-            run.cfg.steps = get(o, "steps", run.cfg.steps)?;
-            train_loop(run, &corpus, dir, o.contains_key("log-json"))
+/// The conversations `--data` names, or the built-in instruction set.
+fn sft_stage(o: &Options, tokenizer: &Tokenizer, t: usize, cfg: &TrainConfig) -> Result<Sft, KilnError> {
+    let stage = match o.get("data") {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
+            for skipped in &loaded.skipped {
+                eprintln!("{path}: skipped {skipped}");
+            }
+            eprintln!("{path}: {} conversations ({} lines skipped)", loaded.items.len(), loaded.skipped.len());
+            Sft::from_conversations(tokenizer, loaded.items, t, cfg)?
         }
-        BackendKind::Cpu => {
-            let (mut run, corpus) = resume(CpuBackend::new(), &files).map_err(|e| e.to_string())?;
-            run.cfg.steps = get(o, "steps", run.cfg.steps)?;
-            train_loop(run, &corpus, dir, o.contains_key("log-json"))
-        }
+        None => Sft::builtin(tokenizer, language(o)?, t, cfg.seed)?,
+    };
+    if stage.dropped + stage.truncated > 0 {
+        eprintln!(
+            "{} conversations cut at the context of {t} tokens, {} left out (no answer token fits)",
+            stage.truncated, stage.dropped
+        );
     }
+    Ok(stage)
+}
+
+fn sft(o: &Options) -> CliResult {
+    let dir = o.get("ckpt").ok_or_else(|| usage("sft needs --ckpt DIR (a Kiln checkpoint or a GPT-2 folder)"))?;
+    let out = PathBuf::from(o.get("out").ok_or_else(|| usage("sft needs --out DIR"))?);
+    check_out(&out)?;
+    let cfg = train_config(o, StageKind::Sft)?;
+    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    for note in &loaded.notes {
+        eprintln!("{dir}: {note}");
+    }
+    let stage = sft_stage(o, &loaded.tokenizer, loaded.config.block_size, &cfg)?;
+    let held_out: Vec<Conversation> = stage.held_out().iter().take(100).cloned().collect();
+    with_backend!(o, be => {
+        let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), cfg.seed)?;
+        let before = block_on(answer_report(&mut run, &held_out, 32))?;
+        run.begin(Box::new(stage), cfg)?;
+        let mut run = train_loop(run, &out, o.contains_key("log-json"))?;
+        let after = block_on(answer_report(&mut run, &held_out, 32))?;
+        for (name, r) in [("before", &before), ("after", &after)] {
+            eprintln!(
+                "held-out answers {name} fine-tuning: {}/{} exact ({:.0}%), {:.0}% ended with <|end|>",
+                r.exact, r.questions, 100.0 * r.accuracy(), 100.0 * r.ended_share()
+            );
+        }
+        for (q, expected, got) in &after.examples {
+            eprintln!("  {:?} → {got:?} (expected {expected:?})", q.lines().last().unwrap_or(""));
+        }
+        Ok(())
+    })
+}
+
+fn resume_cmd(dir: &Path, o: &Options) -> CliResult {
+    let files = read_dir(dir)?;
+    with_backend!(o, be => {
+        let mut run = resume(be, &files)?;
+        run.cfg.steps = get(o, "steps", run.cfg.steps)?;
+        train_loop(run, dir, o.contains_key("log-json")).map(|_| ())
+    })
 }
 
 fn fmt_time(s: f64) -> String {
@@ -219,20 +329,17 @@ fn progress_line(p: &Progress, last_loss: Option<f32>) -> String {
     )
 }
 
-fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path, json: bool) -> CliResult {
+fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result<Trainer<B>, KilnError> {
     let tty = std::io::stderr().is_terminal();
-    eprintln!(
-        "backend {}; {} training rows, {} validation rows",
-        run.be.describe(),
-        run.data.train.len(),
-        run.data.val.len()
-    );
+    let (train_rows, val_rows) = run.stage()?.rows();
+    let stage = run.stage()?.kind();
+    eprintln!("{stage} on backend {}; {train_rows} training rows, {val_rows} validation rows", run.be.describe());
     let mut last_loss = None;
     while !run.done() {
-        let p = block_on(run.train_one()).map_err(|e| e.to_string())?;
+        let p = block_on(run.train_one())?;
         last_loss = p.loss.or(last_loss);
         if json && (p.loss.is_some() || p.val_loss.is_some()) {
-            println!("{}", serde_json::json!({"step": p.step, "loss": p.loss, "valLoss": p.val_loss}));
+            println!("{}", serde_json::json!({"stage": stage, "step": p.step, "loss": p.loss, "valLoss": p.val_loss}));
         }
         if tty {
             eprint!("\r{}", progress_line(&p, last_loss));
@@ -240,8 +347,7 @@ fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path, json
             eprintln!("{}", progress_line(&p, last_loss));
         }
         if let Some(val) = p.val_loss {
-            let files = block_on(resume_files(&mut run, corpus)).map_err(|e| e.to_string())?;
-            write_dir(out, &files).map_err(|e| e.to_string())?;
+            write_dir(out, &block_on(resume_files(&mut run))?)?;
             eprintln!(
                 "{}step {}: validation loss {val:.4}; saved {}",
                 if tty { "\n" } else { "" },
@@ -253,43 +359,39 @@ fn train_loop<B: Backend>(mut run: Pretrainer<B>, corpus: &str, out: &Path, json
             eprintln!("sample: {sample}");
         }
     }
-    eprintln!("done: {} steps; the model is in {} (kiln sample --ckpt {})", run.step, out.display(), out.display());
-    Ok(())
+    eprintln!("done: {} steps of {stage}; the model is in {}", run.step, out.display());
+    Ok(run)
 }
 
-fn load<B: Backend>(be: &mut B, dir: &str) -> Result<(Gpt<B>, Tokenizer), String> {
-    let files = read_dir(Path::new(dir)).map_err(|e| e.to_string())?;
-    let loaded = load_model(&files).map_err(|e| e.to_string())?;
-    let model = Gpt::from_params(be, loaded.config, &loaded.params).map_err(|e| e.to_string())?;
-    Ok((model, loaded.tokenizer))
-}
-
-fn sample(o: &HashMap<String, String>) -> CliResult {
-    let dir = o.get("ckpt").ok_or("sample needs --ckpt DIR")?;
-    let cfg = SampleConfig {
-        max_tokens: get(o, "tokens", 100usize)?,
-        temperature: get(o, "temperature", 0.8f32)?,
-        top_k: get(o, "top-k", 40usize)?,
-        top_p: get(o, "top-p", 1.0f32)?,
-        seed: get(o, "seed", 0u64)?,
-    };
-    let prompt = o.get("prompt").cloned().unwrap_or_default();
-    match backend_kind(o)? {
-        BackendKind::Gpu => sample_with(&mut GpuBackend::new(open_gpu()?), dir, &prompt, &cfg),
-        BackendKind::Cpu => sample_with(&mut CpuBackend::new(), dir, &prompt, &cfg),
+/// A model folder (a Kiln checkpoint, or a GPT-2 folder) on `be`, ready to generate.
+fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
+    let dir = o.get("ckpt").ok_or_else(|| usage("this command needs --ckpt DIR"))?;
+    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    for note in &loaded.notes {
+        eprintln!("{dir}: {note}");
     }
+    Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), 0)
 }
 
-fn sample_with<B: Backend>(be: &mut B, dir: &str, prompt: &str, cfg: &SampleConfig) -> CliResult {
-    let (model, tokenizer) = load(be, dir)?;
-    let decoder = Decoder::new(be, &model).map_err(|e| e.to_string())?;
-    let mut ids = vec![kiln::tokenizer::BOS];
-    ids.extend(tokenizer.encode(prompt).map_err(|e| e.to_string())?);
-    print!("{prompt}");
+fn sample_config(o: &Options, max_tokens: usize) -> Result<SampleConfig, KilnError> {
+    let d = SampleConfig::default();
+    Ok(SampleConfig {
+        max_tokens: get(o, "tokens", max_tokens)?,
+        temperature: get(o, "temperature", d.temperature)?,
+        top_k: get(o, "top-k", d.top_k)?,
+        top_p: get(o, "top-p", d.top_p)?,
+        seed: get(o, "seed", d.seed)?,
+    })
+}
+
+/// Generates after `ids`, printing text as it arrives (a byte-level token can end inside
+/// a character: only whole text is printed). Returns the text.
+fn stream<B: Backend>(run: &mut Trainer<B>, ids: &[u32], cfg: &SampleConfig) -> Result<String, KilnError> {
+    let tokenizer = run.tokenizer.clone();
+    let (be, model, decoder) = run.generator()?;
     let mut shown = String::new();
     let mut out = Vec::new();
-    block_on(generate(be, &model, &decoder, &ids, cfg, |id| {
-        // print as text arrives (a token may end inside a character: print whole text only)
+    block_on(generate(be, model, decoder, ids, cfg, |id| {
         out.push(id);
         if let Ok(text) = tokenizer.decode(&out) {
             if text.len() > shown.len() && text.starts_with(&shown) && !text.ends_with('\u{FFFD}') {
@@ -299,44 +401,100 @@ fn sample_with<B: Backend>(be: &mut B, dir: &str, prompt: &str, cfg: &SampleConf
             }
         }
         true
-    }))
-    .map_err(|e| e.to_string())?;
-    let text = tokenizer.decode(&out).map_err(|e| e.to_string())?;
+    }))?;
+    let text = tokenizer.decode(&out)?;
     println!("{}", text.get(shown.len()..).unwrap_or(""));
-    Ok(())
+    Ok(text)
 }
 
-fn logits(o: &HashMap<String, String>) -> CliResult {
-    let dir = o.get("ckpt").ok_or("logits needs --ckpt DIR")?;
-    let text = o.get("text").ok_or("logits needs --text TEXT")?;
-    let be = &mut GpuBackend::new(open_gpu()?);
-    let (model, tokenizer) = load(be, dir)?;
-    let mut ids = vec![kiln::tokenizer::BOS];
-    ids.extend(tokenizer.encode(text).map_err(|e| e.to_string())?);
-    ids.truncate(model.config.block_size);
-    let acts = Activations::new(be, &model.config, 1, ids.len()).map_err(|e| e.to_string())?;
-    be.write_u32(&acts.tokens, 0, &ids);
-    be.write_u32(&acts.targets, 0, &ids);
-    be.write(&acts.weights, 0, &vec![0.0; ids.len()]);
-    forward(be, &model, &acts);
-    let logits = block_on(be.read(&acts.logits)).map_err(|e| e.to_string())?;
-    let json = serde_json::json!({ "ids": ids, "vocab_size": model.config.vocab_size, "logits": logits });
-    println!("{json}");
-    Ok(())
+fn sample(o: &Options) -> CliResult {
+    let cfg = sample_config(o, 100)?;
+    let prompt = o.get("prompt").cloned().unwrap_or_default();
+    with_backend!(o, be => {
+        let mut run = load(be, o)?;
+        let ids = run.prompt_ids(&prompt)?;
+        print!("{prompt}");
+        stream(&mut run, &ids, &cfg).map(|_| ())
+    })
 }
 
-fn corpus(o: &HashMap<String, String>) -> CliResult {
-    let language = match o.get("lang").map(String::as_str) {
-        None | Some("en") => Language::English,
-        Some("zh") => Language::Chinese,
-        Some(other) => return Err(format!("--lang {other:?}: choose en or zh")),
+/// A conversation on stdin: each line is the user's turn, the answer streams back.
+fn chat(o: &Options) -> CliResult {
+    let cfg = SampleConfig { temperature: get(o, "temperature", 0.0f32)?, ..sample_config(o, 128)? };
+    let system: Vec<Message> =
+        o.get("system").map(|s| Message { role: Role::System, content: s.clone() }).into_iter().collect();
+    with_backend!(o, be => {
+        let mut run = load(be, o)?;
+        let tty = std::io::stdin().is_terminal();
+        if tty {
+            eprintln!("chatting with {}; /reset starts over, Ctrl-D ends", o["ckpt"]);
+        }
+        let mut messages = system.clone();
+        let mut answers = 0;
+        for line in std::io::stdin().lines() {
+            let line = line.map_err(|e| KilnError::Io(format!("stdin: {e}")))?;
+            match line.trim() {
+                "" => continue,
+                "/reset" => {
+                    messages = system.clone();
+                    continue;
+                }
+                text => messages.push(Message { role: Role::User, content: text.to_string() }),
+            }
+            let ids = chat_prompt(&run.tokenizer, &messages, run.model.config.block_size)?;
+            let answer = stream(&mut run, &ids, &cfg)?;
+            answers += 1;
+            eprintln!("[answer {answers}: {} characters]", answer.chars().count());
+            messages.push(Message { role: Role::Assistant, content: answer });
+        }
+        Ok(())
+    })
+}
+
+/// The chat template's ids and supervised flags for a JSON list of messages.
+fn chat_ids(o: &Options) -> CliResult {
+    let json = o.get("json").ok_or_else(|| usage("chat-ids needs --json '[{\"role\": …, \"content\": …}]'"))?;
+    let messages: Vec<Message> =
+        serde_json::from_str(json).map_err(|e| KilnError::Data(format!("--json is not a list of messages: {e}")))?;
+    let dir = o.get("ckpt").ok_or_else(|| usage("chat-ids needs --ckpt DIR"))?;
+    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    let (ids, supervised) = if o.contains_key("generation-prompt") {
+        let ids = render_prompt(&loaded.tokenizer, &messages)?;
+        let flags = vec![false; ids.len()];
+        (ids, flags)
+    } else {
+        let r = render(&loaded.tokenizer, &messages)?;
+        (r.ids, r.supervised)
     };
-    println!("{}", default_corpus(language, get(o, "stories", DEFAULT_STORIES)?, get(o, "seed", DEFAULT_SEED)?));
+    println!("{}", serde_json::json!({ "ids": ids, "supervised": supervised }));
+    Ok(())
+}
+
+fn logits(o: &Options) -> CliResult {
+    let text = o.get("text").ok_or_else(|| usage("logits needs --text TEXT"))?;
+    with_backend!(o, be => {
+        let mut run = load(be, o)?;
+        let mut ids = run.prompt_ids(text)?;
+        ids.truncate(run.model.config.block_size);
+        let be = &mut run.be;
+        let acts = Activations::new(be, &run.model.config, 1, ids.len())?;
+        be.write_u32(&acts.tokens, 0, &ids);
+        be.write_u32(&acts.targets, 0, &ids);
+        be.write(&acts.weights, 0, &vec![0.0; ids.len()]);
+        forward(be, &run.model, &acts);
+        let logits = block_on(be.read(&acts.logits))?;
+        println!("{}", serde_json::json!({ "ids": ids, "vocab_size": run.model.config.vocab_size, "logits": logits }));
+        Ok(())
+    })
+}
+
+fn corpus(o: &Options) -> CliResult {
+    println!("{}", default_corpus(language(o)?, get(o, "stories", DEFAULT_STORIES)?, get(o, "seed", DEFAULT_SEED)?));
     Ok(())
 }
 
 fn info() -> CliResult {
-    let gpu = open_gpu()?;
+    let gpu = block_on(Gpu::new())?;
     let l = gpu.limits();
     println!("adapter: {}", gpu.adapter_name());
     println!("max storage buffer binding: {} MiB", l.max_storage_buffer_binding_size >> 20);
@@ -347,29 +505,28 @@ fn info() -> CliResult {
     Ok(())
 }
 
-fn bench_matmul(quick: bool) -> CliResult {
-    let gpu = open_gpu()?;
-    let report =
-        kiln::bench::bench_matmul(&gpu, quick.then_some(3), |s| eprintln!("timing {s}")).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+fn print_json(value: &impl serde::Serialize) -> CliResult {
+    println!("{}", serde_json::to_string_pretty(value).expect("JSON"));
     Ok(())
 }
 
+fn bench_matmul(quick: bool) -> CliResult {
+    let gpu = block_on(Gpu::new())?;
+    print_json(&kiln::bench::bench_matmul(&gpu, quick.then_some(3), |s| eprintln!("timing {s}"))?)
+}
+
 fn bench_profile(preset: &str) -> CliResult {
-    let gpu = open_gpu()?;
-    let rows = kiln::bench::profile_step(&gpu, preset, 3).map_err(|e| e.to_string())?;
+    let gpu = block_on(Gpu::new())?;
+    let rows = kiln::bench::profile_step(&gpu, preset, 3)?;
     let total: f64 = rows.iter().map(|r| r.2).sum();
     let json: Vec<_> = rows
         .iter()
         .map(|(k, n, s)| serde_json::json!({"kernel": k, "dispatches": n, "seconds": s, "share": s / total}))
         .collect();
-    println!("{}", serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?);
-    Ok(())
+    print_json(&json)
 }
 
 fn bench_train(quick: bool) -> CliResult {
-    let gpu = open_gpu()?;
-    let report = kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}")).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
-    Ok(())
+    let gpu = block_on(Gpu::new())?;
+    print_json(&kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}"))?)
 }

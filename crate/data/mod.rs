@@ -1,5 +1,6 @@
-//! From text to batches: checking the text, documents, token rows with `<|bos|>`/`<|eos|>`
-//! at document boundaries, a train/validation split, and seeded, resumable batching with
+//! From text to batches: checking the text, documents packed into full rows with
+//! `<|bos|>`/`<|eos|>` at document boundaries, a train/validation split, rows with a
+//! supervised flag per target (SFT masks prompts), and seeded, resumable batching with
 //! padding masked out of the loss.
 
 pub mod chat;
@@ -37,41 +38,74 @@ pub fn documents(text: &str) -> Vec<&str> {
     text.split("\n\n").map(str::trim).filter(|d| !d.is_empty()).collect()
 }
 
-/// One document as rows of at most T + 1 tokens: `<|bos|> doc <|eos|>` cut every T
-/// tokens, so consecutive rows overlap by one and every token is predicted once.
-pub fn rows_of(ids: &[u32], t: usize) -> Vec<Vec<u32>> {
-    let mut seq = Vec::with_capacity(ids.len() + 2);
-    seq.push(BOS);
-    seq.extend_from_slice(ids);
-    seq.push(EOS);
-    (0..seq.len() - 1).step_by(t).map(|start| seq[start..(start + t + 1).min(seq.len())].to_vec()).collect()
+/// One training row of at most T + 1 tokens: position i's input is `ids[i]`, its target
+/// `ids[i + 1]`, counted in the loss when `supervised[i + 1]` (SFT leaves prompts out).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub ids: Vec<u32>,
+    pub supervised: Vec<bool>,
+}
+
+impl Row {
+    /// A row whose every target counts (pretraining).
+    pub fn all(ids: Vec<u32>) -> Row {
+        Row { supervised: vec![true; ids.len()], ids }
+    }
+
+    /// Targets that count in the loss.
+    pub fn targets(&self) -> usize {
+        self.supervised.iter().skip(1).filter(|&&s| s).count()
+    }
+}
+
+/// A stream of token ids cut into rows of at most T + 1 tokens, every T tokens, so
+/// consecutive rows overlap by one and every token is predicted once.
+pub fn windows(stream: &[u32], t: usize) -> Vec<Row> {
+    if stream.len() < 2 {
+        return Vec::new();
+    }
+    (0..stream.len() - 1).step_by(t).map(|start| Row::all(stream[start..(start + t + 1).min(stream.len())].to_vec())).collect()
+}
+
+/// Documents packed one after another, each `<|bos|> doc <|eos|>` (nanoGPT and llm.c
+/// do the same): rows are full, so no batch position is wasted on padding.
+pub fn pack(docs: &[&[u32]]) -> Vec<u32> {
+    let mut stream = Vec::with_capacity(docs.iter().map(|d| d.len() + 2).sum());
+    for d in docs {
+        stream.push(BOS);
+        stream.extend_from_slice(d);
+        stream.push(EOS);
+    }
+    stream
 }
 
 /// Rows → a batch of B × T: inputs are a row's tokens, targets the same shifted left by
-/// one; positions past a row's end are padding with weight 0 (as are missing rows).
-pub fn make_batch(rows: &[&[u32]], b: usize, t: usize) -> TokenBatch {
+/// one, weight 1 on supervised targets; positions past a row's end are padding with
+/// weight 0 (as are missing rows).
+pub fn make_batch(rows: &[&Row], b: usize, t: usize) -> TokenBatch {
     let mut batch = TokenBatch { b, t, tokens: vec![PAD; b * t], targets: vec![PAD; b * t], weights: vec![0.0; b * t] };
     for (r, row) in rows.iter().take(b).enumerate() {
-        for i in 0..row.len().saturating_sub(1).min(t) {
-            batch.tokens[r * t + i] = row[i];
-            batch.targets[r * t + i] = row[i + 1];
-            batch.weights[r * t + i] = 1.0;
+        for i in 0..row.ids.len().saturating_sub(1).min(t) {
+            batch.tokens[r * t + i] = row.ids[i];
+            batch.targets[r * t + i] = row.ids[i + 1];
+            batch.weights[r * t + i] = if row.supervised[i + 1] { 1.0 } else { 0.0 };
         }
     }
     batch
 }
 
-/// The tokenized text, split into training and validation rows.
+/// Training and validation rows of context T.
 pub struct Dataset {
     pub t: usize,
-    pub train: Vec<Vec<u32>>,
-    pub val: Vec<Vec<u32>>,
+    pub train: Vec<Row>,
+    pub val: Vec<Row>,
 }
 
 impl Dataset {
-    /// Splits whole documents (shuffled by `seed`) into train and validation; with a
-    /// single document, its rows are split instead.
-    pub fn new(tokenizer: &Tokenizer, text: &str, t: usize, val_fraction: f64, seed: u64) -> Result<Dataset> {
+    /// Pretraining data: whole documents (shuffled by `seed`) split into train and
+    /// validation, each side packed into one stream and cut into rows; a single document's
+    /// stream is split at its tail instead.
+    pub fn packed(tokenizer: &Tokenizer, text: &str, t: usize, val_fraction: f64, seed: u64) -> Result<Dataset> {
         let docs = documents(text);
         if docs.is_empty() {
             return Err(KilnError::Data("the text is empty".into()));
@@ -89,38 +123,26 @@ impl Dataset {
         }
         let mut order: Vec<usize> = (0..encoded.len()).collect();
         shuffle(&mut order, &mut Rng::new(seed));
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        if encoded.len() >= 2 {
+        let (train, val) = if encoded.len() >= 2 {
             let n_val = ((encoded.len() as f64 * val_fraction).ceil() as usize).clamp(1, encoded.len() - 1);
-            for (i, &d) in order.iter().enumerate() {
-                let rows = rows_of(&encoded[d], t);
-                if i < n_val {
-                    val.extend(rows)
-                } else {
-                    train.extend(rows)
-                }
-            }
+            let side = |ids: &[usize]| pack(&ids.iter().map(|&d| encoded[d].as_slice()).collect::<Vec<_>>());
+            (side(&order[n_val..]), side(&order[..n_val]))
         } else {
-            let rows = rows_of(&encoded[0], t);
-            if rows.len() < 2 {
-                // one row: hold out its tail for validation
-                let row = &rows[0];
-                let cut = (row.len() * 9 / 10).clamp(2, row.len() - 1);
-                train.push(row[..cut].to_vec());
-                val.push(row[cut - 1..].to_vec());
-            } else {
-                let n_val = ((rows.len() as f64 * val_fraction).ceil() as usize).clamp(1, rows.len() - 1);
-                let split = rows.len() - n_val;
-                train.extend_from_slice(&rows[..split]);
-                val.extend_from_slice(&rows[split..]);
-            }
+            let stream = pack(&[&encoded[0]]);
+            let n_val = ((stream.len() as f64 * val_fraction).ceil() as usize).clamp(2, (stream.len() - t - 1).max(2));
+            let cut = stream.len() - n_val;
+            (stream[..cut].to_vec(), stream[cut - 1..].to_vec())
+        };
+        let (train, val) = (windows(&train, t), windows(&val, t));
+        if train.is_empty() || val.is_empty() {
+            return Err(KilnError::Data("the text is too short to hold out a validation part".into()));
         }
         Ok(Dataset { t, train, val })
     }
 
-    /// Number of predicted tokens in the training rows.
+    /// Predicted tokens in the training rows.
     pub fn train_tokens(&self) -> usize {
-        self.train.iter().map(|r| r.len() - 1).sum()
+        self.train.iter().map(Row::targets).sum()
     }
 
     /// The validation set as batches of B rows, in order (the same every time).
@@ -128,7 +150,7 @@ impl Dataset {
         self.val
             .chunks(b)
             .take(max_batches.max(1))
-            .map(|rows| make_batch(&rows.iter().map(|r| r.as_slice()).collect::<Vec<_>>(), b, self.t))
+            .map(|rows| make_batch(&rows.iter().collect::<Vec<_>>(), b, self.t))
             .collect()
     }
 
@@ -137,8 +159,10 @@ impl Dataset {
     pub fn unigram_entropy(&self) -> f64 {
         let mut counts = std::collections::HashMap::<u32, u64>::new();
         for row in &self.train {
-            for &id in &row[1..] {
-                *counts.entry(id).or_default() += 1;
+            for (&id, &s) in row.ids.iter().zip(&row.supervised).skip(1) {
+                if s {
+                    *counts.entry(id).or_default() += 1;
+                }
             }
         }
         let n: u64 = counts.values().sum();
@@ -146,7 +170,7 @@ impl Dataset {
     }
 }
 
-fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
+pub(crate) fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
     for i in (1..items.len()).rev() {
         items.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -187,7 +211,7 @@ impl Batcher {
 
     /// The next B × T training batch.
     pub fn next(&mut self, data: &Dataset, b: usize) -> TokenBatch {
-        let mut rows: Vec<&[u32]> = Vec::with_capacity(b);
+        let mut rows: Vec<&Row> = Vec::with_capacity(b);
         while rows.len() < b {
             if self.state.position == self.order.len() {
                 self.state.epoch += 1;

@@ -206,26 +206,18 @@ pub fn block_forward<B: Backend>(
     be.residual_forward(&x.res3, &x.res2, &x.fcproj, n * c);
 }
 
-/// The final LayerNorm and the output layer, tied to the token embedding:
-/// logits (n, V) = ln_f(residual) · wteᵀ.
-pub fn head_forward<B: Backend>(
-    be: &mut B,
-    model: &Gpt<B>,
-    lnf: [&B::Buf; 3],
-    logits: &B::Buf,
-    residual: &B::Buf,
-    n: usize,
-) {
-    let (c, v, p, l) = (model.config.n_embd, model.config.vocab_size, &model.params, &model.layout);
+/// The trunk's last op, the final LayerNorm: out (n, C) = ln_f(residual).
+pub fn final_norm<B: Backend>(be: &mut B, model: &Gpt<B>, lnf: [&B::Buf; 3], residual: &B::Buf, n: usize) {
+    let (c, p, l) = (model.config.n_embd, &model.params, &model.layout);
     let [out, mean, rstd] = lnf;
     be.layernorm_forward(out, mean, rstd, residual, at(p, l.ln_f_weight), at(p, l.ln_f_bias), n, c);
-    be.matmul(at(logits, 0), at(out, 0), at(p, l.wte), None, MatmulShape::nt(n, v, c), false);
 }
 
-/// logits (BT, V) and the weighted per-position losses (BT) for the tokens, targets and
-/// weights already written into `a`.
-pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
-    let (b, t, c, v) = (a.b, a.t, model.config.n_embd, model.config.vocab_size);
+/// The trunk: token + position embeddings, the blocks, the final LayerNorm, leaving the
+/// features (BT, C) in `a.lnf`. Heads read them: [`LmHead`] here; a scalar head (reward,
+/// value) reads chosen rows of the same features.
+pub fn trunk_forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
+    let (b, t, c) = (a.b, a.t, model.config.n_embd);
     let (p, l) = (&model.params, &model.layout);
     be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), at(p, l.wpe), b, t, c);
     let mut residual = &a.encoded;
@@ -233,8 +225,44 @@ pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) 
         block_forward(be, model, w, x, residual, Rows::training(b, t));
         residual = &x.res3;
     }
-    head_forward(be, model, [&a.lnf, &a.lnf_mean, &a.lnf_rstd], &a.logits, residual, b * t);
-    be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, b * t, v);
+    final_norm(be, model, [&a.lnf, &a.lnf_mean, &a.lnf_rstd], residual, b * t);
+}
+
+/// The language-model head: logits over the vocabulary from the trunk's features, the
+/// output layer tied to the token embedding (so it has no tensors of its own), and
+/// cross-entropy with a weight per position — the loss every stage ends in.
+pub struct LmHead;
+
+impl LmHead {
+    /// logits (n, V) = features (n, C) · wteᵀ.
+    pub fn logits<B: Backend>(be: &mut B, model: &Gpt<B>, logits: &B::Buf, features: &B::Buf, n: usize) {
+        let (c, v) = (model.config.n_embd, model.config.vocab_size);
+        be.matmul(at(logits, 0), at(features, 0), at(&model.params, model.layout.wte), None, MatmulShape::nt(n, v, c), false);
+    }
+
+    /// logits and the weighted per-position losses (BT).
+    pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
+        let (bt, v) = (a.b * a.t, model.config.vocab_size);
+        Self::logits(be, model, &a.logits, &a.lnf, bt);
+        be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, bt, v);
+    }
+
+    /// d(Σ losses)/dlogits, then dwte += dlogitsᵀ · features and the features' gradient
+    /// into `a.dln` (overwritten).
+    pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
+        let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
+        let (p, g, l) = (&model.params, &model.grads, &model.layout);
+        be.cross_entropy_backward(&a.dlogits, &a.logits, &a.targets, &a.weights, bt, v);
+        be.matmul(at(g, l.wte), at(&a.dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+        be.matmul(at(&a.dln, 0), at(&a.dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
+    }
+}
+
+/// logits (BT, V) and the weighted per-position losses (BT) for the tokens, targets and
+/// weights already written into `a`.
+pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
+    trunk_forward(be, model, a);
+    LmHead::forward(be, model, a);
 }
 
 /// Backward of a linear layer y (n, out) = x (n, in) · W (in, out) + b, given dy:
@@ -261,15 +289,16 @@ fn linear_backward<B: Backend>(
 /// Adds the gradient of Σ losses to `model.grads` (zero them first for a fresh step).
 /// `tokens` is the host copy of the batch's input tokens.
 pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
+    LmHead::backward(be, model, a);
+    trunk_backward(be, model, a, tokens)
+}
+
+/// The trunk's backward pass from the gradient of its features in `a.dln`.
+pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
     let cfg = &model.config;
-    let (b, t, c, v, nh) = (a.b, a.t, cfg.n_embd, cfg.vocab_size, cfg.n_head);
+    let (b, t, c, nh) = (a.b, a.t, cfg.n_embd, cfg.n_head);
     let bt = b * t;
     let (p, g, l) = (&model.params, &model.grads, &model.layout);
-
-    be.cross_entropy_backward(&a.dlogits, &a.logits, &a.targets, &a.weights, bt, v);
-    // logits = lnf · wteᵀ
-    be.matmul(at(g, l.wte), at(&a.dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
-    be.matmul(at(&a.dln, 0), at(&a.dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
     let last = a.layers.last().map_or(&a.encoded, |x| &x.res3);
     be.clear(&a.dres);
     be.layernorm_backward(

@@ -43,7 +43,10 @@ pub struct LayerParams {
     pub mlp_proj_bias: usize,
 }
 
-/// The whole layout.
+/// The whole layout: GPT-2's tensors in GPT-2's order. The trunk is all of them; the
+/// language-model head has no tensors of its own (it is tied to `wte`). A scalar head
+/// (reward or value) appends its tensors after `ln_f`, so the first `total` elements
+/// stay a GPT-2 that transformers loads.
 #[derive(Clone, Debug)]
 pub struct ParamLayout {
     pub tensors: Vec<ParamTensor>,

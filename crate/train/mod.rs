@@ -1,11 +1,16 @@
-//! Training: the optimizer and schedule, the one training step every stage shares, and
-//! the stages themselves (pretraining now; SFT, reward, PPO and DPO reuse the step).
+//! Training: the optimizer and schedule, the one training step every stage shares, the
+//! stage-agnostic [`Trainer`], and the stages — pretraining and supervised fine-tuning —
+//! each a short file that supplies batches with a loss weight per position.
 
 pub mod optimizer;
 pub mod pretrain;
+pub mod sft;
+pub mod stage;
 pub mod step;
+pub mod trainer;
 
 pub use optimizer::{lr_at, AdamW, Schedule};
 
-pub use pretrain::{check_fits, LossPoint, PretrainConfig, Pretrainer, Progress};
+pub use stage::{Stage, StageKind};
 pub use step::{evaluate, train_step, TokenBatch};
+pub use trainer::{check_fits, LossPoint, Progress, TrainConfig, Trainer};

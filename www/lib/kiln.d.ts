@@ -23,8 +23,16 @@ export interface ModelOptions {
   blockSize?: number;
 }
 
+/** Training options; each stage has its own defaults (`kiln.defaults().training`). */
 export interface TrainingOptions {
   steps?: number;
+  minLr?: number;
+  beta1?: number;
+  beta2?: number;
+  weightDecay?: number;
+  gradClip?: number;
+  evalBatches?: number;
+  valFraction?: number;
   batchSize?: number;
   gradAccum?: number;
   lr?: number;
@@ -47,16 +55,46 @@ export interface ModelEstimate {
   problem: string | null;
 }
 
+export type StageName = 'pretrain' | 'sft';
+
 export interface ModelInfo {
+  /** The stage begun on the model, or null (an imported model before any stage). */
+  stage: StageName | null;
   config: GptConfig;
   params: number;
   memoryBytes: number;
   memory: string;
   trainRows: number;
   valRows: number;
+  /** importModel: what Kiln changed to use the folder (e.g. special tokens added). */
+  notes?: string[];
+  /** train({data}): the JSONL lines skipped, as "line N: reason". */
+  skipped?: string[];
+}
+
+export interface TrainOptions extends TrainingOptions {
+  stage?: StageName;
+  /** SFT data: JSONL ({"prompt","completion"} or {"messages": [...]}) as text, bytes or a File. */
+  data?: string | Uint8Array | ArrayBuffer | Blob;
+  /** The built-in instruction set's language, when no data is given. */
+  lang?: 'en' | 'zh';
+  /** Begin the stage afresh even if it is the current one. */
+  restart?: boolean;
+  onProgress?: (p: Progress) => void;
+  onStage?: (info: ModelInfo) => void;
+  signal?: AbortSignal;
+}
+
+export interface Message { role: 'system' | 'user' | 'assistant'; content: string; }
+
+export interface Defaults {
+  presets: Record<'tiny' | 'small' | 'base', { nLayer: number; nHead: number; nEmbd: number; blockSize: number }>;
+  training: Record<StageName, Required<TrainingOptions>>;
+  sampling: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
 }
 
 export interface Progress {
+  stage: StageName;
   step: number;
   steps: number;
   /** Mean loss per token, when it was read back this step. */
@@ -85,11 +123,17 @@ export class Kiln {
   tokenize(text: string): Promise<{ id: number; text: string }[]>;
   estimateModel(model?: ModelOptions, options?: { batchSize?: number }): Promise<ModelEstimate>;
   createModel(model?: ModelOptions, training?: TrainingOptions): Promise<ModelInfo>;
-  pretrain(options?: { steps?: number; onProgress?: (p: Progress) => void; signal?: AbortSignal }): Promise<Progress | null>;
+  defaults(): Promise<Defaults>;
+  train(options?: TrainOptions): Promise<Progress | null>;
+  /** train({...options, stage: 'pretrain'}) */
+  pretrain(options?: Omit<TrainOptions, 'stage'>): Promise<Progress | null>;
   pause(): Promise<boolean>;
   resume(): Promise<boolean>;
   stop(): Promise<boolean>;
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<string, void, undefined>;
+  chat(messages: Message[], options?: GenerateOptions): AsyncGenerator<string, void, undefined>;
+  renderChat(messages: Message[]): Promise<{ id: number; text: string; supervised: boolean }[]>;
+  instructionExamples(lang?: 'en' | 'zh', split?: 'train' | 'heldout', n?: number): Promise<Message[][]>;
   exportModel(): Promise<Record<string, Uint8Array>>;
   exportZip(): Promise<Uint8Array>;
   importModel(zip: Uint8Array | ArrayBuffer | Blob, training?: TrainingOptions): Promise<ModelInfo>;

@@ -3,8 +3,9 @@
 //   const kiln = await Kiln.create({ backend: 'auto' });
 //   await kiln.trainTokenizer(text, { vocabSize: 512 });
 //   await kiln.createModel({ preset: 'tiny' });
-//   await kiln.pretrain({ steps: 500, onProgress: (p) => console.log(p.step, p.loss) });
-//   for await (const piece of kiln.generate('Once upon a time', { maxTokens: 50 })) out += piece;
+//   await kiln.train({ stage: 'pretrain', steps: 500, onProgress: (p) => console.log(p.step, p.loss) });
+//   await kiln.train({ stage: 'sft', lang: 'en' });            // or data: a JSONL File
+//   for await (const piece of kiln.chat([{ role: 'user', content: 'Hi!' }])) out += piece;
 //   const files = await kiln.exportModel();
 //
 // Everything runs in a dedicated module Web Worker (worker.js beside this file), so the
@@ -52,6 +53,7 @@ export class Kiln {
       if (!call) return;
       if ('progress' in data) call.onProgress?.(data.progress);
       else if ('token' in data) call.onToken?.(data.token);
+      else if ('stage' in data) call.onStage?.(data.stage);
       else {
         this.#pending.delete(data.id);
         if (data.error) call.reject(new KilnError(data.error.code, data.error.message));
@@ -109,21 +111,36 @@ export class Kiln {
     return this.#call('createModel', [model, training]);
   }
 
-  /** Trains until the run's steps are done (`steps` changes the total). `onProgress`
-   * receives {step, steps, loss, valLoss, lr, tokensPerS, etaS, elapsedS, sample} as
-   * steps finish. Stops early on `signal` abort or stop(), resolving with {stopped: true}. */
-  async pretrain({ steps, onProgress, signal } = {}) {
+  /** Kiln's defaults: {presets, training: {pretrain, sft}, sampling} — the values the
+   * core uses when an option is left out. */
+  defaults() { return this.#call('defaults'); }
+
+  /** Trains a stage until its steps are done: 'pretrain' (on the corpus) or 'sft'
+   * (supervised fine-tuning on `data` — JSONL text, bytes or a File in TRL's
+   * prompt/completion or messages format — or, without data, the built-in questions
+   * about stories in `lang` 'en' | 'zh'). Asking for another stage than the current one,
+   * giving `data`, or `restart: true` begins it afresh on the model as it is; otherwise
+   * the run continues (`steps` changes its length). Other options (batchSize, lr, …) take
+   * the stage's defaults. `onStage` receives the new stage's info (rows, JSONL lines
+   * skipped); `onProgress` receives {stage, step, steps, loss, valLoss, lr, tokensPerS,
+   * etaS, elapsedS, sample}. Stops early on `signal` abort or stop(), resolving with
+   * {stopped: true}. */
+  async train({ stage = 'pretrain', data, onProgress, onStage, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
+    const bytes = data == null ? undefined : await bytesOf(data);
     const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
     this.#training = true;
     try {
-      return await this.#call('pretrain', [{ steps }], { onProgress });
+      return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage });
     } finally {
       this.#training = false;
       signal?.removeEventListener('abort', onAbort);
     }
   }
+
+  /** Pretraining: `train({ stage: 'pretrain', ... })`. */
+  pretrain(options = {}) { return this.train({ ...options, stage: 'pretrain' }); }
 
   pause() { return this.#call('pause'); }
   resume() { return this.#call('resume'); }
@@ -132,12 +149,19 @@ export class Kiln {
   /** Streams text continuing `prompt`: {maxTokens, temperature (0 = greedy), topK, topP,
    * seed}. Pieces arrive as the model picks tokens; breaking out of the loop stops it.
    * While a generation runs, training waits. */
-  async *generate(prompt, options = {}) {
+  generate(prompt, options = {}) { return this.#stream('generate', [prompt, options]); }
+
+  /** Streams the assistant's answer to `messages` ([{role: 'system' | 'user' |
+   * 'assistant', content}], ending with the user's turn) through the chat template; the
+   * answer ends at `<|end|>`. Options as for generate. */
+  chat(messages, options = {}) { return this.#stream('chat', [messages, options]); }
+
+  async *#stream(method, args) {
     const queue = [];
     let wakeUp = null;
     let finished = false;
     let failure = null;
-    const done = this.#call('generate', [prompt, options], {
+    const done = this.#call(method, args, {
       onToken: (piece) => { queue.push(piece); wakeUp?.(); },
     }).then(() => { finished = true; wakeUp?.(); }, (error) => { failure = error; finished = true; wakeUp?.(); });
     try {
@@ -153,6 +177,13 @@ export class Kiln {
     }
   }
 
+  /** A conversation through the chat template, token by token: [{id, text, supervised}]
+   * (supervised tokens are the ones SFT's loss counts). */
+  renderChat(messages) { return this.#call('renderChat', [messages]); }
+
+  /** `n` conversations of the built-in instruction set: split 'train' or 'heldout'. */
+  instructionExamples(lang = 'en', split = 'heldout', n = 10) { return this.#call('instructionExamples', [lang, split, n]); }
+
   /** The model as a Hugging Face GPT-2 folder: {'model.safetensors': Uint8Array,
    * 'config.json': …, 'tokenizer.json': …, 'tokenizer_config.json': …}. */
   exportModel() { return this.#call('exportModel'); }
@@ -160,8 +191,10 @@ export class Kiln {
   /** The same folder as one .zip (Uint8Array). */
   exportZip() { return this.#call('exportZip'); }
 
-  /** Loads a model from a .zip of a model folder (as exportZip makes); training can go
-   * on from it on the current corpus. Corrupt files are refused with KilnError('checkpoint'). */
+  /** Loads a model from a .zip of a model folder (as exportZip makes, or a Hugging Face
+   * GPT-2 folder: Kiln's special tokens are added if missing, said in `notes`). Any stage
+   * can then train it; with a corpus set, pretraining continues on it. Corrupt files are
+   * refused with KilnError('checkpoint') and change nothing. */
   async importModel(zip, training = {}) {
     const bytes = await bytesOf(zip);
     return this.#call('importZip', [bytes, training], {}, [bytes.buffer]);

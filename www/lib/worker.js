@@ -7,7 +7,8 @@ import { adapterDescription } from './adapter.js';
 
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
-  'createModel', 'exportModel', 'exportZip', 'importZip']);
+  'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
+  'instructionExamples']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */
@@ -24,8 +25,18 @@ const waitForWake = () => new Promise((resolve) => control.wake.push(resolve));
 // resolve as microtasks and would otherwise keep the worker's event loop busy.
 const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-async function pretrain(id, { steps } = {}) {
-  if (steps) await exclusive(() => wasm.setSteps(BigInt(steps)));
+/** Trains a stage step by step. A stage other than the current one, new `data`, or
+ * `restart` begins it afresh on the model as it is (its info goes out as {id, stage});
+ * otherwise the current stage continues, `steps` changing its length. */
+async function train(id, { stage = 'pretrain', data, lang, restart = false, steps, ...training } = {}) {
+  const current = await exclusive(() => wasm.currentStage());
+  if (restart || data != null || current !== stage) {
+    const options = steps ? { ...training, steps } : training;
+    const info = await exclusive(() => wasm.beginStage(stage, data ?? undefined, lang ?? undefined, options));
+    postMessage({ id, stage: info });
+  } else if (steps) {
+    await exclusive(() => wasm.setSteps(BigInt(steps)));
+  }
   control.paused = false;
   control.stopped = false;
   let last = null;
@@ -40,11 +51,12 @@ async function pretrain(id, { steps } = {}) {
   }
 }
 
-async function generate(id, prompt, options = {}) {
+/** Streams a generation begun by `start` (text continuation or a chat answer). */
+async function generate(id, start) {
   control.generating = true;
   control.stopGeneration = false;
   try {
-    await exclusive(() => wasm.generateStart(String(prompt), options));
+    await exclusive(start);
     for (;;) {
       if (control.stopGeneration) return false;
       const piece = await exclusive(() => wasm.generateNext());
@@ -84,8 +96,9 @@ onmessage = async ({ data }) => {
   try {
     await ready;
     let result;
-    if (method === 'pretrain') result = await pretrain(id, ...args);
-    else if (method === 'generate') result = await generate(id, ...args);
+    if (method === 'train') result = await train(id, ...args);
+    else if (method === 'generate') result = await generate(id, () => wasm.generateStart(String(args[0]), args[1] ?? {}));
+    else if (method === 'chat') result = await generate(id, () => wasm.chatStart(args[0], args[1] ?? {}));
     else if (method === 'init') result = await describe(await exclusive(() => wasm.init(...args)));
     else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
     else throw new Error(`unknown method ${method}`);

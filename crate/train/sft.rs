@@ -1,0 +1,214 @@
+//! Supervised fine-tuning: conversations rendered with the chat template, one per row,
+//! with loss only on the assistant's turns (their content and `<|end|>`); prompts,
+//! role markers and padding weigh 0. The trainer normalises by the supervised tokens of
+//! the whole step, so accumulation over micro-batches equals one big batch.
+
+use super::stage::{Stage, StageKind};
+use super::step::TokenBatch;
+use super::TrainConfig;
+use crate::checkpoint::Files;
+use crate::data::chat::{render, render_prompt, Conversation, Role};
+use crate::data::corpus::Language;
+use crate::data::instruct::{instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
+use crate::data::jsonl::{read_conversations, to_jsonl};
+use crate::data::{shuffle, Batcher, BatcherState, Dataset, Row};
+use crate::error::{KilnError, Result};
+use crate::rng::Rng;
+use crate::tokenizer::Tokenizer;
+
+pub struct Sft {
+    pub data: Dataset,
+    batcher: Batcher,
+    train: Vec<Conversation>,
+    val: Vec<Conversation>,
+    /// Conversations left out because no answer token fits in the context.
+    pub dropped: usize,
+    /// Conversations cut at the context's end (their first answer tokens kept).
+    pub truncated: usize,
+}
+
+/// Conversations → rows of at most T + 1 tokens; (rows, dropped, truncated).
+fn rows(tokenizer: &Tokenizer, convs: &[Conversation], t: usize) -> Result<(Vec<Row>, usize, usize)> {
+    let (mut out, mut dropped, mut truncated) = (Vec::with_capacity(convs.len()), 0, 0);
+    for conv in convs {
+        let r = render(tokenizer, conv)?;
+        let mut row = Row { ids: r.ids, supervised: r.supervised };
+        if row.ids.len() > t + 1 {
+            row.ids.truncate(t + 1);
+            row.supervised.truncate(t + 1);
+            truncated += 1;
+        }
+        if row.targets() == 0 {
+            dropped += 1;
+        } else {
+            out.push(row);
+        }
+    }
+    Ok((out, dropped, truncated))
+}
+
+impl Sft {
+    /// Fine-tuning on `train`, validated on `val` (both non-empty).
+    pub fn new(tokenizer: &Tokenizer, train: Vec<Conversation>, val: Vec<Conversation>, t: usize, seed: u64) -> Result<Sft> {
+        let (train_rows, d1, t1) = rows(tokenizer, &train, t)?;
+        let (val_rows, d2, t2) = rows(tokenizer, &val, t)?;
+        if train_rows.is_empty() || val_rows.is_empty() {
+            return Err(KilnError::Data(format!(
+                "no conversation has an answer that starts within the model's context of {t} tokens; shorten the prompts or use a model with a longer context"
+            )));
+        }
+        let data = Dataset { t, train: train_rows, val: val_rows };
+        let batcher = Batcher::new(data.train.len(), seed);
+        Ok(Sft { data, batcher, train, val, dropped: d1 + d2, truncated: t1 + t2 })
+    }
+
+    /// Kiln's built-in instruction set: questions about short stories of the default
+    /// corpus's world, held-out questions about stories the training set never shows.
+    pub fn builtin(tokenizer: &Tokenizer, language: Language, t: usize, seed: u64) -> Result<Sft> {
+        let train = instruction_set(language, Split::Train, DEFAULT_TRAIN);
+        let val = instruction_set(language, Split::HeldOut, DEFAULT_HELD_OUT);
+        Sft::new(tokenizer, train, val, t, seed)
+    }
+
+    /// The user's conversations, `cfg.val_fraction` of them (at least one) held out.
+    pub fn from_conversations(tokenizer: &Tokenizer, mut convs: Vec<Conversation>, t: usize, cfg: &TrainConfig) -> Result<Sft> {
+        if convs.len() < 2 {
+            return Err(KilnError::Data(format!(
+                "fine-tuning needs at least 2 conversations (one is held out for validation), not {}",
+                convs.len()
+            )));
+        }
+        shuffle(&mut convs, &mut Rng::new(cfg.seed));
+        let n_val = ((convs.len() as f64 * cfg.val_fraction).ceil() as usize).clamp(1, convs.len() - 1);
+        let train = convs.split_off(n_val);
+        Sft::new(tokenizer, train, convs, t, cfg.seed)
+    }
+
+    pub fn restore(files: &Files, tokenizer: &Tokenizer, t: usize, position: BatcherState) -> Result<Sft> {
+        let read = |name: &str| -> Result<Vec<Conversation>> {
+            let bytes = files.get(name).ok_or_else(|| KilnError::Checkpoint(format!("{name} is missing")))?;
+            let loaded = read_conversations(bytes).map_err(|e| KilnError::Checkpoint(format!("{name}: {e}")))?;
+            if let Some(bad) = loaded.skipped.first() {
+                return Err(KilnError::Checkpoint(format!("{name}: {bad}")));
+            }
+            Ok(loaded.items)
+        };
+        let mut stage = Sft::new(tokenizer, read("sft-train.jsonl")?, read("sft-val.jsonl")?, t, position.seed)?;
+        if position.position > stage.data.train.len() {
+            return Err(KilnError::Checkpoint("trainer.json's data position is past the conversations".into()));
+        }
+        stage.batcher = Batcher::resume(stage.data.train.len(), position);
+        Ok(stage)
+    }
+
+    /// The held-out conversations.
+    pub fn held_out(&self) -> &[Conversation] {
+        &self.val
+    }
+}
+
+impl Stage for Sft {
+    fn kind(&self) -> StageKind {
+        StageKind::Sft
+    }
+
+    fn next_batch(&mut self, b: usize) -> TokenBatch {
+        self.batcher.next(&self.data, b)
+    }
+
+    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
+        self.data.val_batches(b, max_batches)
+    }
+
+    fn rows(&self) -> (usize, usize) {
+        (self.data.train.len(), self.data.val.len())
+    }
+
+    fn position(&self) -> BatcherState {
+        self.batcher.state()
+    }
+
+    fn data_files(&self) -> Files {
+        Files::from([
+            ("sft-train.jsonl".to_string(), to_jsonl(&self.train).into_bytes()),
+            ("sft-val.jsonl".to_string(), to_jsonl(&self.val).into_bytes()),
+        ])
+    }
+
+    /// The first held-out conversation up to its last answer.
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
+        let conv = &self.val[0];
+        let upto = conv.iter().rposition(|m| m.role == Role::Assistant).unwrap_or(conv.len());
+        let prompt = &conv[..upto];
+        let question = prompt.last().map_or("", |m| m.content.as_str());
+        Ok((render_prompt(tokenizer, prompt)?, format!("{question} → ")))
+    }
+}
+
+/// How a model answers questions: greedy answers compared with the expected ones.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AnswerReport {
+    pub questions: usize,
+    /// Answers equal to the expected one (`answer_matches`).
+    pub exact: usize,
+    /// Answers that ended with `<|end|>` (not cut by the token limit or the context).
+    pub ended: usize,
+    /// (question, expected, answer) of the first few.
+    pub examples: Vec<(String, String, String)>,
+}
+
+impl AnswerReport {
+    pub fn accuracy(&self) -> f64 {
+        self.exact as f64 / self.questions.max(1) as f64
+    }
+    pub fn ended_share(&self) -> f64 {
+        self.ended as f64 / self.questions.max(1) as f64
+    }
+}
+
+/// Answers the last question of each conversation greedily (at most `max_tokens`).
+pub async fn answer_report<B: crate::backend::Backend>(
+    run: &mut super::Trainer<B>,
+    convs: &[Conversation],
+    max_tokens: usize,
+) -> Result<AnswerReport> {
+    use crate::data::instruct::answer_matches;
+    use crate::sample::{Generation, SampleConfig};
+    let cfg = SampleConfig { max_tokens, temperature: 0.0, ..SampleConfig::default() };
+    let mut report = AnswerReport::default();
+    for conv in convs {
+        let Some(upto) = conv.iter().rposition(|m| m.role == Role::Assistant) else { continue };
+        let ids = chat_prompt(&run.tokenizer, &conv[..upto], run.model.config.block_size)?;
+        let (be, model, decoder) = run.generator()?;
+        let mut generation = Generation::start(be, model, decoder, &ids, &cfg);
+        let mut out = Vec::new();
+        while let Some(id) = generation.next(be, model, decoder).await? {
+            out.push(id);
+        }
+        let answer = run.tokenizer.decode(&out)?;
+        let expected = &conv[upto].content;
+        report.questions += 1;
+        report.exact += answer_matches(expected, &answer) as usize;
+        report.ended += (generation.stop_token() == Some(crate::tokenizer::END)) as usize;
+        if report.examples.len() < 5 {
+            report.examples.push((conv[upto - 1].content.clone(), expected.clone(), answer));
+        }
+    }
+    Ok(report)
+}
+
+/// A chat's prompt ids ending in `<|assistant|>`, the oldest exchanges dropped (the system
+/// turn kept) until it leaves room for an answer in the context of `t` tokens.
+pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[crate::data::chat::Message], t: usize) -> Result<Vec<u32>> {
+    let room = (t / 4).clamp(1, 32);
+    let system = messages.first().filter(|m| m.role == Role::System).cloned();
+    let mut turns: Vec<_> = messages.iter().filter(|m| m.role != Role::System).cloned().collect();
+    loop {
+        let conv: Vec<_> = system.iter().cloned().chain(turns.iter().cloned()).collect();
+        let ids = render_prompt(tokenizer, &conv)?;
+        if ids.len() + room <= t || turns.len() <= 1 {
+            return Ok(ids);
+        }
+        turns.drain(..2.min(turns.len() - 1));
+    }
+}

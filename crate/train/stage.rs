@@ -1,0 +1,78 @@
+//! A training stage: where the trainer's batches come from. Every stage ends in the same
+//! kernel — cross-entropy with a weight per position (DESIGN.md) — so a stage is its data,
+//! the weights it puts on each target, a validation set, and what it must save to resume.
+//! A new stage is a new file with an impl of [`Stage`] and a line in [`restore`].
+
+use serde::{Deserialize, Serialize};
+
+use super::step::TokenBatch;
+use super::TrainConfig;
+use crate::checkpoint::Files;
+use crate::data::BatcherState;
+use crate::error::{KilnError, Result};
+use crate::tokenizer::Tokenizer;
+
+/// The stages, as checkpoints and the JS API name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// Next-token prediction on raw text.
+    Pretrain,
+    /// Supervised fine-tuning on conversations, loss on the assistant's turns only.
+    Sft,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Pretrain => "pretrain",
+            StageKind::Sft => "sft",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<StageKind> {
+        match name {
+            "pretrain" => Ok(StageKind::Pretrain),
+            "sft" => Ok(StageKind::Sft),
+            other => Err(KilnError::Config(format!("unknown stage {other:?}: choose pretrain or sft"))),
+        }
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub trait Stage {
+    fn kind(&self) -> StageKind;
+    /// The next training micro-batch of B rows, weights 0 or 1 (the trainer scales them
+    /// so that a step's weights sum to 1).
+    fn next_batch(&mut self, b: usize) -> TokenBatch;
+    /// The validation batches, the same every time.
+    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch>;
+    /// (training rows, validation rows).
+    fn rows(&self) -> (usize, usize);
+    /// Where the stage's data order is, for a bit-exact resume.
+    fn position(&self) -> BatcherState;
+    /// The stage's data as checkpoint files (corpus.txt, sft-train.jsonl …).
+    fn data_files(&self) -> Files;
+    /// The ids a sample during training continues, and the text shown before it.
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)>;
+}
+
+/// Rebuilds a stage from its checkpoint files, at `position`.
+pub fn restore(
+    kind: StageKind,
+    files: &Files,
+    tokenizer: &Tokenizer,
+    t: usize,
+    cfg: &TrainConfig,
+    position: BatcherState,
+) -> Result<Box<dyn Stage>> {
+    Ok(match kind {
+        StageKind::Pretrain => Box::new(super::pretrain::Pretrain::restore(files, tokenizer, t, cfg, position)?),
+        StageKind::Sft => Box::new(super::sft::Sft::restore(files, tokenizer, t, position)?),
+    })
+}
