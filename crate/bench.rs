@@ -322,13 +322,8 @@ pub fn profile_step(
     let text = default_corpus(Language::English, 1000, DEFAULT_SEED);
     let tokenizer = Tokenizer::train(&crate::data::documents(&text), TokenizerKind::Bpe, Some(512))?;
     let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
-    let cfg = TrainConfig {
-        steps: 1000,
-        eval_every: u64::MAX,
-        sample_every: 0,
-        log_every: u64::MAX,
-        ..Default::default()
-    };
+    let cfg =
+        TrainConfig { steps: 1000, eval_every: u64::MAX, sample_every: 0, log_every: u64::MAX, ..Default::default() };
     let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
     pollster::block_on(run.train_one())?; // compile pipelines first
     gpu.set_profiling(true);

@@ -2,14 +2,17 @@
 //!
 //! The data path, module by module:
 //! - [`tokenizer`]: byte-level BPE or characters, trained on the user's text.
-//! - [`data`]: text checks, documents → rows with `<|bos|>`/`<|eos|>`, batches with loss
-//!   weights; [`data::corpus`] generates the built-in stories.
-//! - [`model`]: the GPT-2 model — config, parameter layout, forward and backward written
-//!   once against [`backend::Backend`].
+//! - [`data`]: text checks, documents packed into rows with `<|bos|>`/`<|eos|>`, batches
+//!   with loss weights; [`data::corpus`] generates the built-in stories, [`data::chat`]
+//!   renders conversations (loss on the answers only), [`data::jsonl`] reads instruction
+//!   data, [`data::instruct`] generates the built-in story questions.
+//! - [`model`]: the GPT-2 model — config, parameter layout, the trunk and the LM head,
+//!   forward and backward written once against [`backend::Backend`].
 //! - [`backend`]: the op set, on the GPU ([`gpu`]: wgpu plumbing and one typed function
 //!   per WGSL kernel in `shaders/`) or the CPU ([`cpu`]: each kernel's twin, written to
 //!   be read).
-//! - [`train`]: AdamW and the schedule, the shared training step, pretraining.
+//! - [`train`]: AdamW and the schedule, the shared step, the stage-agnostic `Trainer`,
+//!   and the stages (`Stage`): pretraining, supervised fine-tuning.
 //! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, resume.
 //! - [`selftest`]: every kernel against its twin (natively and in Chromium);
 //!   [`bench`]: benchmarks. `web.rs` is the wasm surface; `bin/kiln.rs` the CLI.

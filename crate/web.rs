@@ -10,7 +10,9 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
 use crate::checkpoint::{self, Files};
+use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use crate::data::jsonl::read_conversations;
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
 use crate::gpu::Gpu;
@@ -18,8 +20,6 @@ use crate::model::GptConfig;
 use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
-use crate::data::chat::Message;
-use crate::data::jsonl::read_conversations;
 use crate::train::sft::{chat_prompt, Sft};
 use crate::train::stage::StageKind;
 use crate::train::{check_fits, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
@@ -337,7 +337,10 @@ pub fn defaults() -> Result<JsValue, JsValue> {
     let presets: serde_json::Map<String, serde_json::Value> = crate::model::PRESETS
         .iter()
         .map(|&(name, n_layer, n_head, n_embd, block_size)| {
-            (name.to_string(), serde_json::json!({"nLayer": n_layer, "nHead": n_head, "nEmbd": n_embd, "blockSize": block_size}))
+            (
+                name.to_string(),
+                serde_json::json!({"nLayer": n_layer, "nHead": n_head, "nEmbd": n_embd, "blockSize": block_size}),
+            )
         })
         .collect();
     to_js(&serde_json::json!({
@@ -355,7 +358,12 @@ pub fn defaults() -> Result<JsValue, JsValue> {
 /// `data` is absent, the built-in instruction set in `lang` ("en" or "zh"). `training`:
 /// options over the stage's defaults. Returns the run's info, with the JSONL lines skipped.
 #[wasm_bindgen(js_name = beginStage)]
-pub fn begin_stage(stage: String, data: Option<Vec<u8>>, lang: Option<String>, training: JsValue) -> Result<JsValue, JsValue> {
+pub fn begin_stage(
+    stage: String,
+    data: Option<Vec<u8>>,
+    lang: Option<String>,
+    training: JsValue,
+) -> Result<JsValue, JsValue> {
     let kind = StageKind::parse(&stage).map_err(kiln_error)?;
     let cfg = training_config(kind, training)?;
     let s = session();
@@ -469,7 +477,8 @@ pub async fn train_step() -> Result<JsValue, JsValue> {
 
 /// Sampling options from JS over SampleConfig's defaults.
 fn sample_config(options: JsValue) -> Result<SampleConfig, JsValue> {
-    let given: serde_json::Value = if options.is_undefined() || options.is_null() { serde_json::Value::Null } else { from_js(options)? };
+    let given: serde_json::Value =
+        if options.is_undefined() || options.is_null() { serde_json::Value::Null } else { from_js(options)? };
     let mut merged = serde_json::to_value(SampleConfig::default()).expect("JSON");
     if let Some(o) = given.as_object() {
         for (key, value) in o {

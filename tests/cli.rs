@@ -141,20 +141,35 @@ fn sft_resume_and_chat_from_the_command_line() {
     }
     std::fs::write(&data, lines.join("\n")).unwrap();
     let (ok, _, err) = kiln(&[
-        "sft", "--ckpt", base_s, "--data", data.to_str().unwrap(), "--steps", "6", "--eval-every", "3", "--backend", "cpu",
-        "--out", tuned_s,
+        "sft",
+        "--ckpt",
+        base_s,
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--eval-every",
+        "3",
+        "--backend",
+        "cpu",
+        "--out",
+        tuned_s,
     ]);
     println!("{err}");
     assert!(ok, "sft failed: {err}");
     assert!(err.contains("line 2:") && err.contains("line 5:") && err.contains("10 conversations"), "{err}");
-    let trainer: serde_json::Value = serde_json::from_slice(&std::fs::read(tuned.join("trainer.json")).unwrap()).unwrap();
+    let trainer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tuned.join("trainer.json")).unwrap()).unwrap();
     assert_eq!((trainer["stage"].as_str(), trainer["step"].as_u64()), (Some("sft"), Some(6)));
     assert!(tuned.join("sft-train.jsonl").is_file() && tuned.join("sft-val.jsonl").is_file());
 
     let (ok, _, err) = kiln(&["resume", tuned_s, "--steps", "8", "--backend", "cpu"]);
     assert!(ok && err.contains("sft") && err.contains("step 8"), "resume failed: {err}");
 
-    let (ok, out, err) = kiln_with_stdin(&["chat", "--ckpt", tuned_s, "--backend", "cpu", "--tokens", "8"], "Say 4.\n/reset\nCount to 3.\n");
+    let (ok, out, err) = kiln_with_stdin(
+        &["chat", "--ckpt", tuned_s, "--backend", "cpu", "--tokens", "8"],
+        "Say 4.\n/reset\nCount to 3.\n",
+    );
     println!("chat:\n{out}");
     assert!(ok, "chat failed: {err}");
     assert!(err.contains("[answer 2:") && !err.contains("[answer 3:"), "one answer per message: {err}");

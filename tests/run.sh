@@ -14,7 +14,7 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
 echo "== native tests (GPU kernels on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | grep -o lvp | head -1 || echo vulkan))"
 cargo test -- --nocapture --test-threads=1
-echo "== wasm build"
-bash www/build.sh
+echo "== wasm build (release: the browser tests train for minutes, and npm pack needs it anyway)"
+bash www/build.sh --release
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
 node --test tests/browser/

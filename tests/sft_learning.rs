@@ -35,7 +35,14 @@ fn train<B: Backend>(run: &mut Trainer<B>) {
     while !run.done() {
         let p = block_on(run.train_one()).unwrap();
         if p.loss.is_some() || p.val_loss.is_some() {
-            println!("{:?} step {:>4} loss {:?} val {:?} {:.0} tok/s", p.stage.unwrap(), p.step, p.loss, p.val_loss, p.tokens_per_s);
+            println!(
+                "{:?} step {:>4} loss {:?} val {:?} {:.0} tok/s",
+                p.stage.unwrap(),
+                p.step,
+                p.loss,
+                p.val_loss,
+                p.tokens_per_s
+            );
         }
     }
 }
@@ -44,16 +51,33 @@ fn pretrain_then_fine_tune<B: Backend>(be: B, language: Language) -> (AnswerRepo
     let text = default_corpus(language, DEFAULT_STORIES, DEFAULT_SEED);
     let tokenizer = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(512)).unwrap();
     let config = GptConfig::preset("tiny", tokenizer.vocab_size()).unwrap();
-    let cfg = TrainConfig { steps: PRETRAIN_STEPS, eval_every: PRETRAIN_STEPS, sample_every: 0, log_every: 100, ..TrainConfig::default() };
+    let cfg = TrainConfig {
+        steps: PRETRAIN_STEPS,
+        eval_every: PRETRAIN_STEPS,
+        sample_every: 0,
+        log_every: 100,
+        ..TrainConfig::default()
+    };
     let mut run = Trainer::pretrain(be, tokenizer, &text, config, cfg).unwrap();
     train(&mut run);
     let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
     let before = block_on(answer_report(&mut run, &held_out, 24)).unwrap();
     report("before SFT", &before);
 
-    let sft = TrainConfig { steps: SFT_STEPS, eval_every: 100, sample_every: 0, log_every: 50, ..TrainConfig::for_stage(StageKind::Sft) };
+    let sft = TrainConfig {
+        steps: SFT_STEPS,
+        eval_every: 100,
+        sample_every: 0,
+        log_every: 50,
+        ..TrainConfig::for_stage(StageKind::Sft)
+    };
     let stage = Sft::builtin(&run.tokenizer, language, config.block_size, sft.seed).unwrap();
-    println!("SFT: {} training conversations ({} cut at the context, {} left out)", stage.data.train.len(), stage.truncated, stage.dropped);
+    println!(
+        "SFT: {} training conversations ({} cut at the context, {} left out)",
+        stage.data.train.len(),
+        stage.truncated,
+        stage.dropped
+    );
     run.begin(Box::new(stage), sft).unwrap();
     train(&mut run);
     let after = block_on(answer_report(&mut run, &held_out, 24)).unwrap();

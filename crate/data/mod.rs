@@ -64,7 +64,10 @@ pub fn windows(stream: &[u32], t: usize) -> Vec<Row> {
     if stream.len() < 2 {
         return Vec::new();
     }
-    (0..stream.len() - 1).step_by(t).map(|start| Row::all(stream[start..(start + t + 1).min(stream.len())].to_vec())).collect()
+    (0..stream.len() - 1)
+        .step_by(t)
+        .map(|start| Row::all(stream[start..(start + t + 1).min(stream.len())].to_vec()))
+        .collect()
 }
 
 /// Documents packed one after another, each `<|bos|> doc <|eos|>` (nanoGPT and llm.c

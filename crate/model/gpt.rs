@@ -237,7 +237,14 @@ impl LmHead {
     /// logits (n, V) = features (n, C) · wteᵀ.
     pub fn logits<B: Backend>(be: &mut B, model: &Gpt<B>, logits: &B::Buf, features: &B::Buf, n: usize) {
         let (c, v) = (model.config.n_embd, model.config.vocab_size);
-        be.matmul(at(logits, 0), at(features, 0), at(&model.params, model.layout.wte), None, MatmulShape::nt(n, v, c), false);
+        be.matmul(
+            at(logits, 0),
+            at(features, 0),
+            at(&model.params, model.layout.wte),
+            None,
+            MatmulShape::nt(n, v, c),
+            false,
+        );
     }
 
     /// logits and the weighted per-position losses (BT).

@@ -31,8 +31,7 @@ impl Pretrain {
         position: BatcherState,
     ) -> Result<Pretrain> {
         let bytes = files.get("corpus.txt").ok_or_else(|| KilnError::Checkpoint("corpus.txt is missing".into()))?;
-        let corpus =
-            std::str::from_utf8(bytes).map_err(|_| KilnError::Checkpoint("corpus.txt is not UTF-8".into()))?;
+        let corpus = std::str::from_utf8(bytes).map_err(|_| KilnError::Checkpoint("corpus.txt is not UTF-8".into()))?;
         let mut stage = Pretrain::new(tokenizer, corpus, t, cfg)?;
         if position.position > stage.data.train.len() {
             return Err(KilnError::Checkpoint("trainer.json's data position is past the corpus".into()));

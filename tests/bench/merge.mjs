@@ -20,6 +20,8 @@ const training = (train?.results ?? []).map((r) => ({
   backend: r.backend,
   params: r.params,
   tokens_per_s: r.tokens_per_s,
+  sft_tokens_per_s: r.sft_tokens_per_s,
+  sft_over_pretrain: r.sft_tokens_per_s / r.tokens_per_s,
   torch_tokens_per_s: torchRate.get(r.preset) ?? null,
   kiln_over_torch: torchRate.has(r.preset) ? r.tokens_per_s / torchRate.get(r.preset) : null,
   memory_estimate_mib: r.memory_estimate_bytes / 2 ** 20,

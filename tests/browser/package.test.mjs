@@ -42,6 +42,9 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
     assert.equal(result.backend.kind, 'gpu');
     assert.ok(result.losses.at(-1) < result.losses[0], 'the loss fell');
     assert.ok(result.text.length > 0);
+    assert.equal(result.sft.stage, 'sft');
+    assert.equal(result.sft.step, 4);
+    assert.equal(typeof result.answer, 'string');
     assert.deepEqual(result.files, ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     assert.ok(requests.every((url) => url.startsWith(origin)), 'only the page\'s own files were requested');
   } finally {

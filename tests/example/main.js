@@ -8,12 +8,15 @@ try {
   const kiln = await Kiln.create({ backend: 'auto' });
   await kiln.trainTokenizer(text, { vocabSize: 300 });
   await kiln.createModel({ preset: 'tiny' });
-  await kiln.pretrain({ steps: 15, onProgress: (p) => p.loss != null && window.result.losses.push(p.loss) });
+  await kiln.train({ stage: 'pretrain', steps: 15, onProgress: (p) => p.loss != null && window.result.losses.push(p.loss) });
+  await kiln.train({ stage: 'sft', lang: 'en', steps: 4, onProgress: (p) => window.result.sft = p });
+  let answer = '';
+  for await (const piece of kiln.chat([{ role: 'user', content: 'Where did Lily go?' }], { maxTokens: 8 })) answer += piece;
   let out = '';
   for await (const piece of kiln.generate('Once upon a time', { maxTokens: 20, temperature: 0 })) out += piece;
   const files = await kiln.exportModel();
   // ---------------------------------
-  Object.assign(window.result, { backend: kiln.backend, text: out, files: Object.keys(files).sort(), done: true });
+  Object.assign(window.result, { backend: kiln.backend, text: out, answer, files: Object.keys(files).sort(), done: true });
   log(`trained on ${kiln.backend.kind}; generated: Once upon a time${out}`);
 } catch (error) {
   window.result.error = `${error.code ?? ''} ${error.message}`;
