@@ -28,7 +28,8 @@ fn tiny_preset_learns_the_default_corpus() {
     };
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
     let mut run = Trainer::pretrain(GpuBackend::new(gpu), tokenizer, &text, config, cfg).unwrap();
-    let entropy = Pretrain::new(&run.tokenizer, &text, config.block_size, &run.cfg).unwrap().data.unigram_entropy();
+    let entropy =
+        Pretrain::new(&run.tokenizer, &text, config.block_size, &run.cfg).unwrap().rows.data.unigram_entropy();
     let first = block_on(run.validate()).unwrap();
     println!("unigram entropy {entropy:.3} nats; validation loss before training {first:.3}");
     let mut last = None;

@@ -74,7 +74,7 @@ fn pretrain_then_fine_tune<B: Backend>(be: B, language: Language) -> (AnswerRepo
     let stage = Sft::builtin(&run.tokenizer, language, config.block_size, sft.seed).unwrap();
     println!(
         "SFT: {} training conversations ({} cut at the context, {} left out)",
-        stage.data.train.len(),
+        stage.rows.data.train.len(),
         stage.truncated,
         stage.dropped
     );

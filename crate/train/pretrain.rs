@@ -1,17 +1,15 @@
 //! Pretraining: next-token prediction on the user's text. Documents are packed into full
 //! rows (`<|bos|> doc <|eos|>` one after another), every target weighs the same.
 
-use super::stage::{Stage, StageKind};
-use super::step::TokenBatch;
+use super::stage::{RowStage, StageKind, TokenRows};
 use super::TrainConfig;
 use crate::checkpoint::Files;
-use crate::data::{Batcher, BatcherState, Dataset};
+use crate::data::{BatcherState, Dataset};
 use crate::error::{KilnError, Result};
 use crate::tokenizer::{Tokenizer, BOS};
 
 pub struct Pretrain {
-    pub data: Dataset,
-    batcher: Batcher,
+    pub rows: TokenRows,
     corpus: String,
 }
 
@@ -19,8 +17,7 @@ impl Pretrain {
     /// `text` split into documents, held out by `cfg.val_fraction` and `cfg.seed`.
     pub fn new(tokenizer: &Tokenizer, text: &str, t: usize, cfg: &TrainConfig) -> Result<Pretrain> {
         let data = Dataset::packed(tokenizer, text, t, cfg.val_fraction, cfg.seed)?;
-        let batcher = Batcher::new(data.train.len(), cfg.seed);
-        Ok(Pretrain { data, batcher, corpus: text.to_string() })
+        Ok(Pretrain { rows: TokenRows::new(data, cfg.seed), corpus: text.to_string() })
     }
 
     pub fn restore(
@@ -32,34 +29,22 @@ impl Pretrain {
     ) -> Result<Pretrain> {
         let bytes = files.get("corpus.txt").ok_or_else(|| KilnError::Checkpoint("corpus.txt is missing".into()))?;
         let corpus = std::str::from_utf8(bytes).map_err(|_| KilnError::Checkpoint("corpus.txt is not UTF-8".into()))?;
-        let mut stage = Pretrain::new(tokenizer, corpus, t, cfg)?;
-        if position.position > stage.data.train.len() {
-            return Err(KilnError::Checkpoint("trainer.json's data position is past the corpus".into()));
-        }
-        stage.batcher = Batcher::resume(stage.data.train.len(), position);
-        Ok(stage)
+        let data = Dataset::packed(tokenizer, corpus, t, cfg.val_fraction, cfg.seed)?;
+        Ok(Pretrain { rows: TokenRows::resume(data, position)?, corpus: corpus.to_string() })
     }
 }
 
-impl Stage for Pretrain {
+impl RowStage for Pretrain {
     fn kind(&self) -> StageKind {
         StageKind::Pretrain
     }
 
-    fn next_batch(&mut self, b: usize) -> TokenBatch {
-        self.batcher.next(&self.data, b)
+    fn token_rows(&self) -> &TokenRows {
+        &self.rows
     }
 
-    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
-        self.data.val_batches(b, max_batches)
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.data.train.len(), self.data.val.len())
-    }
-
-    fn position(&self) -> BatcherState {
-        self.batcher.state()
+    fn token_rows_mut(&mut self) -> &mut TokenRows {
+        &mut self.rows
     }
 
     fn data_files(&self) -> Files {

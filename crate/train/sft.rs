@@ -3,22 +3,20 @@
 //! role markers and padding weigh 0. The trainer normalises by the supervised tokens of
 //! the whole step, so accumulation over micro-batches equals one big batch.
 
-use super::stage::{Stage, StageKind};
-use super::step::TokenBatch;
+use super::stage::{RowStage, StageKind, TokenRows};
 use super::TrainConfig;
 use crate::checkpoint::Files;
 use crate::data::chat::{render, render_prompt, Conversation, Role};
 use crate::data::corpus::Language;
 use crate::data::instruct::{instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
 use crate::data::jsonl::{read_conversations, to_jsonl};
-use crate::data::{shuffle, Batcher, BatcherState, Dataset, Row};
+use crate::data::{shuffle, BatcherState, Dataset, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
 
 pub struct Sft {
-    pub data: Dataset,
-    batcher: Batcher,
+    pub rows: TokenRows,
     train: Vec<Conversation>,
     val: Vec<Conversation>,
     /// Conversations left out because no answer token fits in the context.
@@ -63,9 +61,8 @@ impl Sft {
                 "no conversation has an answer that starts within the model's context of {t} tokens; shorten the prompts or use a model with a longer context"
             )));
         }
-        let data = Dataset { t, train: train_rows, val: val_rows };
-        let batcher = Batcher::new(data.train.len(), seed);
-        Ok(Sft { data, batcher, train, val, dropped: d1 + d2, truncated: t1 + t2 })
+        let rows = TokenRows::new(Dataset { t, train: train_rows, val: val_rows }, seed);
+        Ok(Sft { rows, train, val, dropped: d1 + d2, truncated: t1 + t2 })
     }
 
     /// Kiln's built-in instruction set: questions about short stories of the default
@@ -104,12 +101,8 @@ impl Sft {
             }
             Ok(loaded.items)
         };
-        let mut stage = Sft::new(tokenizer, read("sft-train.jsonl")?, read("sft-val.jsonl")?, t, position.seed)?;
-        if position.position > stage.data.train.len() {
-            return Err(KilnError::Checkpoint("trainer.json's data position is past the conversations".into()));
-        }
-        stage.batcher = Batcher::resume(stage.data.train.len(), position);
-        Ok(stage)
+        let stage = Sft::new(tokenizer, read("sft-train.jsonl")?, read("sft-val.jsonl")?, t, position.seed)?;
+        Ok(Sft { rows: TokenRows::resume(stage.rows.data, position)?, ..stage })
     }
 
     /// The held-out conversations.
@@ -118,25 +111,17 @@ impl Sft {
     }
 }
 
-impl Stage for Sft {
+impl RowStage for Sft {
     fn kind(&self) -> StageKind {
         StageKind::Sft
     }
 
-    fn next_batch(&mut self, b: usize) -> TokenBatch {
-        self.batcher.next(&self.data, b)
+    fn token_rows(&self) -> &TokenRows {
+        &self.rows
     }
 
-    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
-        self.data.val_batches(b, max_batches)
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.data.train.len(), self.data.val.len())
-    }
-
-    fn position(&self) -> BatcherState {
-        self.batcher.state()
+    fn token_rows_mut(&mut self) -> &mut TokenRows {
+        &mut self.rows
     }
 
     fn data_files(&self) -> Files {

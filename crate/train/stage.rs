@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::step::TokenBatch;
 use super::TrainConfig;
 use crate::checkpoint::Files;
-use crate::data::BatcherState;
+use crate::data::{Batcher, BatcherState, Dataset};
 use crate::error::{KilnError, Result};
 use crate::tokenizer::Tokenizer;
 
@@ -60,6 +60,69 @@ pub trait Stage {
     fn data_files(&self) -> Files;
     /// The ids a sample during training continues, and the text shown before it.
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)>;
+}
+
+/// Training and validation rows in a seeded, resumable order: what the stages that train
+/// on token rows (pretraining, SFT) draw their batches from.
+pub struct TokenRows {
+    pub data: Dataset,
+    batcher: Batcher,
+}
+
+impl TokenRows {
+    pub fn new(data: Dataset, seed: u64) -> TokenRows {
+        TokenRows { batcher: Batcher::new(data.train.len(), seed), data }
+    }
+
+    /// The rows with the order continuing at `position` (from a checkpoint).
+    pub fn resume(data: Dataset, position: BatcherState) -> Result<TokenRows> {
+        if position.position > data.train.len() {
+            return Err(KilnError::Checkpoint("trainer.json's data position is past the training rows".into()));
+        }
+        Ok(TokenRows { batcher: Batcher::resume(data.train.len(), position), data })
+    }
+}
+
+/// A stage that trains on token rows: it names its rows, its files and its samples;
+/// batching, validation and position come with [`TokenRows`].
+pub trait RowStage {
+    fn kind(&self) -> StageKind;
+    fn token_rows(&self) -> &TokenRows;
+    fn token_rows_mut(&mut self) -> &mut TokenRows;
+    fn data_files(&self) -> Files;
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)>;
+}
+
+impl<S: RowStage> Stage for S {
+    fn kind(&self) -> StageKind {
+        RowStage::kind(self)
+    }
+
+    fn next_batch(&mut self, b: usize) -> TokenBatch {
+        let TokenRows { data, batcher } = self.token_rows_mut();
+        batcher.next(data, b)
+    }
+
+    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
+        self.token_rows().data.val_batches(b, max_batches)
+    }
+
+    fn rows(&self) -> (usize, usize) {
+        let data = &self.token_rows().data;
+        (data.train.len(), data.val.len())
+    }
+
+    fn position(&self) -> BatcherState {
+        self.token_rows().batcher.state()
+    }
+
+    fn data_files(&self) -> Files {
+        RowStage::data_files(self)
+    }
+
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
+        RowStage::sample_prompt(self, tokenizer)
+    }
 }
 
 /// Rebuilds a stage from its checkpoint files, at `position`.
