@@ -30,6 +30,13 @@ impl Default for SampleConfig {
     }
 }
 
+impl SampleConfig {
+    /// Chat answers: greedy (the answer the fine-tuning taught), short.
+    pub fn for_chat() -> SampleConfig {
+        SampleConfig { max_tokens: 128, temperature: 0.0, ..SampleConfig::default() }
+    }
+}
+
 /// Tokens generation never produces: padding, markers that only the data pipeline or the
 /// chat template places.
 const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];

@@ -350,6 +350,7 @@ pub fn defaults() -> Result<JsValue, JsValue> {
             "sft": TrainConfig::for_stage(StageKind::Sft),
         },
         "sampling": SampleConfig::default(),
+        "chat": SampleConfig::for_chat(),
     }))
 }
 
@@ -475,11 +476,11 @@ pub async fn train_step() -> Result<JsValue, JsValue> {
     }
 }
 
-/// Sampling options from JS over SampleConfig's defaults.
-fn sample_config(options: JsValue) -> Result<SampleConfig, JsValue> {
+/// Sampling options from JS over `base` (SampleConfig's defaults, or its chat defaults).
+fn sample_config(options: JsValue, base: SampleConfig) -> Result<SampleConfig, JsValue> {
     let given: serde_json::Value =
         if options.is_undefined() || options.is_null() { serde_json::Value::Null } else { from_js(options)? };
-    let mut merged = serde_json::to_value(SampleConfig::default()).expect("JSON");
+    let mut merged = serde_json::to_value(base).expect("JSON");
     if let Some(o) = given.as_object() {
         for (key, value) in o {
             let field = match key.as_str() {
@@ -497,11 +498,10 @@ fn sample_config(options: JsValue) -> Result<SampleConfig, JsValue> {
 }
 
 /// Starts a generation after the ids `prompt` makes from the run's tokenizer.
-fn start_generation<F>(prompt: F, options: JsValue) -> Result<(), JsValue>
+fn start_generation<F>(prompt: F, cfg: SampleConfig) -> Result<(), JsValue>
 where
     F: Fn(&Tokenizer, usize) -> Result<Vec<u32>, KilnError>,
 {
-    let cfg = sample_config(options)?;
     let mut run = take_run()?;
     let result = with_run!(&mut run, r => (|| {
         let ids = prompt(&r.tokenizer, r.model.config.block_size)?;
@@ -527,7 +527,7 @@ pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsVa
             ids.extend(tok.encode(&prompt)?);
             Ok(ids)
         },
-        options,
+        sample_config(options, SampleConfig::default())?,
     )
 }
 
@@ -536,7 +536,7 @@ pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsVa
 #[wasm_bindgen(js_name = chatStart)]
 pub async fn chat_start(messages: JsValue, options: JsValue) -> Result<(), JsValue> {
     let messages: Vec<Message> = from_js(messages)?;
-    start_generation(|tok, t| chat_prompt(tok, &messages, t), options)
+    start_generation(|tok, t| chat_prompt(tok, &messages, t), sample_config(options, SampleConfig::for_chat())?)
 }
 
 /// The next piece of generated text (possibly empty while a character is incomplete), or

@@ -97,6 +97,8 @@ function showDefaults(d) {
   const pre = d.training.pretrain;
   [$('steps').value, $('batch').value, $('lr').value, $('seed').value] = [pre.steps, pre.batchSize, pre.lr, pre.seed];
   [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
+  [$('temperature').value, $('top-k').value] = [d.sampling.temperature, d.sampling.top_k];
+  $('chat-temperature').value = d.chat.temperature;
   setPreset('tiny');
 }
 
@@ -317,7 +319,7 @@ async function sendChat() {
     const system = $('chat-system').value.trim();
     const messages = system ? [{ role: 'system', content: system }, ...app.chat] : app.chat;
     let answer = '';
-    for await (const piece of app.kiln.chat(messages, { maxTokens: 128, temperature: Number($('chat-temperature').value) })) {
+    for await (const piece of app.kiln.chat(messages, { temperature: Number($('chat-temperature').value) })) {
       answer += piece;
       bubble.textContent = answer;
     }

@@ -34,6 +34,8 @@ usage:
   kiln sft --ckpt DIR [--data FILE.jsonl] [--lang en|zh] --out DIR   supervised
                                  fine-tuning on conversations (TRL's prompt/completion or
                                  messages JSONL; the built-in story questions by default)
+      --eval N                   held-out questions answered before and after, exact
+                                 match (default 100 on the built-in set, 0 with --data)
   training options (pretrain, sft):
       --steps N  --batch N  --accum N  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
@@ -275,12 +277,17 @@ fn sft(o: &Options) -> CliResult {
         eprintln!("{dir}: {note}");
     }
     let stage = sft_stage(o, &loaded.tokenizer, loaded.config.block_size, &cfg)?;
-    let held_out: Vec<Conversation> = stage.held_out().iter().take(100).cloned().collect();
+    // exact-match answers are what the built-in questions measure; on the user's data, ask
+    let questions = get(o, "eval", if o.contains_key("data") { 0 } else { 100usize })?;
+    let held_out: Vec<Conversation> = stage.held_out().iter().take(questions).cloned().collect();
     with_backend!(o, be => {
         let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), cfg.seed)?;
         let before = block_on(answer_report(&mut run, &held_out, 32))?;
         run.begin(Box::new(stage), cfg)?;
         let mut run = train_loop(run, &out, o.contains_key("log-json"))?;
+        if held_out.is_empty() {
+            return Ok(());
+        }
         let after = block_on(answer_report(&mut run, &held_out, 32))?;
         for (name, r) in [("before", &before), ("after", &after)] {
             eprintln!(
@@ -373,10 +380,10 @@ fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
     Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), 0)
 }
 
-fn sample_config(o: &Options, max_tokens: usize) -> Result<SampleConfig, KilnError> {
-    let d = SampleConfig::default();
+/// Sampling options over `d` (SampleConfig's defaults, or its chat defaults).
+fn sample_config(o: &Options, d: SampleConfig) -> Result<SampleConfig, KilnError> {
     Ok(SampleConfig {
-        max_tokens: get(o, "tokens", max_tokens)?,
+        max_tokens: get(o, "tokens", d.max_tokens)?,
         temperature: get(o, "temperature", d.temperature)?,
         top_k: get(o, "top-k", d.top_k)?,
         top_p: get(o, "top-p", d.top_p)?,
@@ -408,7 +415,7 @@ fn stream<B: Backend>(run: &mut Trainer<B>, ids: &[u32], cfg: &SampleConfig) -> 
 }
 
 fn sample(o: &Options) -> CliResult {
-    let cfg = sample_config(o, 100)?;
+    let cfg = sample_config(o, SampleConfig::default())?;
     let prompt = o.get("prompt").cloned().unwrap_or_default();
     with_backend!(o, be => {
         let mut run = load(be, o)?;
@@ -420,7 +427,7 @@ fn sample(o: &Options) -> CliResult {
 
 /// A conversation on stdin: each line is the user's turn, the answer streams back.
 fn chat(o: &Options) -> CliResult {
-    let cfg = SampleConfig { temperature: get(o, "temperature", 0.0f32)?, ..sample_config(o, 128)? };
+    let cfg = sample_config(o, SampleConfig::for_chat())?;
     let system: Vec<Message> =
         o.get("system").map(|s| Message { role: Role::System, content: s.clone() }).into_iter().collect();
     with_backend!(o, be => {

@@ -133,7 +133,7 @@ def expected_text(messages, generation_prompt):
 
 def check_chat(out):
     sft_out = out + "-sft"
-    kiln("sft", "--ckpt", out, "--out", sft_out, "--steps", "20", "--lang", "en", "--sample-every", "0")
+    kiln("sft", "--ckpt", out, "--out", sft_out, "--steps", "20", "--lang", "en", "--sample-every", "0", "--eval", "0", "--backend", "cpu")
     tokenizer = PreTrainedTokenizerFast.from_pretrained(sft_out)
     check(bool(tokenizer.chat_template), "sft: tokenizer_config.json has a chat_template")
     cases = [(CONVERSATION, False), (CONVERSATION[:-1], True)]

@@ -91,6 +91,8 @@ export interface Defaults {
   presets: Record<'tiny' | 'small' | 'base', { nLayer: number; nHead: number; nEmbd: number; blockSize: number }>;
   training: Record<StageName, Required<TrainingOptions>>;
   sampling: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
+  /** chat()'s defaults (greedy). */
+  chat: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
 }
 
 export interface Progress {
