@@ -2,7 +2,8 @@
 // built-in stories, see one rendered example with its learnt tokens highlighted,
 // fine-tune on the built-in story questions, then chat.
 //  - On WebGPU (SwiftShader) the whole path runs by clicks, briefly: SwiftShader takes
-//    seconds per step here, so training to accuracy there would take over an hour.
+//    about 2 s a step here, so training to accuracy there takes about 25 minutes
+//    (KILN_SFT_FULL=1 does it, by hand).
 //  - On the CPU backend (WebAssembly) the same clicks train to the defaults (300
 //    pretraining and 400 SFT steps) and the chat answers questions about stories the
 //    fine-tuning never showed. The two backends compute the same thing: app.test.mjs
@@ -88,6 +89,24 @@ async function ask(page, text) {
   return app(page, () => window.kilnApp.lastAnswer);
 }
 
+/** Asks 10 held-out questions in the chat, one conversation each; at least 6 right. */
+async function answersHeldOutQuestions(page) {
+  const results = [];
+  for (let i = 0; i < 10; i += 1) {
+    await page.click('#chat-reset');
+    await page.click('#chat-heldout');
+    const question = await page.inputValue('#chat-input');
+    const expected = await app(page, () => window.kilnApp.expectedAnswer);
+    const answer = await ask(page);
+    results.push({ question: question.split('\n').at(-1), expected, answer, correct: normal(answer) === normal(expected) });
+    if (i === 0) await page.screenshot({ path: path.join(ARTIFACTS, 'sft-chat.png'), fullPage: true });
+  }
+  for (const r of results) console.log(`${r.correct ? 'right' : 'wrong'}: ${r.question} → ${JSON.stringify(r.answer)} (expected ${JSON.stringify(r.expected)})`);
+  const right = results.filter((r) => r.correct).length;
+  console.log(`held-out questions answered correctly in the page: ${right}/10`);
+  assert.ok(right >= 6, `${right}/10 held-out questions answered correctly`);
+}
+
 test('on WebGPU: pretrain, fine-tune and chat by clicks; answers are shown as text', async () => {
   const browser = await launch({ webgpu: true });
   try {
@@ -99,8 +118,13 @@ test('on WebGPU: pretrain, fine-tune and chat by clicks; answers are shown as te
     assert.equal(Number(await page.inputValue('#sft-steps')), defaults.training.sft.steps);
     assert.equal(Number(await page.inputValue('#steps')), defaults.training.pretrain.steps);
 
-    const { vals } = await pretrainAndFineTune(page, { pretrainSteps: 10, sftSteps: 12, screenshot: 'sft-training-webgpu.png' });
+    // KILN_SFT_FULL=1 (by hand: about 25 minutes on SwiftShader) trains the default steps
+    // and asks the held-out questions here too
+    const full = process.env.KILN_SFT_FULL === '1';
+    const steps = full ? {} : { pretrainSteps: 10, sftSteps: 12 };
+    const { vals } = await pretrainAndFineTune(page, { ...steps, screenshot: 'sft-training-webgpu.png' });
     assert.ok(vals.length >= 1 && Number.isFinite(vals.at(-1)));
+    if (full) await answersHeldOutQuestions(page);
 
     // markup typed into the chat, and whatever the model answers, stays text
     const answer = await ask(page, 'Who is <b>here</b>? <img src=x onerror="window.pwned=1">');
@@ -128,21 +152,7 @@ test('on the CPU backend: the same clicks with the default steps, and the chat a
     assert.equal(pre.step, defaults.training.pretrain.steps);
     assert.ok(vals.at(-1) < vals[0] / 2, `the held-out conversations' loss should fall: ${vals}`);
 
-    // questions about stories the fine-tuning never showed, one conversation each
-    const results = [];
-    for (let i = 0; i < 10; i += 1) {
-      await page.click('#chat-reset');
-      await page.click('#chat-heldout');
-      const question = await page.inputValue('#chat-input');
-      const expected = await app(page, () => window.kilnApp.expectedAnswer);
-      const answer = await ask(page);
-      results.push({ question: question.split('\n').at(-1), expected, answer, correct: normal(answer) === normal(expected) });
-      if (i === 0) await page.screenshot({ path: path.join(ARTIFACTS, 'sft-chat.png'), fullPage: true });
-    }
-    for (const r of results) console.log(`${r.correct ? 'right' : 'wrong'}: ${r.question} → ${JSON.stringify(r.answer)} (expected ${JSON.stringify(r.expected)})`);
-    const right = results.filter((r) => r.correct).length;
-    console.log(`held-out questions answered correctly in the page: ${right}/10`);
-    assert.ok(right >= 6, `${right}/10 held-out questions answered correctly`);
+    await answersHeldOutQuestions(page);
   } finally {
     await browser.close();
   }
