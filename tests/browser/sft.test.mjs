@@ -27,7 +27,9 @@ after(() => server.close());
 
 const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, timeout = 1_200_000) => page.waitForFunction(fn, null, { timeout, polling: 500 });
-const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error);
+// KILN_SFT_FULL=1 trains hundreds of steps on SwiftShader: give each phase an hour
+const PHASE_TIMEOUT = process.env.KILN_SFT_FULL === '1' ? 3_600_000 : 1_200_000;
+const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error, PHASE_TIMEOUT);
 
 /** Kiln's exact-match rule (crate/data/instruct.rs answer_matches): trim, ignore case and a final period. */
 const normal = (s) => s.trim().toLowerCase().replace(/[.。]$/u, '').trim();
