@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::Backend;
 use crate::data::BatcherState;
 use crate::error::{KilnError, Result};
-use crate::model::{GptConfig, ParamLayout};
+use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
 use crate::train::{LossPoint, StageKind, TrainConfig, Trainer};
 
@@ -112,9 +112,9 @@ fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
     Ok(cfg)
 }
 
-/// The Hugging Face model folder for these parameters.
-pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Result<Files> {
-    let layout = ParamLayout::new(cfg);
+/// The Hugging Face model folder for these parameters (GPT-2's tensors, then a scalar
+/// head's when `layout` has one).
+pub fn model_files(cfg: &GptConfig, layout: &ParamLayout, tokenizer: &Tokenizer, params: &[f32]) -> Result<Files> {
     let tensors = layout
         .tensors
         .iter()
@@ -142,7 +142,10 @@ pub fn model_files(cfg: &GptConfig, tokenizer: &Tokenizer, params: &[f32]) -> Re
 pub struct LoadedModel {
     pub config: GptConfig,
     pub tokenizer: Tokenizer,
+    /// GPT-2's tensors, then the scalar head's when the folder has one ("score.*" of a
+    /// reward model, "v_head.*" of a PPO policy).
     pub params: Vec<f32>,
+    pub layout: ParamLayout,
     /// What Kiln changed to make the folder usable (special tokens added …).
     pub notes: Vec<String>,
 }
@@ -169,7 +172,13 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
     }
     let bytes = file(files, "model.safetensors")?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
-    let layout = ParamLayout::new(&config);
+    let head = [ScalarHeadKind::Reward, ScalarHeadKind::Value]
+        .into_iter()
+        .find(|k| st.names().iter().any(|n| **n == format!("{}.weight", k.prefix())));
+    let layout = match head {
+        Some(kind) => ParamLayout::with_scalar_head(&config, kind),
+        None => ParamLayout::new(&config),
+    };
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         let names = [t.name.clone(), format!("transformer.{}", t.name)];
@@ -178,6 +187,9 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
     }
     let mut notes = Vec::new();
     if added > 0 {
+        if head.is_some() {
+            return Err(bad("a model with a scalar head must have Kiln's special tokens"));
+        }
         params = grow_embedding(&config, &params, added);
         config.vocab_size += added;
         config.validate()?;
@@ -187,7 +199,11 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
             added - 1
         ));
     }
-    Ok(LoadedModel { config, tokenizer, params, notes })
+    let layout = match head {
+        Some(kind) => ParamLayout::with_scalar_head(&config, kind),
+        None => ParamLayout::new(&config),
+    };
+    Ok(LoadedModel { config, tokenizer, params, layout, notes })
 }
 
 /// Parameters with `added` new token-embedding rows (the mean of the old rows) placed
@@ -233,7 +249,7 @@ pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     let params = run.be.read(&run.model.params).await?;
     let m = run.be.read(&run.opt.m).await?;
     let v = run.be.read(&run.opt.v).await?;
-    let mut files = model_files(&run.model.config, &run.tokenizer, &params)?;
+    let mut files = model_files(&run.model.config, &run.model.layout, &run.tokenizer, &params)?;
     let n = vec![params.len()];
     files.insert(
         "optimizer.safetensors".into(),
@@ -267,7 +283,14 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
 
     let t = loaded.config.block_size;
     let stage = crate::train::stage::restore(state.stage, files, &loaded.tokenizer, t, &state.train, state.batcher)?;
-    let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), state.train.seed)?;
+    let mut run = Trainer::with_layout(
+        be,
+        loaded.tokenizer,
+        loaded.config,
+        loaded.layout,
+        Some(&loaded.params),
+        state.train.seed,
+    )?;
     run.be.write(&run.opt.m, 0, &m);
     run.be.write(&run.opt.v, 0, &v);
     run.opt.step = state.adam_step;
@@ -278,7 +301,7 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 9] = [
+    const NAMES: [&str; 13] = [
         "model.safetensors",
         "config.json",
         "tokenizer.json",
@@ -288,6 +311,10 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "corpus.txt",
         "sft-train.jsonl",
         "sft-val.jsonl",
+        "rankings-train.jsonl",
+        "rankings-val.jsonl",
+        "dpo-reference.json",
+        "ppo-prompts.jsonl",
     ];
     NAMES.contains(&name)
 }

@@ -88,50 +88,145 @@ pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
     ranked[probs.len() - 1].0 as u32
 }
 
-/// The KV cache of one sequence, up to the model's context, and one-row scratch.
+/// The KV caches of `seqs` sequences decoded together (all at the same position: the
+/// K candidates of one prompt), up to the model's context, and one-row scratch each.
 pub struct Decoder<T> {
+    seqs: usize,
     layers: Vec<LayerActivations<T>>,
-    token: T,
+    tokens: T,
     x: T,
     lnf: [T; 3],
     logits: T,
 }
 
 impl<T> Decoder<T> {
+    /// A decoder for one sequence.
     pub fn new<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>) -> Result<Decoder<T>> {
+        Decoder::batched(be, model, 1)
+    }
+
+    /// A decoder for `seqs` sequences at once.
+    pub fn batched<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>, seqs: usize) -> Result<Decoder<T>> {
         let cfg = &model.config;
-        let layers = (0..cfg.n_layer).map(|_| LayerActivations::for_decoding(be, cfg)).collect::<Result<_>>()?;
+        let (c, s) = (cfg.n_embd, seqs);
+        let layers = (0..cfg.n_layer).map(|_| LayerActivations::for_decoding(be, cfg, s)).collect::<Result<_>>()?;
         Ok(Decoder {
+            seqs,
             layers,
-            token: be.zeros(1)?,
-            x: be.zeros(cfg.n_embd)?,
-            lnf: [be.zeros(cfg.n_embd)?, be.zeros(1)?, be.zeros(1)?],
-            logits: be.zeros(cfg.vocab_size)?,
+            tokens: be.zeros(s)?,
+            x: be.zeros(s * c)?,
+            lnf: [be.zeros(s * c)?, be.zeros(s)?, be.zeros(s)?],
+            logits: be.zeros(s * cfg.vocab_size)?,
         })
     }
 
-    /// Runs `token` at position `pos` through the same blocks as training, on one row:
-    /// appends its keys and values to the caches and queues the next token's logits.
+    pub fn seqs(&self) -> usize {
+        self.seqs
+    }
+
+    /// Runs `token` at position `pos` of a one-sequence decoder.
     pub fn step<B: Backend<Buf = T>>(&self, be: &mut B, model: &Gpt<B>, token: u32, pos: usize) {
-        let (c, t_cap) = (model.config.n_embd, model.config.block_size);
+        self.step_rows(be, model, &[token], pos)
+    }
+
+    /// Runs one token per sequence (`tokens`, one each) at position `pos` through the same
+    /// blocks as training: appends their keys and values to the caches and queues the
+    /// next logits (seqs, V).
+    pub fn step_rows<B: Backend<Buf = T>>(&self, be: &mut B, model: &Gpt<B>, tokens: &[u32], pos: usize) {
+        let (c, t_cap, s) = (model.config.n_embd, model.config.block_size, self.seqs);
         assert!(pos < t_cap, "position {pos} is past the context of {t_cap}");
+        assert_eq!(tokens.len(), s, "one token per sequence");
         let (p, l) = (&model.params, &model.layout);
-        be.write_u32(&self.token, 0, &[token]);
-        be.embedding_forward(&self.x, &self.token, at(p, l.wte), at(p, l.wpe + pos * c), 1, 1, c);
+        be.write_u32(&self.tokens, 0, tokens);
+        be.embedding_forward(&self.x, &self.tokens, at(p, l.wte), at(p, l.wpe + pos * c), s, 1, c);
         let mut residual = &self.x;
         for (w, d) in l.layers.iter().zip(&self.layers) {
-            block_forward(be, model, w, d, residual, Rows::decoding(pos, t_cap));
+            block_forward(be, model, w, d, residual, Rows::decoding(s, pos, t_cap));
             residual = &d.res3;
         }
         let [out, mean, rstd] = &self.lnf;
-        final_norm(be, model, [out, mean, rstd], residual, 1);
-        LmHead::logits(be, model, &self.logits, out, 1);
+        final_norm(be, model, [out, mean, rstd], residual, s);
+        LmHead::logits(be, model, &self.logits, out, s);
     }
 
-    /// The logits queued by the last step.
+    /// The logits queued by the last step, (seqs, V).
     pub async fn logits<B: Backend<Buf = T>>(&self, be: &mut B) -> Result<Vec<f32>> {
         be.read(&self.logits).await
     }
+}
+
+/// log softmax(logits)[token], in f64: a token's log-probability under the model
+/// (temperature 1, whatever the sampling temperature was).
+pub fn log_prob(logits: &[f32], token: u32) -> f32 {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    (logits[token as usize] as f64 - max - sum.ln()) as f32
+}
+
+/// One sampled answer: its tokens (the stop token last, when it ended with one) and each
+/// token's log-probability under the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub ids: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    /// Ended with `<|end|>` or `<|eos|>` (else cut by the token limit or the context).
+    pub ended: bool,
+}
+
+impl Candidate {
+    /// The answer's tokens without the stop token.
+    pub fn content(&self) -> &[u32] {
+        &self.ids[..self.ids.len() - self.ended as usize]
+    }
+}
+
+/// `decoder.seqs()` answers to one prompt, decoded together in one batch: row r samples
+/// with the seed `cfg.seed + r`, so it is the answer [`generate`] gives with that seed.
+pub async fn sample_candidates<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    decoder: &Decoder<B::Buf>,
+    prompt: &[u32],
+    cfg: &SampleConfig,
+) -> Result<Vec<Candidate>> {
+    let (k, t_cap, v) = (decoder.seqs(), model.config.block_size, model.config.vocab_size);
+    let bos = [BOS];
+    let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
+    let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
+    for (pos, &token) in prompt.iter().enumerate() {
+        decoder.step_rows(be, model, &vec![token; k], pos);
+    }
+    let mut rngs: Vec<Rng> = (0..k).map(|r| Rng::new(cfg.seed.wrapping_add(r as u64))).collect();
+    let mut out = vec![Candidate { ids: Vec::new(), logprobs: Vec::new(), ended: false }; k];
+    let mut active = vec![cfg.max_tokens > 0; k];
+    let mut pos = prompt.len();
+    while active.iter().any(|&a| a) {
+        let logits = decoder.logits(be).await?;
+        let mut next = vec![PAD; k];
+        for r in 0..k {
+            if !active[r] {
+                continue;
+            }
+            let row = &logits[r * v..][..v];
+            let token = sample_logits(row, cfg, &mut rngs[r]);
+            let cand = &mut out[r];
+            cand.ids.push(token);
+            cand.logprobs.push(log_prob(row, token));
+            if STOP.contains(&token) {
+                cand.ended = true;
+                active[r] = false;
+            } else if cand.ids.len() >= cfg.max_tokens || pos >= t_cap {
+                active[r] = false;
+            } else {
+                next[r] = token;
+            }
+        }
+        if active.iter().any(|&a| a) {
+            decoder.step_rows(be, model, &next, pos);
+            pos += 1;
+        }
+    }
+    Ok(out)
 }
 
 /// A generation in progress, one token per [`Generation::next`] (to stream to a page).

@@ -382,6 +382,9 @@ pub fn begin_stage(
             }
             None => Sft::builtin(&tok, language(lang.as_deref().unwrap_or("en"))?, t, cfg.seed).map_err(kiln_error)?,
         }),
+        StageKind::Reward | StageKind::Dpo | StageKind::Ppo => {
+            return Err(js_error(format!("the {kind} stage is not in the page yet: use the CLI (kiln {kind})")))
+        }
     };
     let run = s.run.as_mut().expect("checked above");
     with_run!(run, r => r.begin(new_stage, cfg)).map_err(kiln_error)?;
@@ -594,7 +597,7 @@ async fn model_files() -> Result<Files, JsValue> {
     let mut run = take_run()?;
     let result = with_run!(&mut run, r => async {
         let params = r.be.read(&r.model.params).await?;
-        checkpoint::model_files(&r.model.config, &r.tokenizer, &params)
+        checkpoint::model_files(&r.model.config, &r.model.layout, &r.tokenizer, &params)
     }
     .await);
     put_run(run);

@@ -118,9 +118,9 @@ async fn check<B: Backend>(be: &mut B, name: &str) {
     println!("[{name}] logits max rel err {logits_err:.2e}, per-position losses {losses_err:.2e}, loss {loss:.6} vs {:.6} (rel err {loss_err:.2e})", e["loss"].1[0]);
     assert!(logits_err <= 1e-5 && losses_err <= 1e-5 && loss_err <= 1e-5);
 
-    be.clear(&model.grads);
+    be.clear(model.grads());
     backward(be, &model, &acts, &fx.batch.tokens).unwrap();
-    let grads = be.read(&model.grads).await.unwrap();
+    let grads = be.read(model.grads()).await.unwrap();
     let mut worst = (0.0f64, String::new());
     for tensor in &model.layout.tensors {
         let want = &e[&format!("grad.{}", tensor.name)].1;

@@ -207,7 +207,41 @@ fn example(language: Language, rng: &mut Rng, i: usize) -> (String, String, Stri
             (s.concat(), chinese_question(&f, ask))
         }
     };
+    let answer = if exclaims(&story, &question) { with_exclamation(&answer) } else { answer };
     (story, question, answer)
+}
+
+/// One answer in four ends with an exclamation mark instead of a full stop, by a hash of
+/// the story and question: a style the fine-tuned model then samples about a quarter of
+/// the time — the scripted ranker's preference in the RLHF tests (see [`ranker_score`]).
+fn exclaims(story: &str, question: &str) -> bool {
+    fnv1a(&format!("{question}\n{story}")) % 4 == 1
+}
+
+fn with_exclamation(answer: &str) -> String {
+    let base = answer.strip_suffix('.').or_else(|| answer.strip_suffix('。')).unwrap_or(answer);
+    let mark = if answer.ends_with('。') { '！' } else { '!' };
+    format!("{base}{mark}")
+}
+
+/// The answer carries the exclamation style.
+pub fn has_style(answer: &str) -> bool {
+    let t = answer.trim();
+    t.ends_with('!') || t.ends_with('！')
+}
+
+/// The scripted ranker's score of an answer, standing in for a person in tests and
+/// benchmarks: correct and exclaimed (3) over correct (2) over exclaimed (1) over
+/// neither (0); equal scores are ties. Its rule — correct and exclaimed — is what the
+/// preference stages should make more likely.
+pub fn ranker_score(expected: &str, answer: &str) -> u32 {
+    2 * answer_matches(expected, answer) as u32 + has_style(answer) as u32
+}
+
+/// Ranks (1 best, ties equal) of `answers` by [`ranker_score`].
+pub fn scripted_ranks(expected: &str, answers: &[String]) -> Vec<u32> {
+    let scores: Vec<u32> = answers.iter().map(|a| ranker_score(expected, a)).collect();
+    scores.iter().map(|s| 1 + scores.iter().filter(|&&o| o > *s).count() as u32).collect()
 }
 
 /// FNV-1a: a fixed hash of the story's text, the same on every platform.
@@ -248,15 +282,16 @@ pub fn instruction_set(language: Language, split: Split, n: usize) -> Vec<Conver
     out
 }
 
-/// Drops what an exact answer may differ by: surrounding space, a final period, case.
+/// Drops what an exact answer may differ by: surrounding space, a final period or
+/// exclamation mark, case.
 fn normalise(answer: &str) -> String {
     let t = answer.trim();
-    let t = t.strip_suffix('.').or_else(|| t.strip_suffix('。')).unwrap_or(t);
+    let t = ['.', '。', '!', '！'].iter().find_map(|&m| t.strip_suffix(m)).unwrap_or(t);
     t.trim().to_lowercase()
 }
 
 /// Exact-match comparison of a generated answer with the expected one (trim, ignore case
-/// and a final period/。).
+/// and a final . 。 ! or ！).
 pub fn answer_matches(expected: &str, got: &str) -> bool {
     normalise(expected) == normalise(got)
 }

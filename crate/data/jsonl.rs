@@ -42,42 +42,58 @@ pub struct Conversations {
 /// a UTF-8 BOM is dropped; each bad line is recorded with its number and reason while the
 /// rest load. Over MAX_JSONL_BYTES, or without a single usable line, it is an error.
 pub fn read_conversations(bytes: &[u8]) -> Result<Conversations> {
+    let (items, skipped) = read_lines(bytes, "instruction data", read_line)?;
+    if items.is_empty() {
+        return Err(KilnError::Data(no_conversations(&skipped)));
+    }
+    Ok(Conversations { items, skipped })
+}
+
+/// The items of a JSONL file, one per non-blank line, and the lines skipped with why.
+/// A UTF-8 BOM is dropped; over MAX_JSONL_BYTES is an error (`what` names the data).
+pub(crate) fn read_lines<T>(
+    bytes: &[u8],
+    what: &str,
+    read: impl Fn(&[u8]) -> std::result::Result<Option<T>, String>,
+) -> Result<(Vec<T>, Vec<LineError>)> {
     if bytes.len() > MAX_JSONL_BYTES {
         return Err(KilnError::Data(format!(
-            "the file is {} bytes, over the {MAX_JSONL_BYTES}-byte ({} MiB) limit for instruction data",
+            "the file is {} bytes, over the {MAX_JSONL_BYTES}-byte ({} MiB) limit for {what}",
             bytes.len(),
             MAX_JSONL_BYTES >> 20
         )));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut out = Conversations { items: Vec::new(), skipped: Vec::new() };
+    let (mut items, mut skipped) = (Vec::new(), Vec::new());
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        match read_line(raw) {
-            Ok(Some(conv)) => out.items.push(conv),
+        match read(raw) {
+            Ok(Some(item)) => items.push(item),
             Ok(None) => {}
-            Err(reason) => out.skipped.push(LineError { line: i + 1, reason }),
+            Err(reason) => skipped.push(LineError { line: i + 1, reason }),
         }
     }
-    if out.items.is_empty() {
-        return Err(KilnError::Data(no_conversations(&out.skipped)));
-    }
-    Ok(out)
+    Ok((items, skipped))
 }
 
 fn no_conversations(skipped: &[LineError]) -> String {
     if skipped.is_empty() {
         return "the file holds no conversations (every line is blank)".into();
     }
+    format!("no line of the file holds a usable conversation: {}", list_errors(skipped))
+}
+
+/// The first few line errors, and how many more there are.
+pub(crate) fn list_errors(skipped: &[LineError]) -> String {
     let shown: Vec<String> = skipped.iter().take(ERRORS_SHOWN).map(LineError::to_string).collect();
     let more = match skipped.len().saturating_sub(ERRORS_SHOWN) {
         0 => String::new(),
         n => format!("; and {n} more"),
     };
-    format!("no line of the file holds a usable conversation: {}{more}", shown.join("; "))
+    format!("{}{more}", shown.join("; "))
 }
 
-/// One line → a conversation, None for a blank line, or the reason it is unusable.
-fn read_line(raw: &[u8]) -> std::result::Result<Option<Conversation>, String> {
+/// A line's JSON object, None for a blank line, or the reason it is not one.
+pub(crate) fn object_of_line(raw: &[u8]) -> std::result::Result<Option<Map<String, Value>>, String> {
     let text = std::str::from_utf8(raw)
         .map_err(|e| format!("not UTF-8 text: the byte at column {} is invalid", e.valid_up_to() + 1))?;
     let text = text.trim(); // also drops the \r of Windows line ends
@@ -88,6 +104,12 @@ fn read_line(raw: &[u8]) -> std::result::Result<Option<Conversation>, String> {
     let Value::Object(object) = value else {
         return Err("expected a JSON object".into());
     };
+    Ok(Some(object))
+}
+
+/// One line → a conversation, None for a blank line, or the reason it is unusable.
+fn read_line(raw: &[u8]) -> std::result::Result<Option<Conversation>, String> {
+    let Some(object) = object_of_line(raw)? else { return Ok(None) };
     let conv = conversation_of(&object)?;
     validate(&conv).map_err(|e| match e {
         KilnError::Data(m) => m,
@@ -129,7 +151,7 @@ fn prompt_completion(prompt: &Value, completion: &Value) -> std::result::Result<
 }
 
 /// A JSON list of `{"role", "content"}` objects under `key`.
-fn messages_of(list: &Value, key: &str) -> std::result::Result<Conversation, String> {
+pub(crate) fn messages_of(list: &Value, key: &str) -> std::result::Result<Conversation, String> {
     let Value::Array(items) = list else {
         return Err(format!("\"{key}\" must be a list of {{\"role\", \"content\"}} objects"));
     };

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod corpus;
 pub mod instruct;
 pub mod jsonl;
+pub mod preference;
 
 use serde::{Deserialize, Serialize};
 
@@ -180,7 +181,7 @@ pub(crate) fn shuffle<T>(items: &mut [T], rng: &mut Rng) {
 }
 
 /// Where the batcher is: enough to continue exactly where a run stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatcherState {
     pub seed: u64,
     pub epoch: u64,
@@ -212,18 +213,27 @@ impl Batcher {
         self.state
     }
 
+    /// The index of the next item, without taking it (a new epoch's order starts when
+    /// the last one is used up).
+    pub fn peek(&mut self) -> usize {
+        if self.state.position == self.order.len() {
+            self.state.epoch += 1;
+            self.state.position = 0;
+            self.order = Self::epoch_order(self.order.len(), self.state.seed, self.state.epoch);
+        }
+        self.order[self.state.position]
+    }
+
+    /// The index of the next item.
+    pub fn take(&mut self) -> usize {
+        let i = self.peek();
+        self.state.position += 1;
+        i
+    }
+
     /// The next B × T training batch.
     pub fn next(&mut self, data: &Dataset, b: usize) -> TokenBatch {
-        let mut rows: Vec<&Row> = Vec::with_capacity(b);
-        while rows.len() < b {
-            if self.state.position == self.order.len() {
-                self.state.epoch += 1;
-                self.state.position = 0;
-                self.order = Self::epoch_order(data.train.len(), self.state.seed, self.state.epoch);
-            }
-            rows.push(&data.train[self.order[self.state.position]]);
-            self.state.position += 1;
-        }
+        let rows: Vec<&Row> = (0..b).map(|_| &data.train[self.take()]).collect();
         make_batch(&rows, b, data.t)
     }
 }

@@ -17,7 +17,8 @@ pub struct Gpt<B: Backend> {
     pub config: GptConfig,
     pub layout: ParamLayout,
     pub params: B::Buf,
-    pub grads: B::Buf,
+    /// None for a frozen model (PPO's reference and reward models): no gradient buffer.
+    grads: Option<B::Buf>,
 }
 
 impl<B: Backend> Gpt<B> {
@@ -26,18 +27,34 @@ impl<B: Backend> Gpt<B> {
         config.validate()?;
         let layout = ParamLayout::new(&config);
         let params = be.upload(&layout.init(&config, seed))?;
-        let grads = be.zeros(layout.total)?;
+        let grads = Some(be.zeros(layout.total)?);
         Ok(Gpt { config, layout, params, grads })
     }
 
     /// A model with the given parameter values (a checkpoint).
     pub fn from_params(be: &mut B, config: GptConfig, values: &[f32]) -> Result<Gpt<B>> {
+        Gpt::from_layout(be, config, ParamLayout::new(&config), values, true)
+    }
+
+    /// A model of any layout (one with a scalar head, say) with the given values; a
+    /// frozen one (`trainable` false) gets no gradient buffer.
+    pub fn from_layout(
+        be: &mut B,
+        config: GptConfig,
+        layout: ParamLayout,
+        values: &[f32],
+        trainable: bool,
+    ) -> Result<Gpt<B>> {
         config.validate()?;
-        let layout = ParamLayout::new(&config);
         assert_eq!(values.len(), layout.total, "parameter count");
         let params = be.upload(values)?;
-        let grads = be.zeros(layout.total)?;
+        let grads = if trainable { Some(be.zeros(layout.total)?) } else { None };
         Ok(Gpt { config, layout, params, grads })
+    }
+
+    /// The gradient buffer (same layout as the parameters).
+    pub fn grads(&self) -> &B::Buf {
+        self.grads.as_ref().expect("a frozen model has no gradients")
     }
 }
 
@@ -58,6 +75,10 @@ pub struct LayerActivations<T> {
     pub fch_gelu: T, // (BT, 4C)
     pub fcproj: T,   // (BT, C)
     pub res3: T,     // (BT, C) residual after the MLP: the block's output
+    /// Decoding several sequences at once: (B, 3C) the new rows' qkv and (B, C) their
+    /// attention output, before they are scattered into (gathered from) the caches,
+    /// where each sequence's rows lie T_cap apart.
+    pub new_rows: Option<(T, T)>,
 }
 
 impl<T> LayerActivations<T> {
@@ -65,8 +86,11 @@ impl<T> LayerActivations<T> {
     /// (B·T in training, the whole context for a KV cache).
     fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, att: usize) -> Result<Self> {
         let c = cfg.n_embd;
+        let new_rows =
+            if rows > 1 && kv_rows > rows { Some((be.zeros(rows * 3 * c)?, be.zeros(rows * c)?)) } else { None };
         let mut z = |n: usize| be.zeros(n);
         Ok(LayerActivations {
+            new_rows,
             ln1: z(rows * c)?,
             ln1_mean: z(rows)?,
             ln1_rstd: z(rows)?,
@@ -85,9 +109,11 @@ impl<T> LayerActivations<T> {
         })
     }
 
-    /// One block's KV cache (the context's keys and values) and one-row scratch.
-    pub fn for_decoding<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig) -> Result<Self> {
-        Self::new(be, cfg, 1, cfg.block_size, cfg.n_head * cfg.block_size)
+    /// One block's KV caches (the context's keys and values) for `seqs` sequences
+    /// decoded together, and scratch for one new row each.
+    pub fn for_decoding<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, seqs: usize) -> Result<Self> {
+        let t = cfg.block_size;
+        Self::new(be, cfg, seqs, seqs * t, seqs * cfg.n_head * t)
     }
 }
 
@@ -105,6 +131,8 @@ pub struct Activations<T> {
     pub lnf_rstd: T, // (BT)
     pub logits: T,   // (BT, V)
     pub losses: T,   // (BT) weighted loss per position
+    pub values: T,   // (BT) a scalar head's output per position (reward, value)
+    pub dvalues: T,  // (BT) the loss's gradient with respect to them
     pub loss_sum: T, // (1) Σ losses over a step's micro-batches, summed on the device
     // gradient scratch, reused by every layer
     pub dlogits: T,   // (BT, V)
@@ -138,6 +166,8 @@ impl<T> Activations<T> {
             lnf_rstd: z(bt)?,
             logits: z(bt * v)?,
             losses: z(bt)?,
+            values: z(bt)?,
+            dvalues: z(bt)?,
             loss_sum: z(1)?,
             dlogits: z(bt * v)?,
             dres: z(bt * c)?,
@@ -152,8 +182,8 @@ impl<T> Activations<T> {
 }
 
 /// Which rows of a (B, T) batch a block computes: every row in training (t0 = 0,
-/// T_cap = T), only the newest position when decoding with a KV cache (B = 1,
-/// t0 = T − 1, T_cap = the context the caches hold).
+/// T_cap = T), only the newest position of each of B sequences when decoding with a KV
+/// cache (t0 = T − 1, T_cap = the context the caches hold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rows {
     pub b: usize,
@@ -167,8 +197,9 @@ impl Rows {
         Rows { b, t, t0: 0, t_cap: t }
     }
 
-    pub fn decoding(pos: usize, t_cap: usize) -> Rows {
-        Rows { b: 1, t: pos + 1, t0: pos, t_cap }
+    /// Position `pos` of `seqs` sequences that are all at the same position.
+    pub fn decoding(seqs: usize, pos: usize, t_cap: usize) -> Rows {
+        Rows { b: seqs, t: pos + 1, t0: pos, t_cap }
     }
 
     /// Rows the position-wise ops (layernorm, linear layers, GELU) run on.
@@ -190,14 +221,28 @@ pub fn block_forward<B: Backend>(
     rows: Rows,
 ) {
     let (c, nh, n, p) = (model.config.n_embd, model.config.n_head, rows.n(), &model.params);
-    assert!(rows.t0 == 0 || rows.b == 1, "decoding runs one sequence");
     let linear = |be: &mut B, out: At<B::Buf>, inp: At<B::Buf>, weight: usize, bias: usize, k: usize, m: usize| {
         be.matmul(out, inp, at(p, weight), Some(at(p, bias)), MatmulShape::nn(n, m, k), false);
     };
     be.layernorm_forward(&x.ln1, &x.ln1_mean, &x.ln1_rstd, residual, at(p, w.ln_1_weight), at(p, w.ln_1_bias), n, c);
-    linear(be, at(&x.qkv, rows.t0 * 3 * c), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
-    be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
-    linear(be, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), w.attn_proj_weight, w.attn_proj_bias, c, c);
+    if rows.b == 1 || rows.t0 == 0 && rows.t == rows.t_cap {
+        // The new rows lie together in the (B, T_cap, 3C) cache: write them in place.
+        linear(be, at(&x.qkv, rows.t0 * 3 * c), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
+        be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+        linear(be, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), w.attn_proj_weight, w.attn_proj_bias, c, c);
+    } else {
+        // B sequences at position t0: sequence b's row is b·T_cap + t0 of its cache.
+        let (new_qkv, new_atty) = x.new_rows.as_ref().expect("decoding scratch");
+        linear(be, at(new_qkv, 0), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
+        for b in 0..rows.b {
+            be.copy(at(new_qkv, b * 3 * c), at(&x.qkv, (b * rows.t_cap + rows.t0) * 3 * c), 3 * c);
+        }
+        be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+        for b in 0..rows.b {
+            be.copy(at(&x.atty, (b * rows.t_cap + rows.t0) * c), at(new_atty, b * c), c);
+        }
+        linear(be, at(&x.attproj, 0), at(new_atty, 0), w.attn_proj_weight, w.attn_proj_bias, c, c);
+    }
     be.residual_forward(&x.res2, residual, &x.attproj, n * c);
     be.layernorm_forward(&x.ln2, &x.ln2_mean, &x.ln2_rstd, &x.res2, at(p, w.ln_2_weight), at(p, w.ln_2_bias), n, c);
     linear(be, at(&x.fch, 0), at(&x.ln2, 0), w.c_fc_weight, w.c_fc_bias, c, 4 * c);
@@ -258,10 +303,48 @@ impl LmHead {
     /// into `a.dln` (overwritten).
     pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
-        let (p, g, l) = (&model.params, &model.grads, &model.layout);
+        let (p, g, l) = (&model.params, model.grads(), &model.layout);
         be.cross_entropy_backward(&a.dlogits, &a.logits, &a.targets, &a.weights, bt, v);
         be.matmul(at(g, l.wte), at(&a.dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
         be.matmul(at(&a.dln, 0), at(&a.dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
+    }
+}
+
+/// A scalar head (reward model, value function): one number per position,
+///   values (n) = features (n, C) · wᵀ + b,   w (1, C), b (1)
+/// read where the stage needs it (a reward at an answer's last token, a value at every
+/// answer token). Its tensors follow GPT-2's in the layout.
+pub struct ScalarHead;
+
+impl ScalarHead {
+    fn params<B: Backend>(model: &Gpt<B>) -> crate::model::params::ScalarHeadParams {
+        model.layout.scalar_head.expect("the model has a scalar head")
+    }
+
+    /// values (BT) from the trunk's features `a.lnf`.
+    pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
+        let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
+        let p = &model.params;
+        be.matmul(
+            at(&a.values, 0),
+            at(&a.lnf, 0),
+            at(p, h.weight),
+            Some(at(p, h.bias)),
+            MatmulShape::nt(bt, 1, c),
+            false,
+        );
+    }
+
+    /// From d loss/d values in `a.dvalues`: dw += dvaluesᵀ · features, db += Σ dvalues,
+    /// and the features' gradient into `a.dln` (added to what the LM head left there when
+    /// `accumulate`, else overwritten).
+    pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, accumulate: bool) -> Result<()> {
+        let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
+        let (p, g) = (&model.params, model.grads());
+        be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
+        be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
+        be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), at(p, h.weight), None, MatmulShape::nn(bt, c, 1), accumulate);
+        Ok(())
     }
 }
 
@@ -286,7 +369,7 @@ fn linear_backward<B: Backend>(
     out: usize,
     n: usize,
 ) -> Result<()> {
-    let (p, g) = (&model.params, &model.grads);
+    let (p, g) = (&model.params, model.grads());
     be.matmul(at(g, weight), at(x, 0), at(dy, 0), None, MatmulShape::tn(inp, out, n), true);
     be.sum_rows(at(g, bias), at(dy, 0), n, out, true)?;
     be.matmul(at(dx, 0), at(dy, 0), at(p, weight), None, MatmulShape::nt(n, inp, out), false);
@@ -305,7 +388,7 @@ pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B:
     let cfg = &model.config;
     let (b, t, c, nh) = (a.b, a.t, cfg.n_embd, cfg.n_head);
     let bt = b * t;
-    let (p, g, l) = (&model.params, &model.grads, &model.layout);
+    let (p, g, l) = (&model.params, model.grads(), &model.layout);
     let last = a.layers.last().map_or(&a.encoded, |x| &x.res3);
     be.clear(&a.dres);
     be.layernorm_backward(

@@ -6,5 +6,5 @@ pub mod gpt;
 pub mod params;
 
 pub use config::{GptConfig, MemoryEstimate, PRESETS};
-pub use gpt::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead};
-pub use params::ParamLayout;
+pub use gpt::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
+pub use params::{ParamLayout, ScalarHeadKind};

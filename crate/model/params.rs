@@ -2,6 +2,8 @@
 //! GPT-2 name and shape (Conv1D weights are stored in × out, as GPT-2 stores them), and
 //! GPT-2's initialisation.
 
+use serde::{Deserialize, Serialize};
+
 use super::config::GptConfig;
 use crate::rng::Rng;
 
@@ -56,6 +58,36 @@ pub struct ParamLayout {
     pub layers: Vec<LayerParams>,
     pub ln_f_weight: usize,
     pub ln_f_bias: usize,
+    /// The scalar head's tensors, when the model has one.
+    pub scalar_head: Option<ScalarHeadParams>,
+}
+
+/// What a scalar head reads out: a reward (the score of a whole answer, at its last
+/// token) or a value (PPO's estimate of the return, at every answer token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalarHeadKind {
+    Reward,
+    Value,
+}
+
+impl ScalarHeadKind {
+    /// The tensor names' prefix: transformers' `GPT2ForSequenceClassification` calls its
+    /// head "score", TRL's value head is "v_head".
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ScalarHeadKind::Reward => "score",
+            ScalarHeadKind::Value => "v_head",
+        }
+    }
+}
+
+/// Offsets of a scalar head: value (n) = features (n, C) · weightᵀ + bias.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScalarHeadParams {
+    pub kind: ScalarHeadKind,
+    pub weight: usize, // (1, C), nn.Linear's (out, in)
+    pub bias: usize,   // (1)
 }
 
 impl ParamLayout {
@@ -93,7 +125,24 @@ impl ParamLayout {
         let ln_f_weight = add("ln_f.weight".into(), vec![c]);
         let ln_f_bias = add("ln_f.bias".into(), vec![c]);
         debug_assert_eq!(total, cfg.num_params());
-        ParamLayout { tensors, total, wte, wpe, layers, ln_f_weight, ln_f_bias }
+        ParamLayout { tensors, total, wte, wpe, layers, ln_f_weight, ln_f_bias, scalar_head: None }
+    }
+
+    /// GPT-2's tensors followed by a scalar head's, so the first `cfg.num_params()`
+    /// elements are still a GPT-2 that transformers loads.
+    pub fn with_scalar_head(cfg: &GptConfig, kind: ScalarHeadKind) -> ParamLayout {
+        let mut layout = ParamLayout::new(cfg);
+        let c = cfg.n_embd;
+        let mut add = |name: String, shape: Vec<usize>, decay: bool| {
+            let offset = layout.total;
+            layout.total += shape.iter().product::<usize>();
+            layout.tensors.push(ParamTensor { name, shape, offset, decay });
+            offset
+        };
+        let weight = add(format!("{}.weight", kind.prefix()), vec![1, c], true);
+        let bias = add(format!("{}.bias", kind.prefix()), vec![1], false);
+        layout.scalar_head = Some(ScalarHeadParams { kind, weight, bias });
+        layout
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamTensor> {

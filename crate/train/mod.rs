@@ -2,8 +2,12 @@
 //! stage-agnostic [`Trainer`], and the stages — pretraining and supervised fine-tuning —
 //! each a short file that supplies batches with a loss weight per position.
 
+pub mod dpo;
 pub mod optimizer;
+pub mod ppo;
+pub mod preference;
 pub mod pretrain;
+pub mod reward;
 pub mod sft;
 pub mod stage;
 pub mod step;
@@ -11,6 +15,6 @@ pub mod trainer;
 
 pub use optimizer::{lr_at, AdamW, Schedule};
 
-pub use stage::{Stage, StageKind};
-pub use step::{evaluate, train_step, TokenBatch};
-pub use trainer::{check_fits, LossPoint, Progress, TrainConfig, Trainer};
+pub use stage::{Phase, Stage, StageKind};
+pub use step::{evaluate, train_step, Gradients, Heads, Outputs, TokenBatch};
+pub use trainer::{check_fits, AlignConfig, LossPoint, Progress, TrainConfig, Trainer};

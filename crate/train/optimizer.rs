@@ -56,11 +56,11 @@ impl<B: Backend> AdamW<B> {
     /// Clips the gradients to `max_norm` (≤ 0: no clipping) and applies one update.
     /// Weight decay applies to matrices only; biases and LayerNorm parameters keep theirs.
     pub fn update(&mut self, be: &mut B, model: &Gpt<B>, cfg: AdamWConfig, max_norm: f32) -> Result<()> {
-        be.grad_norm(&self.norm, &model.grads, model.layout.total, max_norm)?;
+        be.grad_norm(&self.norm, model.grads(), model.layout.total, max_norm)?;
         self.step += 1;
         for &(offset, len, decay) in &self.runs {
             let cfg = AdamWConfig { weight_decay: if decay { cfg.weight_decay } else { 0.0 }, ..cfg };
-            be.adamw(&model.params, &model.grads, &self.m, &self.v, &self.norm, offset, len, cfg, self.step);
+            be.adamw(&model.params, model.grads(), &self.m, &self.v, &self.norm, offset, len, cfg, self.step);
         }
         Ok(())
     }

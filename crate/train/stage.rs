@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::step::TokenBatch;
+use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::TrainConfig;
 use crate::checkpoint::Files;
 use crate::data::{Batcher, BatcherState, Dataset};
@@ -20,22 +20,32 @@ pub enum StageKind {
     Pretrain,
     /// Supervised fine-tuning on conversations, loss on the assistant's turns only.
     Sft,
+    /// A reward model learning the person's rankings (Bradley-Terry on pairs).
+    Reward,
+    /// Direct preference optimisation on the same pairs.
+    Dpo,
+    /// PPO against the reward model, with a KL penalty to the fine-tuned model.
+    Ppo,
 }
 
 impl StageKind {
+    pub const ALL: [StageKind; 5] =
+        [StageKind::Pretrain, StageKind::Sft, StageKind::Reward, StageKind::Dpo, StageKind::Ppo];
+
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Pretrain => "pretrain",
             StageKind::Sft => "sft",
+            StageKind::Reward => "reward",
+            StageKind::Dpo => "dpo",
+            StageKind::Ppo => "ppo",
         }
     }
 
     pub fn parse(name: &str) -> Result<StageKind> {
-        match name {
-            "pretrain" => Ok(StageKind::Pretrain),
-            "sft" => Ok(StageKind::Sft),
-            other => Err(KilnError::Config(format!("unknown stage {other:?}: choose pretrain or sft"))),
-        }
+        StageKind::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
+            KilnError::Config(format!("unknown stage {name:?}: choose pretrain, sft, reward, dpo or ppo"))
+        })
     }
 }
 
@@ -60,6 +70,47 @@ pub trait Stage {
     fn data_files(&self) -> Files;
     /// The ids a sample during training continues, and the text shown before it.
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)>;
+
+    /// None (pretraining, SFT): the batch's weights are the loss. Some(heads): the loss
+    /// depends on the forward pass (reward model, DPO, PPO), so after each batch's forward
+    /// [`Stage::weigh`] turns what `heads` read into gradients.
+    fn heads(&self) -> Option<Heads> {
+        None
+    }
+    /// A forward-dependent stage's loss and gradients for the training batch it handed
+    /// out last (`Phase::Train`) or for validation batch i (`Phase::Val(i)`: the loss and
+    /// the stage's held-out measures; the gradients are not used).
+    fn weigh(&mut self, _batch: &TokenBatch, _out: &Outputs, _phase: Phase) -> Result<Gradients> {
+        Err(KilnError::Config(format!("the {} stage's loss does not depend on the forward pass", self.kind())))
+    }
+    /// Batches whose outputs under the model as the stage begins it keeps (DPO's
+    /// reference log-probabilities, computed once); empty for most stages.
+    fn reference_batches(&self, _b: usize) -> Vec<TokenBatch> {
+        Vec::new()
+    }
+    /// Whether the reference outputs are still to be computed.
+    fn needs_reference(&self) -> bool {
+        false
+    }
+    /// The outputs of [`Stage::reference_batches`] (B rows each), in order.
+    fn set_reference(&mut self, _b: usize, _outputs: Vec<Outputs>) -> Result<()> {
+        Ok(())
+    }
+    /// PPO, whose batches are rollouts the trainer samples and scores for it.
+    fn as_ppo(&mut self) -> Option<&mut super::ppo::Ppo> {
+        None
+    }
+    /// Named measures since the last call (pair accuracy, reward margin, KL …).
+    fn metrics(&mut self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+}
+
+/// Which batch a forward-dependent stage weighs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Train,
+    Val(usize),
 }
 
 /// Training and validation rows in a seeded, resumable order: what the stages that train
@@ -137,5 +188,18 @@ pub fn restore(
     Ok(match kind {
         StageKind::Pretrain => Box::new(super::pretrain::Pretrain::restore(files, tokenizer, t, cfg, position)?),
         StageKind::Sft => Box::new(super::sft::Sft::restore(files, tokenizer, t, position)?),
+        StageKind::Reward => {
+            Box::new(super::reward::Reward::restore(files, tokenizer, t, cfg.align.reward_center, position)?)
+        }
+        StageKind::Dpo => {
+            let a = &cfg.align;
+            Box::new(super::dpo::Dpo::restore(files, tokenizer, t, (a.dpo_beta, a.rpo_alpha), position)?)
+        }
+        StageKind::Ppo => {
+            return Err(KilnError::Checkpoint(
+                "resuming PPO is not supported yet: start it again from the fine-tuned model and the reward model"
+                    .into(),
+            ))
+        }
     })
 }

@@ -6,7 +6,7 @@ use super::optimizer::AdamW;
 use crate::backend::{at, Backend};
 use crate::cpu::adamw::AdamWConfig;
 use crate::error::{KilnError, Result};
-use crate::model::{backward, forward, Activations, Gpt};
+use crate::model::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
 
 /// One micro-batch of B rows × T positions, on the host.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,7 +52,7 @@ pub async fn train_step<B: Backend>(
     max_norm: f32,
     report: bool,
 ) -> Result<Option<f32>> {
-    be.clear(&model.grads);
+    be.clear(model.grads());
     be.clear(&acts.loss_sum);
     for batch in micro_batches {
         load(be, acts, batch);
@@ -93,4 +93,80 @@ pub async fn evaluate<B: Backend>(
 /// loss_sum += Σ losses of the batch just run, on the device (one readback per step).
 fn add_losses<B: Backend>(be: &mut B, acts: &Activations<B::Buf>, batch: &TokenBatch) -> Result<()> {
     be.sum_rows(at(&acts.loss_sum, 0), at(&acts.losses, 0), batch.b * batch.t, 1, true)
+}
+
+/// Which heads a forward-dependent stage reads: the language-model head's per-position
+/// log-likelihoods (DPO, PPO's policy), a scalar head's per-position values (the reward
+/// model, PPO's value function), or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heads {
+    pub lm: bool,
+    pub scalar: bool,
+}
+
+/// What the forward pass gives such a stage, (B·T) each: the negative log-likelihood of
+/// each position's target (0 where the batch's weight is 0), and the scalar head's output
+/// (empty without one).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outputs {
+    pub nll: Vec<f32>,
+    pub values: Vec<f32>,
+}
+
+/// What the stage gives back, (B·T) each: d loss/d nll for every position (the weight the
+/// cross-entropy backward takes) and d loss/d value; and the loss itself.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gradients {
+    pub weights: Vec<f32>,
+    pub dvalues: Vec<f32>,
+    pub loss: f64,
+}
+
+/// Forward over one batch and read back what `heads` ask for (the first read submits).
+/// The batch's weights mark the positions whose nll is wanted.
+pub async fn forward_outputs<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    acts: &Activations<B::Buf>,
+    batch: &TokenBatch,
+    heads: Heads,
+) -> Result<Outputs> {
+    load(be, acts, batch);
+    trunk_forward(be, model, acts);
+    if heads.lm {
+        LmHead::forward(be, model, acts);
+    }
+    if heads.scalar {
+        ScalarHead::forward(be, model, acts);
+    }
+    let mut out = Outputs::default();
+    if heads.lm {
+        out.nll = be.read(&acts.losses).await?;
+    }
+    if heads.scalar {
+        out.values = be.read(&acts.values).await?;
+    }
+    Ok(out)
+}
+
+/// Adds the gradient of a forward-dependent loss to `model.grads`: the forward pass (whose
+/// activations are still in `acts`) is backpropagated with the stage's `grads` in place of
+/// fixed weights — the same kernels as every other stage.
+pub fn backward_with<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    acts: &Activations<B::Buf>,
+    batch: &TokenBatch,
+    heads: Heads,
+    grads: &Gradients,
+) -> Result<()> {
+    if heads.lm {
+        be.write(&acts.weights, 0, &grads.weights);
+        LmHead::backward(be, model, acts);
+    }
+    if heads.scalar {
+        be.write(&acts.dvalues, 0, &grads.dvalues);
+        ScalarHead::backward(be, model, acts, heads.lm)?;
+    }
+    trunk_backward(be, model, acts, &batch.tokens)
 }

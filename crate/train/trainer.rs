@@ -7,14 +7,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::{lr_at, AdamW, Schedule};
-use super::stage::{Stage, StageKind};
-use super::step::{evaluate, train_step, TokenBatch};
+use super::stage::{Phase, Stage, StageKind};
+use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, TokenBatch};
 use crate::backend::Backend;
 use crate::clock::now_s;
 use crate::cpu::adamw::AdamWConfig;
 use crate::error::{KilnError, Result};
-use crate::model::{Activations, Gpt, GptConfig};
-use crate::sample::{generate, Decoder, SampleConfig};
+use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
+use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
 use crate::tokenizer::Tokenizer;
 
 /// How a stage trains. Each stage has its own defaults ([`TrainConfig::for_stage`]); the
@@ -45,8 +45,71 @@ pub struct TrainConfig {
     /// Read the training loss back every N steps (and at the first and last).
     pub log_every: u64,
     pub seed: u64,
-    /// Share of the documents (or conversations) held out for validation.
+    /// Share of the documents (or conversations, or ranked prompts) held out for validation.
     pub val_fraction: f64,
+    /// The preference stages' own options.
+    #[serde(flatten)]
+    pub align: AlignConfig,
+}
+
+/// The options of the stages that learn from rankings: TRL's defaults where TRL has one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AlignConfig {
+    /// DPO's β: how strongly the policy is held to the reference (TRL: 0.1).
+    pub dpo_beta: f64,
+    /// Weight of the NLL of chosen answers added to DPO's loss (TRL's rpo_alpha; 0: plain
+    /// DPO). On by default: it guards against likelihood displacement (module dpo).
+    pub rpo_alpha: f64,
+    /// The reward model's centring coefficient λ (TRL's center_rewards_coefficient; 0: off).
+    pub reward_center: f64,
+    /// PPO's KL penalty β per token (TRL: 0.05).
+    pub kl_coef: f64,
+    /// PPO's clip range ε for the probability ratio (TRL: 0.2) and for the value.
+    pub clip_range: f64,
+    pub value_clip: f64,
+    /// Discount γ (TRL: 1) and GAE's λ (TRL: 0.95).
+    pub gamma: f64,
+    pub lam: f64,
+    /// Weight of the value loss (TRL: 0.1).
+    pub vf_coef: f64,
+    /// Optimizer steps on each batch of rollouts (TRL: 4).
+    pub ppo_epochs: u64,
+    /// Prompts per batch of rollouts, and answers sampled per prompt (2 to 6).
+    pub rollout_prompts: usize,
+    pub answers_per_prompt: usize,
+    /// Added to the score of an answer that never ends (TRL's missing_eos_penalty).
+    pub missing_end_penalty: f64,
+    /// Sampling of rollouts and candidates: temperature, top-k (0: all), top-p (1: all),
+    /// and the longest answer in tokens.
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub answer_tokens: usize,
+}
+
+impl Default for AlignConfig {
+    fn default() -> Self {
+        AlignConfig {
+            dpo_beta: 0.1,
+            rpo_alpha: 1.0,
+            reward_center: 0.01,
+            kl_coef: 0.05,
+            clip_range: 0.2,
+            value_clip: 0.2,
+            gamma: 1.0,
+            lam: 0.95,
+            vf_coef: 0.1,
+            ppo_epochs: 4,
+            rollout_prompts: 2,
+            answers_per_prompt: 4,
+            missing_end_penalty: -1.0,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            answer_tokens: 16,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -79,10 +142,31 @@ impl TrainConfig {
             log_every: 10,
             seed: 1337,
             val_fraction: 0.1,
+            align: AlignConfig::default(),
         };
         match stage {
             StageKind::Pretrain => pretrain,
             StageKind::Sft => TrainConfig { steps: 400, warmup_steps: 10, sample_tokens: 24, ..pretrain },
+            // The preference stages see a few hundred ranked prompts at most: whole
+            // prompts per batch (12 rows hold two of six answers), short runs, frequent
+            // reports, samples of an answer.
+            StageKind::Reward | StageKind::Dpo | StageKind::Ppo => {
+                let align = TrainConfig {
+                    batch_size: 12,
+                    warmup_steps: 5,
+                    eval_every: 10,
+                    eval_batches: 16,
+                    sample_every: 0,
+                    sample_tokens: 16,
+                    log_every: 1,
+                    ..pretrain
+                };
+                match stage {
+                    StageKind::Reward => TrainConfig { steps: 150, lr: 1e-3, min_lr: 1e-4, ..align },
+                    StageKind::Dpo => TrainConfig { steps: 100, lr: 3e-4, min_lr: 3e-5, ..align },
+                    _ => TrainConfig { steps: 200, lr: 3e-4, min_lr: 3e-4, batch_size: 8, ..align },
+                }
+            }
         }
     }
 
@@ -152,6 +236,9 @@ pub struct Progress {
     pub elapsed_s: f64,
     pub eta_s: f64,
     pub sample: Option<String>,
+    /// The stage's own measures since the last report (pair accuracy, KL, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// What generating needs: the backend, the model and its KV-cache decoder.
@@ -180,10 +267,20 @@ pub struct Trainer<B: Backend> {
     eval_acts: Option<Activations<B::Buf>>,
     val: Vec<TokenBatch>,
     decoder: Option<Decoder<B::Buf>>,
+    /// The models PPO reads but does not train.
+    pub frozen: Frozen<B>,
     /// (time, step) when tokens/s was last measured.
     mark: (f64, u64),
     tokens_per_s: f64,
     started: f64,
+}
+
+/// Models that run forward only, with no gradient or optimizer buffers: PPO's reference
+/// (the fine-tuned model) and reward model; and the K-row decoder its rollouts use.
+pub struct Frozen<B: Backend> {
+    pub reference: Option<Gpt<B>>,
+    pub reward: Option<Gpt<B>>,
+    rollout_decoder: Option<Decoder<B::Buf>>,
 }
 
 /// Refuses a run that cannot fit in the device's buffers, before anything is allocated.
@@ -205,9 +302,21 @@ impl<B: Backend> Trainer<B> {
     /// A model on `be`: from `params` (a checkpoint) when given, else GPT-2's
     /// initialisation from `seed`. No stage yet: call [`Trainer::begin`].
     pub fn with_model(
+        be: B,
+        tokenizer: Tokenizer,
+        model_cfg: GptConfig,
+        params: Option<&[f32]>,
+        seed: u64,
+    ) -> Result<Trainer<B>> {
+        Trainer::with_layout(be, tokenizer, model_cfg, ParamLayout::new(&model_cfg), params, seed)
+    }
+
+    /// A model of any layout (one with a scalar head, say); see [`Trainer::with_model`].
+    pub fn with_layout(
         mut be: B,
         tokenizer: Tokenizer,
         model_cfg: GptConfig,
+        layout: ParamLayout,
         params: Option<&[f32]>,
         seed: u64,
     ) -> Result<Trainer<B>> {
@@ -220,10 +329,20 @@ impl<B: Backend> Trainer<B> {
             )));
         }
         check_fits(be.max_buffer_bytes(), &model_cfg, 1, model_cfg.block_size)?;
-        let model = match params {
-            Some(values) => Gpt::from_params(&mut be, model_cfg, values)?,
-            None => Gpt::new(&mut be, model_cfg, seed)?,
+        if let Some(values) = params {
+            if values.len() != layout.total {
+                return Err(KilnError::Config(format!(
+                    "{} parameter values for a model of {}",
+                    values.len(),
+                    layout.total
+                )));
+            }
+        }
+        let values = match params {
+            Some(values) => values.to_vec(),
+            None => layout.init(&model_cfg, seed),
         };
+        let model = Gpt::from_layout(&mut be, model_cfg, layout, &values, true)?;
         let opt = AdamW::new(&mut be, &model)?;
         let started = now_s();
         Ok(Trainer {
@@ -239,6 +358,7 @@ impl<B: Backend> Trainer<B> {
             eval_acts: None,
             val: Vec::new(),
             decoder: None,
+            frozen: Frozen { reference: None, reward: None, rollout_decoder: None },
             mark: (started, 0),
             tokens_per_s: 0.0,
             started,
@@ -282,8 +402,11 @@ impl<B: Backend> Trainer<B> {
         let t = self.model.config.block_size;
         check_fits(self.be.max_buffer_bytes(), &self.model.config, cfg.batch_size, t)?;
         let mut val = stage.val_batches(cfg.batch_size, cfg.eval_batches);
-        let total: f64 = val.iter().map(TokenBatch::weight_sum).sum();
-        val = val.iter().map(|b| b.scaled((1.0 / total.max(1.0)) as f32)).collect();
+        if stage.heads().is_none() {
+            // fixed weights: the mean over the counted tokens of all validation batches
+            let total: f64 = val.iter().map(TokenBatch::weight_sum).sum();
+            val = val.iter().map(|b| b.scaled((1.0 / total.max(1.0)) as f32)).collect();
+        }
         self.acts = Some(Activations::new(&mut self.be, &self.model.config, cfg.batch_size, t)?);
         self.eval_acts = None;
         self.val = val;
@@ -314,20 +437,15 @@ impl<B: Backend> Trainer<B> {
     /// One optimizer step, with validation and a sample when they are due.
     pub async fn train_one(&mut self) -> Result<Progress> {
         let cfg = self.cfg.clone();
-        let stage = self.stage.as_mut().ok_or_else(|| KilnError::Config("no training stage has begun".into()))?;
-        let kind = stage.kind();
-        let mut micro: Vec<TokenBatch> = (0..cfg.grad_accum).map(|_| stage.next_batch(cfg.batch_size)).collect();
-        // Σ weights over the whole step = 1: accumulation averages over counted tokens
-        // (supervised ones in SFT), not over micro-batches.
-        let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
-        micro = micro.iter().map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32)).collect();
+        let kind = self.stage()?.kind();
         let lr = lr_at(&cfg.schedule(), self.step);
         let adamw = AdamWConfig { lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay };
         let last = self.step + 1 == cfg.steps;
         let report = self.step == 0 || (self.step + 1) % cfg.log_every.max(1) == 0 || last;
-        let acts = self.acts.as_ref().expect("a stage has begun");
-        let loss =
-            train_step(&mut self.be, &self.model, acts, &mut self.opt, &micro, adamw, cfg.grad_clip, report).await?;
+        let loss = match self.stage()?.heads() {
+            None => self.fixed_weight_step(adamw, report).await?,
+            Some(heads) => Some(self.forward_dependent_step(heads, adamw).await?),
+        };
         self.step += 1;
 
         let val_loss = if self.step % cfg.eval_every.max(1) == 0 || last { Some(self.validate().await?) } else { None };
@@ -365,18 +483,175 @@ impl<B: Backend> Trainer<B> {
             elapsed_s: now - self.started,
             eta_s: if self.tokens_per_s > 0.0 { remaining / self.tokens_per_s } else { 0.0 },
             sample,
+            metrics: self.stage.as_mut().map(|s| s.metrics().into_iter().collect()).unwrap_or_default(),
         })
     }
 
-    /// Mean validation loss per counted token.
-    pub async fn validate(&mut self) -> Result<f32> {
-        self.stage()?;
+    /// A step of a stage whose weights are fixed by its batches (pretraining, SFT): one
+    /// submit; the loss is read back only when `report`.
+    async fn fixed_weight_step(&mut self, adamw: AdamWConfig, report: bool) -> Result<Option<f32>> {
+        let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
+        let stage = self.stage.as_mut().expect("a stage has begun");
+        let mut micro: Vec<TokenBatch> = (0..accum).map(|_| stage.next_batch(b)).collect();
+        // Σ weights over the whole step = 1: accumulation averages over counted tokens
+        // (supervised ones in SFT), not over micro-batches.
+        let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
+        micro = micro.iter().map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32)).collect();
+        let acts = self.acts.as_ref().expect("a stage has begun");
+        train_step(&mut self.be, &self.model, acts, &mut self.opt, &micro, adamw, self.cfg.grad_clip, report).await
+    }
+
+    /// A step of a stage whose loss depends on the forward pass (reward model, DPO, PPO):
+    /// per micro-batch, forward, one readback, the stage's gradients, backward; then AdamW.
+    /// A non-finite loss stops the step before anything is updated.
+    async fn forward_dependent_step(&mut self, heads: Heads, adamw: AdamWConfig) -> Result<f32> {
+        self.prepare_reference().await?;
+        self.ppo_round().await?;
+        let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
+        let Trainer { be, model, opt, stage, acts, .. } = self;
+        let (stage, acts) = (stage.as_mut().expect("a stage has begun"), acts.as_ref().expect("a stage has begun"));
+        be.clear(model.grads());
+        let mut loss = 0.0;
+        for _ in 0..accum {
+            let batch = stage.next_batch(b);
+            let out = forward_outputs(be, model, acts, &batch, heads).await?;
+            let mut grads = stage.weigh(&batch, &out, Phase::Train)?;
+            let scale = 1.0 / accum as f32;
+            grads.weights.iter_mut().chain(grads.dvalues.iter_mut()).for_each(|g| *g *= scale);
+            backward_with(be, model, acts, &batch, heads, &grads)?;
+            loss += grads.loss / accum as f64;
+        }
+        if !loss.is_finite() {
+            return Err(KilnError::NonFiniteLoss { step: self.step, loss: loss as f32 });
+        }
+        opt.update(be, model, adamw, self.cfg.grad_clip)?;
+        be.flush();
+        Ok(loss as f32)
+    }
+
+    /// The model's parameters: GPT-2's, then a scalar head's when it has one.
+    pub async fn params(&mut self) -> Result<Vec<f32>> {
+        self.be.read(&self.model.params).await
+    }
+
+    /// Gives the model a fresh scalar head (GPT-2's initialisation for it, from `seed`)
+    /// after its GPT-2 tensors, replacing one it has; a fresh optimizer; no stage.
+    pub async fn add_scalar_head(&mut self, kind: ScalarHeadKind, seed: u64) -> Result<()> {
+        let cfg = self.model.config;
+        let mut values = self.params().await?;
+        values.truncate(cfg.num_params());
+        let layout = ParamLayout::with_scalar_head(&cfg, kind);
+        values.extend_from_slice(&layout.init(&cfg, seed)[cfg.num_params()..]);
+        self.model = Gpt::from_layout(&mut self.be, cfg, layout, &values, true)?;
+        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        self.stage = None;
+        self.decoder = None;
+        self.frozen.rollout_decoder = None;
+        Ok(())
+    }
+
+    /// PPO's frozen models: the reference (GPT-2 tensors of the fine-tuned model) and the
+    /// reward model (GPT-2 tensors and its reward head), same shape as this model.
+    pub fn set_frozen(&mut self, reference: &[f32], reward: &[f32]) -> Result<()> {
+        let cfg = self.model.config;
+        let (plain, scored) = (ParamLayout::new(&cfg), ParamLayout::with_scalar_head(&cfg, ScalarHeadKind::Reward));
+        if reference.len() != plain.total || reward.len() != scored.total {
+            return Err(KilnError::Config(
+                "the reference and reward models must have the policy's shape (the reward model with its head)".into(),
+            ));
+        }
+        self.frozen.reference = Some(Gpt::from_layout(&mut self.be, cfg, plain, reference, false)?);
+        self.frozen.reward = Some(Gpt::from_layout(&mut self.be, cfg, scored, reward, false)?);
+        Ok(())
+    }
+
+    /// PPO: when its rollouts are used up, samples the next round with the policy (K
+    /// answers per prompt decoded together) and scores it with the three models.
+    async fn ppo_round(&mut self) -> Result<()> {
+        let Some(ppo) = self.stage.as_mut().and_then(|s| s.as_ppo()) else { return Ok(()) };
+        let Some(prompts) = ppo.rollout_prompts(&self.tokenizer)? else { return Ok(()) };
+        let (b, a) = (self.cfg.batch_size, self.cfg.align.clone());
+        if ppo.rows_per_round() > b {
+            return Err(KilnError::Config(format!(
+                "{} prompts × {} answers do not fit a batch of {b} rows",
+                a.rollout_prompts, a.answers_per_prompt
+            )));
+        }
+        let k = a.answers_per_prompt;
+        if self.frozen.rollout_decoder.as_ref().map(Decoder::seqs) != Some(k) {
+            self.frozen.rollout_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
+        }
+        let mut answers = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let seed = self.cfg.seed ^ (self.step << 16) ^ ((i as u64) << 8);
+            let sc = SampleConfig {
+                max_tokens: a.answer_tokens,
+                temperature: a.temperature,
+                top_k: a.top_k,
+                top_p: a.top_p,
+                seed,
+            };
+            let decoder = self.frozen.rollout_decoder.as_ref().expect("just made");
+            answers.push(sample_candidates(&mut self.be, &self.model, decoder, prompt, &sc).await?);
+        }
+        let ended: Vec<bool> = answers.iter().flatten().map(|c| c.ended).collect();
+        let ppo = self.stage.as_mut().and_then(|s| s.as_ppo()).expect("checked");
+        let batch = ppo.rollout_batch(&prompts, &answers, b);
+        self.eval_acts()?;
+        let acts = self.eval_acts.as_ref().expect("just made");
+        let missing = || KilnError::Config("PPO needs the reference and reward models (set_frozen)".into());
+        let reference = self.frozen.reference.as_ref().ok_or_else(missing)?;
+        let reward = self.frozen.reward.as_ref().ok_or_else(missing)?;
+        let be = &mut self.be;
+        let ref_out = forward_outputs(be, reference, acts, &batch, Heads { lm: true, scalar: false }).await?;
+        let reward_out = forward_outputs(be, reward, acts, &batch, Heads { lm: false, scalar: true }).await?;
+        let policy_out = forward_outputs(be, &self.model, acts, &batch, Heads { lm: true, scalar: true }).await?;
+        let ppo = self.stage.as_mut().and_then(|s| s.as_ppo()).expect("checked");
+        ppo.set_rollouts(&ref_out, &reward_out, &policy_out, &ended)
+    }
+
+    /// Gives a stage that keeps reference outputs (DPO) those of the model as it is now.
+    async fn prepare_reference(&mut self) -> Result<()> {
+        let Some(stage) = self.stage.as_ref().filter(|s| s.needs_reference()) else { return Ok(()) };
+        let heads = stage.heads().unwrap_or(Heads { lm: true, scalar: false });
+        let b = self.cfg.batch_size;
+        let batches = stage.reference_batches(b);
+        self.eval_acts()?;
+        let acts = self.eval_acts.as_ref().expect("just made");
+        let mut outputs = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            outputs.push(forward_outputs(&mut self.be, &self.model, acts, batch, heads).await?);
+        }
+        self.stage.as_mut().expect("checked").set_reference(b, outputs)
+    }
+
+    /// Makes the activations for passes that leave the training ones alone (validation,
+    /// references).
+    fn eval_acts(&mut self) -> Result<()> {
         if self.eval_acts.is_none() {
             let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
             self.eval_acts = Some(Activations::new(&mut self.be, &self.model.config, b, t)?);
         }
-        let acts = self.eval_acts.as_ref().expect("just made");
-        let loss = evaluate(&mut self.be, &self.model, acts, &self.val).await?;
+        Ok(())
+    }
+
+    /// Mean validation loss per counted token.
+    pub async fn validate(&mut self) -> Result<f32> {
+        let heads = self.stage()?.heads();
+        self.eval_acts()?;
+        let Trainer { be, model, stage, eval_acts, val, .. } = self;
+        let (stage, acts) = (stage.as_mut().expect("checked"), eval_acts.as_ref().expect("just made"));
+        let loss = match heads {
+            None => evaluate(be, model, acts, val).await?,
+            Some(heads) => {
+                let mut sum = 0.0;
+                for (i, batch) in val.iter().enumerate() {
+                    let out = forward_outputs(be, model, acts, batch, heads).await?;
+                    sum += stage.weigh(batch, &out, Phase::Val(i))?.loss;
+                }
+                (sum / val.len().max(1) as f64) as f32
+            }
+        };
         if !loss.is_finite() {
             return Err(KilnError::NonFiniteLoss { step: self.step, loss });
         }

@@ -1,0 +1,175 @@
+//! Preference data: a person's ranking of the answers sampled for one prompt, the pairs
+//! it implies, and JSONL in and out. A ranking of K answers gives its K(K−1)/2 ordered
+//! pairs minus ties (InstructGPT); every pair of one prompt is scored in the same batch,
+//! so each answer runs once per step.
+//!
+//! Files: one ranking per line,
+//!   {"prompt": [messages], "answers": [str], "ranks": [int], "verdict": "ranked"}
+//! with rank 1 best and equal ranks tied; and, for other tools, the pairs in TRL's
+//! conversational preference format,
+//!   {"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}.
+//! Reading takes either kind of line (a pair is a ranking of two answers), with prompt,
+//! chosen and rejected as strings or as message lists.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::data::chat::{validate, Conversation, Message, Role};
+use crate::data::jsonl::{list_errors, messages_of, object_of_line, read_lines, LineError};
+use crate::error::{KilnError, Result};
+
+/// Most answers ranked for one prompt.
+pub const MAX_ANSWERS: usize = 6;
+
+/// What the person made of a prompt's answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Ordered (ties allowed).
+    #[default]
+    Ranked,
+    /// Passed over: no pairs.
+    Skipped,
+    /// Every answer is bad: no pairs (none is preferred).
+    AllBad,
+}
+
+/// One prompt, its answers and their ranks (1 best; equal ranks are ties).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ranking {
+    /// The conversation so far, ending with the user's turn.
+    pub prompt: Conversation,
+    pub answers: Vec<String>,
+    pub ranks: Vec<u32>,
+    #[serde(default)]
+    pub verdict: Verdict,
+}
+
+impl Ranking {
+    /// (chosen, rejected) answer indices: every pair with a strictly better rank first;
+    /// none when skipped or all bad.
+    pub fn pairs(&self) -> Vec<(usize, usize)> {
+        if self.verdict != Verdict::Ranked {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, &ri) in self.ranks.iter().enumerate() {
+            for (j, &rj) in self.ranks.iter().enumerate() {
+                if ri < rj {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
+    }
+
+    /// The question shown for this prompt (the user's last turn).
+    pub fn question(&self) -> &str {
+        self.prompt.last().map_or("", |m| m.content.as_str())
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let k = self.answers.len();
+        if !(2..=MAX_ANSWERS).contains(&k) {
+            return Err(format!("a ranking needs 2 to {MAX_ANSWERS} answers, not {k}"));
+        }
+        if self.ranks.len() != k {
+            return Err(format!("{k} answers but {} ranks", self.ranks.len()));
+        }
+        if self.ranks.iter().any(|&r| r == 0 || r as usize > k) {
+            return Err(format!("ranks must lie between 1 and {k}"));
+        }
+        if self.prompt.last().map(|m| m.role) != Some(Role::User) {
+            return Err("the prompt must end with the user's turn".into());
+        }
+        let mut conv = self.prompt.clone();
+        conv.push(Message { role: Role::Assistant, content: self.answers[0].clone() });
+        validate(&conv).map_err(|e| e.to_string())
+    }
+}
+
+/// Every pair of every ranking, as (ranking index, chosen, rejected).
+pub fn all_pairs(rankings: &[Ranking]) -> Vec<(usize, usize, usize)> {
+    rankings.iter().enumerate().flat_map(|(i, r)| r.pairs().into_iter().map(move |(c, j)| (i, c, j))).collect()
+}
+
+/// The rankings as JSONL, one per line (round-trips through [`read_rankings`]).
+pub fn rankings_jsonl(rankings: &[Ranking]) -> String {
+    rankings.iter().map(|r| serde_json::to_string(r).expect("a ranking serialises") + "\n").collect()
+}
+
+/// The pairs in TRL's conversational preference format, one per line.
+pub fn pairs_jsonl(rankings: &[Ranking]) -> String {
+    let assistant = |text: &str| json!([{ "role": "assistant", "content": text }]);
+    all_pairs(rankings)
+        .into_iter()
+        .map(|(i, c, j)| {
+            let r = &rankings[i];
+            let line =
+                json!({ "prompt": r.prompt, "chosen": assistant(&r.answers[c]), "rejected": assistant(&r.answers[j]) });
+            line.to_string() + "\n"
+        })
+        .collect()
+}
+
+/// The rankings read, and the lines skipped with why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rankings {
+    pub items: Vec<Ranking>,
+    pub skipped: Vec<LineError>,
+}
+
+/// Reads rankings (or TRL pairs) from JSONL; bad lines are recorded by number and skipped.
+/// A file without one usable line is an error.
+pub fn read_rankings(bytes: &[u8]) -> Result<Rankings> {
+    let (items, skipped) = read_lines(bytes, "rankings", |raw| match object_of_line(raw)? {
+        None => Ok(None),
+        Some(object) => ranking_of(&object).map(Some),
+    })?;
+    if items.is_empty() {
+        let why = if skipped.is_empty() { "every line is blank".to_string() } else { list_errors(&skipped) };
+        return Err(KilnError::Data(format!("the file holds no usable ranking: {why}")));
+    }
+    Ok(Rankings { items, skipped })
+}
+
+fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, String> {
+    let ranking = if object.contains_key("answers") {
+        let mut full = object.clone();
+        if let Some(p @ Value::String(_)) = full.get("prompt").cloned() {
+            full.insert("prompt".into(), json!([{ "role": "user", "content": p }]));
+        }
+        serde_json::from_value(Value::Object(full)).map_err(|e| format!("not a ranking: {e}"))?
+    } else if object.contains_key("chosen") || object.contains_key("rejected") {
+        let field = |key: &str| object.get(key).ok_or_else(|| format!("missing \"{key}\""));
+        let prompt = match field("prompt")? {
+            Value::String(p) => vec![Message { role: Role::User, content: p.clone() }],
+            list => messages_of(list, "prompt")?,
+        };
+        let answer = |key: &str| -> std::result::Result<String, String> {
+            match field(key)? {
+                Value::String(text) => Ok(text.clone()),
+                list => {
+                    let messages = messages_of(list, key)?;
+                    match messages.as_slice() {
+                        [m] if m.role == Role::Assistant => Ok(m.content.clone()),
+                        _ => Err(format!("\"{key}\" must be one assistant message")),
+                    }
+                }
+            }
+        };
+        Ranking {
+            prompt,
+            answers: vec![answer("chosen")?, answer("rejected")?],
+            ranks: vec![1, 2],
+            verdict: Verdict::Ranked,
+        }
+    } else {
+        return Err(
+            "expected a ranking (\"prompt\", \"answers\", \"ranks\") or a pair (\"prompt\", \"chosen\", \"rejected\")"
+                .into(),
+        );
+    };
+    ranking.check()?;
+    Ok(ranking)
+}

@@ -1,0 +1,337 @@
+//! PPO against the reward model (the InstructGPT recipe, with TRL's defaults). The
+//! policy is the fine-tuned model with a value head; a frozen copy of the fine-tuned model
+//! is the reference, and the frozen reward model scores answers. One round:
+//!   rollouts   P prompts × K answers sampled together on the device (KV cache), then one
+//!              forward each of the reference, the reward model and the policy over them
+//!   rewards    per answer token t: r_t = −β·(log π_old(t) − log π_ref(t)), plus at the
+//!              last token the reward model's score (and a penalty if the answer never ended)
+//!   GAE        δ_t = r_t + γ·V_{t+1} − V_t,  A_t = δ_t + γλ·A_{t+1},  returns R_t = A_t + V_t;
+//!              advantages whitened over the batch
+//!   updates    `ppo_epochs` optimizer steps on the batch, each minimising, per answer token,
+//!              max(−A·ρ, −A·clip(ρ, 1 ± ε)) with ρ = π/π_old, plus vf_coef · ½·max((V − R)²,
+//!              (V_old + clip(V − V_old, ± ε_v) − R)²)
+//! The policy term reaches the model through the weighted cross-entropy backward: a token's
+//! weight is −d loss/d log π = A·ρ/N where the unclipped term is the larger, else 0.
+
+use super::stage::{Phase, Stage, StageKind};
+use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::AlignConfig;
+use crate::checkpoint::Files;
+use crate::data::chat::{Conversation, Role};
+use crate::data::jsonl::to_jsonl;
+use crate::data::{make_batch, Batcher, BatcherState, Row};
+use crate::error::{KilnError, Result};
+use crate::sample::Candidate;
+use crate::tokenizer::{Tokenizer, END, EOS, PAD};
+use crate::train::preference::answer_span;
+use crate::train::sft::chat_prompt;
+
+/// One batch of rollouts and what the updates need of it, per row.
+struct Rollouts {
+    batch: TokenBatch,
+    rows: Vec<Row>,
+    /// Per row, per answer token: log π_old, V_old, advantage, return.
+    old_logp: Vec<Vec<f64>>,
+    old_values: Vec<Vec<f64>>,
+    advantages: Vec<Vec<f64>>,
+    returns: Vec<Vec<f64>>,
+}
+
+/// Running sums for the report.
+#[derive(Default)]
+struct PpoStats {
+    answers: usize,
+    score: f64,
+    kl: f64,
+    ended: usize,
+    tokens: usize,
+    clipped: usize,
+    neg_logp: f64,
+    value_loss: f64,
+    policy_loss: f64,
+}
+
+pub struct Ppo {
+    prompts: Vec<Conversation>,
+    order: Batcher,
+    pub align: AlignConfig,
+    t: usize,
+    rollouts: Option<Rollouts>,
+    /// Optimizer steps left on the current rollouts.
+    epochs_left: u64,
+    stats: PpoStats,
+    /// (question, answer ids, score) of the latest rollouts, for the log.
+    pub latest: Vec<(String, Vec<u32>, f64)>,
+    pending: Vec<usize>,
+}
+
+/// Advantages and returns of one answer by GAE: rewards r_t and values V_t per token.
+pub fn gae(rewards: &[f64], values: &[f64], gamma: f64, lam: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = rewards.len();
+    let mut advantages = vec![0.0; n];
+    let mut next = (0.0, 0.0); // (A_{t+1}, V_{t+1}); nothing follows the last token
+    for t in (0..n).rev() {
+        let delta = rewards[t] + gamma * next.1 - values[t];
+        advantages[t] = delta + gamma * lam * next.0;
+        next = (advantages[t], values[t]);
+    }
+    let returns = advantages.iter().zip(values).map(|(a, v)| a + v).collect();
+    (advantages, returns)
+}
+
+/// The clipped PPO objective of one token and its derivative with respect to log π:
+/// (loss, d loss/d log π, clipped).
+pub fn clipped_objective(logp: f64, old_logp: f64, advantage: f64, clip: f64) -> (f64, f64, bool) {
+    let ratio = (logp - old_logp).exp();
+    let unclipped = -advantage * ratio;
+    let clipped = -advantage * ratio.clamp(1.0 - clip, 1.0 + clip);
+    if clipped > unclipped {
+        (clipped, 0.0, true)
+    } else {
+        (unclipped, -advantage * ratio, false)
+    }
+}
+
+/// The clipped value loss ½·max((V − R)², (V_old + clip(V − V_old) − R)²) and d/dV.
+pub fn clipped_value_loss(value: f64, old_value: f64, ret: f64, clip: f64) -> (f64, f64) {
+    let clipped = old_value + (value - old_value).clamp(-clip, clip);
+    let (a, b) = ((value - ret).powi(2), (clipped - ret).powi(2));
+    if a >= b {
+        (0.5 * a, value - ret)
+    } else {
+        let inside = (value - old_value).abs() < clip;
+        (0.5 * b, if inside { clipped - ret } else { 0.0 })
+    }
+}
+
+fn whiten(values: &mut [Vec<f64>]) {
+    let all: Vec<f64> = values.iter().flatten().copied().collect();
+    let n = all.len().max(1) as f64;
+    let mean = all.iter().sum::<f64>() / n;
+    let std = (all.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
+    values.iter_mut().flatten().for_each(|x| *x = (*x - mean) / (std + 1e-8));
+}
+
+impl Ppo {
+    /// PPO on `prompts` (conversations ending with the user's turn).
+    pub fn new(prompts: Vec<Conversation>, t: usize, align: AlignConfig, seed: u64) -> Result<Ppo> {
+        if prompts.is_empty() || prompts.iter().any(|p| p.last().map(|m| m.role) != Some(Role::User)) {
+            return Err(KilnError::Data("PPO needs prompts that end with the user's turn".into()));
+        }
+        if !(2..=6).contains(&align.answers_per_prompt) || align.rollout_prompts == 0 || align.ppo_epochs == 0 {
+            return Err(KilnError::Config(
+                "PPO needs 2 to 6 answers per prompt, and at least one prompt and one epoch per round".into(),
+            ));
+        }
+        let order = Batcher::new(prompts.len(), seed);
+        Ok(Ppo {
+            prompts,
+            order,
+            align,
+            t,
+            rollouts: None,
+            epochs_left: 0,
+            stats: PpoStats::default(),
+            latest: Vec::new(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// Rows per batch of rollouts.
+    pub fn rows_per_round(&self) -> usize {
+        self.align.rollout_prompts * self.align.answers_per_prompt
+    }
+
+    /// The prompts of the next round of rollouts, when the current one is used up (their
+    /// ids end with `<|assistant|>`).
+    pub fn rollout_prompts(&mut self, tokenizer: &Tokenizer) -> Result<Option<Vec<Vec<u32>>>> {
+        if self.epochs_left > 0 {
+            return Ok(None);
+        }
+        self.pending = (0..self.align.rollout_prompts).map(|_| self.order.take()).collect();
+        let ids =
+            self.pending.iter().map(|&i| chat_prompt(tokenizer, &self.prompts[i], self.t)).collect::<Result<_>>()?;
+        Ok(Some(ids))
+    }
+
+    /// The rollouts as a batch of B rows: prompt + answer (+ its stop token) + padding.
+    pub fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> TokenBatch {
+        let mut rows = Vec::new();
+        for (prompt, cands) in prompts.iter().zip(answers) {
+            for cand in cands {
+                let mut ids = prompt.clone();
+                let room = (self.t + 1).saturating_sub(prompt.len() + 1).max(1);
+                ids.extend(cand.ids.iter().take(room));
+                ids.push(PAD);
+                let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
+                rows.push(Row { ids, supervised });
+            }
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        let batch = make_batch(&refs, b, self.t);
+        self.rollouts = Some(Rollouts {
+            batch: batch.clone(),
+            rows,
+            old_logp: Vec::new(),
+            old_values: Vec::new(),
+            advantages: Vec::new(),
+            returns: Vec::new(),
+        });
+        batch
+    }
+
+    /// Scores the rollouts from the three forward passes over [`Ppo::rollout_batch`]:
+    /// the reference's and the policy's nll, the reward model's and the policy's values;
+    /// `ended` says which answers stopped by themselves.
+    pub fn set_rollouts(
+        &mut self,
+        reference: &Outputs,
+        reward: &Outputs,
+        policy: &Outputs,
+        ended: &[bool],
+    ) -> Result<()> {
+        let a = self.align.clone();
+        let r = self.rollouts.as_mut().expect("rollout_batch comes first");
+        let t = r.batch.t;
+        self.latest.clear();
+        for (k, row) in r.rows.iter().enumerate() {
+            let (first, last, end_input) = answer_span(row);
+            let positions = first..=last;
+            let logp: Vec<f64> = positions.clone().map(|p| -policy.nll[k * t + p] as f64).collect();
+            let ref_logp: Vec<f64> = positions.clone().map(|p| -reference.nll[k * t + p] as f64).collect();
+            let values: Vec<f64> = positions.map(|p| policy.values[k * t + p] as f64).collect();
+            let mut score = reward.values[k * t + end_input] as f64;
+            if !ended[k] {
+                score += a.missing_end_penalty;
+            }
+            let mut rewards: Vec<f64> = logp.iter().zip(&ref_logp).map(|(l, r)| -a.kl_coef * (l - r)).collect();
+            *rewards.last_mut().expect("an answer token") += score;
+            let (adv, ret) = gae(&rewards, &values, a.gamma, a.lam);
+            self.stats.answers += 1;
+            self.stats.score += score;
+            self.stats.kl += logp.iter().zip(&ref_logp).map(|(l, r)| l - r).sum::<f64>();
+            self.stats.ended += ended[k] as usize;
+            if self.latest.len() < 4 {
+                let prompt = &self.prompts[self.pending[k / a.answers_per_prompt]];
+                let answer = row.ids[first + 1..=last + 1].to_vec();
+                self.latest.push((prompt.last().map_or(String::new(), |m| m.content.clone()), answer, score));
+            }
+            r.old_logp.push(logp);
+            r.old_values.push(values);
+            r.advantages.push(adv);
+            r.returns.push(ret);
+        }
+        whiten(&mut r.advantages);
+        self.epochs_left = a.ppo_epochs;
+        Ok(())
+    }
+
+    /// The latest rollouts as text: "question → answer (score)".
+    pub fn latest_text(&self, tokenizer: &Tokenizer) -> Result<String> {
+        let mut lines = Vec::new();
+        for (q, ids, score) in &self.latest {
+            let question = q.lines().last().unwrap_or("");
+            let answer: Vec<u32> = ids.iter().copied().filter(|&id| id != END && id != EOS).collect();
+            lines.push(format!("{question} → {} ({score:+.2})", tokenizer.decode(&answer)?));
+        }
+        Ok(lines.join("\n"))
+    }
+}
+
+impl Stage for Ppo {
+    fn kind(&self) -> StageKind {
+        StageKind::Ppo
+    }
+
+    /// The current rollouts again (one of `ppo_epochs` steps on them).
+    fn next_batch(&mut self, _b: usize) -> TokenBatch {
+        self.epochs_left = self.epochs_left.saturating_sub(1);
+        self.rollouts.as_ref().expect("rollouts come first").batch.clone()
+    }
+
+    /// PPO has no fixed validation set: its measures come from the rollouts.
+    fn val_batches(&self, _b: usize, _max_batches: usize) -> Vec<TokenBatch> {
+        Vec::new()
+    }
+
+    fn rows(&self) -> (usize, usize) {
+        (self.prompts.len(), 0)
+    }
+
+    fn position(&self) -> BatcherState {
+        self.order.state()
+    }
+
+    fn data_files(&self) -> Files {
+        Files::from([("ppo-prompts.jsonl".to_string(), to_jsonl(&self.prompts).into_bytes())])
+    }
+
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
+        let p = &self.prompts[0];
+        Ok((chat_prompt(tokenizer, p, self.t)?, format!("{} → ", p.last().map_or("", |m| m.content.as_str()))))
+    }
+
+    fn heads(&self) -> Option<Heads> {
+        Some(Heads { lm: true, scalar: true })
+    }
+
+    fn as_ppo(&mut self) -> Option<&mut Ppo> {
+        Some(self)
+    }
+
+    fn weigh(&mut self, batch: &TokenBatch, out: &Outputs, phase: Phase) -> Result<Gradients> {
+        let r = self.rollouts.as_ref().expect("rollouts come first");
+        let t = batch.t;
+        let n: usize = r.old_logp.iter().map(Vec::len).sum();
+        let mut grads = Gradients { weights: vec![0.0; batch.b * t], dvalues: vec![0.0; batch.b * t], loss: 0.0 };
+        for (k, row) in r.rows.iter().enumerate() {
+            let (first, _, _) = answer_span(row);
+            for (i, &old) in r.old_logp[k].iter().enumerate() {
+                let p = k * t + first + i;
+                let logp = -out.nll[p] as f64;
+                let (pg, d_logp, clipped) = clipped_objective(logp, old, r.advantages[k][i], self.align.clip_range);
+                let (vf, d_value) = clipped_value_loss(
+                    out.values[p] as f64,
+                    r.old_values[k][i],
+                    r.returns[k][i],
+                    self.align.value_clip,
+                );
+                grads.loss += (pg + self.align.vf_coef * vf) / n as f64;
+                grads.weights[p] = (-d_logp / n as f64) as f32;
+                grads.dvalues[p] = (self.align.vf_coef * d_value / n as f64) as f32;
+                if phase == Phase::Train {
+                    self.stats.tokens += 1;
+                    self.stats.clipped += clipped as usize;
+                    self.stats.neg_logp -= logp;
+                    self.stats.value_loss += vf;
+                    self.stats.policy_loss += pg;
+                }
+            }
+        }
+        Ok(grads)
+    }
+
+    fn metrics(&mut self) -> Vec<(String, f64)> {
+        let s = std::mem::take(&mut self.stats);
+        let mut m = Vec::new();
+        if s.answers > 0 {
+            let n = s.answers as f64;
+            m.extend([
+                ("meanReward".to_string(), s.score / n),
+                ("kl".to_string(), s.kl / n),
+                ("endedShare".to_string(), s.ended as f64 / n),
+            ]);
+        }
+        if s.tokens > 0 {
+            let n = s.tokens as f64;
+            m.extend([
+                ("clipFraction".to_string(), s.clipped as f64 / n),
+                // −mean log π of the sampled tokens: an estimate of the policy's entropy
+                ("entropy".to_string(), s.neg_logp / n),
+                ("valueLoss".to_string(), s.value_loss / n),
+                ("policyLoss".to_string(), s.policy_loss / n),
+            ]);
+        }
+        m
+    }
+}

@@ -1,0 +1,146 @@
+//! The reward model: the fine-tuned trunk with a scalar head read at each answer's final
+//! token (the position whose input is `<|end|>`), trained on the person's pairs with the
+//! Bradley-Terry loss, all pairs of a prompt from one forward pass:
+//!   loss = mean over pairs of −log σ(r_chosen − r_rejected)
+//!          + λ · mean over pairs of (r_chosen + r_rejected)²     (centring, λ ≥ 0)
+//! Pair accuracy — how often r_chosen > r_rejected — on the held-out rankings tells the
+//! person whether the model has learnt their taste.
+
+use super::preference::{answer_span, PreferenceRows};
+use super::stage::{Phase, Stage, StageKind};
+use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use crate::checkpoint::Files;
+use crate::data::BatcherState;
+use crate::error::Result;
+use crate::tokenizer::Tokenizer;
+
+/// −log σ(r_c − r_r) and its derivative with respect to r_c (that for r_r is its negative).
+pub fn bradley_terry(r_chosen: f64, r_rejected: f64) -> (f64, f64) {
+    let d = r_chosen - r_rejected;
+    let loss = if d > 0.0 { (-d).exp().ln_1p() } else { -d + d.exp().ln_1p() }; // softplus(−d), stable
+    (loss, -sigmoid(-d))
+}
+
+pub fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Running sums over the pairs seen since the last report.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairStats {
+    pub pairs: usize,
+    pub correct: usize,
+    pub margin: f64,
+}
+
+impl PairStats {
+    pub fn add(&mut self, margin: f64) {
+        self.pairs += 1;
+        self.correct += (margin > 0.0) as usize;
+        self.margin += margin;
+    }
+
+    /// (accuracy, mean margin), None before any pair.
+    pub fn take(&mut self) -> Option<(f64, f64)> {
+        let s = std::mem::take(self);
+        (s.pairs > 0).then(|| (s.correct as f64 / s.pairs as f64, s.margin / s.pairs as f64))
+    }
+}
+
+pub struct Reward {
+    pub rows: PreferenceRows,
+    /// λ of the centring term (0: off).
+    pub center: f64,
+    train: PairStats,
+    val: PairStats,
+}
+
+impl Reward {
+    pub fn new(rows: PreferenceRows, center: f64) -> Reward {
+        Reward { rows, center, train: PairStats::default(), val: PairStats::default() }
+    }
+
+    pub fn restore(
+        files: &Files,
+        tokenizer: &Tokenizer,
+        t: usize,
+        center: f64,
+        position: BatcherState,
+    ) -> Result<Reward> {
+        Ok(Reward::new(PreferenceRows::restore(files, tokenizer, t, position)?, center))
+    }
+}
+
+impl Stage for Reward {
+    fn kind(&self) -> StageKind {
+        StageKind::Reward
+    }
+
+    fn next_batch(&mut self, b: usize) -> TokenBatch {
+        self.rows.next_batch(b)
+    }
+
+    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
+        self.rows.val_batches(b, max_batches).into_iter().map(|g| g.batch).collect()
+    }
+
+    fn rows(&self) -> (usize, usize) {
+        (self.rows.train.len(), self.rows.val.len())
+    }
+
+    fn position(&self) -> BatcherState {
+        self.rows.position()
+    }
+
+    fn data_files(&self) -> Files {
+        self.rows.data_files()
+    }
+
+    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
+        self.rows.sample_prompt(tokenizer)
+    }
+
+    fn heads(&self) -> Option<Heads> {
+        Some(Heads { lm: false, scalar: true })
+    }
+
+    fn weigh(&mut self, batch: &TokenBatch, out: &Outputs, phase: Phase) -> Result<Gradients> {
+        let t = batch.t;
+        let (groups, set, stats) = match phase {
+            Phase::Train => (self.rows.last.clone(), &self.rows.train, &mut self.train),
+            Phase::Val(i) => (self.rows.val_groups(batch.b, i), &self.rows.val, &mut self.val),
+        };
+        let n: usize = groups.iter().map(|&(g, _)| set[g].pairs.len()).sum();
+        let mut grads = Gradients { weights: Vec::new(), dvalues: vec![0.0; batch.b * t], loss: 0.0 };
+        for &(g, first) in &groups {
+            let group = &set[g];
+            let at = |k: usize| (first + k) * t + answer_span(&group.rows[k]).2;
+            for &(c, r) in &group.pairs {
+                let (rc, rr) = (out.values[at(c)] as f64, out.values[at(r)] as f64);
+                let (loss, d_chosen) = bradley_terry(rc, rr);
+                let centre = self.center * (rc + rr);
+                grads.loss += (loss + centre * (rc + rr)) / n as f64;
+                grads.dvalues[at(c)] += ((d_chosen + 2.0 * centre) / n as f64) as f32;
+                grads.dvalues[at(r)] += ((-d_chosen + 2.0 * centre) / n as f64) as f32;
+                stats.add(rc - rr);
+            }
+        }
+        Ok(grads)
+    }
+
+    fn metrics(&mut self) -> Vec<(String, f64)> {
+        let mut m = Vec::new();
+        if let Some((accuracy, margin)) = self.train.take() {
+            m.extend([("pairAccuracy".to_string(), accuracy), ("rewardMargin".to_string(), margin)]);
+        }
+        if let Some((accuracy, margin)) = self.val.take() {
+            m.extend([("valPairAccuracy".to_string(), accuracy), ("valRewardMargin".to_string(), margin)]);
+        }
+        m
+    }
+}

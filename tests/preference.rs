@@ -1,0 +1,291 @@
+//! The preference stages' parts: pairs from rankings with ties, rankings files, the
+//! Bradley-Terry loss and the reward model's gradient against finite differences, DPO
+//! against a hand-computed case and through the model against finite differences, GAE
+//! and the clipped PPO objective, and the batched decoder against K single-row decodes.
+
+use kiln::backend::{Backend, CpuBackend, GpuBackend};
+use kiln::data::chat::{Message, Role};
+use kiln::data::corpus::{default_corpus, Language};
+use kiln::data::documents;
+use kiln::data::instruct::{ranker_score, scripted_ranks};
+use kiln::data::preference::{pairs_jsonl, rankings_jsonl, read_rankings, Ranking, Verdict};
+use kiln::gpu::Gpu;
+use kiln::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
+use kiln::sample::{generate, sample_candidates, Decoder, SampleConfig};
+use kiln::tokenizer::{Tokenizer, TokenizerKind, BOS};
+use kiln::train::dpo::Dpo;
+use kiln::train::ppo::{clipped_objective, clipped_value_loss, gae};
+use kiln::train::preference::PreferenceRows;
+use kiln::train::reward::{bradley_terry, Reward};
+use kiln::train::step::{backward_with, forward_outputs};
+use kiln::train::{Outputs, Phase, Stage};
+use pollster::block_on;
+
+fn user(text: &str) -> Vec<Message> {
+    vec![Message { role: Role::User, content: text.into() }]
+}
+
+fn ranking(question: &str, answers: &[&str], ranks: &[u32]) -> Ranking {
+    Ranking {
+        prompt: user(question),
+        answers: answers.iter().map(|a| a.to_string()).collect(),
+        ranks: ranks.to_vec(),
+        verdict: Verdict::Ranked,
+    }
+}
+
+#[test]
+fn a_ranking_gives_its_ordered_pairs_minus_ties() {
+    let r = ranking("q", &["a", "b", "c", "d"], &[2, 1, 2, 4]);
+    let mut pairs = r.pairs();
+    pairs.sort();
+    // b beats a, c, d; a and c (tied) beat d; a–c is a tie, so no pair
+    assert_eq!(pairs, vec![(0, 3), (1, 0), (1, 2), (1, 3), (2, 3)]);
+    let all = ranking("q", &["a", "b", "c"], &[1, 2, 3]);
+    assert_eq!(all.pairs().len(), 3, "K(K−1)/2 without ties");
+    assert!(Ranking { verdict: Verdict::Skipped, ..all.clone() }.pairs().is_empty());
+    assert!(Ranking { verdict: Verdict::AllBad, ..all }.pairs().is_empty());
+    // the scripted ranker: correct and exclaimed, then correct, then exclaimed, then neither
+    let answers: Vec<String> = ["Mia.", "Mia!", "Tom!", "Tom."].iter().map(|s| s.to_string()).collect();
+    assert_eq!(scripted_ranks("Mia.", &answers), vec![2, 1, 3, 4]);
+    assert_eq!(ranker_score("Yes.", "yes!"), 3);
+}
+
+#[test]
+fn rankings_round_trip_and_bad_lines_are_named() {
+    let rs = vec![
+        ranking("Who came?", &["Mia.", "Tom!"], &[1, 2]),
+        ranking("Where?", &["Park.", "Sea.", "Park!"], &[2, 2, 1]),
+    ];
+    let back = read_rankings(rankings_jsonl(&rs).as_bytes()).unwrap();
+    assert_eq!(back.items, rs);
+    assert!(back.skipped.is_empty());
+    // TRL's pairs read back as two-answer rankings
+    let pairs = read_rankings(pairs_jsonl(&rs).as_bytes()).unwrap();
+    assert_eq!(pairs.items.len(), 3);
+    assert_eq!(pairs.items[0].answers, vec!["Mia.".to_string(), "Tom!".to_string()]);
+    let text = [
+        r#"{"prompt": "Who?", "chosen": "Mia.", "rejected": "Tom."}"#,
+        r#"{"prompt": "Who?", "answers": ["a"], "ranks": [1]}"#,
+        "not json",
+        "",
+        r#"{"prompt": "Who?", "answers": ["a", "b"], "ranks": [1, 7]}"#,
+        r#"{"prompt": [{"role": "assistant", "content": "hi"}], "chosen": "a", "rejected": "b"}"#,
+        r#"{"chosen": "a", "rejected": "b"}"#,
+    ]
+    .join("\n");
+    let read = read_rankings(text.as_bytes()).unwrap();
+    assert_eq!(read.items.len(), 1);
+    let lines: Vec<usize> = read.skipped.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 3, 5, 6, 7]);
+    assert!(read.skipped[0].reason.contains("2 to 6 answers"), "{}", read.skipped[0]);
+    assert!(read.skipped[2].reason.contains("between 1 and 2"), "{}", read.skipped[2]);
+    assert!(read.skipped[4].reason.contains("missing \"prompt\""), "{}", read.skipped[4]);
+    let none = read_rankings(b"\n\nnope\n").unwrap_err().to_string();
+    assert!(none.contains("line 3"), "{none}");
+}
+
+#[test]
+fn bradley_terry_loss_and_gradient() {
+    for (rc, rr) in [(0.3, -0.2), (-2.0, 1.5), (40.0, -40.0), (-40.0, 40.0)] {
+        let (loss, d) = bradley_terry(rc, rr);
+        let want = (1.0 + (-(rc - rr) as f64).exp()).ln();
+        assert!((loss - want).abs() <= 1e-9 * want.max(1.0), "loss({rc}, {rr}) = {loss}, want {want}");
+        let h = 1e-6;
+        let fd = (bradley_terry(rc + h, rr).0 - bradley_terry(rc - h, rr).0) / (2.0 * h);
+        assert!((d - fd).abs() < 1e-6, "d/dr_c {d} vs finite difference {fd}");
+        let fd_r = (bradley_terry(rc, rr + h).0 - bradley_terry(rc, rr - h).0) / (2.0 * h);
+        assert!((-d - fd_r).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn gae_matches_a_hand_computed_case() {
+    // r = [0, 0, 1], V = [0.5, 0.4, 0.2], γ = 1, λ = 0.95:
+    //   δ₂ = 1 − 0.2 = 0.8              A₂ = 0.8
+    //   δ₁ = 0 + 0.2 − 0.4 = −0.2       A₁ = −0.2 + 0.95·0.8 = 0.56
+    //   δ₀ = 0 + 0.4 − 0.5 = −0.1       A₀ = −0.1 + 0.95·0.56 = 0.432
+    let (adv, ret) = gae(&[0.0, 0.0, 1.0], &[0.5, 0.4, 0.2], 1.0, 0.95);
+    for (got, want) in adv.iter().zip([0.432, 0.56, 0.8]) {
+        assert!((got - want).abs() < 1e-12, "{adv:?}");
+    }
+    for (got, want) in ret.iter().zip([0.932, 0.96, 1.0]) {
+        assert!((got - want).abs() < 1e-12, "{ret:?}");
+    }
+    // γ = 0.5, λ = 0: one-step TD errors
+    let (adv, _) = gae(&[1.0, 2.0], &[0.0, 1.0], 0.5, 0.0);
+    assert_eq!(adv, vec![1.0 + 0.5 * 1.0, 2.0 - 1.0]);
+}
+
+#[test]
+fn clipped_ppo_objective_and_its_gradient() {
+    let h = 1e-6;
+    for (logp, old, adv) in
+        [(-1.0, -1.05, 0.7), (-2.0, -1.9, -1.3), (-0.5, -0.9, 1.0), (-0.9, -0.5, -1.0), (-0.5, -0.9, -1.0)]
+    {
+        let (loss, d, clipped) = clipped_objective(logp, old, adv, 0.2);
+        let fd =
+            (clipped_objective(logp + h, old, adv, 0.2).0 - clipped_objective(logp - h, old, adv, 0.2).0) / (2.0 * h);
+        assert!((d - fd).abs() < 1e-6, "d/dlogp {d} vs finite difference {fd} at {logp} {old} {adv}");
+        let ratio = (logp - old as f64).exp();
+        assert!((loss - (-adv * ratio).max(-adv * ratio.clamp(0.8, 1.2))).abs() < 1e-12);
+        // clipped exactly when the ratio left [0.8, 1.2] in the direction the advantage favours
+        assert_eq!(clipped, (adv > 0.0 && ratio > 1.2) || (adv < 0.0 && ratio < 0.8), "{logp} {old} {adv}");
+    }
+    for (v, old, ret) in [(0.5, 0.4, 1.0), (1.0, 0.2, 0.0), (-0.3, 0.2, 1.0)] {
+        let (_, d) = clipped_value_loss(v, old, ret, 0.2);
+        let fd = (clipped_value_loss(v + h, old, ret, 0.2).0 - clipped_value_loss(v - h, old, ret, 0.2).0) / (2.0 * h);
+        assert!((d - fd).abs() < 1e-6, "dV {d} vs {fd}");
+    }
+}
+
+fn tokenizer() -> Tokenizer {
+    let text = default_corpus(Language::English, 200, 5);
+    Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap()
+}
+
+fn rankings() -> Vec<Ranking> {
+    vec![
+        ranking("Who came to play?", &["Mia.", "Mia!", "Tom."], &[2, 1, 3]),
+        ranking("Where did Ben go?", &["The park!", "The sea."], &[1, 2]),
+        ranking("What did Ana find?", &["A key.", "A cat!", "A key!"], &[2, 3, 1]),
+    ]
+}
+
+#[test]
+fn dpo_matches_a_hand_computed_case() {
+    let tok = tokenizer();
+    let t = 32;
+    let mut dpo = Dpo::new(
+        PreferenceRows::new(&tok, rankings()[1..2].to_vec(), rankings()[..1].to_vec(), t, Default::default()).unwrap(),
+        0.1,
+        0.5,
+    );
+    let b = 4;
+    let batch = dpo.next_batch(b);
+    let rows = &dpo.rows.train[0].rows;
+    // made-up nll per position: the policy's and the reference's
+    let spans: Vec<(usize, usize)> = rows
+        .iter()
+        .map(|r| {
+            let first = r.supervised.iter().position(|&s| s).unwrap() - 1;
+            (first, r.ids.len() - 3)
+        })
+        .collect();
+    let fill = |per_token: [f32; 2]| {
+        let mut nll = vec![0.0f32; b * t];
+        for (k, &(a, z)) in spans.iter().enumerate() {
+            for p in a..=z {
+                nll[k * t + p] = per_token[k];
+            }
+        }
+        Outputs { nll, values: Vec::new() }
+    };
+    let reference = fill([0.5, 0.4]);
+    // reference_batches holds the training group then the validation group
+    let val_batch_nll = Outputs { nll: vec![0.3; b * t], values: Vec::new() };
+    dpo.set_reference(b, vec![reference, val_batch_nll]).unwrap();
+    let policy = fill([0.45, 0.6]);
+    let g = dpo.weigh(&batch, &policy, Phase::Train).unwrap();
+    let (lc, lr) = ((spans[0].1 + 1 - spans[0].0) as f64, (spans[1].1 + 1 - spans[1].0) as f64);
+    let (pi_c, pi_r, ref_c, ref_r) = (-0.45 * lc, -0.6 * lr, -0.5 * lc, -0.4 * lr);
+    let z = 0.1 * ((pi_c - ref_c) - (pi_r - ref_r));
+    let want = (1.0 + (-z as f64).exp()).ln() + 0.5 * (-pi_c) / lc;
+    assert!((g.loss - want).abs() < 1e-5, "DPO loss {} vs hand-computed {want}", g.loss);
+    // each chosen token weighs β·σ(−z) + α/|chosen|, each rejected token −β·σ(−z)
+    let s = 0.1 / (1.0 + z.exp());
+    assert!((g.weights[spans[0].0] as f64 - (s + 0.5 / lc)).abs() < 1e-6);
+    assert!((g.weights[t + spans[1].0] as f64 + s).abs() < 1e-6);
+    assert_eq!(g.weights[0], 0.0, "prompt positions weigh nothing");
+    let m = dpo.metrics();
+    let acc = m.iter().find(|(k, _)| k == "pairAccuracy").unwrap().1;
+    assert_eq!(acc, (z > 0.0) as u8 as f64);
+}
+
+/// d(stage loss)/d(parameter) by the stage's gradients through the model, against central
+/// finite differences of the loss, for parameters with the largest gradients.
+fn check_stage_gradient(stage: &mut dyn Stage, layout: ParamLayout, config: GptConfig, what: &str) {
+    let mut be = CpuBackend::new();
+    let values = layout.init(&config, 11);
+    let model = Gpt::from_layout(&mut be, config, layout, &values, true).unwrap();
+    let heads = stage.heads().unwrap();
+    let b = 8;
+    let acts = Activations::new(&mut be, &config, b, config.block_size).unwrap();
+    if stage.needs_reference() {
+        let outs = stage
+            .reference_batches(b)
+            .iter()
+            .map(|batch| block_on(forward_outputs(&mut be, &model, &acts, batch, heads)).unwrap())
+            .collect();
+        stage.set_reference(b, outs).unwrap();
+    }
+    let batch = stage.next_batch(b);
+    let out = block_on(forward_outputs(&mut be, &model, &acts, &batch, heads)).unwrap();
+    let grads = stage.weigh(&batch, &out, Phase::Train).unwrap();
+    be.clear(model.grads());
+    backward_with(&mut be, &model, &acts, &batch, heads, &grads).unwrap();
+    let analytic = block_on(be.read(model.grads())).unwrap();
+    let mut order: Vec<usize> = (0..analytic.len()).collect();
+    order.sort_by(|&i, &j| analytic[j].abs().total_cmp(&analytic[i].abs()));
+    let eps = 1e-2f32;
+    let mut worst = 0.0f64;
+    for &i in order.iter().take(12) {
+        let loss_at = |be: &mut CpuBackend, x: f32, stage: &mut dyn Stage| {
+            be.write(&model.params, i, &[x]);
+            let out = block_on(forward_outputs(be, &model, &acts, &batch, heads)).unwrap();
+            stage.weigh(&batch, &out, Phase::Train).unwrap().loss
+        };
+        let x = values[i];
+        let fd = (loss_at(&mut be, x + eps, stage) - loss_at(&mut be, x - eps, stage)) / (2.0 * eps as f64);
+        be.write(&model.params, i, &[x]);
+        let err = (fd - analytic[i] as f64).abs() / (analytic[i].abs() as f64).max(1e-3);
+        worst = worst.max(err);
+    }
+    println!("{what}: largest 12 gradients vs finite differences, worst relative error {worst:.2e}");
+    assert!(worst < 0.05, "{what}: gradient off by {worst}");
+}
+
+#[test]
+fn reward_and_dpo_gradients_through_the_model_match_finite_differences() {
+    let tok = tokenizer();
+    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let rows = |seed| PreferenceRows::split(&tok, rankings(), config.block_size, 0.3, seed).unwrap();
+    let mut reward = Reward::new(rows(1), 0.01);
+    check_stage_gradient(
+        &mut reward,
+        ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward),
+        config,
+        "reward model",
+    );
+    let mut dpo = Dpo::new(rows(2), 0.1, 1.0);
+    // the policy moves away from the reference so that σ(−z) is not ½ everywhere
+    check_stage_gradient(&mut dpo, ParamLayout::new(&config), config, "DPO");
+}
+
+fn batched_equals_single<B: Backend>(be: &mut B, name: &str) {
+    let config = GptConfig { vocab_size: 60, block_size: 24, n_layer: 2, n_head: 2, n_embd: 32 };
+    let model = Gpt::new(be, config, 21).unwrap();
+    let prompt = [BOS, 10, 11, 12, 13];
+    let cfg = SampleConfig { max_tokens: 12, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 40 };
+    let k = 4;
+    let batched = Decoder::batched(be, &model, k).unwrap();
+    let cands = block_on(sample_candidates(be, &model, &batched, &prompt, &cfg)).unwrap();
+    let single = Decoder::new(be, &model).unwrap();
+    for (r, cand) in cands.iter().enumerate() {
+        let one = SampleConfig { seed: cfg.seed + r as u64, ..cfg.clone() };
+        let alone = block_on(generate(be, &model, &single, &prompt, &one, |_| true)).unwrap();
+        assert_eq!(cand.content(), &alone[..], "[{name}] candidate {r}");
+        assert_eq!(cand.logprobs.len(), cand.ids.len());
+        assert!(cand.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
+    }
+    let distinct: std::collections::HashSet<_> = cands.iter().map(|c| c.ids.clone()).collect();
+    assert!(distinct.len() > 1, "[{name}] different seeds give different answers");
+    println!("[{name}] {k} candidates decoded together equal {k} single-row decodes");
+}
+
+#[test]
+fn the_batched_decoder_equals_k_single_row_decodes() {
+    batched_equals_single(&mut CpuBackend::new(), "cpu");
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    batched_equals_single(&mut GpuBackend::new(gpu), "gpu");
+}
