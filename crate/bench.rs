@@ -303,6 +303,130 @@ mod native {
             results,
         })
     }
+
+    /// One backend's figures for the preference stages.
+    #[derive(Debug, Serialize)]
+    pub struct AlignResult {
+        pub backend: String,
+        pub answers_per_prompt: usize,
+        /// Rollout tokens/s with the K answers decoded together, and one row at a time.
+        pub rollout_tokens_per_s_batched: f64,
+        pub rollout_tokens_per_s_one_row: f64,
+        /// Seconds of one PPO update (one of `ppoEpochs` steps on a batch of rollouts,
+        /// the first step's sampling and scoring not included) and one DPO update.
+        pub ppo_update_s: f64,
+        pub ppo_round_s: f64,
+        pub dpo_update_s: f64,
+    }
+
+    #[derive(Debug, Serialize)]
+    pub struct AlignReport {
+        pub benchmark: &'static str,
+        pub adapter: String,
+        pub preset: String,
+        pub results: Vec<AlignResult>,
+    }
+
+    /// The preference stages on the tiny preset (untrained: speed does not depend on
+    /// the weights), on the GPU and the CPU backend: sampling K = 4 answers of 16 tokens
+    /// to the built-in questions together and one row at a time, then PPO rounds and DPO
+    /// updates with the stages' default batches.
+    pub fn bench_align(gpu: &Gpu, progress: impl Fn(&str)) -> Result<AlignReport, KilnError> {
+        use crate::backend::{CpuBackend, GpuBackend};
+        let mut results = Vec::new();
+        progress("timing the preference stages on the gpu backend");
+        results.push(align_on(|| GpuBackend::new(gpu.clone()), "gpu")?);
+        progress("timing the preference stages on the cpu backend");
+        results.push(align_on(CpuBackend::new, "cpu")?);
+        Ok(AlignReport { benchmark: "align", adapter: gpu.adapter_name(), preset: "tiny".into(), results })
+    }
+
+    fn align_on<B: crate::backend::Backend>(make: impl Fn() -> B, name: &str) -> Result<AlignResult, KilnError> {
+        use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+        use crate::data::instruct::{instruction_set, Split};
+        use crate::data::preference::{Ranking, Verdict};
+        use crate::model::{GptConfig, ScalarHeadKind};
+        use crate::sample::{generate, SampleConfig};
+        use crate::tokenizer::{Tokenizer, TokenizerKind};
+        use crate::train::sft::chat_prompt;
+        use crate::train::{dpo::Dpo, ppo::Ppo, preference::PreferenceRows, StageKind, TrainConfig, Trainer};
+        use pollster::block_on;
+
+        let text = default_corpus(Language::English, DEFAULT_STORIES, DEFAULT_SEED);
+        let tokenizer = Tokenizer::train(&crate::data::documents(&text), TokenizerKind::Bpe, Some(512))?;
+        let config = GptConfig::preset("tiny", tokenizer.vocab_size())?;
+        let questions = instruction_set(Language::English, Split::Train, 24);
+        let mut run = Trainer::with_model(make(), tokenizer.clone(), config, None, 1)?;
+        let k = 4;
+        let sc = |seed| SampleConfig { max_tokens: 16, temperature: 1.0, top_k: 0, top_p: 1.0, seed };
+        // batched: K answers per prompt together; then the same answers one row at a time
+        let (mut batched_tokens, start) = (0, Instant::now());
+        let mut rankings = Vec::new();
+        for (i, q) in questions.iter().enumerate() {
+            let cands = block_on(run.sample_answers(&q[..1], k, &sc(i as u64)))?;
+            batched_tokens += cands.iter().map(|c| c.ids.len()).sum::<usize>();
+            let answers: Vec<String> =
+                cands.iter().map(|c| run.tokenizer.decode(c.content())).collect::<Result<_, _>>()?;
+            // ranked by position: an untrained model's answers would tie under a rule
+            let ranks = (1..=k as u32).collect();
+            rankings.push(Ranking { prompt: q[..1].to_vec(), answers, ranks, verdict: Verdict::Ranked });
+        }
+        let batched = batched_tokens as f64 / start.elapsed().as_secs_f64();
+        let (mut single_tokens, start) = (0, Instant::now());
+        for (i, q) in questions.iter().enumerate() {
+            let ids = chat_prompt(&run.tokenizer, &q[..1], config.block_size)?;
+            for r in 0..k {
+                let (be, model, decoder) = run.generator()?;
+                single_tokens +=
+                    block_on(generate(be, model, decoder, &ids, &sc(i as u64 + r as u64), |_| true))?.len() + 1;
+            }
+        }
+        let one_row = single_tokens as f64 / start.elapsed().as_secs_f64();
+
+        let params = block_on(run.params())?;
+        let mut rm = Trainer::with_model(make(), tokenizer.clone(), config, Some(&params), 1)?;
+        block_on(rm.add_scalar_head(ScalarHeadKind::Reward, 2))?;
+        let reward = block_on(rm.params())?;
+        let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&params), 1)?;
+        block_on(policy.add_scalar_head(ScalarHeadKind::Value, 3))?;
+        policy.set_frozen(&params, &reward)?;
+        let cfg = TrainConfig { steps: 1000, ..TrainConfig::for_stage(StageKind::Ppo) };
+        let prompts = questions.iter().map(|q| q[..1].to_vec()).collect();
+        policy.begin(Box::new(Ppo::new(prompts, config.block_size, cfg.align.clone(), 1)?), cfg.clone())?;
+        let epochs = cfg.align.ppo_epochs as usize;
+        let (mut round, mut updates) = (Vec::new(), Vec::new());
+        for i in 0..3 * epochs {
+            let start = Instant::now();
+            block_on(policy.train_one())?;
+            block_on(policy.be.read(&policy.opt.norm))?;
+            if i % epochs == 0 {
+                round.push(start.elapsed().as_secs_f64())
+            } else {
+                updates.push(start.elapsed().as_secs_f64())
+            }
+        }
+        let mut dpo = Trainer::with_model(make(), tokenizer.clone(), config, Some(&params), 1)?;
+        let cfg = TrainConfig { steps: 1000, ..TrainConfig::for_stage(StageKind::Dpo) };
+        let rows = PreferenceRows::split(&tokenizer, rankings, config.block_size, cfg.val_fraction, cfg.seed)?;
+        dpo.begin(Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha)), cfg)?;
+        block_on(dpo.train_one())?; // the first step also computes the reference log-probs
+        let start = Instant::now();
+        let n = 8;
+        for _ in 0..n {
+            block_on(dpo.train_one())?;
+            block_on(dpo.be.read(&dpo.opt.norm))?;
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        Ok(AlignResult {
+            backend: name.into(),
+            answers_per_prompt: k,
+            rollout_tokens_per_s_batched: batched,
+            rollout_tokens_per_s_one_row: one_row,
+            ppo_update_s: mean(&updates),
+            ppo_round_s: mean(&round),
+            dpo_update_s: start.elapsed().as_secs_f64() / n as f64,
+        })
+    }
 }
 
 /// Where a training step's GPU time goes, per kernel entry point (native; `kiln bench

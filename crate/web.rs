@@ -12,14 +12,21 @@ use crate::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
 use crate::checkpoint::{self, Files};
 use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use crate::data::instruct::{instruction_set, Split};
 use crate::data::jsonl::read_conversations;
+use crate::data::preference::read_rankings;
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
 use crate::gpu::Gpu;
 use crate::model::GptConfig;
+use crate::model::{ParamLayout, ScalarHeadKind};
 use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
+use crate::train::dpo::Dpo;
+use crate::train::ppo::Ppo;
+use crate::train::preference::PreferenceRows;
+use crate::train::reward::Reward;
 use crate::train::sft::{chat_prompt, Sft};
 use crate::train::stage::StageKind;
 use crate::train::{check_fits, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
@@ -89,6 +96,11 @@ struct Session {
     generation: Option<Generation>,
     generated: Vec<u32>,
     shown: usize,
+    /// The fine-tuned model's parameters (GPT-2's tensors), kept once a preference stage
+    /// begins: the reference PPO and DPO stay near, and where every new stage starts.
+    reference: Option<Vec<f32>>,
+    /// The reward model's parameters (with its score head), once one is trained.
+    reward: Option<Vec<f32>>,
 }
 
 thread_local! {
@@ -274,12 +286,25 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
     to_js(&info_for(&s, config, batch_size.max(1)))
 }
 
-/// A model (fresh, or from `params`) with `stage` begun on it.
+/// A model (fresh, or from `params`) on the session's backend.
 fn new_run(s: &Session, config: GptConfig, params: Option<&[f32]>, seed: u64) -> Result<Run, KilnError> {
+    new_run_with(s, config, ParamLayout::new(&config), params, seed)
+}
+
+/// A model of any layout (with a scalar head, say) on the session's backend.
+fn new_run_with(
+    s: &Session,
+    config: GptConfig,
+    layout: ParamLayout,
+    params: Option<&[f32]>,
+    seed: u64,
+) -> Result<Run, KilnError> {
     let tok = s.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
     Ok(match &s.gpu {
-        Some(gpu) => Run::Gpu(Box::new(Trainer::with_model(GpuBackend::new(gpu.clone()), tok, config, params, seed)?)),
-        None => Run::Cpu(Box::new(Trainer::with_model(CpuBackend::new(), tok, config, params, seed)?)),
+        Some(gpu) => {
+            Run::Gpu(Box::new(Trainer::with_layout(GpuBackend::new(gpu.clone()), tok, config, layout, params, seed)?))
+        }
+        None => Run::Cpu(Box::new(Trainer::with_layout(CpuBackend::new(), tok, config, layout, params, seed)?)),
     })
 }
 
@@ -348,18 +373,25 @@ pub fn defaults() -> Result<JsValue, JsValue> {
         "training": {
             "pretrain": TrainConfig::for_stage(StageKind::Pretrain),
             "sft": TrainConfig::for_stage(StageKind::Sft),
+            "reward": TrainConfig::for_stage(StageKind::Reward),
+            "dpo": TrainConfig::for_stage(StageKind::Dpo),
+            "ppo": TrainConfig::for_stage(StageKind::Ppo),
         },
         "sampling": SampleConfig::default(),
         "chat": SampleConfig::for_chat(),
     }))
 }
 
-/// Begins a stage on the current model, with a fresh optimizer: "pretrain" on the
-/// corpus, or "sft" on `data` (JSONL bytes: TRL's prompt/completion or messages) or, when
-/// `data` is absent, the built-in instruction set in `lang` ("en" or "zh"). `training`:
-/// options over the stage's defaults. Returns the run's info, with the JSONL lines skipped.
+/// Begins a stage with a fresh optimizer: "pretrain" on the corpus, or "sft" on `data`
+/// (JSONL bytes: TRL's prompt/completion or messages) or, when `data` is absent, the
+/// built-in instruction set in `lang` ("en" or "zh"), both on the model as it is; or a
+/// preference stage from the fine-tuned model (kept from the first one on): "reward" and
+/// "dpo" on `data` (rankings JSONL, or TRL's prompt/chosen/rejected pairs), "ppo" against
+/// the reward model last trained, on the prompts of `data`'s rankings or the built-in
+/// questions. `training`: options over the stage's defaults. Returns the run's info, with
+/// the JSONL lines skipped.
 #[wasm_bindgen(js_name = beginStage)]
-pub fn begin_stage(
+pub async fn begin_stage(
     stage: String,
     data: Option<Vec<u8>>,
     lang: Option<String>,
@@ -367,13 +399,15 @@ pub fn begin_stage(
 ) -> Result<JsValue, JsValue> {
     let kind = StageKind::parse(&stage).map_err(kiln_error)?;
     let cfg = training_config(kind, training)?;
+    if matches!(kind, StageKind::Reward | StageKind::Dpo | StageKind::Ppo) {
+        return begin_preference_stage(kind, data, lang, cfg).await;
+    }
     let s = session();
     let mut s = s.borrow_mut();
     let tok = tokenizer(&s)?.clone();
     let t = with_run!(s.run.as_ref().ok_or_else(|| js_error("create or import a model first"))?, r => r.model.config.block_size);
     let mut skipped = Vec::new();
     let new_stage: Box<dyn Stage> = match kind {
-        StageKind::Pretrain => pretrain_stage(&s, t, &cfg).map_err(kiln_error)?,
         StageKind::Sft => Box::new(match data {
             Some(bytes) => {
                 let loaded = read_conversations(&bytes).map_err(kiln_error)?;
@@ -382,9 +416,7 @@ pub fn begin_stage(
             }
             None => Sft::builtin(&tok, language(lang.as_deref().unwrap_or("en"))?, t, cfg.seed).map_err(kiln_error)?,
         }),
-        StageKind::Reward | StageKind::Dpo | StageKind::Ppo => {
-            return Err(js_error(format!("the {kind} stage is not in the page yet: use the CLI (kiln {kind})")))
-        }
+        _ => pretrain_stage(&s, t, &cfg).map_err(kiln_error)?,
     };
     let run = s.run.as_mut().expect("checked above");
     with_run!(run, r => r.begin(new_stage, cfg)).map_err(kiln_error)?;
@@ -392,6 +424,187 @@ pub fn begin_stage(
     let info = run_info(&s)?;
     js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
     Ok(info)
+}
+
+/// The reward model, DPO or PPO, each on a new model built from the fine-tuned one.
+async fn begin_preference_stage(
+    kind: StageKind,
+    data: Option<Vec<u8>>,
+    lang: Option<String>,
+    cfg: TrainConfig,
+) -> Result<JsValue, JsValue> {
+    // The current model: the fine-tuned one (before any preference stage), a reward model,
+    // or an aligned policy.
+    let mut run = take_run()?;
+    let current = with_run!(&run, r => r.stage.as_ref().map(|st| st.kind()));
+    let params = with_run!(&mut run, r => r.params().await);
+    let (config, tok) = with_run!(&run, r => (r.model.config, r.tokenizer.clone()));
+    put_run(run);
+    let params = params.map_err(kiln_error)?;
+    let t = config.block_size;
+    let mut skipped = Vec::new();
+    let mut rankings = || -> Result<Vec<crate::data::preference::Ranking>, JsValue> {
+        let bytes = data.as_deref().ok_or_else(|| js_error(format!("the {kind} stage needs rankings (JSONL)")))?;
+        let read = read_rankings(bytes).map_err(kiln_error)?;
+        skipped = read.skipped.iter().map(|e| e.to_string()).collect();
+        Ok(read.items)
+    };
+    let (stage, head): (Box<dyn Stage>, Option<ScalarHeadKind>) = match kind {
+        StageKind::Reward | StageKind::Dpo => {
+            let rows = PreferenceRows::split(&tok, rankings()?, t, cfg.val_fraction, cfg.seed).map_err(kiln_error)?;
+            rows.check_batch(cfg.batch_size).map_err(kiln_error)?;
+            if kind == StageKind::Reward {
+                (Box::new(Reward::new(rows, cfg.align.reward_center)), Some(ScalarHeadKind::Reward))
+            } else {
+                (Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha)), None)
+            }
+        }
+        _ => {
+            let prompts = match data {
+                Some(_) => rankings()?.into_iter().map(|r| r.prompt).collect(),
+                None => instruction_set(language(lang.as_deref().unwrap_or("en"))?, Split::Train, 1000)
+                    .into_iter()
+                    .map(|c| c[..1].to_vec())
+                    .collect(),
+            };
+            (
+                Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed).map_err(kiln_error)?),
+                Some(ScalarHeadKind::Value),
+            )
+        }
+    };
+    // the session's models: which the current one is, and the new stage's
+    let (mut run, previous, reference, reward) = {
+        let s = session();
+        let mut s = s.borrow_mut();
+        match current {
+            Some(StageKind::Reward) => s.reward = Some(params),
+            Some(StageKind::Dpo | StageKind::Ppo) if s.reference.is_some() => {}
+            _ => s.reference = Some(params[..config.num_params()].to_vec()),
+        }
+        if kind == StageKind::Ppo && s.reward.is_none() {
+            return Err(js_error("PPO needs a reward model: train one on your rankings first"));
+        }
+        let reference = s.reference.clone().expect("just set");
+        let run = new_run(&s, config, Some(&reference), cfg.seed).map_err(kiln_error)?;
+        // the current model stays until the new stage has begun: a failure loses nothing
+        s.generation = None;
+        (run, s.run.take(), reference, s.reward.clone())
+    };
+    let made = with_run!(&mut run, r => async {
+        if let Some(head) = head {
+            r.add_scalar_head(head, cfg.seed).await?;
+        }
+        if kind == StageKind::Ppo {
+            r.set_frozen(&reference, reward.as_deref().expect("checked"))?;
+        }
+        r.begin(stage, cfg)
+    }
+    .await);
+    let s = session();
+    let mut s = s.borrow_mut();
+    if let Err(e) = made {
+        s.run = previous;
+        return Err(kiln_error(e));
+    }
+    s.run = Some(run);
+    let info = run_info(&s)?;
+    js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
+    Ok(info)
+}
+
+/// Which model answers: the current one, or the fine-tuned one kept as the reference
+/// (the current one until a preference stage begins). A reward model does not answer:
+/// the fine-tuned model does in its place. Some(a temporary run of the fine-tuned model),
+/// or None: the current run answers.
+fn answering_run(which: &str) -> Result<Option<Run>, JsValue> {
+    let s = session();
+    let s = s.borrow();
+    let current = s.run.as_ref().map(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind())));
+    let reference = which == "reference" || current == Some(Some(StageKind::Reward));
+    match (&s.reference, reference) {
+        (Some(params), true) => {
+            let config =
+                with_run!(s.run.as_ref().ok_or_else(|| js_error("create a model first"))?, r => r.model.config);
+            new_run(&s, config, Some(params), 0).map(Some).map_err(kiln_error)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `k` answers (2 to 6) to `messages` (ending with the user's turn), sampled together in
+/// one batch with `options` (temperature, topK, topP, maxTokens, seed; the preference
+/// stages' sampling defaults otherwise): [{text, ended, logprobs}].
+#[wasm_bindgen(js_name = sampleCandidates)]
+pub async fn sample_candidates(messages: JsValue, k: usize, options: JsValue) -> Result<JsValue, JsValue> {
+    let messages: Vec<Message> = from_js(messages)?;
+    let a = TrainConfig::for_stage(StageKind::Ppo).align;
+    let base = SampleConfig {
+        max_tokens: a.answer_tokens,
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: 0,
+    };
+    let cfg = sample_config(options, base)?;
+    let (mut run, own) = match answering_run("current")? {
+        Some(temp) => (temp, false),
+        None => (take_run()?, true),
+    };
+    let result = with_run!(&mut run, r => async {
+        let cands = r.sample_answers(&messages, k, &cfg).await?;
+        cands
+            .iter()
+            .map(|c| Ok(serde_json::json!({"text": r.tokenizer.decode(c.content())?, "ended": c.ended, "logprobs": c.logprobs})))
+            .collect::<Result<Vec<_>, KilnError>>()
+    }
+    .await);
+    if own {
+        put_run(run);
+    }
+    to_js(&result.map_err(kiln_error)?)
+}
+
+/// Greedy answers to each of `prompts` (lists of messages) by `which` model: "current"
+/// (the model as it is) or "reference" (the fine-tuned model the preference stages
+/// started from): [text] — the before/after view.
+#[wasm_bindgen]
+pub async fn answers(prompts: JsValue, which: String) -> Result<JsValue, JsValue> {
+    let prompts: Vec<Vec<Message>> = from_js(prompts)?;
+    let cfg = SampleConfig { max_tokens: 32, ..SampleConfig::for_chat() };
+    let (mut run, own) = match answering_run(&which)? {
+        Some(temp) => (temp, false),
+        None => (take_run()?, true),
+    };
+    let result = with_run!(&mut run, r => async {
+        let mut out = Vec::with_capacity(prompts.len());
+        for p in &prompts {
+            let ids = chat_prompt(&r.tokenizer, p, r.model.config.block_size)?;
+            out.push(r.continue_ids(&ids, &cfg).await?);
+        }
+        Ok::<_, KilnError>(out)
+    }
+    .await);
+    if own {
+        put_run(run);
+    }
+    to_js(&result.map_err(kiln_error)?)
+}
+
+/// Rankings JSONL → the pairs in TRL's preference format (JSONL), for export.
+#[wasm_bindgen(js_name = rankingPairs)]
+pub fn ranking_pairs(rankings: &[u8]) -> Result<String, JsValue> {
+    let read = read_rankings(rankings).map_err(kiln_error)?;
+    Ok(crate::data::preference::pairs_jsonl(&read.items))
+}
+
+/// Checks rankings JSONL: {rankings, pairs, skipped: ["line N: why"]}.
+#[wasm_bindgen(js_name = checkRankings)]
+pub fn check_rankings(rankings: &[u8]) -> Result<JsValue, JsValue> {
+    let read = read_rankings(rankings).map_err(kiln_error)?;
+    let pairs: usize = read.items.iter().map(|r| r.pairs().len()).sum();
+    let skipped: Vec<String> = read.skipped.iter().map(|e| e.to_string()).collect();
+    to_js(&serde_json::json!({"rankings": read.items, "pairs": pairs, "skipped": skipped}))
 }
 
 fn language(name: &str) -> Result<Language, JsValue> {
@@ -618,7 +831,7 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let mut s = s.borrow_mut();
     let previous = s.tokenizer.replace(loaded.tokenizer);
     let made = (|| {
-        let mut run = new_run(&s, loaded.config, Some(&loaded.params), cfg.seed)?;
+        let mut run = new_run_with(&s, loaded.config, loaded.layout.clone(), Some(&loaded.params), cfg.seed)?;
         if s.corpus.is_some() {
             let stage = pretrain_stage(&s, loaded.config.block_size, &cfg)?;
             with_run!(&mut run, r => r.begin(stage, cfg.clone()))?;
@@ -629,6 +842,7 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
         Ok(run) => {
             s.run = Some(run);
             s.generation = None;
+            (s.reference, s.reward) = (None, None);
             let info = run_info(&s)?;
             js_sys::Reflect::set(&info, &"notes".into(), &to_js(&loaded.notes)?)?;
             Ok(info)

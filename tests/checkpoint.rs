@@ -7,7 +7,7 @@ use kiln::checkpoint::{load_model, model_files, read_dir, resume, resume_files, 
 use kiln::data::corpus::{default_corpus, Language};
 use kiln::data::documents;
 use kiln::gpu::Gpu;
-use kiln::model::GptConfig;
+use kiln::model::{GptConfig, ParamLayout};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::{TrainConfig, Trainer};
 use pollster::block_on;
@@ -98,7 +98,7 @@ fn model_folders_round_trip_and_corruption_is_named() {
     let (_, tok, model, _) = setup();
     let layout = kiln::model::ParamLayout::new(&model);
     let params = layout.init(&model, 11);
-    let files = model_files(&model, &tok, &params).unwrap();
+    let files = model_files(&model, &ParamLayout::new(&model), &tok, &params).unwrap();
     let loaded = load_model(&files).unwrap();
     assert_eq!(loaded.config, model);
     assert_eq!(bits(&loaded.params), bits(&params));
@@ -116,7 +116,10 @@ fn model_folders_round_trip_and_corruption_is_named() {
     let mut nan = files.clone();
     let mut p = params.clone();
     p[layout.get("h.1.mlp.c_fc.bias").unwrap().offset + 3] = f32::NAN;
-    nan.insert("model.safetensors".into(), model_files(&model, &tok, &p).unwrap()["model.safetensors"].clone());
+    nan.insert(
+        "model.safetensors".into(),
+        model_files(&model, &ParamLayout::new(&model), &tok, &p).unwrap()["model.safetensors"].clone(),
+    );
     expect_err(&nan, "h.1.mlp.c_fc.bias");
 
     let mut missing = files.clone();
@@ -131,7 +134,7 @@ fn model_folders_round_trip_and_corruption_is_named() {
     let bigger = GptConfig { n_embd: 48, ..model };
     other.insert(
         "config.json".into(),
-        model_files(&bigger, &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
+        model_files(&bigger, &ParamLayout::new(&bigger), &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
     );
     expect_err(&other, "shape");
 }

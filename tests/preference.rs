@@ -89,7 +89,7 @@ fn rankings_round_trip_and_bad_lines_are_named() {
 fn bradley_terry_loss_and_gradient() {
     for (rc, rr) in [(0.3, -0.2), (-2.0, 1.5), (40.0, -40.0), (-40.0, 40.0)] {
         let (loss, d) = bradley_terry(rc, rr);
-        let want = (1.0 + (-(rc - rr) as f64).exp()).ln();
+        let want = (1.0 + (-(rc - rr)).exp()).ln();
         assert!((loss - want).abs() <= 1e-9 * want.max(1.0), "loss({rc}, {rr}) = {loss}, want {want}");
         let h = 1e-6;
         let fd = (bradley_terry(rc + h, rr).0 - bradley_terry(rc - h, rr).0) / (2.0 * h);
@@ -127,7 +127,7 @@ fn clipped_ppo_objective_and_its_gradient() {
         let fd =
             (clipped_objective(logp + h, old, adv, 0.2).0 - clipped_objective(logp - h, old, adv, 0.2).0) / (2.0 * h);
         assert!((d - fd).abs() < 1e-6, "d/dlogp {d} vs finite difference {fd} at {logp} {old} {adv}");
-        let ratio = (logp - old as f64).exp();
+        let ratio = (logp - old).exp();
         assert!((loss - (-adv * ratio).max(-adv * ratio.clamp(0.8, 1.2))).abs() < 1e-12);
         // clipped exactly when the ratio left [0.8, 1.2] in the direction the advantage favours
         assert_eq!(clipped, (adv > 0.0 && ratio > 1.2) || (adv < 0.0 && ratio < 0.8), "{logp} {old} {adv}");
@@ -190,7 +190,7 @@ fn dpo_matches_a_hand_computed_case() {
     let (lc, lr) = ((spans[0].1 + 1 - spans[0].0) as f64, (spans[1].1 + 1 - spans[1].0) as f64);
     let (pi_c, pi_r, ref_c, ref_r) = (-0.45 * lc, -0.6 * lr, -0.5 * lc, -0.4 * lr);
     let z = 0.1 * ((pi_c - ref_c) - (pi_r - ref_r));
-    let want = (1.0 + (-z as f64).exp()).ln() + 0.5 * (-pi_c) / lc;
+    let want = (1.0 + (-z).exp()).ln() + 0.5 * (-pi_c) / lc;
     assert!((g.loss - want).abs() < 1e-5, "DPO loss {} vs hand-computed {want}", g.loss);
     // each chosen token weighs β·σ(−z) + α/|chosen|, each rejected token −β·σ(−z)
     let s = 0.1 / (1.0 + z.exp());

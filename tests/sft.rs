@@ -208,7 +208,7 @@ fn foreign_folder() -> (Files, Tokenizer, GptConfig, Vec<f32>) {
     json["post_processor"] = serde_json::Value::Null;
     let config = small(kiln_tok.vocab_size() - SPECIAL_TOKENS.len());
     let params = ParamLayout::new(&config).init(&config, 21);
-    let mut files = model_files(&config, &kiln_tok, &params).unwrap(); // config sized for the foreign vocab
+    let mut files = model_files(&config, &ParamLayout::new(&config), &kiln_tok, &params).unwrap(); // config sized for the foreign vocab
     files.insert("tokenizer.json".into(), serde_json::to_vec(&json).unwrap());
     (files, kiln_tok, config, params)
 }

@@ -99,6 +99,8 @@ function showDefaults(d) {
   [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
   [$('temperature').value, $('top-k').value] = [d.sampling.temperature, d.sampling.top_k];
   $('chat-temperature').value = d.chat.temperature;
+  const ppo = d.training.ppo;
+  [$('rank-k').value, $('rank-temperature').value, $('rank-top-k').value, $('rank-top-p').value] = [ppo.answersPerPrompt, ppo.temperature, ppo.topK, ppo.topP];
   setPreset('tiny');
 }
 
@@ -142,12 +144,16 @@ const plot = new uPlot({
 
 function setButtons(state) {
   // While a run is going, the text, tokenizer and model stay as they are.
-  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file', 'sft-start', 'sft-file']) $(id).disabled = state !== 'idle';
+  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file', 'sft-start', 'sft-file',
+    'reward-start', 'ppo-start', 'dpo-start', 'rank-sample', 'compare']) $(id).disabled = state !== 'idle';
   for (const radio of document.querySelectorAll('input[name=source], input[name=sft-source]')) radio.disabled = state !== 'idle';
   $('start').disabled = state !== 'idle';
   $('pause').disabled = state !== 'running';
   $('resume').disabled = state !== 'paused';
   $('stop').disabled = state === 'idle';
+  $('align-pause').disabled = state !== 'running';
+  $('align-resume').disabled = state !== 'paused';
+  $('align-stop').disabled = state === 'idle';
   app.state = state;
 }
 
@@ -295,6 +301,255 @@ async function fineTune() {
   setButtons('idle');
 }
 
+
+// ---------------------------------------------------------------- ranking
+
+// The person's rankings: kept in this browser (localStorage) across reloads, editable,
+// exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
+const RANKINGS_KEY = 'kiln.rankings';
+const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null };
+
+function loadRankings() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(RANKINGS_KEY) ?? '[]');
+    return Array.isArray(stored) ? stored : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveRankings(list) {
+  app.rankings = list;
+  localStorage.setItem(RANKINGS_KEY, JSON.stringify(list));
+  showRankings();
+}
+
+const rankingsJsonl = () => app.rankings.map((r) => JSON.stringify(r)).join('\n') + (app.rankings.length ? '\n' : '');
+
+function showRankings() {
+  const ranked = app.rankings.filter((r) => r.verdict === 'ranked').length;
+  const other = app.rankings.length - ranked;
+  $('rank-count').textContent = `${ranked} prompts ranked${other ? `, ${other} skipped or all bad` : ''}.`;
+  const items = app.rankings.map((r, i) => {
+    const li = document.createElement('li');
+    const order = r.answers.map((a, j) => [r.ranks[j], a]).sort((x, y) => x[0] - y[0]);
+    const what = r.verdict === 'ranked' ? order.map(([k, a]) => `${k}. ${a}`).join('  ') : r.verdict.replace('_', ' ');
+    li.textContent = `${r.prompt.at(-1)?.content ?? ''} → ${what} `;
+    const edit = document.createElement('button');
+    edit.textContent = 'Edit';
+    edit.addEventListener('click', () => editRanking(i));
+    li.append(edit);
+    return li;
+  });
+  $('rank-list').replaceChildren(...items);
+}
+
+const rankSource = () => document.querySelector('input[name=rank-source]:checked').value;
+
+/** The next prompt to rank, as messages ending with the user's turn. */
+async function nextPrompt() {
+  const source = rankSource();
+  if (source === 'typed') {
+    const text = $('rank-typed').value.trim();
+    if (!text) throw Object.assign(new Error('type a prompt first'), { code: 'data' });
+    return [{ role: 'user', content: text }];
+  }
+  if (source === 'file') {
+    if (!rank.prompts.length) throw Object.assign(new Error('open a JSONL file of prompts first'), { code: 'data' });
+  } else if (!rank.prompts.length || rank.source !== 'builtin') {
+    const convs = await app.kiln.instructionExamples('en', 'train', 200);
+    rank.prompts = convs.map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
+  }
+  rank.source = source;
+  const prompt = rank.prompts[rank.next % rank.prompts.length];
+  rank.next += 1;
+  return prompt;
+}
+
+async function sampleAnswers() {
+  if (!app.model) throw Object.assign(new Error('create (and fine-tune) or import a model first'), { code: 'config' });
+  const prompt = await nextPrompt();
+  const options = {
+    k: Number($('rank-k').value), temperature: Number($('rank-temperature').value),
+    topK: Number($('rank-top-k').value), topP: Number($('rank-top-p').value), seed: Date.now() % 1e9,
+  };
+  $('rank-question').textContent = 'Sampling…';
+  const candidates = await app.kiln.sampleCandidates(prompt, options);
+  showCandidates({ prompt, answers: candidates.map((c) => c.text), ranks: candidates.map((_, i) => i + 1) }, null);
+}
+
+/** Shows a prompt's answers as cards in rank order; `editing` is the stored index. */
+function showCandidates(ranking, editing) {
+  rank.current = { ...ranking, ranks: [...ranking.ranks], changed: editing != null };
+  rank.editing = editing;
+  $('rank-question').textContent = ranking.prompt.at(-1)?.content ?? '';
+  renderCards();
+  for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = false;
+  $('rank-cards').firstElementChild?.focus();
+}
+
+function renderCards(focusAnswer) {
+  const c = rank.current;
+  const order = c.answers.map((_, i) => i).sort((a, b) => c.ranks[a] - c.ranks[b] || a - b);
+  const cards = order.map((i) => {
+    const li = document.createElement('li');
+    li.tabIndex = 0;
+    li.draggable = true;
+    li.dataset.answer = String(i);
+    const badge = document.createElement('span');
+    badge.className = 'rank';
+    badge.textContent = String(c.ranks[i]);
+    li.append(badge, document.createTextNode(c.answers[i] || '(empty)'));
+    li.setAttribute('aria-label', `rank ${c.ranks[i]}: ${c.answers[i]}`);
+    return li;
+  });
+  $('rank-cards').replaceChildren(...cards);
+  if (focusAnswer != null) $('rank-cards').querySelector(`[data-answer="${focusAnswer}"]`)?.focus();
+}
+
+/** Ranks from the cards' order after a drag: 1, 2, 3 … by position. */
+function ranksFromOrder() {
+  const c = rank.current;
+  [...$('rank-cards').children].forEach((li, position) => { c.ranks[Number(li.dataset.answer)] = position + 1; });
+  c.changed = true;
+  renderCards();
+}
+
+function onCardKey(event) {
+  const li = event.target.closest('li');
+  if (!li || !rank.current) return;
+  const cards = [...$('rank-cards').children];
+  const at = cards.indexOf(li);
+  if (/^[1-6]$/.test(event.key) && Number(event.key) <= rank.current.answers.length) {
+    rank.current.ranks[Number(li.dataset.answer)] = Number(event.key);
+    rank.current.changed = true;
+    renderCards(li.dataset.answer);
+  } else if (event.key === 'ArrowRight' || event.key === 'ArrowDown') {
+    cards[Math.min(at + 1, cards.length - 1)].focus();
+  } else if (event.key === 'ArrowLeft' || event.key === 'ArrowUp') {
+    cards[Math.max(at - 1, 0)].focus();
+  } else if (event.key === 'Enter') {
+    submitRanking('ranked');
+  } else {
+    return;
+  }
+  event.preventDefault();
+}
+
+function submitRanking(verdict) {
+  const c = rank.current;
+  if (!c) return;
+  if (verdict === 'ranked' && !c.changed
+      && !window.confirm('The answers are still in the order they were sampled. Submit this order as your ranking?')) return;
+  // ranks become 1.. dense-free as given (ties stay ties)
+  const entry = { prompt: c.prompt, answers: c.answers, ranks: c.ranks, verdict };
+  const list = [...app.rankings];
+  if (rank.editing != null) list[rank.editing] = entry;
+  else list.push(entry);
+  saveRankings(list);
+  rank.current = null;
+  rank.editing = null;
+  $('rank-cards').replaceChildren();
+  $('rank-question').textContent = '';
+  for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = true;
+}
+
+function editRanking(i) {
+  const r = app.rankings[i];
+  showCandidates({ prompt: r.prompt, answers: r.answers, ranks: r.ranks.length ? r.ranks : r.answers.map((_, j) => j + 1) }, i);
+}
+
+function download(name, text) {
+  const url = URL.createObjectURL(new Blob([text], { type: 'application/jsonl' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.click();
+  URL.revokeObjectURL(url);
+}
+
+async function importRankings(file) {
+  const read = await app.kiln.checkRankings(file);
+  saveRankings([...app.rankings, ...read.rankings]);
+  const skipped = read.skipped.length ? ` Skipped ${read.skipped.length} lines: ${read.skipped.slice(0, 5).join('; ')}` : '';
+  $('rank-count').textContent += ` Imported ${read.rankings.length} rankings (${read.pairs} pairs).${skipped}`;
+}
+
+// ---------------------------------------------------------------- alignment
+
+const alignPlot = new uPlot({
+  width: Math.min(960, document.body.clientWidth - 40), height: 220,
+  scales: { x: { time: false } },
+  axes: [{ label: 'step' }, { label: 'reward · KL · accuracy' }],
+  series: [{}, { label: 'reward', stroke: '#b4461e', width: 2, spanGaps: true },
+    { label: 'KL', stroke: '#6a3d9a', width: 2, spanGaps: true },
+    { label: 'pair accuracy (held out)', stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+}, [[], [], [], []], $('align-chart'));
+app.alignPlot = alignPlot;
+
+function onAlignProgress(p) {
+  app.progress.push(p);
+  const m = p.metrics ?? {};
+  const reward = m.meanReward ?? m.rewardMargin ?? null;
+  const accuracy = m.valPairAccuracy ?? null;
+  if (reward != null || m.kl != null || accuracy != null) {
+    const [xs, r, kl, acc] = alignPlot.data;
+    alignPlot.setData([[...xs, p.step], [...r, reward], [...kl, m.kl ?? null], [...acc, accuracy]]);
+  }
+  app.alignMetrics = { ...app.alignMetrics, ...m };
+  const shown = Object.entries(app.alignMetrics).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(' · ');
+  $('align-stats').textContent = `${p.stage} step ${p.step}/${p.steps} · loss ${fmt(p.loss)} · ${shown}`;
+  if (p.sample != null) {
+    const li = document.createElement('li');
+    li.textContent = `step ${p.step}: ${p.sample}`;
+    $('align-samples').prepend(li);
+  }
+}
+
+async function align(stage) {
+  setButtons('running');
+  await guard(async () => {
+    if (!app.model) throw Object.assign(new Error('create, fine-tune and rank first'), { code: 'config' });
+    const ranked = app.rankings.filter((r) => r.verdict === 'ranked');
+    if (stage !== 'ppo' && ranked.length < 2) {
+      throw Object.assign(new Error(`rank at least 2 prompts first (you have ${ranked.length})`), { code: 'data' });
+    }
+    app.progress = [];
+    app.alignMetrics = {};
+    alignPlot.setData([[], [], [], []]);
+    $('align-samples').replaceChildren();
+    app.training = true;
+    const steps = Number($('align-steps').value) || app.defaults.training[stage].steps;
+    const data = ranked.length ? rankingsJsonl() : undefined;
+    $('align-stats').textContent = `Starting ${stage}…`;
+    const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress });
+    app.aligned = stage === 'reward' ? app.aligned : stage;
+    if (stage === 'reward') app.rewardTrained = true;
+    if (last && stage !== 'reward') await compare();
+  });
+  app.training = false;
+  setButtons('idle');
+}
+
+/** The same held-out questions answered by the fine-tuned model and the current one. */
+async function compare() {
+  const convs = await app.kiln.instructionExamples('en', 'heldout', 6);
+  const prompts = convs.map((c) => c.slice(0, 1));
+  const before = await app.kiln.answers(prompts, 'reference');
+  const after = await app.kiln.answers(prompts, 'current');
+  const rows = prompts.map((p, i) => {
+    const tr = document.createElement('tr');
+    for (const text of [p[0].content.split('\n').at(-1), before[i], after[i]]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $('compare-table').tBodies[0].replaceChildren(...rows);
+  app.compared = { before, after };
+}
+
 // ---------------------------------------------------------------- chat
 
 function chatBubble(role, text) {
@@ -428,6 +683,56 @@ function wire() {
   $('chat-reset').addEventListener('click', resetChat);
   $('chat-heldout').addEventListener('click', () => guard(askHeldOut));
   $('generate').addEventListener('click', generate);
+  for (const radio of document.querySelectorAll('input[name=rank-source]')) {
+    radio.addEventListener('change', () => {
+      $('rank-typed-box').hidden = rankSource() !== 'typed';
+      if (rankSource() === 'file') $('rank-file').click();
+    });
+  }
+  $('rank-file').addEventListener('change', () => guard(async () => {
+    const read = await app.kiln.checkRankings($('rank-file').files[0]).catch(() => null);
+    if (read) rank.prompts = read.rankings.map((r) => r.prompt);
+    else {
+      const text = await $('rank-file').files[0].text();
+      rank.prompts = text.split('\n').filter((l) => l.trim()).map((l, i) => {
+        let v;
+        try { v = JSON.parse(l); } catch { throw Object.assign(new Error(`line ${i + 1}: not valid JSON`), { code: 'data' }); }
+        if (typeof v.prompt === 'string') return [{ role: 'user', content: v.prompt }];
+        if (Array.isArray(v.messages)) return v.messages.slice(0, v.messages.findLastIndex((m) => m.role === 'user') + 1);
+        throw Object.assign(new Error(`line ${i + 1}: expected "prompt" or "messages"`), { code: 'data' });
+      });
+    }
+    rank.next = 0;
+    $('rank-count').textContent = `${rank.prompts.length} prompts read.`;
+  }));
+  $('rank-sample').addEventListener('click', () => guard(sampleAnswers));
+  $('rank-submit').addEventListener('click', () => submitRanking('ranked'));
+  $('rank-skip').addEventListener('click', () => submitRanking('skipped'));
+  $('rank-bad').addEventListener('click', () => submitRanking('all_bad'));
+  $('rank-cards').addEventListener('keydown', onCardKey);
+  $('rank-cards').addEventListener('dragstart', (event) => {
+    rank.dragged = event.target.closest('li');
+    rank.dragged?.classList.add('dragging');
+  });
+  $('rank-cards').addEventListener('dragend', () => { rank.dragged?.classList.remove('dragging'); rank.dragged = null; });
+  $('rank-cards').addEventListener('dragover', (event) => {
+    event.preventDefault();
+    const over = event.target.closest('li');
+    if (!rank.dragged || !over || over === rank.dragged) return;
+    const after = event.clientX > over.getBoundingClientRect().left + over.offsetWidth / 2;
+    over.parentNode.insertBefore(rank.dragged, after ? over.nextSibling : over);
+  });
+  $('rank-cards').addEventListener('drop', (event) => { event.preventDefault(); ranksFromOrder(); });
+  $('rank-export').addEventListener('click', () => download('kiln-rankings.jsonl', rankingsJsonl()));
+  $('pairs-export').addEventListener('click', () => guard(async () => download('kiln-pairs.jsonl', await app.kiln.rankingPairs(rankingsJsonl()))));
+  $('rank-import').addEventListener('change', () => guard(() => importRankings($('rank-import').files[0])));
+  $('reward-start').addEventListener('click', () => align('reward'));
+  $('ppo-start').addEventListener('click', () => align('ppo'));
+  $('dpo-start').addEventListener('click', () => align('dpo'));
+  $('align-pause').addEventListener('click', () => { setButtons('paused'); guard(() => app.kiln.pause()); });
+  $('align-resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
+  $('align-stop').addEventListener('click', () => guard(() => app.kiln.stop()));
+  $('compare').addEventListener('click', () => guard(compare));
   $('export').addEventListener('click', () => guard(exportModel));
   $('import').addEventListener('change', () => guard(async () => {
     const file = $('import').files[0];
@@ -444,6 +749,8 @@ async function main() {
     app.backend = app.kiln.backend;
     app.defaults = await app.kiln.defaults();
     showDefaults(app.defaults);
+    app.rankings = loadRankings();
+    showRankings();
     addExampleRow('What is the capital of France?', 'Paris.');
     addExampleRow('Say hello in Spanish.', 'Hola.');
     const b = app.backend;

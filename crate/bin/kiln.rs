@@ -9,13 +9,20 @@ use kiln::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
 use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, resume, resume_files, write_dir};
 use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use kiln::data::instruct::{answer_matches, has_style, instruction_set, scripted_ranks, Split};
 use kiln::data::jsonl::read_conversations;
+use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict};
 use kiln::data::{documents, text_from_bytes};
 use kiln::error::KilnError;
 use kiln::gpu::Gpu;
+use kiln::model::ScalarHeadKind;
 use kiln::model::{forward, Activations, GptConfig};
 use kiln::sample::{generate, SampleConfig};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
+use kiln::train::dpo::Dpo;
+use kiln::train::ppo::Ppo;
+use kiln::train::preference::PreferenceRows;
+use kiln::train::reward::Reward;
 use kiln::train::sft::{answer_report, chat_prompt, Sft};
 use kiln::train::{Progress, StageKind, TrainConfig, Trainer};
 use pollster::block_on;
@@ -36,7 +43,22 @@ usage:
                                  messages JSONL; the built-in story questions by default)
       --eval N                   held-out questions answered before and after, exact
                                  match (default 100 on the built-in set, 0 with --data)
-  training options (pretrain, sft):
+  kiln candidates --ckpt DIR --out FILE.jsonl [--prompts FILE.jsonl | --lang en|zh]
+              [--n N] [--k K] [--rank script]   K answers (2–6, default 4) sampled together
+                                 for each of N prompts (the built-in training questions by
+                                 default), written as rankings to fill in (rank 1 best;
+                                 unranked lines are skipped); --rank script ranks the
+                                 built-in questions' answers by a rule (correct and
+                                 exclaimed first), standing in for a person
+  kiln reward --ckpt SFT_DIR --rankings FILE.jsonl --out DIR   a reward model from the
+                                 rankings (or TRL prompt/chosen/rejected pairs)
+  kiln dpo --ckpt SFT_DIR --rankings FILE.jsonl --out DIR   align with DPO on the pairs
+  kiln ppo --ckpt SFT_DIR --reward RM_DIR --out DIR [--rankings FILE | --prompts FILE]
+                                 align with PPO against the reward model (prompts from the
+                                 rankings, a JSONL file, or the built-in questions)
+      --eval N                   (dpo, ppo) held-out built-in questions measured before and
+                                 after: exact match and the scripted rule's rate
+  training options (pretrain, sft, reward, dpo, ppo):
       --steps N  --batch N  --accum N  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
       --log-json                 print each logged step as a JSON line on stdout
@@ -52,6 +74,8 @@ usage:
   kiln info                      the GPU adapter and its limits
   kiln bench matmul [--quick]    matmul GFLOP/s as JSON (tiled WGSL, naive WGSL, CPU)
   kiln bench train [--quick]     training tokens/s as JSON (pretraining and SFT; GPU and CPU)
+  kiln bench align                rollout tokens/s (K answers together vs one row at a
+                                 time) and the time of a PPO and a DPO update, as JSON
   kiln bench profile [--preset P]  GPU time per kernel over 3 training steps, as JSON";
 
 type CliResult = Result<(), KilnError>;
@@ -66,6 +90,10 @@ fn main() -> ExitCode {
             Some(dir) if !dir.starts_with("--") => options(&args[2..]).and_then(|o| resume_cmd(Path::new(dir), &o)),
             _ => Err(usage("resume needs the checkpoint folder: kiln resume DIR")),
         },
+        Some("candidates") => options(&args[1..]).and_then(|o| candidates(&o)),
+        Some("reward") => options(&args[1..]).and_then(|o| align(&o, StageKind::Reward)),
+        Some("dpo") => options(&args[1..]).and_then(|o| align(&o, StageKind::Dpo)),
+        Some("ppo") => options(&args[1..]).and_then(|o| align(&o, StageKind::Ppo)),
         Some("chat") => options(&args[1..]).and_then(|o| chat(&o)),
         Some("chat-ids") => options(&args[1..]).and_then(|o| chat_ids(&o)),
         Some("sample") => options(&args[1..]).and_then(|o| sample(&o)),
@@ -75,10 +103,11 @@ fn main() -> ExitCode {
         Some("bench") => match args.get(1).map(String::as_str) {
             Some("matmul") => options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"))),
             Some("train") => options(&args[2..]).and_then(|o| bench_train(o.contains_key("quick"))),
+            Some("align") => bench_align(),
             Some("profile") => {
                 options(&args[2..]).and_then(|o| bench_profile(o.get("preset").map_or("tiny", String::as_str)))
             }
-            _ => Err(usage("bench what? kiln bench matmul | train | profile")),
+            _ => Err(usage("bench what? kiln bench matmul | train | align | profile")),
         },
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -342,6 +371,7 @@ fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result
     let stage = run.stage()?.kind();
     eprintln!("{stage} on backend {}; {train_rows} training rows, {val_rows} validation rows", run.be.describe());
     let mut last_loss = None;
+    let mut saved = false;
     while !run.done() {
         let p = block_on(run.train_one())?;
         last_loss = p.loss.or(last_loss);
@@ -365,6 +395,17 @@ fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result
         if let Some(sample) = p.sample {
             eprintln!("sample: {sample}");
         }
+        if !p.metrics.is_empty() && (p.val_loss.is_some() || !tty) {
+            let m: Vec<String> = p.metrics.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            eprintln!("  {}", m.join(", "));
+        }
+        if json && !p.metrics.is_empty() {
+            println!("{}", serde_json::json!({"stage": stage, "step": p.step, "metrics": p.metrics}));
+        }
+        saved = p.val_loss.is_some();
+    }
+    if !saved {
+        write_dir(out, &block_on(resume_files(&mut run))?)?;
     }
     eprintln!("done: {} steps of {stage}; the model is in {}", run.step, out.display());
     Ok(run)
@@ -377,7 +418,172 @@ fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
     for note in &loaded.notes {
         eprintln!("{dir}: {note}");
     }
-    Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), 0)
+    Trainer::with_layout(be, loaded.tokenizer, loaded.config, loaded.layout, Some(&loaded.params), 0)
+}
+
+/// Prompts (each ending with the user's turn) from `--prompts` (conversations JSONL:
+/// each up to its last user turn), or the built-in training questions.
+fn prompts(o: &Options, n: usize) -> Result<(Vec<Conversation>, Vec<String>), KilnError> {
+    match o.get("prompts") {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
+            for skipped in &loaded.skipped {
+                eprintln!("{path}: skipped {skipped}");
+            }
+            let prompts: Vec<Conversation> = loaded
+                .items
+                .into_iter()
+                .filter_map(|c| c.iter().rposition(|m| m.role == Role::User).map(|u| c[..=u].to_vec()))
+                .take(n)
+                .collect();
+            Ok((prompts, Vec::new()))
+        }
+        None => {
+            let set = instruction_set(language(o)?, Split::Train, n);
+            let expected = set.iter().map(|c| c[1].content.clone()).collect();
+            Ok((set.into_iter().map(|c| c[..1].to_vec()).collect(), expected))
+        }
+    }
+}
+
+/// `kiln candidates`: K answers per prompt, as rankings to fill in (or ranked by script).
+fn candidates(o: &Options) -> CliResult {
+    let out = PathBuf::from(o.get("out").ok_or_else(|| usage("candidates needs --out FILE.jsonl"))?);
+    let align = TrainConfig::for_stage(StageKind::Ppo).align;
+    let k = get(o, "k", align.answers_per_prompt)?;
+    let scripted = match o.get("rank").map(String::as_str) {
+        None => false,
+        Some("script") if !o.contains_key("prompts") => true,
+        Some("script") => return Err(usage("--rank script knows the answers of the built-in questions only")),
+        Some(other) => return Err(usage(&format!("--rank {other:?}: only \"script\""))),
+    };
+    let defaults = SampleConfig {
+        max_tokens: align.answer_tokens,
+        temperature: align.temperature,
+        top_k: align.top_k,
+        top_p: align.top_p,
+        seed: 0,
+    };
+    let cfg = sample_config(o, defaults)?;
+    let (prompts, expected) = prompts(o, get(o, "n", 100usize)?)?;
+    with_backend!(o, be => {
+        let mut run = load(be, o)?;
+        let mut rankings = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let sc = SampleConfig { seed: cfg.seed + (i * k) as u64, ..cfg.clone() };
+            let cands = block_on(run.sample_answers(prompt, k, &sc))?;
+            let answers: Vec<String> = cands.iter().map(|c| run.tokenizer.decode(c.content())).collect::<Result<_, _>>()?;
+            let (ranks, verdict) = if scripted {
+                (scripted_ranks(&expected[i], &answers), Verdict::Ranked)
+            } else {
+                ((1..=k as u32).collect(), Verdict::Skipped)
+            };
+            rankings.push(Ranking { prompt: prompt.clone(), answers, ranks, verdict });
+        }
+        std::fs::write(&out, rankings_jsonl(&rankings)).map_err(io_error(&out))?;
+        let pairs: usize = rankings.iter().map(|r| r.pairs().len()).sum();
+        eprintln!("{} prompts × {k} answers written to {} ({pairs} pairs{})", rankings.len(), out.display(),
+            if scripted { ", ranked by the script" } else { "; rank them, then set \"verdict\" to \"ranked\"" });
+        Ok(())
+    })
+}
+
+/// The rankings `--rankings` names (bad lines reported and skipped).
+fn read_rankings_file(o: &Options) -> Result<Vec<Ranking>, KilnError> {
+    let path = o.get("rankings").ok_or_else(|| usage("this command needs --rankings FILE.jsonl"))?;
+    let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+    let read = read_rankings(&bytes).map_err(|e| e.at(path))?;
+    for skipped in &read.skipped {
+        eprintln!("{path}: skipped {skipped}");
+    }
+    let pairs: usize = read.items.iter().map(|r| r.pairs().len()).sum();
+    eprintln!("{path}: {} rankings, {pairs} pairs ({} lines skipped)", read.items.len(), read.skipped.len());
+    Ok(read.items)
+}
+
+/// Held-out built-in questions answered greedily (exact match) and sampled K times each
+/// (the scripted rule's rate: correct and exclaimed).
+fn align_report<B: Backend>(run: &mut Trainer<B>, held_out: &[Conversation], name: &str) -> CliResult {
+    if held_out.is_empty() {
+        return Ok(());
+    }
+    let report = block_on(answer_report(run, held_out, 24))?;
+    let (mut rule, mut total) = (0, 0);
+    for (i, conv) in held_out.iter().enumerate() {
+        let sc = SampleConfig { max_tokens: 16, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 7_000 + 4 * i as u64 };
+        for c in block_on(run.sample_answers(&conv[..1], 4, &sc))? {
+            let text = run.tokenizer.decode(c.content())?;
+            rule += (c.ended && answer_matches(&conv[1].content, &text) && has_style(&text)) as usize;
+            total += 1;
+        }
+    }
+    eprintln!(
+        "held-out questions {name}: {}/{} exact ({:.0}%); correct and exclaimed in {rule}/{total} sampled answers ({:.0}%)",
+        report.exact,
+        report.questions,
+        100.0 * report.accuracy(),
+        100.0 * rule as f64 / total.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `kiln reward`, `kiln dpo`, `kiln ppo`: a preference stage from the fine-tuned model.
+fn align(o: &Options, kind: StageKind) -> CliResult {
+    let dir = o.get("ckpt").ok_or_else(|| usage(&format!("{kind} needs --ckpt DIR (the fine-tuned model)")))?;
+    let out = PathBuf::from(o.get("out").ok_or_else(|| usage(&format!("{kind} needs --out DIR")))?);
+    check_out(&out)?;
+    let cfg = train_config(o, kind)?;
+    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    let (tokenizer, config, t) = (loaded.tokenizer.clone(), loaded.config, loaded.config.block_size);
+    let sft_params = loaded.params[..config.num_params()].to_vec();
+    let questions = get(o, "eval", if kind == StageKind::Reward { 0 } else { 100usize })?;
+    let held_out: Vec<Conversation> = instruction_set(language(o)?, Split::HeldOut, questions);
+    let stage: Box<dyn kiln::train::Stage> = match kind {
+        StageKind::Reward | StageKind::Dpo => {
+            let rows = PreferenceRows::split(&tokenizer, read_rankings_file(o)?, t, cfg.val_fraction, cfg.seed)?;
+            rows.check_batch(cfg.batch_size)?;
+            if kind == StageKind::Reward {
+                Box::new(Reward::new(rows, cfg.align.reward_center))
+            } else {
+                Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha))
+            }
+        }
+        _ => {
+            let prompts = if o.contains_key("rankings") {
+                read_rankings_file(o)?.into_iter().map(|r| r.prompt).collect()
+            } else {
+                prompts(o, 1000)?.0
+            };
+            Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed)?)
+        }
+    };
+    let reward_params = match kind {
+        StageKind::Ppo => {
+            let rm_dir = o.get("reward").ok_or_else(|| usage("ppo needs --reward DIR (a model from kiln reward)"))?;
+            let rm = load_model(&read_dir(Path::new(rm_dir))?)?;
+            if rm.layout.scalar_head.map(|h| h.kind) != Some(ScalarHeadKind::Reward) {
+                return Err(usage(&format!("{rm_dir} is not a reward model (it has no score head)")));
+            }
+            Some(rm.params)
+        }
+        _ => None,
+    };
+    with_backend!(o, be => {
+        let mut run = Trainer::with_model(be, tokenizer, config, Some(&sft_params), cfg.seed)?;
+        align_report(&mut run, &held_out, "before")?;
+        match kind {
+            StageKind::Reward => block_on(run.add_scalar_head(ScalarHeadKind::Reward, cfg.seed))?,
+            StageKind::Ppo => {
+                block_on(run.add_scalar_head(ScalarHeadKind::Value, cfg.seed))?;
+                run.set_frozen(&sft_params, reward_params.as_deref().expect("read above"))?;
+            }
+            _ => {}
+        }
+        run.begin(stage, cfg)?;
+        let mut run = train_loop(run, &out, o.contains_key("log-json"))?;
+        align_report(&mut run, &held_out, "after")
+    })
 }
 
 /// Sampling options over `d` (SampleConfig's defaults, or its chat defaults).
@@ -536,4 +742,9 @@ fn bench_profile(preset: &str) -> CliResult {
 fn bench_train(quick: bool) -> CliResult {
     let gpu = block_on(Gpu::new())?;
     print_json(&kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}"))?)
+}
+
+fn bench_align() -> CliResult {
+    let gpu = block_on(Gpu::new())?;
+    print_json(&kiln::bench::bench_align(&gpu, |s| eprintln!("{s}"))?)
 }

@@ -336,14 +336,24 @@ impl ScalarHead {
     }
 
     /// From d loss/d values in `a.dvalues`: dw += dvaluesᵀ · features, db += Σ dvalues,
-    /// and the features' gradient into `a.dln` (added to what the LM head left there when
-    /// `accumulate`, else overwritten).
-    pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, accumulate: bool) -> Result<()> {
+    /// and, when `into_trunk`, the features' gradient into `a.dln` (added to what the LM
+    /// head left there when `accumulate`, else overwritten).
+    pub fn backward<B: Backend>(
+        be: &mut B,
+        model: &Gpt<B>,
+        a: &Activations<B::Buf>,
+        accumulate: bool,
+        into_trunk: bool,
+    ) -> Result<()> {
         let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
         let (p, g) = (&model.params, model.grads());
         be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
         be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
-        be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), at(p, h.weight), None, MatmulShape::nn(bt, c, 1), accumulate);
+        if into_trunk {
+            be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), at(p, h.weight), None, MatmulShape::nn(bt, c, 1), accumulate);
+        } else if !accumulate {
+            be.clear(&a.dln);
+        }
         Ok(())
     }
 }

@@ -116,7 +116,7 @@ impl Stage for Dpo {
     }
 
     fn heads(&self) -> Option<Heads> {
-        Some(Heads { lm: true, scalar: false })
+        Some(Heads::LM)
     }
 
     fn needs_reference(&self) -> bool {

@@ -22,8 +22,8 @@ use crate::data::jsonl::to_jsonl;
 use crate::data::{make_batch, Batcher, BatcherState, Row};
 use crate::error::{KilnError, Result};
 use crate::sample::Candidate;
-use crate::tokenizer::{Tokenizer, END, EOS, PAD};
-use crate::train::preference::answer_span;
+use crate::tokenizer::{Tokenizer, END, EOS};
+use crate::train::preference::{answer_row, answer_span};
 use crate::train::sft::chat_prompt;
 
 /// One batch of rollouts and what the updates need of it, per row.
@@ -158,14 +158,7 @@ impl Ppo {
     pub fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> TokenBatch {
         let mut rows = Vec::new();
         for (prompt, cands) in prompts.iter().zip(answers) {
-            for cand in cands {
-                let mut ids = prompt.clone();
-                let room = (self.t + 1).saturating_sub(prompt.len() + 1).max(1);
-                ids.extend(cand.ids.iter().take(room));
-                ids.push(PAD);
-                let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
-                rows.push(Row { ids, supervised });
-            }
+            rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t)));
         }
         let refs: Vec<&Row> = rows.iter().collect();
         let batch = make_batch(&refs, b, self.t);
@@ -272,7 +265,7 @@ impl Stage for Ppo {
     }
 
     fn heads(&self) -> Option<Heads> {
-        Some(Heads { lm: true, scalar: true })
+        Some(Heads::POLICY_AND_VALUE)
     }
 
     fn as_ppo(&mut self) -> Option<&mut Ppo> {

@@ -41,16 +41,24 @@ impl Group {
         }
         let mut rows = Vec::with_capacity(ranking.answers.len());
         for answer in &ranking.answers {
-            let mut ids = prompt.clone();
-            let mut answer_ids = tokenizer.encode(answer)?;
-            answer_ids.truncate(room);
-            ids.extend(answer_ids);
-            ids.extend([END, PAD]);
-            let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
-            rows.push(Row { ids, supervised });
+            let mut ids = tokenizer.encode(answer)?;
+            ids.truncate(room);
+            ids.push(END);
+            rows.push(answer_row(&prompt, &ids, t));
         }
         Ok(Some(Group { rows, pairs }))
     }
+}
+
+/// The row `prompt + answer + <|pad|>`, the answer cut to fit T + 1 tokens: the padding
+/// token makes the answer's last token an input (where a reward is read); the answer's
+/// tokens are the supervised targets.
+pub fn answer_row(prompt: &[u32], answer: &[u32], t: usize) -> Row {
+    let mut ids = prompt.to_vec();
+    ids.extend(answer.iter().take((t + 1).saturating_sub(prompt.len() + 1)));
+    ids.push(PAD);
+    let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
+    Row { ids, supervised }
 }
 
 /// Where a row's answer lies in a (B, T) batch: its first and last answer positions and

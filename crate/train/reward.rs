@@ -106,7 +106,7 @@ impl Stage for Reward {
     }
 
     fn heads(&self) -> Option<Heads> {
-        Some(Heads { lm: false, scalar: true })
+        Some(Heads::SCALAR)
     }
 
     fn weigh(&mut self, batch: &TokenBatch, out: &Outputs, phase: Phase) -> Result<Gradients> {

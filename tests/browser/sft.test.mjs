@@ -31,8 +31,8 @@ const waitFor = (page, fn, timeout = 1_200_000) => page.waitForFunction(fn, null
 const PHASE_TIMEOUT = process.env.KILN_SFT_FULL === '1' ? 3_600_000 : 1_200_000;
 const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error, PHASE_TIMEOUT);
 
-/** Kiln's exact-match rule (crate/data/instruct.rs answer_matches): trim, ignore case and a final period. */
-const normal = (s) => s.trim().toLowerCase().replace(/[.。]$/u, '').trim();
+/** Kiln's exact-match rule (crate/data/instruct.rs answer_matches): trim, ignore case and a final . 。 ! or ！. */
+const normal = (s) => s.trim().toLowerCase().replace(/[.。!！]$/u, '').trim();
 
 async function openPage(browser) {
   const page = await browser.newPage();

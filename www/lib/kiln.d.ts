@@ -42,6 +42,28 @@ export interface TrainingOptions {
   sampleTokens?: number;
   logEvery?: number;
   seed?: number;
+  /** DPO's β (0.1) and the NLL weight on chosen answers (TRL's rpo_alpha, 1). */
+  dpoBeta?: number;
+  rpoAlpha?: number;
+  /** The reward model's centring coefficient (0.01; 0 = off). */
+  rewardCenter?: number;
+  /** PPO (TRL's defaults): KL penalty 0.05, clip 0.2, value clip 0.2, γ 1, λ 0.95,
+   * value-loss weight 0.1, 4 epochs per round of rollouts. */
+  klCoef?: number;
+  clipRange?: number;
+  valueClip?: number;
+  gamma?: number;
+  lam?: number;
+  vfCoef?: number;
+  ppoEpochs?: number;
+  rolloutPrompts?: number;
+  answersPerPrompt?: number;
+  missingEndPenalty?: number;
+  /** Sampling of rollouts and candidates. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  answerTokens?: number;
 }
 
 export interface GptConfig { vocab_size: number; block_size: number; n_layer: number; n_head: number; n_embd: number; }
@@ -55,7 +77,7 @@ export interface ModelEstimate {
   problem: string | null;
 }
 
-export type StageName = 'pretrain' | 'sft';
+export type StageName = 'pretrain' | 'sft' | 'reward' | 'dpo' | 'ppo';
 
 export interface ModelInfo {
   /** The stage begun on the model, or null (an imported model before any stage). */
@@ -107,8 +129,22 @@ export interface Progress {
   elapsedS: number;
   etaS: number;
   sample: string | null;
+  /** The preference stages' measures since the last report: pairAccuracy,
+   * valPairAccuracy, rewardMargin, logpChosen, logpRejected (DPO); meanReward, kl,
+   * endedShare, clipFraction, entropy, valueLoss, policyLoss (PPO). */
+  metrics?: Record<string, number>;
   stopped?: boolean;
 }
+
+/** A person's ranking of a prompt's answers: rank 1 is best, equal ranks are ties. */
+export interface Ranking {
+  prompt: Message[];
+  answers: string[];
+  ranks: number[];
+  verdict: 'ranked' | 'skipped' | 'all_bad';
+}
+
+export interface Candidate { text: string; ended: boolean; logprobs: number[]; }
 
 export interface GenerateOptions { maxTokens?: number; temperature?: number; topK?: number; topP?: number; seed?: number; }
 
@@ -135,6 +171,10 @@ export class Kiln {
   generate(prompt: string, options?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   chat(messages: Message[], options?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   renderChat(messages: Message[]): Promise<{ id: number; text: string; supervised: boolean }[]>;
+  sampleCandidates(messages: Message[], options?: GenerateOptions & { k?: number }): Promise<Candidate[]>;
+  answers(prompts: Message[][], which?: 'current' | 'reference'): Promise<string[]>;
+  rankingPairs(rankings: string | Uint8Array | Blob): Promise<string>;
+  checkRankings(rankings: string | Uint8Array | Blob): Promise<{ rankings: Ranking[]; pairs: number; skipped: string[] }>;
   instructionExamples(lang?: 'en' | 'zh', split?: 'train' | 'heldout', n?: number): Promise<Message[][]>;
   exportModel(): Promise<Record<string, Uint8Array>>;
   exportZip(): Promise<Uint8Array>;

@@ -6,6 +6,8 @@
 //   await kiln.train({ stage: 'pretrain', steps: 500, onProgress: (p) => console.log(p.step, p.loss) });
 //   await kiln.train({ stage: 'sft', lang: 'en' });            // or data: a JSONL File
 //   for await (const piece of kiln.chat([{ role: 'user', content: 'Hi!' }])) out += piece;
+//   const answers = await kiln.sampleCandidates([{ role: 'user', content: 'Hi!' }], { k: 4 });
+//   await kiln.train({ stage: 'reward', data: rankingsJsonl });  // then 'ppo', or 'dpo' alone
 //   const files = await kiln.exportModel();
 //
 // Everything runs in a dedicated module Web Worker (worker.js beside this file), so the
@@ -118,7 +120,12 @@ export class Kiln {
   /** Trains a stage until its steps are done: 'pretrain' (on the corpus) or 'sft'
    * (supervised fine-tuning on `data` — JSONL text, bytes or a File in TRL's
    * prompt/completion or messages format — or, without data, the built-in questions
-   * about stories in `lang` 'en' | 'zh'). Asking for another stage than the current one,
+   * about stories in `lang` 'en' | 'zh'). The preference stages start from the
+   * fine-tuned model: 'reward' and 'dpo' on `data` = rankings JSONL ({prompt, answers,
+   * ranks} or TRL's {prompt, chosen, rejected}), 'ppo' against the last reward model on
+   * the rankings' prompts (or the built-in questions); their progress carries `metrics`
+   * (pairAccuracy, valPairAccuracy, rewardMargin, meanReward, kl, clipFraction, entropy,
+   * valueLoss …). Asking for another stage than the current one,
    * giving `data`, or `restart: true` begins it afresh on the model as it is; otherwise
    * the run continues (`steps` changes its length). Other options (batchSize, lr, …) take
    * the stage's defaults. `onStage` receives the new stage's info (rows, JSONL lines
@@ -175,6 +182,29 @@ export class Kiln {
       if (!finished) await this.#call('stopGeneration');
       await done;
     }
+  }
+
+  /** `k` answers (2–6) to `messages` (ending with the user's turn), sampled together in
+   * one batch: [{text, ended, logprobs}]. Options: temperature, topK, topP, maxTokens,
+   * seed (the preference stages' defaults otherwise). */
+  sampleCandidates(messages, { k = 4, ...options } = {}) {
+    return this.#call('sampleCandidates', [messages, k, options]);
+  }
+
+  /** Greedy answers to each prompt (a list of messages) by the 'current' model or the
+   * 'reference' (the fine-tuned model the preference stages began from): [text]. */
+  answers(prompts, which = 'current') { return this.#call('answers', [prompts, which]); }
+
+  /** Rankings JSONL → TRL's preference pairs ({prompt, chosen, rejected}) as JSONL. */
+  async rankingPairs(rankings) {
+    const bytes = await bytesOf(rankings);
+    return this.#call('rankingPairs', [bytes], {}, [bytes.buffer]);
+  }
+
+  /** Reads rankings JSONL (or TRL pairs): {rankings, pairs, skipped: ["line N: why"]}. */
+  async checkRankings(rankings) {
+    const bytes = await bytesOf(rankings);
+    return this.#call('checkRankings', [bytes], {}, [bytes.buffer]);
   }
 
   /** A conversation through the chat template, token by token: [{id, text, supervised}]

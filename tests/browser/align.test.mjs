@@ -1,0 +1,193 @@
+// Preference ranking in the real page on WebGPU (SwiftShader), by mouse and keyboard:
+// a briefly pretrained and fine-tuned tiny model samples answers; they are ranked by
+// dragging, by digit keys (with a tie), submitted unchanged (which asks first), skipped
+// and marked all bad; a reload finds the rankings kept; then the reward model trains on
+// them, and a few PPO and DPO updates run, with the charts and the before/after view
+// holding real numbers and text. The model is too briefly trained for its answers to be
+// good: tests/align_learning.rs measures that alignment works; this test shows the page
+// and the WebGPU path do it.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../www/serve.mjs';
+import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+let server;
+let origin;
+before(async () => {
+  server = await startServer(path.join(ROOT, 'www'), 0);
+  origin = `http://127.0.0.1:${server.address().port}`;
+});
+after(() => server.close());
+
+const app = (page, fn, arg) => page.evaluate(fn, arg);
+const waitFor = (page, fn, timeout = 900_000) => page.waitForFunction(fn, null, { timeout, polling: 250 });
+const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error);
+const noError = async (page) => assert.equal(await app(page, () => window.kilnApp.error), null);
+
+async function ready(page) {
+  await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error, 120_000);
+  await noError(page);
+}
+
+/** Samples answers for the next built-in question and waits for the cards. */
+async function sample(page) {
+  await page.click('#rank-sample');
+  await waitFor(page, () => document.querySelectorAll('#rank-cards li').length === 4 || window.kilnApp.error, 300_000);
+  await noError(page);
+}
+
+const stored = (page) => app(page, () => JSON.parse(localStorage.getItem('kiln.rankings') ?? '[]'));
+
+test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, train the reward model, PPO and DPO', async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const page = await browser.newPage();
+    const requests = watchRequests(page);
+    await page.goto(`${origin}/index.html`);
+    await ready(page);
+    assert.equal(await app(page, () => window.kilnApp.backend.kind), 'gpu');
+    await app(page, () => localStorage.removeItem('kiln.rankings'));
+
+    // a model that answers: a few pretraining and fine-tuning steps
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+    await page.fill('#steps', '10');
+    await page.click('#start');
+    await idle(page);
+    await page.fill('#sft-steps', '12');
+    await page.click('#sft-start');
+    await idle(page);
+    await noError(page);
+    const defaults = await app(page, () => window.kilnApp.defaults);
+    assert.equal(Number(await page.inputValue('#rank-k')), defaults.training.ppo.answersPerPrompt);
+
+    // 1. the mouse: drag the last answer in front of the first
+    await sample(page);
+    const before = await page.locator('#rank-cards li').allTextContents();
+    await page.dragAndDrop('#rank-cards li:nth-child(4)', '#rank-cards li:nth-child(1)', { targetPosition: { x: 5, y: 5 } });
+    const dragged = await page.locator('#rank-cards li').allTextContents();
+    assert.equal(dragged[0].slice(1), before[3].slice(1), 'the dragged answer comes first');
+    assert.match(dragged[0], /^1/);
+    await page.click('#rank-submit');
+    let rankings = await stored(page);
+    assert.equal(rankings.length, 1);
+    const first = rankings[0];
+    assert.equal(first.verdict, 'ranked');
+    assert.equal(first.ranks[3], 1, 'the sampled fourth answer is ranked first');
+    assert.equal(first.answers[3], before[3].slice(1));
+
+    // 2. the keyboard alone: digits set ranks (a tie), arrows move, Enter submits
+    await sample(page);
+    await page.focus('#rank-cards li:nth-child(1)');
+    await page.keyboard.press('4'); // the first answer is now the worst; it moves to the end
+    await page.focus('#rank-cards li:nth-child(1)');
+    await page.keyboard.press('1'); // the second answer, now first in line, is the best
+    await page.keyboard.press('ArrowRight');
+    await page.keyboard.press('1'); // the next one too: a tie at rank 1
+    await page.keyboard.press('Enter');
+    rankings = await stored(page);
+    assert.equal(rankings.length, 2);
+    const keyed = rankings[1];
+    assert.equal(keyed.ranks[0], 4);
+    assert.equal(keyed.ranks.filter((r) => r === 1).length, 2, `a tie at rank 1: ${keyed.ranks}`);
+
+    // 3. the unchanged default order asks for confirmation (declined, then accepted)
+    await sample(page);
+    let asked = null;
+    page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
+    await page.focus('#rank-cards li:nth-child(1)');
+    await page.keyboard.press('Enter');
+    assert.match(asked ?? '', /order they were sampled/);
+    assert.equal((await stored(page)).length, 2, 'declined: nothing stored');
+    page.once('dialog', (d) => d.accept());
+    await page.click('#rank-submit');
+    assert.deepEqual((await stored(page))[2].ranks, [1, 2, 3, 4]);
+
+    // 4. skip one, mark one all bad; the count says what is ranked
+    await sample(page);
+    await page.click('#rank-skip');
+    await sample(page);
+    await page.click('#rank-bad');
+    rankings = await stored(page);
+    assert.deepEqual(rankings.map((r) => r.verdict), ['ranked', 'ranked', 'ranked', 'skipped', 'all_bad']);
+    assert.match(await page.textContent('#rank-count'), /^3 prompts ranked, 2 skipped or all bad/);
+    // answers are text, never markup
+    assert.equal(await page.locator('#rank-list b, #rank-list img, #rank-cards img').count(), 0);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'ranking.png'), fullPage: true });
+
+    // 5. a reload keeps the rankings (the model is exported and imported back)
+    const zip = path.join(ARTIFACTS, 'align-sft-model.zip');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    await download.saveAs(zip);
+    await page.reload();
+    await ready(page);
+    assert.equal((await stored(page)).length, 5);
+    assert.match(await page.textContent('#rank-count'), /^3 prompts ranked/);
+    assert.equal(await page.locator('#rank-list li').count(), 5);
+    await page.setInputFiles('#import', zip);
+    await waitFor(page, () => window.kilnApp.model || window.kilnApp.error, 120_000);
+    await noError(page);
+
+    // 6. edit a ranking: the first one, its best answer made worst
+    await page.click('#rank-list li:nth-child(1) button');
+    await page.focus('#rank-cards li:nth-child(1)');
+    await page.keyboard.press('4');
+    await page.click('#rank-submit');
+    rankings = await stored(page);
+    assert.equal(rankings.length, 5);
+    assert.equal(rankings[0].ranks[3], 4, 'the edit replaced the first ranking');
+
+    // 7. the reward model learns the rankings; its held-out pair accuracy is charted
+    await page.fill('#align-steps', '6');
+    await page.click('#reward-start');
+    await idle(page);
+    await noError(page);
+    const rewardProgress = await app(page, () => window.kilnApp.progress);
+    assert.equal(rewardProgress.at(-1).stage, 'reward');
+    assert.equal(rewardProgress.at(-1).step, 6);
+    const accuracy = rewardProgress.at(-1).metrics.valPairAccuracy;
+    assert.ok(accuracy >= 0 && accuracy <= 1, `held-out pair accuracy ${accuracy}`);
+    const rewardChart = await app(page, () => window.kilnApp.alignPlot.data);
+    assert.ok(rewardChart[3].some((v) => Number.isFinite(v)), 'the pair-accuracy series has points');
+    console.log(`reward model: loss ${rewardProgress.map((p) => p.loss?.toFixed(3)).join(' ')}, held-out pair accuracy ${accuracy}`);
+
+    // 8. a PPO round (four updates on one batch of rollouts): reward and KL charted, before/after shown
+    await page.fill('#align-steps', '4');
+    await page.click('#ppo-start');
+    await idle(page);
+    await noError(page);
+    const ppo = await app(page, () => window.kilnApp.progress);
+    assert.equal(ppo.at(-1).stage, 'ppo');
+    const withRollouts = ppo.find((p) => p.metrics?.meanReward != null);
+    assert.ok(Number.isFinite(withRollouts.metrics.meanReward) && Number.isFinite(withRollouts.metrics.kl));
+    for (const key of ['clipFraction', 'entropy', 'valueLoss']) assert.ok(Number.isFinite(ppo.at(-1).metrics[key]), key);
+    const ppoChart = await app(page, () => window.kilnApp.alignPlot.data);
+    assert.ok(ppoChart[1].some((v) => Number.isFinite(v)) && ppoChart[2].some((v) => Number.isFinite(v)), 'reward and KL series have points');
+    await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
+    const rows = await page.locator('#compare-table tbody tr').count();
+    assert.equal(rows, 6);
+    const cells = await page.locator('#compare-table tbody td').allTextContents();
+    assert.ok(cells.every((c) => typeof c === 'string') && cells.filter((c, i) => i % 3 === 0).every((q) => q.endsWith('?')));
+    console.log(`PPO: meanReward ${withRollouts.metrics.meanReward.toFixed(3)}, KL ${withRollouts.metrics.kl.toFixed(3)}; before/after: ${JSON.stringify(cells.slice(0, 3))}`);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'align-ppo.png'), fullPage: true });
+
+    // 9. DPO on the same rankings
+    await app(page, () => { window.kilnApp.compared = null; });
+    await page.click('#dpo-start');
+    await idle(page);
+    await noError(page);
+    const dpo = await app(page, () => window.kilnApp.progress);
+    assert.equal(dpo.at(-1).stage, 'dpo');
+    for (const key of ['pairAccuracy', 'rewardMargin', 'logpChosen', 'logpRejected']) assert.ok(Number.isFinite(dpo.at(-1).metrics[key]), key);
+    await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
+    console.log(`DPO: loss ${dpo.map((p) => p.loss?.toFixed(3)).join(' ')}, logp chosen ${dpo.at(-1).metrics.logpChosen.toFixed(2)}, rejected ${dpo.at(-1).metrics.logpRejected.toFixed(2)}`);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'align-dpo.png'), fullPage: true });
+
+    for (const url of requests) assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), url);
+  } finally {
+    await browser.close();
+  }
+});
