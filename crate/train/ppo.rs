@@ -60,7 +60,7 @@ pub struct Ppo {
     /// Optimizer steps left on the current rollouts.
     epochs_left: u64,
     stats: PpoStats,
-    /// (question, answer ids, score) of the latest rollouts, for the log.
+    /// (question, answer ids, score) of the latest rollouts, for the log, until shown.
     pub latest: Vec<(String, Vec<u32>, f64)>,
     pending: Vec<usize>,
 }
@@ -219,15 +219,18 @@ impl Ppo {
         Ok(())
     }
 
-    /// The latest rollouts as text: "question → answer (score)".
-    pub fn latest_text(&self, tokenizer: &Tokenizer) -> Result<String> {
+    /// A few answers of the round just sampled, once: "question → answer (score)" lines.
+    pub fn take_latest(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
+        if self.latest.is_empty() {
+            return Ok(None);
+        }
         let mut lines = Vec::new();
-        for (q, ids, score) in &self.latest {
+        for (q, ids, score) in std::mem::take(&mut self.latest) {
             let question = q.lines().last().unwrap_or("");
             let answer: Vec<u32> = ids.iter().copied().filter(|&id| id != END && id != EOS).collect();
             lines.push(format!("{question} → {} ({score:+.2})", tokenizer.decode(&answer)?));
         }
-        Ok(lines.join("\n"))
+        Ok(Some(lines.join("\n")))
     }
 }
 

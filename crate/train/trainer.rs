@@ -454,7 +454,14 @@ impl<B: Backend> Trainer<B> {
         let due = self.step % cfg.eval_every.max(1) == 0 || last;
         // PPO has no validation set: its measures come with each round of rollouts
         let val_loss = if due && !self.val.is_empty() { Some(self.validate().await?) } else { None };
-        let sample = if cfg.sample_every > 0 && (self.step % cfg.sample_every == 0 || last) {
+        // PPO shows a few answers of each round of rollouts, with their scores
+        let rollouts = match self.stage.as_mut().and_then(|s| s.as_ppo()) {
+            Some(ppo) => ppo.take_latest(&self.tokenizer)?,
+            None => None,
+        };
+        let sample = if rollouts.is_some() {
+            rollouts
+        } else if cfg.sample_every > 0 && (self.step % cfg.sample_every == 0 || last) {
             let sc = SampleConfig {
                 max_tokens: cfg.sample_tokens,
                 temperature: 0.8,

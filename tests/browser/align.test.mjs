@@ -96,6 +96,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
 
     // 3. the unchanged default order asks for confirmation (declined, then accepted)
     await sample(page);
+    await page.locator('#rank-section').screenshot({ path: path.join(ARTIFACTS, 'ranking.png') });
     let asked = null;
     page.once('dialog', (d) => { asked = d.message(); d.dismiss(); });
     await page.focus('#rank-cards li:nth-child(1)');
@@ -116,7 +117,6 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     assert.match(await page.textContent('#rank-count'), /^3 prompts ranked, 2 skipped or all bad/);
     // answers are text, never markup
     assert.equal(await page.locator('#rank-list b, #rank-list img, #rank-cards img').count(), 0);
-    await page.screenshot({ path: path.join(ARTIFACTS, 'ranking.png'), fullPage: true });
 
     // 5. a reload keeps the rankings (the model is exported and imported back)
     const zip = path.join(ARTIFACTS, 'align-sft-model.zip');
@@ -132,6 +132,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     await noError(page);
 
     // 6. edit a ranking: the first one, its best answer made worst
+    await page.click('#rank-section details summary');
     await page.click('#rank-list li:nth-child(1) button');
     await page.focus('#rank-cards li:nth-child(1)');
     await page.keyboard.press('4');
@@ -172,7 +173,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     const cells = await page.locator('#compare-table tbody td').allTextContents();
     assert.ok(cells.every((c) => typeof c === 'string') && cells.filter((c, i) => i % 3 === 0).every((q) => q.endsWith('?')));
     console.log(`PPO: meanReward ${withRollouts.metrics.meanReward.toFixed(3)}, KL ${withRollouts.metrics.kl.toFixed(3)}; before/after: ${JSON.stringify(cells.slice(0, 3))}`);
-    await page.screenshot({ path: path.join(ARTIFACTS, 'align-ppo.png'), fullPage: true });
+    await page.locator('#align-section').screenshot({ path: path.join(ARTIFACTS, 'align-ppo.png') });
 
     // 9. DPO on the same rankings
     await app(page, () => { window.kilnApp.compared = null; });
@@ -184,7 +185,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     for (const key of ['pairAccuracy', 'rewardMargin', 'logpChosen', 'logpRejected']) assert.ok(Number.isFinite(dpo.at(-1).metrics[key]), key);
     await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
     console.log(`DPO: loss ${dpo.map((p) => p.loss?.toFixed(3)).join(' ')}, logp chosen ${dpo.at(-1).metrics.logpChosen.toFixed(2)}, rejected ${dpo.at(-1).metrics.logpRejected.toFixed(2)}`);
-    await page.screenshot({ path: path.join(ARTIFACTS, 'align-dpo.png'), fullPage: true });
+    await page.locator('#align-section').screenshot({ path: path.join(ARTIFACTS, 'align-dpo.png') });
 
     for (const url of requests) assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), url);
   } finally {
