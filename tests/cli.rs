@@ -187,3 +187,109 @@ fn sft_resume_and_chat_from_the_command_line() {
     }
     std::fs::remove_file(&data).unwrap();
 }
+
+#[test]
+fn candidates_reward_ppo_and_dpo_from_the_command_line() {
+    let dirs = ["pref-sft", "pref-rm", "pref-ppo", "pref-dpo"].map(temp);
+    let [sft, rm, ppo, dpo] = dirs.each_ref().map(|d| d.to_str().unwrap().to_string());
+    let cpu = ["--backend", "cpu", "--sample-every", "0"];
+    let (ok, _, err) = kiln(&[&["pretrain", "--steps", "10", "--out", &sft][..], &cpu].concat());
+    assert!(ok, "pretrain failed: {err}");
+    let ranks = dirs[0].parent().unwrap().join(format!("kiln-cli-ranks-{}.jsonl", std::process::id()));
+    let ranks_s = ranks.to_str().unwrap();
+    let (ok, _, err) = kiln(&[
+        "candidates",
+        "--ckpt",
+        &sft,
+        "--n",
+        "6",
+        "--k",
+        "3",
+        "--rank",
+        "script",
+        "--backend",
+        "cpu",
+        "--out",
+        ranks_s,
+    ]);
+    assert!(ok, "candidates failed: {err}");
+    assert!(err.contains("6 prompts × 3 answers"), "{err}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&ranks).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    assert!(lines.iter().all(|l| l["answers"].as_array().unwrap().len() == 3 && l["verdict"] == "ranked"));
+    // an untrained model's answers mostly tie under the rule: give every prompt an order
+    let ordered: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            let mut l = l.clone();
+            l["ranks"] = serde_json::json!([1, 2, 3]);
+            l.to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(&ranks, ordered.concat()).unwrap();
+
+    let (ok, _, err) =
+        kiln(&[&["reward", "--ckpt", &sft, "--rankings", ranks_s, "--steps", "3", "--out", &rm][..], &cpu].concat());
+    println!("{err}");
+    assert!(ok, "reward failed: {err}");
+    assert!(err.contains("valPairAccuracy"), "held-out pair accuracy is reported: {err}");
+    let (ok, _, err) = kiln(
+        &[
+            &[
+                "ppo",
+                "--ckpt",
+                &sft,
+                "--reward",
+                &rm,
+                "--rankings",
+                ranks_s,
+                "--steps",
+                "4",
+                "--eval",
+                "2",
+                "--out",
+                &ppo,
+            ][..],
+            &cpu,
+        ]
+        .concat(),
+    );
+    println!("{err}");
+    assert!(ok, "ppo failed: {err}");
+    assert!(err.contains("meanReward") && err.contains("kl") && err.contains("held-out questions after"), "{err}");
+    let (ok, _, err) = kiln(
+        &[
+            &[
+                "dpo",
+                "--ckpt",
+                &sft,
+                "--rankings",
+                ranks_s,
+                "--steps",
+                "4",
+                "--eval-every",
+                "2",
+                "--eval",
+                "0",
+                "--out",
+                &dpo,
+            ][..],
+            &cpu,
+        ]
+        .concat(),
+    );
+    println!("{err}");
+    assert!(ok, "dpo failed: {err}");
+    assert!(err.contains("logpChosen") && dirs[3].join("dpo-reference.json").is_file(), "{err}");
+    // a reward model is not a PPO reward for itself: ppo --reward wants a score head
+    let (ok, _, err) = kiln(&[&["ppo", "--ckpt", &sft, "--reward", &dpo, "--out", &ppo][..], &cpu].concat());
+    assert!(!ok && err.contains("is not a reward model"), "{err}");
+    // DPO resumes where it stopped, with the reference it computed at the start
+    let (ok, _, err) = kiln(&["resume", &dpo, "--steps", "6", "--backend", "cpu"]);
+    assert!(ok && err.contains("dpo") && err.contains("step 6"), "resume failed: {err}");
+    for dir in &dirs {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::remove_file(&ranks).unwrap();
+}

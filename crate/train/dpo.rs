@@ -9,7 +9,7 @@
 //! answers nobody asked to change (likelihood displacement). Each token's weight in the
 //! cross-entropy backward is −d loss/dπ of its answer (π = −Σ nll).
 
-use super::preference::{answer_span, PreferenceRows};
+use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::reward::{bradley_terry, PairStats};
 use super::stage::{Phase, Stage, StageKind};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
@@ -87,21 +87,7 @@ impl Stage for Dpo {
         StageKind::Dpo
     }
 
-    fn next_batch(&mut self, b: usize) -> TokenBatch {
-        self.rows.next_batch(b)
-    }
-
-    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
-        self.rows.val_batches(b, max_batches).into_iter().map(|g| g.batch).collect()
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.rows.train.len(), self.rows.val.len())
-    }
-
-    fn position(&self) -> BatcherState {
-        self.rows.position()
-    }
+    stage_over_rankings!();
 
     fn data_files(&self) -> Files {
         let mut files = self.rows.data_files();
@@ -109,10 +95,6 @@ impl Stage for Dpo {
             files.insert(REFERENCE_FILE.into(), serde_json::to_vec(reference).expect("JSON"));
         }
         files
-    }
-
-    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
-        self.rows.sample_prompt(tokenizer)
     }
 
     fn heads(&self) -> Option<Heads> {

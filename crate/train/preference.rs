@@ -253,3 +253,31 @@ impl PreferenceRows {
         Ok((chat_prompt(tokenizer, &r.prompt, self.t)?, format!("{} → ", r.question())))
     }
 }
+
+/// The [`Stage`](super::Stage) methods a stage over [`PreferenceRows`] (in its field
+/// `rows`) takes from them: batches of whole ranked prompts, their counts, position and
+/// sample prompt. Its own file adds the kind, the data files and how it weighs a batch.
+macro_rules! stage_over_rankings {
+    () => {
+        fn next_batch(&mut self, b: usize) -> TokenBatch {
+            self.rows.next_batch(b)
+        }
+
+        fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
+            self.rows.val_batches(b, max_batches).into_iter().map(|g| g.batch).collect()
+        }
+
+        fn rows(&self) -> (usize, usize) {
+            (self.rows.train.len(), self.rows.val.len())
+        }
+
+        fn position(&self) -> BatcherState {
+            self.rows.position()
+        }
+
+        fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
+            self.rows.sample_prompt(tokenizer)
+        }
+    };
+}
+pub(crate) use stage_over_rankings;

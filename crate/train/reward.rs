@@ -6,7 +6,7 @@
 //! Pair accuracy — how often r_chosen > r_rejected — on the held-out rankings tells the
 //! person whether the model has learnt their taste.
 
-use super::preference::{answer_span, PreferenceRows};
+use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::stage::{Phase, Stage, StageKind};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use crate::checkpoint::Files;
@@ -81,28 +81,10 @@ impl Stage for Reward {
         StageKind::Reward
     }
 
-    fn next_batch(&mut self, b: usize) -> TokenBatch {
-        self.rows.next_batch(b)
-    }
-
-    fn val_batches(&self, b: usize, max_batches: usize) -> Vec<TokenBatch> {
-        self.rows.val_batches(b, max_batches).into_iter().map(|g| g.batch).collect()
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.rows.train.len(), self.rows.val.len())
-    }
-
-    fn position(&self) -> BatcherState {
-        self.rows.position()
-    }
+    stage_over_rankings!();
 
     fn data_files(&self) -> Files {
         self.rows.data_files()
-    }
-
-    fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
-        self.rows.sample_prompt(tokenizer)
     }
 
     fn heads(&self) -> Option<Heads> {

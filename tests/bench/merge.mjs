@@ -13,6 +13,7 @@ const matmul = read('matmul.json');
 const train = read('train.json');
 const torch = read('torch.json');
 const browser = read('browser.json');
+const align = read('align.json');
 
 const torchRate = new Map((torch?.results ?? []).map((r) => [r.preset, r.tokens_per_s]));
 const training = (train?.results ?? []).map((r) => ({
@@ -46,6 +47,7 @@ console.log(JSON.stringify({
   torch: torch ? { version: torch.torch, threads: torch.threads } : null,
   training,
   browser: inBrowser,
+  align: align && align.results.map((r) => ({ ...r, batched_over_one_row: r.rollout_tokens_per_s_batched / r.rollout_tokens_per_s_one_row })),
   matmul: matmul && {
     geomean_tiled_over_naive: matmul.geomean_tiled_over_naive,
     geomean_tiled_over_cpu: matmul.geomean_tiled_over_cpu,

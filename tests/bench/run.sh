@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench`: matmul and training benchmarks in one run on this machine, side by
-# side with PyTorch (CPU, 2 threads) training the same presets. Prints one JSON document
+# side with PyTorch (CPU, 2 threads) training the same presets, and the preference stages'
+# rollouts and updates. Prints one JSON document
 # and keeps the parts in target/bench/. Options: --quick (tiny and small only).
 #   KILN_BENCH_PYTHON=/path/to/python   a Python with torch and transformers to use; else a
 #                                      virtual environment in ~/.cache/kiln/torch is made once.
@@ -14,6 +15,7 @@ mkdir -p target/bench
 cargo build --release --bin kiln
 ./target/release/kiln bench matmul "${quick[@]}" > target/bench/matmul.json
 ./target/release/kiln bench train "${quick[@]}" > target/bench/train.json
+./target/release/kiln bench align > target/bench/align.json
 rm -f target/bench/torch.json
 if [[ "${KILN_BENCH_TORCH:-}" != skip ]]; then
   python="${KILN_BENCH_PYTHON:-$HOME/.cache/kiln/torch/bin/python}"

@@ -6,21 +6,12 @@
 // holding real numbers and text. The model is too briefly trained for its answers to be
 // good: tests/align_learning.rs measures that alignment works; this test shows the page
 // and the WebGPU path do it.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { startServer } from '../../www/serve.mjs';
-import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
+import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-let server;
-let origin;
-before(async () => {
-  server = await startServer(path.join(ROOT, 'www'), 0);
-  origin = `http://127.0.0.1:${server.address().port}`;
-});
-after(() => server.close());
+const site = serveWww();
 
 const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, timeout = 900_000) => page.waitForFunction(fn, null, { timeout, polling: 250 });
@@ -46,7 +37,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
   try {
     const page = await browser.newPage();
     const requests = watchRequests(page);
-    await page.goto(`${origin}/index.html`);
+    await page.goto(`${site.origin}/index.html`);
     await ready(page);
     assert.equal(await app(page, () => window.kilnApp.backend.kind), 'gpu');
     await app(page, () => localStorage.removeItem('kiln.rankings'));
@@ -187,7 +178,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     console.log(`DPO: loss ${dpo.map((p) => p.loss?.toFixed(3)).join(' ')}, logp chosen ${dpo.at(-1).metrics.logpChosen.toFixed(2)}, rejected ${dpo.at(-1).metrics.logpRejected.toFixed(2)}`);
     await page.locator('#align-section').screenshot({ path: path.join(ARTIFACTS, 'align-dpo.png') });
 
-    for (const url of requests) assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), url);
+    for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {
     await browser.close();
   }

@@ -3,26 +3,19 @@
 // preset on the built-in stories, watches the loss fall, generates, exports the model and
 // imports it back, checks the page stays responsive, and compares the browser's loss
 // curve with the native GPU backend's for the same seed and configuration.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer } from '../../www/serve.mjs';
-import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
+import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STEPS = 30;
 /** The WebGPU run's losses, to hold the CPU backend's run against. */
 let gpuLosses = null;
 
-let server;
-let origin;
-before(async () => {
-  server = await startServer(path.join(ROOT, 'www'), 0);
-  origin = `http://127.0.0.1:${server.address().port}`;
-});
-after(() => server.close());
+const site = serveWww();
 
 async function openPage(browser) {
   const page = await browser.newPage({ acceptDownloads: true });
@@ -30,7 +23,7 @@ async function openPage(browser) {
   const log = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
-  await page.goto(`${origin}/index.html`);
+  await page.goto(`${site.origin}/index.html`);
   await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
   const error = await page.evaluate(() => window.kilnApp.error);
   assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
@@ -132,7 +125,7 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
     const offline = await generateGreedy(fresh.page);
     assert.equal(offline, greedy);
     for (const url of [...requests, ...fresh.requests]) {
-      assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), `request outside the page: ${url}`);
+      assert.ok(isLocal(site, url), `request outside the page: ${url}`);
     }
   } finally {
     await browser.close();

@@ -3,10 +3,13 @@
 // needs --enable-unsafe-webgpu; without that flag requestAdapter() returns null, which
 // is how the tests get a browser with no WebGPU. The network flags keep Chromium from
 // calling home (this machine has no route out, and the page must not need one).
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { startServer } from '../../www/serve.mjs';
 
 export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
 
@@ -36,3 +39,18 @@ export function watchRequests(page) {
   page.on('request', (request) => urls.push(request.url()));
   return urls;
 }
+
+/** Serves www/ on a free port around a test file's tests; `site.origin` is set before they run. */
+export function serveWww() {
+  const site = { origin: null };
+  let server;
+  before(async () => {
+    server = await startServer(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'www'), 0);
+    site.origin = `http://127.0.0.1:${server.address().port}`;
+  });
+  after(() => server.close());
+  return site;
+}
+
+/** Whether a request stays with the page: its origin, or blob:/data: URLs it made. */
+export const isLocal = (site, url) => url.startsWith(site.origin) || url.startsWith('blob:') || url.startsWith('data:');

@@ -9,21 +9,12 @@
 //    fine-tuning never showed. The two backends compute the same thing: app.test.mjs
 //    holds the browser's WebGPU curve against the native GPU backend's and the CPU's.
 // Training is deterministic (fixed seeds, fixed-order reductions): every run is the same.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { startServer } from '../../www/serve.mjs';
-import { launch, watchRequests, ARTIFACTS } from './chromium.mjs';
+import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
 
-const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-let server;
-let origin;
-before(async () => {
-  server = await startServer(path.join(ROOT, 'www'), 0);
-  origin = `http://127.0.0.1:${server.address().port}`;
-});
-after(() => server.close());
+const site = serveWww();
 
 const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, timeout = 1_200_000) => page.waitForFunction(fn, null, { timeout, polling: 500 });
@@ -37,7 +28,7 @@ const normal = (s) => s.trim().toLowerCase().replace(/[.。!！]$/u, '').trim();
 async function openPage(browser) {
   const page = await browser.newPage();
   const requests = watchRequests(page);
-  await page.goto(`${origin}/index.html`);
+  await page.goto(`${site.origin}/index.html`);
   await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error, 120_000);
   assert.equal(await app(page, () => window.kilnApp.error), null);
   return { page, requests };
@@ -138,7 +129,7 @@ test('on WebGPU: pretrain, fine-tune and chat by clicks; answers are shown as te
     assert.equal(await app(page, () => window.pwned ?? null), null);
     await page.click('#chat-reset');
     assert.equal(await page.locator('#chat-log .msg').count(), 0);
-    for (const url of requests) assert.ok(url.startsWith(origin) || url.startsWith('blob:') || url.startsWith('data:'), url);
+    for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {
     await browser.close();
   }
