@@ -571,7 +571,7 @@ pub async fn sample_candidates(messages: JsValue, k: usize, options: JsValue) ->
 #[wasm_bindgen]
 pub async fn answers(prompts: JsValue, which: String) -> Result<JsValue, JsValue> {
     let prompts: Vec<Vec<Message>> = from_js(prompts)?;
-    let cfg = SampleConfig { max_tokens: 32, ..SampleConfig::for_chat() };
+    let cfg = SampleConfig { max_tokens: 24, ..SampleConfig::for_chat() };
     let (mut run, own) = match answering_run(&which)? {
         Some(temp) => (temp, false),
         None => (take_run()?, true),

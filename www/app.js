@@ -533,7 +533,7 @@ async function align(stage) {
 
 /** The same held-out questions answered by the fine-tuned model and the current one. */
 async function compare() {
-  const convs = await app.kiln.instructionExamples('en', 'heldout', 6);
+  const convs = await app.kiln.instructionExamples('en', 'heldout', 4);
   const prompts = convs.map((c) => c.slice(0, 1));
   const before = await app.kiln.answers(prompts, 'reference');
   const after = await app.kiln.answers(prompts, 'current');

@@ -45,10 +45,10 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     // a model that answers: a few pretraining and fine-tuning steps
     await page.click('#train-tokenizer');
     await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
-    await page.fill('#steps', '10');
+    await page.fill('#steps', '5');
     await page.click('#start');
     await idle(page);
-    await page.fill('#sft-steps', '12');
+    await page.fill('#sft-steps', '5');
     await page.click('#sft-start');
     await idle(page);
     await noError(page);
@@ -133,13 +133,13 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     assert.equal(rankings[0].ranks[3], 4, 'the edit replaced the first ranking');
 
     // 7. the reward model learns the rankings; its held-out pair accuracy is charted
-    await page.fill('#align-steps', '6');
+    await page.fill('#align-steps', '4');
     await page.click('#reward-start');
     await idle(page);
     await noError(page);
     const rewardProgress = await app(page, () => window.kilnApp.progress);
     assert.equal(rewardProgress.at(-1).stage, 'reward');
-    assert.equal(rewardProgress.at(-1).step, 6);
+    assert.equal(rewardProgress.at(-1).step, 4);
     const accuracy = rewardProgress.at(-1).metrics.valPairAccuracy;
     assert.ok(accuracy >= 0 && accuracy <= 1, `held-out pair accuracy ${accuracy}`);
     const rewardChart = await app(page, () => window.kilnApp.alignPlot.data);
@@ -160,7 +160,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     assert.ok(ppoChart[1].some((v) => Number.isFinite(v)) && ppoChart[2].some((v) => Number.isFinite(v)), 'reward and KL series have points');
     await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
     const rows = await page.locator('#compare-table tbody tr').count();
-    assert.equal(rows, 6);
+    assert.equal(rows, 4);
     const cells = await page.locator('#compare-table tbody td').allTextContents();
     assert.ok(cells.every((c) => typeof c === 'string') && cells.filter((c, i) => i % 3 === 0).every((q) => q.endsWith('?')));
     console.log(`PPO: meanReward ${withRollouts.metrics.meanReward.toFixed(3)}, KL ${withRollouts.metrics.kl.toFixed(3)}; before/after: ${JSON.stringify(cells.slice(0, 3))}`);
