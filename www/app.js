@@ -307,6 +307,8 @@ async function fineTune() {
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
 const RANKINGS_KEY = 'kiln.rankings';
+/** Held-out questions the before/after view answers (the first ones of the split). */
+const BEFORE_AFTER = 4;
 const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null };
 
 function loadRankings() {
@@ -357,8 +359,10 @@ async function nextPrompt() {
   if (source === 'file') {
     if (!rank.prompts.length) throw Object.assign(new Error('open a JSONL file of prompts first'), { code: 'data' });
   } else if (!rank.prompts.length || rank.source !== 'builtin') {
-    const convs = await app.kiln.instructionExamples('en', 'train', 200);
-    rank.prompts = convs.map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
+    // held-out questions the fine-tuning never showed, past the first few that the
+    // before/after view answers
+    const convs = await app.kiln.instructionExamples('en', 'heldout', 300);
+    rank.prompts = convs.slice(BEFORE_AFTER).map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
   }
   rank.source = source;
   const prompt = rank.prompts[rank.next % rank.prompts.length];
@@ -533,7 +537,7 @@ async function align(stage) {
 
 /** The same held-out questions answered by the fine-tuned model and the current one. */
 async function compare() {
-  const convs = await app.kiln.instructionExamples('en', 'heldout', 4);
+  const convs = await app.kiln.instructionExamples('en', 'heldout', BEFORE_AFTER);
   const prompts = convs.map((c) => c.slice(0, 1));
   const before = await app.kiln.answers(prompts, 'reference');
   const after = await app.kiln.answers(prompts, 'current');

@@ -1,6 +1,7 @@
 // The npm package works outside this repository: `npm pack`, install the tarball into a
 // copy of tests/example (a page that is not the demo), and train there from the README's
-// ten lines, in headless Chromium on WebGPU.
+// ten lines (pretraining, SFT, chat, candidates, a reward model, export), in headless
+// Chromium on WebGPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -45,6 +46,11 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
     assert.equal(result.sft.stage, 'sft');
     assert.equal(result.sft.step, 4);
     assert.equal(typeof result.answer, 'string');
+    assert.equal(result.candidates.length, 4);
+    assert.ok(result.candidates.every((c) => typeof c.text === 'string' && c.logprobs.every((l) => l <= 0)));
+    assert.equal(result.reward.stage, 'reward');
+    assert.ok(Number.isFinite(result.reward.metrics.valPairAccuracy));
+    // the reward model exports with its score head after GPT-2's tensors
     assert.deepEqual(result.files, ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     assert.ok(requests.every((url) => url.startsWith(origin)), 'only the page\'s own files were requested');
   } finally {

@@ -12,11 +12,16 @@ try {
   await kiln.train({ stage: 'sft', lang: 'en', steps: 4, onProgress: (p) => window.result.sft = p });
   let answer = '';
   for await (const piece of kiln.chat([{ role: 'user', content: 'Where did Lily go?' }], { maxTokens: 8 })) answer += piece;
-  let out = '';
-  for await (const piece of kiln.generate('Once upon a time', { maxTokens: 20, temperature: 0 })) out += piece;
+  const answers = await kiln.sampleCandidates([{ role: 'user', content: 'Where did Lily go?' }], { k: 4, maxTokens: 8 });
+  // (a person ranks answers in a page; here two prompts' answers in the order sampled)
+  const rankingsJsonl = ['Where did Lily go?', 'Who came to play?'].map((q) => JSON.stringify({
+    prompt: [{ role: 'user', content: q }], answers: answers.map((a) => a.text), ranks: [1, 2, 3, 4], verdict: 'ranked' })).join('\n');
+  await kiln.train({ stage: 'reward', data: rankingsJsonl, steps: 2, onProgress: (p) => window.result.reward = p });
   const files = await kiln.exportModel();
   // ---------------------------------
-  Object.assign(window.result, { backend: kiln.backend, text: out, answer, files: Object.keys(files).sort(), done: true });
+  let out = '';
+  for await (const piece of kiln.generate('Once upon a time', { maxTokens: 20, temperature: 0 })) out += piece;
+  Object.assign(window.result, { backend: kiln.backend, text: out, answer, candidates: answers, files: Object.keys(files).sort(), done: true });
   log(`trained on ${kiln.backend.kind}; generated: Once upon a time${out}`);
 } catch (error) {
   window.result.error = `${error.code ?? ''} ${error.message}`;
