@@ -9,7 +9,7 @@ use kiln::data::chat::{
 };
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use kiln::data::documents;
-use kiln::data::instruct::{answer_matches, instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
+use kiln::data::instruct::{answer_matches, has_style, instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
 use kiln::data::jsonl::{read_conversations, to_jsonl, LineError, MAX_JSONL_BYTES};
 use kiln::error::KilnError;
 use kiln::tokenizer::{Tokenizer, TokenizerKind, ASSISTANT, BOS, END, SPECIAL_TOKENS, SYSTEM, USER};
@@ -289,27 +289,32 @@ fn check_instruction_set(language: Language) {
     assert_eq!(shared, 0);
     println!("{language:?}: {} distinct train stories of {}", train_stories.len(), train.len());
 
-    let yes_no = ["Yes.", "No.", "是。", "否。"];
+    let yes_no = ["Yes", "No", "是", "否"];
     for set in [&train, &held_out] {
         let mut kinds: HashMap<&str, usize> = HashMap::new();
         let mut answers: HashMap<&str, usize> = HashMap::new();
+        let mut exclaimed = 0;
         for conv in set.iter() {
             let (story, question, answer) = parts(conv);
             assert_eq!(story.matches(['.', '。']).count(), 3, "three sentences: {story}");
             let kind = kind_of(question);
             *kinds.entry(kind).or_default() += 1;
+            // one answer in four ends with an exclamation mark (the preference tests' style)
+            exclaimed += has_style(answer) as usize;
+            let bare = answer.trim_end_matches(['.', '。', '!', '！']);
             if kind == "yes/no" {
-                assert!(yes_no.contains(&answer), "{answer}");
-                *answers.entry(answer).or_default() += 1;
+                assert!(yes_no.contains(&bare), "{answer}");
+                *answers.entry(bare).or_default() += 1;
             } else {
-                let bare = answer.trim_end_matches(['.', '。']).to_lowercase();
-                assert!(story.to_lowercase().contains(&bare), "{answer:?} not in {story:?}");
+                assert!(story.to_lowercase().contains(&bare.to_lowercase()), "{answer:?} not in {story:?}");
             }
         }
-        println!("{language:?} kinds {kinds:?}, yes/no answers {answers:?}");
+        println!("{language:?} kinds {kinds:?}, yes/no answers {answers:?}, {exclaimed} exclaimed");
         assert_eq!(kinds.len(), 5);
         assert!(kinds.values().all(|&k| k == set.len() / 5), "{kinds:?}");
         assert!(answers.values().all(|&k| k == set.len() / 10), "{answers:?}");
+        let share = exclaimed as f64 / set.len() as f64;
+        assert!((0.15..0.35).contains(&share), "about a quarter of the answers exclaim: {share}");
     }
     println!("{language:?} example:\n{}", render_text(&held_out[4], false));
 }
