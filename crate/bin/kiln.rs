@@ -452,6 +452,9 @@ fn candidates(o: &Options) -> CliResult {
     let out = PathBuf::from(o.get("out").ok_or_else(|| usage("candidates needs --out FILE.jsonl"))?);
     let align = TrainConfig::for_stage(StageKind::Ppo).align;
     let k = get(o, "k", align.answers_per_prompt)?;
+    if !(2..=kiln::data::preference::MAX_ANSWERS).contains(&k) {
+        return Err(usage(&format!("--k {k}: rank 2 to {} answers a prompt", kiln::data::preference::MAX_ANSWERS)));
+    }
     let scripted = match o.get("rank").map(String::as_str) {
         None => false,
         Some("script") if !o.contains_key("prompts") => true,

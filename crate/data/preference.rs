@@ -127,7 +127,11 @@ pub fn read_rankings(bytes: &[u8]) -> Result<Rankings> {
         Some(object) => ranking_of(&object).map(Some),
     })?;
     if items.is_empty() {
-        let why = if skipped.is_empty() { "every line is blank".to_string() } else { list_errors(&skipped) };
+        let why = match (bytes.is_empty(), skipped.is_empty()) {
+            (true, _) => "the file is empty".to_string(),
+            (false, true) => "every line is blank".to_string(),
+            (false, false) => list_errors(&skipped),
+        };
         return Err(KilnError::Data(format!("the file holds no usable ranking: {why}")));
     }
     Ok(Rankings { items, skipped })
