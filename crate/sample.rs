@@ -180,6 +180,13 @@ impl Candidate {
     }
 }
 
+/// The prompt a decoder feeds: `<|bos|>` when empty; its end, leaving room for one new
+/// token, when longer than the context.
+fn in_context(prompt: &[u32], t_cap: usize) -> Vec<u32> {
+    let prompt = if prompt.is_empty() { &[BOS][..] } else { prompt };
+    prompt[prompt.len().saturating_sub(t_cap - 1)..].to_vec()
+}
+
 /// `decoder.seqs()` answers to one prompt, decoded together in one batch: row r samples
 /// with the seed `cfg.seed + r`, so it is the answer [`generate`] gives with that seed.
 pub async fn sample_candidates<B: Backend>(
@@ -190,9 +197,7 @@ pub async fn sample_candidates<B: Backend>(
     cfg: &SampleConfig,
 ) -> Result<Vec<Candidate>> {
     let (k, t_cap, v) = (decoder.seqs(), model.config.block_size, model.config.vocab_size);
-    let bos = [BOS];
-    let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
-    let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
+    let prompt = in_context(prompt, t_cap);
     for (pos, &token) in prompt.iter().enumerate() {
         decoder.step_rows(be, model, &vec![token; k], pos);
     }
@@ -250,9 +255,7 @@ impl Generation {
         cfg: &SampleConfig,
     ) -> Generation {
         let t_cap = model.config.block_size;
-        let bos = [BOS];
-        let prompt = if prompt.is_empty() { &bos[..] } else { prompt };
-        let prompt = &prompt[prompt.len().saturating_sub(t_cap - 1)..];
+        let prompt = in_context(prompt, t_cap);
         for (pos, &token) in prompt.iter().enumerate() {
             decoder.step(be, model, token, pos);
         }
