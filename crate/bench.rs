@@ -30,9 +30,15 @@ fn named(name: &str, form: &'static str, shape: MatmulShape) -> BenchShape {
 /// weights stored (in, out) like GPT-2's Conv1D: forward Y = X·W (A·B), input gradient
 /// dX = dY·Wᵀ (A·Bᵀ) and weight gradient dW = Xᵀ·dY (Aᵀ·B), for the QKV,
 /// attention-output, MLP-up and MLP-down projections.
-pub fn matmul_shapes() -> Vec<BenchShape> {
+pub fn matmul_shapes(large: bool) -> Vec<BenchShape> {
     let mut shapes: Vec<BenchShape> =
         [256, 512, 1024].iter().map(|&s| named(&format!("square {s}"), "A·B", MatmulShape::nn(s, s, s))).collect();
+    // a real GPU only approaches its peak on larger products (`kiln bench matmul --large`)
+    if large {
+        for s in [2048, 4096] {
+            shapes.push(named(&format!("square {s}"), "A·B", MatmulShape::nn(s, s, s)));
+        }
+    }
     let (c, rows) = (384, 8 * 256);
     for (layer, inp, out) in [("qkv", c, 3 * c), ("attn_proj", c, c), ("mlp_fc", c, 4 * c), ("mlp_proj", 4 * c, c)] {
         shapes.push(named(&format!("{layer} forward"), "A·B", MatmulShape::nn(rows, out, inp)));
@@ -66,6 +72,8 @@ mod native {
         pub gflops_tiled: f64,
         pub gflops_naive: f64,
         pub gflops_cpu: f64,
+        /// The tiled kernel's share of the adapter's fp32 peak, where the peak is known.
+        pub tiled_share_of_peak: Option<f64>,
         pub tiled_over_naive: f64,
         pub tiled_over_cpu: f64,
         /// max |tiled − cpu| / max |cpu|: the benchmark also checks what it times.
@@ -79,6 +87,8 @@ mod native {
         pub cpu: String,
         pub cpu_threads: usize,
         pub cpu_twin: &'static str,
+        /// The adapter's fp32 peak (KILN_FP32_PEAK_GFLOPS, or a datasheet figure by name).
+        pub fp32_peak_gflops: Option<f64>,
         pub results: Vec<MatmulResult>,
         pub geomean_tiled_over_naive: f64,
         pub geomean_tiled_over_cpu: f64,
@@ -124,21 +134,46 @@ mod native {
         Ok(run(reps)? / reps as f64)
     }
 
+    /// Dense fp32 (non-tensor-core) peaks in GFLOP/s from vendors' datasheets, by a part
+    /// of the adapter's name; KILN_FP32_PEAK_GFLOPS overrides. None: not known.
+    fn fp32_peak_gflops(adapter: &str) -> Option<f64> {
+        if let Some(v) = std::env::var("KILN_FP32_PEAK_GFLOPS").ok().and_then(|v| v.parse().ok()) {
+            return Some(v);
+        }
+        const PEAKS: [(&str, f64); 8] = [
+            ("H200", 66_900.0),
+            ("H100 PCIe", 51_200.0),
+            ("H100", 66_900.0),
+            ("A100", 19_500.0),
+            ("L4", 30_300.0),
+            ("RTX 4090", 82_600.0),
+            ("RTX 3090", 35_600.0),
+            ("T4", 8_100.0),
+        ];
+        PEAKS.iter().find(|(name, _)| adapter.contains(name)).map(|&(_, peak)| peak)
+    }
+
     fn time_cpu(out: &mut [f32], a: &[f32], b: &[f32], s: &BenchShape) -> f64 {
         let mut reps = 0;
         let start = Instant::now();
         while reps == 0 || start.elapsed().as_secs_f64() < MIN_SECONDS {
-            cpu::matmul::matmul(out, a, b, None, s.shape, false);
+            cpu::matmul::matmul_gemm(out, a, b, None, s.shape, false);
             reps += 1;
         }
         start.elapsed().as_secs_f64() / reps as f64
     }
 
     /// Times every shape of [`matmul_shapes`] (or the first `limit`) three ways.
-    pub fn bench_matmul(gpu: &Gpu, limit: Option<usize>, progress: impl Fn(&str)) -> Result<MatmulReport, GpuError> {
+    pub fn bench_matmul(
+        gpu: &Gpu,
+        limit: Option<usize>,
+        large: bool,
+        progress: impl Fn(&str),
+    ) -> Result<MatmulReport, GpuError> {
         let rng = &mut Rng::new(42);
+        let peak = fp32_peak_gflops(&gpu.adapter_name());
         let mut results = Vec::new();
-        for s in matmul_shapes().into_iter().take(limit.unwrap_or(usize::MAX)) {
+        for s in matmul_shapes(large).into_iter().take(limit.unwrap_or(usize::MAX)) {
             progress(&format!("{} ({} M={} N={} K={})", s.name, s.form, s.m, s.n, s.k));
             let a = rng.vec_f32(s.shape.a_len(), -1.0, 1.0);
             let b = rng.vec_f32(s.shape.b_len(), -1.0, 1.0);
@@ -152,6 +187,7 @@ mod native {
             let flops = s.shape.flops() / 1e9;
             results.push(MatmulResult {
                 gflops_tiled: flops / tiled,
+                tiled_share_of_peak: peak.map(|p| flops / tiled / p),
                 gflops_naive: flops / naive,
                 gflops_cpu: flops / cpu,
                 tiled_over_naive: naive / tiled,
@@ -168,7 +204,8 @@ mod native {
             adapter: gpu.adapter_name(),
             cpu: cpu_model(),
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu_twin: "crate/cpu/matmul.rs, one thread, f32",
+            cpu_twin: "the CPU backend's product (crate/cpu/matmul.rs matmul_gemm: the gemm crate, all cores), f32",
+            fp32_peak_gflops: peak,
             geomean_tiled_over_naive: geomean(&|r| r.tiled_over_naive),
             geomean_tiled_over_cpu: geomean(&|r| r.tiled_over_cpu),
             results,
@@ -195,6 +232,10 @@ mod native {
         pub memory_estimate_bytes: u64,
         /// The most bytes of Kiln buffers alive at once (GPU only).
         pub memory_peak_bytes: Option<u64>,
+        /// GPU only: kernel dispatches in one pretraining step, and the CPU milliseconds
+        /// to record and submit it (the step's call, before waiting for the GPU).
+        pub dispatches_per_step: Option<f64>,
+        pub record_ms_per_step: Option<f64>,
     }
 
     #[derive(Debug, Serialize)]
@@ -213,20 +254,36 @@ mod native {
         run: &mut crate::train::Trainer<B>,
         min_seconds: f64,
     ) -> Result<(usize, f64), KilnError> {
+        let (steps, seconds, _) = time_steps_recording(run, min_seconds)?;
+        Ok((steps, seconds))
+    }
+
+    /// [`time_steps`], with the seconds spent in the step calls themselves (recording and
+    /// submitting, on the GPU backend) beside the total.
+    fn time_steps_recording<B: crate::backend::Backend>(
+        run: &mut crate::train::Trainer<B>,
+        min_seconds: f64,
+    ) -> Result<(usize, f64, f64), KilnError> {
         let start = Instant::now();
-        let mut steps = 0;
+        let (mut steps, mut recording) = (0, 0.0);
         while steps == 0 || (start.elapsed().as_secs_f64() < min_seconds && steps < 50) {
+            let call = Instant::now();
             pollster::block_on(run.train_one())?;
+            recording += call.elapsed().as_secs_f64();
             pollster::block_on(run.be.read(&run.opt.norm))?;
             steps += 1;
         }
-        Ok((steps, start.elapsed().as_secs_f64()))
+        Ok((steps, start.elapsed().as_secs_f64(), recording))
     }
 
-    /// Tokens/s of the presets (tiny and small when `quick`, and base otherwise) on the GPU
-    /// and the CPU backend, B = 8 rows of the preset's full context, on the default corpus
-    /// with a 512-token BPE vocabulary.
-    pub fn bench_train(gpu: &Gpu, quick: bool, progress: impl Fn(&str)) -> Result<TrainReport, KilnError> {
+    /// Tokens/s of the presets on the backends ("gpu" needs `gpu`, "cpu"), B = 8 rows of
+    /// the preset's full context, on the default corpus with a 512-token BPE vocabulary.
+    pub fn bench_train(
+        gpu: Option<&Gpu>,
+        presets: &[&str],
+        backends: &[&str],
+        progress: impl Fn(&str),
+    ) -> Result<TrainReport, KilnError> {
         use crate::backend::{CpuBackend, GpuBackend};
         use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
         use crate::model::GptConfig;
@@ -237,10 +294,9 @@ mod native {
         let text = default_corpus(Language::English, DEFAULT_STORIES, DEFAULT_SEED);
         let docs = crate::data::documents(&text);
         let tokenizer_json = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(512))?.to_json()?;
-        let presets: &[&str] = if quick { &["tiny", "small"] } else { &["tiny", "small", "base"] };
         let mut results = Vec::new();
         for &preset in presets {
-            for backend in ["gpu", "cpu"] {
+            for backend in backends {
                 progress(&format!("timing {preset} on the {backend} backend"));
                 let tokenizer = Tokenizer::from_json(&tokenizer_json)?;
                 let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
@@ -258,29 +314,33 @@ mod native {
                 let sft_stage = |tok: &Tokenizer| Sft::builtin(tok, Language::English, model.block_size, seed);
                 let min_seconds = if preset == "tiny" { 3.0 } else { 5.0 };
                 // Pretraining, then SFT on the same model: (steps, seconds) each.
-                let (steps, seconds, sft_steps, sft_seconds, peak) = if backend == "gpu" {
+                let (steps, seconds, sft_steps, sft_seconds, peak, dispatches, record) = if *backend == "gpu" {
+                    let gpu = gpu.ok_or_else(|| KilnError::Config("the gpu benchmark needs a GPU".into()))?;
                     gpu.reset_peak();
                     let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
                     time_steps(&mut run, 0.0)?; // warm-up: compiles the pipelines
-                    let (steps, seconds) = time_steps(&mut run, min_seconds)?;
+                    let before = gpu.dispatches();
+                    let (steps, seconds, recording) = time_steps_recording(&mut run, min_seconds)?;
+                    let dispatches = (gpu.dispatches() - before) as f64 / steps as f64;
                     let peak = gpu.memory().1;
                     let stage = sft_stage(&run.tokenizer)?;
                     run.begin(Box::new(stage), sft_cfg)?;
                     let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
-                    (steps, seconds, sft_steps, sft_seconds, Some(peak))
+                    let record = 1e3 * recording / steps as f64;
+                    (steps, seconds, sft_steps, sft_seconds, Some(peak), Some(dispatches), Some(record))
                 } else {
                     let mut run = Trainer::pretrain(CpuBackend::new(), tokenizer, &text, model, cfg)?;
                     let (steps, seconds) = time_steps(&mut run, min_seconds)?;
                     let stage = sft_stage(&run.tokenizer)?;
                     run.begin(Box::new(stage), sft_cfg)?;
                     let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
-                    (steps, seconds, sft_steps, sft_seconds, None)
+                    (steps, seconds, sft_steps, sft_seconds, None, None, None)
                 };
                 let tokens_per_s = (steps * batch * model.block_size) as f64 / seconds;
                 progress(&format!("  {tokens_per_s:.0} tokens/s over {steps} steps (pretraining)"));
                 results.push(TrainResult {
                     preset: preset.into(),
-                    backend: backend.into(),
+                    backend: backend.to_string(),
                     params: model.num_params(),
                     batch,
                     context: model.block_size,
@@ -291,12 +351,14 @@ mod native {
                     sft_steps_timed: sft_steps,
                     memory_estimate_bytes: model.memory(batch, model.block_size).total(),
                     memory_peak_bytes: peak,
+                    dispatches_per_step: dispatches,
+                    record_ms_per_step: record,
                 });
             }
         }
         Ok(TrainReport {
             benchmark: "train",
-            adapter: gpu.adapter_name(),
+            adapter: gpu.map_or("none".into(), |g| g.adapter_name()),
             cpu: cpu_model(),
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             corpus: format!("default English stories ({DEFAULT_STORIES}), BPE 512"),
@@ -429,16 +491,49 @@ mod native {
     }
 }
 
-/// Where a training step's GPU time goes, per kernel entry point (native; `kiln bench
-/// profile`): every dispatch runs and is waited for on its own, so the total is slower
-/// than a real step, but the shares show which kernels matter.
+/// Where a training step's time goes, per kernel entry point (GPU) or op (CPU, when `gpu`
+/// is None), native only (`kiln bench profile [--backend cpu]`). On the GPU every dispatch
+/// runs and is waited for on its own, so the total is slower than a real step, but the
+/// shares show which kernels matter.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn profile_step(
-    gpu: &crate::gpu::Gpu,
+    gpu: Option<&crate::gpu::Gpu>,
     preset: &str,
     steps: usize,
 ) -> Result<Vec<(String, u32, f64)>, crate::error::KilnError> {
-    use crate::backend::GpuBackend;
+    use crate::backend::{CpuBackend, GpuBackend};
+    let totals = match gpu {
+        Some(gpu) => {
+            let mut run = profiled_run(GpuBackend::new(gpu.clone()), preset)?;
+            pollster::block_on(run.train_one())?; // compile pipelines first
+            gpu.set_profiling(true);
+            for _ in 0..steps {
+                pollster::block_on(run.train_one())?;
+            }
+            gpu.set_profiling(false)
+        }
+        None => {
+            let mut run = profiled_run(CpuBackend::new(), preset)?;
+            pollster::block_on(run.train_one())?;
+            run.be.set_profiling(true);
+            for _ in 0..steps {
+                pollster::block_on(run.train_one())?;
+            }
+            run.be.set_profiling(false)
+        }
+    };
+    let mut rows: Vec<(String, u32, f64)> =
+        totals.unwrap_or_default().into_iter().map(|(k, (n, s))| (k.to_string(), n, s)).collect();
+    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(rows)
+}
+
+/// A pretraining run of `preset` (batch 8) on 1,000 default stories, for profiling.
+#[cfg(not(target_arch = "wasm32"))]
+fn profiled_run<B: crate::backend::Backend>(
+    be: B,
+    preset: &str,
+) -> Result<crate::train::Trainer<B>, crate::error::KilnError> {
     use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED};
     use crate::model::GptConfig;
     use crate::tokenizer::{Tokenizer, TokenizerKind};
@@ -448,14 +543,5 @@ pub fn profile_step(
     let model = GptConfig::preset(preset, tokenizer.vocab_size())?;
     let cfg =
         TrainConfig { steps: 1000, eval_every: u64::MAX, sample_every: 0, log_every: u64::MAX, ..Default::default() };
-    let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
-    pollster::block_on(run.train_one())?; // compile pipelines first
-    gpu.set_profiling(true);
-    for _ in 0..steps {
-        pollster::block_on(run.train_one())?;
-    }
-    let totals = gpu.set_profiling(false).unwrap_or_default();
-    let mut rows: Vec<(String, u32, f64)> = totals.into_iter().map(|(k, (n, s))| (k.to_string(), n, s)).collect();
-    rows.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(rows)
+    Trainer::pretrain(be, tokenizer, &text, model, cfg)
 }

@@ -79,11 +79,28 @@ macro_rules! with_run {
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BackendInfo {
+    /// The backend models train on now (with `auto`, the faster for the last model made).
     kind: BackendKind,
     adapter: String,
-    /// Why the CPU backend is in use, when it is.
+    /// Why this backend: asked for, no WebGPU, or both timed on the model (`auto`).
     reason: Option<String>,
     max_buffer_bytes: Option<u64>,
+    /// `auto`: each new model is timed on both backends and trains on the faster.
+    auto: bool,
+    /// WebGPU here renders in software on the CPU (SwiftShader, WARP): not a GPU.
+    software: bool,
+    /// `auto`'s measurements on the last model made (training tokens/s).
+    gpu_tokens_per_s: Option<f64>,
+    cpu_tokens_per_s: Option<f64>,
+}
+
+/// What the page's WebGPU adapter says of itself (wgpu leaves the name empty in browsers).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AdapterDescription {
+    description: String,
+    /// `isFallbackAdapter`, or a software rasteriser's name
+    software: bool,
 }
 
 #[derive(Default)]
@@ -118,20 +135,36 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// Chooses the backend: "auto" (WebGPU when this browser has an adapter, else the CPU),
-/// "gpu" or "cpu". Returns {kind, adapter, reason, maxBufferBytes}.
+/// Chooses the backend: "auto" (both WebGPU, when this browser has an adapter, and the
+/// CPU; each model trains on whichever of the two is faster for it, timed when the model is
+/// made), "gpu" or "cpu". `adapter` is {description, software} from WebGPU's adapter info.
+/// Returns BackendInfo: {kind, adapter, reason, maxBufferBytes, auto, software, …}.
 #[wasm_bindgen(js_name = init)]
-pub async fn init(backend: String) -> Result<JsValue, JsValue> {
+pub async fn init(backend: String, adapter: JsValue) -> Result<JsValue, JsValue> {
+    let described: AdapterDescription =
+        if adapter.is_undefined() || adapter.is_null() { Default::default() } else { from_js(adapter)? };
     let (gpu, info) = match backend.as_str() {
         "cpu" => (None, cpu_info("the CPU backend was asked for".into())),
         "gpu" | "auto" => match Gpu::new().await {
             Ok(gpu) => {
                 let limits = gpu.limits();
+                let software = described.software || gpu.is_software();
+                let name = if described.description.is_empty() { gpu.adapter_name() } else { described.description };
+                let auto = backend == "auto";
                 let info = BackendInfo {
-                    kind: BackendKind::Gpu,
-                    adapter: gpu.adapter_name(),
-                    reason: None,
+                    // before a model is timed, auto expects a software adapter to lose
+                    kind: if auto && software { BackendKind::Cpu } else { BackendKind::Gpu },
+                    adapter: name,
+                    reason: auto.then(|| {
+                        "WebGPU and the CPU are both here: each model is timed on both when it is made and \
+                         trains on the faster"
+                            .into()
+                    }),
                     max_buffer_bytes: Some(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)),
+                    auto,
+                    software,
+                    gpu_tokens_per_s: None,
+                    cpu_tokens_per_s: None,
                 };
                 (Some(gpu), info)
             }
@@ -149,12 +182,38 @@ pub async fn init(backend: String) -> Result<JsValue, JsValue> {
     to_js(&info)
 }
 
+/// With `auto` and WebGPU at hand, times `config` on both backends and makes the faster
+/// the session's (no session borrow is held while the probe runs).
+async fn choose_backend(config: GptConfig) -> Result<(), KilnError> {
+    let (gpu, tok, info) = {
+        let s = session();
+        let s = s.borrow();
+        match (&s.gpu, &s.info, &s.tokenizer) {
+            (Some(gpu), Some(info), Some(tok)) if info.auto => (gpu.clone(), tok.clone(), info.clone()),
+            _ => return Ok(()),
+        }
+    };
+    let choice = crate::backend::choose(Some((&gpu, info.software)), &tok, config).await?;
+    session().borrow_mut().info = Some(BackendInfo {
+        kind: choice.kind,
+        reason: Some(choice.reason),
+        gpu_tokens_per_s: choice.gpu_tokens_per_s,
+        cpu_tokens_per_s: Some(choice.cpu_tokens_per_s),
+        ..info
+    });
+    Ok(())
+}
+
 fn cpu_info(reason: String) -> BackendInfo {
     BackendInfo {
         kind: BackendKind::Cpu,
         adapter: "WebAssembly (SIMD128)".into(),
         reason: Some(reason),
         max_buffer_bytes: None,
+        auto: false,
+        software: false,
+        gpu_tokens_per_s: None,
+        cpu_tokens_per_s: None,
     }
 }
 
@@ -300,7 +359,8 @@ fn new_run_with(
     seed: u64,
 ) -> Result<Run, KilnError> {
     let tok = s.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
-    Ok(match &s.gpu {
+    let on_gpu = s.info.as_ref().is_some_and(|i| i.kind == BackendKind::Gpu);
+    Ok(match s.gpu.as_ref().filter(|_| on_gpu) {
         Some(gpu) => {
             Run::Gpu(Box::new(Trainer::with_layout(GpuBackend::new(gpu.clone()), tok, config, layout, params, seed)?))
         }
@@ -317,13 +377,16 @@ fn pretrain_stage(s: &Session, t: usize, cfg: &TrainConfig) -> Result<Box<dyn St
 
 /// Makes a new model and its pretraining run on the corpus. `training` holds training
 /// options (camelCase fields of TrainConfig; missing ones take the stage's defaults).
+/// With `auto`, the model is first timed on both backends (see `init`).
 #[wasm_bindgen(js_name = createModel)]
-pub fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
+pub async fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
     let o: ModelOptions = from_js(model)?;
     let cfg = training_config(StageKind::Pretrain, training)?;
+    let vocab = tokenizer(&session().borrow())?.vocab_size();
+    let config = model_config(&o, vocab).map_err(kiln_error)?;
+    choose_backend(config).await.map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
-    let config = model_config(&o, tokenizer(&s)?.vocab_size()).map_err(kiln_error)?;
     let stage = pretrain_stage(&s, config.block_size, &cfg).map_err(kiln_error)?;
     let mut run = new_run(&s, config, None, cfg.seed).map_err(kiln_error)?;
     with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
@@ -344,7 +407,7 @@ fn run_info(s: &Session) -> Result<JsValue, JsValue> {
     let (train_rows, val_rows) = rows.unwrap_or((0, 0));
     to_js(&serde_json::json!({
         "config": info.config, "params": info.params, "memoryBytes": info.memory_bytes, "memory": info.memory,
-        "stage": stage, "trainRows": train_rows, "valRows": val_rows,
+        "stage": stage, "trainRows": train_rows, "valRows": val_rows, "backend": s.info,
     }))
 }
 

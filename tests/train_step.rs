@@ -34,9 +34,19 @@ fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
     let before = gpu.submits();
     block_on(train_step(&mut be, &model, &acts, &mut opt, &micro, adamw, 1.0, false)).unwrap();
     assert_eq!(gpu.submits() - before, 1, "a silent step with 3 micro-batches is one submit");
+    // the step's bind groups were made by the first step; the next reuses them all but
+    // AdamW's, whose parameters (step count, learning rate) change every step
+    let (made, dispatches) = (gpu.bind_groups_made(), gpu.dispatches());
+    block_on(train_step(&mut be, &model, &acts, &mut opt, &micro, adamw, 1.0, false)).unwrap();
+    let (dispatched, new) = (gpu.dispatches() - dispatches, gpu.bind_groups_made() - made);
+    let adamw_dispatches = model.layout.tensors.len() as u64; // at most one per tensor
+    println!("a repeated step: {dispatched} dispatches, {new} new bind groups (AdamW's)");
+    assert!(dispatched > 20);
+    assert!(new <= adamw_dispatches, "a repeated step made {new} bind groups");
     let before = gpu.submits();
     let loss_accumulated =
         block_on(train_step(&mut be, &model, &acts, &mut opt, &micro, adamw, 1.0, true)).unwrap().unwrap();
+    // (three steps on `model` now; the big batch below gets three too)
     assert_eq!(gpu.submits() - before, 2, "a reporting step adds one readback");
 
     // the same six rows as one batch of 6, from the same starting weights
@@ -45,16 +55,58 @@ fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
     let model_big = Gpt::new(&mut be, config, 3).unwrap();
     let acts_big = Activations::new(&mut be, &config, 6, 16).unwrap();
     let mut opt_big = AdamW::new(&mut be, &model_big).unwrap();
-    block_on(train_step(&mut be, &model_big, &acts_big, &mut opt_big, std::slice::from_ref(&big), adamw, 1.0, false))
+    for _ in 0..2 {
+        block_on(train_step(
+            &mut be,
+            &model_big,
+            &acts_big,
+            &mut opt_big,
+            std::slice::from_ref(&big),
+            adamw,
+            1.0,
+            false,
+        ))
         .unwrap();
+    }
     let loss_big =
         block_on(train_step(&mut be, &model_big, &acts_big, &mut opt_big, &[big], adamw, 1.0, true)).unwrap().unwrap();
     let (a, b) = (block_on(be.read(&model.params)).unwrap(), block_on(be.read(&model_big.params)).unwrap());
     let expected: Vec<f64> = b.iter().map(|&x| x as f64).collect();
     let err = kiln::selftest::max_rel_err(&a, &expected);
     println!(
-        "accumulated loss {loss_accumulated:.6} vs one batch {loss_big:.6}; weights after 2 steps differ by {err:.2e}"
+        "accumulated loss {loss_accumulated:.6} vs one batch {loss_big:.6}; weights after 3 steps differ by {err:.2e}"
     );
     assert!(((loss_accumulated - loss_big) / loss_big).abs() < 1e-5);
     assert!(err < 1e-5);
+}
+
+/// The CPU backend runs its products and row-wise ops on every core; each output is still
+/// computed by one thread in a fixed order, so a run repeats bit for bit.
+#[test]
+fn a_multithreaded_cpu_run_repeats_bit_for_bit() {
+    use kiln::backend::CpuBackend;
+    use kiln::train::{TrainConfig, Trainer};
+    let text = default_corpus(Language::English, 200, 3);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
+    let config = GptConfig::preset("tiny", tok.vocab_size()).unwrap();
+    let cfg = TrainConfig { steps: 6, eval_every: 3, sample_every: 0, log_every: 1, ..Default::default() };
+    let run = || {
+        let mut run = Trainer::pretrain(CpuBackend::new(), tok.clone(), &text, config, cfg.clone()).unwrap();
+        let mut losses = Vec::new();
+        for _ in 0..6 {
+            let p = block_on(run.train_one()).unwrap();
+            losses.extend(p.loss.map(f32::to_bits));
+            losses.extend(p.val_loss.map(f32::to_bits));
+        }
+        (losses, block_on(run.params()).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+    };
+    let (first, second) = (run(), run());
+    println!(
+        "{} threads: losses {:?}",
+        rayon::current_num_threads(),
+        first.0.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>()
+    );
+    assert!(rayon::current_num_threads() > 1 || std::thread::available_parallelism().map_or(1, |n| n.get()) == 1);
+    assert_eq!(first.0.len(), 8, "6 training losses and 2 validations");
+    assert_eq!(first, second, "two runs of the same seed differ");
 }

@@ -123,10 +123,22 @@ async function estimate() {
   });
 }
 
+/** The badge: where models train, and why (with auto's two figures once a model is made). */
+function showBackend(b) {
+  const badge = $('backend');
+  badge.className = `badge ${b.kind}`;
+  const why = b.reason ? ` — ${b.reason}` : '';
+  if (b.kind === 'cpu') badge.textContent = `Training on the CPU (WebAssembly)${why}`;
+  else if (b.software) badge.textContent = `Training on software WebGPU (${b.adapter}), not a GPU${why}`;
+  else badge.textContent = `Training on your GPU with WebGPU: ${b.adapter}${why}`;
+}
+
 async function createModel() {
   if (!app.tokenizer) await trainTokenizer();
+  if (app.backend.auto) $('model-stats').textContent = 'Timing this model on WebGPU and on the CPU …';
   const info = await app.kiln.createModel(modelOptions(), trainingOptions());
   app.model = info;
+  if (info.backend) showBackend(app.backend = info.backend);
   resetChart();
   const c = info.config;
   $('model-stats').textContent = `Model ready: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size}, vocabulary ${c.vocab_size} — ${info.params.toLocaleString()} parameters, ${info.memory}; ${info.trainRows.toLocaleString()} training rows, ${info.valRows.toLocaleString()} validation rows.`;
@@ -757,12 +769,13 @@ async function main() {
     showRankings();
     addExampleRow('What is the capital of France?', 'Paris.');
     addExampleRow('Say hello in Spanish.', 'Hola.');
-    const b = app.backend;
-    const badge = $('backend');
-    badge.className = `badge ${b.kind}`;
-    badge.textContent = b.kind === 'gpu'
-      ? `Training on your GPU with WebGPU: ${b.adapter}`
-      : `Training on the CPU (WebAssembly): ${b.reason}`;
+    showBackend(app.backend);
+    $('backend-choice').value = backend;
+    $('backend-choice').addEventListener('change', () => {
+      const url = new URL(location.href);
+      url.searchParams.set('backend', $('backend-choice').value);
+      location.assign(url);
+    });
     await chooseSource();
     app.ready = true;
   });

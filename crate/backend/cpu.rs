@@ -15,11 +15,34 @@ use crate::error::Result;
 pub type CpuBuf = Rc<RefCell<Vec<f32>>>;
 
 #[derive(Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    /// Per-op (calls, seconds) while profiling (`kiln bench profile --backend cpu`).
+    profile: Option<crate::gpu::KernelTimes>,
+}
 
 impl CpuBackend {
     pub fn new() -> CpuBackend {
-        CpuBackend
+        CpuBackend::default()
+    }
+
+    /// Starts (`true`) or ends timing every op; ending returns the totals.
+    pub fn set_profiling(&mut self, on: bool) -> Option<crate::gpu::KernelTimes> {
+        std::mem::replace(&mut self.profile, on.then(Default::default))
+    }
+
+    /// Runs one op, timed when profiling.
+    fn op<R>(&mut self, name: &'static str, f: impl FnOnce() -> R) -> R {
+        if self.profile.is_none() {
+            return f();
+        }
+        let start = crate::clock::now_s();
+        let r = f();
+        let e = self.profile.as_mut().map(|p| p.entry(name).or_default());
+        if let Some(e) = e {
+            e.0 += 1;
+            e.1 += crate::clock::now_s() - start;
+        }
+        r
     }
 }
 
@@ -87,16 +110,20 @@ impl Backend for CpuBackend {
         s: MatmulShape,
         acc: bool,
     ) {
-        let (a_buf, b_buf) = (a.buf.borrow(), b.buf.borrow());
-        let bias_buf = bias.map(|x| x.buf.borrow());
-        let bias_slice = bias_buf.as_ref().zip(bias).map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
-        let mut o = out.buf.borrow_mut();
-        cpu::matmul::matmul(&mut o[out.offset..], &a_buf[a.offset..], &b_buf[b.offset..], bias_slice, s, acc);
+        self.op("matmul", || {
+            let (a_buf, b_buf) = (a.buf.borrow(), b.buf.borrow());
+            let bias_buf = bias.map(|x| x.buf.borrow());
+            let bias_slice = bias_buf.as_ref().zip(bias).map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
+            let mut o = out.buf.borrow_mut();
+            cpu::matmul::matmul_gemm(&mut o[out.offset..], &a_buf[a.offset..], &b_buf[b.offset..], bias_slice, s, acc);
+        })
     }
     fn sum_rows(&mut self, out: At<CpuBuf>, src: At<CpuBuf>, r: usize, w: usize, acc: bool) -> Result<()> {
-        let s = src.buf.borrow();
-        cpu::sum_rows::sum_rows(&mut out.buf.borrow_mut()[out.offset..out.offset + w], &s[src.offset..], r, w, acc);
-        Ok(())
+        self.op("sum_rows", || {
+            let s = src.buf.borrow();
+            cpu::sum_rows::sum_rows(&mut out.buf.borrow_mut()[out.offset..out.offset + w], &s[src.offset..], r, w, acc);
+            Ok(())
+        })
     }
     fn embedding_forward(
         &mut self,
@@ -108,16 +135,18 @@ impl Backend for CpuBackend {
         t: usize,
         c: usize,
     ) {
-        let (tok, e, p) = (tokens.borrow(), wte.buf.borrow(), wpe.buf.borrow());
-        cpu::embedding::embedding_forward(
-            &mut out.borrow_mut(),
-            u32s(&tok),
-            &e[wte.offset..],
-            &p[wpe.offset..],
-            b,
-            t,
-            c,
-        );
+        self.op("embedding_forward", || {
+            let (tok, e, p) = (tokens.borrow(), wte.buf.borrow(), wpe.buf.borrow());
+            cpu::embedding::embedding_forward(
+                &mut out.borrow_mut(),
+                u32s(&tok),
+                &e[wte.offset..],
+                &p[wpe.offset..],
+                b,
+                t,
+                c,
+            );
+        })
     }
     fn embedding_backward(
         &mut self,
@@ -129,17 +158,19 @@ impl Backend for CpuBackend {
         t: usize,
         c: usize,
     ) -> Result<()> {
-        let vocab_rows = 1 + tokens.iter().copied().max().unwrap_or(0) as usize;
-        let g = dout.borrow();
-        if Rc::ptr_eq(dwte.buf, dwpe.buf) {
-            let mut buf = dwte.buf.borrow_mut();
-            let (e, p) = split_two(&mut buf, (dwte.offset, vocab_rows * c), (dwpe.offset, t * c));
-            cpu::embedding::embedding_backward(e, p, &g, tokens, b, t, c);
-        } else {
-            let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
-            cpu::embedding::embedding_backward(&mut e[dwte.offset..], &mut p[dwpe.offset..], &g, tokens, b, t, c);
-        }
-        Ok(())
+        self.op("embedding_backward", || {
+            let vocab_rows = 1 + tokens.iter().copied().max().unwrap_or(0) as usize;
+            let g = dout.borrow();
+            if Rc::ptr_eq(dwte.buf, dwpe.buf) {
+                let mut buf = dwte.buf.borrow_mut();
+                let (e, p) = split_two(&mut buf, (dwte.offset, vocab_rows * c), (dwpe.offset, t * c));
+                cpu::embedding::embedding_backward(e, p, &g, tokens, b, t, c);
+            } else {
+                let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
+                cpu::embedding::embedding_backward(&mut e[dwte.offset..], &mut p[dwpe.offset..], &g, tokens, b, t, c);
+            }
+            Ok(())
+        })
     }
     fn layernorm_forward(
         &mut self,
@@ -152,17 +183,19 @@ impl Backend for CpuBackend {
         n: usize,
         c: usize,
     ) {
-        let (x, w, b) = (inp.borrow(), weight.buf.borrow(), bias.buf.borrow());
-        cpu::layernorm::layernorm_forward(
-            &mut out.borrow_mut(),
-            &mut mean.borrow_mut(),
-            &mut rstd.borrow_mut(),
-            &x,
-            &w[weight.offset..weight.offset + c],
-            &b[bias.offset..bias.offset + c],
-            n,
-            c,
-        );
+        self.op("layernorm_forward", || {
+            let (x, w, b) = (inp.borrow(), weight.buf.borrow(), bias.buf.borrow());
+            cpu::layernorm::layernorm_forward(
+                &mut out.borrow_mut(),
+                &mut mean.borrow_mut(),
+                &mut rstd.borrow_mut(),
+                &x,
+                &w[weight.offset..weight.offset + c],
+                &b[bias.offset..bias.offset + c],
+                n,
+                c,
+            );
+        })
     }
     fn layernorm_backward(
         &mut self,
@@ -177,19 +210,21 @@ impl Backend for CpuBackend {
         n: usize,
         c: usize,
     ) -> Result<()> {
-        let (g, x, w, m, r) = (dout.borrow(), inp.borrow(), weight.buf.borrow(), mean.borrow(), rstd.borrow());
-        let w = &w[weight.offset..weight.offset + c];
-        let mut di = dinp.borrow_mut();
-        if Rc::ptr_eq(dweight.buf, dbias.buf) {
-            let mut buf = dweight.buf.borrow_mut();
-            let (dw, db) = split_two(&mut buf, (dweight.offset, c), (dbias.offset, c));
-            cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
-        } else {
-            let (mut dw, mut db) = (dweight.buf.borrow_mut(), dbias.buf.borrow_mut());
-            let (dw, db) = (&mut dw[dweight.offset..dweight.offset + c], &mut db[dbias.offset..dbias.offset + c]);
-            cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
-        }
-        Ok(())
+        self.op("layernorm_backward", || {
+            let (g, x, w, m, r) = (dout.borrow(), inp.borrow(), weight.buf.borrow(), mean.borrow(), rstd.borrow());
+            let w = &w[weight.offset..weight.offset + c];
+            let mut di = dinp.borrow_mut();
+            if Rc::ptr_eq(dweight.buf, dbias.buf) {
+                let mut buf = dweight.buf.borrow_mut();
+                let (dw, db) = split_two(&mut buf, (dweight.offset, c), (dbias.offset, c));
+                cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
+            } else {
+                let (mut dw, mut db) = (dweight.buf.borrow_mut(), dbias.buf.borrow_mut());
+                let (dw, db) = (&mut dw[dweight.offset..dweight.offset + c], &mut db[dbias.offset..dbias.offset + c]);
+                cpu::layernorm::layernorm_backward(&mut di, dw, db, &g, &x, w, &m, &r, n, c);
+            }
+            Ok(())
+        })
     }
     fn attention_forward(
         &mut self,
@@ -203,17 +238,19 @@ impl Backend for CpuBackend {
         t0: usize,
         t_cap: usize,
     ) {
-        cpu::attention::attention_forward(
-            &mut out.borrow_mut(),
-            &mut att.borrow_mut(),
-            &qkv.borrow(),
-            b,
-            t,
-            c,
-            nh,
-            t0,
-            t_cap,
-        );
+        self.op("attention_forward", || {
+            cpu::attention::attention_forward(
+                &mut out.borrow_mut(),
+                &mut att.borrow_mut(),
+                &qkv.borrow(),
+                b,
+                t,
+                c,
+                nh,
+                t0,
+                t_cap,
+            );
+        })
     }
     fn attention_backward(
         &mut self,
@@ -227,26 +264,34 @@ impl Backend for CpuBackend {
         c: usize,
         nh: usize,
     ) {
-        cpu::attention::attention_backward(
-            &mut dqkv.borrow_mut(),
-            &mut datt.borrow_mut(),
-            &dout.borrow(),
-            &qkv.borrow(),
-            &att.borrow(),
-            b,
-            t,
-            c,
-            nh,
-        );
+        self.op("attention_backward", || {
+            cpu::attention::attention_backward(
+                &mut dqkv.borrow_mut(),
+                &mut datt.borrow_mut(),
+                &dout.borrow(),
+                &qkv.borrow(),
+                &att.borrow(),
+                b,
+                t,
+                c,
+                nh,
+            );
+        })
     }
     fn gelu_forward(&mut self, out: &CpuBuf, inp: &CpuBuf, n: usize) {
-        cpu::gelu::gelu_forward(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
+        self.op("gelu_forward", || {
+            cpu::gelu::gelu_forward(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
+        })
     }
     fn gelu_backward(&mut self, dinp: &CpuBuf, inp: &CpuBuf, dout: &CpuBuf, n: usize) {
-        cpu::gelu::gelu_backward(&mut dinp.borrow_mut()[..n], &inp.borrow()[..n], &dout.borrow()[..n]);
+        self.op("gelu_backward", || {
+            cpu::gelu::gelu_backward(&mut dinp.borrow_mut()[..n], &inp.borrow()[..n], &dout.borrow()[..n]);
+        })
     }
     fn residual_forward(&mut self, out: &CpuBuf, inp1: &CpuBuf, inp2: &CpuBuf, n: usize) {
-        cpu::residual::residual_forward(&mut out.borrow_mut()[..n], &inp1.borrow()[..n], &inp2.borrow()[..n]);
+        self.op("residual_forward", || {
+            cpu::residual::residual_forward(&mut out.borrow_mut()[..n], &inp1.borrow()[..n], &inp2.borrow()[..n]);
+        })
     }
     fn cross_entropy_forward(
         &mut self,
@@ -257,8 +302,10 @@ impl Backend for CpuBackend {
         n: usize,
         v: usize,
     ) {
-        let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
-        cpu::cross_entropy::cross_entropy_forward(&mut losses.borrow_mut(), &l, u32s(&t), &w, n, v);
+        self.op("cross_entropy_forward", || {
+            let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
+            cpu::cross_entropy::cross_entropy_forward(&mut losses.borrow_mut(), &l, u32s(&t), &w, n, v);
+        })
     }
     fn cross_entropy_backward(
         &mut self,
@@ -269,13 +316,17 @@ impl Backend for CpuBackend {
         n: usize,
         v: usize,
     ) {
-        let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
-        cpu::cross_entropy::cross_entropy_backward(&mut dlogits.borrow_mut(), &l, u32s(&t), &w, n, v);
+        self.op("cross_entropy_backward", || {
+            let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
+            cpu::cross_entropy::cross_entropy_backward(&mut dlogits.borrow_mut(), &l, u32s(&t), &w, n, v);
+        })
     }
     fn grad_norm(&mut self, norm: &CpuBuf, grads: &CpuBuf, n: usize, max_norm: f32) -> Result<()> {
-        let (total, scale) = cpu::grad_norm::grad_norm(&grads.borrow()[..n], max_norm);
-        norm.borrow_mut()[..2].copy_from_slice(&[total, scale]);
-        Ok(())
+        self.op("grad_norm", || {
+            let (total, scale) = cpu::grad_norm::grad_norm(&grads.borrow()[..n], max_norm);
+            norm.borrow_mut()[..2].copy_from_slice(&[total, scale]);
+            Ok(())
+        })
     }
     fn adamw(
         &mut self,
@@ -289,16 +340,18 @@ impl Backend for CpuBackend {
         cfg: AdamWConfig,
         step: u32,
     ) {
-        let r = offset..offset + n;
-        let scale = norm.borrow()[1];
-        cpu::adamw::adamw(
-            &mut params.borrow_mut()[r.clone()],
-            &grads.borrow()[r.clone()],
-            &mut m.borrow_mut()[r.clone()],
-            &mut v.borrow_mut()[r],
-            scale,
-            cfg,
-            step,
-        );
+        self.op("adamw", || {
+            let r = offset..offset + n;
+            let scale = norm.borrow()[1];
+            cpu::adamw::adamw(
+                &mut params.borrow_mut()[r.clone()],
+                &grads.borrow()[r.clone()],
+                &mut m.borrow_mut()[r.clone()],
+                &mut v.borrow_mut()[r],
+                scale,
+                cfg,
+                step,
+            );
+        })
     }
 }

@@ -3,9 +3,11 @@
 //! [`CpuBackend`] runs their CPU twins at once. The model, the trainer and the sampler
 //! are written once, generic over [`Backend`].
 
+mod choose;
 mod cpu;
 mod gpu;
 
+pub use choose::{choose, probe, BackendChoice};
 pub use cpu::{CpuBackend, CpuBuf};
 pub use gpu::GpuBackend;
 

@@ -62,21 +62,25 @@ usage:
       --steps N  --batch N  --accum N  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
       --log-json                 print each logged step as a JSON line on stdout
-      --backend gpu|cpu          (default gpu)
+      --backend auto|gpu|cpu     (default auto: both timed on the model, the faster
+                                 one used; every command that runs a model takes it)
   kiln resume DIR [--steps N]    continue a run, in its stage, exactly where it stopped
   kiln chat --ckpt DIR [--system TEXT] [--temperature X]   chat on stdin (/reset starts over)
   kiln sample --ckpt DIR [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
-              [--top-p X] [--seed N] [--backend gpu|cpu]
+              [--top-p X] [--seed N] [--backend auto|gpu|cpu]
   kiln logits --ckpt DIR --text TEXT   token ids and logits as JSON (for checks)
   kiln chat-ids --ckpt DIR --json MESSAGES [--generation-prompt]   the chat template's
                                  ids and supervised flags as JSON (for checks)
   kiln corpus [--lang en|zh] [--stories N] [--seed N]   print the built-in stories
   kiln info                      the GPU adapter and its limits
-  kiln bench matmul [--quick]    matmul GFLOP/s as JSON (tiled WGSL, naive WGSL, CPU)
-  kiln bench train [--quick]     training tokens/s as JSON (pretraining and SFT; GPU and CPU)
+  kiln bench matmul [--quick] [--large]   matmul GFLOP/s as JSON (tiled WGSL, naive
+                                 WGSL, the CPU backend's gemm; --large adds 2048³, 4096³)
+  kiln bench train [--quick] [--presets a,b] [--backend gpu|cpu]   training tokens/s as
+                                 JSON (pretraining and SFT; GPU and CPU)
   kiln bench align                rollout tokens/s (K answers together vs one row at a
                                  time) and the time of a PPO and a DPO update, as JSON
-  kiln bench profile [--preset P]  GPU time per kernel over 3 training steps, as JSON";
+  kiln bench profile [--preset P] [--backend gpu|cpu]   time per kernel (GPU) or op (CPU)
+                                 over 3 training steps, as JSON";
 
 type CliResult = Result<(), KilnError>;
 type Options = HashMap<String, String>;
@@ -101,12 +105,12 @@ fn main() -> ExitCode {
         Some("info") => info(),
         Some("corpus") => options(&args[1..]).and_then(|o| corpus(&o)),
         Some("bench") => match args.get(1).map(String::as_str) {
-            Some("matmul") => options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"))),
-            Some("train") => options(&args[2..]).and_then(|o| bench_train(o.contains_key("quick"))),
-            Some("align") => bench_align(),
-            Some("profile") => {
-                options(&args[2..]).and_then(|o| bench_profile(o.get("preset").map_or("tiny", String::as_str)))
+            Some("matmul") => {
+                options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"), o.contains_key("large")))
             }
+            Some("train") => options(&args[2..]).and_then(|o| bench_train(&o)),
+            Some("align") => bench_align(),
+            Some("profile") => options(&args[2..]).and_then(|o| bench_profile(&o)),
             _ => Err(usage("bench what? kiln bench matmul | train | align | profile")),
         },
         Some("help" | "--help" | "-h") | None => {
@@ -160,6 +164,7 @@ fn get<T: std::str::FromStr>(o: &Options, key: &str, default: T) -> Result<T, Ki
     }
 }
 
+/// `--backend` of the benchmarks, which time one backend each (default gpu).
 fn backend_kind(o: &Options) -> Result<BackendKind, KilnError> {
     match o.get("backend").map(String::as_str) {
         None | Some("gpu") => Ok(BackendKind::Gpu),
@@ -177,19 +182,58 @@ fn language(o: &Options) -> Result<Language, KilnError> {
 }
 
 /// `$body` with `$be` bound to the backend the options ask for.
+/// `$spec` is the model's (tokenizer, config), which `auto` times on each backend.
 macro_rules! with_backend {
-    ($o:expr, $be:ident => $body:expr) => {
-        match backend_kind($o)? {
-            BackendKind::Gpu => {
-                let $be = GpuBackend::new(block_on(Gpu::new())?);
+    ($o:expr, $spec:expr, $be:ident => $body:expr) => {
+        match choose_backend($o, || $spec)? {
+            (BackendKind::Gpu, Some(gpu)) => {
+                let $be = GpuBackend::new(gpu);
                 $body
             }
-            BackendKind::Cpu => {
+            _ => {
                 let $be = CpuBackend::new();
                 $body
             }
         }
     };
+}
+
+/// `--backend gpu|cpu`, or `auto` (the default): the faster of the two for this model,
+/// timed on it (a second or two), with both figures printed.
+fn choose_backend(
+    o: &Options,
+    spec: impl FnOnce() -> Result<(Tokenizer, GptConfig), KilnError>,
+) -> Result<(BackendKind, Option<Gpu>), KilnError> {
+    match o.get("backend").map(String::as_str) {
+        Some("gpu") => Ok((BackendKind::Gpu, Some(block_on(Gpu::new())?))),
+        Some("cpu") => Ok((BackendKind::Cpu, None)),
+        None | Some("auto") => {
+            let gpu = match block_on(Gpu::new()) {
+                Ok(gpu) => Some(gpu),
+                Err(e) => {
+                    eprintln!("backend auto: no GPU ({e})");
+                    None
+                }
+            };
+            let (tokenizer, config) = spec()?;
+            let adapter = gpu.as_ref().map(|g| (g, g.is_software()));
+            let choice = block_on(kiln::backend::choose(adapter, &tokenizer, config))?;
+            if let Some((g, _)) = adapter {
+                eprintln!("backend auto: WebGPU adapter {}", g.adapter_name());
+            }
+            let kind = if choice.kind == BackendKind::Gpu { "gpu" } else { "cpu" };
+            eprintln!("backend auto: {kind} — {}", choice.reason);
+            Ok((choice.kind, gpu))
+        }
+        Some(other) => Err(usage(&format!("--backend {other:?}: choose auto, gpu or cpu"))),
+    }
+}
+
+/// The tokenizer and configuration of the model `--ckpt` names (for `auto`).
+fn ckpt_spec(o: &Options) -> Result<(Tokenizer, GptConfig), KilnError> {
+    let dir = o.get("ckpt").ok_or_else(|| usage("this command needs --ckpt DIR"))?;
+    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    Ok((loaded.tokenizer, loaded.config))
 }
 
 /// The training options given on the command line, over the stage's defaults.
@@ -267,7 +311,7 @@ fn pretrain(o: &Options) -> CliResult {
         model.num_params() as f64 / 1e6,
         model.memory(cfg.batch_size, model.block_size)
     );
-    with_backend!(o, be => {
+    with_backend!(o, Ok((tokenizer.clone(), model)), be => {
         let run = Trainer::pretrain(be, tokenizer, &text, model, cfg)?;
         train_loop(run, &out, o.contains_key("log-json")).map(|_| ())
     })
@@ -309,7 +353,7 @@ fn sft(o: &Options) -> CliResult {
     // exact-match answers are what the built-in questions measure; on the user's data, ask
     let questions = get(o, "eval", if o.contains_key("data") { 0 } else { 100usize })?;
     let held_out: Vec<Conversation> = stage.held_out().iter().take(questions).cloned().collect();
-    with_backend!(o, be => {
+    with_backend!(o, Ok((loaded.tokenizer.clone(), loaded.config)), be => {
         let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), cfg.seed)?;
         let before = block_on(answer_report(&mut run, &held_out, 32))?;
         run.begin(Box::new(stage), cfg)?;
@@ -333,7 +377,7 @@ fn sft(o: &Options) -> CliResult {
 
 fn resume_cmd(dir: &Path, o: &Options) -> CliResult {
     let files = read_dir(dir)?;
-    with_backend!(o, be => {
+    with_backend!(o, load_model(&files).map(|m| (m.tokenizer, m.config)), be => {
         let mut run = resume(be, &files)?;
         run.cfg.steps = get(o, "steps", run.cfg.steps)?;
         train_loop(run, dir, o.contains_key("log-json")).map(|_| ())
@@ -470,7 +514,7 @@ fn candidates(o: &Options) -> CliResult {
     };
     let cfg = sample_config(o, defaults)?;
     let (prompts, expected) = prompts(o, get(o, "n", 100usize)?)?;
-    with_backend!(o, be => {
+    with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let mut rankings = Vec::with_capacity(prompts.len());
         for (i, prompt) in prompts.iter().enumerate() {
@@ -572,7 +616,7 @@ fn align(o: &Options, kind: StageKind) -> CliResult {
         }
         _ => None,
     };
-    with_backend!(o, be => {
+    with_backend!(o, Ok((tokenizer.clone(), config)), be => {
         let mut run = Trainer::with_model(be, tokenizer, config, Some(&sft_params), cfg.seed)?;
         align_report(&mut run, &held_out, "before")?;
         match kind {
@@ -626,7 +670,7 @@ fn stream<B: Backend>(run: &mut Trainer<B>, ids: &[u32], cfg: &SampleConfig) -> 
 fn sample(o: &Options) -> CliResult {
     let cfg = sample_config(o, SampleConfig::default())?;
     let prompt = o.get("prompt").cloned().unwrap_or_default();
-    with_backend!(o, be => {
+    with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let ids = run.prompt_ids(&prompt)?;
         print!("{prompt}");
@@ -639,7 +683,7 @@ fn chat(o: &Options) -> CliResult {
     let cfg = sample_config(o, SampleConfig::for_chat())?;
     let system: Vec<Message> =
         o.get("system").map(|s| Message { role: Role::System, content: s.clone() }).into_iter().collect();
-    with_backend!(o, be => {
+    with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let tty = std::io::stdin().is_terminal();
         if tty {
@@ -688,7 +732,7 @@ fn chat_ids(o: &Options) -> CliResult {
 
 fn logits(o: &Options) -> CliResult {
     let text = o.get("text").ok_or_else(|| usage("logits needs --text TEXT"))?;
-    with_backend!(o, be => {
+    with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let mut ids = run.prompt_ids(text)?;
         ids.truncate(run.model.config.block_size);
@@ -726,14 +770,20 @@ fn print_json(value: &impl serde::Serialize) -> CliResult {
     Ok(())
 }
 
-fn bench_matmul(quick: bool) -> CliResult {
+/// `--quick` (the first 3 shapes), `--large` (adds 2048³ and 4096³, for real GPUs).
+fn bench_matmul(quick: bool, large: bool) -> CliResult {
     let gpu = block_on(Gpu::new())?;
-    print_json(&kiln::bench::bench_matmul(&gpu, quick.then_some(3), |s| eprintln!("timing {s}"))?)
+    print_json(&kiln::bench::bench_matmul(&gpu, quick.then_some(3), large, |s| eprintln!("timing {s}"))?)
 }
 
-fn bench_profile(preset: &str) -> CliResult {
-    let gpu = block_on(Gpu::new())?;
-    let rows = kiln::bench::profile_step(&gpu, preset, 3)?;
+/// `--preset NAME` (default tiny), `--backend gpu|cpu` (default gpu).
+fn bench_profile(o: &Options) -> CliResult {
+    let preset = o.get("preset").map_or("tiny", String::as_str);
+    let gpu = match backend_kind(o)? {
+        BackendKind::Gpu => Some(block_on(Gpu::new())?),
+        BackendKind::Cpu => None,
+    };
+    let rows = kiln::bench::profile_step(gpu.as_ref(), preset, 3)?;
     let total: f64 = rows.iter().map(|r| r.2).sum();
     let json: Vec<_> = rows
         .iter()
@@ -742,9 +792,17 @@ fn bench_profile(preset: &str) -> CliResult {
     print_json(&json)
 }
 
-fn bench_train(quick: bool) -> CliResult {
-    let gpu = block_on(Gpu::new())?;
-    print_json(&kiln::bench::bench_train(&gpu, quick, |s| eprintln!("{s}"))?)
+/// `--quick` (tiny and small), `--presets a,b`, `--backend gpu|cpu` (default both).
+fn bench_train(o: &Options) -> CliResult {
+    let quick = if o.contains_key("quick") { "tiny,small" } else { "tiny,small,base" };
+    let presets: Vec<&str> = o.get("presets").map_or(quick, String::as_str).split(',').collect();
+    let backends: Vec<&str> = match o.get("backend").map(String::as_str) {
+        None => vec!["gpu", "cpu"],
+        Some(b @ ("gpu" | "cpu")) => vec![b],
+        Some(other) => return Err(usage(&format!("--backend {other:?}: choose gpu or cpu"))),
+    };
+    let gpu = if backends.contains(&"gpu") { Some(block_on(Gpu::new())?) } else { None };
+    print_json(&kiln::bench::bench_train(gpu.as_ref(), &presets, &backends, |s| eprintln!("{s}"))?)
 }
 
 fn bench_align() -> CliResult {

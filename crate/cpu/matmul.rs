@@ -112,3 +112,63 @@ fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     }
     partial.iter().fold(tail, |acc, &p| acc + p)
 }
+
+/// The same product as [`matmul`], f32 only, through the `gemm` crate: cache-blocked SIMD
+/// micro-kernels (AVX2/AVX-512 natively, simd128 in wasm), on every core natively. This is
+/// what the CPU backend runs; [`matmul`] stays the readable reference it is tested against
+/// (`tests/kernels.rs`). Each output element is summed by one thread in an order fixed by
+/// the shape and the thread count, so a run repeats bit for bit on the same machine.
+pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, s: MatmulShape, accumulate: bool) {
+    let ((a_row, a_col), (b_row, b_col)) = (s.a_strides(), s.b_strides());
+    assert!(a.len() >= s.batch * s.a_len() && b.len() >= s.batch * s.b_len() && out.len() >= s.batch * s.out_len());
+    for z in 0..s.batch {
+        let out = &mut out[z * s.out_len()..][..s.out_len()];
+        if let Some(bias) = bias {
+            // the bias is added first, then the product accumulates onto it
+            for row in out.chunks_exact_mut(s.n) {
+                if accumulate {
+                    row.iter_mut().zip(bias).for_each(|(o, &x)| *o += x);
+                } else {
+                    row.copy_from_slice(&bias[..s.n]);
+                }
+            }
+        }
+        let read_dst = accumulate || bias.is_some();
+        // SAFETY: the assert above keeps every (row, column) of A, B and out, at the
+        // strides the shape gives, inside its slice; out does not alias A or B (&mut).
+        unsafe {
+            gemm::gemm(
+                s.m,
+                s.n,
+                s.k,
+                out.as_mut_ptr(),
+                1,
+                s.n as isize,
+                read_dst,
+                a[z * s.a_len()..].as_ptr(),
+                a_col as isize,
+                a_row as isize,
+                b[z * s.b_len()..].as_ptr(),
+                b_col as isize,
+                b_row as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_parallelism(s),
+            );
+        }
+    }
+}
+
+/// All cores natively once a product is large enough to pay for waking them (below about
+/// a million multiply-adds the threads cost more than they save); one thread in wasm.
+fn gemm_parallelism(s: MatmulShape) -> gemm::Parallelism {
+    #[cfg(not(target_arch = "wasm32"))]
+    if s.m * s.n * s.k >= 1 << 20 {
+        return gemm::Parallelism::Rayon(0);
+    }
+    let _ = s;
+    gemm::Parallelism::None
+}

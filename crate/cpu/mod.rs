@@ -28,3 +28,32 @@ impl<T: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + 
 pub fn cst<F: Float>(x: f64) -> F {
     F::from(x).expect("a float constant")
 }
+
+/// `f(i, chunk)` for each `len`-long chunk `i` of `out`: on every core natively, in order
+/// in wasm. The chunks are independent, so the result is the same either way.
+pub fn for_chunks<F: Float>(out: &mut [F], len: usize, f: impl Fn(usize, &mut [F]) + Send + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// [`for_chunks`] over two outputs at once: chunk `i` of `a` (`a_len` long) and of `b`.
+pub fn for_chunks2<F: Float>(
+    a: &mut [F],
+    a_len: usize,
+    b: &mut [F],
+    b_len: usize,
+    f: impl Fn(usize, &mut [F], &mut [F]) + Send + Sync,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        a.par_chunks_mut(a_len).zip(b.par_chunks_mut(b_len)).enumerate().for_each(|(i, (x, y))| f(i, x, y));
+    }
+    #[cfg(target_arch = "wasm32")]
+    a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).enumerate().for_each(|(i, (x, y))| f(i, x, y));
+}

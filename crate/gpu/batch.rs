@@ -1,7 +1,5 @@
 //! Recording many kernels into one command encoder, submitted at once.
 
-use wgpu::util::DeviceExt;
-
 use super::context::{Buffer, Gpu, GpuError};
 use super::shaders::Shader;
 
@@ -21,18 +19,32 @@ pub fn grid_1d(n: u32, max_per_dim: u32) -> [u32; 3] {
 /// record kernels with the typed functions in `gpu::*`, then [`Gpu::submit`] it.
 pub struct Batch {
     pub(crate) gpu: Gpu,
+    /// The compute pass dispatches are recorded into: one for every run of dispatches
+    /// between copies and clears, not one per dispatch (WebGPU orders the dispatches in a
+    /// pass and makes each see the writes of those before it). Declared before the
+    /// encoder, so that it is dropped (ended) first.
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: wgpu::CommandEncoder,
-    /// Scratch buffers that must live until the batch has been submitted.
+    /// Staging buffers that must live until the batch has been submitted.
     temps: Vec<Buffer>,
+    /// Scratch buffers handed out so far, by length (see [`Batch::temp`]).
+    scratch_taken: std::collections::HashMap<usize, usize>,
 }
 
 impl Gpu {
     pub fn begin(&self) -> Batch {
-        Batch { gpu: self.clone(), encoder: self.device.create_command_encoder(&Default::default()), temps: Vec::new() }
+        Batch {
+            gpu: self.clone(),
+            encoder: self.device.create_command_encoder(&Default::default()),
+            pass: None,
+            temps: Vec::new(),
+            scratch_taken: Default::default(),
+        }
     }
 
     /// Submits everything recorded in `batch` as one command buffer.
-    pub fn submit(&self, batch: Batch) {
+    pub fn submit(&self, mut batch: Batch) {
+        batch.end_pass();
         self.queue.submit([batch.encoder.finish()]);
         self.count_submit();
         drop(batch.temps);
@@ -44,10 +56,14 @@ impl Batch {
         &self.gpu
     }
 
-    /// A zeroed scratch buffer that lives until this batch is submitted.
+    /// A scratch buffer of `len` elements for this batch alone: the n-th one of that length
+    /// it asks for. The same buffers come back, in the same order, to every batch, so a
+    /// repeated step binds the same buffers (and reuses its bind groups). Its contents are
+    /// whatever the last batch left: every user writes all of it before reading it.
     pub fn temp(&mut self, len: usize) -> Result<Buffer, GpuError> {
-        let buf = self.gpu.zeros(len)?;
-        self.temps.push(buf.clone());
+        let n = self.scratch_taken.entry(len).or_default();
+        let buf = self.gpu.scratch(len, *n)?;
+        *n += 1;
         Ok(buf)
     }
 
@@ -64,14 +80,21 @@ impl Batch {
         Ok(())
     }
 
+    /// Ends the open compute pass, so that the encoder can record a copy or a clear.
+    fn end_pass(&mut self) {
+        self.pass = None;
+    }
+
     /// Sets a whole buffer to zero (gradients before a step).
     pub fn clear(&mut self, buf: &Buffer) {
+        self.end_pass();
         self.encoder.clear_buffer(&buf.raw, 0, None);
     }
 
     /// Copies `len` elements between buffers.
     pub fn copy(&mut self, src: &Buffer, src_offset: usize, dst: &Buffer, dst_offset: usize, len: usize) {
         assert!(src_offset + len <= src.len() && dst_offset + len <= dst.len());
+        self.end_pass();
         self.encoder.copy_buffer_to_buffer(
             &src.raw,
             4 * src_offset as u64,
@@ -96,29 +119,18 @@ impl Batch {
         if workgroups.contains(&0) {
             return;
         }
-        let device = &self.gpu.device;
+        self.gpu.count_dispatch();
         let pipeline = self.gpu.pipeline(shader, entry);
-        let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(entry),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
+        let bind_group = self.gpu.bind_group(shader, entry, &pipeline, bytemuck::bytes_of(params), buffers);
+        let encoder = &mut self.encoder;
+        let pass = self.pass.get_or_insert_with(|| {
+            encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None })
+                .forget_lifetime()
         });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for &(binding, buf) in buffers {
-            entries.push(wgpu::BindGroupEntry { binding, resource: buf.raw.as_entire_binding() });
-        }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
-        let mut pass = self
-            .encoder
-            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(entry), timestamp_writes: None });
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
-        drop(pass);
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.profiling() {
             self.run_and_time(entry);
@@ -129,6 +141,7 @@ impl Batch {
     /// `entry`. Slow, and for finding which kernels a step spends its time in.
     #[cfg(not(target_arch = "wasm32"))]
     fn run_and_time(&mut self, entry: &'static str) {
+        self.end_pass();
         let encoder = std::mem::replace(&mut self.encoder, self.gpu.device.create_command_encoder(&Default::default()));
         let start = std::time::Instant::now();
         self.gpu.queue.submit([encoder.finish()]);

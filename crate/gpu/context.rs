@@ -90,18 +90,57 @@ pub type KernelTimes = HashMap<&'static str, (u32, f64)>;
 struct MemoryMeter {
     live: std::cell::Cell<u64>,
     peak: std::cell::Cell<u64>,
+    /// Buffers made so far (each one's serial number).
+    serial: std::cell::Cell<u64>,
 }
 
-/// Counts a buffer's bytes while any clone of it lives.
-#[derive(Debug)]
+/// What identifies a dispatch's bindings: the kernel, its parameters' bytes and each
+/// storage binding's buffer (by the serial number of its allocation).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindingKey {
+    shader: Shader,
+    entry: &'static str,
+    params: Vec<u8>,
+    buffers: Vec<(u32, u64)>,
+}
+
+#[derive(Default)]
+struct BindGroupCache {
+    /// Bind groups created so far (tests check that a repeated step creates none).
+    made: u64,
+    groups: HashMap<BindingKey, wgpu::BindGroup>,
+    /// The keys that name each buffer, so that a freed buffer's bind groups (which would
+    /// keep its memory alive) go with it.
+    by_buffer: HashMap<u64, Vec<BindingKey>>,
+}
+
+impl BindGroupCache {
+    /// Emptied when past this many (decoding steps through positions, each new params).
+    const MAX: usize = 4096;
+}
+
+/// Counts a buffer's bytes while any clone of it lives; when the last goes, so do the
+/// cached bind groups that use it.
 struct Allocation {
     bytes: u64,
+    serial: u64,
     meter: Rc<MemoryMeter>,
+    bind_groups: Rc<RefCell<BindGroupCache>>,
+}
+
+impl std::fmt::Debug for Allocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Allocation({} bytes, #{})", self.bytes, self.serial)
+    }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
         self.meter.live.set(self.meter.live.get() - self.bytes);
+        let mut cache = self.bind_groups.borrow_mut();
+        for key in cache.by_buffer.remove(&self.serial).unwrap_or_default() {
+            cache.groups.remove(&key);
+        }
     }
 }
 
@@ -110,7 +149,7 @@ impl Drop for Allocation {
 pub struct Buffer {
     pub(crate) raw: wgpu::Buffer,
     len: usize,
-    _allocation: Rc<Allocation>,
+    allocation: Rc<Allocation>,
 }
 
 impl Buffer {
@@ -168,10 +207,18 @@ pub struct Gpu {
     meter: Rc<MemoryMeter>,
     /// Command buffers submitted so far (kernel batches and readback copies).
     submits: Rc<std::cell::Cell<u64>>,
+    /// Kernel dispatches recorded so far.
+    dispatches: Rc<std::cell::Cell<u64>>,
     /// Per-entry-point (dispatches, seconds) while profiling; None otherwise.
     profile: Rc<RefCell<Option<KernelTimes>>>,
     modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
     pipelines: Rc<RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
+    /// Bind groups (with their uniform buffers) by kernel, parameters and buffers: a step
+    /// dispatches the same kernels on the same buffers every time, so after the first
+    /// step it creates none.
+    bind_groups: Rc<RefCell<BindGroupCache>>,
+    /// Scratch buffers by length, kept for the next batch (see `Batch::temp`).
+    scratch: Rc<RefCell<HashMap<usize, Vec<Buffer>>>>,
 }
 
 impl Gpu {
@@ -208,14 +255,27 @@ impl Gpu {
             info: adapter.get_info(),
             meter: Rc::default(),
             submits: Rc::default(),
+            dispatches: Rc::default(),
             profile: Rc::default(),
             modules: Rc::default(),
             pipelines: Rc::default(),
+            bind_groups: Rc::default(),
+            scratch: Rc::default(),
         })
     }
 
     /// "name (backend)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
     /// Browsers leave the name empty and describe the adapter in `driver` instead.
+    /// Whether the adapter is software rendering on the CPU (SwiftShader, llvmpipe or
+    /// lavapipe, WARP): WebGPU that works, but no GPU, and never called one.
+    pub fn is_software(&self) -> bool {
+        let name = self.adapter_name().to_lowercase();
+        self.info.device_type == wgpu::DeviceType::Cpu
+            || ["swiftshader", "llvmpipe", "lavapipe", "softpipe", "warp", "basic render", "software"]
+                .iter()
+                .any(|s| name.contains(s))
+    }
+
     pub fn adapter_name(&self) -> String {
         let i = &self.info;
         let name = [&i.name, &i.driver, &i.driver_info]
@@ -256,6 +316,20 @@ impl Gpu {
         self.submits.get()
     }
 
+    /// Bind groups created so far: a repeated step reuses its own and adds none.
+    pub fn bind_groups_made(&self) -> u64 {
+        self.bind_groups.borrow().made
+    }
+
+    /// Kernel dispatches recorded so far (for the benchmarks' dispatches per step).
+    pub fn dispatches(&self) -> u64 {
+        self.dispatches.get()
+    }
+
+    pub(crate) fn count_dispatch(&self) {
+        self.dispatches.set(self.dispatches.get() + 1);
+    }
+
     pub(crate) fn count_submit(&self) {
         self.submits.set(self.submits.get() + 1);
     }
@@ -283,8 +357,11 @@ impl Gpu {
         let live = self.meter.live.get() + bytes;
         self.meter.live.set(live);
         self.meter.peak.set(self.meter.peak.get().max(live));
-        let allocation = Rc::new(Allocation { bytes, meter: self.meter.clone() });
-        Ok(Buffer { raw, len, _allocation: allocation })
+        let serial = self.meter.serial.get() + 1;
+        self.meter.serial.set(serial);
+        let allocation =
+            Rc::new(Allocation { bytes, serial, meter: self.meter.clone(), bind_groups: self.bind_groups.clone() });
+        Ok(Buffer { raw, len, allocation })
     }
 
     /// A buffer holding `data` (f32 or u32).
@@ -368,6 +445,71 @@ impl Gpu {
             e.0 += 1;
             e.1 += seconds;
         }
+    }
+
+    /// The `n`-th kept scratch buffer of `len` elements, made when first asked for. Past 64
+    /// lengths (shapes that keep changing) the kept ones are let go.
+    pub(crate) fn scratch(&self, len: usize, n: usize) -> Result<Buffer, GpuError> {
+        if let Some(buf) = self.scratch.borrow().get(&len).and_then(|v| v.get(n)) {
+            return Ok(buf.clone());
+        }
+        let buf = self.zeros(len)?;
+        let mut pool = self.scratch.borrow_mut();
+        if pool.len() >= 64 && !pool.contains_key(&len) {
+            pool.clear();
+        }
+        let kept = pool.entry(len).or_default();
+        if kept.len() == n {
+            kept.push(buf.clone());
+        }
+        Ok(buf)
+    }
+
+    /// The bind group of one dispatch: params in a uniform buffer at binding 0, then the
+    /// storage buffers; made once per distinct dispatch and reused.
+    pub(crate) fn bind_group(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        pipeline: &wgpu::ComputePipeline,
+        params: &[u8],
+        buffers: &[(u32, &Buffer)],
+    ) -> wgpu::BindGroup {
+        use wgpu::util::DeviceExt;
+        let key = BindingKey {
+            shader,
+            entry,
+            params: params.to_vec(),
+            buffers: buffers.iter().map(|&(binding, buf)| (binding, buf.allocation.serial)).collect(),
+        };
+        let mut cache = self.bind_groups.borrow_mut();
+        if let Some(group) = cache.groups.get(&key) {
+            return group.clone();
+        }
+        if cache.groups.len() >= BindGroupCache::MAX {
+            cache.groups.clear();
+            cache.by_buffer.clear();
+        }
+        let uniform = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(entry),
+            contents: params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for &(binding, buf) in buffers {
+            entries.push(wgpu::BindGroupEntry { binding, resource: buf.raw.as_entire_binding() });
+        }
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        for &(_, serial) in &key.buffers {
+            cache.by_buffer.entry(serial).or_default().push(key.clone());
+        }
+        cache.made += 1;
+        cache.groups.insert(key, group.clone());
+        group
     }
 
     pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {

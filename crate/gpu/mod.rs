@@ -20,5 +20,5 @@ pub mod residual;
 pub mod sum_rows;
 
 pub use batch::{grid_1d, Batch};
-pub use context::{required_limits, Buffer, Gpu, GpuError, View};
+pub use context::{required_limits, Buffer, Gpu, GpuError, KernelTimes, View};
 pub use shaders::Shader;

@@ -56,21 +56,37 @@ fn check(kernel: &'static str, case: String, outputs: &[(&[f32], &[f64])]) -> Ch
 
 async fn matmul(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (33, 7, 127)];
-    for (m, n, k) in sizes {
-        for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
-            checks.push(matmul_case(gpu, rng, s, false, false, 0, false).await?);
+    // the WGSL kernel and the CPU backend's gemm product, on the same cases
+    for kernel in [Matmul::Tiled, Matmul::Gemm] {
+        // the last size is large enough for gemm to use every core
+        let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (33, 7, 127), (130, 260, 70)];
+        for (m, n, k) in sizes {
+            for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
+                checks.push(matmul_case(gpu, rng, s, false, false, 0, kernel).await?);
+            }
         }
+        // bias, accumulation, batching and offsets into flat buffers
+        checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, kernel).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, kernel).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, kernel).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, kernel).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::tn(130, 260, 70), true, true, 2, kernel).await?);
     }
-    // bias, accumulation, batching and offsets into flat buffers
-    checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, false).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, false).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, false).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, false).await?);
     // the benchmark's baseline kernel is held to the same standard
-    checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, true).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, true).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, Matmul::Naive).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, Matmul::Naive).await?);
     Ok(checks)
+}
+
+/// The three matrix products held against the twin.
+#[derive(Clone, Copy, PartialEq)]
+enum Matmul {
+    /// the WGSL kernel the GPU backend runs
+    Tiled,
+    /// the naive WGSL kernel (the benchmark's baseline)
+    Naive,
+    /// the CPU backend's product through the gemm crate
+    Gemm,
 }
 
 async fn matmul_case(
@@ -80,7 +96,7 @@ async fn matmul_case(
     with_bias: bool,
     accumulate: bool,
     offset: usize,
-    naive: bool,
+    kernel: Matmul,
 ) -> Result<Check> {
     let a = rng.vec_f32(offset + s.batch * s.a_len(), -1.0, 1.0);
     let b = rng.vec_f32(offset + s.batch * s.b_len(), -1.0, 1.0);
@@ -98,20 +114,27 @@ async fn matmul_case(
         accumulate,
     );
 
-    let (ga, gb, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
-    let mut batch = gpu.begin();
-    let kernel = if naive { gpu::matmul::matmul_naive } else { gpu::matmul::matmul };
-    kernel(
-        &mut batch,
-        gout.at(offset),
-        ga.at(offset),
-        gb.at(offset),
-        with_bias.then(|| gbias.at(offset)),
-        s,
-        accumulate,
-    );
-    gpu.submit(batch);
-    let out = gpu.read_f32(&gout).await?;
+    let out = if kernel == Matmul::Gemm {
+        let mut out = out0.clone();
+        let bias = with_bias.then_some(&bias[offset..]);
+        cpu::matmul::matmul_gemm(&mut out[offset..], &a[offset..], &b[offset..], bias, s, accumulate);
+        out
+    } else {
+        let (ga, gb, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
+        let mut batch = gpu.begin();
+        let wgsl = if kernel == Matmul::Naive { gpu::matmul::matmul_naive } else { gpu::matmul::matmul };
+        wgsl(
+            &mut batch,
+            gout.at(offset),
+            ga.at(offset),
+            gb.at(offset),
+            with_bias.then(|| gbias.at(offset)),
+            s,
+            accumulate,
+        );
+        gpu.submit(batch);
+        gpu.read_f32(&gout).await?
+    };
 
     let form = match (s.a_transposed, s.b_transposed) {
         (false, false) => "A·B",
@@ -132,7 +155,11 @@ async fn matmul_case(
     if offset > 0 {
         case += &format!(" offset={offset}");
     }
-    let name = if naive { "matmul_naive" } else { "matmul" };
+    let name = match kernel {
+        Matmul::Tiled => "matmul",
+        Matmul::Naive => "matmul_naive",
+        Matmul::Gemm => "matmul_gemm (cpu)",
+    };
     Ok(check(name, case, &[(&out, &reference)]))
 }
 

@@ -37,7 +37,7 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
   try {
     const page = await browser.newPage();
     const requests = watchRequests(page);
-    await page.goto(`${site.origin}/index.html`);
+    await page.goto(`${site.origin}/index.html?backend=gpu`);
     await ready(page);
     assert.equal(await app(page, () => window.kilnApp.backend.kind), 'gpu');
     await app(page, () => localStorage.removeItem('kiln.rankings'));

@@ -17,13 +17,13 @@ let gpuLosses = null;
 
 const site = serveWww();
 
-async function openPage(browser) {
+async function openPage(browser, query = '') {
   const page = await browser.newPage({ acceptDownloads: true });
   const requests = watchRequests(page);
   const log = [];
   page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
   page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
-  await page.goto(`${site.origin}/index.html`);
+  await page.goto(`${site.origin}/index.html${query}`);
   await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
   const error = await page.evaluate(() => window.kilnApp.error);
   assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
@@ -78,11 +78,12 @@ async function generateGreedy(page) {
 test('the page trains, generates, exports and re-imports a model on WebGPU (SwiftShader)', async () => {
   const browser = await launch({ webgpu: true });
   try {
-    const { page, requests } = await openPage(browser);
+    const { page, requests } = await openPage(browser, '?backend=gpu');
     const backend = await app(page, () => window.kilnApp.backend);
     console.log(`backend: ${JSON.stringify(backend)}`);
     assert.equal(backend.kind, 'gpu');
-    assert.match(await page.textContent('#backend'), /WebGPU: .*swiftshader/i);
+    assert.equal(backend.software, true);
+    assert.match(await page.textContent('#backend'), /software WebGPU \(.*swiftshader.*\), not a GPU/i);
 
     // A model over this GPU's limits is refused before anything is made.
     await page.click('#train-tokenizer');
@@ -132,6 +133,33 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
   }
 });
 
+test('with only a software adapter (SwiftShader), auto times both backends on the model, trains on the CPU and says why', async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const { page } = await openPage(browser);
+    const before = await app(page, () => window.kilnApp.backend);
+    console.log(`backend at start: ${JSON.stringify(before)}`);
+    assert.equal(before.auto, true);
+    assert.equal(before.software, true);
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+    await page.fill('#steps', '3');
+    await page.click('#start');
+    await waitFor(page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.length >= 1) || window.kilnApp.error);
+    assert.equal(await app(page, () => window.kilnApp.error), null);
+    assert.equal((await app(page, () => window.kilnApp.progress)).at(-1).step, 3);
+    const chosen = await app(page, () => window.kilnApp.backend);
+    const badge = await page.textContent('#backend');
+    console.log(`auto chose ${chosen.kind}: WebGPU ${chosen.gpuTokensPerS.toFixed(0)} tokens/s, CPU ${chosen.cpuTokensPerS.toFixed(0)}; badge: ${badge}`);
+    assert.equal(chosen.kind, 'cpu');
+    assert.ok(chosen.gpuTokensPerS > 0 && chosen.cpuTokensPerS > chosen.gpuTokensPerS);
+    assert.match(badge, /CPU \(WebAssembly\) — timed on this model: software WebGPU trains [\d,]+ tokens\/s, the CPU [\d,]+; the CPU is [\d.]+× faster/);
+    assert.doesNotMatch(badge, /your GPU/);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('without WebGPU the page says it uses the CPU backend, and still trains', async () => {
   const browser = await launch({ webgpu: false });
   try {
@@ -169,13 +197,13 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
 test('the browser on WebGPU traces the native GPU backend\'s loss curve (same seed and config)', async () => {
   const kiln = path.join(ROOT, 'target', 'debug', 'kiln');
   execFileSync('cargo', ['build', '--quiet', '--bin', 'kiln'], { cwd: ROOT, stdio: 'inherit' });
-  const args = ['pretrain', '--tokenizer', 'char', '--steps', '12', '--batch', '4', '--seed', '7', '--log-every', '1',
+  const args = ['pretrain', '--backend', 'gpu', '--tokenizer', 'char', '--steps', '12', '--batch', '4', '--seed', '7', '--log-every', '1',
     '--eval-every', '6', '--sample-every', '0', '--log-json', '--out', path.join(ARTIFACTS, 'native-run')];
   const native = execFileSync(kiln, args, { cwd: ROOT, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' }, stdio: ['ignore', 'pipe', 'ignore'] })
     .toString().trim().split('\n').map((line) => JSON.parse(line));
   const browser = await launch({ webgpu: true });
   try {
-    const { page } = await openPage(browser);
+    const { page } = await openPage(browser, '?backend=gpu');
     const web = await app(page, async () => {
       const kiln = window.kilnApp.kiln;
       await kiln.useDefaultCorpus('en');

@@ -25,10 +25,10 @@ const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !
 /** Kiln's exact-match rule (crate/data/instruct.rs answer_matches): trim, ignore case and a final . 。 ! or ！. */
 const normal = (s) => s.trim().toLowerCase().replace(/[.。!！]$/u, '').trim();
 
-async function openPage(browser) {
+async function openPage(browser, query = '') {
   const page = await browser.newPage();
   const requests = watchRequests(page);
-  await page.goto(`${site.origin}/index.html`);
+  await page.goto(`${site.origin}/index.html${query}`);
   await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error, 120_000);
   assert.equal(await app(page, () => window.kilnApp.error), null);
   return { page, requests };
@@ -103,7 +103,7 @@ async function answersHeldOutQuestions(page) {
 test('on WebGPU: pretrain, fine-tune and chat by clicks; answers are shown as text', async () => {
   const browser = await launch({ webgpu: true });
   try {
-    const { page, requests } = await openPage(browser);
+    const { page, requests } = await openPage(browser, '?backend=gpu');
     assert.equal(await app(page, () => window.kilnApp.backend.kind), 'gpu');
     // the inputs start at the core's defaults
     const defaults = await app(page, () => window.kilnApp.defaults);

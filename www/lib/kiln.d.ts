@@ -3,12 +3,20 @@
 export type BackendChoice = 'auto' | 'gpu' | 'cpu';
 
 export interface BackendInfo {
+  /** Where models train now; with 'auto', the faster for the last model made. */
   kind: 'gpu' | 'cpu';
-  /** e.g. "google swiftshader (BrowserWebGpu)" or "WebAssembly (SIMD128)" */
+  /** e.g. "nvidia ampere", "google swiftshader" (see `software`) or "WebAssembly (SIMD128)" */
   adapter: string;
-  /** Why the CPU backend is in use, when it is. */
+  /** Why this backend: asked for, no WebGPU, or (auto) both timed on the model, with figures. */
   reason: string | null;
   maxBufferBytes: number | null;
+  /** Each new model is timed on both backends and trains on the faster. */
+  auto: boolean;
+  /** The WebGPU adapter renders in software on the CPU (isFallbackAdapter, SwiftShader, WARP). */
+  software: boolean;
+  /** auto: training tokens/s of the last model made on each backend. */
+  gpuTokensPerS: number | null;
+  cpuTokensPerS: number | null;
 }
 
 export interface CorpusInfo { bytes: number; characters: number; documents: number; preview: string; }
@@ -88,6 +96,8 @@ export interface ModelInfo {
   memory: string;
   trainRows: number;
   valRows: number;
+  /** The backend the model trains on (auto: just timed, see BackendInfo.reason). */
+  backend?: BackendInfo;
   /** importModel: what Kiln changed to use the folder (e.g. special tokens added). */
   notes?: string[];
   /** train({data}): the JSONL lines skipped, as "line N: reason". */

@@ -39,8 +39,10 @@ export class Kiln {
   /** {kind: 'gpu' | 'cpu', adapter, reason, maxBufferBytes} */
   backend = null;
 
-  /** Starts Kiln's worker and picks a backend: 'auto' (WebGPU when available, else the
-   * CPU in WebAssembly — `backend.reason` says why), 'gpu' or 'cpu'. */
+  /** Starts Kiln's worker and picks a backend: 'auto' (each model is timed on WebGPU, when
+   * there is an adapter, and on the CPU in WebAssembly, and trains on the faster —
+   * `backend.reason` says why, with both figures, once `createModel` has run), 'gpu' or
+   * 'cpu'. */
   static async create({ backend = 'auto', workerUrl } = {}) {
     const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
     const kiln = new Kiln(worker);
@@ -109,8 +111,10 @@ export class Kiln {
 
   /** Makes a model — {preset: 'tiny' | 'small' | 'base'} and/or {nLayer, nHead, nEmbd,
    * blockSize} — and its training run ({steps, batchSize, lr, seed, evalEvery, sampleEvery …}). */
-  createModel(model = { preset: 'tiny' }, training = {}) {
-    return this.#call('createModel', [model, training]);
+  async createModel(model = { preset: 'tiny' }, training = {}) {
+    const info = await this.#call('createModel', [model, training]);
+    if (info.backend) this.backend = info.backend;
+    return info;
   }
 
   /** Kiln's defaults: {presets, training: {pretrain, sft}, sampling} — the values the

@@ -3,7 +3,7 @@
 // | {id, progress} | {id, token}. Calls into wasm run one at a time; a training run is a
 // loop of single steps, so pause, resume, stop and other calls are handled between steps.
 import init, * as wasm from '../pkg/kiln.js';
-import { adapterDescription } from './adapter.js';
+import { describeAdapter } from './adapter.js';
 
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
@@ -70,11 +70,6 @@ async function generate(id, start) {
   }
 }
 
-async function describe(info) {
-  if (info.kind === 'gpu') info.adapter = (await adapterDescription()) || info.adapter;
-  return info;
-}
-
 function transferables(value) {
   if (value instanceof Uint8Array) return [value.buffer];
   if (value && typeof value === 'object') {
@@ -99,7 +94,10 @@ onmessage = async ({ data }) => {
     if (method === 'train') result = await train(id, ...args);
     else if (method === 'generate') result = await generate(id, () => wasm.generateStart(String(args[0]), args[1] ?? {}));
     else if (method === 'chat') result = await generate(id, () => wasm.chatStart(args[0], args[1] ?? {}));
-    else if (method === 'init') result = await describe(await exclusive(() => wasm.init(...args)));
+    else if (method === 'init') {
+      const adapter = await describeAdapter();
+      result = await exclusive(() => wasm.init(String(args[0] ?? 'auto'), adapter ?? undefined));
+    }
     else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
     else throw new Error(`unknown method ${method}`);
     reply(result);
