@@ -236,6 +236,9 @@ mod native {
         /// to record and submit it (the step's call, before waiting for the GPU).
         pub dispatches_per_step: Option<f64>,
         pub record_ms_per_step: Option<f64>,
+        /// The same, with a new bind group, uniform buffer and compute pass for every
+        /// dispatch (as before bind groups were reused): the recording cost saved.
+        pub record_ms_per_step_without_reuse: Option<f64>,
     }
 
     #[derive(Debug, Serialize)]
@@ -314,7 +317,8 @@ mod native {
                 let sft_stage = |tok: &Tokenizer| Sft::builtin(tok, Language::English, model.block_size, seed);
                 let min_seconds = if preset == "tiny" { 3.0 } else { 5.0 };
                 // Pretraining, then SFT on the same model: (steps, seconds) each.
-                let (steps, seconds, sft_steps, sft_seconds, peak, dispatches, record) = if *backend == "gpu" {
+                let (steps, seconds, sft_steps, sft_seconds, peak, dispatches, record, unreused) = if *backend == "gpu"
+                {
                     let gpu = gpu.ok_or_else(|| KilnError::Config("the gpu benchmark needs a GPU".into()))?;
                     gpu.reset_peak();
                     let mut run = Trainer::pretrain(GpuBackend::new(gpu.clone()), tokenizer, &text, model, cfg)?;
@@ -323,18 +327,22 @@ mod native {
                     let (steps, seconds, recording) = time_steps_recording(&mut run, min_seconds)?;
                     let dispatches = (gpu.dispatches() - before) as f64 / steps as f64;
                     let peak = gpu.memory().1;
+                    gpu.set_reuse(false);
+                    let (n, _, unreused) = time_steps_recording(&mut run, min_seconds / 2.0)?;
+                    gpu.set_reuse(true);
+                    let unreused = 1e3 * unreused / n as f64;
                     let stage = sft_stage(&run.tokenizer)?;
                     run.begin(Box::new(stage), sft_cfg)?;
                     let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
                     let record = 1e3 * recording / steps as f64;
-                    (steps, seconds, sft_steps, sft_seconds, Some(peak), Some(dispatches), Some(record))
+                    (steps, seconds, sft_steps, sft_seconds, Some(peak), Some(dispatches), Some(record), Some(unreused))
                 } else {
                     let mut run = Trainer::pretrain(CpuBackend::new(), tokenizer, &text, model, cfg)?;
                     let (steps, seconds) = time_steps(&mut run, min_seconds)?;
                     let stage = sft_stage(&run.tokenizer)?;
                     run.begin(Box::new(stage), sft_cfg)?;
                     let (sft_steps, sft_seconds) = time_steps(&mut run, min_seconds)?;
-                    (steps, seconds, sft_steps, sft_seconds, None, None, None)
+                    (steps, seconds, sft_steps, sft_seconds, None, None, None, None)
                 };
                 let tokens_per_s = (steps * batch * model.block_size) as f64 / seconds;
                 progress(&format!("  {tokens_per_s:.0} tokens/s over {steps} steps (pretraining)"));
@@ -353,6 +361,7 @@ mod native {
                     memory_peak_bytes: peak,
                     dispatches_per_step: dispatches,
                     record_ms_per_step: record,
+                    record_ms_per_step_without_reuse: unreused,
                 });
             }
         }

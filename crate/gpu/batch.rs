@@ -131,6 +131,9 @@ impl Batch {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
+        if !self.gpu.reuse() {
+            self.end_pass();
+        }
         #[cfg(not(target_arch = "wasm32"))]
         if self.gpu.profiling() {
             self.run_and_time(entry);

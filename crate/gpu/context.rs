@@ -106,6 +106,9 @@ struct BindingKey {
 
 #[derive(Default)]
 struct BindGroupCache {
+    /// Off: every dispatch makes its own bind group and compute pass, as Kiln did before
+    /// (the benchmark's baseline for the recording cost).
+    off: bool,
     /// Bind groups created so far (tests check that a repeated step creates none).
     made: u64,
     groups: HashMap<BindingKey, wgpu::BindGroup>,
@@ -316,6 +319,21 @@ impl Gpu {
         self.submits.get()
     }
 
+    /// Turns the reuse of bind groups and compute passes off (`false`) or back on: the
+    /// benchmark times recording both ways. Turning it off empties the cache.
+    pub fn set_reuse(&self, on: bool) {
+        let mut cache = self.bind_groups.borrow_mut();
+        cache.off = !on;
+        if !on {
+            cache.groups.clear();
+            cache.by_buffer.clear();
+        }
+    }
+
+    pub(crate) fn reuse(&self) -> bool {
+        !self.bind_groups.borrow().off
+    }
+
     /// Bind groups created so far: a repeated step reuses its own and adds none.
     pub fn bind_groups_made(&self) -> u64 {
         self.bind_groups.borrow().made
@@ -486,6 +504,7 @@ impl Gpu {
         if let Some(group) = cache.groups.get(&key) {
             return group.clone();
         }
+        let keep = !cache.off;
         if cache.groups.len() >= BindGroupCache::MAX {
             cache.groups.clear();
             cache.by_buffer.clear();
@@ -504,11 +523,13 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        for &(_, serial) in &key.buffers {
-            cache.by_buffer.entry(serial).or_default().push(key.clone());
-        }
         cache.made += 1;
-        cache.groups.insert(key, group.clone());
+        if keep {
+            for &(_, serial) in &key.buffers {
+                cache.by_buffer.entry(serial).or_default().push(key.clone());
+            }
+            cache.groups.insert(key, group.clone());
+        }
         group
     }
 

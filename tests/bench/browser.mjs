@@ -1,7 +1,9 @@
 // Training throughput in the browser: the demo page's own Kiln API in headless Chromium,
 // on WebGPU (SwiftShader here) and on the CPU backend in WebAssembly, for the tiny and
 // small presets (8 rows of the full context, 512-token BPE vocabulary, as the native
-// benchmark). Also the size of the .wasm before and after gzip. Prints JSON.
+// benchmark), each backend forced (?backend=gpu, ?backend=cpu); then what `auto` chose
+// for each preset and both of its figures. Also the size of the .wasm before and after
+// gzip. Prints JSON.
 //   node tests/bench/browser.mjs [--quick]   (--quick: tiny only)
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,11 +15,38 @@ import { launch } from '../browser/chromium.mjs';
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const presets = process.argv.includes('--quick') ? ['tiny'] : ['tiny', 'small'];
 
+async function open(browser, query) {
+  const page = await browser.newPage();
+  await page.goto(`${origin}/index.html${query}`);
+  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+  return page;
+}
+
+/** What `auto` chose for `preset` on this browser's adapter, with both timings. */
+async function autoChoice(preset) {
+  const browser = await launch({ webgpu: true });
+  try {
+    const page = await open(browser, '');
+    return await page.evaluate(async (preset) => {
+      const kiln = window.kilnApp.kiln;
+      await kiln.useDefaultCorpus('en');
+      await kiln.trainTokenizer(null, { kind: 'bpe', vocabSize: 512 });
+      const started = performance.now();
+      await kiln.createModel({ preset }, { batchSize: 8 });
+      const b = kiln.backend;
+      return { preset, chose: b.kind, gpu_tokens_per_s: b.gpuTokensPerS, cpu_tokens_per_s: b.cpuTokensPerS,
+        software_adapter: b.software, seconds_to_choose_and_create: (performance.now() - started) / 1000, reason: b.reason };
+    }, preset);
+  } finally {
+    await browser.close();
+  }
+}
+
 async function measure(webgpu, preset) {
   const browser = await launch({ webgpu });
   try {
     const page = await browser.newPage();
-    await page.goto(`${origin}/index.html`);
+    await page.goto(`${origin}/index.html?backend=${webgpu ? 'gpu' : 'cpu'}`);
     await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
     return await page.evaluate(async (preset) => {
       const kiln = window.kilnApp.kiln;
@@ -48,12 +77,16 @@ async function measure(webgpu, preset) {
 const server = await startServer(path.join(ROOT, 'www'), 0);
 const origin = `http://127.0.0.1:${server.address().port}`;
 const results = [];
+const auto = [];
 for (const preset of presets) {
   for (const webgpu of [true, false]) {
     const r = await measure(webgpu, preset);
     console.error(`browser ${r.backend} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
     results.push(r);
   }
+  const a = await autoChoice(preset);
+  console.error(`browser auto ${preset}: ${a.chose} (${a.reason})`);
+  auto.push(a);
 }
 server.close();
 const wasm = fs.readFileSync(path.join(ROOT, 'www', 'pkg', 'kiln_bg.wasm'));
@@ -63,4 +96,5 @@ console.log(JSON.stringify({
   wasm_bytes: wasm.length,
   wasm_gzip_bytes: zlib.gzipSync(wasm, { level: 9 }).length,
   results,
+  auto,
 }, null, 2));

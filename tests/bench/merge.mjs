@@ -27,6 +27,10 @@ const training = (train?.results ?? []).map((r) => ({
   kiln_over_torch: torchRate.has(r.preset) ? r.tokens_per_s / torchRate.get(r.preset) : null,
   memory_estimate_mib: r.memory_estimate_bytes / 2 ** 20,
   memory_peak_mib: r.memory_peak_bytes == null ? null : r.memory_peak_bytes / 2 ** 20,
+  dispatches_per_step: r.dispatches_per_step ?? null,
+  record_ms_per_step: r.record_ms_per_step ?? null,
+  record_ms_per_step_without_reuse: r.record_ms_per_step_without_reuse ?? null,
+  recording_cheaper_by: r.record_ms_per_step ? r.record_ms_per_step_without_reuse / r.record_ms_per_step : null,
   measured_over_estimate: r.memory_peak_bytes == null ? null : r.memory_peak_bytes / r.memory_estimate_bytes,
 }));
 
@@ -40,6 +44,7 @@ const inBrowser = browser && {
     return { preset: r.preset, backend: r.backend, adapter: r.adapter, tokens_per_s: r.tokens_per_s,
       native_tokens_per_s: native, browser_over_native: native ? r.tokens_per_s / native : null };
   }),
+  auto: browser.auto ?? null,
 };
 
 console.log(JSON.stringify({

@@ -167,7 +167,7 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     const backend = await app(page, () => window.kilnApp.backend);
     console.log(`backend: ${JSON.stringify(backend)}`);
     assert.equal(backend.kind, 'cpu');
-    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly\): WebGPU is not available here/);
+    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly\) — WebGPU is not available here/);
     // Files that are not text are refused by name, and the built-in corpus stays in use.
     await page.check('input[name=source][value=file]');
     await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
