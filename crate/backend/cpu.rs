@@ -334,24 +334,25 @@ impl Backend for CpuBackend {
         grads: &CpuBuf,
         m: &CpuBuf,
         v: &CpuBuf,
-        norm: &CpuBuf,
-        offset: usize,
+        step: &CpuBuf,
+        decay: &CpuBuf,
         n: usize,
         cfg: AdamWConfig,
-        step: u32,
-    ) {
+        t: u32,
+    ) -> Result<()> {
         self.op("adamw", || {
-            let r = offset..offset + n;
-            let scale = norm.borrow()[1];
+            let scale = step.borrow()[1];
             cpu::adamw::adamw(
-                &mut params.borrow_mut()[r.clone()],
-                &grads.borrow()[r.clone()],
-                &mut m.borrow_mut()[r.clone()],
-                &mut v.borrow_mut()[r],
+                &mut params.borrow_mut()[..n],
+                &grads.borrow()[..n],
+                &mut m.borrow_mut()[..n],
+                &mut v.borrow_mut()[..n],
+                u32s(&decay.borrow()),
                 scale,
                 cfg,
-                step,
+                t,
             );
-        })
+        });
+        Ok(())
     }
 }

@@ -234,12 +234,12 @@ impl Backend for GpuBackend {
         grads: &Buffer,
         m: &Buffer,
         vv: &Buffer,
-        norm: &Buffer,
-        offset: usize,
+        step: &Buffer,
+        decay: &Buffer,
         n: usize,
         cfg: AdamWConfig,
-        step: u32,
-    ) {
-        gpu::adamw::adamw(self.batch(), params, grads, m, vv, norm, offset, n, cfg, step);
+        t: u32,
+    ) -> Result<()> {
+        Ok(gpu::adamw::adamw(self.batch(), params, grads, m, vv, step, decay, n, cfg, t)?)
     }
 }

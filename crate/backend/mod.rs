@@ -168,16 +168,18 @@ pub trait Backend {
     );
     /// norm = [‖grads‖₂, clip scale] (2 elements).
     fn grad_norm(&mut self, norm: &Self::Buf, grads: &Self::Buf, n: usize, max_norm: f32) -> Result<()>;
+    /// One AdamW update of elements 0..n, in one go. `step` (STEP_VALUES elements) starts
+    /// with grad_norm's [‖g‖, clip scale]; `decay` holds a bit per element (u32 words).
     fn adamw(
         &mut self,
         params: &Self::Buf,
         grads: &Self::Buf,
         m: &Self::Buf,
         v: &Self::Buf,
-        norm: &Self::Buf,
-        offset: usize,
+        step: &Self::Buf,
+        decay: &Self::Buf,
         n: usize,
         cfg: AdamWConfig,
-        step: u32,
-    );
+        t: u32,
+    ) -> Result<()>;
 }

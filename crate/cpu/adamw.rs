@@ -18,13 +18,24 @@ impl Default for AdamWConfig {
     }
 }
 
+/// Values in AdamW's per-step buffer on the GPU: [grad norm, clip scale] from grad_norm,
+/// then lr, weight decay and the two bias corrections (see `shaders/adamw.wgsl`).
+pub const STEP_VALUES: usize = 6;
+
+/// Whether element `i` decays: bit i % 32 of word i / 32 of `mask`.
+pub fn decays(mask: &[u32], i: usize) -> bool {
+    (mask[i / 32] >> (i % 32)) & 1 == 1
+}
+
 /// One AdamW update of params with grads · clip_scale; m, v are the moments;
-/// `step` counts from 1 (bias correction 1 − β^step).
+/// `step` counts from 1 (bias correction 1 − β^step). Weight decay applies to the
+/// elements whose bit is set in `decay` (matrices; not biases or LayerNorm parameters).
 pub fn adamw<F: Float>(
     params: &mut [F],
     grads: &[F],
     m: &mut [F],
     v: &mut [F],
+    decay: &[u32],
     clip_scale: F,
     cfg: AdamWConfig,
     step: u32,
@@ -35,7 +46,8 @@ pub fn adamw<F: Float>(
     let lr = cst::<F>(cfg.lr);
     for i in 0..params.len() {
         let g = grads[i] * clip_scale;
-        params[i] = params[i] * (F::one() - lr * cst(cfg.weight_decay));
+        let weight_decay = if decays(decay, i) { cst(cfg.weight_decay) } else { F::zero() };
+        params[i] = params[i] * (F::one() - lr * weight_decay);
         m[i] = m[i] + (F::one() - b1) * (g - m[i]);
         v[i] = b2 * v[i] + (F::one() - b2) * g * g;
         let denom = v[i].sqrt() / bias_correction2_sqrt + cst(cfg.eps);

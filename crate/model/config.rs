@@ -81,7 +81,9 @@ impl GptConfig {
         let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
         // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu, dlogits
         let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t + bt * v);
-        MemoryEstimate { params, grads: params, optimizer: 2 * params, activations: l * per_layer + top + scratch }
+        // two moments, and a weight-decay bit per parameter
+        let optimizer = 2 * params + f * (self.num_params() as u64).div_ceil(32);
+        MemoryEstimate { params, grads: params, optimizer, activations: l * per_layer + top + scratch }
     }
 
     /// The largest single buffer training at B × T allocates (checked against the
@@ -110,7 +112,7 @@ impl std::fmt::Display for GptConfig {
 pub struct MemoryEstimate {
     pub params: u64,
     pub grads: u64,
-    /// AdamW's two moments.
+    /// AdamW's two moments and its weight-decay mask.
     pub optimizer: u64,
     pub activations: u64,
 }

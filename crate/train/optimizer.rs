@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::adamw::{AdamWConfig, STEP_VALUES};
 use crate::error::Result;
 use crate::model::Gpt;
 
@@ -32,36 +32,41 @@ pub fn lr_at(s: &Schedule, step: u64) -> f64 {
 pub struct AdamW<B: Backend> {
     pub m: B::Buf,
     pub v: B::Buf,
-    /// [‖g‖₂, clip scale], written on the device by grad_norm and read by adamw.
+    /// [‖g‖₂, clip scale, …] (STEP_VALUES): the first two written on the device by
+    /// grad_norm, the rest (this step's lr and bias corrections) by the update, all read
+    /// by adamw.
     pub norm: B::Buf,
+    /// Which elements decay, a bit each (u32 words): the matrices' (`ParamLayout`'s
+    /// `decay`), not the biases' or LayerNorm's.
+    decay: B::Buf,
     /// Updates done so far (bias correction uses step + 1).
     pub step: u32,
-    /// Runs of consecutive tensors with the same weight-decay choice: (offset, len, decay).
-    runs: Vec<(usize, usize, bool)>,
 }
 
 impl<B: Backend> AdamW<B> {
     pub fn new(be: &mut B, model: &Gpt<B>) -> Result<AdamW<B>> {
         let n = model.layout.total;
-        let mut runs: Vec<(usize, usize, bool)> = Vec::new();
-        for t in &model.layout.tensors {
-            match runs.last_mut() {
-                Some(last) if last.2 == t.decay && last.0 + last.1 == t.offset => last.1 += t.len(),
-                _ => runs.push((t.offset, t.len(), t.decay)),
+        let mut mask = vec![0u32; n.div_ceil(32).max(1)];
+        for t in model.layout.tensors.iter().filter(|t| t.decay) {
+            for i in t.offset..t.offset + t.len() {
+                mask[i / 32] |= 1 << (i % 32);
             }
         }
-        Ok(AdamW { m: be.zeros(n)?, v: be.zeros(n)?, norm: be.zeros(2)?, step: 0, runs })
+        Ok(AdamW {
+            m: be.zeros(n)?,
+            v: be.zeros(n)?,
+            norm: be.zeros(STEP_VALUES)?,
+            decay: be.upload_u32(&mask)?,
+            step: 0,
+        })
     }
 
-    /// Clips the gradients to `max_norm` (≤ 0: no clipping) and applies one update.
-    /// Weight decay applies to matrices only; biases and LayerNorm parameters keep theirs.
+    /// Clips the gradients to `max_norm` (≤ 0: no clipping) and applies one update to
+    /// every parameter at once.
     pub fn update(&mut self, be: &mut B, model: &Gpt<B>, cfg: AdamWConfig, max_norm: f32) -> Result<()> {
-        be.grad_norm(&self.norm, model.grads(), model.layout.total, max_norm)?;
+        let n = model.layout.total;
+        be.grad_norm(&self.norm, model.grads(), n, max_norm)?;
         self.step += 1;
-        for &(offset, len, decay) in &self.runs {
-            let cfg = AdamWConfig { weight_decay: if decay { cfg.weight_decay } else { 0.0 }, ..cfg };
-            be.adamw(&model.params, model.grads(), &self.m, &self.v, &self.norm, offset, len, cfg, self.step);
-        }
-        Ok(())
+        be.adamw(&model.params, model.grads(), &self.m, &self.v, &self.norm, &self.decay, n, cfg, self.step)
     }
 }
