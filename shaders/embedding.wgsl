@@ -3,7 +3,8 @@
 //   backward: dwte[v, :] += Σ_{(b,t): tokens[b,t] = v} dout[b, t, :]
 // The backward pass is deterministic without float atomics: the caller groups the
 // positions by token on the CPU (it knows the tokens) into `buckets`:
-//   buckets[3u], buckets[3u+1], buckets[3u+2] = token, first, count   for u < n_buckets,
+//   buckets[3u], buckets[3u+1], buckets[3u+2] = token, first, count   for u < n_buckets
+//   (one bucket per position; those past the distinct tokens are empty: count 0),
 //   then the positions, sorted by token and ascending within a token.
 // One invocation per (bucket, channel) adds its positions up in order. The position
 // gradient dwpe is a column sum over B and goes through sum_rows.
@@ -41,6 +42,7 @@ fn embedding_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   let token = buckets[3u * u];
   let first = 3u * p.n_buckets + buckets[3u * u + 1u];
   let count = buckets[3u * u + 2u];
+  if (count == 0u) { return; }  // padding: the batch has fewer distinct tokens than positions
   var acc = 0.0;
   for (var j = 0u; j < count; j++) {
     acc += dout[buckets[first + j] * p.C + c];

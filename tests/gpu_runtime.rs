@@ -69,12 +69,12 @@ fn reductions_are_bitwise_deterministic() {
     let dout = gpu.upload(&rng.vec_f32(n * c, -1.0, 1.0)).unwrap();
     let params = gpu.upload(&rng.vec_f32(2 * c, -1.0, 1.0)).unwrap();
     let tokens: Vec<u32> = (0..n).map(|_| rng.below(7) as u32).collect();
-    let buckets = gpu::embedding::TokenBuckets::new(&gpu, &tokens).unwrap();
     let run = || {
         let (out, mean, rstd) = (gpu.zeros(n * c).unwrap(), gpu.zeros(n).unwrap(), gpu.zeros(n).unwrap());
         // grads: LayerNorm weight and bias (2C), then wte (7 tokens × C), then wpe (10 × C)
         let (dinp, grads, norm) = (gpu.zeros(n * c).unwrap(), gpu.zeros(19 * c).unwrap(), gpu.zeros(2).unwrap());
         let mut b = gpu.begin();
+        let buckets = gpu::embedding::TokenBuckets::new(&mut b, &tokens).unwrap();
         gpu::layernorm::layernorm_forward(&mut b, &out, &mean, &rstd, &inp, params.at(0), params.at(c), n, c);
         gpu::layernorm::layernorm_backward(
             &mut b,

@@ -122,7 +122,7 @@ impl Backend for GpuBackend {
         t: usize,
         c: usize,
     ) -> Result<()> {
-        let buckets = gpu::embedding::TokenBuckets::new(&self.gpu, tokens)?;
+        let buckets = gpu::embedding::TokenBuckets::new(self.batch(), tokens)?;
         Ok(gpu::embedding::embedding_backward(self.batch(), v(dwte), v(dwpe), dout, &buckets, b, t, c)?)
     }
     fn layernorm_forward(

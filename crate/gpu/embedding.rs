@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::sum_rows::sum_rows;
-use super::{Batch, Buffer, Gpu, GpuError, Shader, View};
+use super::{Batch, Buffer, GpuError, Shader, View};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -18,7 +18,10 @@ struct Params {
 }
 
 /// Positions grouped by token, for a deterministic embedding backward pass:
-/// `[token, first, count]` per distinct token (ascending), then the positions.
+/// `[token, first, count]` per distinct token (ascending), padded with empty buckets
+/// `[0, 0, 0]` to one per position (so the buffer's size and the kernel's parameters
+/// depend on the batch's shape only, and a step's bind group is reused), then the
+/// positions. Returns the data and the number of buckets (= tokens.len()).
 pub fn token_buckets(tokens: &[u32]) -> (Vec<u32>, usize) {
     let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
     order.sort_by_key(|&i| (tokens[i as usize], i));
@@ -33,21 +36,24 @@ pub fn token_buckets(tokens: &[u32]) -> (Vec<u32>, usize) {
         header.extend([token, start as u32, (end - start) as u32]);
         start = end;
     }
-    let n_buckets = header.len() / 3;
+    header.resize(3 * tokens.len(), 0);
     header.extend(order);
-    (header, n_buckets)
+    (header, tokens.len())
 }
 
-/// The tokens of a batch, uploaded with their buckets (built once per batch on the CPU).
+/// The tokens of a batch with their buckets (built on the CPU), written into one of the
+/// batch's scratch buffers in order with its kernels.
 pub struct TokenBuckets {
     buf: Buffer,
     n_buckets: usize,
 }
 
 impl TokenBuckets {
-    pub fn new(gpu: &Gpu, tokens: &[u32]) -> Result<TokenBuckets, GpuError> {
+    pub fn new(batch: &mut Batch, tokens: &[u32]) -> Result<TokenBuckets, GpuError> {
         let (data, n_buckets) = token_buckets(tokens);
-        Ok(TokenBuckets { buf: gpu.upload(&data)?, n_buckets })
+        let buf = batch.temp(data.len())?;
+        batch.write(&buf, 0, &data)?;
+        Ok(TokenBuckets { buf, n_buckets })
     }
 }
 

@@ -378,8 +378,8 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 
         let (gparams, ggrads, gtokens) = (gpu.upload(&params)?, gpu.upload(&grads0)?, gpu.upload(&tokens)?);
         let (gdout, gout) = (gpu.upload(&dout)?, gpu.zeros(b * t * c)?);
-        let buckets = gpu::embedding::TokenBuckets::new(gpu, &tokens)?;
         let mut batch = gpu.begin();
+        let buckets = gpu::embedding::TokenBuckets::new(&mut batch, &tokens)?;
         gpu::embedding::embedding_forward(&mut batch, &gout, &gtokens, gparams.at(wte_at), gparams.at(wpe_at), b, t, c);
         gpu::embedding::embedding_backward(
             &mut batch,
