@@ -5,7 +5,8 @@
 // weights (N)      what the position counts for: 1/N_tokens in pretraining, 0 for masked
 //                  prompt or padding tokens, a log-ratio coefficient in DPO/PPO
 // forward:  losses[i]     = w_i · (logsumexp(logits_i) − logits_i[target_i]),  0 where w_i = 0
-// backward: dlogits[i, v] = w_i · (softmax(logits_i)[v] − [v = target_i])
+// backward: dlogits[i, v] = w_i · (softmax(logits_i)[v] − [v = target_i]), written in
+//           place of the logits (llm.c's fused classifier): no second (N, V) buffer
 //
 // One workgroup per row; max and sum are tree reductions in workgroup memory, and the
 // max is subtracted before exp, so large logits neither overflow nor lose precision.
@@ -47,6 +48,9 @@ fn cross_entropy_forward(
   }
 }
 
+// In place: `out` holds row i's logits on entry and its gradient on exit. Each invocation
+// reads and writes only its own columns v ≡ lid (mod WG), and the reductions' barriers
+// put every read of the statistics before any write.
 @compute @workgroup_size(WG)
 fn cross_entropy_backward(
   @builtin(local_invocation_index) lid: u32,
@@ -56,12 +60,16 @@ fn cross_entropy_backward(
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.N) { return; }
   let base = row * p.V;
-  let stats = softmax_stats(base, lid);
+  var m = -3.0e38;
+  for (var v = lid; v < p.V; v += WG) { m = max(m, out[base + v]); }
+  let row_max = reduce_max(m, lid);
+  var s = 0.0;
+  for (var v = lid; v < p.V; v += WG) { s += exp(out[base + v] - row_max); }
+  let inv_sum = 1.0 / reduce_sum(s, lid);
   let w = weights[row];
   let target_id = targets[row];
-  let inv_sum = 1.0 / stats.y;
   for (var v = lid; v < p.V; v += WG) {
-    let prob = exp(logits[base + v] - stats.x) * inv_sum;
+    let prob = exp(out[base + v] - row_max) * inv_sum;
     let indicator = select(0.0, 1.0, v == target_id);
     out[base + v] = select(w * (prob - indicator), 0.0, w == 0.0);
   }

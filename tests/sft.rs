@@ -40,7 +40,8 @@ fn gradients<B: Backend>(be: &mut B, config: GptConfig, batch: &TokenBatch) -> (
     be.write(&acts.weights, 0, &batch.weights);
     forward(be, &model, &acts);
     backward(be, &model, &acts, &batch.tokens).unwrap();
-    (block_on(be.read(model.grads())).unwrap(), block_on(be.read(&acts.dlogits)).unwrap())
+    // after the backward pass the logits' buffer holds their gradient
+    (block_on(be.read(model.grads())).unwrap(), block_on(be.read(&acts.logits)).unwrap())
 }
 
 #[test]

@@ -307,18 +307,10 @@ impl Backend for CpuBackend {
             cpu::cross_entropy::cross_entropy_forward(&mut losses.borrow_mut(), &l, u32s(&t), &w, n, v);
         })
     }
-    fn cross_entropy_backward(
-        &mut self,
-        dlogits: &CpuBuf,
-        logits: &CpuBuf,
-        targets: &CpuBuf,
-        weights: &CpuBuf,
-        n: usize,
-        v: usize,
-    ) {
+    fn cross_entropy_backward(&mut self, logits: &CpuBuf, targets: &CpuBuf, weights: &CpuBuf, n: usize, v: usize) {
         self.op("cross_entropy_backward", || {
-            let (l, t, w) = (logits.borrow(), targets.borrow(), weights.borrow());
-            cpu::cross_entropy::cross_entropy_backward(&mut dlogits.borrow_mut(), &l, u32s(&t), &w, n, v);
+            let (t, w) = (targets.borrow(), weights.borrow());
+            cpu::cross_entropy::cross_entropy_backward(&mut logits.borrow_mut(), u32s(&t), &w, n, v);
         })
     }
     fn grad_norm(&mut self, norm: &CpuBuf, grads: &CpuBuf, n: usize, max_norm: f32) -> Result<()> {

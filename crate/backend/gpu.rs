@@ -214,16 +214,8 @@ impl Backend for GpuBackend {
     ) {
         gpu::cross_entropy::cross_entropy_forward(self.batch(), losses, logits, targets, weights, n, vocab);
     }
-    fn cross_entropy_backward(
-        &mut self,
-        dlogits: &Buffer,
-        logits: &Buffer,
-        targets: &Buffer,
-        weights: &Buffer,
-        n: usize,
-        vocab: usize,
-    ) {
-        gpu::cross_entropy::cross_entropy_backward(self.batch(), dlogits, logits, targets, weights, n, vocab);
+    fn cross_entropy_backward(&mut self, logits: &Buffer, targets: &Buffer, weights: &Buffer, n: usize, vocab: usize) {
+        gpu::cross_entropy::cross_entropy_backward(self.batch(), logits, targets, weights, n, vocab);
     }
     fn grad_norm(&mut self, norm: &Buffer, grads: &Buffer, n: usize, max_norm: f32) -> Result<()> {
         Ok(gpu::grad_norm::grad_norm(self.batch(), norm, grads.view(), n, max_norm)?)

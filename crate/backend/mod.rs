@@ -157,9 +157,9 @@ pub trait Backend {
         n: usize,
         v: usize,
     );
+    /// logits (N, V) ← the gradient of Σ losses with respect to them, in place.
     fn cross_entropy_backward(
         &mut self,
-        dlogits: &Self::Buf,
         logits: &Self::Buf,
         targets: &Self::Buf,
         weights: &Self::Buf,

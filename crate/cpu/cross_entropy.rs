@@ -21,27 +21,20 @@ pub fn cross_entropy_forward<F: Float>(
     });
 }
 
-/// dlogits (N, V) = w · (softmax(logits) − onehot(target)); overwritten.
-pub fn cross_entropy_backward<F: Float>(
-    dlogits: &mut [F],
-    logits: &[F],
-    targets: &[u32],
-    weights: &[F],
-    n: usize,
-    v: usize,
-) {
-    for_chunks(&mut dlogits[..n * v], v, |i, drow| {
-        let row = &logits[i * v..][..v];
+/// logits (N, V) ← w · (softmax(logits) − onehot(target)): the gradient, in place of
+/// the logits (as the GPU kernel, llm.c's fused classifier).
+pub fn cross_entropy_backward<F: Float>(logits: &mut [F], targets: &[u32], weights: &[F], n: usize, v: usize) {
+    for_chunks(&mut logits[..n * v], v, |i, row| {
         if weights[i] == F::zero() {
-            drow.iter_mut().for_each(|d| *d = F::zero());
+            row.iter_mut().for_each(|d| *d = F::zero());
             return;
         }
-        // e^(x − max) once into the gradient row, then scaled: w · (e / Σe − onehot)
+        // e^(x − max) in place, then scaled: w · (e / Σe − onehot)
         let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
-        drow.iter_mut().zip(row).for_each(|(d, &x)| *d = (x - max).exp());
-        let scale = weights[i] / drow.iter().copied().sum::<F>();
-        drow.iter_mut().for_each(|d| *d = *d * scale);
+        row.iter_mut().for_each(|x| *x = (*x - max).exp());
+        let scale = weights[i] / row.iter().copied().sum::<F>();
+        row.iter_mut().for_each(|d| *d = *d * scale);
         let t = targets[i] as usize;
-        drow[t] = drow[t] - weights[i];
+        row[t] = row[t] - weights[i];
     });
 }

@@ -12,22 +12,6 @@ struct Params {
     _pad: [u32; 2],
 }
 
-fn record(
-    batch: &mut Batch,
-    entry: &'static str,
-    out: &Buffer,
-    logits: &Buffer,
-    targets: &Buffer,
-    weights: &Buffer,
-    n: usize,
-    v: usize,
-) {
-    assert!(logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
-    let groups = batch.grid(n, 1);
-    let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
-    batch.dispatch(Shader::CrossEntropy, entry, &params, &[(1, logits), (2, targets), (3, weights), (4, out)], groups);
-}
-
 /// losses (N) = w · (logsumexp(logits) − logits[target]); targets are u32 < V.
 pub fn cross_entropy_forward(
     batch: &mut Batch,
@@ -38,20 +22,24 @@ pub fn cross_entropy_forward(
     n: usize,
     v: usize,
 ) {
-    assert!(losses.len() >= n);
-    record(batch, "cross_entropy_forward", losses, logits, targets, weights, n, v);
+    assert!(losses.len() >= n && logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
+    let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
+    let buffers = [(1, logits), (2, targets), (3, weights), (4, losses)];
+    batch.dispatch(Shader::CrossEntropy, "cross_entropy_forward", &params, &buffers, batch.grid(n, 1));
 }
 
-/// dlogits (N, V) = w · (softmax(logits) − onehot(target)), overwritten.
+/// logits (N, V) ← w · (softmax(logits) − onehot(target)): the gradient of Σ losses,
+/// written in place of the logits.
 pub fn cross_entropy_backward(
     batch: &mut Batch,
-    dlogits: &Buffer,
     logits: &Buffer,
     targets: &Buffer,
     weights: &Buffer,
     n: usize,
     v: usize,
 ) {
-    assert!(dlogits.len() >= n * v);
-    record(batch, "cross_entropy_backward", dlogits, logits, targets, weights, n, v);
+    assert!(logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
+    let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
+    let buffers = [(2, targets), (3, weights), (4, logits)];
+    batch.dispatch(Shader::CrossEntropy, "cross_entropy_backward", &params, &buffers, batch.grid(n, 1));
 }

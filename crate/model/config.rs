@@ -79,8 +79,9 @@ impl GptConfig {
         let per_layer = f * (bt * 18 * c + 4 * bt + b * nh * t * t);
         // encoded, lnf (+stats), logits, losses, tokens, targets, weights
         let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
-        // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu, dlogits
-        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t + bt * v);
+        // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu (the logits'
+        // gradient is written over the logits)
+        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t);
         // two moments, and a weight-decay bit per parameter
         let optimizer = 2 * params + f * (self.num_params() as u64).div_ceil(32);
         MemoryEstimate { params, grads: params, optimizer, activations: l * per_layer + top + scratch }

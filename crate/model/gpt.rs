@@ -129,13 +129,12 @@ pub struct Activations<T> {
     pub lnf: T,      // (BT, C)
     pub lnf_mean: T, // (BT)
     pub lnf_rstd: T, // (BT)
-    pub logits: T,   // (BT, V)
+    pub logits: T,   // (BT, V); after the backward pass, their gradient (in place)
     pub losses: T,   // (BT) weighted loss per position
     pub values: T,   // (BT) a scalar head's output per position (reward, value)
     pub dvalues: T,  // (BT) the loss's gradient with respect to them
     pub loss_sum: T, // (1) Σ losses over a step's micro-batches, summed on the device
     // gradient scratch, reused by every layer
-    pub dlogits: T,   // (BT, V)
     pub dres: T,      // (BT, C) the gradient flowing down the residual stream
     pub dln: T,       // (BT, C)
     pub dqkv: T,      // (BT, 3C)
@@ -169,7 +168,6 @@ impl<T> Activations<T> {
             values: z(bt)?,
             dvalues: z(bt)?,
             loss_sum: z(1)?,
-            dlogits: z(bt * v)?,
             dres: z(bt * c)?,
             dln: z(bt * c)?,
             dqkv: z(bt * 3 * c)?,
@@ -304,9 +302,11 @@ impl LmHead {
     pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
         let (p, g, l) = (&model.params, model.grads(), &model.layout);
-        be.cross_entropy_backward(&a.dlogits, &a.logits, &a.targets, &a.weights, bt, v);
-        be.matmul(at(g, l.wte), at(&a.dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
-        be.matmul(at(&a.dln, 0), at(&a.dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
+        // the gradient overwrites the logits (which the forward pass is done with)
+        be.cross_entropy_backward(&a.logits, &a.targets, &a.weights, bt, v);
+        let dlogits = &a.logits;
+        be.matmul(at(g, l.wte), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+        be.matmul(at(&a.dln, 0), at(dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
     }
 }
 
