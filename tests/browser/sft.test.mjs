@@ -117,7 +117,10 @@ test('on WebGPU: pretrain, fine-tune and chat by clicks; answers are shown as te
     const steps = full ? { pretrainSteps: 300 } : { pretrainSteps: 10, sftSteps: 12 };
     const { vals } = await pretrainAndFineTune(page, { ...steps, screenshot: 'sft-training-webgpu.png' });
     assert.ok(vals.length >= 1 && Number.isFinite(vals.at(-1)));
-    if (full) await answersHeldOutQuestions(page);
+    if (full) {
+      await answersHeldOutQuestions(page);
+      await page.click('#chat-reset'); // the markup check below reads a fresh conversation
+    }
 
     // markup typed into the chat, and whatever the model answers, stays text
     const answer = await ask(page, 'Who is <b>here</b>? <img src=x onerror="window.pwned=1">');
