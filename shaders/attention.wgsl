@@ -1,37 +1,46 @@
-// Causal multi-head self-attention on a GPT block's fused QKV layout.
+// Causal multi-head self-attention on a GPT block's fused QKV layout, FlashAttention
+// style: the (B, NH, T, T) scores are never stored. The forward pass keeps an online
+// softmax (a running max and sum) and saves one number per query row, the log-sum-exp;
+// the backward pass recomputes each probability from it.
 //
 // qkv  (B, T_cap, 3C): for each position, the C query, C key and C value channels;
-//                  head h owns channels h*HS .. (h+1)*HS of each, HS = C / NH.
-// att  (B, NH, T − t0, T): softmax probabilities, saved for the backward pass; zero
-//                  above the diagonal (a query never sees a later key).
+//                  head h owns channels h*HS .. (h+1)*HS of each, HS = C / NH ≤ 4·WG.
+// lse  (B, NH, T − t0): log Σ_t2 exp(s[t, t2]) per query row, s = q·k / sqrt(HS).
 // out  (B, T_cap, C): heads side by side, ready for the output projection.
 // Only query rows t0 .. T are computed, against keys 0 .. t: in training t0 = 0 and
 // T_cap = T; a KV-cache decode step has t0 = T − 1 and the cache's capacity as T_cap.
 //
-// One workgroup per (b, h, t) row. Softmax is the stable form: subtract the row max.
-// Backward needs no float atomics: the query side (dq, and dpreatt into `datt`) is
-// computed per row, the key side (dk, dv) per column in a second pass that gathers
-// over the rows below the diagonal.
+// One workgroup per (b, h, t) row; its WG invocations take the keys WG at a time (a
+// tile), one key each, and then share the tile's probabilities to accumulate the head's
+// HS output channels, up to 4 per invocation.
+// Backward needs no float atomics: the query side (dq, and delta = dout·out) is computed
+// per row, the key side (dk, dv) per column in a second pass that gathers over the rows
+// below the diagonal.
 
 struct Params { B: u32, T: u32, C: u32, NH: u32, t0: u32, T_cap: u32, _p0: u32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> att: array<f32>;
+@group(0) @binding(2) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read> dout: array<f32>;
-@group(0) @binding(5) var<storage, read_write> datt: array<f32>;  // scratch, shape of att
+@group(0) @binding(5) var<storage, read_write> delta: array<f32>;  // (B, NH, T) dout·out per row
 @group(0) @binding(6) var<storage, read_write> dqkv: array<f32>;
 
-const WG: u32 = 64u;  // workgroup size of the row kernels; reduce_* (reduce.wgsl) reduce over it
+const WG: u32 = 64u;  // workgroup size = keys per tile; reduce_* (reduce.wgsl) reduce over it
+const SLOTS: u32 = 4u;  // head channels per invocation: HS ≤ SLOTS · WG
 
-// Where a (b, h, t) row's pieces live.
-struct Row { b: u32, h: u32, t: u32, hs: u32, att: u32, scale: f32 }
+// One tile's per-key weights, shared so every invocation can accumulate its channels.
+var<workgroup> tile_a: array<f32, WG>;
+var<workgroup> tile_b: array<f32, WG>;
+
+// Where a (b, h, t) row's pieces live; `flat` is also its index in lse.
+struct Row { b: u32, h: u32, t: u32, hs: u32, flat: u32, scale: f32 }
 
 fn row_of(flat: u32) -> Row {
   let hs = p.C / p.NH;
   let rows = p.T - p.t0;  // query rows per (b, h)
-  return Row(flat / (rows * p.NH), (flat / rows) % p.NH, p.t0 + flat % rows, hs, flat * p.T, 1.0 / sqrt(f32(hs)));
+  return Row(flat / (rows * p.NH), (flat / rows) % p.NH, p.t0 + flat % rows, hs, flat, 1.0 / sqrt(f32(hs)));
 }
 
 fn row_count() -> u32 {
@@ -48,6 +57,20 @@ fn head_at(r: Row, t: u32) -> u32 {
   return (r.b * p.T_cap + t) * p.C + r.h * r.hs;
 }
 
+// x[i..i+HS] · y[j..j+HS] for the dot products of one key with one query (or dout
+// with a value).
+fn dot_qkv(i: u32, j: u32, hs: u32) -> f32 {
+  var s = 0.0;
+  for (var d = 0u; d < hs; d++) { s += qkv[i + d] * qkv[j + d]; }
+  return s;
+}
+
+fn dot_dout_qkv(i: u32, j: u32, hs: u32) -> f32 {
+  var s = 0.0;
+  for (var d = 0u; d < hs; d++) { s += dout[i + d] * qkv[j + d]; }
+  return s;
+}
+
 @compute @workgroup_size(WG)
 fn attention_forward(
   @builtin(local_invocation_index) lid: u32,
@@ -58,41 +81,50 @@ fn attention_forward(
   if (flat >= row_count()) { return; }
   let r = row_of(flat);
   let q = qkv_at(r, r.t, 0u);
-  // scores q·k / sqrt(HS) for keys 0..=t
-  var local_max = -3.0e38;
-  for (var t2 = lid; t2 <= r.t; t2 += WG) {
-    let k = qkv_at(r, t2, 1u);
-    var s = 0.0;
-    for (var d = 0u; d < r.hs; d++) { s += qkv[q + d] * qkv[k + d]; }
-    s *= r.scale;
-    att[r.att + t2] = s;
-    local_max = max(local_max, s);
-  }
-  let row_max = reduce_max(local_max, lid);
-  var local_sum = 0.0;
-  for (var t2 = lid; t2 <= r.t; t2 += WG) {
-    let e = exp(att[r.att + t2] - row_max);
-    att[r.att + t2] = e;
-    local_sum += e;
-  }
-  let inv_sum = 1.0 / reduce_sum(local_sum, lid);
-  for (var t2 = lid; t2 < p.T; t2 += WG) {
-    if (t2 <= r.t) { att[r.att + t2] *= inv_sum; } else { att[r.att + t2] = 0.0; }
-  }
-  storageBarrier();
-  // out = att · V
-  let o = head_at(r, r.t);
-  for (var d = lid; d < r.hs; d += WG) {
-    var acc = 0.0;
-    for (var t2 = 0u; t2 <= r.t; t2++) {
-      acc += att[r.att + t2] * qkv[qkv_at(r, t2, 2u) + d];
+  // An online softmax over tiles of WG keys: each score is computed once. (Two passes,
+  // the normaliser first, would save the per-tile reductions but compute every score
+  // twice; on lavapipe that was 9% slower at T = 128.)
+  var m = -3.0e38;  // running max of the scores so far
+  var l = 0.0;      // running Σ exp(s − m)
+  var acc = array<f32, SLOTS>(0.0, 0.0, 0.0, 0.0);  // Σ exp(s − m) v[d], d = lid + j·WG
+  for (var base = 0u; base <= r.t; base += WG) {
+    let t2 = base + lid;
+    var s = -3.0e38;
+    if (t2 <= r.t) { s = dot_qkv(q, qkv_at(r, t2, 1u), r.hs) * r.scale; }
+    let m_new = max(m, reduce_max(s, lid));
+    var e = 0.0;
+    if (t2 <= r.t) { e = exp(s - m_new); }
+    let rescale = exp(m - m_new);  // the old terms, relative to the new max
+    l = l * rescale + reduce_sum(e, lid);
+    m = m_new;
+    tile_a[lid] = e;
+    workgroupBarrier();
+    let n = min(WG, r.t + 1u - base);
+    for (var j = 0u; j < SLOTS; j++) {
+      let d = lid + j * WG;
+      if (d < r.hs) {
+        var a = acc[j] * rescale;
+        for (var i = 0u; i < n; i++) { a += tile_a[i] * qkv[qkv_at(r, base + i, 2u) + d]; }
+        acc[j] = a;
+      }
     }
-    out[o + d] = acc;
+    workgroupBarrier();  // the tile is read before the next one overwrites it
   }
+  let o = head_at(r, r.t);
+  for (var j = 0u; j < SLOTS; j++) {
+    let d = lid + j * WG;
+    if (d < r.hs) { out[o + d] = acc[j] / l; }
+  }
+  if (lid == 0u) { lse[r.flat] = m + log(l); }
 }
 
-// Per query row t:  datt[t2] = dout[t]·v[t2];  dpreatt = att ⊙ (datt − Σ att⊙datt)
-// (stored over datt);  dq = scale · Σ_t2 dpreatt[t2] k[t2].
+// The probability p[t, t2] = exp(s − lse[t]) recomputed from the saved log-sum-exp.
+fn prob(r: Row, t: u32, t2: u32, row_lse: f32) -> f32 {
+  return exp(dot_qkv(qkv_at(r, t, 0u), qkv_at(r, t2, 1u), r.hs) * r.scale - row_lse);
+}
+
+// Per query row t:  delta = dout[t]·out[t] (= Σ_t2 p·dp, the softmax's correction);
+//   ds[t2] = p[t2] (dout[t]·v[t2] − delta);  dq = scale · Σ_t2 ds[t2] k[t2].
 @compute @workgroup_size(WG)
 fn attention_backward_query(
   @builtin(local_invocation_index) lid: u32,
@@ -104,34 +136,40 @@ fn attention_backward_query(
   let r = row_of(flat);
   let g = head_at(r, r.t);
   var local_dot = 0.0;
-  for (var t2 = lid; t2 <= r.t; t2 += WG) {
-    let v = qkv_at(r, t2, 2u);
-    var s = 0.0;
-    for (var d = 0u; d < r.hs; d++) { s += dout[g + d] * qkv[v + d]; }
-    datt[r.att + t2] = s;
-    local_dot += att[r.att + t2] * s;
-  }
-  let dot = reduce_sum(local_dot, lid);
-  for (var t2 = lid; t2 < p.T; t2 += WG) {
+  for (var d = lid; d < r.hs; d += WG) { local_dot += dout[g + d] * out[g + d]; }
+  let dlt = reduce_sum(local_dot, lid);
+  if (lid == 0u) { delta[r.flat] = dlt; }
+  let row_lse = lse[r.flat];
+  var acc = array<f32, SLOTS>(0.0, 0.0, 0.0, 0.0);
+  for (var base = 0u; base <= r.t; base += WG) {
+    let t2 = base + lid;
+    var ds = 0.0;
     if (t2 <= r.t) {
-      datt[r.att + t2] = att[r.att + t2] * (datt[r.att + t2] - dot);
-    } else {
-      datt[r.att + t2] = 0.0;
+      ds = prob(r, r.t, t2, row_lse) * (dot_dout_qkv(g, qkv_at(r, t2, 2u), r.hs) - dlt);
     }
+    tile_a[lid] = ds;
+    workgroupBarrier();
+    let n = min(WG, r.t + 1u - base);
+    for (var j = 0u; j < SLOTS; j++) {
+      let d = lid + j * WG;
+      if (d < r.hs) {
+        var a = acc[j];
+        for (var i = 0u; i < n; i++) { a += tile_a[i] * qkv[qkv_at(r, base + i, 1u) + d]; }
+        acc[j] = a;
+      }
+    }
+    workgroupBarrier();
   }
-  storageBarrier();
   let dq = qkv_at(r, r.t, 0u);
-  for (var d = lid; d < r.hs; d += WG) {
-    var acc = 0.0;
-    for (var t2 = 0u; t2 <= r.t; t2++) {
-      acc += datt[r.att + t2] * qkv[qkv_at(r, t2, 1u) + d];
-    }
-    dqkv[dq + d] = acc * r.scale;
+  for (var j = 0u; j < SLOTS; j++) {
+    let d = lid + j * WG;
+    if (d < r.hs) { dqkv[dq + d] = acc[j] * r.scale; }
   }
 }
 
 // Per key column t2 (the workgroup's "t"): gathers over the query rows t >= t2,
-//   dk[t2] = scale · Σ_t dpreatt[t, t2] q[t],   dv[t2] = Σ_t att[t, t2] dout[t].
+//   dk[t2] = scale · Σ_t ds[t, t2] q[t],   dv[t2] = Σ_t p[t, t2] dout[t].
+// Runs after attention_backward_query, which wrote every row's delta.
 @compute @workgroup_size(WG)
 fn attention_backward_key(
   @builtin(local_invocation_index) lid: u32,
@@ -142,18 +180,43 @@ fn attention_backward_key(
   if (flat >= row_count()) { return; }
   let r = row_of(flat);
   let t2 = r.t;
-  let rows = (r.b * p.NH + r.h) * p.T;  // first row of this (b, h) in att (t0 = 0 here)
-  let dk = qkv_at(r, t2, 1u);
-  let dv = qkv_at(r, t2, 2u);
-  for (var d = lid; d < r.hs; d += WG) {
-    var acc_k = 0.0;
-    var acc_v = 0.0;
-    for (var t = t2; t < p.T; t++) {
-      let a = (rows + t) * p.T + t2;
-      acc_k += datt[a] * qkv[qkv_at(r, t, 0u) + d];
-      acc_v += att[a] * dout[head_at(r, t) + d];
+  let rows = (r.b * p.NH + r.h) * p.T;  // lse/delta index of this (b, h)'s row 0 (t0 = 0 here)
+  let v = qkv_at(r, t2, 2u);
+  var acc_k = array<f32, SLOTS>(0.0, 0.0, 0.0, 0.0);
+  var acc_v = array<f32, SLOTS>(0.0, 0.0, 0.0, 0.0);
+  for (var base = t2; base < p.T; base += WG) {
+    let t = base + lid;
+    var pr = 0.0;
+    var ds = 0.0;
+    if (t < p.T) {
+      pr = prob(r, t, t2, lse[rows + t]);
+      ds = pr * (dot_dout_qkv(head_at(r, t), v, r.hs) - delta[rows + t]);
     }
-    dqkv[dk + d] = acc_k * r.scale;
-    dqkv[dv + d] = acc_v;
+    tile_a[lid] = ds;
+    tile_b[lid] = pr;
+    workgroupBarrier();
+    let n = min(WG, p.T - base);
+    for (var j = 0u; j < SLOTS; j++) {
+      let d = lid + j * WG;
+      if (d < r.hs) {
+        var ak = acc_k[j];
+        var av = acc_v[j];
+        for (var i = 0u; i < n; i++) {
+          ak += tile_a[i] * qkv[qkv_at(r, base + i, 0u) + d];
+          av += tile_b[i] * dout[head_at(r, base + i) + d];
+        }
+        acc_k[j] = ak;
+        acc_v[j] = av;
+      }
+    }
+    workgroupBarrier();
+  }
+  let dk = qkv_at(r, t2, 1u);
+  for (var j = 0u; j < SLOTS; j++) {
+    let d = lid + j * WG;
+    if (d < r.hs) {
+      dqkv[dk + d] = acc_k[j] * r.scale;
+      dqkv[v + d] = acc_v[j];
+    }
   }
 }

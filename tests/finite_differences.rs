@@ -77,14 +77,14 @@ fn attention_backward_matches_finite_differences() {
         let rng = &mut Rng::new(2);
         let (qkv, g) = (random(rng, b * t * 3 * c), random(rng, b * t * c));
         let forward = |qkv: &[f64]| {
-            let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-            attention_forward(&mut out, &mut att, qkv, b, t, c, nh, 0, t);
+            let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+            attention_forward(&mut out, &mut lse, qkv, b, t, c, nh, 0, t);
             dot(&out, &g)
         };
-        let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-        attention_forward(&mut out, &mut att, &qkv, b, t, c, nh, 0, t);
-        let (mut dqkv, mut datt) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
-        attention_backward(&mut dqkv, &mut datt, &g, &qkv, &att, b, t, c, nh);
+        let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+        attention_forward(&mut out, &mut lse, &qkv, b, t, c, nh, 0, t);
+        let (mut dqkv, mut delta) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
+        attention_backward(&mut dqkv, &mut delta, &g, &qkv, &out, &lse, b, t, c, nh);
         check(&format!("attention B={b} T={t} C={c} NH={nh}"), &qkv, &dqkv, forward);
     }
 }

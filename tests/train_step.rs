@@ -110,3 +110,50 @@ fn a_multithreaded_cpu_run_repeats_bit_for_bit() {
     assert_eq!(first.0.len(), 8, "6 training losses and 2 validations");
     assert_eq!(first, second, "two runs of the same seed differ");
 }
+
+/// Attention keeps one log-sum-exp per query row instead of the (B, NH, T, T) scores, so
+/// a model trains at context 1024 in less device memory than the old kernel's score
+/// matrices alone took (one per layer, and one for their gradient). The loss on WebGPU
+/// (lavapipe) matches the CPU backend's from the same weights. One layer of the small
+/// preset's width keeps lavapipe's time down; the browser test trains all four.
+#[test]
+fn context_1024_trains_without_the_score_matrix() {
+    use kiln::backend::CpuBackend;
+    let (b, t) = (1, 1024);
+    let text = default_corpus(Language::English, 60, 4);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let docs: Vec<Vec<u32>> = documents(&text).iter().map(|d| tok.encode(d).unwrap()).collect();
+    let rows = windows(&pack(&docs.iter().map(Vec::as_slice).collect::<Vec<_>>()), t);
+    let batch = make_batch(&[&rows[0]], b, t);
+    let batch = batch.scaled((1.0 / batch.weight_sum()) as f32);
+    // a layer of the small preset (4 heads × 128 wide) at context 1024
+    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: t, n_layer: 1, n_head: 4, n_embd: 128 };
+    let adamw = AdamWConfig { lr: 1e-3, ..Default::default() };
+
+    async fn losses<B: Backend>(be: &mut B, config: GptConfig, batch: &TokenBatch, adamw: AdamWConfig) -> Vec<f32> {
+        let model = Gpt::new(be, config, 7).unwrap();
+        let acts = Activations::new(be, &config, batch.b, batch.t).unwrap();
+        let mut opt = AdamW::new(be, &model).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let loss = train_step(be, &model, &acts, &mut opt, std::slice::from_ref(batch), adamw, 1.0, true);
+            out.push(loss.await.unwrap().unwrap());
+        }
+        out
+    }
+    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
+    let gpu_losses = block_on(losses(&mut GpuBackend::new(gpu.clone()), config, &batch, adamw));
+    let cpu_losses = block_on(losses(&mut CpuBackend::new(), config, &batch, adamw));
+    let peak = gpu.memory().1;
+    let scores = 4 * (config.n_layer + 1) as u64 * (b * config.n_head * t * t) as u64;
+    println!(
+        "context {t}: losses WebGPU {gpu_losses:?}, CPU {cpu_losses:?}; device peak {:.1} MiB, the score matrices alone {:.1} MiB",
+        peak as f64 / 1048576.0,
+        scores as f64 / 1048576.0
+    );
+    assert!(gpu_losses.iter().all(|l| l.is_finite()) && gpu_losses[2] < gpu_losses[0], "{gpu_losses:?}");
+    for (g, c) in gpu_losses.iter().zip(&cpu_losses) {
+        assert!(((g - c) / c).abs() < 1e-4, "WebGPU {gpu_losses:?} vs CPU {cpu_losses:?}");
+    }
+    assert!(peak < scores, "peak {peak} bytes, scores {scores}");
+}

@@ -183,7 +183,7 @@ function onProgress(p) {
   }
   const last = app.progress.findLast((q) => q.loss != null);
   const lastVal = app.progress.findLast((q) => q.valLoss != null);
-  const stats = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}`;
+  const stats = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}${p.memoryPeakBytes != null ? ` · GPU memory ${(p.memoryPeakBytes / 2 ** 20).toFixed(1)} MiB` : ''}`;
   $('train-stats').textContent = stats;
   $('stage-name').textContent = p.stage === 'sft' ? '— fine-tuning' : '— pretraining';
   if (p.stage === 'sft') $('sft-stats').textContent = stats;

@@ -229,7 +229,7 @@ impl Backend for CpuBackend {
     fn attention_forward(
         &mut self,
         out: &CpuBuf,
-        att: &CpuBuf,
+        lse: &CpuBuf,
         qkv: &CpuBuf,
         b: usize,
         t: usize,
@@ -241,7 +241,7 @@ impl Backend for CpuBackend {
         self.op("attention_forward", || {
             cpu::attention::attention_forward(
                 &mut out.borrow_mut(),
-                &mut att.borrow_mut(),
+                &mut lse.borrow_mut(),
                 &qkv.borrow(),
                 b,
                 t,
@@ -255,10 +255,11 @@ impl Backend for CpuBackend {
     fn attention_backward(
         &mut self,
         dqkv: &CpuBuf,
-        datt: &CpuBuf,
+        delta: &CpuBuf,
         dout: &CpuBuf,
         qkv: &CpuBuf,
-        att: &CpuBuf,
+        out: &CpuBuf,
+        lse: &CpuBuf,
         b: usize,
         t: usize,
         c: usize,
@@ -267,10 +268,11 @@ impl Backend for CpuBackend {
         self.op("attention_backward", || {
             cpu::attention::attention_backward(
                 &mut dqkv.borrow_mut(),
-                &mut datt.borrow_mut(),
+                &mut delta.borrow_mut(),
                 &dout.borrow(),
                 &qkv.borrow(),
-                &att.borrow(),
+                &out.borrow(),
+                &lse.borrow(),
                 b,
                 t,
                 c,

@@ -55,6 +55,9 @@ impl Backend for GpuBackend {
         let l = self.gpu.limits();
         Some(l.max_storage_buffer_binding_size.min(l.max_buffer_size))
     }
+    fn memory_peak_bytes(&self) -> Option<u64> {
+        Some(self.gpu.memory().1)
+    }
     fn zeros(&mut self, len: usize) -> Result<Buffer> {
         Ok(self.gpu.zeros(len)?)
     }
@@ -169,7 +172,7 @@ impl Backend for GpuBackend {
     fn attention_forward(
         &mut self,
         out: &Buffer,
-        att: &Buffer,
+        lse: &Buffer,
         qkv: &Buffer,
         b: usize,
         t: usize,
@@ -178,21 +181,22 @@ impl Backend for GpuBackend {
         t0: usize,
         t_cap: usize,
     ) {
-        gpu::attention::attention_forward(self.batch(), out, att, qkv, b, t, c, nh, t0, t_cap);
+        gpu::attention::attention_forward(self.batch(), out, lse, qkv, b, t, c, nh, t0, t_cap);
     }
     fn attention_backward(
         &mut self,
         dqkv: &Buffer,
-        datt: &Buffer,
+        delta: &Buffer,
         dout: &Buffer,
         qkv: &Buffer,
-        att: &Buffer,
+        out: &Buffer,
+        lse: &Buffer,
         b: usize,
         t: usize,
         c: usize,
         nh: usize,
     ) {
-        gpu::attention::attention_backward(self.batch(), dqkv, datt, dout, qkv, att, b, t, c, nh);
+        gpu::attention::attention_backward(self.batch(), dqkv, delta, dout, qkv, out, lse, b, t, c, nh);
     }
     fn gelu_forward(&mut self, out: &Buffer, inp: &Buffer, n: usize) {
         gpu::gelu::gelu_forward(self.batch(), out, inp, n);

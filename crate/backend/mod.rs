@@ -53,6 +53,11 @@ pub trait Backend {
     fn describe(&self) -> String;
     /// The largest buffer the device allows, in bytes (None: no limit but memory).
     fn max_buffer_bytes(&self) -> Option<u64>;
+    /// The most bytes of Kiln's device buffers alive at once so far (None: not counted,
+    /// as on the CPU, where buffers are ordinary memory).
+    fn memory_peak_bytes(&self) -> Option<u64> {
+        None
+    }
     fn zeros(&mut self, len: usize) -> Result<Self::Buf>;
     fn upload(&mut self, data: &[f32]) -> Result<Self::Buf>;
     fn upload_u32(&mut self, data: &[u32]) -> Result<Self::Buf>;
@@ -120,11 +125,12 @@ pub trait Backend {
         n: usize,
         c: usize,
     ) -> Result<()>;
-    /// Query rows t0..t of a (B, T, 3C) qkv; t0 > 0 is a KV-cache decode step.
+    /// Query rows t0..t of a (B, T, 3C) qkv; t0 > 0 is a KV-cache decode step. Saves
+    /// lse (B, NH, T − t0), each row's softmax normaliser, rather than the scores.
     fn attention_forward(
         &mut self,
         out: &Self::Buf,
-        att: &Self::Buf,
+        lse: &Self::Buf,
         qkv: &Self::Buf,
         b: usize,
         t: usize,
@@ -133,13 +139,15 @@ pub trait Backend {
         t0: usize,
         t_cap: usize,
     );
+    /// delta (B, NH, T) is scratch; out and lse are the forward pass's.
     fn attention_backward(
         &mut self,
         dqkv: &Self::Buf,
-        datt: &Self::Buf,
+        delta: &Self::Buf,
         dout: &Self::Buf,
         qkv: &Self::Buf,
-        att: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
         b: usize,
         t: usize,
         c: usize,

@@ -1,14 +1,21 @@
-//! Causal multi-head self-attention on the fused QKV layout (B, T, 3C).
+//! Causal multi-head self-attention on the fused QKV layout (B, T, 3C), without a stored
+//! score matrix: the forward pass saves one log-sum-exp per query row, the backward pass
+//! recomputes each probability from it (as `shaders/attention.wgsl` does).
 
 use super::{cst, for_chunks2, Float};
 
-/// out (B, T_cap, C), att (B, NH, T − t0, T) ← qkv (B, T_cap, 3C), for query rows
-/// t0 .. T. Training uses t0 = 0 and T_cap = T; a KV-cache decode step computes the one
-/// new row t0 = T − 1 against a cache of capacity T_cap.
-/// att holds the softmax probabilities (zero above the diagonal) for the backward pass.
+fn dot<F: Float>(x: &[F], y: &[F]) -> F {
+    x.iter().zip(y).map(|(&a, &b)| a * b).sum()
+}
+
+/// out (B, T_cap, C), lse (B, NH, T − t0) ← qkv (B, T_cap, 3C), for query rows t0 .. T.
+/// Training uses t0 = 0 and T_cap = T; a KV-cache decode step computes the one new row
+/// t0 = T − 1 against a cache of capacity T_cap.
+/// lse[b, h, t − t0] = log Σ_{t2 ≤ t} exp(q_t·k_t2 / sqrt(HS)): the softmax's normaliser,
+/// all the backward pass needs to recompute a probability.
 pub fn attention_forward<F: Float>(
     out: &mut [F],
-    att: &mut [F],
+    lse: &mut [F],
     qkv: &[F],
     b_size: usize,
     t_size: usize,
@@ -20,57 +27,51 @@ pub fn attention_forward<F: Float>(
     let hs = c / nh;
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
     let rows = t_size - t0;
-    // one sequence b per task: out[b] (T_cap, C) and att[b] (NH, T − t0, T)
-    for_chunks2(
-        &mut out[..b_size * t_cap * c],
-        t_cap * c,
-        &mut att[..b_size * nh * rows * t_size],
-        nh * rows * t_size,
-        |b, out, att| {
-            let qkv = &qkv[b * t_cap * 3 * c..];
-            for h in 0..nh {
-                for t in t0..t_size {
-                    let q = &qkv[t * 3 * c + h * hs..][..hs];
-                    let row = &mut att[(h * rows + t - t0) * t_size..][..t_size];
-                    // scores and their max, keys 0..=t only
-                    let mut max = F::neg_infinity();
-                    for t2 in 0..=t {
-                        let k = &qkv[t2 * 3 * c + c + h * hs..][..hs];
-                        let s: F = q.iter().zip(k).map(|(&x, &y)| x * y).sum::<F>() * scale;
-                        row[t2] = s;
-                        max = max.max(s);
-                    }
-                    // softmax, stable
-                    let mut sum = F::zero();
-                    for x in row[..=t].iter_mut() {
-                        *x = (*x - max).exp();
-                        sum = sum + *x;
-                    }
-                    let inv = F::one() / sum;
-                    row[..=t].iter_mut().for_each(|x| *x = *x * inv);
-                    row[t + 1..].iter_mut().for_each(|x| *x = F::zero());
-                    // out = att · V, as a sum of V's rows
-                    let o = &mut out[t * c + h * hs..][..hs];
-                    o.iter_mut().for_each(|x| *x = F::zero());
-                    for (t2, &a) in row[..=t].iter().enumerate() {
-                        let v = &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs];
-                        o.iter_mut().zip(v).for_each(|(x, &y)| *x = *x + a * y);
-                    }
+    // one sequence b per task: out[b] (T_cap, C) and lse[b] (NH, T − t0)
+    for_chunks2(&mut out[..b_size * t_cap * c], t_cap * c, &mut lse[..b_size * nh * rows], nh * rows, |b, out, lse| {
+        let qkv = &qkv[b * t_cap * 3 * c..];
+        let mut row = vec![F::zero(); t_size]; // one query row's scores, then probabilities
+        for h in 0..nh {
+            for t in t0..t_size {
+                let q = &qkv[t * 3 * c + h * hs..][..hs];
+                // scores and their max, keys 0..=t only
+                let mut max = F::neg_infinity();
+                for (t2, s) in row[..=t].iter_mut().enumerate() {
+                    *s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
+                    max = max.max(*s);
+                }
+                // softmax, stable
+                let mut sum = F::zero();
+                for x in row[..=t].iter_mut() {
+                    *x = (*x - max).exp();
+                    sum = sum + *x;
+                }
+                lse[h * rows + t - t0] = max + sum.ln();
+                // out = softmax · V, as a sum of V's rows
+                let inv = F::one() / sum;
+                let o = &mut out[t * c + h * hs..][..hs];
+                o.iter_mut().for_each(|x| *x = F::zero());
+                for (t2, &e) in row[..=t].iter().enumerate() {
+                    let (a, v) = (e * inv, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
+                    o.iter_mut().zip(v).for_each(|(x, &y)| *x = *x + a * y);
                 }
             }
-        },
-    );
+        }
+    });
 }
 
-/// dqkv (B, T, 3C) ← dout (B, T, C), using qkv and the saved att.
-/// datt (B, NH, T, T) is scratch; it ends holding d(pre-softmax scores), zero above the
-/// diagonal. dqkv is overwritten.
+/// dqkv (B, T, 3C) ← dout (B, T, C), recomputing the probabilities from qkv and the saved
+/// lse (B, NH, T); out (B, T, C) is the forward pass's output. delta (B, NH, T) is
+/// scratch; it ends holding dout·out per query row. dqkv is overwritten.
+/// With p = exp(s − lse) and dp = dout·v:  ds = p (dp − delta),
+///   dq += scale · ds · k,  dk += scale · ds · q,  dv += p · dout.
 pub fn attention_backward<F: Float>(
     dqkv: &mut [F],
-    datt: &mut [F],
+    delta: &mut [F],
     dout: &[F],
     qkv: &[F],
-    att: &[F],
+    out: &[F],
+    lse: &[F],
     b_size: usize,
     t_size: usize,
     c: usize,
@@ -78,40 +79,35 @@ pub fn attention_backward<F: Float>(
 ) {
     let hs = c / nh;
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
-    // one sequence b per task: dqkv[b] (T, 3C) and datt[b] (NH, T, T)
+    // one sequence b per task: dqkv[b] (T, 3C) and delta[b] (NH, T)
     for_chunks2(
         &mut dqkv[..b_size * t_size * 3 * c],
         t_size * 3 * c,
-        &mut datt[..b_size * nh * t_size * t_size],
-        nh * t_size * t_size,
-        |b, dqkv, datt| {
-            let (qkv, dout) = (&qkv[b * t_size * 3 * c..], &dout[b * t_size * c..]);
-            let att = &att[b * nh * t_size * t_size..];
-            let at = |t: usize, part: usize, h: usize| t * 3 * c + part * c + h * hs;
+        &mut delta[..b_size * nh * t_size],
+        nh * t_size,
+        |b, dqkv, delta| {
+            let (qkv, dout, out) = (&qkv[b * t_size * 3 * c..], &dout[b * t_size * c..], &out[b * t_size * c..]);
+            let lse = &lse[b * nh * t_size..];
+            let mut dq = vec![F::zero(); hs];
             dqkv.iter_mut().for_each(|x| *x = F::zero());
             for h in 0..nh {
                 for t in 0..t_size {
-                    let r = (h * t_size + t) * t_size;
-                    let g = &dout[t * c + h * hs..][..hs];
-                    // datt = dout · V, then through the softmax: dpre = att ⊙ (datt − Σ att ⊙ datt)
+                    let (q, g) = (&qkv[t * 3 * c + h * hs..][..hs], &dout[t * c + h * hs..][..hs]);
+                    let d = dot(g, &out[t * c + h * hs..][..hs]);
+                    delta[h * t_size + t] = d;
+                    let l = lse[h * t_size + t];
+                    dq.iter_mut().for_each(|x| *x = F::zero());
                     for t2 in 0..=t {
-                        let v = &qkv[at(t2, 2, h)..][..hs];
-                        datt[r + t2] = g.iter().zip(v).map(|(&x, &y)| x * y).sum();
+                        let kv = &qkv[t2 * 3 * c..];
+                        let (k, v) = (&kv[c + h * hs..][..hs], &kv[2 * c + h * hs..][..hs]);
+                        let p = (dot(q, k) * scale - l).exp();
+                        let ds = p * (dot(g, v) - d) * scale;
+                        dq.iter_mut().zip(k).for_each(|(x, &y)| *x = *x + ds * y);
+                        let (dk, dv) = dqkv[t2 * 3 * c + c..].split_at_mut(c);
+                        dk[h * hs..][..hs].iter_mut().zip(q).for_each(|(x, &y)| *x = *x + ds * y);
+                        dv[h * hs..][..hs].iter_mut().zip(g).for_each(|(x, &y)| *x = *x + p * y);
                     }
-                    let dot: F = (0..=t).map(|t2| att[r + t2] * datt[r + t2]).sum();
-                    for t2 in 0..t_size {
-                        datt[r + t2] = if t2 <= t { att[r + t2] * (datt[r + t2] - dot) } else { F::zero() };
-                    }
-                    for t2 in 0..=t {
-                        let (dpre, a) = (datt[r + t2] * scale, att[r + t2]);
-                        // dq += dpre · k · scale,  dk += dpre · q · scale,  dv += att · dout
-                        for d in 0..hs {
-                            let (q, k) = (qkv[at(t, 0, h) + d], qkv[at(t2, 1, h) + d]);
-                            dqkv[at(t, 0, h) + d] = dqkv[at(t, 0, h) + d] + dpre * k;
-                            dqkv[at(t2, 1, h) + d] = dqkv[at(t2, 1, h) + d] + dpre * q;
-                            dqkv[at(t2, 2, h) + d] = dqkv[at(t2, 2, h) + d] + a * g[d];
-                        }
-                    }
+                    dqkv[t * 3 * c + h * hs..][..hs].copy_from_slice(&dq);
                 }
             }
         },

@@ -16,6 +16,10 @@ pub struct GptConfig {
     pub n_embd: usize,
 }
 
+/// The largest head (n_embd / n_head) the attention kernels hold; both backends keep it
+/// so that a model trained on one runs on the other.
+pub const MAX_HEAD_SIZE: usize = 256;
+
 /// Named sizes. `base` is nanoGPT's shakespeare-char shape.
 pub const PRESETS: [(&str, usize, usize, usize, usize); 3] = [
     // (name, n_layer, n_head, n_embd, block_size)
@@ -44,6 +48,12 @@ impl GptConfig {
         }
         if self.n_embd % self.n_head != 0 {
             return bad(format!("n_embd ({}) must be a multiple of n_head ({})", self.n_embd, self.n_head));
+        }
+        if self.head_size() > MAX_HEAD_SIZE {
+            return bad(format!(
+                "heads of {} channels (n_embd / n_head) are past the attention kernel's {MAX_HEAD_SIZE}; use more heads",
+                self.head_size()
+            ));
         }
         if self.vocab_size > 1 << 20 || self.block_size > 1 << 14 || self.n_embd > 1 << 14 || self.n_layer > 256 {
             return bad(format!("{self} is far beyond what a browser can train"));
@@ -75,13 +85,14 @@ impl GptConfig {
         let params = f * self.num_params() as u64;
         let bt = b * t;
         // saved per layer: ln1, qkv, atty, attproj, res2, ln2, fch, fch_gelu, fcproj, res3
-        // (in C units: 1+3+1+1+1+1+4+4+1+1 = 18), LN stats (4 per row), att (NH·T per row)
-        let per_layer = f * (bt * 18 * c + 4 * bt + b * nh * t * t);
+        // (in C units: 1+3+1+1+1+1+4+4+1+1 = 18), LN stats (4 per row), attention's
+        // log-sum-exp (NH per row; no (T, T) scores are kept)
+        let per_layer = f * (bt * 18 * c + 4 * bt + bt * nh);
         // encoded, lnf (+stats), logits, losses, tokens, targets, weights
         let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
-        // gradient scratch: dres, dln, dqkv, datt, datty, dfch, dfch_gelu (the logits'
-        // gradient is written over the logits)
-        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + b * nh * t * t);
+        // gradient scratch: dres, dln, dqkv, datty, dfch, dfch_gelu, attention's delta
+        // (NH per row); the logits' gradient is written over the logits
+        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + bt * nh);
         // two moments, and a weight-decay bit per parameter
         let optimizer = 2 * params + f * (self.num_params() as u64).div_ceil(32);
         MemoryEstimate { params, grads: params, optimizer, activations: l * per_layer + top + scratch }
@@ -92,9 +103,8 @@ impl GptConfig {
     pub fn largest_buffer(&self, b: usize, t: usize) -> u64 {
         let params = self.num_params() as u64;
         let logits = (b * t * self.vocab_size) as u64;
-        let att = (b * self.n_head * t * t) as u64;
         let fch = (b * t * 4 * self.n_embd) as u64;
-        4 * params.max(logits).max(att).max(fch)
+        4 * params.max(logits).max(fch)
     }
 }
 

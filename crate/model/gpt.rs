@@ -64,7 +64,7 @@ pub struct LayerActivations<T> {
     pub ln1_mean: T, // (BT)
     pub ln1_rstd: T, // (BT)
     pub qkv: T,      // (BT, 3C)
-    pub att: T,      // (B, NH, T, T)
+    pub lse: T,      // (B, NH, T) each query row's softmax normaliser (no score matrix)
     pub atty: T,     // (BT, C) attention output, heads side by side
     pub attproj: T,  // (BT, C)
     pub res2: T,     // (BT, C) residual after attention
@@ -84,7 +84,7 @@ pub struct LayerActivations<T> {
 impl<T> LayerActivations<T> {
     /// One block's buffers for B × T rows; `kv_rows` rows of qkv and attention output
     /// (B·T in training, the whole context for a KV cache).
-    fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, att: usize) -> Result<Self> {
+    fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, lse: usize) -> Result<Self> {
         let c = cfg.n_embd;
         let new_rows =
             if rows > 1 && kv_rows > rows { Some((be.zeros(rows * 3 * c)?, be.zeros(rows * c)?)) } else { None };
@@ -95,7 +95,7 @@ impl<T> LayerActivations<T> {
             ln1_mean: z(rows)?,
             ln1_rstd: z(rows)?,
             qkv: z(kv_rows * 3 * c)?,
-            att: z(att)?,
+            lse: z(lse)?,
             atty: z(kv_rows * c)?,
             attproj: z(rows * c)?,
             res2: z(rows * c)?,
@@ -138,7 +138,7 @@ pub struct Activations<T> {
     pub dres: T,      // (BT, C) the gradient flowing down the residual stream
     pub dln: T,       // (BT, C)
     pub dqkv: T,      // (BT, 3C)
-    pub datt: T,      // (B, NH, T, T)
+    pub delta: T,     // (B, NH, T) attention backward's dout·out per query row
     pub datty: T,     // (BT, C)
     pub dfch: T,      // (BT, 4C)
     pub dfch_gelu: T, // (BT, 4C)
@@ -149,7 +149,7 @@ impl<T> Activations<T> {
         let (c, v, nh, bt) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, b * t);
         let mut layers = Vec::new();
         for _ in 0..cfg.n_layer {
-            layers.push(LayerActivations::new(be, cfg, bt, bt, b * nh * t * t)?);
+            layers.push(LayerActivations::new(be, cfg, bt, bt, b * nh * t)?);
         }
         let mut z = |n: usize| be.zeros(n);
         Ok(Activations {
@@ -171,7 +171,7 @@ impl<T> Activations<T> {
             dres: z(bt * c)?,
             dln: z(bt * c)?,
             dqkv: z(bt * 3 * c)?,
-            datt: z(b * nh * t * t)?,
+            delta: z(b * nh * t)?,
             datty: z(bt * c)?,
             dfch: z(bt * 4 * c)?,
             dfch_gelu: z(bt * 4 * c)?,
@@ -226,7 +226,7 @@ pub fn block_forward<B: Backend>(
     if rows.b == 1 || rows.t0 == 0 && rows.t == rows.t_cap {
         // The new rows lie together in the (B, T_cap, 3C) cache: write them in place.
         linear(be, at(&x.qkv, rows.t0 * 3 * c), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
-        be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
         linear(be, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), w.attn_proj_weight, w.attn_proj_bias, c, c);
     } else {
         // B sequences at position t0: sequence b's row is b·T_cap + t0 of its cache.
@@ -235,7 +235,7 @@ pub fn block_forward<B: Backend>(
         for b in 0..rows.b {
             be.copy(at(new_qkv, b * 3 * c), at(&x.qkv, (b * rows.t_cap + rows.t0) * 3 * c), 3 * c);
         }
-        be.attention_forward(&x.atty, &x.att, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
         for b in 0..rows.b {
             be.copy(at(&x.atty, (b * rows.t_cap + rows.t0) * c), at(new_atty, b * c), c);
         }
@@ -443,7 +443,7 @@ pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B:
         layernorm_backward(be, &x.res2, w.ln_2_weight, w.ln_2_bias, &x.ln2_mean, &x.ln2_rstd)?;
         // res2 = input + attproj
         linear_backward(be, model, &a.datty, &x.atty, &a.dres, w.attn_proj_weight, w.attn_proj_bias, c, c, bt)?;
-        be.attention_backward(&a.dqkv, &a.datt, &a.datty, &x.qkv, &x.att, b, t, c, nh);
+        be.attention_backward(&a.dqkv, &a.delta, &a.datty, &x.qkv, &x.atty, &x.lse, b, t, c, nh);
         linear_backward(be, model, &a.dln, &x.ln1, &a.dqkv, w.c_attn_weight, w.c_attn_bias, c, 3 * c, bt)?;
         // now dres is the gradient of the block's input
         layernorm_backward(be, input, w.ln_1_weight, w.ln_1_bias, &x.ln1_mean, &x.ln1_rstd)?;

@@ -167,43 +167,56 @@ async fn matmul_case(
 
 async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    // (B, T, C, NH): T past the 64-wide workgroup stride, HS past it too (130)
-    for (b, t, c, nh) in [(1, 1, 4, 1), (2, 7, 12, 3), (1, 33, 16, 2), (2, 65, 8, 2), (1, 127, 8, 1), (1, 9, 130, 1)] {
+    // (B, T, C, NH): T past two 64-key tiles, HS past one and three 64-wide channel slots
+    for (b, t, c, nh) in
+        [(1, 1, 4, 1), (2, 7, 12, 3), (1, 33, 16, 2), (2, 65, 8, 2), (1, 150, 8, 1), (1, 9, 130, 1), (1, 5, 200, 1)]
+    {
         let qkv = rng.vec_f32(b * t * 3 * c, -1.0, 1.0);
         let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
-        let (mut out_ref, mut att_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-        let (mut dqkv_ref, mut datt_ref) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t * t]);
+        let (mut out_ref, mut lse_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+        let (mut dqkv_ref, mut delta_ref) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
         let qkv64 = f64s(&qkv);
-        cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &qkv64, b, t, c, nh, 0, t);
-        cpu::attention::attention_backward(&mut dqkv_ref, &mut datt_ref, &f64s(&dout), &qkv64, &att_ref, b, t, c, nh);
+        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &qkv64, b, t, c, nh, 0, t);
+        cpu::attention::attention_backward(
+            &mut dqkv_ref,
+            &mut delta_ref,
+            &f64s(&dout),
+            &qkv64,
+            &out_ref,
+            &lse_ref,
+            b,
+            t,
+            c,
+            nh,
+        );
 
         let (gqkv, gdout) = (gpu.upload(&qkv)?, gpu.upload(&dout)?);
-        let (gout, gatt) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t * t)?);
-        let (gdqkv, gdatt) = (gpu.zeros(b * t * 3 * c)?, gpu.zeros(b * nh * t * t)?);
+        let (gout, glse) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t)?);
+        let (gdqkv, gdelta) = (gpu.zeros(b * t * 3 * c)?, gpu.zeros(b * nh * t)?);
         let mut batch = gpu.begin();
-        gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, 0, t);
-        gpu::attention::attention_backward(&mut batch, &gdqkv, &gdatt, &gdout, &gqkv, &gatt, b, t, c, nh);
+        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, 0, t);
+        gpu::attention::attention_backward(&mut batch, &gdqkv, &gdelta, &gdout, &gqkv, &gout, &glse, b, t, c, nh);
         gpu.submit(batch);
-        let (out, att) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gatt).await?);
-        let (dqkv, datt) = (gpu.read_f32(&gdqkv).await?, gpu.read_f32(&gdatt).await?);
+        let (out, lse) = (gpu.read_f32(&gout).await?, gpu.read_f32(&glse).await?);
+        let (dqkv, delta) = (gpu.read_f32(&gdqkv).await?, gpu.read_f32(&gdelta).await?);
         let case = format!("B={b} T={t} C={c} NH={nh}");
-        checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&att, &att_ref)]));
-        checks.push(check("attention_backward", case, &[(&dqkv, &dqkv_ref), (&datt, &datt_ref)]));
+        checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
+        checks.push(check("attention_backward", case, &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
     }
     // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap
     for (b, t, c, nh, t0, t_cap) in [(1, 1, 8, 2, 0, 4), (2, 9, 8, 2, 8, 12), (1, 70, 16, 4, 65, 80)] {
         let qkv = rng.vec_f32(b * t_cap * 3 * c, -1.0, 1.0);
         let out0 = rng.vec_f32(b * t_cap * c, -1.0, 1.0); // rows outside t0..T stay as they were
         let rows = t - t0;
-        let (mut out_ref, mut att_ref) = (f64s(&out0), vec![0.0; b * nh * rows * t]);
-        cpu::attention::attention_forward(&mut out_ref, &mut att_ref, &f64s(&qkv), b, t, c, nh, t0, t_cap);
-        let (gqkv, gout, gatt) = (gpu.upload(&qkv)?, gpu.upload(&out0)?, gpu.zeros(b * nh * rows * t)?);
+        let (mut out_ref, mut lse_ref) = (f64s(&out0), vec![0.0; b * nh * rows]);
+        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &f64s(&qkv), b, t, c, nh, t0, t_cap);
+        let (gqkv, gout, glse) = (gpu.upload(&qkv)?, gpu.upload(&out0)?, gpu.zeros(b * nh * rows)?);
         let mut batch = gpu.begin();
-        gpu::attention::attention_forward(&mut batch, &gout, &gatt, &gqkv, b, t, c, nh, t0, t_cap);
+        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, t0, t_cap);
         gpu.submit(batch);
-        let (out, att) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gatt).await?);
+        let (out, lse) = (gpu.read_f32(&gout).await?, gpu.read_f32(&glse).await?);
         let case = format!("decode B={b} T={t} C={c} NH={nh} t0={t0} cap={t_cap}");
-        checks.push(check("attention_forward", case, &[(&out, &out_ref), (&att, &att_ref)]));
+        checks.push(check("attention_forward", case, &[(&out, &out_ref), (&lse, &lse_ref)]));
     }
     Ok(checks)
 }

@@ -239,6 +239,8 @@ pub struct Progress {
     pub elapsed_s: f64,
     pub eta_s: f64,
     pub sample: Option<String>,
+    /// The most bytes of device buffers alive at once so far (WebGPU only).
+    pub memory_peak_bytes: Option<u64>,
     /// The stage's own measures since the last report (pair accuracy, KL, …).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -495,6 +497,7 @@ impl<B: Backend> Trainer<B> {
             elapsed_s: now - self.started,
             eta_s: if self.tokens_per_s > 0.0 { remaining / self.tokens_per_s } else { 0.0 },
             sample,
+            memory_peak_bytes: self.be.memory_peak_bytes(),
             metrics: self.stage.as_mut().map(|s| s.metrics().into_iter().collect()).unwrap_or_default(),
         })
     }
@@ -610,7 +613,7 @@ impl<B: Backend> Trainer<B> {
         let ppo = self.stage.as_mut().and_then(|s| s.as_ppo()).expect("checked");
         let batch = ppo.rollout_batch(&prompts, &answers, b);
         self.eval_acts()?;
-        let acts = self.eval_acts.as_ref().expect("just made");
+        let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let missing = || KilnError::Config("PPO needs the reference and reward models (set_frozen)".into());
         let reference = self.frozen.reference.as_ref().ok_or_else(missing)?;
         let reward = self.frozen.reward.as_ref().ok_or_else(missing)?;
@@ -649,7 +652,7 @@ impl<B: Backend> Trainer<B> {
     pub async fn answer_logps(&mut self, prompt: &[u32], answers: &[Vec<u32>]) -> Result<Vec<f64>> {
         let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
         self.eval_acts()?;
-        let acts = self.eval_acts.as_ref().expect("just made");
+        let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let mut out = Vec::with_capacity(answers.len());
         for chunk in answers.chunks(b) {
             let rows: Vec<_> = chunk.iter().map(|a| super::preference::answer_row(prompt, a, t)).collect();
@@ -671,7 +674,7 @@ impl<B: Backend> Trainer<B> {
         let b = self.cfg.batch_size;
         let batches = stage.reference_batches(b);
         self.eval_acts()?;
-        let acts = self.eval_acts.as_ref().expect("just made");
+        let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let mut outputs = Vec::with_capacity(batches.len());
         for batch in &batches {
             outputs.push(forward_outputs(&mut self.be, &self.model, acts, batch, heads).await?);
@@ -679,10 +682,12 @@ impl<B: Backend> Trainer<B> {
         self.stage.as_mut().expect("checked").set_reference(b, outputs)
     }
 
-    /// Makes the activations for passes that leave the training ones alone (validation,
-    /// references).
+    /// Makes sure there are activations for passes outside a step (validation, references,
+    /// rollouts' scores): the training step's own, when a stage has begun (every step
+    /// writes them afresh, so nothing is kept in them between steps, and a second set
+    /// would double the largest part of the device memory), else a set of their own.
     fn eval_acts(&mut self) -> Result<()> {
-        if self.eval_acts.is_none() {
+        if self.acts.is_none() && self.eval_acts.is_none() {
             let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
             self.eval_acts = Some(Activations::new(&mut self.be, &self.model.config, b, t)?);
         }
@@ -693,8 +698,9 @@ impl<B: Backend> Trainer<B> {
     pub async fn validate(&mut self) -> Result<f32> {
         let heads = self.stage()?.heads();
         self.eval_acts()?;
-        let Trainer { be, model, stage, eval_acts, val, .. } = self;
-        let (stage, acts) = (stage.as_mut().expect("checked"), eval_acts.as_ref().expect("just made"));
+        let Trainer { be, model, stage, acts, eval_acts, val, .. } = self;
+        let (stage, acts) =
+            (stage.as_mut().expect("checked"), acts.as_ref().or(eval_acts.as_ref()).expect("just made"));
         let loss = match heads {
             None => evaluate(be, model, acts, val).await?,
             Some(heads) => {

@@ -133,6 +133,42 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
   }
 });
 
+test('attention at context 1024: the small preset trains on WebGPU (SwiftShader) without the (B, heads, T, T) scores', async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const { page } = await openPage(browser, '?backend=gpu');
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+    // The page's estimate for the small preset at a context of 1024 fits this device.
+    await page.selectOption('#preset', 'small');
+    await page.fill('#block-size', '1024');
+    await page.fill('#batch', '1');
+    await waitFor(page, () => /parameters · needs/.test(document.getElementById('model-estimate').textContent), 30_000);
+    console.log(`estimate: ${await page.textContent('#model-estimate')}`);
+    // Two steps through the page's own Kiln (its worker, on WebGPU), with one validation
+    // batch: at T = 1024 every forward pass takes SwiftShader about 15 s.
+    const { info, progress } = await app(page, async () => {
+      const kiln = window.kilnApp.kiln;
+      const info = await kiln.createModel({ preset: 'small', blockSize: 1024 }, { batchSize: 1, steps: 2, evalBatches: 1, sampleEvery: 0 });
+      const progress = [];
+      await kiln.train({ onProgress: (p) => progress.push(p) });
+      return { info, progress };
+    });
+    const c = info.config;
+    assert.deepEqual([c.n_layer, c.n_head, c.n_embd, c.block_size], [4, 4, 128, 1024]);
+    const losses = progress.filter((p) => p.loss != null).map((p) => p.loss);
+    const peak = progress.at(-1).memoryPeakBytes;
+    // what the old kernel kept: a (B, NH, T, T) matrix per layer, and one for its gradient
+    const scores = 4 * (c.n_layer + 1) * 1 * c.n_head * 1024 * 1024;
+    console.log(`context 1024, batch 1: losses ${losses.map((l) => l.toFixed(3)).join(' ')}, validation ${progress.at(-1).valLoss?.toFixed(3)}; GPU memory peak ${(peak / 2 ** 20).toFixed(1)} MiB, the score matrices alone ${scores / 2 ** 20} MiB; ${progress.at(-1).elapsedS.toFixed(0)} s`);
+    assert.equal(progress.at(-1).step, 2);
+    assert.ok(losses.length === 2 && losses.every(Number.isFinite) && Number.isFinite(progress.at(-1).valLoss), `losses ${losses}`);
+    assert.ok(peak > 0 && peak < scores, `peak ${peak} bytes`);
+  } finally {
+    await browser.close();
+  }
+});
+
 test('with only a software adapter (SwiftShader), auto times both backends on the model, trains on the CPU and says why', async () => {
   const browser = await launch({ webgpu: true });
   try {

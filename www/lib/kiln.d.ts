@@ -139,6 +139,8 @@ export interface Progress {
   elapsedS: number;
   etaS: number;
   sample: string | null;
+  /** The most bytes of device buffers alive at once so far (WebGPU; null on the CPU). */
+  memoryPeakBytes: number | null;
   /** The preference stages' measures since the last report: pairAccuracy,
    * valPairAccuracy, rewardMargin, logpChosen, logpRejected (DPO); meanReward, kl,
    * endedShare, clipFraction, entropy, valueLoss, policyLoss (PPO). */

@@ -134,7 +134,7 @@ export class Kiln {
    * the run continues (`steps` changes its length). Other options (batchSize, lr, …) take
    * the stage's defaults. `onStage` receives the new stage's info (rows, JSONL lines
    * skipped); `onProgress` receives {stage, step, steps, loss, valLoss, lr, tokensPerS,
-   * etaS, elapsedS, sample}. Stops early on `signal` abort or stop(), resolving with
+   * etaS, elapsedS, sample, memoryPeakBytes}. Stops early on `signal` abort or stop(), resolving with
    * {stopped: true}. */
   async train({ stage = 'pretrain', data, onProgress, onStage, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
