@@ -92,6 +92,8 @@ struct BackendInfo {
     /// `auto`'s measurements on the last model made (training tokens/s).
     gpu_tokens_per_s: Option<f64>,
     cpu_tokens_per_s: Option<f64>,
+    /// Workers that share a CPU training step (this one and its helpers; parallel.rs).
+    threads: usize,
 }
 
 /// What the page's WebGPU adapter says of itself (wgpu leaves the name empty in browsers).
@@ -137,10 +139,14 @@ pub fn start() {
 
 /// Chooses the backend: "auto" (both WebGPU, when this browser has an adapter, and the
 /// CPU; each model trains on whichever of the two is faster for it, timed when the model is
-/// made), "gpu" or "cpu". `adapter` is {description, software} from WebGPU's adapter info.
-/// Returns BackendInfo: {kind, adapter, reason, maxBufferBytes, auto, software, …}.
+/// made), "gpu" or "cpu". `adapter` is {description, software} from WebGPU's adapter info;
+/// `threads`, the workers (this one and its helpers) a CPU training step is shared by:
+/// by default one per core (`cores`, navigator.hardwareConcurrency), at most
+/// DEFAULT_THREADS. Returns BackendInfo: {kind, adapter, reason, maxBufferBytes, auto,
+/// software, threads, …}.
 #[wasm_bindgen(js_name = init)]
-pub async fn init(backend: String, adapter: JsValue) -> Result<JsValue, JsValue> {
+pub async fn init(backend: String, adapter: JsValue, threads: Option<usize>, cores: usize) -> Result<JsValue, JsValue> {
+    let threads = threads.unwrap_or(cores.min(DEFAULT_THREADS)).clamp(1, MAX_THREADS);
     let described: AdapterDescription =
         if adapter.is_undefined() || adapter.is_null() { Default::default() } else { from_js(adapter)? };
     let (gpu, info) = match backend.as_str() {
@@ -165,6 +171,7 @@ pub async fn init(backend: String, adapter: JsValue) -> Result<JsValue, JsValue>
                     software,
                     gpu_tokens_per_s: None,
                     cpu_tokens_per_s: None,
+                    threads,
                 };
                 (Some(gpu), info)
             }
@@ -176,11 +183,18 @@ pub async fn init(backend: String, adapter: JsValue) -> Result<JsValue, JsValue>
         },
         other => return Err(js_error(format!("backend {other:?}: choose auto, gpu or cpu"))),
     };
+    let info = BackendInfo { threads, ..info };
     let s = session();
     let mut s = s.borrow_mut();
     *s = Session { gpu, info: Some(info.clone()), ..Session::default() };
     to_js(&info)
 }
+
+/// Workers a CPU step is shared by unless asked: each holds a copy of the model and its
+/// activations, and past four the per-step copies of weights and gradients eat the gain.
+const DEFAULT_THREADS: usize = 4;
+/// The most a caller may ask for.
+const MAX_THREADS: usize = 16;
 
 /// With `auto` and WebGPU at hand, times `config` on both backends and makes the faster
 /// the session's (no session borrow is held while the probe runs).
@@ -214,6 +228,7 @@ fn cpu_info(reason: String) -> BackendInfo {
         software: false,
         gpu_tokens_per_s: None,
         cpu_tokens_per_s: None,
+        threads: 1,
     }
 }
 
@@ -735,12 +750,87 @@ fn put_run(run: Run) {
     session().borrow_mut().run = Some(run);
 }
 
+/// Begins a training step shared by `workers` (crate::train::parallel): null when this
+/// step is not shared (WebGPU, one worker, a preference stage), else {config, params:
+/// Float32Array, shares: [[{b, t, tokens, targets, weights}]]}, helper i's shares at
+/// shares[i]. Then: localShare(), the helpers' shareGradients, trainStep(their results).
+#[wasm_bindgen(js_name = shareStep)]
+pub async fn share_step(workers: usize) -> Result<JsValue, JsValue> {
+    let mut run = take_run()?;
+    let result = match &mut run {
+        Run::Cpu(r) => r.share_step(workers).await,
+        Run::Gpu(_) => Ok(None),
+    };
+    put_run(run);
+    let Some(work) = result.map_err(kiln_error)? else { return Ok(JsValue::NULL) };
+    let out = js_sys::Object::new();
+    let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&out, &k.into(), v).map(|_| ());
+    set("config", &to_js(&work.config)?)?;
+    set("params", &js_sys::Float32Array::from(&work.params[..]).into())?;
+    set("shares", &to_js(&work.shares)?)?;
+    Ok(out.into())
+}
+
+/// Runs this worker's own share of the step shareStep began.
+#[wasm_bindgen(js_name = localShare)]
+pub async fn local_share() -> Result<(), JsValue> {
+    let mut run = take_run()?;
+    let result = match &mut run {
+        Run::Cpu(r) => r.local_share().await,
+        Run::Gpu(_) => Err(KilnError::Config("shared steps run on the CPU backend".into())),
+    };
+    put_run(run);
+    result.map_err(kiln_error)
+}
+
+thread_local! {
+    /// A helper worker's model (it holds no session).
+    static HELPER: RefCell<Option<crate::train::parallel::Helper<CpuBackend>>> = const { RefCell::new(None) };
+}
+
+/// In a helper worker: the gradient of `shares` (from shareStep) at the weights `params`
+/// of a model of `config`. Returns {grads: Float32Array, lossSum}.
+#[wasm_bindgen(js_name = shareGradients)]
+pub async fn share_gradients(config: JsValue, params: Vec<f32>, shares: JsValue) -> Result<JsValue, JsValue> {
+    let config: GptConfig = from_js(config)?;
+    let shares: Vec<crate::train::TokenBatch> = from_js(shares)?;
+    let mut helper = match HELPER.with(|h| h.borrow_mut().take()) {
+        Some(h) if h.config() == config => h,
+        _ => crate::train::parallel::Helper::new(CpuBackend::new(), config).map_err(kiln_error)?,
+    };
+    let result = helper.gradients(&params, &shares).await;
+    HELPER.with(|h| *h.borrow_mut() = Some(helper));
+    let r = result.map_err(kiln_error)?;
+    let out = js_sys::Object::new();
+    js_sys::Reflect::set(&out, &"grads".into(), &js_sys::Float32Array::from(&r.grads[..]).into())?;
+    js_sys::Reflect::set(&out, &"lossSum".into(), &JsValue::from_f64(r.loss_sum as f64))?;
+    Ok(out.into())
+}
+
+/// The helpers' results ([{grads: Float32Array, lossSum}], in helper order).
+fn share_results(results: JsValue) -> Result<Vec<crate::train::parallel::ShareResult>, JsValue> {
+    let get = |o: &JsValue, k: &str| js_sys::Reflect::get(o, &k.into());
+    js_sys::Array::from(&results)
+        .iter()
+        .map(|r| {
+            let grads = get(&r, "grads")?.dyn_into::<js_sys::Float32Array>()?.to_vec();
+            let loss_sum = get(&r, "lossSum")?.as_f64().ok_or_else(|| js_error("a helper sent no lossSum"))? as f32;
+            Ok(crate::train::parallel::ShareResult { grads, loss_sum })
+        })
+        .collect()
+}
+
 /// One optimizer step (with validation and a sample when due). Returns the Progress, or
-/// null when the run has done all its steps.
+/// null when the run has done all its steps. `results`: the helpers' share of a step
+/// begun by shareStep.
 #[wasm_bindgen(js_name = trainStep)]
-pub async fn train_step() -> Result<JsValue, JsValue> {
+pub async fn train_step(results: JsValue) -> Result<JsValue, JsValue> {
+    let results = if results.is_undefined() || results.is_null() { None } else { Some(share_results(results)?) };
     let mut run = take_run()?;
     let result: Result<Option<Progress>, KilnError> = async {
+        if let (Some(results), Run::Cpu(r)) = (results, &mut run) {
+            r.add_share_results(results)?;
+        }
         Ok(match &mut run {
             Run::Gpu(r) if !r.done() => Some(r.train_one().await?),
             Run::Cpu(r) if !r.done() => Some(r.train_one().await?),

@@ -157,3 +157,52 @@ fn context_1024_trains_without_the_score_matrix() {
     }
     assert!(peak < scores, "peak {peak} bytes, scores {scores}");
 }
+
+/// Data parallelism (the browser's CPU workers): a step split between the trainer and
+/// two helpers, their gradients added in helper order, trains as the unshared step does
+/// (the same batches, summed in another order) and repeats bit for bit.
+#[test]
+fn a_step_shared_with_helpers_matches_one_worker_and_repeats() {
+    use kiln::backend::CpuBackend;
+    use kiln::train::parallel::Helper;
+    use kiln::train::{TrainConfig, Trainer};
+    let text = default_corpus(Language::English, 200, 3);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
+    let config = GptConfig::preset("tiny", tok.vocab_size()).unwrap();
+    let cfg =
+        TrainConfig { steps: 5, eval_every: 5, sample_every: 0, log_every: 1, batch_size: 7, ..Default::default() };
+    let run = |workers: usize| {
+        let mut run = Trainer::pretrain(CpuBackend::new(), tok.clone(), &text, config, cfg.clone()).unwrap();
+        let mut helpers: Vec<Helper<CpuBackend>> =
+            (1..workers).map(|_| Helper::new(CpuBackend::new(), config).unwrap()).collect();
+        let mut losses = Vec::new();
+        for _ in 0..5 {
+            if let Some(work) = block_on(run.share_step(workers)).unwrap() {
+                assert_eq!(work.shares.len(), workers - 1);
+                assert_eq!(work.shares[1][0].b, 2, "7 rows in shares of 3, 2 and 2");
+                block_on(run.local_share()).unwrap();
+                let results = helpers
+                    .iter_mut()
+                    .zip(&work.shares)
+                    .map(|(h, shares)| block_on(h.gradients(&work.params, shares)).unwrap())
+                    .collect();
+                run.add_share_results(results).unwrap();
+            }
+            let p = block_on(run.train_one()).unwrap();
+            losses.extend(p.loss);
+            losses.extend(p.val_loss);
+        }
+        (losses, block_on(run.params()).unwrap())
+    };
+    let (one, shared, again) = (run(1), run(3), run(3));
+    println!("one worker {:?}\nthree workers {:?}", one.0, shared.0);
+    assert_eq!(shared.0.len(), 6, "5 training losses and a validation");
+    for (a, b) in one.0.iter().zip(&shared.0) {
+        assert!(((a - b) / a).abs() < 1e-5, "{:?} vs {:?}", one.0, shared.0);
+    }
+    let expected: Vec<f64> = one.1.iter().map(|&x| x as f64).collect();
+    let err = kiln::selftest::max_rel_err(&shared.1, &expected);
+    assert!(err < 1e-3, "weights after 5 steps differ by {err:.2e}");
+    assert_eq!(shared.0, again.0, "two shared runs of the same seed differ");
+    assert_eq!(shared.1, again.1);
+}

@@ -128,7 +128,8 @@ function showBackend(b) {
   const badge = $('backend');
   badge.className = `badge ${b.kind}`;
   const why = b.reason ? ` — ${b.reason}` : '';
-  if (b.kind === 'cpu') badge.textContent = `Training on the CPU (WebAssembly)${why}`;
+  const threads = b.threads > 1 ? `, ${b.threads} threads` : ', one thread';
+  if (b.kind === 'cpu') badge.textContent = `Training on the CPU (WebAssembly${threads})${why}`;
   else if (b.software) badge.textContent = `Training on software WebGPU (${b.adapter}), not a GPU${why}`;
   else badge.textContent = `Training on your GPU with WebGPU: ${b.adapter}${why}`;
 }
@@ -759,9 +760,12 @@ function wire() {
 async function main() {
   wire();
   setButtons('idle');
-  const backend = new URLSearchParams(location.search).get('backend') ?? 'auto';
+  const query = new URLSearchParams(location.search);
+  const backend = query.get('backend') ?? 'auto';
+  // ?threads=N: CPU workers sharing each step (the default is one per core, at most 4)
+  const threads = Number(query.get('threads')) || undefined;
   await guard(async () => {
-    app.kiln = await Kiln.create({ backend });
+    app.kiln = await Kiln.create({ backend, threads });
     app.backend = app.kiln.backend;
     app.defaults = await app.kiln.defaults();
     showDefaults(app.defaults);

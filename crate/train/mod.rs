@@ -4,6 +4,7 @@
 
 pub mod dpo;
 pub mod optimizer;
+pub mod parallel;
 pub mod ppo;
 pub mod preference;
 pub mod pretrain;

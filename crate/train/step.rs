@@ -9,7 +9,7 @@ use crate::error::{KilnError, Result};
 use crate::model::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
 
 /// One micro-batch of B rows × T positions, on the host.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TokenBatch {
     pub b: usize,
     pub t: usize,
@@ -39,6 +39,28 @@ fn load<B: Backend>(be: &mut B, a: &Activations<B::Buf>, batch: &TokenBatch) {
     be.write(&a.weights, 0, &batch.weights);
 }
 
+/// The gradient of Σ w·nll over `micro_batches` (gradient accumulation) into the model's
+/// gradient buffer, and, when `report`, that sum into `acts.loss_sum`. Queued, not run.
+pub fn accumulate_gradients<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    acts: &Activations<B::Buf>,
+    micro_batches: &[TokenBatch],
+    report: bool,
+) -> Result<()> {
+    be.clear(model.grads());
+    be.clear(&acts.loss_sum);
+    for batch in micro_batches {
+        load(be, acts, batch);
+        forward(be, model, acts);
+        backward(be, model, acts, &batch.tokens)?;
+        if report {
+            add_losses(be, acts, batch)?;
+        }
+    }
+    Ok(())
+}
+
 /// One optimizer step over `micro_batches` (gradient accumulation). Everything is queued
 /// into one submit; the loss is summed on the device and read back (one readback, after
 /// the submit) only when `report` — then it is Σ w·nll.
@@ -52,16 +74,7 @@ pub async fn train_step<B: Backend>(
     max_norm: f32,
     report: bool,
 ) -> Result<Option<f32>> {
-    be.clear(model.grads());
-    be.clear(&acts.loss_sum);
-    for batch in micro_batches {
-        load(be, acts, batch);
-        forward(be, model, acts);
-        backward(be, model, acts, &batch.tokens)?;
-        if report {
-            add_losses(be, acts, batch)?;
-        }
-    }
+    accumulate_gradients(be, model, acts, micro_batches, report)?;
     opt.update(be, model, adamw, max_norm)?;
     be.flush();
     if report {

@@ -278,6 +278,8 @@ pub struct Trainer<B: Backend> {
     mark: (f64, u64),
     tokens_per_s: f64,
     started: f64,
+    /// A step shared with helper workers (parallel.rs), between its calls.
+    pub(super) parallel: Option<super::parallel::SharedStep<B>>,
 }
 
 /// Models that run forward only, with no gradient or optimizer buffers: PPO's reference
@@ -367,6 +369,7 @@ impl<B: Backend> Trainer<B> {
             mark: (started, 0),
             tokens_per_s: 0.0,
             started,
+            parallel: None,
         })
     }
 
@@ -414,6 +417,7 @@ impl<B: Backend> Trainer<B> {
         }
         self.acts = Some(Activations::new(&mut self.be, &self.model.config, cfg.batch_size, t)?);
         self.eval_acts = None;
+        self.parallel = None;
         self.val = val;
         self.stage = Some(stage);
         self.cfg = cfg;
@@ -504,16 +508,26 @@ impl<B: Backend> Trainer<B> {
 
     /// A step of a stage whose weights are fixed by its batches (pretraining, SFT): one
     /// submit; the loss is read back only when `report`.
+    /// A step shared with helpers (parallel.rs) is finished here instead.
     async fn fixed_weight_step(&mut self, adamw: AdamWConfig, report: bool) -> Result<Option<f32>> {
-        let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
-        let stage = self.stage.as_mut().expect("a stage has begun");
-        let mut micro: Vec<TokenBatch> = (0..accum).map(|_| stage.next_batch(b)).collect();
-        // Σ weights over the whole step = 1: accumulation averages over counted tokens
-        // (supervised ones in SFT), not over micro-batches.
-        let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
-        micro = micro.iter().map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32)).collect();
+        if self.shared_step_ready() {
+            let loss = self.finish_shared_step(adamw).await?;
+            return Ok(report.then_some(loss));
+        }
+        let micro = self.step_batches();
         let acts = self.acts.as_ref().expect("a stage has begun");
         train_step(&mut self.be, &self.model, acts, &mut self.opt, &micro, adamw, self.cfg.grad_clip, report).await
+    }
+
+    /// The next step's micro-batches, their weights summing to 1 over the whole step:
+    /// accumulation averages over counted tokens (supervised ones in SFT), not over
+    /// micro-batches.
+    pub(super) fn step_batches(&mut self) -> Vec<TokenBatch> {
+        let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
+        let stage = self.stage.as_mut().expect("a stage has begun");
+        let micro: Vec<TokenBatch> = (0..accum).map(|_| stage.next_batch(b)).collect();
+        let tokens: f64 = micro.iter().map(TokenBatch::weight_sum).sum();
+        micro.iter().map(|b| b.scaled((1.0 / tokens.max(1.0)) as f32)).collect()
     }
 
     /// A step of a stage whose loss depends on the forward pass (reward model, DPO, PPO):

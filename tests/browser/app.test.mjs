@@ -189,7 +189,7 @@ test('with only a software adapter (SwiftShader), auto times both backends on th
     console.log(`auto chose ${chosen.kind}: WebGPU ${chosen.gpuTokensPerS.toFixed(0)} tokens/s, CPU ${chosen.cpuTokensPerS.toFixed(0)}; badge: ${badge}`);
     assert.equal(chosen.kind, 'cpu');
     assert.ok(chosen.gpuTokensPerS > 0 && chosen.cpuTokensPerS > chosen.gpuTokensPerS);
-    assert.match(badge, /CPU \(WebAssembly\) — timed on this model: software WebGPU trains [\d,]+ tokens\/s, the CPU [\d,]+; the CPU is [\d.]+× faster/);
+    assert.match(badge, /CPU \(WebAssembly, (\d+ threads|one thread)\) — timed on this model: software WebGPU trains [\d,]+ tokens\/s, the CPU [\d,]+; the CPU is [\d.]+× faster/);
     assert.doesNotMatch(badge, /your GPU/);
   } finally {
     await browser.close();
@@ -203,7 +203,7 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     const backend = await app(page, () => window.kilnApp.backend);
     console.log(`backend: ${JSON.stringify(backend)}`);
     assert.equal(backend.kind, 'cpu');
-    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly\) — WebGPU is not available here/);
+    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly, (\d+ threads|one thread)\) — WebGPU is not available here/);
     // Files that are not text are refused by name, and the built-in corpus stays in use.
     await page.check('input[name=source][value=file]');
     await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
@@ -225,6 +225,39 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     }
     const greedy = await generateGreedy(page);
     assert.ok(greedy.length > 'Once upon a time'.length);
+  } finally {
+    await browser.close();
+  }
+});
+
+test('on the CPU, workers share each step (one WebAssembly instance per core): the losses of one worker, and the same run after run', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const run = async (threads) => {
+      const { page } = await openPage(browser, `?threads=${threads}`);
+      const backend = await app(page, () => window.kilnApp.backend);
+      assert.equal(backend.threads, threads);
+      assert.match(await page.textContent('#backend'), threads > 1 ? new RegExp(`WebAssembly, ${threads} threads`) : /WebAssembly, one thread/);
+      await page.click('#train-tokenizer');
+      await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+      const losses = await app(page, async () => {
+        const kiln = window.kilnApp.kiln;
+        await kiln.createModel({ preset: 'tiny' }, { steps: 6, batchSize: 8, evalEvery: 3, logEvery: 1, sampleEvery: 0 });
+        const out = [];
+        await kiln.train({ onProgress: (p) => out.push(p.loss, p.valLoss) });
+        return out.filter((x) => x != null);
+      });
+      await page.close();
+      return losses;
+    };
+    const [one, two, again, three] = [await run(1), await run(2), await run(2), await run(3)];
+    console.log(`one worker ${one.map((l) => l.toFixed(6)).join(' ')}\ntwo workers ${two.map((l) => l.toFixed(6)).join(' ')}\nthree ${three.map((l) => l.toFixed(6)).join(' ')}`);
+    assert.equal(one.length, 8, '6 training losses and 2 validations');
+    assert.deepEqual(two, again, 'two runs with two workers differ');
+    for (const shared of [two, three]) {
+      const worst = Math.max(...shared.map((l, i) => Math.abs(l - one[i]) / one[i]));
+      assert.ok(worst < 1e-5, `shared steps drift from one worker's by ${worst}`);
+    }
   } finally {
     await browser.close();
   }

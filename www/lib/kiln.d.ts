@@ -17,6 +17,8 @@ export interface BackendInfo {
   /** auto: training tokens/s of the last model made on each backend. */
   gpuTokensPerS: number | null;
   cpuTokensPerS: number | null;
+  /** Workers (WebAssembly instances, one per core) sharing each CPU training step. */
+  threads: number;
 }
 
 export interface CorpusInfo { bytes: number; characters: number; documents: number; preview: string; }
@@ -165,7 +167,7 @@ export class KilnError extends Error {
 }
 
 export class Kiln {
-  static create(options?: { backend?: BackendChoice; workerUrl?: string | URL }): Promise<Kiln>;
+  static create(options?: { backend?: BackendChoice; threads?: number; workerUrl?: string | URL }): Promise<Kiln>;
   backend: BackendInfo;
   useDefaultCorpus(language?: 'en' | 'zh'): Promise<CorpusInfo>;
   useCorpus(input: string | Uint8Array | ArrayBuffer | Blob): Promise<CorpusInfo>;

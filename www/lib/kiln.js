@@ -42,11 +42,12 @@ export class Kiln {
   /** Starts Kiln's worker and picks a backend: 'auto' (each model is timed on WebGPU, when
    * there is an adapter, and on the CPU in WebAssembly, and trains on the faster —
    * `backend.reason` says why, with both figures, once `createModel` has run), 'gpu' or
-   * 'cpu'. */
-  static async create({ backend = 'auto', workerUrl } = {}) {
+   * 'cpu'. On the CPU, `threads` workers (by default one per core, at most 4) share each
+   * pretraining and fine-tuning step; `backend.threads` says how many. */
+  static async create({ backend = 'auto', threads, workerUrl } = {}) {
     const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
     const kiln = new Kiln(worker);
-    kiln.backend = await kiln.#call('init', [backend]);
+    kiln.backend = await kiln.#call('init', [backend, { threads }]);
     return kiln;
   }
 

@@ -25,6 +25,53 @@ const waitForWake = () => new Promise((resolve) => control.wake.push(resolve));
 // resolve as microtasks and would otherwise keep the worker's event loop busy.
 const yieldToEvents = () => new Promise((resolve) => setTimeout(resolve, 0));
 
+/** Workers sharing each CPU training step (set by init), and the helpers beyond this one,
+ * started at the first shared step (share.worker.js). */
+let threads = 1;
+const helpers = [];
+let nextAsk = 1;
+
+function startHelper() {
+  const worker = new Worker(new URL('./share.worker.js', import.meta.url), { type: 'module' });
+  const pending = new Map();
+  const failAll = (message) => { pending.forEach(({ reject }) => reject(new Error(message))); pending.clear(); };
+  worker.onmessage = ({ data }) => {
+    const call = pending.get(data.id);
+    pending.delete(data.id);
+    if (data.error != null) call?.reject(new Error(data.error));
+    else call?.resolve(data.result);
+  };
+  worker.onerror = (e) => { e.preventDefault(); failAll(`a helper worker failed: ${e.message ?? 'it did not start'}`); };
+  const ask = (message) => new Promise((resolve, reject) => {
+    const id = nextAsk++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, ...message });
+  });
+  return { worker, ask };
+}
+
+/** One training step, shared with the helpers when the core can (CPU backend, a
+ * pretraining or fine-tuning stage): they compute their rows' gradients while this worker
+ * computes its own, and the core adds them in helper order. Should a helper fail, the
+ * step is taken here alone and later steps stay on this worker. */
+async function step() {
+  const work = threads > 1 ? await wasm.shareStep(threads) : null;
+  if (work === null) return wasm.trainStep();
+  while (helpers.length < work.shares.length) helpers.push(startHelper());
+  const asked = work.shares.map((shares, i) => helpers[i].ask({ config: work.config, params: work.params, shares }));
+  await wasm.localShare();
+  let results;
+  try {
+    results = await Promise.all(asked);
+  } catch (error) {
+    console.warn(`Kiln: training on one thread from now on: ${error.message}`);
+    threads = 1;
+    helpers.splice(0).forEach(({ worker }) => worker.terminate());
+    return wasm.trainStep();  // the core drops the half-shared step and takes a whole one
+  }
+  return wasm.trainStep(results);
+}
+
 /** Trains a stage step by step. A stage other than the current one, new `data`, or
  * `restart` begins it afresh on the model as it is (its info goes out as {id, stage});
  * otherwise the current stage continues, `steps` changing its length. */
@@ -43,7 +90,7 @@ async function train(id, { stage = 'pretrain', data, lang, restart = false, step
   for (;;) {
     while ((control.paused || control.generating) && !control.stopped) await waitForWake();
     if (control.stopped) return { ...last, stopped: true };
-    const progress = await exclusive(() => wasm.trainStep());
+    const progress = await exclusive(step);
     if (progress === null) return last;
     last = progress;
     postMessage({ id, progress });
@@ -96,7 +143,10 @@ onmessage = async ({ data }) => {
     else if (method === 'chat') result = await generate(id, () => wasm.chatStart(args[0], args[1] ?? {}));
     else if (method === 'init') {
       const adapter = await describeAdapter();
-      result = await exclusive(() => wasm.init(String(args[0] ?? 'auto'), adapter ?? undefined));
+      const [backend = 'auto', options = {}] = args;
+      result = await exclusive(() => wasm.init(String(backend), adapter ?? undefined, options.threads ?? undefined, navigator.hardwareConcurrency || 1));
+      threads = result.threads;
+      helpers.splice(0).forEach(({ worker }) => worker.terminate());
     }
     else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
     else throw new Error(`unknown method ${method}`);
