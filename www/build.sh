@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the wasm core into www/pkg/ (wasm-bindgen --target web).
 #   bash www/build.sh            dev profile (fast to build; what the browser tests use)
-#   bash www/build.sh --release  release profile, then wasm-opt -Oz from npm's binaryen
+#   bash www/build.sh --release  release profile, then wasm-opt -O3 from npm's binaryen (-O3, not
+#                                -Oz: the CPU backend trains 6–8% faster for 2% more bytes)
 #                                (Debian's wasm-opt breaks wasm-bindgen 0.2.130 output)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ cargo build --lib --target wasm32-unknown-unknown "${cargo_flags[@]}"
 wasm-bindgen --target web --out-dir www/pkg --out-name kiln \
   "target/wasm32-unknown-unknown/$profile/kiln.wasm"
 if [[ "$profile" == release ]]; then
-  npx --no-install wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+  npx --no-install wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     www/pkg/kiln_bg.wasm -o www/pkg/kiln_bg.wasm
 fi

@@ -4,8 +4,18 @@
 
 use super::{cst, for_chunks2, Float};
 
+/// x·y over eight running sums: a float sum taken in order cannot be vectorised (its
+/// rounding would change), eight independent ones can (SIMD natively and in wasm).
 fn dot<F: Float>(x: &[F], y: &[F]) -> F {
-    x.iter().zip(y).map(|(&a, &b)| a * b).sum()
+    let mut acc = [F::zero(); 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let tail: F = xs.remainder().iter().zip(ys.remainder()).map(|(&a, &b)| a * b).sum();
+    for (a, b) in xs.zip(ys) {
+        for i in 0..8 {
+            acc[i] = acc[i] + a[i] * b[i];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// out (B, T_cap, C), lse (B, NH, T − t0) ← qkv (B, T_cap, 3C), for query rows t0 .. T.

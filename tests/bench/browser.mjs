@@ -1,7 +1,8 @@
 // Training throughput in the browser: the demo page's own Kiln API in headless Chromium,
 // on WebGPU (SwiftShader here) and on the CPU backend in WebAssembly, for the tiny and
 // small presets (8 rows of the full context, 512-token BPE vocabulary, as the native
-// benchmark), each backend forced (?backend=gpu, ?backend=cpu); then what `auto` chose
+// benchmark), each backend forced (?backend=gpu, ?backend=cpu, the CPU on one worker and
+// on its default of one per core: ?threads=1 and none); then what `auto` chose
 // for each preset and both of its figures. Also the size of the .wasm before and after
 // gzip. Prints JSON.
 //   node tests/bench/browser.mjs [--quick]   (--quick: tiny only)
@@ -42,11 +43,11 @@ async function autoChoice(preset) {
   }
 }
 
-async function measure(webgpu, preset) {
+async function measure(webgpu, preset, threads) {
   const browser = await launch({ webgpu });
   try {
     const page = await browser.newPage();
-    await page.goto(`${origin}/index.html?backend=${webgpu ? 'gpu' : 'cpu'}`);
+    await page.goto(`${origin}/index.html?backend=${webgpu ? 'gpu' : 'cpu'}${threads ? `&threads=${threads}` : ''}`);
     await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
     return await page.evaluate(async (preset) => {
       const kiln = window.kilnApp.kiln;
@@ -67,7 +68,8 @@ async function measure(webgpu, preset) {
         },
       });
       const seconds = (performance.now() - start) / 1000;
-      return { preset, backend: kiln.backend.kind, adapter: kiln.backend.adapter, params: info.params, steps_timed: steps, tokens_per_s: (steps * tokensPerStep) / seconds };
+      const b = kiln.backend;
+      return { preset, backend: b.kind, adapter: b.adapter, threads: b.kind === 'cpu' ? b.threads : null, params: info.params, steps_timed: steps, tokens_per_s: (steps * tokensPerStep) / seconds };
     }, preset);
   } finally {
     await browser.close();
@@ -79,9 +81,9 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 const results = [];
 const auto = [];
 for (const preset of presets) {
-  for (const webgpu of [true, false]) {
-    const r = await measure(webgpu, preset);
-    console.error(`browser ${r.backend} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
+  for (const [webgpu, threads] of [[true], [false, 1], [false]]) {
+    const r = await measure(webgpu, preset, threads);
+    console.error(`browser ${r.backend}${r.threads ? ` (${r.threads} threads)` : ''} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
     results.push(r);
   }
   const a = await autoChoice(preset);
@@ -92,7 +94,7 @@ server.close();
 const wasm = fs.readFileSync(path.join(ROOT, 'www', 'pkg', 'kiln_bg.wasm'));
 console.log(JSON.stringify({
   benchmark: 'browser_train',
-  browser: 'headless Chromium (Debian), WebGPU on SwiftShader; CPU backend in WebAssembly with SIMD128',
+  browser: 'headless Chromium (Debian), WebGPU on SwiftShader; CPU backend in WebAssembly with SIMD128, one worker per thread',
   wasm_bytes: wasm.length,
   wasm_gzip_bytes: zlib.gzipSync(wasm, { level: 9 }).length,
   results,

@@ -41,7 +41,7 @@ const inBrowser = browser && {
   wasm_gzip_bytes: browser.wasm_gzip_bytes,
   results: browser.results.map((r) => {
     const native = nativeRate.get(`${r.preset}/${r.backend}`) ?? null;
-    return { preset: r.preset, backend: r.backend, adapter: r.adapter, tokens_per_s: r.tokens_per_s,
+    return { preset: r.preset, backend: r.backend, adapter: r.adapter, threads: r.threads ?? null, tokens_per_s: r.tokens_per_s,
       native_tokens_per_s: native, browser_over_native: native ? r.tokens_per_s / native : null };
   }),
   auto: browser.auto ?? null,
