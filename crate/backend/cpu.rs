@@ -239,7 +239,7 @@ impl Backend for CpuBackend {
         t_cap: usize,
     ) {
         self.op("attention_forward", || {
-            cpu::attention::attention_forward(
+            cpu::attention::attention_forward_gemm(
                 &mut out.borrow_mut(),
                 &mut lse.borrow_mut(),
                 &qkv.borrow(),
@@ -266,7 +266,7 @@ impl Backend for CpuBackend {
         nh: usize,
     ) {
         self.op("attention_backward", || {
-            cpu::attention::attention_backward(
+            cpu::attention::attention_backward_gemm(
                 &mut dqkv.borrow_mut(),
                 &mut delta.borrow_mut(),
                 &dout.borrow(),

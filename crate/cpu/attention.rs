@@ -123,3 +123,151 @@ pub fn attention_backward<F: Float>(
         },
     );
 }
+
+/// dst (m, n) = beta · lhs (m, k) · rhs (k, n), each matrix given by its first element and
+/// its (row, column) strides in elements, through the `gemm` crate on this thread.
+///
+/// # Safety
+/// Every element the shapes and strides reach must lie inside the slice it points into,
+/// and dst must not overlap lhs or rhs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    beta: f32,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs.0,
+        lhs.2 as isize,
+        lhs.1 as isize,
+        rhs.0,
+        rhs.2 as isize,
+        rhs.1 as isize,
+        0.0,
+        beta,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The same attention as [`attention_forward`], f32 only, with each head's products
+/// through `gemm` (S = Q·Kᵀ, then out = P·V): what the CPU backend runs. It keeps one
+/// (T − t0, T) score matrix per sequence being worked on as scratch, never the whole
+/// batch's; selftest holds it to the twin.
+pub fn attention_forward_gemm(
+    out: &mut [f32],
+    lse: &mut [f32],
+    qkv: &[f32],
+    b_size: usize,
+    t_size: usize,
+    c: usize,
+    nh: usize,
+    t0: usize,
+    t_cap: usize,
+) {
+    let hs = c / nh;
+    let scale = 1.0 / (hs as f32).sqrt();
+    let rows = t_size - t0;
+    assert!(qkv.len() >= b_size * t_cap * 3 * c && out.len() >= b_size * t_cap * c && lse.len() >= b_size * nh * rows);
+    for_chunks2(&mut out[..b_size * t_cap * c], t_cap * c, &mut lse[..b_size * nh * rows], nh * rows, |b, out, lse| {
+        let qkv = &qkv[b * t_cap * 3 * c..][..t_cap * 3 * c];
+        let mut p = vec![0.0f32; rows * t_size]; // (T − t0, T) scores, then probabilities
+        for h in 0..nh {
+            // SAFETY: Q rows t0..T, K and V rows 0..T of head h lie in qkv (T_cap ≥ T rows
+            // of 3C); p is rows × T; out rows t0..T of head h lie in out.
+            unsafe {
+                let q = (qkv[t0 * 3 * c + h * hs..].as_ptr(), 3 * c, 1);
+                let k_t = (qkv[c + h * hs..].as_ptr(), 1, 3 * c); // Kᵀ (HS, T)
+                gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale);
+            }
+            for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
+                let t = t0 + i;
+                let max = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0.0;
+                for x in row[..=t].iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                lse[h * rows + i] = max + sum.ln();
+                let inv = 1.0 / sum;
+                row[..=t].iter_mut().for_each(|x| *x *= inv);
+                row[t + 1..].iter_mut().for_each(|x| *x = 0.0);
+            }
+            // SAFETY: as above; out does not overlap p or qkv.
+            unsafe {
+                let v = (qkv[2 * c + h * hs..].as_ptr(), 3 * c, 1);
+                let dst = out[t0 * c + h * hs..].as_mut_ptr();
+                gemm_into((rows, hs, t_size), dst, c, (p.as_ptr(), t_size, 1), v, 1.0);
+            }
+        }
+    });
+}
+
+/// The same backward as [`attention_backward`], f32 only, each head's products through
+/// `gemm`: S = Q·Kᵀ and P = exp(S − lse) again, dP = dout·Vᵀ, dS = P ⊙ (dP − delta),
+/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. Two (T, T) matrices per sequence
+/// being worked on as scratch.
+pub fn attention_backward_gemm(
+    dqkv: &mut [f32],
+    delta: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    b_size: usize,
+    t_size: usize,
+    c: usize,
+    nh: usize,
+) {
+    let (hs, t) = (c / nh, t_size);
+    let scale = 1.0 / (hs as f32).sqrt();
+    assert!(qkv.len() >= b_size * t * 3 * c && dout.len() >= b_size * t * c && out.len() >= b_size * t * c);
+    assert!(dqkv.len() >= b_size * t * 3 * c && delta.len() >= b_size * nh * t && lse.len() >= b_size * nh * t);
+    for_chunks2(&mut dqkv[..b_size * t * 3 * c], t * 3 * c, &mut delta[..b_size * nh * t], nh * t, |b, dqkv, delta| {
+        let qkv = &qkv[b * t * 3 * c..][..t * 3 * c];
+        let (dout, out, lse) = (&dout[b * t * c..][..t * c], &out[b * t * c..][..t * c], &lse[b * nh * t..][..nh * t]);
+        let (mut p, mut ds) = (vec![0.0f32; t * t], vec![0.0f32; t * t]);
+        for h in 0..nh {
+            let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
+            let g = &dout[h * hs..];
+            // SAFETY (every block below): Q, K, V (rows of 3C) and dout (rows of C) hold T
+            // rows of head h; p and ds are T × T; dqkv's q, k and v columns of head h are
+            // written, and overlap none of the inputs.
+            unsafe {
+                gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), 3 * c, 1), (k.as_ptr(), 1, 3 * c), scale);
+                gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, 3 * c), 1.0);
+            }
+            for i in 0..t {
+                let d = dot(&dout[i * c + h * hs..][..hs], &out[i * c + h * hs..][..hs]);
+                delta[h * t + i] = d;
+                let l = lse[h * t + i];
+                let (pr, dr) = (&mut p[i * t..][..t], &mut ds[i * t..][..t]);
+                for j in 0..t {
+                    let pij = if j <= i { (pr[j] - l).exp() } else { 0.0 };
+                    pr[j] = pij;
+                    dr[j] = pij * (dr[j] - d);
+                }
+            }
+            unsafe {
+                let dq = dqkv[h * hs..].as_mut_ptr();
+                gemm_into((t, hs, t), dq, 3 * c, (ds.as_ptr(), t, 1), (k.as_ptr(), 3 * c, 1), scale);
+                let dk = dqkv[c + h * hs..].as_mut_ptr();
+                gemm_into((t, hs, t), dk, 3 * c, (ds.as_ptr(), 1, t), (q.as_ptr(), 3 * c, 1), scale);
+                let dv = dqkv[2 * c + h * hs..].as_mut_ptr();
+                gemm_into((t, hs, t), dv, 3 * c, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0);
+            }
+        }
+    });
+}

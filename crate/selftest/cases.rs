@@ -201,7 +201,14 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let (dqkv, delta) = (gpu.read_f32(&gdqkv).await?, gpu.read_f32(&gdelta).await?);
         let case = format!("B={b} T={t} C={c} NH={nh}");
         checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
-        checks.push(check("attention_backward", case, &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
+        checks.push(check("attention_backward", case.clone(), &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
+        // the CPU backend's gemm path, in f32, against the same reference
+        let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, 0, t);
+        let (mut dqkv, mut delta) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
+        cpu::attention::attention_backward_gemm(&mut dqkv, &mut delta, &dout, &qkv, &out, &lse, b, t, c, nh);
+        checks.push(check("attention_forward_gemm (cpu)", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
+        checks.push(check("attention_backward_gemm (cpu)", case, &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
     }
     // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap
     for (b, t, c, nh, t0, t_cap) in [(1, 1, 8, 2, 0, 4), (2, 9, 8, 2, 8, 12), (1, 70, 16, 4, 65, 80)] {
@@ -216,7 +223,10 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let (out, lse) = (gpu.read_f32(&gout).await?, gpu.read_f32(&glse).await?);
         let case = format!("decode B={b} T={t} C={c} NH={nh} t0={t0} cap={t_cap}");
-        checks.push(check("attention_forward", case, &[(&out, &out_ref), (&lse, &lse_ref)]));
+        checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
+        let (mut out, mut lse) = (out0.clone(), vec![0.0; b * nh * rows]);
+        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, t0, t_cap);
+        checks.push(check("attention_forward_gemm (cpu)", case, &[(&out, &out_ref), (&lse, &lse_ref)]));
     }
     Ok(checks)
 }
