@@ -1,6 +1,6 @@
 //! AdamW, in PyTorch's order of operations.
 
-use super::{cst, Float};
+use super::{cst, for_chunks3, Float};
 
 /// AdamW hyper-parameters for one update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,13 +44,21 @@ pub fn adamw<F: Float>(
     let bias_correction1 = cst::<F>(1.0 - cfg.beta1.powi(step as i32));
     let bias_correction2_sqrt = cst::<F>((1.0 - cfg.beta2.powi(step as i32)).sqrt());
     let lr = cst::<F>(cfg.lr);
-    for i in 0..params.len() {
-        let g = grads[i] * clip_scale;
-        let weight_decay = if decays(decay, i) { cst(cfg.weight_decay) } else { F::zero() };
-        params[i] = params[i] * (F::one() - lr * weight_decay);
-        m[i] = m[i] + (F::one() - b1) * (g - m[i]);
-        v[i] = b2 * v[i] + (F::one() - b2) * g * g;
-        let denom = v[i].sqrt() / bias_correction2_sqrt + cst(cfg.eps);
-        params[i] = params[i] - (lr / bias_correction1) * m[i] / denom;
-    }
+    let n = params.len();
+    // elements are independent: chunks of CHUNK (a multiple of the mask's 32) on every core
+    for_chunks3((params, CHUNK), (&mut m[..n], CHUNK), (&mut v[..n], CHUNK), |chunk, params, m, v| {
+        for j in 0..params.len() {
+            let i = chunk * CHUNK + j;
+            let g = grads[i] * clip_scale;
+            let weight_decay = if decays(decay, i) { cst(cfg.weight_decay) } else { F::zero() };
+            params[j] = params[j] * (F::one() - lr * weight_decay);
+            m[j] = m[j] + (F::one() - b1) * (g - m[j]);
+            v[j] = b2 * v[j] + (F::one() - b2) * g * g;
+            let denom = v[j].sqrt() / bias_correction2_sqrt + cst(cfg.eps);
+            params[j] = params[j] - (lr / bias_correction1) * m[j] / denom;
+        }
+    });
 }
+
+/// Elements per parallel chunk.
+const CHUNK: usize = 1 << 14;

@@ -57,3 +57,20 @@ pub fn for_chunks2<F: Float>(
     #[cfg(target_arch = "wasm32")]
     a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).enumerate().for_each(|(i, (x, y))| f(i, x, y));
 }
+
+/// [`for_chunks`] over three outputs at once: chunk `i` of `a`, `b` and `c`.
+pub fn for_chunks3<F: Float>(
+    (a, a_len): (&mut [F], usize),
+    (b, b_len): (&mut [F], usize),
+    (c, c_len): (&mut [F], usize),
+    f: impl Fn(usize, &mut [F], &mut [F], &mut [F]) + Send + Sync,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        let chunks = a.par_chunks_mut(a_len).zip(b.par_chunks_mut(b_len)).zip(c.par_chunks_mut(c_len));
+        chunks.enumerate().for_each(|(i, ((x, y), z))| f(i, x, y, z));
+    }
+    #[cfg(target_arch = "wasm32")]
+    a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).zip(c.chunks_mut(c_len)).enumerate().for_each(|(i, ((x, y), z))| f(i, x, y, z));
+}
