@@ -282,12 +282,12 @@ impl Backend for CpuBackend {
     }
     fn gelu_forward(&mut self, out: &CpuBuf, inp: &CpuBuf, n: usize) {
         self.op("gelu_forward", || {
-            cpu::gelu::gelu_forward(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
+            cpu::gelu::gelu_forward_fast(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);
         })
     }
     fn gelu_backward(&mut self, dinp: &CpuBuf, inp: &CpuBuf, dout: &CpuBuf, n: usize) {
         self.op("gelu_backward", || {
-            cpu::gelu::gelu_backward(&mut dinp.borrow_mut()[..n], &inp.borrow()[..n], &dout.borrow()[..n]);
+            cpu::gelu::gelu_backward_fast(&mut dinp.borrow_mut()[..n], &inp.borrow()[..n], &dout.borrow()[..n]);
         })
     }
     fn residual_forward(&mut self, out: &CpuBuf, inp1: &CpuBuf, inp2: &CpuBuf, n: usize) {

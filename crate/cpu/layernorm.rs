@@ -21,19 +21,24 @@ pub fn layernorm_forward<F: Float>(
     c: usize,
 ) {
     let cf = cst::<F>(c as f64);
-    for_chunks3((&mut out[..n * c], ROWS * c), (&mut mean[..n], ROWS), (&mut rstd[..n], ROWS), |chunk, out, mean, rstd| {
-        for k in 0..mean.len() {
-            let x = &inp[(chunk * ROWS + k) * c..][..c];
-            let m = x.iter().copied().sum::<F>() / cf;
-            let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<F>() / cf;
-            let r = F::one() / (var + cst(LAYERNORM_EPS)).sqrt();
-            for j in 0..c {
-                out[k * c + j] = (x[j] - m) * r * weight[j] + bias[j];
+    for_chunks3(
+        (&mut out[..n * c], ROWS * c),
+        (&mut mean[..n], ROWS),
+        (&mut rstd[..n], ROWS),
+        |chunk, out, mean, rstd| {
+            for k in 0..mean.len() {
+                let x = &inp[(chunk * ROWS + k) * c..][..c];
+                let m = x.iter().copied().sum::<F>() / cf;
+                let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<F>() / cf;
+                let r = F::one() / (var + cst(LAYERNORM_EPS)).sqrt();
+                for j in 0..c {
+                    out[k * c + j] = (x[j] - m) * r * weight[j] + bias[j];
+                }
+                mean[k] = m;
+                rstd[k] = r;
             }
-            mean[k] = m;
-            rstd[k] = r;
-        }
-    });
+        },
+    );
 }
 
 /// dinp (N, C), dweight (C), dbias (C) += gradients from dout (N, C). All three accumulate.

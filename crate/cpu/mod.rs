@@ -72,5 +72,9 @@ pub fn for_chunks3<F: Float>(
         chunks.enumerate().for_each(|(i, ((x, y), z))| f(i, x, y, z));
     }
     #[cfg(target_arch = "wasm32")]
-    a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).zip(c.chunks_mut(c_len)).enumerate().for_each(|(i, ((x, y), z))| f(i, x, y, z));
+    a.chunks_mut(a_len)
+        .zip(b.chunks_mut(b_len))
+        .zip(c.chunks_mut(c_len))
+        .enumerate()
+        .for_each(|(i, ((x, y), z))| f(i, x, y, z));
 }

@@ -354,7 +354,18 @@ async fn gelu(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let (out, dinp) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gdinp).await?);
         checks.push(check("gelu_forward", format!("n={n}"), &[(&out, &out_ref)]));
         checks.push(check("gelu_backward", format!("n={n}"), &[(&dinp, &dinp_ref)]));
+        // the CPU backend's f32 path (its own exp), against the same reference
+        let (mut out, mut dinp) = (vec![0.0; n], vec![0.0; n]);
+        cpu::gelu::gelu_forward_fast(&mut out, &inp);
+        cpu::gelu::gelu_backward_fast(&mut dinp, &inp, &dout);
+        checks.push(check("gelu_forward_fast (cpu)", format!("n={n}"), &[(&out, &out_ref)]));
+        checks.push(check("gelu_backward_fast (cpu)", format!("n={n}"), &[(&dinp, &dinp_ref)]));
     }
+    // exp_f32 over its whole range, against f64's exp
+    let xs: Vec<f32> = (0..=20_000).map(|i| -87.0 + 175.0 * i as f32 / 20_000.0).collect();
+    let exps: Vec<f32> = xs.iter().map(|&x| cpu::gelu::exp_f32(x)).collect();
+    let reference: Vec<f64> = xs.iter().map(|&x| (x as f64).exp()).collect();
+    checks.push(check("exp_f32 (cpu)", "x in [-87, 88]".into(), &[(&exps, &reference)]));
     Ok(checks)
 }
 
