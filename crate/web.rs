@@ -196,6 +196,14 @@ const DEFAULT_THREADS: usize = 4;
 /// The most a caller may ask for.
 const MAX_THREADS: usize = 16;
 
+/// Compiles the training kernels on this session's WebGPU device, if it has one, ahead of
+/// the first model (the worker calls it right after init, without waiting).
+#[wasm_bindgen(js_name = warmUp)]
+pub async fn warm_up() -> Result<(), JsValue> {
+    let Some(gpu) = session().borrow().gpu.clone() else { return Ok(()) };
+    crate::backend::warm_up(&gpu).await.map_err(kiln_error)
+}
+
 /// With `auto` and WebGPU at hand, times `config` on both backends and makes the faster
 /// the session's (no session borrow is held while the probe runs).
 async fn choose_backend(config: GptConfig) -> Result<(), KilnError> {

@@ -7,7 +7,7 @@ mod choose;
 mod cpu;
 mod gpu;
 
-pub use choose::{choose, probe, BackendChoice};
+pub use choose::{choose, probe, warm_up, BackendChoice};
 pub use cpu::{CpuBackend, CpuBuf};
 pub use gpu::GpuBackend;
 

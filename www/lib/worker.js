@@ -147,6 +147,9 @@ onmessage = async ({ data }) => {
       result = await exclusive(() => wasm.init(String(backend), adapter ?? undefined, options.threads ?? undefined, navigator.hardwareConcurrency || 1));
       threads = result.threads;
       helpers.splice(0).forEach(({ worker }) => worker.terminate());
+      // compile the GPU kernels now, while the person reads the page (not awaited: the
+      // next call queues behind it)
+      exclusive(() => wasm.warmUp()).catch((e) => console.warn(`Kiln: warming up WebGPU failed: ${e.message}`));
     }
     else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
     else throw new Error(`unknown method ${method}`);
