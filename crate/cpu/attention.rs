@@ -18,6 +18,21 @@ fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
+/// The causal softmax of one query row in place: row[..=t] becomes probabilities (the
+/// stable form, max subtracted), row[t + 1..] zero. Returns log Σ exp, the row's lse.
+fn causal_softmax<F: Float>(row: &mut [F], t: usize) -> F {
+    let max = row[..=t].iter().fold(F::neg_infinity(), |m, &x| m.max(x));
+    let mut sum = F::zero();
+    for x in row[..=t].iter_mut() {
+        *x = (*x - max).exp();
+        sum = sum + *x;
+    }
+    let inv = F::one() / sum;
+    row[..=t].iter_mut().for_each(|x| *x = *x * inv);
+    row[t + 1..].iter_mut().for_each(|x| *x = F::zero());
+    max + sum.ln()
+}
+
 /// out (B, T_cap, C), lse (B, NH, T − t0) ← qkv (B, T_cap, 3C), for query rows t0 .. T.
 /// Training uses t0 = 0 and T_cap = T; a KV-cache decode step computes the one new row
 /// t0 = T − 1 against a cache of capacity T_cap.
@@ -44,25 +59,16 @@ pub fn attention_forward<F: Float>(
         for h in 0..nh {
             for t in t0..t_size {
                 let q = &qkv[t * 3 * c + h * hs..][..hs];
-                // scores and their max, keys 0..=t only
-                let mut max = F::neg_infinity();
+                // scores, keys 0..=t only, then their softmax
                 for (t2, s) in row[..=t].iter_mut().enumerate() {
                     *s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
-                    max = max.max(*s);
                 }
-                // softmax, stable
-                let mut sum = F::zero();
-                for x in row[..=t].iter_mut() {
-                    *x = (*x - max).exp();
-                    sum = sum + *x;
-                }
-                lse[h * rows + t - t0] = max + sum.ln();
+                lse[h * rows + t - t0] = causal_softmax(&mut row, t);
                 // out = softmax · V, as a sum of V's rows
-                let inv = F::one() / sum;
                 let o = &mut out[t * c + h * hs..][..hs];
                 o.iter_mut().for_each(|x| *x = F::zero());
-                for (t2, &e) in row[..=t].iter().enumerate() {
-                    let (a, v) = (e * inv, &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs]);
+                for (t2, &a) in row[..=t].iter().enumerate() {
+                    let v = &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs];
                     o.iter_mut().zip(v).for_each(|(x, &y)| *x = *x + a * y);
                 }
             }
@@ -193,17 +199,7 @@ pub fn attention_forward_gemm(
                 gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale);
             }
             for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
-                let t = t0 + i;
-                let max = row[..=t].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in row[..=t].iter_mut() {
-                    *x = (*x - max).exp();
-                    sum += *x;
-                }
-                lse[h * rows + i] = max + sum.ln();
-                let inv = 1.0 / sum;
-                row[..=t].iter_mut().for_each(|x| *x *= inv);
-                row[t + 1..].iter_mut().for_each(|x| *x = 0.0);
+                lse[h * rows + i] = causal_softmax(row, t0 + i);
             }
             // SAFETY: as above; out does not overlap p or qkv.
             unsafe {

@@ -101,10 +101,10 @@ impl GptConfig {
     /// The largest single buffer training at B × T allocates (checked against the
     /// device's maxStorageBufferBindingSize).
     pub fn largest_buffer(&self, b: usize, t: usize) -> u64 {
+        // in u64: on wasm32 a product of usizes wraps past 4 Gi
+        let (b, t, v, c) = (b as u64, t as u64, self.vocab_size as u64, self.n_embd as u64);
         let params = self.num_params() as u64;
-        let logits = (b * t * self.vocab_size) as u64;
-        let fch = (b * t * 4 * self.n_embd) as u64;
-        4 * params.max(logits).max(fch)
+        4 * params.max(b * t * v).max(b * t * 4 * c)
     }
 }
 

@@ -88,7 +88,9 @@ test('the page trains, generates, exports and re-imports a model on WebGPU (Swif
     // A model over this GPU's limits is refused before anything is made.
     await page.click('#train-tokenizer');
     await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+    // (the MLP's (B·T, 4C) activations: 4 GiB in one buffer)
     await page.fill('#block-size', '2048');
+    await page.fill('#n-embd', '512');
     await page.fill('#batch', '256');
     await waitFor(page, () => /Too large/.test(document.getElementById('model-estimate').textContent), 30_000);
     const refusal = await page.textContent('#model-estimate');
