@@ -177,7 +177,9 @@ impl<B: Backend> Helper<B> {
     pub fn new(mut be: B, config: GptConfig) -> Result<Helper<B>> {
         config.validate()?;
         let layout = ParamLayout::new(&config);
-        let model = Gpt::from_layout(&mut be, config, layout, &vec![0.0; ParamLayout::new(&config).total], true)?;
+        // zeros for now: every step writes the trainer's weights first
+        let zeros = vec![0.0; layout.total];
+        let model = Gpt::from_layout(&mut be, config, layout, &zeros, true)?;
         Ok(Helper { be, model, acts: None })
     }
 
