@@ -12,9 +12,11 @@ if [[ "${1:-}" == "--release" ]]; then
   profile=release
   cargo_flags=(--release)
 fi
+# cargo writes where CARGO_TARGET_DIR says (relative paths are relative to this folder).
+target_dir="${CARGO_TARGET_DIR:-target}"
 cargo build --lib --target wasm32-unknown-unknown "${cargo_flags[@]}"
 wasm-bindgen --target web --out-dir www/pkg --out-name kiln \
-  "target/wasm32-unknown-unknown/$profile/kiln.wasm"
+  "$target_dir/wasm32-unknown-unknown/$profile/kiln.wasm"
 if [[ "$profile" == release ]]; then
   npx --no-install wasm-opt -O3 --enable-simd --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \

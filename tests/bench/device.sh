@@ -14,7 +14,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 kiln="${KILN_BIN:-}"
 if [[ -z "$kiln" ]]; then
   cargo build --release --bin kiln >&2
-  kiln=./target/release/kiln
+  kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
 fi
 out="${KILN_BENCH_OUT:-target/bench/device}"
 mkdir -p "$out"

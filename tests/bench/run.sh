@@ -13,9 +13,10 @@ if [[ "${1:-}" == "--quick" ]]; then quick=(--quick); fi
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 mkdir -p target/bench
 cargo build --release --bin kiln
-./target/release/kiln bench matmul "${quick[@]}" > target/bench/matmul.json
-./target/release/kiln bench train "${quick[@]}" > target/bench/train.json
-./target/release/kiln bench align > target/bench/align.json
+kiln="${CARGO_TARGET_DIR:-target}/release/kiln"
+"$kiln" bench matmul "${quick[@]}" > target/bench/matmul.json
+"$kiln" bench train "${quick[@]}" > target/bench/train.json
+"$kiln" bench align > target/bench/align.json
 rm -f target/bench/torch.json
 if [[ "${KILN_BENCH_TORCH:-}" != skip ]]; then
   python="${KILN_BENCH_PYTHON:-$HOME/.cache/kiln/torch/bin/python}"

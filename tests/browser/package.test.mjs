@@ -29,7 +29,8 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
   const stories = execFileSync(path.join(ROOT, 'target', 'debug', 'kiln'), ['corpus', '--stories', '400']);
   fs.writeFileSync(path.join(site, 'stories.txt'), stories);
 
-  const server = await startServer(site, 0);
+  // the example's import map is an inline script, which the demo's policy header forbids
+  const server = await startServer(site, 0, { csp: null });
   const origin = `http://127.0.0.1:${server.address().port}`;
   const browser = await launch({ webgpu: true });
   try {
