@@ -44,8 +44,13 @@ fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>
     safetensors::tensor::serialize(views, metadata).map_err(bad)
 }
 
-/// Reads one f32 tensor of the expected shape, refusing NaN and infinity.
-fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str) -> Result<Vec<f32>> {
+/// The largest weight magnitude a model file may hold. Trained GPT-2 weights stay within
+/// tens; weights of 1e30 are finite but overflow the first layer to infinity.
+const MAX_WEIGHT: f32 = 1e5;
+
+/// Reads one f32 tensor of the expected shape, refusing NaN, infinity and magnitudes past
+/// `max_abs`.
+fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str, max_abs: f32) -> Result<Vec<f32>> {
     let view = names
         .iter()
         .find_map(|n| st.tensor(n).ok())
@@ -59,6 +64,12 @@ fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str) -> 
     let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(bad(format!("{} in {file} holds {} at element {i}", names[0], values[i])));
+    }
+    if let Some(i) = values.iter().position(|v| v.abs() > max_abs) {
+        return Err(bad(format!(
+            "{} in {file} holds {:e} at element {i}, past the ±{max_abs:e} a trained model's weights stay within",
+            names[0], values[i]
+        )));
     }
     Ok(values)
 }
@@ -171,6 +182,13 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         )));
     }
     let bytes = file(files, "model.safetensors")?;
+    let need = 4 * config.num_params() as u64;
+    if (bytes.len() as u64) < need {
+        return Err(bad(format!(
+            "model.safetensors is corrupt or cut short: it holds {} bytes; a model of {config} needs {need} for its weights alone",
+            bytes.len()
+        )));
+    }
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
     let head = [ScalarHeadKind::Reward, ScalarHeadKind::Value]
         .into_iter()
@@ -182,7 +200,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         let names = [t.name.clone(), format!("transformer.{}", t.name)];
-        let values = read_f32(&st, &names, &t.shape, "model.safetensors")?;
+        let values = read_f32(&st, &names, &t.shape, "model.safetensors", MAX_WEIGHT)?;
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
     let mut notes = Vec::new();
@@ -278,8 +296,8 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     let opt_bytes = file(files, "optimizer.safetensors")?;
     let st = SafeTensors::deserialize(opt_bytes).map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
     let n = [loaded.params.len()];
-    let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors")?;
-    let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors")?;
+    let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors", f32::MAX)?;
+    let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors", f32::MAX)?;
 
     let t = loaded.config.block_size;
     let stage = crate::train::stage::restore(state.stage, files, &loaded.tokenizer, t, &state.train, state.batcher)?;
@@ -325,49 +343,217 @@ pub fn saved_stage(files: &Files) -> Option<StageKind> {
     Some(state.stage)
 }
 
-/// Writes `files` into `dir` all at once: into a sibling temporary folder first, then
-/// renamed into place (replacing an older checkpoint only when the new one is complete).
+/// Writes `files` into `dir` all at once and durably: into a sibling temporary folder
+/// first (each file synced), then swapped into place in one atomic exchange where Linux
+/// offers it (`renameat2(RENAME_EXCHANGE)`), so that at every instant `dir` holds either
+/// the old checkpoint or the new one, complete. Files in `dir` that are not Kiln's (the
+/// user's notes, say) are kept; Kiln's files the new checkpoint lacks are gone.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_dir(dir: &std::path::Path, files: &Files) -> Result<()> {
+    use std::fs;
     let io = |e: std::io::Error, what: &std::path::Path| KilnError::Io(format!("{}: {e}", what.display()));
     let name = dir.file_name().ok_or_else(|| KilnError::Io(format!("{} is not a folder name", dir.display())))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| io(e, parent))?;
+    fs::create_dir_all(parent).map_err(|e| io(e, parent))?;
     let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| io(e, &tmp))?;
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).map_err(|e| io(e, &tmp))?;
     for (file, bytes) in files {
         let path = tmp.join(file);
-        std::fs::write(&path, bytes).map_err(|e| io(e, &path))?;
+        let mut f = fs::File::create(&path).map_err(|e| io(e, &path))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| io(e, &path))?;
+        f.sync_all().map_err(|e| io(e, &path))?;
     }
-    let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
+    // the user's files: linked into the new folder now (never absent from both), their
+    // folders moved across after the swap
+    let mut user_folders = Vec::new();
+    if dir.is_dir() {
+        for entry in fs::read_dir(dir).map_err(|e| io(e, dir))? {
+            let entry = entry.map_err(|e| io(e, dir))?;
+            let entry_name = entry.file_name();
+            if is_checkpoint_file(&entry_name.to_string_lossy()) || files.contains_key(&*entry_name.to_string_lossy()) {
+                continue;
+            }
+            if entry.file_type().map_err(|e| io(e, &entry.path()))?.is_dir() {
+                user_folders.push(entry_name);
+            } else {
+                fs::hard_link(entry.path(), tmp.join(&entry_name)).map_err(|e| io(e, &entry.path()))?;
+            }
+        }
+    }
+    sync_dir(&tmp)?;
     if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| io(e, dir))?;
+        if !exchange(&tmp, dir) {
+            // no atomic exchange here: two renames, the old folder kept until the new is in place
+            let old = parent.join(format!(".{}.old-{}", name.to_string_lossy(), std::process::id()));
+            fs::rename(dir, &old).map_err(|e| io(e, dir))?;
+            fs::rename(&tmp, dir).map_err(|e| io(e, dir))?;
+            fs::rename(&old, &tmp).map_err(|e| io(e, &old))?;
+        }
+        // `tmp` now holds the old checkpoint
+        for folder in user_folders {
+            fs::rename(tmp.join(&folder), dir.join(&folder)).map_err(|e| io(e, &tmp.join(&folder)))?;
+        }
+        let _ = fs::remove_dir_all(&tmp);
+    } else {
+        fs::rename(&tmp, dir).map_err(|e| io(e, dir))?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| io(e, dir))?;
-    let _ = std::fs::remove_dir_all(&old);
+    sync_dir(parent)
+}
+
+/// Swaps two folders atomically (Linux); false where the system or file system cannot.
+#[cfg(target_os = "linux")]
+fn exchange(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).ok();
+    let (Some(a), Some(b)) = (c(a), c(b)) else { return false };
+    // SAFETY: two NUL-terminated paths that outlive the call; no other memory is touched.
+    unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) == 0 }
+}
+
+#[cfg(all(not(target_os = "linux"), not(target_arch = "wasm32")))]
+fn exchange(_: &std::path::Path, _: &std::path::Path) -> bool {
+    false
+}
+
+/// Makes a folder's entries (new names, renames) durable.
+#[cfg(not(target_arch = "wasm32"))]
+fn sync_dir(dir: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| KilnError::Io(format!("{}: {e}", dir.display())))?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
-/// Reads every file of a checkpoint folder.
+/// Reads a checkpoint folder: only the files Kiln uses, each within its cap (see
+/// [`read_checkpoint`]); anything else in the folder is left unread.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn read_dir(dir: &std::path::Path) -> Result<Files> {
-    let io = |e: std::io::Error| KilnError::Io(format!("{}: {e}", dir.display()));
-    let mut files = Files::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        if entry.file_type().map_err(io)?.is_file() {
-            let bytes = std::fs::read(entry.path()).map_err(io)?;
-            files.insert(entry.file_name().to_string_lossy().into_owned(), bytes);
+    let io = |e: std::io::Error, what: &std::path::Path| KilnError::Io(format!("{}: {e}", what.display()));
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(e, dir))? {
+        let entry = entry.map_err(|e| io(e, dir))?;
+        let meta = entry.metadata().map_err(|e| io(e, &entry.path()))?;
+        if meta.is_file() {
+            entries.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                declared: meta.len(),
+                index: 0,
+            });
         }
+    }
+    read_checkpoint(entries, |e, limit| {
+        let path = dir.join(&e.name);
+        let file = std::fs::File::open(&path).map_err(|err| io(err, &path))?;
+        read_limited(file, limit).map_err(|err| io(err, &path))
+    })
+}
+
+/// Caps on what Kiln reads of a checkpoint, by file, so that a hostile archive or folder
+/// cannot exhaust memory: JSON (config, tokenizer with up to 2^18 tokens, trainer state),
+/// a stage's data, everything together.
+const MAX_JSON: u64 = 64 << 20;
+const MAX_DATA: u64 = 512 << 20;
+const MAX_TOTAL: u64 = 3 << 30;
+/// A safetensors header (names, shapes, offsets; about 100 bytes a tensor) and extra
+/// tensors transformers may save (an old GPT-2's attn.bias masks): allowed beyond the
+/// bytes the config's parameters take.
+const SAFETENSORS_SLACK: u64 = 1 << 20;
+
+/// The most bytes Kiln reads of a checkpoint file (None: not a file Kiln uses, skipped).
+/// A safetensors file's cap comes from config.json, so that nothing larger than the model
+/// the config describes is read.
+fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
+    // with a scalar head's C + 1 values
+    let model = 4 * (config.num_params() as u64 + config.n_embd as u64 + 1);
+    let tensors = |copies: u64| copies * model + (copies * model) / 8 + SAFETENSORS_SLACK;
+    match name {
+        "model.safetensors" => Some(tensors(1)),
+        "optimizer.safetensors" => Some(tensors(2)),
+        "config.json" | "tokenizer.json" | "tokenizer_config.json" | "trainer.json" | "dpo-reference.json" => {
+            Some(MAX_JSON)
+        }
+        _ if is_checkpoint_file(name) => Some(MAX_DATA),
+        _ => None,
+    }
+}
+
+/// A file an archive or folder offers: its name (folders flattened), the size it
+/// declares (trusted for nothing but refusing early), and where to find it.
+struct Entry {
+    name: String,
+    declared: u64,
+    index: usize,
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// Reads up to `limit` bytes, and one more when there are more (so the caller can tell).
+/// Never allocates from a declared size: the buffer grows with what actually arrives.
+fn read_limited(reader: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = Vec::new();
+    reader.take(limit.saturating_add(1)).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Reads the checkpoint files among `entries`: config.json first, whose model sets the
+/// caps of the tensor files; every file within its cap, refused by its declared size
+/// before a byte is inflated, and by its real size when the declaration lies; all of them
+/// together within MAX_TOTAL. Files Kiln does not use are skipped; two entries with the same
+/// name (after flattening folders) are refused.
+fn read_checkpoint<E>(entries: Vec<Entry>, mut read: E) -> Result<Files>
+where
+    E: FnMut(&Entry, u64) -> Result<Vec<u8>>,
+{
+    let mut seen = std::collections::HashSet::new();
+    for e in &entries {
+        if is_checkpoint_file(&e.name) && !seen.insert(e.name.as_str()) {
+            return Err(bad(format!("the archive holds {} twice; a checkpoint has one of each file", e.name)));
+        }
+    }
+    let mut ordered: Vec<&Entry> = entries.iter().filter(|e| is_checkpoint_file(&e.name)).collect();
+    ordered.sort_by_key(|e| e.name != "config.json"); // config.json first (a stable sort)
+    if ordered.first().is_none_or(|e| e.name != "config.json") {
+        return Err(bad("config.json is missing"));
+    }
+    let mut files = Files::new();
+    let mut total = 0u64;
+    let mut config = None;
+    for e in ordered {
+        let cap = match &config {
+            None => MAX_JSON,
+            Some(cfg) => file_cap(&e.name, cfg).expect("a checkpoint file"),
+        };
+        if e.declared > cap {
+            return Err(bad(format!(
+                "{} declares {}, over the {} Kiln reads for it{}",
+                e.name,
+                mib(e.declared),
+                mib(cap),
+                if e.name.ends_with(".safetensors") { " (for the model config.json describes)" } else { "" }
+            )));
+        }
+        let data = read(e, e.declared)?;
+        if data.len() as u64 > e.declared {
+            return Err(bad(format!("{} holds more than the {} bytes it declares", e.name, e.declared)));
+        }
+        total += data.len() as u64;
+        if total > MAX_TOTAL {
+            return Err(bad(format!("the checkpoint's files add up to over {}", mib(MAX_TOTAL))));
+        }
+        if config.is_none() {
+            config = Some(config_from_hf(&data)?);
+        }
+        files.insert(e.name.clone(), data);
     }
     Ok(files)
 }
-
-/// The largest file Kiln reads out of a zip, and the most files: a model folder is a
-/// handful of files, and a hostile archive must not exhaust memory.
-const ZIP_MAX_FILE: u64 = 2 << 30;
-const ZIP_MAX_FILES: usize = 64;
 
 /// A checkpoint's files as one .zip (deflated), for a browser download.
 pub fn to_zip(files: &Files) -> Result<Vec<u8>> {
@@ -384,35 +570,37 @@ pub fn to_zip(files: &Files) -> Result<Vec<u8>> {
     Ok(zip.finish().map_err(bad)?.into_inner())
 }
 
-/// Reads a .zip of a checkpoint folder, defensively: at most 64 files of at most 2 GiB,
-/// folders inside the archive flattened to their file names, nothing else interpreted.
+/// The most entries a .zip may list: a model folder is a handful of files.
+const ZIP_MAX_FILES: usize = 64;
+/// The largest .zip Kiln opens: in a browser the archive, its files and the model are all
+/// in one 4 GiB wasm32 memory at once.
+pub const MAX_ZIP_BYTES: u64 = 1 << 30;
+
+/// Reads a .zip of a checkpoint folder, defensively: at most 64 entries; folders inside
+/// the archive flattened to their file names; only the files Kiln uses, each within its
+/// cap ([`read_checkpoint`]); nothing else interpreted.
 pub fn from_zip(bytes: &[u8]) -> Result<Files> {
-    use std::io::Read;
+    crate::data::check_file_size(bytes.len() as u64, MAX_ZIP_BYTES, "a model archive")
+        .map_err(|e| bad(e.to_string()))?;
     let mut archive =
         zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(format!("not a readable .zip file: {e}")))?;
     if archive.len() > ZIP_MAX_FILES {
         return Err(bad(format!("the archive holds {} files; a Kiln model has a handful", archive.len())));
     }
-    let mut files = Files::new();
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i).map_err(|e| bad(format!("entry {i} of the archive is corrupt: {e}")))?;
-        if entry.is_dir() {
+    let mut entries = Vec::new();
+    for index in 0..archive.len() {
+        let entry =
+            archive.by_index_raw(index).map_err(|e| bad(format!("entry {index} of the archive is corrupt: {e}")))?;
+        if entry.is_dir() || entry.is_symlink() {
             continue;
         }
-        let full = entry.name().map_err(|e| bad(format!("entry {i} has an unreadable name: {e}")))?.to_string();
+        let full = entry.name().map_err(|e| bad(format!("entry {index} has an unreadable name: {e}")))?;
         let name = full.rsplit(['/', '\\']).next().unwrap_or_default().to_string();
-        if name.is_empty() || name.starts_with('.') {
-            continue;
-        }
-        if entry.size() > ZIP_MAX_FILE {
-            return Err(bad(format!("{name} in the archive is larger than 2 GiB")));
-        }
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        (&mut entry).take(ZIP_MAX_FILE + 1).read_to_end(&mut data).map_err(|e| bad(format!("{name}: {e}")))?;
-        if data.len() as u64 > ZIP_MAX_FILE {
-            return Err(bad(format!("{name} in the archive is larger than 2 GiB")));
-        }
-        files.insert(name, data);
+        entries.push(Entry { name, declared: entry.size(), index });
     }
-    Ok(files)
+    read_checkpoint(entries, |e, limit| {
+        let entry =
+            archive.by_index(e.index).map_err(|err| bad(format!("{} in the archive is corrupt: {err}", e.name)))?;
+        read_limited(entry, limit).map_err(|err| bad(format!("{} in the archive is corrupt: {err}", e.name)))
+    })
 }

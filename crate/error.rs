@@ -18,6 +18,8 @@ pub enum KilnError {
     Checkpoint(String),
     /// Reading or writing a file failed.
     Io(String),
+    /// A model whose outputs are unusable (NaN or infinite logits while sampling).
+    Model(String),
     /// Training diverged: the loss became NaN or infinite.
     NonFiniteLoss { step: u64, loss: f32 },
     /// The caller cancelled a long operation.
@@ -36,6 +38,7 @@ impl KilnError {
             KilnError::Tokenizer(m) => KilnError::Tokenizer(at(m)),
             KilnError::Checkpoint(m) => KilnError::Checkpoint(at(m)),
             KilnError::Io(m) => KilnError::Io(at(m)),
+            KilnError::Model(m) => KilnError::Model(at(m)),
             other => other,
         }
     }
@@ -50,6 +53,7 @@ impl fmt::Display for KilnError {
             KilnError::Tokenizer(m) => write!(f, "tokenizer: {m}"),
             KilnError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
             KilnError::Io(m) => write!(f, "{m}"),
+            KilnError::Model(m) => write!(f, "model: {m}"),
             KilnError::NonFiniteLoss { step, loss } => write!(
                 f,
                 "the loss became {loss} at step {step}: training diverged; lower the learning rate or resume from the last checkpoint"

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{at, Backend};
-use crate::error::Result;
+use crate::error::{KilnError, Result};
 use crate::model::gpt::{block_forward, final_norm, LayerActivations, LmHead, Rows};
 use crate::model::Gpt;
 use crate::rng::Rng;
@@ -43,17 +43,24 @@ const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];
 /// Tokens that end a generation.
 const STOP: [u32; 2] = [EOS, END];
 
-/// Picks the next token from one row of logits.
-pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
+/// Picks the next token from one row of logits. NaN and infinite logits are never
+/// picked; a row with no finite one left (a model with broken or huge weights) is an
+/// error, not a panic.
+pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> Result<u32> {
     let allowed = |i: usize| !NEVER.contains(&(i as u32));
+    if !logits.iter().enumerate().any(|(i, l)| allowed(i) && l.is_finite()) {
+        return Err(KilnError::Model(
+            "its outputs are NaN or infinite, so nothing can be sampled: its weights are broken or too large; retrain it or load another".into(),
+        ));
+    }
     if cfg.temperature <= 0.0 {
         let mut best = (f32::NEG_INFINITY, 0);
         for (i, &l) in logits.iter().enumerate() {
-            if allowed(i) && l > best.0 {
+            if allowed(i) && l.is_finite() && (l > best.0 || best.0 == f32::NEG_INFINITY) {
                 best = (l, i);
             }
         }
-        return best.1 as u32;
+        return Ok(best.1 as u32);
     }
     let mut ranked: Vec<(usize, f32)> = logits
         .iter()
@@ -82,10 +89,10 @@ pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> u32 {
     for (k, p) in probs.iter().enumerate() {
         u -= p;
         if u <= 0.0 {
-            return ranked[k].0 as u32;
+            return Ok(ranked[k].0 as u32);
         }
     }
-    ranked[probs.len() - 1].0 as u32
+    Ok(ranked[probs.len() - 1].0 as u32)
 }
 
 /// The KV caches of `seqs` sequences decoded together (all at the same position: the
@@ -213,7 +220,7 @@ pub async fn sample_candidates<B: Backend>(
                 continue;
             }
             let row = &logits[r * v..][..v];
-            let token = sample_logits(row, cfg, &mut rngs[r]);
+            let token = sample_logits(row, cfg, &mut rngs[r])?;
             let cand = &mut out[r];
             cand.ids.push(token);
             cand.logprobs.push(log_prob(row, token));
@@ -285,7 +292,7 @@ impl Generation {
             return Ok(None);
         }
         let logits = decoder.logits(be).await?;
-        let next = sample_logits(&logits, &self.cfg, &mut self.rng);
+        let next = sample_logits(&logits, &self.cfg, &mut self.rng)?;
         if STOP.contains(&next) {
             self.done = true;
             self.stop = Some(next);

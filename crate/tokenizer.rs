@@ -167,22 +167,40 @@ impl Tokenizer {
 
     /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
-        let inner: tokenizers::Tokenizer =
-            json.parse().map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
-        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
-            if inner.token_to_id(s) != Some(i as u32) {
-                return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
+        check_shape(json)?;
+        let inner = parse(json)?;
+        if let Some((i, s)) = SPECIAL_TOKENS.iter().enumerate().find(|(i, s)| inner.token_to_id(s) != Some(*i as u32)) {
+            return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
+        }
+        let tokenizer = Tokenizer::wrap(inner)?;
+        tokenizer.check_specials_stay_text()?;
+        Ok(tokenizer)
+    }
+
+    /// Typed text never becomes a control token: each special token's string, encoded as
+    /// text, must give ordinary tokens (or `<|unk|>` for characters the vocabulary lacks).
+    /// A vocabulary that merges "<|eos|>" into id 2 would let a prompt end a document.
+    fn check_specials_stay_text(&self) -> Result<()> {
+        for s in SPECIAL_TOKENS {
+            let ids = self.encode(s)?;
+            if let Some(id) = ids.iter().find(|&&id| (id as usize) < SPECIAL_TOKENS.len() && id != UNK) {
+                return Err(KilnError::Tokenizer(format!(
+                    "tokenizer.json turns the text {s} into the control token {} (id {id}); typed text must stay text",
+                    SPECIAL_TOKENS[*id as usize]
+                )));
             }
         }
-        Tokenizer::wrap(inner)
+        Ok(())
     }
 
     /// Reads a `tokenizer.json`; one without Kiln's special tokens (a Hugging Face GPT-2
     /// tokenizer, say) gets them at ids 0..8, every other id moving up by 8. Returns the
     /// tokenizer and, when ids moved, how many were added.
     pub fn from_json_adding_specials(json: &str) -> Result<(Tokenizer, usize)> {
-        if let Ok(tok) = Tokenizer::from_json(json) {
-            return Ok((tok, 0));
+        check_shape(json)?;
+        let parsed = parse(json)?;
+        if SPECIAL_TOKENS.iter().any(|s| parsed.token_to_id(s).is_some()) {
+            return Ok((Tokenizer::from_json(json)?, 0)); // Kiln's (or refused for misplacing them)
         }
         let mut v: serde_json::Value =
             serde_json::from_str(json).map_err(|e| KilnError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;
@@ -216,11 +234,10 @@ impl Tokenizer {
         }
         v["added_tokens"] = added.into();
         v["post_processor"] = serde_json::Value::Null; // Kiln's own is set by wrap
-        let inner: tokenizers::Tokenizer = serde_json::to_string(&v)
-            .expect("JSON")
-            .parse()
-            .map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))?;
-        Ok((Tokenizer::wrap(inner)?, SPECIAL_TOKENS.len()))
+        let inner = parse(&serde_json::to_string(&v).expect("JSON"))?;
+        let tokenizer = Tokenizer::wrap(inner)?;
+        tokenizer.check_specials_stay_text()?;
+        Ok((tokenizer, SPECIAL_TOKENS.len()))
     }
 
     pub fn to_json(&self) -> Result<String> {
@@ -254,4 +271,69 @@ impl Tokenizer {
             TokenizerKind::Char
         }
     }
+}
+
+fn parse(json: &str) -> Result<tokenizers::Tokenizer> {
+    json.parse().map_err(|e| KilnError::Tokenizer(format!("not a valid tokenizer.json: {e}")))
+}
+
+/// A tokenizer.json must have one of the two shapes Kiln makes and runs (and Hugging Face
+/// GPT-2's, which is the first): byte-level BPE (ByteLevel pre-tokenizer and decoder), or
+/// characters (a BPE model without merges or pre-tokenizer, Fuse decoder); no normalizer.
+/// Its ids (vocabulary and added tokens) are distinct and dense, 0..n, so every id the
+/// tokenizer can produce has an embedding row.
+fn check_shape(json: &str) -> Result<()> {
+    let bad = |m: String| Err(KilnError::Tokenizer(format!("tokenizer.json {m}")));
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| KilnError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;
+    let kind = |key: &str| match v.get(key) {
+        None | Some(serde_json::Value::Null) => Some(None),
+        Some(x) => x.get("type").and_then(|t| t.as_str()).map(Some),
+    };
+    if v.pointer("/model/type").and_then(|t| t.as_str()) != Some("BPE") {
+        return bad("is not a BPE model (Kiln reads byte-level BPE and character tokenizers)".into());
+    }
+    if kind("normalizer") != Some(None) {
+        return bad("has a normalizer; Kiln's tokenizers have none".into());
+    }
+    let merges = v.pointer("/model/merges").and_then(|m| m.as_array()).map_or(0, Vec::len);
+    match (kind("pre_tokenizer"), kind("decoder")) {
+        (Some(Some("ByteLevel")), Some(Some("ByteLevel"))) => {}
+        (Some(None), Some(Some("Fuse"))) if merges == 0 => {}
+        _ => {
+            return bad(
+                "is neither of Kiln's shapes: byte-level BPE (ByteLevel pre-tokenizer and decoder) or characters (no pre-tokenizer, Fuse decoder, no merges)"
+                    .into(),
+            )
+        }
+    }
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| KilnError::Tokenizer("tokenizer.json has no model vocabulary (model.vocab)".into()))?;
+    let mut ids = std::collections::BTreeMap::new();
+    for (token, id) in vocab {
+        let id = id.as_u64().ok_or_else(|| {
+            KilnError::Tokenizer(format!("tokenizer.json: the id of {token:?} is not a whole number"))
+        })?;
+        if let Some(other) = ids.insert(id, token.as_str()) {
+            return bad(format!("gives id {id} to both {other:?} and {token:?}"));
+        }
+    }
+    for added in v.get("added_tokens").and_then(|a| a.as_array()).into_iter().flatten() {
+        let (Some(id), Some(content)) =
+            (added.get("id").and_then(|x| x.as_u64()), added.get("content").and_then(|x| x.as_str()))
+        else {
+            return bad("has an added token without a whole-number id and a content string".into());
+        };
+        match ids.insert(id, content) {
+            Some(other) if other != content => return bad(format!("gives id {id} to both {other:?} and {content:?}")),
+            _ => {}
+        }
+    }
+    let n = ids.len() as u64;
+    if let Some((&id, token)) = ids.iter().next_back().filter(|(&id, _)| id >= n) {
+        return bad(format!("gives {token:?} id {id}, past its {n} tokens (ids must run 0..{n})"));
+    }
+    Ok(())
 }

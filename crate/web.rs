@@ -29,7 +29,7 @@ use crate::train::preference::PreferenceRows;
 use crate::train::reward::Reward;
 use crate::train::sft::{chat_prompt, Sft};
 use crate::train::stage::StageKind;
-use crate::train::{check_fits, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
+use crate::train::{check_fits_within, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -44,6 +44,7 @@ fn kiln_error(e: KilnError) -> JsValue {
         KilnError::Tokenizer(_) => "tokenizer",
         KilnError::Checkpoint(_) => "checkpoint",
         KilnError::Io(_) => "io",
+        KilnError::Model(_) => "model",
         KilnError::NonFiniteLoss { .. } => "diverged",
         KilnError::Cancelled => "cancelled",
     };
@@ -345,7 +346,9 @@ struct ModelInfo {
 fn info_for(s: &Session, config: GptConfig, batch: usize) -> ModelInfo {
     let memory = config.memory(batch, config.block_size);
     let limit = s.info.as_ref().and_then(|i| i.max_buffer_bytes);
-    let problem = check_fits(limit, &config, batch, config.block_size).err().map(|e| e.to_string());
+    let on_cpu = s.info.as_ref().is_none_or(|i| i.kind == BackendKind::Cpu);
+    let budget = if on_cpu { crate::backend::cpu_memory_budget() } else { None };
+    let problem = check_fits_within(limit, budget, &config, batch, config.block_size).err().map(|e| e.to_string());
     ModelInfo {
         config,
         params: config.num_params(),
@@ -976,6 +979,19 @@ async fn model_files() -> Result<Files, JsValue> {
     .await);
     put_run(run);
     result.map_err(kiln_error)
+}
+
+/// Refuses a file by its size alone, before the page reads it: `kind` is "text" (a
+/// corpus), "jsonl" (instruction data, rankings) or "model" (a .zip to import).
+#[wasm_bindgen(js_name = checkFileSize)]
+pub fn check_file_size(size: f64, kind: String) -> Result<(), JsValue> {
+    let (cap, what) = match kind.as_str() {
+        "text" => (crate::data::MAX_TEXT_BYTES, "training text"),
+        "jsonl" => (crate::data::jsonl::MAX_JSONL_BYTES, "JSONL data"),
+        "model" => (checkpoint::MAX_ZIP_BYTES, "a model archive"),
+        other => return Err(js_error(format!("unknown kind of file {other:?}"))),
+    };
+    crate::data::check_file_size(size as u64, cap, what).map_err(kiln_error)
 }
 
 /// Loads a model from a .zip of a model folder (as exportZip makes, or transformers'

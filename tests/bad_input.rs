@@ -4,7 +4,8 @@
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
 use kiln::data::corpus::{default_corpus, Language};
-use kiln::data::{documents, text_from_bytes, Dataset};
+use kiln::data::jsonl::read_conversations;
+use kiln::data::{check_file_size, documents, text_from_bytes, Dataset, MAX_TEXT_BYTES};
 use kiln::error::KilnError;
 use kiln::gpu::Gpu;
 use kiln::model::GptConfig;
@@ -28,6 +29,23 @@ fn unusable_files_are_refused_by_name() {
     says(text_from_bytes(b"PK\x03\x04\x00\x00binary"), "binary");
     says(text_from_bytes(b" \n\t \n"), "whitespace");
     assert_eq!(text_from_bytes("一只小狐狸\r\n\r\n第二个故事".as_bytes()).unwrap(), "一只小狐狸\n\n第二个故事");
+    // UTF-16, as Windows Notepad's "Unicode" saves it (with a byte-order mark) and without one
+    let utf16: Vec<u8> = "Once upon a time".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    says(
+        text_from_bytes(&[b"\xFF\xFE".as_slice(), &utf16].concat()),
+        "UTF-16 text; Kiln reads UTF-8: save it as UTF-8",
+    );
+    says(text_from_bytes(&utf16), "UTF-16 text");
+    let big_endian: Vec<u8> = "一只小狐狸".encode_utf16().flat_map(u16::to_be_bytes).collect();
+    says(text_from_bytes(&[b"\xFE\xFF".as_slice(), &big_endian].concat()), "UTF-16 text");
+    says(read_conversations(&utf16), "UTF-16 text");
+    // a UTF-8 byte-order mark is dropped, not trained on
+    assert_eq!(text_from_bytes("\u{FEFF}Once upon a time".as_bytes()).unwrap(), "Once upon a time");
+    // over the cap: refused by the size alone, before a byte is read (the CLI and the page)
+    says(
+        check_file_size(300 << 20, MAX_TEXT_BYTES, "training text"),
+        "the file is 300.0 MiB, over the 256 MiB Kiln reads for training text",
+    );
 }
 
 #[test]

@@ -136,7 +136,8 @@ fn model_folders_round_trip_and_corruption_is_named() {
         "config.json".into(),
         model_files(&bigger, &ParamLayout::new(&bigger), &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
     );
-    expect_err(&other, "shape");
+    // refused by its byte length, before any tensor is read
+    expect_err(&other, "needs 290304 for its weights alone");
 }
 
 fn bigger_params(cfg: &GptConfig) -> Vec<f32> {
@@ -144,14 +145,30 @@ fn bigger_params(cfg: &GptConfig) -> Vec<f32> {
 }
 
 #[test]
-fn write_dir_replaces_a_checkpoint_whole() {
+fn write_dir_replaces_a_checkpoint_whole_and_keeps_the_users_files() {
+    let (_, tok, model, _) = setup();
+    let layout = ParamLayout::new(&model);
     let dir = std::env::temp_dir().join(format!("kiln-write-{}", std::process::id()));
-    let one: kiln::checkpoint::Files =
-        [("a.txt".to_string(), b"1".to_vec()), ("b.txt".to_string(), b"1".to_vec())].into();
-    let two: kiln::checkpoint::Files = [("a.txt".to_string(), b"2".to_vec())].into();
+    let _ = std::fs::remove_dir_all(&dir);
+    let two = model_files(&model, &layout, &tok, &layout.init(&model, 2)).unwrap();
+    let mut one = model_files(&model, &layout, &tok, &layout.init(&model, 1)).unwrap();
+    one.insert("trainer.json".into(), b"{}".to_vec());
     write_dir(&dir, &one).unwrap();
+    // the user adds a note and a folder of plots beside the checkpoint
+    std::fs::write(dir.join("notes.txt"), "my run").unwrap();
+    std::fs::create_dir(dir.join("plots")).unwrap();
+    std::fs::write(dir.join("plots").join("loss.csv"), "1,2").unwrap();
     write_dir(&dir, &two).unwrap();
     let back = read_dir(&dir).unwrap();
-    assert_eq!(back, two, "the old checkpoint's files must not survive");
+    assert_eq!(back, two, "Kiln's files are the new checkpoint's, and the old trainer.json is gone");
+    assert_eq!(std::fs::read_to_string(dir.join("notes.txt")).unwrap(), "my run");
+    assert_eq!(std::fs::read_to_string(dir.join("plots").join("loss.csv")).unwrap(), "1,2");
+    let parent = dir.parent().unwrap();
+    let stray: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!(".kiln-write-{}", std::process::id())))
+        .collect();
+    assert!(stray.is_empty(), "no temporary folder is left behind");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -81,12 +81,13 @@ fn sampling_respects_temperature_top_k_and_top_p() {
     logits[11] = 2.8;
     let mut rng = Rng::new(1);
     let greedy = SampleConfig { temperature: 0.0, ..Default::default() };
-    assert_eq!(sample_logits(&logits, &greedy, &mut rng), 9);
+    assert_eq!(sample_logits(&logits, &greedy, &mut rng).unwrap(), 9);
     let top1 = SampleConfig { temperature: 1.0, top_k: 1, ..Default::default() };
-    assert!((0..50).all(|_| sample_logits(&logits, &top1, &mut rng) == 9));
+    assert!((0..50).all(|_| sample_logits(&logits, &top1, &mut rng).unwrap() == 9));
     let top3 = SampleConfig { temperature: 1.0, top_k: 3, ..Default::default() };
-    let seen: std::collections::BTreeSet<u32> = (0..300).map(|_| sample_logits(&logits, &top3, &mut rng)).collect();
+    let seen: std::collections::BTreeSet<u32> =
+        (0..300).map(|_| sample_logits(&logits, &top3, &mut rng).unwrap()).collect();
     assert_eq!(seen, [9, 10, 11].into());
     let nucleus = SampleConfig { temperature: 1.0, top_k: 0, top_p: 0.3, ..Default::default() };
-    assert!((0..50).all(|_| sample_logits(&logits, &nucleus, &mut rng) == 9));
+    assert!((0..50).all(|_| sample_logits(&logits, &nucleus, &mut rng).unwrap() == 9));
 }

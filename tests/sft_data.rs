@@ -219,9 +219,10 @@ fn jsonl_takes_blank_lines_a_bom_and_windows_line_ends() {
 #[test]
 fn jsonl_over_the_cap_or_without_a_good_line_is_refused() {
     let line = "{\"prompt\": \"a\", \"completion\": \"b\"}\n";
-    let big = line.repeat(MAX_JSONL_BYTES / line.len() + 1);
-    says(read_conversations(big.as_bytes()), &format!("{} bytes, over the {MAX_JSONL_BYTES}-byte", big.len()));
-    assert!(read_conversations(&big.as_bytes()[..MAX_JSONL_BYTES / line.len() * line.len()]).is_ok());
+    let cap = MAX_JSONL_BYTES as usize;
+    let big = line.repeat(cap / line.len() + 1);
+    says(read_conversations(big.as_bytes()), "the file is 32.0 MiB, over the 32 MiB Kiln reads for instruction data");
+    assert!(read_conversations(&big.as_bytes()[..cap / line.len() * line.len()]).is_ok());
 
     let bad = "{\"prompt\": \"a\"}\n\n[]\nnope\n{}\n7\n8\n9\n";
     let err = read_conversations(bad.as_bytes()).unwrap_err().to_string();

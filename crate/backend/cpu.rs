@@ -62,6 +62,12 @@ fn split_two(buf: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f3
     }
 }
 
+/// All the bytes a CPU run's buffers may take: wasm32 addresses 4 GiB in all, which also
+/// holds the module, the text and its tokens; natively the operating system decides.
+pub fn cpu_memory_budget() -> Option<u64> {
+    cfg!(target_arch = "wasm32").then_some(3 << 30)
+}
+
 impl Backend for CpuBackend {
     type Buf = CpuBuf;
 
@@ -70,6 +76,9 @@ impl Backend for CpuBackend {
     }
     fn max_buffer_bytes(&self) -> Option<u64> {
         None
+    }
+    fn memory_budget_bytes(&self) -> Option<u64> {
+        cpu_memory_budget()
     }
     fn zeros(&mut self, len: usize) -> Result<CpuBuf> {
         Ok(Rc::new(RefCell::new(vec![0.0; len])))

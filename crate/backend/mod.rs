@@ -8,7 +8,7 @@ mod cpu;
 mod gpu;
 
 pub use choose::{choose, probe, warm_up, BackendChoice};
-pub use cpu::{CpuBackend, CpuBuf};
+pub use cpu::{cpu_memory_budget, CpuBackend, CpuBuf};
 pub use gpu::GpuBackend;
 
 use crate::cpu::adamw::AdamWConfig;
@@ -53,6 +53,11 @@ pub trait Backend {
     fn describe(&self) -> String;
     /// The largest buffer the device allows, in bytes (None: no limit but memory).
     fn max_buffer_bytes(&self) -> Option<u64>;
+    /// The most bytes all of a run's buffers together may take (None: not known; WebGPU
+    /// tells only per-buffer limits). Checked against the estimate before allocating.
+    fn memory_budget_bytes(&self) -> Option<u64> {
+        None
+    }
     /// The most bytes of Kiln's device buffers alive at once so far (None: not counted,
     /// as on the CPU, where buffers are ordinary memory).
     fn memory_peak_bytes(&self) -> Option<u64> {

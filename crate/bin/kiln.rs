@@ -10,7 +10,7 @@ use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, resume, resume_
 use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use kiln::data::instruct::{answer_matches, has_style, instruction_set, scripted_ranks, Split};
-use kiln::data::jsonl::read_conversations;
+use kiln::data::jsonl::{read_conversations, MAX_JSONL_BYTES};
 use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict};
 use kiln::data::{documents, text_from_bytes};
 use kiln::error::KilnError;
@@ -85,7 +85,22 @@ usage:
 type CliResult = Result<(), KilnError>;
 type Options = HashMap<String, String>;
 
+/// Mesa's Vulkan loader looks for a Wayland display at startup and prints "error:
+/// XDG_RUNTIME_DIR is invalid or not set" twice when the variable is missing (a server, a
+/// container, a CI job): harmless, and alarming. Point it at the temporary folder, where no
+/// display is found, quietly.
+fn quiet_vulkan_loader() {
+    let usable =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_absolute() && Path::new(&d).is_dir());
+    if !usable {
+        // SAFETY: called first thing in main, before any other thread exists to read the
+        // environment concurrently.
+        unsafe { std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir()) };
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_vulkan_loader();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("pretrain") => options(&args[1..]).and_then(|o| pretrain(&o)),
@@ -136,6 +151,13 @@ fn usage(m: &str) -> KilnError {
 /// An I/O error with the path it concerns.
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> KilnError + '_ {
     move |e| KilnError::Io(format!("{}: {e}", path.display()))
+}
+
+/// A text or JSONL file's bytes, refused by its size before it is read.
+fn read_text_file(path: &str, cap: u64, what: &str) -> Result<Vec<u8>, KilnError> {
+    let meta = std::fs::metadata(path).map_err(io_error(Path::new(path)))?;
+    kiln::data::check_file_size(meta.len(), cap, what).map_err(|e| e.at(path))?;
+    std::fs::read(path).map_err(io_error(Path::new(path)))
 }
 
 /// `--name value` pairs (and bare `--flag`s, stored as "").
@@ -287,7 +309,7 @@ fn check_out(dir: &Path) -> CliResult {
 fn pretrain(o: &Options) -> CliResult {
     let text = match o.get("corpus") {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            let bytes = read_text_file(path, kiln::data::MAX_TEXT_BYTES, "training text")?;
             text_from_bytes(&bytes).map_err(|e| e.at(path))?
         }
         None => default_corpus(language(o)?, DEFAULT_STORIES, DEFAULT_SEED),
@@ -321,7 +343,7 @@ fn pretrain(o: &Options) -> CliResult {
 fn sft_stage(o: &Options, tokenizer: &Tokenizer, t: usize, cfg: &TrainConfig) -> Result<Sft, KilnError> {
     let stage = match o.get("data") {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            let bytes = read_text_file(path, MAX_JSONL_BYTES, "instruction data")?;
             let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
             for skipped in &loaded.skipped {
                 eprintln!("{path}: skipped {skipped}");
@@ -470,7 +492,7 @@ fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
 fn prompts(o: &Options, n: usize) -> Result<(Vec<Conversation>, Vec<String>), KilnError> {
     match o.get("prompts") {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+            let bytes = read_text_file(path, MAX_JSONL_BYTES, "instruction data")?;
             let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
             for skipped in &loaded.skipped {
                 eprintln!("{path}: skipped {skipped}");
@@ -539,7 +561,7 @@ fn candidates(o: &Options) -> CliResult {
 /// The rankings `--rankings` names (bad lines reported and skipped).
 fn read_rankings_file(o: &Options) -> Result<Vec<Ranking>, KilnError> {
     let path = o.get("rankings").ok_or_else(|| usage("this command needs --rankings FILE.jsonl"))?;
-    let bytes = std::fs::read(path).map_err(io_error(Path::new(path)))?;
+    let bytes = read_text_file(path, MAX_JSONL_BYTES, "rankings")?;
     let read = read_rankings(&bytes).map_err(|e| e.at(path))?;
     for skipped in &read.skipped {
         eprintln!("{path}: skipped {skipped}");

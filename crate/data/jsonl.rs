@@ -13,7 +13,7 @@ use crate::data::chat::{validate, Conversation, Message, Role};
 use crate::error::{KilnError, Result};
 
 /// Largest JSONL file read (32 MiB): it is held in memory, in the browser too.
-pub const MAX_JSONL_BYTES: usize = 32 << 20;
+pub const MAX_JSONL_BYTES: u64 = 32 << 20;
 
 /// How many line errors the error for a file with no usable line lists.
 const ERRORS_SHOWN: usize = 5;
@@ -56,14 +56,7 @@ pub(crate) fn read_lines<T>(
     what: &str,
     read: impl Fn(&[u8]) -> std::result::Result<Option<T>, String>,
 ) -> Result<(Vec<T>, Vec<LineError>)> {
-    if bytes.len() > MAX_JSONL_BYTES {
-        return Err(KilnError::Data(format!(
-            "the file is {} bytes, over the {MAX_JSONL_BYTES}-byte ({} MiB) limit for {what}",
-            bytes.len(),
-            MAX_JSONL_BYTES >> 20
-        )));
-    }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let bytes = super::text_bytes(bytes, MAX_JSONL_BYTES, what)?;
     let (mut items, mut skipped) = (Vec::new(), Vec::new());
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         match read(raw) {

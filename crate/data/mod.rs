@@ -16,8 +16,49 @@ use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, BOS, EOS, PAD};
 use crate::train::TokenBatch;
 
+/// The largest training text Kiln reads (the page and the CLI check a file's size against
+/// it before reading a byte). Tokenizing 256 MiB in a browser already takes minutes.
+pub const MAX_TEXT_BYTES: u64 = 256 << 20;
+
+/// Refuses a file over `cap` by its size alone, before it is read.
+pub fn check_file_size(size: u64, cap: u64, what: &str) -> Result<()> {
+    if size > cap {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        return Err(KilnError::Data(format!(
+            "the file is {:.1} MiB, over the {:.0} MiB Kiln reads for {what}",
+            mib(size),
+            mib(cap)
+        )));
+    }
+    Ok(())
+}
+
+/// What every text file goes through first: the size cap; UTF-16 (a Windows "Unicode"
+/// save) recognised and explained rather than called binary; a UTF-8 byte-order mark dropped.
+pub fn text_bytes<'a>(bytes: &'a [u8], cap: u64, what: &str) -> Result<&'a [u8]> {
+    check_file_size(bytes.len() as u64, cap, what)?;
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") || looks_like_utf16(bytes) {
+        return Err(KilnError::Data(
+            "this file is UTF-16 text; Kiln reads UTF-8: save it as UTF-8 (in most editors, Save As → Encoding → UTF-8)"
+                .into(),
+        ));
+    }
+    Ok(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+}
+
+/// UTF-16 without a byte-order mark: ASCII text in it has a NUL in every other byte, all
+/// on one side of each pair.
+fn looks_like_utf16(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(1024) & !1];
+    let zeros = |parity: usize| head.iter().skip(parity).step_by(2).filter(|&&b| b == 0).count();
+    let (even, odd) = (zeros(0), zeros(1));
+    let pairs = head.len() / 2;
+    pairs >= 2 && ((even * 2 >= pairs && odd == 0) || (odd * 2 >= pairs && even == 0))
+}
+
 /// Bytes from a file or a paste, checked to be usable text: not empty, UTF-8, not binary.
 pub fn text_from_bytes(bytes: &[u8]) -> Result<String> {
+    let bytes = text_bytes(bytes, MAX_TEXT_BYTES, "training text")?;
     if bytes.is_empty() {
         return Err(KilnError::Data("the file is empty".into()));
     }

@@ -20,6 +20,15 @@ pub struct GptConfig {
 /// so that a model trained on one runs on the other.
 pub const MAX_HEAD_SIZE: usize = 256;
 
+/// Bounds on a model's shape, checked before anything is allocated (a config.json comes
+/// from strangers). Training needs about 16 bytes per parameter (weights, gradients, two
+/// moments): 256 M parameters are 4 GiB, all a wasm32 address space holds.
+pub const MAX_LAYERS: usize = 128;
+pub const MAX_WIDTH: usize = 8192;
+pub const MAX_CONTEXT: usize = 8192;
+pub const MAX_VOCAB_SIZE: usize = 1 << 18;
+pub const MAX_PARAMS: u64 = 256_000_000;
+
 /// Named sizes. `base` is nanoGPT's shakespeare-char shape.
 pub const PRESETS: [(&str, usize, usize, usize, usize); 3] = [
     // (name, n_layer, n_head, n_embd, block_size)
@@ -55,8 +64,23 @@ impl GptConfig {
                 self.head_size()
             ));
         }
-        if self.vocab_size > 1 << 20 || self.block_size > 1 << 14 || self.n_embd > 1 << 14 || self.n_layer > 256 {
-            return bad(format!("{self} is far beyond what a browser can train"));
+        if self.vocab_size > MAX_VOCAB_SIZE
+            || self.block_size > MAX_CONTEXT
+            || self.n_embd > MAX_WIDTH
+            || self.n_layer > MAX_LAYERS
+        {
+            return bad(format!(
+                "{self} is far beyond what a browser can train (at most {MAX_LAYERS} layers, width {MAX_WIDTH}, context {MAX_CONTEXT}, vocabulary {MAX_VOCAB_SIZE})"
+            ));
+        }
+        // each size is bounded above, so this u64 product cannot wrap (a usize one can on wasm32)
+        let params = self.num_params_u64();
+        if params > MAX_PARAMS {
+            return bad(format!(
+                "{self} has {:.1} billion parameters; Kiln trains at most {} million",
+                params as f64 / 1e9,
+                MAX_PARAMS / 1_000_000
+            ));
         }
         Ok(())
     }
@@ -65,9 +89,14 @@ impl GptConfig {
         self.n_embd / self.n_head
     }
 
-    /// Number of parameters (the output layer shares the token embedding).
+    /// Number of parameters (the output layer shares the token embedding). Call on a
+    /// validated config: an unchecked one can wrap usize on wasm32.
     pub fn num_params(&self) -> usize {
-        let (v, t, c, l) = (self.vocab_size, self.block_size, self.n_embd, self.n_layer);
+        self.num_params_u64() as usize
+    }
+
+    fn num_params_u64(&self) -> u64 {
+        let (v, t, c, l) = (self.vocab_size as u64, self.block_size as u64, self.n_embd as u64, self.n_layer as u64);
         let per_layer = 2 * c // ln_1
             + c * 3 * c + 3 * c // attn.c_attn
             + c * c + c // attn.c_proj

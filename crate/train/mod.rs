@@ -18,4 +18,4 @@ pub use optimizer::{lr_at, AdamW, Schedule};
 
 pub use stage::{Phase, Stage, StageKind};
 pub use step::{evaluate, train_step, Gradients, Heads, Outputs, TokenBatch};
-pub use trainer::{check_fits, AlignConfig, LossPoint, Progress, TrainConfig, Trainer};
+pub use trainer::{check_fits, check_fits_within, AlignConfig, LossPoint, Progress, TrainConfig, Trainer};

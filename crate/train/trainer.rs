@@ -290,10 +290,32 @@ pub struct Frozen<B: Backend> {
     rollout_decoder: Option<Decoder<B::Buf>>,
 }
 
-/// Refuses a run that cannot fit in the device's buffers, before anything is allocated.
-pub fn check_fits(limit: Option<u64>, model: &GptConfig, b: usize, t: usize) -> Result<()> {
+/// Refuses a run that cannot fit in the device's buffers, or in all the memory the
+/// backend may use, before anything is allocated.
+pub fn check_fits<B: Backend>(be: &B, model: &GptConfig, b: usize, t: usize) -> Result<()> {
+    check_fits_within(be.max_buffer_bytes(), be.memory_budget_bytes(), model, b, t)
+}
+
+/// [`check_fits`] against limits known without a backend at hand (the page's estimate).
+pub fn check_fits_within(
+    max_buffer: Option<u64>,
+    budget: Option<u64>,
+    model: &GptConfig,
+    b: usize,
+    t: usize,
+) -> Result<()> {
+    if let Some(budget) = budget {
+        let need = model.memory(b, t).total();
+        if need > budget {
+            return Err(KilnError::Config(format!(
+                "a model of {model} at batch {b} needs {} MiB in all, over the {} MiB this backend can use; choose a smaller model, batch or context",
+                need.div_ceil(1 << 20),
+                budget >> 20
+            )));
+        }
+    }
     let need = model.largest_buffer(b, t);
-    if let Some(limit) = limit {
+    if let Some(limit) = max_buffer {
         if need > limit {
             return Err(KilnError::Config(format!(
                 "a model of {model} at batch {b} needs a buffer of {} MiB, over this device's limit of {} MiB (maxStorageBufferBindingSize); choose a smaller model, batch or context",
@@ -335,7 +357,7 @@ impl<B: Backend> Trainer<B> {
                 tokenizer.vocab_size()
             )));
         }
-        check_fits(be.max_buffer_bytes(), &model_cfg, 1, model_cfg.block_size)?;
+        check_fits(&be, &model_cfg, 1, model_cfg.block_size)?;
         if let Some(values) = params {
             if values.len() != layout.total {
                 return Err(KilnError::Config(format!(
@@ -393,7 +415,7 @@ impl<B: Backend> Trainer<B> {
     pub fn begin(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         cfg.validate()?;
         let t = self.model.config.block_size;
-        check_fits(self.be.max_buffer_bytes(), &self.model.config, cfg.batch_size, t)?;
+        check_fits(&self.be, &self.model.config, cfg.batch_size, t)?;
         self.opt = AdamW::new(&mut self.be, &self.model)?;
         self.resume_stage(stage, cfg, 0, Vec::new())
     }
@@ -408,7 +430,7 @@ impl<B: Backend> Trainer<B> {
         history: Vec<LossPoint>,
     ) -> Result<()> {
         let t = self.model.config.block_size;
-        check_fits(self.be.max_buffer_bytes(), &self.model.config, cfg.batch_size, t)?;
+        check_fits(&self.be, &self.model.config, cfg.batch_size, t)?;
         let mut val = stage.val_batches(cfg.batch_size, cfg.eval_batches);
         if stage.heads().is_none() {
             // fixed weights: the mean over the counted tokens of all validation batches

@@ -163,7 +163,7 @@ export interface Candidate { text: string; ended: boolean; logprobs: number[]; }
 export interface GenerateOptions { maxTokens?: number; temperature?: number; topK?: number; topP?: number; seed?: number; }
 
 export class KilnError extends Error {
-  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'checkpoint' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'io' | 'error';
+  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'checkpoint' | 'model' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'io' | 'error';
 }
 
 export class Kiln {

@@ -23,6 +23,13 @@ export class KilnError extends Error {
   }
 }
 
+/** The size of an input before reading it (a File's from its metadata). */
+function sizeOf(input) {
+  if (typeof Blob !== 'undefined' && input instanceof Blob) return input.size;
+  if (typeof input === 'string') return input.length;
+  return input?.byteLength ?? 0;
+}
+
 async function bytesOf(input) {
   if (input instanceof Uint8Array) return input;
   if (input instanceof ArrayBuffer) return new Uint8Array(input);
@@ -88,7 +95,7 @@ export class Kiln {
   /** Uses text, bytes or a File as the corpus (documents separated by blank lines). Empty,
    * binary or non-UTF-8 input is refused with a KilnError('data'). */
   async useCorpus(input) {
-    const bytes = await bytesOf(input);
+    const bytes = await this.#bytes(input, 'text');
     return this.#call('useCorpus', [bytes], {}, [bytes.buffer]);
   }
 
@@ -139,7 +146,7 @@ export class Kiln {
    * {stopped: true}. */
   async train({ stage = 'pretrain', data, onProgress, onStage, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
-    const bytes = data == null ? undefined : await bytesOf(data);
+    const bytes = data == null ? undefined : await this.#bytes(data, 'jsonl');
     const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
     this.#training = true;
@@ -202,13 +209,13 @@ export class Kiln {
 
   /** Rankings JSONL → TRL's preference pairs ({prompt, chosen, rejected}) as JSONL. */
   async rankingPairs(rankings) {
-    const bytes = await bytesOf(rankings);
+    const bytes = await this.#bytes(rankings, 'jsonl');
     return this.#call('rankingPairs', [bytes], {}, [bytes.buffer]);
   }
 
   /** Reads rankings JSONL (or TRL pairs): {rankings, pairs, skipped: ["line N: why"]}. */
   async checkRankings(rankings) {
-    const bytes = await bytesOf(rankings);
+    const bytes = await this.#bytes(rankings, 'jsonl');
     return this.#call('checkRankings', [bytes], {}, [bytes.buffer]);
   }
 
@@ -231,8 +238,15 @@ export class Kiln {
    * can then train it; with a corpus set, pretraining continues on it. Corrupt files are
    * refused with KilnError('checkpoint') and change nothing. */
   async importModel(zip, training = {}) {
-    const bytes = await bytesOf(zip);
+    const bytes = await this.#bytes(zip, 'model');
     return this.#call('importZip', [bytes, training], {}, [bytes.buffer]);
+  }
+
+  /** The bytes of `input`, refused first by its size alone (`kind`: text, jsonl or model;
+   * the caps are the core's), so an oversized file is never read into memory. */
+  async #bytes(input, kind) {
+    await this.#call('checkFileSize', [sizeOf(input), kind]);
+    return bytesOf(input);
   }
 
   /** Ends the worker and frees the GPU device. */

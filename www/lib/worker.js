@@ -8,7 +8,7 @@ import { describeAdapter } from './adapter.js';
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
-  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings']);
+  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */
