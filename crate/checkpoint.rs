@@ -74,6 +74,18 @@ fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str, max
     Ok(values)
 }
 
+/// One flat f32 tensor ("params") as a safetensors file: the models a session keeps beside
+/// the one training (the fine-tuned reference, the reward model).
+pub fn params_file(values: &[f32]) -> Result<Vec<u8>> {
+    safetensors_of(vec![("params".into(), vec![values.len()], f32_bytes(values))])
+}
+
+/// Reads [`params_file`]'s tensor back, which must hold `len` values.
+pub fn read_params_file(bytes: &[u8], len: usize, file: &str) -> Result<Vec<f32>> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{file} is corrupt: {e}")))?;
+    read_f32(&st, &["params".into()], &[len], file, MAX_WEIGHT)
+}
+
 /// transformers' GPT2Config for a Kiln model.
 fn hf_config(cfg: &GptConfig) -> serde_json::Value {
     serde_json::json!({
@@ -319,7 +331,7 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 13] = [
+    const NAMES: [&str; 16] = [
         "model.safetensors",
         "config.json",
         "tokenizer.json",
@@ -333,6 +345,10 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "rankings-val.jsonl",
         "dpo-reference.json",
         "ppo-prompts.jsonl",
+        // a browser session's autosave: the models a preference stage keeps, and its backend
+        "reference.safetensors",
+        "reward.safetensors",
+        "session.json",
     ];
     NAMES.contains(&name)
 }
@@ -471,11 +487,14 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
     let model = 4 * (config.num_params() as u64 + config.n_embd as u64 + 1);
     let tensors = |copies: u64| copies * model + (copies * model) / 8 + SAFETENSORS_SLACK;
     match name {
-        "model.safetensors" => Some(tensors(1)),
+        "model.safetensors" | "reference.safetensors" | "reward.safetensors" => Some(tensors(1)),
         "optimizer.safetensors" => Some(tensors(2)),
-        "config.json" | "tokenizer.json" | "tokenizer_config.json" | "trainer.json" | "dpo-reference.json" => {
-            Some(MAX_JSON)
-        }
+        "config.json"
+        | "tokenizer.json"
+        | "tokenizer_config.json"
+        | "trainer.json"
+        | "dpo-reference.json"
+        | "session.json" => Some(MAX_JSON),
         _ if is_checkpoint_file(name) => Some(MAX_DATA),
         _ => None,
     }
@@ -557,12 +576,21 @@ where
 
 /// A checkpoint's files as one .zip (deflated), for a browser download.
 pub fn to_zip(files: &Files) -> Result<Vec<u8>> {
+    zip_with(files, zip::CompressionMethod::Deflated)
+}
+
+/// The same, stored without compression: the browser's autosave, written often, where
+/// deflating a model's floats would cost more time than the bytes it saves.
+pub fn to_zip_stored(files: &Files) -> Result<Vec<u8>> {
+    zip_with(files, zip::CompressionMethod::Stored)
+}
+
+fn zip_with(files: &Files, method: zip::CompressionMethod) -> Result<Vec<u8>> {
     use std::io::Write;
     let mut names: Vec<&String> = files.keys().collect();
     names.sort();
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated).large_file(true);
+    let options = zip::write::SimpleFileOptions::default().compression_method(method).large_file(true);
     for name in names {
         zip.start_file(name.as_str(), options).map_err(bad)?;
         zip.write_all(&files[name]).map_err(|e| bad(e.to_string()))?;

@@ -981,6 +981,95 @@ async fn model_files() -> Result<Files, JsValue> {
     result.map_err(kiln_error)
 }
 
+/// The session as one stored .zip, for the browser's autosave: the run's resume checkpoint
+/// (model, optimizer, stage, its data and position: checkpoint::resume_files), the models a
+/// preference stage keeps (the fine-tuned reference, the reward model) and the backend.
+/// Null before a stage has begun (nothing to resume).
+#[wasm_bindgen]
+pub async fn snapshot() -> Result<JsValue, JsValue> {
+    let Some(mut run) = session().borrow_mut().run.take() else { return Ok(JsValue::NULL) };
+    let files = match with_run!(&run, r => r.stage.is_some()) {
+        true => Some(with_run!(&mut run, r => checkpoint::resume_files(r).await)),
+        false => None,
+    };
+    let backend = match &run {
+        Run::Gpu(_) => BackendKind::Gpu,
+        Run::Cpu(_) => BackendKind::Cpu,
+    };
+    put_run(run);
+    let Some(files) = files else { return Ok(JsValue::NULL) };
+    let mut files = files.map_err(kiln_error)?;
+    let s = session();
+    let s = s.borrow();
+    for (name, params) in [("reference.safetensors", &s.reference), ("reward.safetensors", &s.reward)] {
+        if let Some(params) = params {
+            files.insert(name.into(), checkpoint::params_file(params).map_err(kiln_error)?);
+        }
+    }
+    files.insert("session.json".into(), serde_json::to_vec(&serde_json::json!({ "backend": backend })).expect("JSON"));
+    let zip = checkpoint::to_zip_stored(&files).map_err(kiln_error)?;
+    Ok(js_sys::Uint8Array::from(zip.as_slice()).into())
+}
+
+/// Continues a session from a [`snapshot`]: the model, its optimizer and stage, the
+/// tokenizer, the corpus and the kept models, on the backend it was saved on when this
+/// session has it (then training continues bit for bit as it would have), else on the
+/// session's. Nothing changes unless all of it loads. Returns the run's info with `step`,
+/// `history` and `note` (when the backend differs).
+#[wasm_bindgen]
+pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
+    let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
+    let saved: Option<BackendKind> = files
+        .get("session.json")
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .and_then(|v| serde_json::from_value(v["backend"].clone()).ok());
+    let s = session();
+    let (gpu, current) = {
+        let s = s.borrow();
+        (s.gpu.clone(), s.info.as_ref().map_or(BackendKind::Cpu, |i| i.kind))
+    };
+    let kind = match (saved, &gpu) {
+        (Some(BackendKind::Gpu), Some(_)) => BackendKind::Gpu,
+        (Some(BackendKind::Cpu), _) => BackendKind::Cpu,
+        _ => current,
+    };
+    let name = |k: BackendKind| if k == BackendKind::Gpu { "WebGPU" } else { "CPU" };
+    let note = saved.filter(|&k| k != kind).map(|k| {
+        format!("saved on the {} backend, continued on the {}: the losses will differ slightly", name(k), name(kind))
+    });
+    let run = match (kind, gpu) {
+        (BackendKind::Gpu, Some(gpu)) => {
+            Run::Gpu(Box::new(checkpoint::resume(GpuBackend::new(gpu), &files).map_err(kiln_error)?))
+        }
+        _ => Run::Cpu(Box::new(checkpoint::resume(CpuBackend::new(), &files).map_err(kiln_error)?)),
+    };
+    let (config, tokenizer, step, history) =
+        with_run!(&run, r => (r.model.config, r.tokenizer.clone(), r.step, r.history.clone()));
+    let n = config.num_params();
+    let kept = |name: &str, len: usize| {
+        files.get(name).map(|b| checkpoint::read_params_file(b, len, name)).transpose().map_err(kiln_error)
+    };
+    let reference = kept("reference.safetensors", n)?;
+    let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
+    let corpus = files.get("corpus.txt").map(|b| String::from_utf8_lossy(b).into_owned());
+    let mut s = s.borrow_mut();
+    if let Some(info) = s.info.as_mut() {
+        info.kind = kind;
+    }
+    s.tokenizer = Some(tokenizer);
+    if corpus.is_some() {
+        s.corpus = corpus;
+    }
+    (s.reference, s.reward) = (reference, reward);
+    s.run = Some(run);
+    s.generation = None;
+    let info = run_info(&s)?;
+    js_sys::Reflect::set(&info, &"step".into(), &JsValue::from_f64(step as f64))?;
+    js_sys::Reflect::set(&info, &"history".into(), &to_js(&history)?)?;
+    js_sys::Reflect::set(&info, &"note".into(), &to_js(&note)?)?;
+    Ok(info)
+}
+
 /// Refuses a file by its size alone, before the page reads it: `kind` is "text" (a
 /// corpus), "jsonl" (instruction data, rankings) or "model" (a .zip to import).
 #[wasm_bindgen(js_name = checkFileSize)]

@@ -88,6 +88,72 @@ function modelOptions() {
 // How often the page asks for a sample, a validation and a loss: often, so the chart moves.
 const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
 
+// ---------------------------------------------------------------- autosave
+
+/** Says where the last autosave stands (each train call passes this as onAutosave). */
+function onAutosave(saved) {
+  if (saved.error) {
+    $('autosave-status').textContent = `Autosave failed: ${saved.error}`;
+    return;
+  }
+  app.lastAutosave = saved;
+  const at = new Date().toLocaleTimeString();
+  $('autosave-status').textContent = `Autosaved ${saved.stage ?? 'the run'} at step ${saved.step} (${mib(saved.bytes)}) at ${at}.`;
+  showAutosaves();
+}
+
+const describeAutosave = (a) =>
+  `${a.stage ?? 'a run'} at step ${a.step}${a.steps ? ` of ${a.steps}` : ''}, saved ${new Date(a.savedAt).toLocaleString()} (${mib(a.bytes)})`;
+
+/** Lists the autosaves with Resume and Delete; returns them. */
+async function showAutosaves() {
+  const saves = await app.kiln.listAutosaves();
+  $('autosave-list').replaceChildren(...saves.map((a) => {
+    const li = document.createElement('li');
+    li.textContent = describeAutosave(a);
+    const resume = document.createElement('button');
+    resume.textContent = 'Resume';
+    resume.addEventListener('click', () => guard(() => restoreRun(a)));
+    const remove = document.createElement('button');
+    remove.textContent = 'Delete';
+    remove.addEventListener('click', () => guard(async () => { await app.kiln.deleteAutosave(a.id); await showAutosaves(); }));
+    li.append(resume, remove);
+    return li;
+  }));
+  return saves;
+}
+
+/** Continues an autosaved run: the page shows its model, curve and stage; Start (or
+ * Fine-tune) goes on from its step. */
+async function restoreRun(saved) {
+  if (app.training) throw Object.assign(new Error('stop the training run first'), { code: 'busy' });
+  const info = await app.kiln.restoreAutosave(saved.id);
+  $('autosave-offer').hidden = true;
+  app.model = info;
+  app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'restored' };
+  const c = info.config;
+  $('tok-stats').textContent = `Restored tokenizer: ${c.vocab_size} tokens.`;
+  $('model-stats').textContent = `Restored model: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size} — ${info.params.toLocaleString()} parameters.`;
+  resetChart();
+  for (const point of info.history) onProgress({ stage: info.stage, step: point.step, steps: saved.steps ?? point.step, loss: point.loss, valLoss: point.val_loss, lr: 0, tokensPerS: 0, etaS: 0 });
+  if (saved.steps) $(info.stage === 'sft' ? 'sft-steps' : 'steps').value = String(saved.steps);
+  app.restored = info;
+  if (info.stage === 'sft') app.sftSource = sftSource();
+  $('autosave-status').textContent = `Resumed ${info.stage} at step ${info.step}${saved.steps ? ` of ${saved.steps}` : ''} from the autosave of ${new Date(saved.savedAt).toLocaleString()}. ${info.stage === 'sft' ? 'Fine-tune' : info.stage === 'pretrain' ? 'Start' : 'Its stage button'} continues it.${info.note ? ` Note: ${info.note}.` : ''}`;
+  await showTokens().catch(() => {});
+}
+
+/** On opening the page: offers to resume the newest autosave. */
+async function offerResume() {
+  const saves = await showAutosaves();
+  if (!saves.length) return;
+  const newest = saves[0];
+  $('autosave-text').textContent = `Your last run was autosaved in this browser: ${describeAutosave(newest)}. Resume it?`;
+  $('autosave-offer').hidden = false;
+  $('autosave-resume').onclick = () => guard(() => restoreRun(newest));
+  $('autosave-dismiss').onclick = () => { $('autosave-offer').hidden = true; };
+}
+
 function trainingOptions() {
   return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), ...PAGE_CADENCE };
 }
@@ -202,7 +268,7 @@ async function start() {
     app.training = true;
     const steps = Number($('steps').value);
     if (app.progress.at(-1)?.stage === 'sft') resetChart();
-    await app.kiln.train({ stage: 'pretrain', steps, ...PAGE_CADENCE, onProgress });
+    await app.kiln.train({ stage: 'pretrain', steps, ...PAGE_CADENCE, onProgress, onAutosave });
   });
   app.training = false;
   setButtons('idle');
@@ -302,7 +368,7 @@ async function fineTune() {
     await app.kiln.train({
       stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
       steps: Number($('sft-steps').value), lr: Number($('sft-lr').value), ...PAGE_CADENCE, sampleEvery: 25,
-      onProgress,
+      onProgress, onAutosave,
       onStage: (info) => {
         const skipped = info.skipped?.length ? ` Skipped ${info.skipped.length} lines: ${info.skipped.slice(0, 5).join('; ')}` : '';
         $('sft-stats').textContent = `Fine-tuning on ${info.trainRows.toLocaleString()} conversations, validating on ${info.valRows.toLocaleString()}.${skipped}`;
@@ -320,6 +386,8 @@ async function fineTune() {
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
 const RANKINGS_KEY = 'kiln.rankings';
+/** The question being ranked (its answers and the order so far), so a reload loses no work. */
+const IN_PROGRESS_KEY = 'kiln.ranking-in-progress';
 /** Held-out questions the before/after view answers (the first ones of the split). */
 const BEFORE_AFTER = 4;
 const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null };
@@ -407,6 +475,7 @@ function showCandidates(ranking, editing) {
 
 function renderCards(focusAnswer) {
   const c = rank.current;
+  localStorage.setItem(IN_PROGRESS_KEY, JSON.stringify({ ...c, editing: rank.editing }));
   const order = c.answers.map((_, i) => i).sort((a, b) => c.ranks[a] - c.ranks[b] || a - b);
   const cards = order.map((i) => {
     const li = document.createElement('li');
@@ -464,11 +533,28 @@ function submitRanking(verdict) {
   if (rank.editing != null) list[rank.editing] = entry;
   else list.push(entry);
   saveRankings(list);
+  localStorage.removeItem(IN_PROGRESS_KEY);
   rank.current = null;
   rank.editing = null;
   $('rank-cards').replaceChildren();
   $('rank-question').textContent = '';
   for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = true;
+}
+
+/** Shows the question that was being ranked when the page closed, as it was left. */
+function restoreRankingInProgress() {
+  let saved = null;
+  try {
+    saved = JSON.parse(localStorage.getItem(IN_PROGRESS_KEY) ?? 'null');
+  } catch {
+    // unreadable: nothing to restore
+  }
+  const valid = saved && Array.isArray(saved.prompt) && Array.isArray(saved.answers) && Array.isArray(saved.ranks)
+    && saved.answers.length === saved.ranks.length && saved.answers.every((a) => typeof a === 'string');
+  if (!valid) return;
+  const editing = Number.isInteger(saved.editing) && saved.editing < app.rankings.length ? saved.editing : null;
+  showCandidates({ prompt: saved.prompt, answers: saved.answers, ranks: saved.ranks.map(Number) }, editing);
+  rank.current.changed = Boolean(saved.changed);
 }
 
 function editRanking(i) {
@@ -539,7 +625,7 @@ async function align(stage) {
     const steps = Number($('align-steps').value) || app.defaults.training[stage].steps;
     const data = ranked.length ? rankingsJsonl() : undefined;
     $('align-stats').textContent = `Starting ${stage}…`;
-    const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress });
+    const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress, onAutosave });
     app.aligned = stage === 'reward' ? app.aligned : stage;
     if (stage === 'reward') app.rewardTrained = true;
     if (last && stage !== 'reward') await compare();
@@ -781,6 +867,8 @@ async function main() {
       location.assign(url);
     });
     await chooseSource();
+    await offerResume();
+    restoreRankingInProgress();
     app.ready = true;
   });
 }

@@ -116,7 +116,29 @@ export interface TrainOptions extends TrainingOptions {
   restart?: boolean;
   onProgress?: (p: Progress) => void;
   onStage?: (info: ModelInfo) => void;
+  /** Each autosave stored in this browser (at every validation, stage change and stop), or the storage error. */
+  onAutosave?: (saved: AutosaveInfo | { error: string }) => void;
   signal?: AbortSignal;
+}
+
+/** An autosave in this browser (OPFS, or IndexedDB where OPFS is missing). */
+export interface AutosaveInfo {
+  id: string;
+  savedAt?: string;
+  stage: StageName | null;
+  step: number;
+  steps: number | null;
+  /** The validation loss at the save (else the training loss), when known. */
+  loss: number | null;
+  bytes: number;
+}
+
+/** restoreAutosave's answer: the run's info and where it stands. */
+export interface RestoredRun extends ModelInfo {
+  step: number;
+  history: { step: number; loss: number | null; val_loss: number | null }[];
+  /** Set when the run continues on another backend than it was saved on. */
+  note: string | null;
 }
 
 export interface Message { role: 'system' | 'user' | 'assistant'; content: string; }
@@ -193,5 +215,10 @@ export class Kiln {
   exportModel(): Promise<Record<string, Uint8Array>>;
   exportZip(): Promise<Uint8Array>;
   importModel(zip: Uint8Array | ArrayBuffer | Blob, training?: TrainingOptions): Promise<ModelInfo>;
+  /** The autosaves in this browser, newest first (the newest three runs are kept). */
+  listAutosaves(): Promise<AutosaveInfo[]>;
+  /** Continues an autosave bit for bit: model, optimizer, stage, data position, tokenizer, corpus. */
+  restoreAutosave(id: string): Promise<RestoredRun>;
+  deleteAutosave(id: string): Promise<void>;
   terminate(): void;
 }

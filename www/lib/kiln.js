@@ -64,6 +64,8 @@ export class Kiln {
       const call = this.#pending.get(data.id);
       if (!call) return;
       if ('progress' in data) call.onProgress?.(data.progress);
+      else if ('autosave' in data) call.onAutosave?.(data.autosave);
+      else if ('autosaveError' in data) call.onAutosave?.({ error: data.autosaveError });
       else if ('token' in data) call.onToken?.(data.token);
       else if ('stage' in data) call.onStage?.(data.stage);
       else {
@@ -144,14 +146,14 @@ export class Kiln {
    * skipped); `onProgress` receives {stage, step, steps, loss, valLoss, lr, tokensPerS,
    * etaS, elapsedS, sample, memoryPeakBytes}. Stops early on `signal` abort or stop(), resolving with
    * {stopped: true}. */
-  async train({ stage = 'pretrain', data, onProgress, onStage, signal, ...options } = {}) {
+  async train({ stage = 'pretrain', data, onProgress, onStage, onAutosave, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
     const bytes = data == null ? undefined : await this.#bytes(data, 'jsonl');
     const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
     this.#training = true;
     try {
-      return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage });
+      return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage, onAutosave });
     } finally {
       this.#training = false;
       signal?.removeEventListener('abort', onAbort);
@@ -248,6 +250,18 @@ export class Kiln {
     await this.#call('checkFileSize', [sizeOf(input), kind]);
     return bytesOf(input);
   }
+
+  /** The autosaves in this browser, newest first: [{id, savedAt, stage, step, steps,
+   * loss, bytes}]. A run is saved at every validation, at every stage change and when
+   * training stops (`onAutosave` in train hears of each); the newest three runs are kept. */
+  listAutosaves() { return this.#call('listAutosaves'); }
+
+  /** Continues autosave `id`: model, optimizer, stage and data position, tokenizer and
+   * corpus; training then goes on as the uninterrupted run would have. Returns the run's
+   * info with `step`, `history` ([{step, loss, val_loss}]) and `note`. */
+  restoreAutosave(id) { return this.#call('restoreAutosave', [id]); }
+
+  deleteAutosave(id) { return this.#call('deleteAutosave', [id]); }
 
   /** Ends the worker and frees the GPU device. */
   terminate() {

@@ -4,6 +4,7 @@
 // loop of single steps, so pause, resume, stop and other calls are handled between steps.
 import init, * as wasm from '../pkg/kiln.js';
 import { describeAdapter } from './adapter.js';
+import * as autosave from './autosave.js';
 
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
@@ -72,6 +73,31 @@ async function step() {
   return wasm.trainStep(results);
 }
 
+/** The autosave this session writes: a new one for each model made or imported, the
+ * restored one's after a restore. Saves run one after another, beside the training. */
+let runId = null;
+let saving = Promise.resolve();
+const newRun = () => { runId = `run-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`; };
+
+/** Snapshots the session (between steps) and stores it in the background; the page hears
+ * of it as {id, autosave: meta} or {id, autosaveError}. */
+async function autosaveNow(id, progress) {
+  if (!runId) newRun();
+  const zip = await exclusive(() => wasm.snapshot());
+  if (!zip) return;
+  const meta = {
+    stage: progress?.stage ?? (await exclusive(() => wasm.currentStage())),
+    step: progress?.step ?? 0,
+    steps: progress?.steps ?? null,
+    loss: progress?.valLoss ?? progress?.loss ?? null,
+  };
+  const key = runId;
+  saving = saving.then(() => autosave.save(key, zip, meta))
+    .then(() => postMessage({ id, autosave: { ...meta, id: key, bytes: zip.byteLength } }))
+    .catch((error) => postMessage({ id, autosaveError: error.message }));
+  return saving;
+}
+
 /** Trains a stage step by step. A stage other than the current one, new `data`, or
  * `restart` begins it afresh on the model as it is (its info goes out as {id, stage});
  * otherwise the current stage continues, `steps` changing its length. */
@@ -81,6 +107,7 @@ async function train(id, { stage = 'pretrain', data, lang, restart = false, step
     const options = steps ? { ...training, steps } : training;
     const info = await exclusive(() => wasm.beginStage(stage, data ?? undefined, lang ?? undefined, options));
     postMessage({ id, stage: info });
+    autosaveNow(id, { stage, step: 0 });
   } else if (steps) {
     await exclusive(() => wasm.setSteps(BigInt(steps)));
   }
@@ -89,11 +116,19 @@ async function train(id, { stage = 'pretrain', data, lang, restart = false, step
   let last = null;
   for (;;) {
     while ((control.paused || control.generating) && !control.stopped) await waitForWake();
-    if (control.stopped) return { ...last, stopped: true };
+    if (control.stopped) {
+      if (last) await autosaveNow(id, last);
+      return { ...last, stopped: true };
+    }
     const progress = await exclusive(step);
-    if (progress === null) return last;
+    if (progress === null) {
+      if (last) await autosaveNow(id, last);
+      return last;
+    }
     last = progress;
     postMessage({ id, progress });
+    // at every validation: the state the next run resumes from
+    if (progress.valLoss != null) autosaveNow(id, progress);
     await yieldToEvents();
   }
 }
@@ -151,7 +186,18 @@ onmessage = async ({ data }) => {
       // next call queues behind it)
       exclusive(() => wasm.warmUp()).catch((e) => console.warn(`Kiln: warming up WebGPU failed: ${e.message}`));
     }
-    else if (CALLS.has(method)) result = await exclusive(() => wasm[method](...args));
+    else if (method === 'listAutosaves') result = await autosave.list();
+    else if (method === 'deleteAutosave') result = await autosave.remove(String(args[0]));
+    else if (method === 'restoreAutosave') {
+      await saving;
+      const zip = await autosave.load(String(args[0]));
+      result = await exclusive(() => wasm.restore(zip));
+      runId = String(args[0]);
+    }
+    else if (CALLS.has(method)) {
+      result = await exclusive(() => wasm[method](...args));
+      if (method === 'createModel' || method === 'importZip') newRun();
+    }
     else throw new Error(`unknown method ${method}`);
     reply(result);
   } catch (error) {

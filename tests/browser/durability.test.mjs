@@ -1,0 +1,305 @@
+// Nothing lost, nothing broken (issue 10), in the real page in headless Chromium: a page
+// closed mid-training resumes from its autosave and continues exactly as the run that was
+// never interrupted; a reload mid-ranking keeps every ranking and the question being
+// ranked; hostile model files are refused with their messages and leave the current model
+// as it was; model output that looks like HTML stays text.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
+
+const site = serveWww();
+
+async function open(context, query = '?backend=cpu') {
+  const page = await context.newPage();
+  const requests = watchRequests(page);
+  const log = [];
+  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
+  await page.goto(`${site.origin}/index.html${query}`);
+  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => window.kilnApp.error), null, log.join('\n'));
+  return { page, requests, log };
+}
+
+const waitFor = (page, fn, arg, timeout = 300_000) => page.waitForFunction(fn, arg, { timeout, polling: 200 });
+
+/** The same run every time: tiny preset, BPE 512 on the built-in stories, seed 7. */
+const RUN = { steps: 40, batchSize: 8, logEvery: 1, evalEvery: 10, sampleEvery: 0, seed: 7 };
+
+/** Starts (without awaiting) pretraining RUN in the page; losses land in window.losses. */
+async function startRun(page) {
+  await page.evaluate(async (run) => {
+    const kiln = window.kilnApp.kiln;
+    await kiln.useDefaultCorpus('en');
+    await kiln.trainTokenizer(null, { kind: 'bpe', vocabSize: 512 });
+    await kiln.createModel({ preset: 'tiny' }, run);
+    window.losses = [];
+    window.saved = [];
+    window.finished = kiln.pretrain({
+      ...run,
+      onProgress: (p) => window.losses.push([p.step, p.loss]),
+      onAutosave: (a) => window.saved.push(a),
+    });
+  }, RUN);
+}
+
+test('a page closed mid-training reopens, offers its autosave, and resumes exactly where the uninterrupted run goes', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    // the uninterrupted run
+    const straight = await browser.newContext();
+    const a = await open(straight);
+    await startRun(a.page);
+    await a.page.evaluate(() => window.finished);
+    const expected = await a.page.evaluate(() => window.losses);
+    assert.equal(expected.length, RUN.steps);
+    await straight.close();
+
+    // the same run, its page closed after the autosave of step 20, mid-training
+    const context = await browser.newContext();
+    const b = await open(context);
+    await startRun(b.page);
+    await waitFor(b.page, () => window.saved.some((s) => s.step === 20) && window.losses.length >= 23);
+    const saved = await b.page.evaluate(() => window.saved);
+    console.log(`autosaves before closing: ${JSON.stringify(saved)}`);
+    assert.ok(saved.every((s) => !s.error), JSON.stringify(saved));
+    await b.page.close();
+
+    // reopened: the page offers the run, and resumes it
+    const c = await open(context);
+    await waitFor(c.page, () => !document.getElementById('autosave-offer').hidden, null, 30_000);
+    const offer = await c.page.textContent('#autosave-text');
+    console.log(`offer: ${offer}`);
+    assert.match(offer, /pretrain at step 2\d of 40/);
+    await c.page.screenshot({ path: path.join(ARTIFACTS, 'autosave-offer.png') });
+    // the newest autosave may be of step 20 or a later validation; the page says which
+    const step = Number(offer.match(/at step (\d+)/)[1]);
+    await c.page.click('#autosave-resume');
+    await waitFor(c.page, () => /Resumed pretrain/.test(document.getElementById('autosave-status').textContent) || window.kilnApp.error, null, 60_000);
+    assert.equal(await c.page.evaluate(() => window.kilnApp.error), null);
+    assert.match(await c.page.textContent('#autosave-status'), new RegExp(`Resumed pretrain at step ${step} of 40`));
+    // the page's own Start continues the run
+    await c.page.evaluate(() => { window.kilnApp.progress.length = 0; });
+    await c.page.click('#start');
+    await waitFor(c.page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.at(-1)?.step === 40) || window.kilnApp.error);
+    assert.equal(await c.page.evaluate(() => window.kilnApp.error), null);
+    const resumed = (await c.page.evaluate(() => window.kilnApp.progress)).map((p) => [p.step, p.loss]);
+    assert.deepEqual(resumed.map(([s]) => s), expected.slice(step).map(([s]) => s), 'steps after the resume');
+    assert.deepEqual(resumed, expected.slice(step), 'every loss after the resume equals the uninterrupted run\'s, bit for bit');
+    console.log(`resumed at step ${step}: ${resumed.length} losses equal the uninterrupted run's (last ${resumed.at(-1)[1]})`);
+    // the autosave list shows the run, and a delete removes it
+    const listed = await c.page.locator('#autosave-list li').count();
+    assert.ok(listed >= 1);
+    await c.page.locator('#autosave-list li button', { hasText: 'Delete' }).first().click();
+    await waitFor(c.page, (n) => document.querySelectorAll('#autosave-list li').length === n - 1, listed, 10_000);
+    assert.ok(c.requests.every((url) => isLocal(site, url)));
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a reload in the middle of ranking keeps every ranking and the question being ranked', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const context = await browser.newContext();
+    const { page } = await open(context);
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+    await page.click('#create-model');
+    await waitFor(page, () => /parameters/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error);
+    await page.fill('#rank-k', '3');
+    const sample = async () => {
+      await page.click('#rank-sample');
+      await waitFor(page, () => document.querySelectorAll('#rank-cards li').length === 3 || window.kilnApp.error);
+    };
+    // one question ranked and submitted
+    await sample();
+    await page.locator('#rank-cards li').first().press('3');
+    await page.click('#rank-submit');
+    await waitFor(page, () => /1 prompts ranked/.test(document.getElementById('rank-count').textContent));
+    // the next one half ranked when the page reloads
+    await sample();
+    await page.locator('#rank-cards li').first().press('2');
+    const before = await page.evaluate(() => ({
+      question: document.getElementById('rank-question').textContent,
+      cards: [...document.querySelectorAll('#rank-cards li')].map((li) => li.textContent),
+    }));
+    await page.reload();
+    await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+    assert.match(await page.textContent('#rank-count'), /1 prompts ranked/);
+    const after = await page.evaluate(() => ({
+      question: document.getElementById('rank-question').textContent,
+      cards: [...document.querySelectorAll('#rank-cards li')].map((li) => li.textContent),
+    }));
+    assert.deepEqual(after, before, 'the question being ranked, its answers and their order, as left');
+    assert.equal(await page.isEnabled('#rank-submit'), true);
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
+
+// ---------------------------------------------------------------- hostile files
+
+/** A .zip of [name, bytes, {deflate, declare}] entries; `declare` overrides the size the
+ * headers state (a lie). */
+function zipOf(entries) {
+  const locals = [];
+  const centrals = [];
+  let offset = 0;
+  for (const [name, bytes, { deflate = false, declare } = {}] of entries) {
+    const data = deflate ? zlib.deflateRawSync(bytes) : Buffer.from(bytes);
+    const nameBytes = Buffer.from(name);
+    const size = declare ?? bytes.length;
+    const crc = zlib.crc32(bytes);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(deflate ? 8 : 0, 8);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(size, 22);
+    local.writeUInt16LE(nameBytes.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(20, 6);
+    central.writeUInt16LE(deflate ? 8 : 0, 10);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(size, 24);
+    central.writeUInt16LE(nameBytes.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBytes, data);
+    centrals.push(central, nameBytes);
+    offset += 30 + nameBytes.length + data.length;
+  }
+  const directory = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(directory.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, directory, end]);
+}
+
+/** model.safetensors with `value` written at element `at` of tensor `name`. */
+function withWeight(safetensors, name, at, value) {
+  const bytes = Buffer.from(safetensors);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString());
+  bytes.writeFloatLE(value, 8 + headerLength + header[name].data_offsets[0] + 4 * at);
+  return bytes;
+}
+
+test('hostile model files are refused with their messages, and the current model stays as it was', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const context = await browser.newContext();
+    const { page, log } = await open(context);
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+    await page.click('#create-model');
+    await waitFor(page, () => /parameters/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error);
+    const generate = async () => {
+      await page.fill('#prompt', 'Once upon a time');
+      await page.fill('#temperature', '0');
+      await page.fill('#max-tokens', '12');
+      await page.click('#generate');
+      await waitFor(page, () => !document.getElementById('generate').disabled && window.kilnApp.generated != null);
+      const text = await page.evaluate(() => window.kilnApp.generated);
+      await page.evaluate(() => { window.kilnApp.generated = null; });
+      return text;
+    };
+    const modelStats = await page.textContent('#model-stats');
+    const answer = await generate();
+    const files = Object.fromEntries(Object.entries(await page.evaluate(async () => {
+      const exported = await window.kilnApp.kiln.exportModel();
+      return Object.fromEntries(Object.entries(exported).map(([name, bytes]) => [name, Array.from(bytes)]));
+    })).map(([name, bytes]) => [name, Buffer.from(bytes)]));
+    const folder = (replace = {}) => Object.entries({ ...files, ...replace }).map(([name, bytes]) => [name, bytes, { deflate: true }]);
+
+    const tokenizer = JSON.parse(files['tokenizer.json']);
+    for (const added of tokenizer.added_tokens) if (added.content === '<|eos|>') added.special = false;
+    const cases = [
+      ['a 200-byte zip declaring 2 GiB', zipOf([['config.json', Buffer.from('{"model_type":"gpt2"}'), { declare: 2 ** 31 }]]),
+        /config\.json declares 2048\.0 MiB, over the 64\.0 MiB Kiln reads for it/],
+      ['a deflate bomb', zipOf([['config.json', files['config.json']], ['tokenizer.json', files['tokenizer.json']],
+        ['model.safetensors', Buffer.alloc(256 * 2 ** 20), { deflate: true }]]), /model\.safetensors declares 256\.0 MiB/],
+      ['256 layers × 16384 wide', zipOf(folder({ 'config.json': Buffer.from(JSON.stringify({
+        ...JSON.parse(files['config.json']), n_layer: 256, n_embd: 16384, n_head: 128 })) })), /far beyond what a browser can train/],
+      ['a weight of 1e30', zipOf(folder({ 'model.safetensors': withWeight(files['model.safetensors'], 'h.0.attn.c_attn.weight', 5, 1e30) })),
+        /holds 1e30 at element 5/],
+      ['a NaN weight', zipOf(folder({ 'model.safetensors': withWeight(files['model.safetensors'], 'h.1.mlp.c_fc.bias', 3, NaN) })),
+        /holds NaN at element 3/],
+      ['<|eos|> typed as text maps to the control id', zipOf(folder({ 'tokenizer.json': Buffer.from(JSON.stringify(tokenizer)) })),
+        /turns the text <\|eos\|> into the control token/],
+      ['duplicate entries', zipOf([...folder(), ['copy/model.safetensors', files['model.safetensors']]]), /holds model\.safetensors twice/],
+    ];
+    for (const [name, zip, message] of cases) {
+      await page.setInputFiles('#import', { name: 'model.zip', mimeType: 'application/zip', buffer: zip });
+      await waitFor(page, () => window.kilnApp.error != null, null, 60_000);
+      const error = await page.evaluate(() => window.kilnApp.error);
+      console.log(`${name} (${zip.length.toLocaleString()} bytes): ${error}`);
+      assert.match(error, message, name);
+      assert.equal(await page.textContent('#model-stats'), modelStats, `${name}: the page's model is unchanged`);
+      await page.evaluate(() => { window.kilnApp.error = null; });
+    }
+    assert.equal(await generate(), answer, 'the worker lives and the model answers as before');
+    assert.ok(!log.some((line) => line.startsWith('pageerror')), log.join('\n'));
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
+
+test('model output that looks like HTML renders as text and runs nothing; a UTF-16 file is explained', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const context = await browser.newContext();
+    const { page } = await open(context);
+    const attack = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>';
+    const corpus = `${attack}\n\n`.repeat(300);
+    await page.check('input[name=source][value=file]');
+    // UTF-16 first: refused with the reason, not called binary
+    const utf16 = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('Once upon a time', 'utf16le')]);
+    await page.setInputFiles('#file', { name: 'notepad.txt', mimeType: 'text/plain', buffer: utf16 });
+    await waitFor(page, () => window.kilnApp.error != null, null, 30_000);
+    assert.match(await page.evaluate(() => window.kilnApp.error), /UTF-16 text; Kiln reads UTF-8: save it as UTF-8/);
+    await page.setInputFiles('#file', { name: 'attack.txt', mimeType: 'text/plain', buffer: Buffer.from(corpus) });
+    await waitFor(page, () => /documents/.test(document.getElementById('corpus-stats').textContent) && window.kilnApp.error == null, null, 30_000);
+    await page.selectOption('#tok-kind', 'char');
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+    await page.fill('#steps', '150');
+    await page.click('#start');
+    await waitFor(page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.at(-1)?.step === 150) || window.kilnApp.error);
+    assert.equal(await page.evaluate(() => window.kilnApp.error), null);
+    await page.fill('#prompt', '<img');
+    await page.fill('#temperature', '0');
+    await page.fill('#max-tokens', '80');
+    await page.click('#generate');
+    await waitFor(page, () => !document.getElementById('generate').disabled && window.kilnApp.generated != null);
+    const shown = await page.evaluate(() => ({
+      text: document.getElementById('output').textContent,
+      elements: document.querySelectorAll('#output *, #samples li *').length,
+      images: document.images.length,
+      scripts: [...document.scripts].map((s) => s.src.split('/').pop()),
+      pwned: window.pwned ?? null,
+    }));
+    console.log(`generated: ${JSON.stringify(shown.text)}`);
+    assert.match(shown.text, /onerror=|<script>/, 'the model learned to write the markup');
+    assert.equal(shown.elements, 0, 'no element was made from model output');
+    assert.equal(shown.images, 0);
+    assert.deepEqual(shown.scripts, ['app.js']);
+    assert.equal(shown.pwned, null, 'nothing ran');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'html-as-text.png') });
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
