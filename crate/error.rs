@@ -20,6 +20,8 @@ pub enum KilnError {
     Io(String),
     /// A model whose outputs are unusable (NaN or infinite logits while sampling).
     Model(String),
+    /// Training kept diverging after the divergence guard's rollbacks (train::guard).
+    Diverged(String),
     /// Training diverged: the loss became NaN or infinite.
     NonFiniteLoss { step: u64, loss: f32 },
     /// The caller cancelled a long operation.
@@ -54,6 +56,7 @@ impl fmt::Display for KilnError {
             KilnError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
             KilnError::Io(m) => write!(f, "{m}"),
             KilnError::Model(m) => write!(f, "model: {m}"),
+            KilnError::Diverged(m) => write!(f, "training diverged: {m}"),
             KilnError::NonFiniteLoss { step, loss } => write!(
                 f,
                 "the loss became {loss} at step {step}: training diverged; lower the learning rate or resume from the last checkpoint"

@@ -45,7 +45,7 @@ fn kiln_error(e: KilnError) -> JsValue {
         KilnError::Checkpoint(_) => "checkpoint",
         KilnError::Io(_) => "io",
         KilnError::Model(_) => "model",
-        KilnError::NonFiniteLoss { .. } => "diverged",
+        KilnError::NonFiniteLoss { .. } | KilnError::Diverged(_) => "diverged",
         KilnError::Cancelled => "cancelled",
     };
     let err = js_sys::Error::new(&e.to_string());
@@ -1068,6 +1068,26 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     js_sys::Reflect::set(&info, &"history".into(), &to_js(&history)?)?;
     js_sys::Reflect::set(&info, &"note".into(), &to_js(&note)?)?;
     Ok(info)
+}
+
+/// Faults on purpose, for the tests of what survives them (the browser tests call it as
+/// `Kiln.injectFault`): "nan" writes a NaN into a weight (the divergence guard rolls it
+/// back), "lose-device" destroys the WebGPU device (the worker is recreated and the run
+/// resumed from its autosave), "trap" panics (a wasm trap ends the worker's instance).
+#[wasm_bindgen(js_name = injectFault)]
+pub fn inject_fault(kind: String) -> Result<(), JsValue> {
+    let s = session();
+    let mut s = s.borrow_mut();
+    match kind.as_str() {
+        "nan" => {
+            let run = s.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
+            with_run!(run, r => r.be.write(&r.model.params, 0, &[f32::NAN]));
+        }
+        "lose-device" => s.gpu.as_ref().ok_or_else(|| js_error("this session has no WebGPU device"))?.destroy(),
+        "trap" => panic!("a trap injected by injectFault"),
+        other => return Err(js_error(format!("unknown fault {other:?}: nan, lose-device or trap"))),
+    }
+    Ok(())
 }
 
 /// Refuses a file by its size alone, before the page reads it: `kind` is "text" (a

@@ -88,21 +88,75 @@ fn bad_training_settings_are_refused() {
     says(Trainer::pretrain(CpuBackend::new(), tok, &text, wrong_vocab, TrainConfig::default()), "vocabulary");
 }
 
-#[test]
-fn a_nan_loss_stops_training_with_a_clear_error() {
+/// The divergence guard (train/guard.rs) on both backends: a NaN loss is rolled back to the
+/// last validation with half the learning rate and training goes on; a run that keeps
+/// diverging stops with advice after three rollbacks.
+fn nan_rolls_back_then_stops<B: Backend>(be: B, name: &str) {
     let text = default_corpus(Language::English, 100, 1);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let cfg = TrainConfig { log_every: 1, eval_every: 2, sample_every: 0, ..Default::default() };
+    let lr = cfg.lr;
+    let mut run = Trainer::pretrain(be, tok, &text, model, cfg).unwrap();
+    for _ in 0..2 {
+        block_on(run.train_one()).unwrap();
+    }
+    let good = block_on(run.params()).unwrap();
+    // a poisoned weight (as from an overflowing update) makes the next loss NaN
+    let poison = |run: &mut Trainer<B>| {
+        let offset = run.model.layout.get("h.0.ln_1.weight").unwrap().offset;
+        run.be.write(&run.model.params, offset, &[f32::NAN]);
+    };
+    poison(&mut run);
+    let p = block_on(run.train_one()).expect("a NaN is rolled back, not fatal");
+    let event = p.event.expect("the rollback is reported");
+    println!("[{name}] {event}");
+    assert!(
+        event
+            .starts_with("the loss became NaN at step 3: rolled back to step 2 and halved the learning rate to 1.5e-3"),
+        "{event}"
+    );
+    assert_eq!((p.step, run.step), (2, 2));
+    assert_eq!(block_on(run.params()).unwrap(), good, "the weights are the last validation's");
+    assert_eq!(run.cfg.lr, lr / 2.0);
+    let next = block_on(run.train_one()).unwrap();
+    assert!(next.event.is_none() && next.loss.is_some_and(f32::is_finite), "training goes on: {:?}", next.loss);
+    // diverging again and again: three more rollbacks, then a stop with advice
+    let mut events = 1;
+    let err = loop {
+        poison(&mut run);
+        match block_on(run.train_one()) {
+            Ok(p) => {
+                assert!(p.event.is_some(), "step {} should have rolled back", p.step);
+                events += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    println!("[{name}] refused: {err}");
+    assert_eq!(events, 3);
+    assert!(matches!(err, KilnError::Diverged(_)), "{err:?}");
+    assert!(err.to_string().contains("lower the learning rate further"), "{err}");
+}
+
+#[test]
+fn a_nan_loss_rolls_back_and_repeated_divergence_stops_with_advice() {
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
-    let cfg = TrainConfig { log_every: 1, sample_every: 0, ..Default::default() };
-    let mut run = Trainer::pretrain(GpuBackend::new(gpu), tok, &text, model, cfg).unwrap();
-    block_on(run.train_one()).unwrap();
-    // a poisoned weight (as from an overflowing update) makes every loss NaN
-    let offset = run.model.layout.get("h.0.ln_1.weight").unwrap().offset;
-    let params = run.model.params.clone();
-    run.be.write(&params, offset, &[f32::NAN]);
-    let err = block_on(run.train_one()).expect_err("NaN must stop training");
-    println!("refused: {err}");
-    assert!(matches!(err, KilnError::NonFiniteLoss { step: 2, .. }), "{err:?}");
-    assert!(err.to_string().contains("lower the learning rate"));
+    nan_rolls_back_then_stops(GpuBackend::new(gpu), "gpu");
+    nan_rolls_back_then_stops(CpuBackend::new(), "cpu");
+}
+
+#[test]
+fn a_loss_spike_is_caught_after_the_warmup() {
+    let mut guard = kiln::train::guard::Guard::default();
+    for _ in 0..5 {
+        assert_eq!(guard.is_spike(2.0), None);
+    }
+    assert_eq!(guard.is_spike(9.0), None, "not yet: the loss falls fast at first");
+    for _ in 0..10 {
+        assert_eq!(guard.is_spike(2.0), None);
+    }
+    let average = guard.is_spike(9.0).expect("over 3× the running average");
+    assert!((2.0..3.0).contains(&average), "{average}");
+    assert_eq!(guard.is_spike(5.0), None, "under 3×");
 }

@@ -243,6 +243,20 @@ function resetChart() {
 }
 
 function onProgress(p) {
+  if (p.event) {
+    // the divergence guard or a worker recovery: said, and the curve cut back to its step
+    app.events = [...(app.events ?? []), p.event];
+    $('train-stats').textContent = `${p.event}.`;
+    app.progress = app.progress.filter((q) => q.step <= p.step);
+    const [xs, loss, val] = plot.data;
+    const keep = xs.filter((x) => x <= p.step).length;
+    plot.setData([xs.slice(0, keep), loss.slice(0, keep), val.slice(0, keep)]);
+    const li = document.createElement('li');
+    li.className = 'event';
+    li.textContent = `step ${p.step}: ${p.event}`;
+    $('samples').prepend(li);
+    return;
+  }
   app.progress.push(p);
   if (p.loss != null || p.valLoss != null) {
     const [xs, loss, val] = plot.data;
@@ -591,6 +605,12 @@ const alignPlot = new uPlot({
 app.alignPlot = alignPlot;
 
 function onAlignProgress(p) {
+  if (p.event) {
+    app.events = [...(app.events ?? []), p.event];
+    $('align-stats').textContent = `${p.event}.`;
+    app.progress = app.progress.filter((q) => q.step <= p.step);
+    return;
+  }
   app.progress.push(p);
   const m = p.metrics ?? {};
   const reward = m.meanReward ?? m.rewardMargin ?? null;

@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
 
@@ -20,6 +21,11 @@ pub enum GpuError {
     RequestDevice(String),
     /// Mapping a buffer for reading failed (usually a lost device).
     Readback(String),
+    /// The device was lost (destroyed, a driver reset, the browser reclaiming it): nothing
+    /// on it can be used again; a new device and the last checkpoint are the way back.
+    Lost(String),
+    /// WebGPU reported an error outside any call (a validation error, out of memory).
+    Uncaptured(String),
 }
 
 impl fmt::Display for GpuError {
@@ -37,6 +43,8 @@ impl fmt::Display for GpuError {
             ),
             GpuError::RequestDevice(why) => write!(f, "the GPU refused to create a device: {why}"),
             GpuError::Readback(why) => write!(f, "reading a GPU buffer back failed: {why}"),
+            GpuError::Lost(why) => write!(f, "the GPU device was lost: {why}"),
+            GpuError::Uncaptured(why) => write!(f, "WebGPU reported an error: {why}"),
         }
     }
 }
@@ -208,6 +216,9 @@ pub struct Gpu {
     pub(crate) limits: wgpu::Limits,
     info: wgpu::AdapterInfo,
     meter: Rc<MemoryMeter>,
+    /// Why the device was lost, once it is; or the first error WebGPU reported outside any
+    /// call (wgpu's default for those is a panic, which in the browser ends the worker).
+    lost: Arc<Mutex<Option<GpuError>>>,
     /// Command buffers submitted so far (kernel batches and readback copies).
     submits: Rc<std::cell::Cell<u64>>,
     /// Kernel dispatches recorded so far.
@@ -251,12 +262,23 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        let lost: Arc<Mutex<Option<GpuError>>> = Arc::default();
+        let on_lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let why = if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") };
+            on_lost.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(GpuError::Lost(why));
+        });
+        let on_error = lost.clone();
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            on_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(GpuError::Uncaptured(error.to_string()));
+        }));
         Ok(Gpu {
             device,
             queue,
             limits: required_limits,
             info: adapter.get_info(),
             meter: Rc::default(),
+            lost,
             submits: Rc::default(),
             dispatches: Rc::default(),
             profile: Rc::default(),
@@ -265,6 +287,21 @@ impl Gpu {
             bind_groups: Rc::default(),
             scratch: Rc::default(),
         })
+    }
+
+    /// An error once the device is lost (or WebGPU reported an error outside any call):
+    /// results read after that cannot be trusted.
+    pub fn check_lost(&self) -> Result<(), GpuError> {
+        match self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the device, as a driver reset or the browser would: the device-loss path's
+    /// test (`Kiln.injectFault('lose-device')`).
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     /// "name (backend)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
@@ -430,10 +467,9 @@ impl Gpu {
         // Natively nothing completes unless we poll; in the browser the JS event loop does it.
         #[cfg(not(target_arch = "wasm32"))]
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Readback(e.to_string()))?;
-        receiver
-            .await
-            .map_err(|_| GpuError::Readback("the map callback was dropped".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let mapped = receiver.await.map_err(|_| GpuError::Readback("the map callback was dropped".into()))?;
+        self.check_lost()?;
+        mapped.map_err(|e| GpuError::Readback(e.to_string()))?;
         let data = staging.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(data)

@@ -3,6 +3,7 @@
 //! each a short file that supplies batches with a loss weight per position.
 
 pub mod dpo;
+pub mod guard;
 pub mod optimizer;
 pub mod parallel;
 pub mod ppo;

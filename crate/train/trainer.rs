@@ -241,6 +241,9 @@ pub struct Progress {
     pub sample: Option<String>,
     /// The most bytes of device buffers alive at once so far (WebGPU only).
     pub memory_peak_bytes: Option<u64>,
+    /// What the divergence guard did this step (a rollback, and why), else None.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
     /// The stage's own measures since the last report (pair accuracy, KL, …).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metrics: std::collections::BTreeMap<String, f64>,
@@ -280,6 +283,8 @@ pub struct Trainer<B: Backend> {
     started: f64,
     /// A step shared with helper workers (parallel.rs), between its calls.
     pub(super) parallel: Option<super::parallel::SharedStep<B>>,
+    /// The divergence guard's last good state and running loss (guard.rs).
+    pub(super) guard: super::guard::Guard,
 }
 
 /// Models that run forward only, with no gradient or optimizer buffers: PPO's reference
@@ -392,6 +397,7 @@ impl<B: Backend> Trainer<B> {
             tokens_per_s: 0.0,
             started,
             parallel: None,
+            guard: Default::default(),
         })
     }
 
@@ -440,6 +446,7 @@ impl<B: Backend> Trainer<B> {
         self.acts = Some(Activations::new(&mut self.be, &self.model.config, cfg.batch_size, t)?);
         self.eval_acts = None;
         self.parallel = None;
+        self.guard = Default::default();
         self.val = val;
         self.stage = Some(stage);
         self.cfg = cfg;
@@ -473,15 +480,48 @@ impl<B: Backend> Trainer<B> {
         let adamw = AdamWConfig { lr, beta1: cfg.beta1, beta2: cfg.beta2, eps: 1e-8, weight_decay: cfg.weight_decay };
         let last = self.step + 1 == cfg.steps;
         let report = self.step == 0 || (self.step + 1) % cfg.log_every.max(1) == 0 || last;
+        if !self.guard.has_good_state() {
+            self.keep_good_state().await?;
+        }
+        let token_loss = self.stage()?.heads().is_none();
+        let step = self.step + 1;
         let loss = match self.stage()?.heads() {
-            None => self.fixed_weight_step(adamw, report).await?,
-            Some(heads) => Some(self.forward_dependent_step(heads, adamw).await?),
+            None => self.fixed_weight_step(adamw, report).await,
+            Some(heads) => self.forward_dependent_step(heads, adamw).await.map(Some),
         };
+        let loss = match loss {
+            Err(KilnError::NonFiniteLoss { loss, .. }) => {
+                return self.rolled_back(&format!("the loss became {loss} at step {step}"), kind, lr)
+            }
+            other => other?,
+        };
+        if let (Some(l), true) = (loss, token_loss) {
+            if let Some(average) = self.guard.is_spike(l) {
+                let what = format!(
+                    "the loss jumped to {l:.3} at step {step}, over {}× its running average {average:.3}",
+                    super::guard::SPIKE_FACTOR
+                );
+                return self.rolled_back(&what, kind, lr);
+            }
+        }
         self.step += 1;
 
         let due = self.step % cfg.eval_every.max(1) == 0 || last;
         // PPO has no validation set: its measures come with each round of rollouts
-        let val_loss = if due && !self.val.is_empty() { Some(self.validate().await?) } else { None };
+        let val_loss = if due && !self.val.is_empty() {
+            match self.validate().await {
+                Ok(v) if v.is_finite() => Some(v),
+                Ok(v) | Err(KilnError::NonFiniteLoss { loss: v, .. }) => {
+                    return self.rolled_back(&format!("the validation loss became {v} at step {step}"), kind, lr)
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        if val_loss.is_some() {
+            self.keep_good_state().await?;
+        }
         // PPO shows a few answers of each round of rollouts, with their scores
         let rollouts = match self.stage.as_mut().and_then(|s| s.as_ppo()) {
             Some(ppo) => ppo.take_latest(&self.tokenizer)?,
@@ -524,7 +564,29 @@ impl<B: Backend> Trainer<B> {
             eta_s: if self.tokens_per_s > 0.0 { remaining / self.tokens_per_s } else { 0.0 },
             sample,
             memory_peak_bytes: self.be.memory_peak_bytes(),
+            event: None,
             metrics: self.stage.as_mut().map(|s| s.metrics().into_iter().collect()).unwrap_or_default(),
+        })
+    }
+
+    /// The step's report after the divergence guard rolled the run back (guard.rs).
+    fn rolled_back(&mut self, what: &str, kind: StageKind, lr: f64) -> Result<Progress> {
+        let event = self.roll_back(what)?;
+        self.parallel = None;
+        Ok(Progress {
+            stage: Some(kind),
+            step: self.step,
+            steps: self.cfg.steps,
+            loss: None,
+            val_loss: None,
+            lr,
+            tokens_per_s: self.tokens_per_s,
+            elapsed_s: now_s() - self.started,
+            eta_s: 0.0,
+            sample: None,
+            memory_peak_bytes: self.be.memory_peak_bytes(),
+            event: Some(event),
+            metrics: Default::default(),
         })
     }
 

@@ -142,6 +142,74 @@ test('a reload in the middle of ranking keeps every ranking and the question bei
   }
 });
 
+test('a forced NaN is rolled back to the last validation with the learning rate halved, said in the page, and training goes on', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const context = await browser.newContext();
+    const { page } = await open(context);
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+    await page.fill('#steps', '60');
+    await page.click('#start');
+    // the page validates every 25 steps: the state kept at step 25 is the one to return to
+    await waitFor(page, () => window.kilnApp.progress.at(-1)?.step >= 30 || window.kilnApp.error);
+    await page.evaluate(() => window.kilnApp.kiln.injectFault('nan'));
+    await waitFor(page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.at(-1)?.step === 60) || window.kilnApp.error);
+    assert.equal(await page.evaluate(() => window.kilnApp.error), null);
+    const events = await page.evaluate(() => window.kilnApp.events);
+    console.log(`events: ${JSON.stringify(events)}`);
+    assert.equal(events.length, 1);
+    assert.match(events[0], /^the loss became NaN at step \d+: rolled back to step (25|50) and halved the learning rate to 1\.5e-3/);
+    assert.match(await page.textContent("#samples li.event"), /rolled back to step (25|50)/);
+    const losses = await page.evaluate(() => window.kilnApp.progress.filter((p) => p.loss != null).map((p) => p.loss));
+    assert.ok(losses.every(Number.isFinite), 'every loss kept is finite');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'nan-rollback.png'), fullPage: true });
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a lost WebGPU device (device.destroy()) mid-training: a new worker continues the run from its autosave', async () => {
+  const browser = await launch({ webgpu: true });
+  try {
+    const context = await browser.newContext();
+    const { page } = await open(context, '?backend=gpu');
+    const run = { steps: 8, batchSize: 2, logEvery: 1, evalEvery: 2, sampleEvery: 0, seed: 3 };
+    await page.evaluate(async (run) => {
+      const kiln = window.kilnApp.kiln;
+      await kiln.useDefaultCorpus('en');
+      await kiln.trainTokenizer(null, { kind: 'char' });
+      await kiln.createModel({ preset: 'tiny', blockSize: 32 }, run);
+      window.losses = [];
+      window.events = [];
+      window.saved = [];
+      window.finished = kiln.pretrain({
+        ...run,
+        onProgress: (p) => (p.event ? window.events.push(p) : window.losses.push([p.step, p.loss])),
+        onAutosave: (a) => window.saved.push(a),
+      }).then((last) => ({ last }), (error) => ({ error: `${error.code}: ${error.message}` }));
+    }, run);
+    await waitFor(page, () => window.saved.some((s) => s.step >= 2) && window.losses.length >= 3);
+    await page.evaluate(() => window.kilnApp.kiln.injectFault('lose-device'));
+    const outcome = await page.evaluate(() => window.finished);
+    const events = await page.evaluate(() => window.events);
+    console.log(`outcome: ${JSON.stringify(outcome)}; events: ${JSON.stringify(events)}`);
+    assert.equal(outcome.error, undefined);
+    assert.equal(outcome.last.step, run.steps, 'the run reached its last step');
+    assert.equal(events.length, 1);
+    assert.match(events[0].event, /GPU device was lost.*restarted its worker, restored the autosave of step \d+ and continues/);
+    const backend = await page.evaluate(() => window.kilnApp.kiln.backend);
+    assert.equal(backend.kind, 'gpu', 'the new worker trains on a new WebGPU device');
+    const losses = await page.evaluate(() => window.losses);
+    assert.ok(losses.every(([, loss]) => Number.isFinite(loss)));
+    assert.deepEqual(losses.slice(-run.steps + events[0].step).map(([s]) => s), Array.from({ length: run.steps - events[0].step }, (_, i) => events[0].step + i + 1));
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
+
 // ---------------------------------------------------------------- hostile files
 
 /** A .zip of [name, bytes, {deflate, declare}] entries; `declare` overrides the size the

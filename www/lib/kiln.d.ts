@@ -169,6 +169,10 @@ export interface Progress {
    * valPairAccuracy, rewardMargin, logpChosen, logpRejected (DPO); meanReward, kl,
    * endedShare, clipFraction, entropy, valueLoss, policyLoss (PPO). */
   metrics?: Record<string, number>;
+  /** What kept the run alive this step: a divergence rolled back (the loss became NaN, or
+   * spiked) with the learning rate halved, or the worker restarted after a lost GPU device
+   * and the run continued from its autosave. Only `stage`, `step` and `event` are certain then. */
+  event?: string;
   stopped?: boolean;
 }
 
@@ -220,5 +224,7 @@ export class Kiln {
   /** Continues an autosave bit for bit: model, optimizer, stage, data position, tokenizer, corpus. */
   restoreAutosave(id: string): Promise<RestoredRun>;
   deleteAutosave(id: string): Promise<void>;
+  /** Faults on purpose, to test what survives them: a NaN weight, WebGPU's device.destroy(), a wasm trap. */
+  injectFault(kind: 'nan' | 'lose-device' | 'trap'): Promise<void>;
   terminate(): void;
 }

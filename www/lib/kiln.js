@@ -38,6 +38,16 @@ async function bytesOf(input) {
   throw new KilnError('data', 'expected text, bytes, a Blob or a File');
 }
 
+/** Times a training run restarts its worker after faults before giving up. */
+const MAX_RECOVERIES = 2;
+
+/** Whether an error ended the worker's usefulness: its GPU device lost, its WebAssembly
+ * instance trapped (a panic, out of memory), or the worker itself gone. */
+function workerIsGone(error) {
+  return error.code === 'worker' || error.code === 'RuntimeError'
+    || /GPU device was lost|unreachable|out of memory/i.test(error.message);
+}
+
 export class Kiln {
   #worker;
   #pending = new Map();
@@ -52,13 +62,23 @@ export class Kiln {
    * 'cpu'. On the CPU, `threads` workers (by default one per core, at most 4) share each
    * pretraining and fine-tuning step; `backend.threads` says how many. */
   static async create({ backend = 'auto', threads, workerUrl } = {}) {
-    const worker = new Worker(workerUrl ?? new URL('./worker.js', import.meta.url), { type: 'module' });
-    const kiln = new Kiln(worker);
-    kiln.backend = await kiln.#call('init', [backend, { threads }]);
+    const url = workerUrl ?? new URL('./worker.js', import.meta.url);
+    const kiln = new Kiln(new Worker(url, { type: 'module' }));
+    kiln.#restart = { url, init: [backend, { threads }] };
+    kiln.backend = await kiln.#call('init', kiln.#restart.init);
     return kiln;
   }
 
+  /** How to start the worker again after a fault (create's arguments), and the current
+   * run's newest autosave, which a recovery continues from. */
+  #restart = null;
+  #lastAutosave = null;
+
   constructor(worker) {
+    this.#attach(worker);
+  }
+
+  #attach(worker) {
     this.#worker = worker;
     worker.onmessage = ({ data }) => {
       const call = this.#pending.get(data.id);
@@ -75,10 +95,26 @@ export class Kiln {
       }
     };
     worker.onerror = (event) => {
-      const error = new KilnError('worker', event.message || 'Kiln\'s worker failed to start');
+      event.preventDefault?.();
+      const error = new KilnError('worker', event.message || 'Kiln\'s worker failed');
       for (const call of this.#pending.values()) call.reject(error);
       this.#pending.clear();
     };
+  }
+
+  /** After a fault that ends the worker (a lost GPU device, a wasm trap or out-of-memory):
+   * a new worker on the same backend choice, the run's newest autosave restored. Returns
+   * the restored run's info; an error saying why not when there is nothing to restore. */
+  async #recover(error) {
+    this.#worker.terminate();
+    for (const call of this.#pending.values()) call.reject(error);
+    this.#pending.clear();
+    this.#attach(new Worker(this.#restart.url, { type: 'module' }));
+    this.backend = await this.#call('init', this.#restart.init);
+    if (!this.#lastAutosave) {
+      throw new KilnError(error.code, `${error.message.replace(/\.$/, '')}. Kiln started a new worker, but this run had not been autosaved yet, so there is nothing to continue from: create the model and train again`);
+    }
+    return this.#call('restoreAutosave', [this.#lastAutosave]);
   }
 
   #call(method, args = [], handlers = {}, transfer = []) {
@@ -124,6 +160,7 @@ export class Kiln {
   async createModel(model = { preset: 'tiny' }, training = {}) {
     const info = await this.#call('createModel', [model, training]);
     if (info.backend) this.backend = info.backend;
+    this.#lastAutosave = null; // a new run: autosaved under a new name
     return info;
   }
 
@@ -148,12 +185,27 @@ export class Kiln {
    * {stopped: true}. */
   async train({ stage = 'pretrain', data, onProgress, onStage, onAutosave, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
-    const bytes = data == null ? undefined : await this.#bytes(data, 'jsonl');
+    let bytes = data == null ? undefined : await this.#bytes(data, 'jsonl');
     const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
     this.#training = true;
+    const saved = (info) => {
+      if (!info.error) this.#lastAutosave = info.id;
+      onAutosave?.(info);
+    };
     try {
-      return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage, onAutosave });
+      for (let recoveries = 0; ; recoveries++) {
+        try {
+          return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage, onAutosave: saved });
+        } catch (error) {
+          if (!(error instanceof KilnError) || !workerIsGone(error) || recoveries >= MAX_RECOVERIES) throw error;
+          const info = await this.#recover(error);
+          onProgress?.({ stage: info.stage, step: info.step, event: `${error.message.replace(/\.$/, '')}: Kiln restarted its worker, restored the autosave of step ${info.step} and continues` });
+          // the restored stage continues where its autosave stood
+          bytes = undefined;
+          options.restart = false;
+        }
+      }
     } finally {
       this.#training = false;
       signal?.removeEventListener('abort', onAbort);
@@ -241,7 +293,9 @@ export class Kiln {
    * refused with KilnError('checkpoint') and change nothing. */
   async importModel(zip, training = {}) {
     const bytes = await this.#bytes(zip, 'model');
-    return this.#call('importZip', [bytes, training], {}, [bytes.buffer]);
+    const info = await this.#call('importZip', [bytes, training], {}, [bytes.buffer]);
+    this.#lastAutosave = null;
+    return info;
   }
 
   /** The bytes of `input`, refused first by its size alone (`kind`: text, jsonl or model;
@@ -251,6 +305,11 @@ export class Kiln {
     return bytesOf(input);
   }
 
+  /** Faults on purpose, to test what survives them: 'nan' (a NaN weight: the divergence
+   * guard rolls the run back), 'lose-device' (WebGPU's device.destroy(): the worker is
+   * recreated and the run continues from its autosave) or 'trap' (a wasm trap). */
+  injectFault(kind) { return this.#call('injectFault', [kind]); }
+
   /** The autosaves in this browser, newest first: [{id, savedAt, stage, step, steps,
    * loss, bytes}]. A run is saved at every validation, at every stage change and when
    * training stops (`onAutosave` in train hears of each); the newest three runs are kept. */
@@ -259,7 +318,11 @@ export class Kiln {
   /** Continues autosave `id`: model, optimizer, stage and data position, tokenizer and
    * corpus; training then goes on as the uninterrupted run would have. Returns the run's
    * info with `step`, `history` ([{step, loss, val_loss}]) and `note`. */
-  restoreAutosave(id) { return this.#call('restoreAutosave', [id]); }
+  async restoreAutosave(id) {
+    const info = await this.#call('restoreAutosave', [id]);
+    this.#lastAutosave = id;
+    return info;
+  }
 
   deleteAutosave(id) { return this.#call('deleteAutosave', [id]); }
 

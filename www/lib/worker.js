@@ -9,7 +9,7 @@ import * as autosave from './autosave.js';
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
-  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize']);
+  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */
