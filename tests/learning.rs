@@ -1,11 +1,12 @@
-//! The tiny preset learns the default corpus on the GPU backend (lavapipe here): its
-//! validation loss ends far below the corpus's unigram entropy (what knowing only the
-//! token frequencies gives), and greedy samples are printed.
+//! The tiny preset learns the default corpus: its validation loss ends far below the
+//! corpus's unigram entropy (what knowing only the token frequencies gives), and greedy
+//! samples are printed. On the CPU backend: 200 steps there take seconds, on lavapipe over
+//! three minutes; the GPU backend is held to the CPU's losses step by step in
+//! tests/train_step.rs and golden.rs, and trains end to end in the browser tests.
 
-use kiln::backend::GpuBackend;
+use kiln::backend::CpuBackend;
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED};
 use kiln::data::documents;
-use kiln::gpu::Gpu;
 use kiln::model::GptConfig;
 use kiln::sample::SampleConfig;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
@@ -26,8 +27,7 @@ fn tiny_preset_learns_the_default_corpus() {
         log_every: 50,
         ..Default::default()
     };
-    let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
-    let mut run = Trainer::pretrain(GpuBackend::new(gpu), tokenizer, &text, config, cfg).unwrap();
+    let mut run = Trainer::pretrain(CpuBackend::new(), tokenizer, &text, config, cfg).unwrap();
     let entropy =
         Pretrain::new(&run.tokenizer, &text, config.block_size, &run.cfg).unwrap().rows.data.unigram_entropy();
     let first = block_on(run.validate()).unwrap();

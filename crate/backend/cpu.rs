@@ -62,6 +62,19 @@ fn split_two(buf: &mut [f32], a: (usize, usize), b: (usize, usize)) -> (&mut [f3
     }
 }
 
+/// Room for `len` floats, or an error saying so: out of memory must not abort (in the
+/// browser an abort is a trap that ends the worker).
+fn allocate(len: usize) -> Result<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        crate::error::KilnError::Config(format!(
+            "out of memory: a buffer of {:.1} MiB could not be allocated; choose a smaller model, batch or context",
+            len as f64 * 4.0 / (1u64 << 20) as f64
+        ))
+    })?;
+    Ok(v)
+}
+
 /// All the bytes a CPU run's buffers may take: wasm32 addresses 4 GiB in all, which also
 /// holds the module, the text and its tokens; natively the operating system decides.
 pub fn cpu_memory_budget() -> Option<u64> {
@@ -81,10 +94,14 @@ impl Backend for CpuBackend {
         cpu_memory_budget()
     }
     fn zeros(&mut self, len: usize) -> Result<CpuBuf> {
-        Ok(Rc::new(RefCell::new(vec![0.0; len])))
+        let mut v = allocate(len)?;
+        v.resize(len, 0.0);
+        Ok(Rc::new(RefCell::new(v)))
     }
     fn upload(&mut self, data: &[f32]) -> Result<CpuBuf> {
-        Ok(Rc::new(RefCell::new(data.to_vec())))
+        let mut v = allocate(data.len())?;
+        v.extend_from_slice(data);
+        Ok(Rc::new(RefCell::new(v)))
     }
     fn upload_u32(&mut self, data: &[u32]) -> Result<CpuBuf> {
         Ok(Rc::new(RefCell::new(data.iter().map(|&x| f32::from_bits(x)).collect())))

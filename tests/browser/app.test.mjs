@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
+import { launch, serveWww, isLocal, openPage as openPageIn, ARTIFACTS } from './chromium.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const STEPS = 30;
@@ -17,18 +17,7 @@ let gpuLosses = null;
 
 const site = serveWww();
 
-async function openPage(browser, query = '') {
-  const page = await browser.newPage({ acceptDownloads: true });
-  const requests = watchRequests(page);
-  const log = [];
-  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
-  await page.goto(`${site.origin}/index.html${query}`);
-  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
-  const error = await page.evaluate(() => window.kilnApp.error);
-  assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
-  return { page, requests, log };
-}
+const openPage = (browser, query) => openPageIn(site, browser, query);
 
 const app = (page, fn) => page.evaluate(fn);
 const waitFor = (page, fn, timeout = 600_000) => page.waitForFunction(fn, null, { timeout, polling: 250 });

@@ -4,6 +4,7 @@
 // is how the tests get a browser with no WebGPU. The network flags keep Chromium from
 // calling home (this machine has no route out, and the page must not need one).
 import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -54,3 +55,19 @@ export function serveWww() {
 
 /** Whether a request stays with the page: its origin, or blob:/data: URLs it made. */
 export const isLocal = (site, url) => url.startsWith(site.origin) || url.startsWith('blob:') || url.startsWith('data:');
+
+/** Opens the page (`query` e.g. '?backend=cpu') in `target` (a browser or a context) and
+ * waits until it has started: {page, requests (every URL it asked for), log (console and
+ * page errors)}. */
+export async function openPage(site, target, query = '') {
+  const page = await target.newPage({ acceptDownloads: true });
+  const requests = watchRequests(page);
+  const log = [];
+  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
+  await page.goto(`${site.origin}/index.html${query}`);
+  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
+  const error = await page.evaluate(() => window.kilnApp.error);
+  assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
+  return { page, requests, log };
+}

@@ -7,20 +7,30 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
+import { launch, serveWww, isLocal, openPage, ARTIFACTS } from './chromium.mjs';
 
 const site = serveWww();
 
-async function open(context, query = '?backend=cpu') {
-  const page = await context.newPage();
-  const requests = watchRequests(page);
-  const log = [];
-  page.on('console', (m) => log.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => log.push(`pageerror: ${e.message}`));
-  await page.goto(`${site.origin}/index.html${query}`);
-  await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
-  assert.equal(await page.evaluate(() => window.kilnApp.error), null, log.join('\n'));
-  return { page, requests, log };
+const open = (context, query = '?backend=cpu') => openPage(site, context, query);
+
+/** Runs `fn({context, page, log, requests})` on the page in a fresh browser context. */
+async function inPage({ webgpu = false, query } = {}, fn) {
+  const browser = await launch({ webgpu });
+  try {
+    const context = await browser.newContext();
+    await fn({ context, ...(await open(context, query)) });
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The page's tokenizer and a tiny model, by its buttons. */
+async function tokenizerAndModel(page) {
+  await page.click('#train-tokenizer');
+  await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+  await page.click('#create-model');
+  await waitFor(page, () => /parameters/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error);
 }
 
 const waitFor = (page, fn, arg, timeout = 300_000) => page.waitForFunction(fn, arg, { timeout, polling: 200 });
@@ -101,15 +111,8 @@ test('a page closed mid-training reopens, offers its autosave, and resumes exact
   }
 });
 
-test('a reload in the middle of ranking keeps every ranking and the question being ranked', async () => {
-  const browser = await launch({ webgpu: false });
-  try {
-    const context = await browser.newContext();
-    const { page } = await open(context);
-    await page.click('#train-tokenizer');
-    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
-    await page.click('#create-model');
-    await waitFor(page, () => /parameters/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error);
+test('a reload in the middle of ranking keeps every ranking and the question being ranked', () => inPage({}, async ({ page }) => {
+    await tokenizerAndModel(page);
     await page.fill('#rank-k', '3');
     const sample = async () => {
       await page.click('#rank-sample');
@@ -136,17 +139,9 @@ test('a reload in the middle of ranking keeps every ranking and the question bei
     }));
     assert.deepEqual(after, before, 'the question being ranked, its answers and their order, as left');
     assert.equal(await page.isEnabled('#rank-submit'), true);
-    await context.close();
-  } finally {
-    await browser.close();
-  }
-});
+}));
 
-test('a forced NaN is rolled back to the last validation with the learning rate halved, said in the page, and training goes on', async () => {
-  const browser = await launch({ webgpu: false });
-  try {
-    const context = await browser.newContext();
-    const { page } = await open(context);
+test('a forced NaN is rolled back to the last validation with the learning rate halved, said in the page, and training goes on', () => inPage({}, async ({ page }) => {
     await page.click('#train-tokenizer');
     await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
     await page.fill('#steps', '60');
@@ -164,17 +159,9 @@ test('a forced NaN is rolled back to the last validation with the learning rate 
     const losses = await page.evaluate(() => window.kilnApp.progress.filter((p) => p.loss != null).map((p) => p.loss));
     assert.ok(losses.every(Number.isFinite), 'every loss kept is finite');
     await page.screenshot({ path: path.join(ARTIFACTS, 'nan-rollback.png'), fullPage: true });
-    await context.close();
-  } finally {
-    await browser.close();
-  }
-});
+}));
 
-test('a lost WebGPU device (device.destroy()) mid-training: a new worker continues the run from its autosave', async () => {
-  const browser = await launch({ webgpu: true });
-  try {
-    const context = await browser.newContext();
-    const { page } = await open(context, '?backend=gpu');
+test('a lost WebGPU device (device.destroy()) mid-training: a new worker continues the run from its autosave', () => inPage({ webgpu: true, query: '?backend=gpu' }, async ({ page }) => {
     const run = { steps: 8, batchSize: 2, logEvery: 1, evalEvery: 2, sampleEvery: 0, seed: 3 };
     await page.evaluate(async (run) => {
       const kiln = window.kilnApp.kiln;
@@ -204,11 +191,7 @@ test('a lost WebGPU device (device.destroy()) mid-training: a new worker continu
     const losses = await page.evaluate(() => window.losses);
     assert.ok(losses.every(([, loss]) => Number.isFinite(loss)));
     assert.deepEqual(losses.slice(-run.steps + events[0].step).map(([s]) => s), Array.from({ length: run.steps - events[0].step }, (_, i) => events[0].step + i + 1));
-    await context.close();
-  } finally {
-    await browser.close();
-  }
-});
+}));
 
 // ---------------------------------------------------------------- hostile files
 
@@ -264,15 +247,8 @@ function withWeight(safetensors, name, at, value) {
   return bytes;
 }
 
-test('hostile model files are refused with their messages, and the current model stays as it was', async () => {
-  const browser = await launch({ webgpu: false });
-  try {
-    const context = await browser.newContext();
-    const { page, log } = await open(context);
-    await page.click('#train-tokenizer');
-    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
-    await page.click('#create-model');
-    await waitFor(page, () => /parameters/.test(document.getElementById('model-stats').textContent) || window.kilnApp.error);
+test('hostile model files are refused with their messages, and the current model stays as it was', () => inPage({}, async ({ page, log }) => {
+    await tokenizerAndModel(page);
     const generate = async () => {
       await page.fill('#prompt', 'Once upon a time');
       await page.fill('#temperature', '0');
@@ -319,17 +295,9 @@ test('hostile model files are refused with their messages, and the current model
     }
     assert.equal(await generate(), answer, 'the worker lives and the model answers as before');
     assert.ok(!log.some((line) => line.startsWith('pageerror')), log.join('\n'));
-    await context.close();
-  } finally {
-    await browser.close();
-  }
-});
+}));
 
-test('model output that looks like HTML renders as text and runs nothing; a UTF-16 file is explained', async () => {
-  const browser = await launch({ webgpu: false });
-  try {
-    const context = await browser.newContext();
-    const { page } = await open(context);
+test('model output that looks like HTML renders as text and runs nothing; a UTF-16 file is explained', () => inPage({}, async ({ page }) => {
     const attack = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>';
     const corpus = `${attack}\n\n`.repeat(300);
     await page.check('input[name=source][value=file]');
@@ -366,8 +334,4 @@ test('model output that looks like HTML renders as text and runs nothing; a UTF-
     assert.deepEqual(shown.scripts, ['app.js']);
     assert.equal(shown.pwned, null, 'nothing ran');
     await page.screenshot({ path: path.join(ARTIFACTS, 'html-as-text.png') });
-    await context.close();
-  } finally {
-    await browser.close();
-  }
-});
+}));

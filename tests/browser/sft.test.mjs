@@ -12,7 +12,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
+import { launch, serveWww, isLocal, openPage as openPageIn, ARTIFACTS } from './chromium.mjs';
 
 const site = serveWww();
 
@@ -25,14 +25,7 @@ const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !
 /** Kiln's exact-match rule (crate/data/instruct.rs answer_matches): trim, ignore case and a final . 。 ! or ！. */
 const normal = (s) => s.trim().toLowerCase().replace(/[.。!！]$/u, '').trim();
 
-async function openPage(browser, query = '') {
-  const page = await browser.newPage();
-  const requests = watchRequests(page);
-  await page.goto(`${site.origin}/index.html${query}`);
-  await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error, 120_000);
-  assert.equal(await app(page, () => window.kilnApp.error), null);
-  return { page, requests };
-}
+const openPage = (browser, query) => openPageIn(site, browser, query);
 
 /** Tokenizer, pretraining and fine-tuning through the page's controls. */
 async function pretrainAndFineTune(page, { pretrainSteps, sftSteps, screenshot }) {
