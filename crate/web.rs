@@ -110,7 +110,7 @@ struct AdapterDescription {
 struct Session {
     gpu: Option<Gpu>,
     info: Option<BackendInfo>,
-    corpus: Option<String>,
+    corpus: Option<Rc<str>>,
     tokenizer: Option<Tokenizer>,
     run: Option<Run>,
     generation: Option<Generation>,
@@ -257,7 +257,7 @@ fn set_corpus(text: String) -> Result<JsValue, JsValue> {
         documents: documents(&text).len(),
         preview: text.chars().take(400).collect(),
     };
-    session().borrow_mut().corpus = Some(text);
+    session().borrow_mut().corpus = Some(text.into());
     to_js(&info)
 }
 
@@ -284,12 +284,10 @@ struct TokenizerOptions {
 #[wasm_bindgen(js_name = trainTokenizer)]
 pub fn train_tokenizer(options: JsValue) -> Result<JsValue, JsValue> {
     let o: TokenizerOptions = from_js(options)?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    let corpus = s.corpus.as_deref().ok_or_else(|| js_error("choose a corpus first"))?;
-    let tokenizer = Tokenizer::train(&documents(corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
+    let corpus = session().borrow().corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
+    let tokenizer = Tokenizer::train(&documents(&corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
     let info = serde_json::json!({"vocabSize": tokenizer.vocab_size(), "kind": o.kind});
-    s.tokenizer = Some(tokenizer);
+    session().borrow_mut().tokenizer = Some(tokenizer);
     to_js(&info)
 }
 
@@ -372,21 +370,44 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
 }
 
 /// A model (fresh, or from `params`) on the session's backend.
-fn new_run(s: &Session, config: GptConfig, params: Option<&[f32]>, seed: u64) -> Result<Run, KilnError> {
-    new_run_with(s, config, ParamLayout::new(&config), params, seed)
+/// What making a run takes from the session, cloned out (the corpus and the device are
+/// shared, not copied) so that no borrow of the session is held while a run is built: a
+/// trap in the middle would leave the session borrowed for good.
+struct Parts {
+    gpu: Option<Gpu>,
+    tokenizer: Option<Tokenizer>,
+    corpus: Option<Rc<str>>,
+}
+
+impl Session {
+    fn parts(&self) -> Parts {
+        let on_gpu = self.info.as_ref().is_some_and(|i| i.kind == BackendKind::Gpu);
+        Parts {
+            gpu: self.gpu.clone().filter(|_| on_gpu),
+            tokenizer: self.tokenizer.clone(),
+            corpus: self.corpus.clone(),
+        }
+    }
+}
+
+fn parts() -> Parts {
+    session().borrow().parts()
+}
+
+fn new_run(p: &Parts, config: GptConfig, params: Option<&[f32]>, seed: u64) -> Result<Run, KilnError> {
+    new_run_with(p, config, ParamLayout::new(&config), params, seed)
 }
 
 /// A model of any layout (with a scalar head, say) on the session's backend.
 fn new_run_with(
-    s: &Session,
+    p: &Parts,
     config: GptConfig,
     layout: ParamLayout,
     params: Option<&[f32]>,
     seed: u64,
 ) -> Result<Run, KilnError> {
-    let tok = s.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
-    let on_gpu = s.info.as_ref().is_some_and(|i| i.kind == BackendKind::Gpu);
-    Ok(match s.gpu.as_ref().filter(|_| on_gpu) {
+    let tok = p.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
+    Ok(match &p.gpu {
         Some(gpu) => {
             Run::Gpu(Box::new(Trainer::with_layout(GpuBackend::new(gpu.clone()), tok, config, layout, params, seed)?))
         }
@@ -395,9 +416,9 @@ fn new_run_with(
 }
 
 /// The pretraining stage on the session's corpus.
-fn pretrain_stage(s: &Session, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>, KilnError> {
-    let corpus = s.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
-    let tok = s.tokenizer.as_ref().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
+fn pretrain_stage(p: &Parts, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>, KilnError> {
+    let corpus = p.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
+    let tok = p.tokenizer.as_ref().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
     Ok(Box::new(Pretrain::new(tok, corpus, t, cfg)?))
 }
 
@@ -411,11 +432,12 @@ pub async fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, 
     let vocab = tokenizer(&session().borrow())?.vocab_size();
     let config = model_config(&o, vocab).map_err(kiln_error)?;
     choose_backend(config).await.map_err(kiln_error)?;
+    let p = parts();
+    let stage = pretrain_stage(&p, config.block_size, &cfg).map_err(kiln_error)?;
+    let mut run = new_run(&p, config, None, cfg.seed).map_err(kiln_error)?;
+    with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
-    let stage = pretrain_stage(&s, config.block_size, &cfg).map_err(kiln_error)?;
-    let mut run = new_run(&s, config, None, cfg.seed).map_err(kiln_error)?;
-    with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
     s.run = Some(run);
     s.generation = None;
     run_info(&s)
@@ -491,10 +513,9 @@ pub async fn begin_stage(
     if matches!(kind, StageKind::Reward | StageKind::Dpo | StageKind::Ppo) {
         return begin_preference_stage(kind, data, lang, cfg).await;
     }
-    let s = session();
-    let mut s = s.borrow_mut();
-    let tok = tokenizer(&s)?.clone();
-    let t = with_run!(s.run.as_ref().ok_or_else(|| js_error("create or import a model first"))?, r => r.model.config.block_size);
+    let p = parts();
+    let tok = p.tokenizer.clone().ok_or_else(|| js_error("train a tokenizer first"))?;
+    let t = with_run!(session().borrow().run.as_ref().ok_or_else(|| js_error("create or import a model first"))?, r => r.model.config.block_size);
     let mut skipped = Vec::new();
     let new_stage: Box<dyn Stage> = match kind {
         StageKind::Sft => Box::new(match data {
@@ -505,10 +526,14 @@ pub async fn begin_stage(
             }
             None => Sft::builtin(&tok, language(lang.as_deref().unwrap_or("en"))?, t, cfg.seed).map_err(kiln_error)?,
         }),
-        _ => pretrain_stage(&s, t, &cfg).map_err(kiln_error)?,
+        _ => pretrain_stage(&p, t, &cfg).map_err(kiln_error)?,
     };
-    let run = s.run.as_mut().expect("checked above");
-    with_run!(run, r => r.begin(new_stage, cfg)).map_err(kiln_error)?;
+    let mut run = take_run()?;
+    let begun = with_run!(&mut run, r => r.begin(new_stage, cfg));
+    put_run(run);
+    begun.map_err(kiln_error)?;
+    let s = session();
+    let mut s = s.borrow_mut();
     s.generation = None;
     let info = run_info(&s)?;
     js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
@@ -563,7 +588,7 @@ async fn begin_preference_stage(
         }
     };
     // the session's models: which the current one is, and the new stage's
-    let (mut run, previous, reference, reward) = {
+    let (reference, reward, p) = {
         let s = session();
         let mut s = s.borrow_mut();
         match current {
@@ -574,11 +599,15 @@ async fn begin_preference_stage(
         if kind == StageKind::Ppo && s.reward.is_none() {
             return Err(js_error("PPO needs a reward model: train one on your rankings first"));
         }
-        let reference = s.reference.clone().expect("just set");
-        let run = new_run(&s, config, Some(&reference), cfg.seed).map_err(kiln_error)?;
-        // the current model stays until the new stage has begun: a failure loses nothing
+        (s.reference.clone().expect("just set"), s.reward.clone(), s.parts())
+    };
+    let mut run = new_run(&p, config, Some(&reference), cfg.seed).map_err(kiln_error)?;
+    // the current model stays until the new stage has begun: a failure loses nothing
+    let previous = {
+        let s = session();
+        let mut s = s.borrow_mut();
         s.generation = None;
-        (run, s.run.take(), reference, s.reward.clone())
+        s.run.take()
     };
     let made = with_run!(&mut run, r => async {
         if let Some(head) = head {
@@ -607,18 +636,20 @@ async fn begin_preference_stage(
 /// the fine-tuned model does in its place. Some(a temporary run of the fine-tuned model),
 /// or None: the current run answers.
 fn answering_run(which: &str) -> Result<Option<Run>, JsValue> {
-    let s = session();
-    let s = s.borrow();
-    let current = s.run.as_ref().map(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind())));
-    let reference = which == "reference" || current == Some(Some(StageKind::Reward));
-    match (&s.reference, reference) {
-        (Some(params), true) => {
-            let config =
-                with_run!(s.run.as_ref().ok_or_else(|| js_error("create a model first"))?, r => r.model.config);
-            new_run(&s, config, Some(params), 0).map(Some).map_err(kiln_error)
+    let (p, config, params) = {
+        let s = session();
+        let s = s.borrow();
+        let current = s.run.as_ref().map(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind())));
+        let reference = which == "reference" || current == Some(Some(StageKind::Reward));
+        match (&s.reference, reference) {
+            (Some(params), true) => {
+                let run = s.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
+                (s.parts(), with_run!(run, r => r.model.config), params.clone())
+            }
+            _ => return Ok(None),
         }
-        _ => Ok(None),
-    }
+    };
+    new_run(&p, config, Some(&params), 0).map(Some).map_err(kiln_error)
 }
 
 /// `k` answers (2 to 6) to `messages` (ending with the user's turn), sampled together in
@@ -1051,7 +1082,7 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     };
     let reference = kept("reference.safetensors", n)?;
     let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
-    let corpus = files.get("corpus.txt").map(|b| String::from_utf8_lossy(b).into_owned());
+    let corpus: Option<Rc<str>> = files.get("corpus.txt").map(|b| String::from_utf8_lossy(b).into());
     let mut s = s.borrow_mut();
     if let Some(info) = s.info.as_mut() {
         info.kind = kind;
@@ -1113,31 +1144,23 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
     let loaded = checkpoint::load_model(&files).map_err(kiln_error)?;
     let cfg = training_config(StageKind::Pretrain, training)?;
+    let p = Parts { tokenizer: Some(loaded.tokenizer.clone()), ..parts() };
+    let mut run =
+        new_run_with(&p, loaded.config, loaded.layout.clone(), Some(&loaded.params), cfg.seed).map_err(kiln_error)?;
+    if p.corpus.is_some() {
+        let stage = pretrain_stage(&p, loaded.config.block_size, &cfg).map_err(kiln_error)?;
+        with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
+    }
+    // nothing in the session changes unless the import has fully succeeded
     let s = session();
     let mut s = s.borrow_mut();
-    let previous = s.tokenizer.replace(loaded.tokenizer);
-    let made = (|| {
-        let mut run = new_run_with(&s, loaded.config, loaded.layout.clone(), Some(&loaded.params), cfg.seed)?;
-        if s.corpus.is_some() {
-            let stage = pretrain_stage(&s, loaded.config.block_size, &cfg)?;
-            with_run!(&mut run, r => r.begin(stage, cfg.clone()))?;
-        }
-        Ok::<_, KilnError>(run)
-    })();
-    match made {
-        Ok(run) => {
-            s.run = Some(run);
-            s.generation = None;
-            (s.reference, s.reward) = (None, None);
-            let info = run_info(&s)?;
-            js_sys::Reflect::set(&info, &"notes".into(), &to_js(&loaded.notes)?)?;
-            Ok(info)
-        }
-        Err(e) => {
-            s.tokenizer = previous; // nothing changes unless the import succeeds
-            Err(kiln_error(e))
-        }
-    }
+    s.tokenizer = Some(loaded.tokenizer);
+    s.run = Some(run);
+    s.generation = None;
+    (s.reference, s.reward) = (None, None);
+    let info = run_info(&s)?;
+    js_sys::Reflect::set(&info, &"notes".into(), &to_js(&loaded.notes)?)?;
+    Ok(info)
 }
 
 // ---------------------------------------------------------------- kernel self-test

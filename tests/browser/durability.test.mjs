@@ -47,9 +47,10 @@ async function startRun(page) {
     await kiln.createModel({ preset: 'tiny' }, run);
     window.losses = [];
     window.saved = [];
+    window.events = [];
     window.finished = kiln.pretrain({
       ...run,
-      onProgress: (p) => window.losses.push([p.step, p.loss]),
+      onProgress: (p) => (p.event ? window.events.push(p.event) : window.losses.push([p.step, p.loss])),
       onAutosave: (a) => window.saved.push(a),
     });
   }, RUN);
@@ -191,6 +192,21 @@ test('a lost WebGPU device (device.destroy()) mid-training: a new worker continu
     const losses = await page.evaluate(() => window.losses);
     assert.ok(losses.every(([, loss]) => Number.isFinite(loss)));
     assert.deepEqual(losses.slice(-run.steps + events[0].step).map(([s]) => s), Array.from({ length: run.steps - events[0].step }, (_, i) => events[0].step + i + 1));
+}));
+
+test('a wasm trap mid-training (a panic): a new worker continues the run from its autosave', () => inPage({}, async ({ page }) => {
+  await startRun(page);
+  await waitFor(page, () => window.saved.some((s) => s.step >= 10) && window.losses.length >= 12);
+  const trapped = await page.evaluate(() => window.kilnApp.kiln.injectFault('trap').then(() => null, (e) => `${e.code}: ${e.message}`));
+  assert.match(trapped, /RuntimeError: unreachable/);
+  const last = await page.evaluate(() => window.finished);
+  const losses = await page.evaluate(() => window.losses);
+  const events = await page.evaluate(() => window.events);
+  console.log(`after the trap: ${JSON.stringify(events)}; finished at step ${last.step}`);
+  assert.equal(last.step, RUN.steps);
+  assert.equal(events.length, 1);
+  assert.match(events[0], /unreachable.*Kiln restarted its worker, restored the autosave of step \d+ and continues/);
+  assert.ok(losses.every(([, loss]) => Number.isFinite(loss)));
 }));
 
 // ---------------------------------------------------------------- hostile files
