@@ -1082,6 +1082,14 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     };
     let reference = kept("reference.safetensors", n)?;
     let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
+    let mut run = run;
+    if with_run!(&run, r => r.stage.as_ref().map(|st| st.kind())) == Some(StageKind::Ppo) {
+        // PPO reads the fine-tuned model and the reward model as it trains
+        let (Some(reference), Some(reward)) = (&reference, &reward) else {
+            return Err(js_error("this PPO autosave lacks its reference or reward model"));
+        };
+        with_run!(&mut run, r => r.set_frozen(reference, reward)).map_err(kiln_error)?;
+    }
     let corpus: Option<Rc<str>> = files.get("corpus.txt").map(|b| String::from_utf8_lossy(b).into());
     let mut s = s.borrow_mut();
     if let Some(info) = s.info.as_mut() {

@@ -160,3 +160,18 @@ fn a_loss_spike_is_caught_after_the_warmup() {
     assert!((2.0..3.0).contains(&average), "{average}");
     assert_eq!(guard.is_spike(5.0), None, "under 3×");
 }
+
+#[test]
+fn a_prompt_longer_than_the_context_still_leaves_room_for_an_answer() {
+    use kiln::data::chat::{Message, Role};
+    use kiln::tokenizer::{ASSISTANT, BOS};
+    let text = default_corpus(Language::English, 100, 1);
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let long = vec![Message { role: Role::User, content: "tell me a very long story ".repeat(40) }];
+    for t in [32, 64, 128] {
+        let ids = kiln::train::sft::chat_prompt(&tok, &long, t).unwrap();
+        let room = (t / 4).clamp(1, 32);
+        assert_eq!(ids.len(), t - room, "context {t}");
+        assert_eq!((ids[0], *ids.last().unwrap()), (BOS, ASSISTANT), "starts with <|bos|>, ends ready for the answer");
+    }
+}

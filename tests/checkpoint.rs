@@ -172,3 +172,67 @@ fn write_dir_replaces_a_checkpoint_whole_and_keeps_the_users_files() {
     assert!(stray.is_empty(), "no temporary folder is left behind");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// PPO saved between rounds (a save point) and resumed — with its reference and reward
+/// models set again, as the browser's restore does — continues bit for bit: the next
+/// round's rollouts are seeded by the step and sampled from the same weights.
+#[test]
+fn ppo_resumes_bit_exactly_from_a_save_point() {
+    use kiln::data::instruct::{instruction_set, Split};
+    use kiln::model::ScalarHeadKind;
+    use kiln::train::{ppo::Ppo, StageKind};
+    let (_, tok, model, _) = setup();
+    let model = GptConfig { block_size: 96, ..model }; // room for a chat prompt and an answer
+    let base = ParamLayout::new(&model).init(&model, 4);
+    let prompts: Vec<_> =
+        instruction_set(Language::English, Split::Train, 20).into_iter().map(|c| c[..1].to_vec()).collect();
+    let cfg = TrainConfig {
+        steps: 8,
+        batch_size: 8,
+        eval_every: 4,
+        log_every: 1,
+        sample_every: 0,
+        align: kiln::train::AlignConfig {
+            ppo_epochs: 2,
+            rollout_prompts: 2,
+            answers_per_prompt: 2,
+            answer_tokens: 6,
+            ..TrainConfig::for_stage(StageKind::Ppo).align
+        },
+        ..TrainConfig::for_stage(StageKind::Ppo)
+    };
+    let reward = {
+        let mut rm = Trainer::with_model(CpuBackend::new(), tok.clone(), model, Some(&base), 1).unwrap();
+        block_on(rm.add_scalar_head(ScalarHeadKind::Reward, 2)).unwrap();
+        block_on(rm.params()).unwrap()
+    };
+    let policy = || {
+        let mut run = Trainer::with_model(CpuBackend::new(), tok.clone(), model, Some(&base), 1).unwrap();
+        block_on(run.add_scalar_head(ScalarHeadKind::Value, 3)).unwrap();
+        run.set_frozen(&base, &reward).unwrap();
+        run.begin(Box::new(Ppo::new(prompts.clone(), model.block_size, cfg.align.clone(), 9).unwrap()), cfg.clone())
+            .unwrap();
+        run
+    };
+    let log = |run: &mut Trainer<CpuBackend>, steps: usize| {
+        (0..steps)
+            .map(|_| {
+                let p = block_on(run.train_one()).unwrap();
+                (p.step, p.loss.map(f32::to_bits), p.save_point)
+            })
+            .collect::<Vec<_>>()
+    };
+    let straight = log(&mut policy(), 8);
+    assert!(straight[3].2 && !straight[2].2, "step 4 ends a round on a validation step: a save point; {straight:?}");
+    let files = {
+        let mut run = policy();
+        log(&mut run, 4);
+        block_on(resume_files(&mut run)).unwrap()
+    };
+    let mut run = resume(CpuBackend::new(), &files).unwrap();
+    run.set_frozen(&base, &reward).unwrap();
+    assert_eq!(run.step, 4);
+    let resumed = log(&mut run, 4);
+    println!("PPO straight {straight:?}\nPPO resumed  {resumed:?}");
+    assert_eq!(resumed, straight[4..], "steps 5..8 after resuming equal the uninterrupted run's, bit for bit");
+}

@@ -1,13 +1,14 @@
 //! The divergence guard, shared by every stage. A step whose loss is NaN or infinite, or
 //! (for the token losses of pretraining and SFT) a spike far above its running average,
 //! is not kept: the run goes back to its last good state — the weights and AdamW's
-//! moments as they were at the last validation that came out finite — halves the learning
+//! moments as they were at the last save point (a validation that came out finite, or
+//! the end of a PPO round: `Progress::save_point`) — halves the learning
 //! rate, says so in the step's `event`, and continues. After MAX_ROLLBACKS it stops with
 //! advice. The data keeps moving forward, so the batches that led to the blow-up are not
 //! seen again in the same order.
 //!
 //! The good state is kept in host memory (three copies of the parameters' size), read at
-//! each validation: cheap next to the validation itself, and no device memory is added.
+//! each save point: cheap next to a validation, and no device memory is added.
 
 use super::trainer::Trainer;
 use crate::backend::Backend;

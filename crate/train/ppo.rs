@@ -137,6 +137,33 @@ impl Ppo {
         })
     }
 
+    /// PPO from a checkpoint: its prompts (ppo-prompts.jsonl) in the saved order. The next
+    /// step samples a new round; saved between rounds (`at_save_point`), the run goes on
+    /// bit for bit (rollouts are seeded by the step); saved mid-round, that round's
+    /// remaining updates are skipped. The trainer still needs the reference and reward
+    /// models (`Trainer::set_frozen`).
+    pub fn restore(files: &Files, t: usize, align: AlignConfig, position: BatcherState) -> Result<Ppo> {
+        let bytes = files
+            .get("ppo-prompts.jsonl")
+            .ok_or_else(|| KilnError::Checkpoint("ppo-prompts.jsonl is missing".into()))?;
+        // written by data_files: {"messages": [...]} a line, each ending with the user's turn
+        #[derive(serde::Deserialize)]
+        struct Line {
+            messages: Conversation,
+        }
+        let bad = |e: String| KilnError::Checkpoint(format!("ppo-prompts.jsonl: {e}"));
+        let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+        let prompts = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<Line>(l).map(|l| l.messages))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let mut ppo = Ppo::new(prompts, t, align, position.seed)?;
+        ppo.order = Batcher::resume(ppo.prompts.len(), position);
+        Ok(ppo)
+    }
+
     /// Rows per batch of rollouts.
     pub fn rows_per_round(&self) -> usize {
         self.align.rollout_prompts * self.align.answers_per_prompt
@@ -243,6 +270,10 @@ impl Stage for Ppo {
     fn next_batch(&mut self, _b: usize) -> TokenBatch {
         self.epochs_left = self.epochs_left.saturating_sub(1);
         self.rollouts.as_ref().expect("rollouts come first").batch.clone()
+    }
+
+    fn at_save_point(&self) -> bool {
+        self.epochs_left == 0
     }
 
     /// PPO has no fixed validation set: its measures come from the rollouts.

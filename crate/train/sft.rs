@@ -201,8 +201,14 @@ pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[crate::data::chat::Message
     let mut turns: Vec<_> = messages.iter().filter(|m| m.role != Role::System).cloned().collect();
     loop {
         let conv: Vec<_> = system.iter().cloned().chain(turns.iter().cloned()).collect();
-        let ids = render_prompt(tokenizer, &conv)?;
-        if ids.len() + room <= t || turns.len() <= 1 {
+        let mut ids = render_prompt(tokenizer, &conv)?;
+        if ids.len() + room <= t {
+            return Ok(ids);
+        }
+        if turns.len() <= 1 {
+            // one turn longer than the context: its start goes (the first token, <|bos|>,
+            // stays), so that an answer still has room; else every position would be prompt
+            ids.drain(1..ids.len() + room - t.max(room + 1) + 1);
             return Ok(ids);
         }
         turns.drain(..2.min(turns.len() - 1));

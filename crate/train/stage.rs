@@ -104,6 +104,12 @@ pub trait Stage {
     fn metrics(&mut self) -> Vec<(String, f64)> {
         Vec::new()
     }
+    /// Whether all of the stage's state is in [`Stage::position`] and its files right now,
+    /// so that a checkpoint taken here resumes bit for bit (PPO: between rounds, when no
+    /// rollouts are held).
+    fn at_save_point(&self) -> bool {
+        true
+    }
 }
 
 /// Which batch a forward-dependent stage weighs.
@@ -195,11 +201,6 @@ pub fn restore(
             let a = &cfg.align;
             Box::new(super::dpo::Dpo::restore(files, tokenizer, t, (a.dpo_beta, a.rpo_alpha), position)?)
         }
-        StageKind::Ppo => {
-            return Err(KilnError::Checkpoint(
-                "resuming PPO is not supported yet: start it again from the fine-tuned model and the reward model"
-                    .into(),
-            ))
-        }
+        StageKind::Ppo => Box::new(super::ppo::Ppo::restore(files, t, cfg.align.clone(), position)?),
     })
 }

@@ -241,6 +241,10 @@ pub struct Progress {
     pub sample: Option<String>,
     /// The most bytes of device buffers alive at once so far (WebGPU only).
     pub memory_peak_bytes: Option<u64>,
+    /// Whether the run, as it stands after this step, resumes bit for bit from a
+    /// checkpoint and is the divergence guard's good state: a finite validation, or (PPO,
+    /// which has no validation set) the end of a round of rollouts. The browser autosaves here.
+    pub save_point: bool,
     /// What the divergence guard did this step (a rollback, and why), else None.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
@@ -519,7 +523,9 @@ impl<B: Backend> Trainer<B> {
         } else {
             None
         };
-        if val_loss.is_some() {
+        // without a validation set (PPO), the validation steps that fall between rounds
+        let save_point = val_loss.is_some() || (due && self.val.is_empty() && self.stage()?.at_save_point());
+        if save_point {
             self.keep_good_state().await?;
         }
         // PPO shows a few answers of each round of rollouts, with their scores
@@ -564,6 +570,7 @@ impl<B: Backend> Trainer<B> {
             eta_s: if self.tokens_per_s > 0.0 { remaining / self.tokens_per_s } else { 0.0 },
             sample,
             memory_peak_bytes: self.be.memory_peak_bytes(),
+            save_point,
             event: None,
             metrics: self.stage.as_mut().map(|s| s.metrics().into_iter().collect()).unwrap_or_default(),
         })
@@ -585,6 +592,7 @@ impl<B: Backend> Trainer<B> {
             eta_s: 0.0,
             sample: None,
             memory_peak_bytes: self.be.memory_peak_bytes(),
+            save_point: false,
             event: Some(event),
             metrics: Default::default(),
         })

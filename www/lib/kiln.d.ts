@@ -169,6 +169,8 @@ export interface Progress {
    * valPairAccuracy, rewardMargin, logpChosen, logpRejected (DPO); meanReward, kl,
    * endedShare, clipFraction, entropy, valueLoss, policyLoss (PPO). */
   metrics?: Record<string, number>;
+  /** The run resumes bit for bit from here (a validation, or the end of a PPO round): autosaved. */
+  savePoint?: boolean;
   /** What kept the run alive this step: a divergence rolled back (the loss became NaN, or
    * spiked) with the learning rate halved, or the worker restarted after a lost GPU device
    * and the run continued from its autosave. Only `stage`, `step` and `event` are certain then. */

@@ -127,8 +127,8 @@ async function train(id, { stage = 'pretrain', data, lang, restart = false, step
     }
     last = progress;
     postMessage({ id, progress });
-    // at every validation: the state the next run resumes from
-    if (progress.valLoss != null) autosaveNow(id, progress);
+    // at every save point (a validation; a PPO round's end): the state a resume continues
+    if (progress.savePoint) autosaveNow(id, progress);
     await yieldToEvents();
   }
 }
