@@ -257,8 +257,8 @@ test('on the CPU, workers share each step (one WebAssembly instance per core): t
 test('the browser on WebGPU traces the native GPU backend\'s loss curve (same seed and config)', async () => {
   const kiln = path.join(ROOT, 'target', 'debug', 'kiln');
   execFileSync('cargo', ['build', '--quiet', '--bin', 'kiln'], { cwd: ROOT, stdio: 'inherit' });
-  const args = ['pretrain', '--backend', 'gpu', '--tokenizer', 'char', '--steps', '12', '--batch', '4', '--seed', '7', '--log-every', '1',
-    '--eval-every', '6', '--sample-every', '0', '--log-json', '--out', path.join(ARTIFACTS, 'native-run')];
+  const args = ['pretrain', '--backend', 'gpu', '--tokenizer', 'char', '--steps', '6', '--batch', '4', '--seed', '7', '--log-every', '1',
+    '--eval-every', '3', '--sample-every', '0', '--log-json', '--out', path.join(ARTIFACTS, 'native-run')];
   const native = execFileSync(kiln, args, { cwd: ROOT, env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' }, stdio: ['ignore', 'pipe', 'ignore'] })
     .toString().trim().split('\n').map((line) => JSON.parse(line));
   const browser = await launch({ webgpu: true });
@@ -268,7 +268,7 @@ test('the browser on WebGPU traces the native GPU backend\'s loss curve (same se
       const kiln = window.kilnApp.kiln;
       await kiln.useDefaultCorpus('en');
       await kiln.trainTokenizer(null, { kind: 'char' });
-      await kiln.createModel({ preset: 'tiny' }, { steps: 12, batchSize: 4, seed: 7, logEvery: 1, evalEvery: 6, sampleEvery: 0 });
+      await kiln.createModel({ preset: 'tiny' }, { steps: 6, batchSize: 4, seed: 7, logEvery: 1, evalEvery: 3, sampleEvery: 0 });
       const log = [];
       await kiln.pretrain({ onProgress: (p) => log.push({ step: p.step, loss: p.loss, valLoss: p.valLoss }) });
       return log;

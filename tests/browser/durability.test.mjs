@@ -112,6 +112,20 @@ test('a page closed mid-training reopens, offers its autosave, and resumes exact
   }
 });
 
+test('a full storage quota: the autosave fails with an explanation and training goes on', () => inPage({}, async ({ context, page }) => {
+  // the origin may store 100 KB: an autosave of the tiny model is 2.5 MiB
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.origin, quotaSize: 100_000 });
+  await startRun(page);
+  const last = await page.evaluate(() => window.finished);
+  const saved = await page.evaluate(() => window.saved);
+  console.log(`with a 100 KB quota: ${JSON.stringify(saved[0])}`);
+  assert.equal(last.step, RUN.steps, 'training went on');
+  assert.ok(saved.length >= 1 && saved.every((s) => s.error), JSON.stringify(saved));
+  assert.match(saved[0].error, /the browser has no room for this autosave \(2\.\d MiB\): delete old autosaves/);
+  assert.deepEqual(await page.evaluate(() => window.kilnApp.kiln.listAutosaves()), [], 'no half-written autosave is left');
+}));
+
 test('a reload in the middle of ranking keeps every ranking and the question being ranked', () => inPage({}, async ({ page }) => {
     await tokenizerAndModel(page);
     await page.fill('#rank-k', '3');
