@@ -175,3 +175,15 @@ fn a_prompt_longer_than_the_context_still_leaves_room_for_an_answer() {
         assert_eq!((ids[0], *ids.last().unwrap()), (BOS, ASSISTANT), "starts with <|bos|>, ends ready for the answer");
     }
 }
+
+#[test]
+fn a_model_past_the_cpu_backends_memory_in_the_browser_is_refused() {
+    // the CPU backend in wasm32 may use 3 GiB in all: the small preset at context 4096 and
+    // batch 64 needs more, though no single buffer passes a limit
+    let model = GptConfig { vocab_size: 512, block_size: 4096, n_layer: 4, n_head: 4, n_embd: 128 };
+    says(
+        kiln::train::check_fits_within(None, Some(3 << 30), &model, 64, 4096),
+        "MiB in all, over the 3072 MiB this backend can use",
+    );
+    assert!(kiln::train::check_fits_within(None, Some(3 << 30), &model, 1, 4096).is_ok());
+}
