@@ -168,7 +168,11 @@ impl Tokenizer {
     /// Reads a `tokenizer.json`, checking that it has Kiln's special tokens at their ids.
     pub fn from_json(json: &str) -> Result<Tokenizer> {
         check_shape(json)?;
-        let inner = parse(json)?;
+        Tokenizer::with_kiln_specials(parse(json)?)
+    }
+
+    /// A parsed tokenizer.json that must hold Kiln's special tokens at their ids.
+    fn with_kiln_specials(inner: tokenizers::Tokenizer) -> Result<Tokenizer> {
         if let Some((i, s)) = SPECIAL_TOKENS.iter().enumerate().find(|(i, s)| inner.token_to_id(s) != Some(*i as u32)) {
             return Err(KilnError::Tokenizer(format!("tokenizer.json lacks Kiln's special token {s} at id {i}")));
         }
@@ -200,7 +204,7 @@ impl Tokenizer {
         check_shape(json)?;
         let parsed = parse(json)?;
         if SPECIAL_TOKENS.iter().any(|s| parsed.token_to_id(s).is_some()) {
-            return Ok((Tokenizer::from_json(json)?, 0)); // Kiln's (or refused for misplacing them)
+            return Ok((Tokenizer::with_kiln_specials(parsed)?, 0)); // Kiln's (or refused for misplacing them)
         }
         let mut v: serde_json::Value =
             serde_json::from_str(json).map_err(|e| KilnError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;

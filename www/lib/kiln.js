@@ -44,8 +44,9 @@ const MAX_RECOVERIES = 2;
 /** Whether an error ended the worker's usefulness: its GPU device lost, its WebAssembly
  * instance trapped (a panic, out of memory), or the worker itself gone. */
 function workerIsGone(error) {
-  return error.code === 'worker' || error.code === 'RuntimeError'
-    || /GPU device was lost|unreachable|out of memory/i.test(error.message);
+  if (error.code === 'worker' || error.code === 'RuntimeError') return true;
+  // the core's own refusals (a CPU buffer too large: code 'config') are answers, not faults
+  return error.code !== 'config' && /GPU device was lost|unreachable|out of memory/i.test(error.message);
 }
 
 export class Kiln {
