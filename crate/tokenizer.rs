@@ -220,6 +220,11 @@ impl Tokenizer {
             let old = id.as_u64().ok_or_else(|| KilnError::Tokenizer("a vocabulary id is not a number".into()))?;
             *id = (old + shift).into();
         }
+        // in the model's vocabulary too, as Kiln's trained tokenizers have them: an added
+        // token whose id the model lacks is renumbered past the vocabulary on load
+        for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+            vocab.insert(s.to_string(), (i as u64).into());
+        }
         let mut added: Vec<serde_json::Value> = SPECIAL_TOKENS
             .iter()
             .enumerate()

@@ -84,3 +84,30 @@ fn vocabularies_the_text_cannot_support_are_refused_clearly() {
     let err = Tokenizer::train(&docs, TokenizerKind::Bpe, Some(9000)).err().unwrap();
     assert!(err.to_string().contains("8192"), "{err}");
 }
+
+/// A tokenizer.json without Kiln's special tokens (a Hugging Face GPT-2's) gets them at
+/// ids 0..8, and keeps them there through its own tokenizer.json: a model imported from
+/// elsewhere, saved (export, autosave) and loaded again has the same ids.
+#[test]
+fn special_tokens_added_to_a_foreign_tokenizer_keep_their_ids_after_saving() {
+    let kiln = Tokenizer::train(&documents(&corpus(Language::English)), TokenizerKind::Bpe, Some(300)).unwrap();
+    // the same vocabulary as GPT-2 ships one: no Kiln specials, ids from 0, one added token
+    let mut foreign: serde_json::Value = serde_json::from_str(&kiln.to_json().unwrap()).unwrap();
+    let vocab = foreign["model"]["vocab"].as_object_mut().unwrap();
+    vocab.retain(|token, _| !token.starts_with("<|"));
+    vocab.values_mut().for_each(|id| *id = (id.as_u64().unwrap() - 8).into());
+    vocab.insert("<|endoftext|>".into(), 292.into());
+    foreign["added_tokens"] = serde_json::json!([{"id": 292, "content": "<|endoftext|>", "single_word": false,
+        "lstrip": false, "rstrip": false, "normalized": false, "special": true}]);
+    foreign["post_processor"] = serde_json::Value::Null;
+    let (imported, added) = Tokenizer::from_json_adding_specials(&foreign.to_string()).unwrap();
+    assert_eq!((added, imported.vocab_size()), (8, 301));
+    let saved = imported.to_json().unwrap();
+    let again = Tokenizer::from_json(&saved).expect("Kiln reads its own save of an imported tokenizer");
+    let ids: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(ids["model"]["vocab"]["<|pad|>"], 0);
+    assert_eq!(ids["model"]["vocab"]["<|end|>"], 7);
+    let text = "Once upon a time";
+    assert_eq!(again.encode(text).unwrap(), imported.encode(text).unwrap());
+    assert!(imported.encode(text).unwrap().iter().all(|&id| id >= 8), "the old ids moved up by 8");
+}
