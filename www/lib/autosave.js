@@ -5,8 +5,11 @@ const FOLDER = 'kiln-autosave';
 const KEEP = 3;
 
 /** A storage error worded for the person: a full quota says what to do. */
-function storageError(error, bytes) {
-  if (error?.name === 'QuotaExceededError') {
+async function storageError(error, bytes) {
+  // Chromium reports a full quota as QuotaExceededError, or sometimes only as a failed
+  // write ("Failed to write data to data pipe"): the estimate tells which
+  const { usage = 0, quota = Infinity } = await navigator.storage?.estimate?.().catch(() => ({})) ?? {};
+  if (error?.name === 'QuotaExceededError' || usage + bytes > quota) {
     const mib = (bytes / 2 ** 20).toFixed(1);
     return new Error(`the browser has no room for this autosave (${mib} MiB): delete old autosaves, or free space for this site in the browser's settings`);
   }
@@ -121,7 +124,7 @@ export async function save(id, zip, meta) {
     await s.put(id, zip, { ...meta, id, bytes: zip.byteLength, savedAt: new Date().toISOString() });
   } catch (error) {
     await s.remove(id).catch(() => {});
-    throw storageError(error, zip.byteLength);
+    throw await storageError(error, zip.byteLength);
   }
   const old = (await list()).slice(KEEP);
   for (const meta of old) await s.remove(meta.id);
