@@ -14,6 +14,8 @@
 //! - [`train`]: AdamW and the schedule, the shared step, the stage-agnostic `Trainer`,
 //!   and the stages (`Stage`): pretraining, supervised fine-tuning.
 //! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, resume.
+//! - [`inspect`]: what the page's views read — the next token's probabilities, one
+//!   head's attention weights, a training row's loss at each position.
 //! - [`selftest`]: every kernel against its twin (natively and in Chromium);
 //!   [`bench`]: benchmarks. `web.rs` is the wasm surface; `bin/kiln.rs` the CLI.
 
@@ -25,6 +27,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod inspect;
 pub mod model;
 pub mod rng;
 pub mod sample;

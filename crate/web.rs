@@ -121,6 +121,9 @@ struct Session {
     reference: Option<Vec<f32>>,
     /// The reward model's parameters (with its score head), once one is trained.
     reward: Option<Vec<f32>>,
+    /// A second tokenizer trained on the same corpus for the side-by-side view, with the
+    /// options it was trained with (kept until the corpus or those options change).
+    compared: Option<(TokenizerKind, Option<usize>, Tokenizer)>,
 }
 
 thread_local! {
@@ -257,7 +260,10 @@ fn set_corpus(text: String) -> Result<JsValue, JsValue> {
         documents: documents(&text).len(),
         preview: text.chars().take(400).collect(),
     };
-    session().borrow_mut().corpus = Some(text.into());
+    let s = session();
+    let mut s = s.borrow_mut();
+    s.corpus = Some(text.into());
+    s.compared = None;
     to_js(&info)
 }
 
@@ -273,7 +279,7 @@ pub fn use_corpus(bytes: &[u8]) -> Result<JsValue, JsValue> {
     set_corpus(text_from_bytes(bytes).map_err(kiln_error)?)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "camelCase")]
 struct TokenizerOptions {
     kind: TokenizerKind,
@@ -304,6 +310,26 @@ pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
     let ids = tok.encode(&text).map_err(kiln_error)?;
     let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
     to_js(&pieces)
+}
+
+/// `text` under a second tokenizer trained on the same corpus with `options` ({kind,
+/// vocabSize}), for the side-by-side view: {kind, vocabSize, pieces: [{id, text}]}. The
+/// second tokenizer is trained once per corpus and options; the session's own is untouched.
+#[wasm_bindgen(js_name = tokenizeWith)]
+pub fn tokenize_with(text: String, options: JsValue) -> Result<JsValue, JsValue> {
+    let o: TokenizerOptions = from_js(options)?;
+    let s = session();
+    let cached = matches!(&s.borrow().compared, Some((kind, vocab, _)) if *kind == o.kind && *vocab == o.vocab_size);
+    if !cached {
+        let corpus = s.borrow().corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
+        let tokenizer = Tokenizer::train(&documents(&corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
+        s.borrow_mut().compared = Some((o.kind, o.vocab_size, tokenizer));
+    }
+    let s = s.borrow();
+    let (kind, _, tok) = s.compared.as_ref().expect("just trained");
+    let ids = tok.encode(&text).map_err(kiln_error)?;
+    let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
+    to_js(&serde_json::json!({"kind": kind, "vocabSize": tok.vocab_size(), "pieces": pieces}))
 }
 
 /// A model's size: a preset name or explicit sizes; the vocabulary is the tokenizer's.
@@ -490,6 +516,7 @@ pub fn defaults() -> Result<JsValue, JsValue> {
         },
         "sampling": SampleConfig::default(),
         "chat": SampleConfig::for_chat(),
+        "inspect": {"topK": crate::inspect::TOP_K},
     }))
 }
 
@@ -982,6 +1009,81 @@ pub async fn generate_next() -> Result<JsValue, JsValue> {
     result.map_err(kiln_error)?;
     session().borrow_mut().generation = Some(generation);
     Ok(text.map_or(JsValue::NULL, |t| JsValue::from_str(&t)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct InspectOptions {
+    top_k: Option<usize>,
+    temperature: Option<f32>,
+    /// {layer, head} (from 0): read that head's attention weights too.
+    attention: Option<AttentionOptions>,
+}
+
+#[derive(Deserialize)]
+struct AttentionOptions {
+    layer: usize,
+    head: usize,
+}
+
+/// What the model predicts after `prompt` (`<|bos|>` and its tokens), on the backend that
+/// trains it: {tokens: [{id, text}], probs (V, at temperature 1), temperature, top:
+/// [{id, text, p, pAtTemperature}] (the topK most likely), attention: {layer, head,
+/// weights (T×T, query rows)} or null}. Nothing is kept: a closed view costs nothing.
+#[wasm_bindgen(js_name = inspectNext)]
+pub async fn inspect_next(prompt: String, options: JsValue) -> Result<JsValue, JsValue> {
+    let o: InspectOptions = if options.is_undefined() { InspectOptions::default() } else { from_js(options)? };
+    let temperature = o.temperature.unwrap_or(SampleConfig::default().temperature);
+    let head = o.attention.as_ref().map(|a| crate::inspect::HeadRef { layer: a.layer, head: a.head });
+    let mut run = take_run()?;
+    let result = with_run!(&mut run, r => async {
+        let ids = r.prompt_ids(&prompt)?;
+        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head).await?;
+        let v = r.model.config.vocab_size;
+        let at_temperature = crate::inspect::softmax(&look.logits[look.logits.len() - v..], temperature);
+        let piece = |id: u32| serde_json::json!({"id": id, "text": r.tokenizer.token_text(id)});
+        let top: Vec<_> = crate::inspect::top_k(&look.probs, o.top_k.unwrap_or(crate::inspect::TOP_K))
+            .into_iter()
+            .map(|id| serde_json::json!({
+                "id": id, "text": r.tokenizer.token_text(id),
+                "p": look.probs[id as usize], "pAtTemperature": at_temperature[id as usize],
+            }))
+            .collect();
+        Ok::<_, KilnError>(serde_json::json!({
+            "tokens": look.ids.iter().map(|&id| piece(id)).collect::<Vec<_>>(),
+            "probs": look.probs, "temperature": temperature, "top": top,
+            "attention": o.attention.as_ref().zip(look.attention).map(|(a, weights)| serde_json::json!({
+                "layer": a.layer, "head": a.head, "weights": weights,
+            })),
+        }))
+    }
+    .await);
+    put_run(run);
+    to_js(&result.map_err(kiln_error)?)
+}
+
+/// The current stage's first training row under the model now: {inputs, targets: [{id,
+/// text}], losses: [nll or null where masked]}, or null when the stage trains on no token
+/// rows (the preference stages).
+#[wasm_bindgen(js_name = inspectRow)]
+pub async fn inspect_row() -> Result<JsValue, JsValue> {
+    let mut run = take_run()?;
+    let result = with_run!(&mut run, r => async {
+        let Some(row) = r.stage.as_ref().and_then(|s| s.example_row()).cloned() else {
+            return Ok::<_, KilnError>(serde_json::Value::Null);
+        };
+        let out = crate::inspect::row_losses(&mut r.be, &r.model, &row).await?;
+        let pieces = |ids: &[u32]| -> Vec<_> {
+            ids.iter().map(|&id| serde_json::json!({"id": id, "text": r.tokenizer.token_text(id)})).collect()
+        };
+        Ok(serde_json::json!({
+            "stage": r.stage.as_ref().map(|s| s.kind().name()),
+            "inputs": pieces(&out.inputs), "targets": pieces(&out.targets), "losses": out.losses,
+        }))
+    }
+    .await);
+    put_run(run);
+    to_js(&result.map_err(kiln_error)?)
 }
 
 /// The model as a Hugging Face GPT-2 folder: {fileName: Uint8Array}.

@@ -15,8 +15,9 @@ use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict};
 use kiln::data::{documents, text_from_bytes};
 use kiln::error::KilnError;
 use kiln::gpu::Gpu;
+use kiln::inspect;
+use kiln::model::GptConfig;
 use kiln::model::ScalarHeadKind;
-use kiln::model::{forward, Activations, GptConfig};
 use kiln::sample::{generate, SampleConfig};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::dpo::Dpo;
@@ -68,7 +69,8 @@ usage:
   kiln chat --ckpt DIR [--system TEXT] [--temperature X]   chat on stdin (/reset starts over)
   kiln sample --ckpt DIR [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
               [--top-p X] [--seed N] [--backend auto|gpu|cpu]
-  kiln logits --ckpt DIR --text TEXT   token ids and logits as JSON (for checks)
+  kiln logits --ckpt DIR --text TEXT [--top-k 10] [--temperature 1]
+                                       ids, logits and the next token's probabilities as JSON
   kiln chat-ids --ckpt DIR --json MESSAGES [--generation-prompt]   the chat template's
                                  ids and supervised flags as JSON (for checks)
   kiln corpus [--lang en|zh] [--stories N] [--seed N]   print the built-in stories
@@ -752,20 +754,27 @@ fn chat_ids(o: &Options) -> CliResult {
     Ok(())
 }
 
+/// The prompt's logits at every position, and the next token's probabilities: the same
+/// forward pass as the page's next-token view (inspect.rs), for comparing the two.
 fn logits(o: &Options) -> CliResult {
     let text = o.get("text").ok_or_else(|| usage("logits needs --text TEXT"))?;
+    let (k, temperature) = (get(o, "top-k", inspect::TOP_K)?, get(o, "temperature", 1.0f32)?);
     with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
-        let mut ids = run.prompt_ids(text)?;
-        ids.truncate(run.model.config.block_size);
-        let be = &mut run.be;
-        let acts = Activations::new(be, &run.model.config, 1, ids.len())?;
-        be.write_u32(&acts.tokens, 0, &ids);
-        be.write_u32(&acts.targets, 0, &ids);
-        be.write(&acts.weights, 0, &vec![0.0; ids.len()]);
-        forward(be, &run.model, &acts);
-        let logits = block_on(be.read(&acts.logits))?;
-        println!("{}", serde_json::json!({ "ids": ids, "vocab_size": run.model.config.vocab_size, "logits": logits }));
+        let ids = run.prompt_ids(text)?;
+        let look = block_on(inspect::next_token(&mut run.be, &run.model, &ids, None))?;
+        let at_temperature = inspect::softmax(&look.logits[look.logits.len() - run.model.config.vocab_size..], temperature);
+        let top: Vec<_> = inspect::top_k(&look.probs, k)
+            .into_iter()
+            .map(|id| serde_json::json!({
+                "id": id, "text": run.tokenizer.token_text(id),
+                "p": look.probs[id as usize], "pAtTemperature": at_temperature[id as usize],
+            }))
+            .collect();
+        println!("{}", serde_json::json!({
+            "ids": look.ids, "vocab_size": run.model.config.vocab_size, "logits": look.logits,
+            "probs": look.probs, "temperature": temperature, "top": top,
+        }));
         Ok(())
     })
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::TrainConfig;
 use crate::checkpoint::Files;
-use crate::data::{Batcher, BatcherState, Dataset};
+use crate::data::{Batcher, BatcherState, Dataset, Row};
 use crate::error::{KilnError, Result};
 use crate::tokenizer::Tokenizer;
 
@@ -110,6 +110,11 @@ pub trait Stage {
     fn at_save_point(&self) -> bool {
         true
     }
+    /// A training row to show as inputs, targets and the loss at each position (the
+    /// stages that train on token rows: their first).
+    fn example_row(&self) -> Option<&Row> {
+        None
+    }
 }
 
 /// Which batch a forward-dependent stage weighs.
@@ -179,6 +184,10 @@ impl<S: RowStage> Stage for S {
 
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
         RowStage::sample_prompt(self, tokenizer)
+    }
+
+    fn example_row(&self) -> Option<&Row> {
+        self.token_rows().data.train.first()
     }
 }
 
