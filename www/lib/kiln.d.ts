@@ -141,6 +141,23 @@ export interface RestoredRun extends ModelInfo {
   note: string | null;
 }
 
+export interface Token { id: number; text: string; }
+
+/** What the model predicts after a prompt (inspectNext). */
+export interface NextToken {
+  tokens: Token[];
+  /** every token's probability at temperature 1 (sums to 1) */
+  probs: number[];
+  temperature: number;
+  /** the most likely next tokens, most likely first, with their probability at `temperature` too */
+  top: (Token & { p: number; pAtTemperature: number })[];
+  /** weights (T×T, row-major): row t is what token t attends to, 0 above the diagonal */
+  attention: { layer: number; head: number; weights: number[] } | null;
+}
+
+/** One training row as the loss sees it (inspectRow). */
+export interface TrainingRow { stage: StageName; inputs: Token[]; targets: Token[]; losses: (number | null)[]; }
+
 export interface Message { role: 'system' | 'user' | 'assistant'; content: string; }
 
 export interface Defaults {
@@ -149,6 +166,8 @@ export interface Defaults {
   sampling: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
   /** chat()'s defaults (greedy). */
   chat: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
+  /** inspectNext()'s default: how many of the most likely next tokens it lists. */
+  inspect: { topK: number };
 }
 
 export interface Progress {
@@ -201,6 +220,12 @@ export class Kiln {
   useCorpus(input: string | Uint8Array | ArrayBuffer | Blob): Promise<CorpusInfo>;
   trainTokenizer(text: string | Uint8Array | Blob | null, options?: TokenizerOptions): Promise<{ vocabSize: number; kind: 'bpe' | 'char' }>;
   tokenize(text: string): Promise<{ id: number; text: string }[]>;
+  /** `text` under a second tokenizer trained on the same corpus (the model's own stays). */
+  tokenizeWith(text: string, options?: { kind?: 'bpe' | 'char'; vocabSize?: number }): Promise<{ kind: 'bpe' | 'char'; vocabSize: number; pieces: Token[] }>;
+  /** The next token's probabilities after `prompt` (and one head's attention), from the backend that trains. */
+  inspectNext(prompt: string, options?: { topK?: number; temperature?: number; attention?: { layer: number; head: number } }): Promise<NextToken>;
+  /** The current stage's first training row: inputs, targets (shifted by one) and the loss at each position. */
+  inspectRow(): Promise<TrainingRow | null>;
   estimateModel(model?: ModelOptions, options?: { batchSize?: number }): Promise<ModelEstimate>;
   createModel(model?: ModelOptions, training?: TrainingOptions): Promise<ModelInfo>;
   defaults(): Promise<Defaults>;

@@ -150,6 +150,28 @@ export class Kiln {
     return this.#call('tokenize', [String(text)]);
   }
 
+  /** `text` under a second tokenizer trained on the same corpus with {kind, vocabSize}
+   * (the model's own tokenizer stays): {kind, vocabSize, pieces: [{id, text}]}. */
+  tokenizeWith(text, { kind = 'bpe', vocabSize } = {}) {
+    return this.#call('tokenizeWith', [String(text), { kind, vocabSize }]);
+  }
+
+  /** What the model predicts after `prompt`, read from the backend that trains it (one
+   * forward pass; nothing is kept): {tokens: [{id, text}], probs (every token's, at
+   * temperature 1), temperature, top: [{id, text, p, pAtTemperature}] (the topK most
+   * likely), attention: {layer, head, weights (T×T, row t: what token t attends to)} when
+   * `attention` = {layer, head} is given, else null}. */
+  inspectNext(prompt, { topK, temperature, attention } = {}) {
+    return this.#call('inspectNext', [String(prompt), { topK, temperature, attention }]);
+  }
+
+  /** The current stage's first training row under the model now: {stage, inputs,
+   * targets: [{id, text}] (targets are the inputs shifted by one), losses: [nll, or null
+   * where the stage masks the position]}; null in the preference stages. */
+  inspectRow() {
+    return this.#call('inspectRow', []);
+  }
+
   /** Parameter count and memory of a model before making it; `fits` is false, with
    * `problem` saying why, when this device's limits refuse it. */
   estimateModel(model = { preset: 'tiny' }, { batchSize = 8 } = {}) {

@@ -8,6 +8,7 @@ import * as autosave from './autosave.js';
 
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
+  'tokenizeWith', 'inspectNext', 'inspectRow',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
   'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault']);
 
