@@ -268,9 +268,12 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(err)
     }
 
-    /// The token's string as the vocabulary stores it (for showing a split).
+    /// The token's text (for showing a split): a special token by its name, `<|bos|>`.
     pub fn token_text(&self, id: u32) -> String {
-        self.decode(&[id]).unwrap_or_default()
+        match SPECIAL_TOKENS.get(id as usize) {
+            Some(name) => name.to_string(),
+            None => self.decode(&[id]).unwrap_or_default(),
+        }
     }
 
     pub fn kind(&self) -> TokenizerKind {

@@ -301,15 +301,20 @@ fn tokenizer(s: &Session) -> Result<&Tokenizer, JsValue> {
     s.tokenizer.as_ref().ok_or_else(|| js_error("train a tokenizer first"))
 }
 
-/// `text` split into tokens: [{id, text}].
+/// One token as the page shows it: {id, text, special} (special: a control token such as
+/// `<|eos|>`, named, which typed text never becomes).
+fn piece(tok: &Tokenizer, id: u32) -> serde_json::Value {
+    serde_json::json!({"id": id, "text": tok.token_text(id), "special": (id as usize) < crate::tokenizer::SPECIAL_TOKENS.len()})
+}
+
+/// `text` split into tokens: [{id, text, special}].
 #[wasm_bindgen]
 pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
     let s = session();
     let s = s.borrow();
     let tok = tokenizer(&s)?;
     let ids = tok.encode(&text).map_err(kiln_error)?;
-    let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
-    to_js(&pieces)
+    to_js(&ids.iter().map(|&id| piece(tok, id)).collect::<Vec<_>>())
 }
 
 /// `text` under a second tokenizer trained on the same corpus with `options` ({kind,
@@ -328,7 +333,7 @@ pub fn tokenize_with(text: String, options: JsValue) -> Result<JsValue, JsValue>
     let s = s.borrow();
     let (kind, _, tok) = s.compared.as_ref().expect("just trained");
     let ids = tok.encode(&text).map_err(kiln_error)?;
-    let pieces: Vec<_> = ids.iter().map(|&id| serde_json::json!({"id": id, "text": tok.token_text(id)})).collect();
+    let pieces: Vec<_> = ids.iter().map(|&id| piece(tok, id)).collect();
     to_js(&serde_json::json!({"kind": kind, "vocabSize": tok.vocab_size(), "pieces": pieces}))
 }
 
@@ -790,12 +795,11 @@ pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
     let s = s.borrow();
     let tok = tokenizer(&s)?;
     let r = crate::data::chat::render(tok, &messages).map_err(kiln_error)?;
-    let special = |id: u32| crate::tokenizer::SPECIAL_TOKENS.get(id as usize).map(|x| x.to_string());
     let pieces: Vec<_> = r
         .ids
         .iter()
         .zip(&r.supervised)
-        .map(|(&id, &sup)| serde_json::json!({"id": id, "text": special(id).unwrap_or_else(|| tok.token_text(id)), "supervised": sup}))
+        .map(|(&id, &sup)| serde_json::json!({"id": id, "text": tok.token_text(id), "supervised": sup}))
         .collect();
     to_js(&pieces)
 }
@@ -1018,6 +1022,9 @@ struct InspectOptions {
     temperature: Option<f32>,
     /// {layer, head} (from 0): read that head's attention weights too.
     attention: Option<AttentionOptions>,
+    /// Token ids after the prompt's own (tokens picked by hand, appended exactly as they
+    /// are rather than re-tokenized with the text).
+    append: Vec<u32>,
 }
 
 #[derive(Deserialize)]
@@ -1026,8 +1033,8 @@ struct AttentionOptions {
     head: usize,
 }
 
-/// What the model predicts after `prompt` (`<|bos|>` and its tokens), on the backend that
-/// trains it: {tokens: [{id, text}], probs (V, at temperature 1), temperature, top:
+/// What the model predicts after `prompt` (`<|bos|>`, its tokens, then the ids `append`),
+/// on the backend that trains it: {tokens: [{id, text}], probs (V, at temperature 1), temperature, top:
 /// [{id, text, p, pAtTemperature}] (the topK most likely), attention: {layer, head,
 /// weights (T×T, query rows)} or null}. Nothing is kept: a closed view costs nothing.
 #[wasm_bindgen(js_name = inspectNext)]
@@ -1037,20 +1044,25 @@ pub async fn inspect_next(prompt: String, options: JsValue) -> Result<JsValue, J
     let head = o.attention.as_ref().map(|a| crate::inspect::HeadRef { layer: a.layer, head: a.head });
     let mut run = take_run()?;
     let result = with_run!(&mut run, r => async {
-        let ids = r.prompt_ids(&prompt)?;
-        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head).await?;
+        let mut ids = r.prompt_ids(&prompt)?;
         let v = r.model.config.vocab_size;
+        if let Some(bad) = o.append.iter().find(|&&id| id as usize >= v) {
+            return Err(KilnError::Config(format!("token {bad} is past the vocabulary of {v}")));
+        }
+        ids.extend(&o.append);
+        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head).await?;
         let at_temperature = crate::inspect::softmax(&look.logits[look.logits.len() - v..], temperature);
-        let piece = |id: u32| serde_json::json!({"id": id, "text": r.tokenizer.token_text(id)});
         let top: Vec<_> = crate::inspect::top_k(&look.probs, o.top_k.unwrap_or(crate::inspect::TOP_K))
             .into_iter()
-            .map(|id| serde_json::json!({
-                "id": id, "text": r.tokenizer.token_text(id),
-                "p": look.probs[id as usize], "pAtTemperature": at_temperature[id as usize],
-            }))
+            .map(|id| {
+                let mut x = piece(&r.tokenizer, id);
+                x["p"] = look.probs[id as usize].into();
+                x["pAtTemperature"] = at_temperature[id as usize].into();
+                x
+            })
             .collect();
         Ok::<_, KilnError>(serde_json::json!({
-            "tokens": look.ids.iter().map(|&id| piece(id)).collect::<Vec<_>>(),
+            "tokens": look.ids.iter().map(|&id| piece(&r.tokenizer, id)).collect::<Vec<_>>(),
             "probs": look.probs, "temperature": temperature, "top": top,
             "attention": o.attention.as_ref().zip(look.attention).map(|(a, weights)| serde_json::json!({
                 "layer": a.layer, "head": a.head, "weights": weights,
@@ -1073,9 +1085,7 @@ pub async fn inspect_row() -> Result<JsValue, JsValue> {
             return Ok::<_, KilnError>(serde_json::Value::Null);
         };
         let out = crate::inspect::row_losses(&mut r.be, &r.model, &row).await?;
-        let pieces = |ids: &[u32]| -> Vec<_> {
-            ids.iter().map(|&id| serde_json::json!({"id": id, "text": r.tokenizer.token_text(id)})).collect()
-        };
+        let pieces = |ids: &[u32]| -> Vec<_> { ids.iter().map(|&id| piece(&r.tokenizer, id)).collect() };
         Ok(serde_json::json!({
             "stage": r.stage.as_ref().map(|s| s.kind().name()),
             "inputs": pieces(&out.inputs), "targets": pieces(&out.targets), "losses": out.losses,

@@ -1,19 +1,67 @@
 // The Kiln demo page, built on the kiln-llm package (lib/kiln.js). Everything the model
-// produces is written with textContent: nothing is ever parsed as HTML.
+// produces is written with textContent: nothing is ever parsed as HTML. The page's own
+// words come from i18n.js (English or Chinese); data goes in untranslated (content()).
 import { Kiln } from './lib/kiln.js';
 import uPlot from './vendor/uPlot.esm.js';
+import { t, tParts, content, num, numberLocale, hasMessage, onLanguageChange, startI18n } from './i18n.js';
+import { setUpViews } from './views.js';
 
 const $ = (id) => document.getElementById(id);
 const fmt = (x, digits = 4) => (x == null || Number.isNaN(x) ? '–' : Number(x).toFixed(digits));
 const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+const dateTime = (at) => new Date(at).toLocaleString(numberLocale());
 
 // What tests (and curious people) can read: window.kilnApp.
-const app = { kiln: null, backend: null, defaults: null, tokenizer: null, model: null, training: false, progress: [], error: null, chat: [] };
+const app = { kiln: null, backend: null, defaults: null, tokenizer: null, model: null, training: false, progress: [], error: null, chat: [], done: {} };
+/** The views of the inside (views.js): refresh(reason) after anything that changes the model. */
+let views = { refresh: async () => {}, stageMap: () => {}, readCompare: async () => {} };
 window.kilnApp = app;
+
+// ---------------------------------------------------------------- words
+
+/** The lines that show state, by element id: how to draw each, so a language switch
+ * redraws them from the values they were last drawn with. */
+const lines = new Map();
+
+/** Shows `draw()` (a string, or a list of strings and nodes) in element `id`, now and
+ * again after each language switch. */
+function say(id, draw) {
+  lines.set(id, draw);
+  const parts = draw();
+  $(id).replaceChildren(...(Array.isArray(parts) ? parts : [parts]));
+}
+
+onLanguageChange(() => {
+  for (const id of lines.keys()) say(id, lines.get(id));
+  redrawCharts();
+  rewordStepLines();
+  showAutosaves().catch(() => {});
+  if (app.rankings) showRankList();
+  if (rank.current) renderCards();
+  // the tokens' titles say 'token 12' in words
+  showTokens().catch(() => {});
+  showSftExample().catch(() => {});
+  // made in JS, not from the HTML
+  for (const button of document.querySelectorAll('#sft-table button')) Object.assign(button, { textContent: t('sft.removeRow'), title: t('sft.removeRowTitle') });
+});
+
+/** An error of the page's own, worded by message `key` (shown in the chosen language). */
+function pageError(key, code, vars = {}) {
+  return Object.assign(new Error(t(key, vars)), { code, i18n: { key, vars } });
+}
+
+/** The kind of an error in words ('[data] …'): the core's codes have names, others show as they are. */
+const codeLabel = (code) => (hasMessage(`error.code.${code}`) ? t(`error.code.${code}`) : code);
 
 function showError(error) {
   app.error = error ? String(error.message ?? error) : null;
-  $('error').textContent = app.error ? `${error.code ? `[${error.code}] ` : ''}${app.error}` : '';
+  if (!error) {
+    say('error', () => '');
+    return;
+  }
+  // the page's own errors in the chosen language; the core's message as it came
+  const message = () => (error.i18n ? t(error.i18n.key, error.i18n.vars) : content(app.error));
+  say('error', () => (error.code ? tParts('error.withCode', { code: codeLabel(error.code), message: message() }) : message()));
 }
 
 async function guard(fn) {
@@ -29,14 +77,15 @@ async function guard(fn) {
 // ---------------------------------------------------------------- text
 
 function showCorpus(info) {
-  $('corpus-stats').textContent =
-    `${info.bytes.toLocaleString()} bytes · ${info.characters.toLocaleString()} characters · ${info.documents.toLocaleString()} documents`;
+  say('corpus-stats', () => t('text.stats', { bytes: num(info.bytes), characters: num(info.characters), documents: num(info.documents) }));
   $('corpus-preview').textContent = info.preview + (info.characters > info.preview.length ? ' …' : '');
   app.tokenizer = null;
   app.model = null;
-  $('tok-stats').textContent = 'Train a tokenizer on this text.';
+  app.done = {};
+  views.stageMap();
+  say('tok-stats', () => t('tokenizer.trainPrompt'));
   $('tok-view').replaceChildren();
-  $('model-stats').textContent = '';
+  say('model-stats', () => '');
 }
 
 async function chooseSource() {
@@ -48,6 +97,7 @@ async function chooseSource() {
     await guard(async () => showCorpus(await app.kiln.useDefaultCorpus(source)));
     $('tok-sample').value = source === 'zh' ? '从前，有一只可爱的小狐狸。' : 'Once upon a time, there was a little fox.';
     $('prompt').value = source === 'zh' ? '从前' : 'Once upon a time';
+    $('next-prompt').value = $('prompt').value;
   }
 }
 
@@ -56,14 +106,17 @@ async function chooseSource() {
 async function trainTokenizer() {
   const kind = $('tok-kind').value;
   const vocabSize = kind === 'bpe' ? Number($('tok-vocab').value) : undefined;
-  $('tok-stats').textContent = 'Training the tokenizer…';
+  say('tok-stats', () => t('tokenizer.training'));
   const info = await app.kiln.trainTokenizer(null, { kind, vocabSize });
   app.tokenizer = info;
   app.model = null;
-  $('tok-stats').textContent = `${info.kind === 'bpe' ? 'Byte-level BPE' : 'Character'} vocabulary of ${info.vocabSize} tokens (8 special).`;
+  say('tok-stats', () => t(info.kind === 'bpe' ? 'tokenizer.statsBpe' : 'tokenizer.statsChar', { size: info.vocabSize }));
+  app.done = {};
   await showTokens();
   await estimate();
   await showSftExample();
+  await views.readCompare();
+  views.stageMap();
 }
 
 async function showTokens() {
@@ -72,7 +125,7 @@ async function showTokens() {
   $('tok-view').replaceChildren(...pieces.map(({ id, text }) => {
     const span = document.createElement('span');
     span.textContent = text;
-    span.title = `token ${id}`;
+    span.title = t('tokenizer.tokenTitle', { id });
     return span;
   }));
 }
@@ -93,29 +146,39 @@ const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
 /** Says where the last autosave stands (each train call passes this as onAutosave). */
 function onAutosave(saved) {
   if (saved.error) {
-    $('autosave-status').textContent = `Autosave failed: ${saved.error}`;
+    // the package's explanation (a full quota says what to do), as it came
+    say('autosave-status', () => tParts('autosave.failed', { error: content(saved.error) }));
     return;
   }
   app.lastAutosave = saved;
-  const at = new Date().toLocaleTimeString();
-  $('autosave-status').textContent = `Autosaved ${saved.stage ?? 'the run'} at step ${saved.step} (${mib(saved.bytes)}) at ${at}.`;
+  const at = Date.now();
+  say('autosave-status', () => t('autosave.saved', {
+    stage: saved.stage ? stageName(saved.stage) : t('autosave.theRun'), step: saved.step, size: mib(saved.bytes),
+    time: new Date(at).toLocaleTimeString(numberLocale()),
+  }));
   showAutosaves();
 }
 
-const describeAutosave = (a) =>
-  `${a.stage ?? 'a run'} at step ${a.step}${a.steps ? ` of ${a.steps}` : ''}, saved ${new Date(a.savedAt).toLocaleString()} (${mib(a.bytes)})`;
+/** A stage's name in words ('pretrain' stays 'pretrain' in English, the names the tests read). */
+const stageName = (stage) => (hasMessage(`stage.${stage}`) ? t(`stage.${stage}`) : stage);
+
+/** An autosave in words: its stage, step and date (the date in its own span, as data). */
+const describeAutosave = (a) => tParts(a.steps ? 'autosave.describeOf' : 'autosave.describe', {
+  stage: a.stage ? stageName(a.stage) : t('autosave.aRun'), step: a.step, steps: a.steps ?? '',
+  date: content(dateTime(a.savedAt)), size: mib(a.bytes),
+});
 
 /** Lists the autosaves with Resume and Delete; returns them. */
 async function showAutosaves() {
   const saves = await app.kiln.listAutosaves();
   $('autosave-list').replaceChildren(...saves.map((a) => {
     const li = document.createElement('li');
-    li.textContent = describeAutosave(a);
+    li.append(...describeAutosave(a));
     const resume = document.createElement('button');
-    resume.textContent = 'Resume';
+    resume.textContent = t('common.resume');
     resume.addEventListener('click', () => guard(() => restoreRun(a)));
     const remove = document.createElement('button');
-    remove.textContent = 'Delete';
+    remove.textContent = t('autosave.delete');
     remove.addEventListener('click', () => guard(async () => { await app.kiln.deleteAutosave(a.id); await showAutosaves(); }));
     li.append(resume, remove);
     return li;
@@ -126,21 +189,29 @@ async function showAutosaves() {
 /** Continues an autosaved run: the page shows its model, curve and stage; Start (or
  * Fine-tune) goes on from its step. */
 async function restoreRun(saved) {
-  if (app.training) throw Object.assign(new Error('stop the training run first'), { code: 'busy' });
+  if (app.training) throw pageError('error.stopFirst', 'busy');
   const info = await app.kiln.restoreAutosave(saved.id);
   $('autosave-offer').hidden = true;
   app.model = info;
   app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'restored' };
   const c = info.config;
-  $('tok-stats').textContent = `Restored tokenizer: ${c.vocab_size} tokens.`;
-  $('model-stats').textContent = `Restored model: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size} — ${info.params.toLocaleString()} parameters.`;
+  say('tok-stats', () => t('tokenizer.restored', { size: c.vocab_size }));
+  say('model-stats', () => t('model.restored', { ...sizes(c), params: num(info.params) }));
   resetChart();
   for (const point of info.history) onProgress({ stage: info.stage, step: point.step, steps: saved.steps ?? point.step, loss: point.loss, valLoss: point.val_loss, lr: 0, tokensPerS: 0, etaS: 0 });
   if (saved.steps) $(info.stage === 'sft' ? 'sft-steps' : 'steps').value = String(saved.steps);
   app.restored = info;
+  app.done = { [info.stage === 'sft' || info.stage === 'pretrain' ? info.stage : 'align']: info.step };
   if (info.stage === 'sft') app.sftSource = sftSource();
-  $('autosave-status').textContent = `Resumed ${info.stage} at step ${info.step}${saved.steps ? ` of ${saved.steps}` : ''} from the autosave of ${new Date(saved.savedAt).toLocaleString()}. ${info.stage === 'sft' ? 'Fine-tune' : info.stage === 'pretrain' ? 'Start' : 'Its stage button'} continues it.${info.note ? ` Note: ${info.note}.` : ''}`;
+  const button = { sft: 'sft.start', pretrain: 'train.start' }[info.stage];
+  say('autosave-status', () => tParts(saved.steps ? 'autosave.resumedOf' : 'autosave.resumed', {
+    stage: stageName(info.stage), step: info.step, steps: saved.steps ?? '', date: content(dateTime(saved.savedAt)),
+    next: button ? t('autosave.continueWith', { button: t(button) }) : t('autosave.continueStage'),
+    // the core's note, as it came
+    note: info.note ? tParts('autosave.note', { note: content(info.note) }) : '',
+  }));
   await showTokens().catch(() => {});
+  await views.refresh('model');
 }
 
 /** On opening the page: offers to resume the newest autosave. */
@@ -148,7 +219,7 @@ async function offerResume() {
   const saves = await showAutosaves();
   if (!saves.length) return;
   const newest = saves[0];
-  $('autosave-text').textContent = `Your last run was autosaved in this browser: ${describeAutosave(newest)}. Resume it?`;
+  say('autosave-text', () => tParts('autosave.offer', { run: describeAutosave(newest) }));
   $('autosave-offer').hidden = false;
   $('autosave-resume').onclick = () => guard(() => restoreRun(newest));
   $('autosave-dismiss').onclick = () => { $('autosave-offer').hidden = true; };
@@ -165,6 +236,7 @@ function showDefaults(d) {
   [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
   [$('temperature').value, $('top-k').value] = [d.sampling.temperature, d.sampling.top_k];
   $('chat-temperature').value = d.chat.temperature;
+  $('next-temperature').value = $('next-temperature-value').textContent = Number(d.sampling.temperature.toFixed(2));
   const ppo = d.training.ppo;
   [$('rank-k').value, $('rank-temperature').value, $('rank-top-k').value, $('rank-top-p').value] = [ppo.answersPerPrompt, ppo.temperature, ppo.topK, ppo.topP];
   setPreset('tiny');
@@ -177,49 +249,61 @@ function setPreset(name) {
 
 async function estimate() {
   if (!app.tokenizer) {
-    $('model-estimate').textContent = 'Train a tokenizer to see the model\'s size.';
+    say('model-estimate', () => t('model.estimatePrompt'));
     return;
   }
   await guard(async () => {
     const e = await app.kiln.estimateModel(modelOptions(), { batchSize: Number($('batch').value) });
-    $('model-estimate').textContent = e.fits
-      ? `${e.params.toLocaleString()} parameters · needs ${e.memory}`
-      : `Too large for this device: ${e.problem}`;
+    // the memory breakdown and the refusal are the core's words
+    say('model-estimate', () => (e.fits
+      ? tParts('model.estimate', { params: num(e.params), memory: content(e.memory) })
+      : tParts('model.tooLarge', { problem: content(e.problem) })));
     $('model-estimate').classList.toggle('error', !e.fits);
   });
 }
 
 /** The badge: where models train, and why (with auto's two figures once a model is made). */
 function showBackend(b) {
-  const badge = $('backend');
-  badge.className = `badge ${b.kind}`;
-  const why = b.reason ? ` — ${b.reason}` : '';
-  const threads = b.threads > 1 ? `, ${b.threads} threads` : ', one thread';
-  if (b.kind === 'cpu') badge.textContent = `Training on the CPU (WebAssembly${threads})${why}`;
-  else if (b.software) badge.textContent = `Training on software WebGPU (${b.adapter}), not a GPU${why}`;
-  else badge.textContent = `Training on your GPU with WebGPU: ${b.adapter}${why}`;
+  $('backend').className = `badge ${b.kind}`;
+  say('backend', () => {
+    // the core's reason and the adapter's name are data
+    const why = b.reason ? tParts('backend.why', { reason: content(b.reason) }) : '';
+    const threads = b.threads > 1 ? t('backend.threads', { n: b.threads }) : t('backend.oneThread');
+    if (b.kind === 'cpu') return tParts('backend.cpu', { threads, why });
+    return tParts(b.software ? 'backend.software' : 'backend.gpu', { adapter: content(b.adapter), why });
+  });
 }
+
+/** A model's shape, for the model.* lines. */
+const sizes = (c) => ({ layers: c.n_layer, heads: c.n_head, width: c.n_embd, context: c.block_size });
 
 async function createModel() {
   if (!app.tokenizer) await trainTokenizer();
-  if (app.backend.auto) $('model-stats').textContent = 'Timing this model on WebGPU and on the CPU …';
+  if (app.backend.auto) say('model-stats', () => t('model.timing'));
   const info = await app.kiln.createModel(modelOptions(), trainingOptions());
   app.model = info;
   if (info.backend) showBackend(app.backend = info.backend);
   resetChart();
   const c = info.config;
-  $('model-stats').textContent = `Model ready: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size}, vocabulary ${c.vocab_size} — ${info.params.toLocaleString()} parameters, ${info.memory}; ${info.trainRows.toLocaleString()} training rows, ${info.valRows.toLocaleString()} validation rows.`;
+  say('model-stats', () => tParts('model.ready', {
+    ...sizes(c), vocab: c.vocab_size, params: num(info.params), memory: content(info.memory),
+    trainRows: num(info.trainRows), valRows: num(info.valRows),
+  }));
+  app.done = {};
+  await views.refresh('model');
 }
 
 // ---------------------------------------------------------------- training
 
-const plot = new uPlot({
+// The charts' labels are words too: a language switch makes each chart again with its data.
+const lossChart = () => ({
   width: Math.min(900, document.body.clientWidth - 40),
   height: 240,
   scales: { x: { time: false } },
-  axes: [{ label: 'step' }, { label: 'loss (nats/token)' }],
-  series: [{}, { label: 'training', stroke: '#b4461e', width: 2 }, { label: 'validation', stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
-}, [[], [], []], $('chart'));
+  axes: [{ label: t('chart.step') }, { label: t('chart.loss') }],
+  series: [{ label: t('chart.value') }, { label: t('chart.training'), stroke: '#b4461e', width: 2 }, { label: t('chart.validation'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+});
+let plot = new uPlot(lossChart(), [[], [], []], $('chart'));
 
 function setButtons(state) {
   // While a run is going, the text, tokenizer and model stay as they are.
@@ -246,32 +330,49 @@ function onProgress(p) {
   if (p.event) {
     // the divergence guard or a worker recovery: said, and the curve cut back to its step
     app.events = [...(app.events ?? []), p.event];
-    $('train-stats').textContent = `${p.event}.`;
+    say('train-stats', () => tParts('train.event', { event: content(p.event) }));
     app.progress = app.progress.filter((q) => q.step <= p.step);
     const [xs, loss, val] = plot.data;
     const keep = xs.filter((x) => x <= p.step).length;
     plot.setData([xs.slice(0, keep), loss.slice(0, keep), val.slice(0, keep)]);
-    const li = document.createElement('li');
+    const li = stepLine(p.step, p.event);
     li.className = 'event';
-    li.textContent = `step ${p.step}: ${p.event}`;
     $('samples').prepend(li);
     return;
   }
   app.progress.push(p);
+  app.stage = p.stage;
+  app.done[p.stage] = p.step;
+  guard(() => views.refresh('progress', p));
   if (p.loss != null || p.valLoss != null) {
     const [xs, loss, val] = plot.data;
     plot.setData([[...xs, p.step], [...loss, p.loss], [...val, p.valLoss]]);
   }
   const last = app.progress.findLast((q) => q.loss != null);
   const lastVal = app.progress.findLast((q) => q.valLoss != null);
-  const stats = `step ${p.step}/${p.steps} · loss ${fmt(last?.loss)} · validation ${fmt(lastVal?.valLoss)} · ${Math.round(p.tokensPerS).toLocaleString()} tokens/s · ETA ${Math.round(p.etaS)} s · lr ${p.lr.toExponential(2)}${p.memoryPeakBytes != null ? ` · GPU memory ${(p.memoryPeakBytes / 2 ** 20).toFixed(1)} MiB` : ''}`;
-  $('train-stats').textContent = stats;
-  $('stage-name').textContent = p.stage === 'sft' ? '— fine-tuning' : '— pretraining';
-  if (p.stage === 'sft') $('sft-stats').textContent = stats;
-  if (p.sample != null) {
-    const li = document.createElement('li');
-    li.textContent = `step ${p.step}: ${p.sample}`;
-    $('samples').prepend(li);
+  const stats = () => t('train.stats', {
+    step: p.step, steps: p.steps, loss: fmt(last?.loss), validation: fmt(lastVal?.valLoss),
+    speed: num(Math.round(p.tokensPerS)), eta: Math.round(p.etaS), lr: p.lr.toExponential(2),
+    memory: p.memoryPeakBytes != null ? t('train.gpuMemory', { size: mib(p.memoryPeakBytes) }) : '',
+  });
+  say('train-stats', stats);
+  say('stage-name', () => t(p.stage === 'sft' ? 'train.stageSft' : 'train.stagePretrain'));
+  if (p.stage === 'sft') say('sft-stats', stats);
+  if (p.sample != null) $('samples').prepend(stepLine(p.step, p.sample));
+}
+
+/** A list item 'step 40: <text>', the text (a sample, or the core's event) as data. */
+function stepLine(step, text) {
+  const li = document.createElement('li');
+  li.dataset.step = String(step);
+  li.append(...tParts('train.stepLine', { step, text: content(text) }));
+  return li;
+}
+
+/** Rewords the samples' 'step 40:' after a language switch, their text kept. */
+function rewordStepLines() {
+  for (const li of document.querySelectorAll('li[data-step]')) {
+    li.replaceChildren(...tParts('train.stepLine', { step: li.dataset.step, text: li.querySelector('[data-content]') }));
   }
 }
 
@@ -286,6 +387,7 @@ async function start() {
   });
   app.training = false;
   setButtons('idle');
+  await guard(() => views.refresh('done'));
 }
 
 // ---------------------------------------------------------------- fine-tuning
@@ -303,8 +405,8 @@ function addExampleRow(instruction = '', response = '') {
     tr.append(td);
   }
   const remove = document.createElement('button');
-  remove.textContent = '×';
-  remove.title = 'Remove this example';
+  remove.textContent = t('sft.removeRow');
+  remove.title = t('sft.removeRowTitle');
   remove.addEventListener('click', () => { tr.remove(); guard(showSftExample); });
   const td = document.createElement('td');
   td.append(remove);
@@ -324,11 +426,11 @@ function sftData() {
   if (source === 'en' || source === 'zh') return { lang: source };
   if (source === 'file') {
     const file = $('sft-file').files[0];
-    if (!file) throw Object.assign(new Error('choose a JSONL file first'), { code: 'data' });
+    if (!file) throw pageError('error.chooseJsonl', 'data');
     return { data: file };
   }
   const rows = tableRows();
-  if (rows.length < 2) throw Object.assign(new Error('write at least two examples (one is held out for validation)'), { code: 'data' });
+  if (rows.length < 2) throw pageError('error.twoExamples', 'data');
   return { data: rows.map(([prompt, completion]) => JSON.stringify({ prompt, completion })).join('\n') };
 }
 
@@ -363,35 +465,39 @@ async function showSftExample() {
   $('sft-example').replaceChildren(...pieces.map(({ id, text, supervised }) => {
     const span = document.createElement('span');
     span.textContent = text;
-    span.title = `token ${id} — ${supervised ? 'learnt' : 'masked (weight 0)'}`;
+    span.title = t(supervised ? 'sft.tokenLearnt' : 'sft.tokenMasked', { id });
     if (supervised) span.className = 'sup';
     return span;
   }));
 }
 
+/** ' Skipped 2 lines: …' after a line of stats, the core's reasons as data; nothing when none were. */
+const skippedLines = (skipped) => (skipped?.length
+  ? tParts('common.skipped', { count: skipped.length, lines: content(skipped.slice(0, 5).join('; ')) }) : '');
+
 async function fineTune() {
   setButtons('running');
   await guard(async () => {
-    if (!app.model) throw Object.assign(new Error('create (and pretrain) or import a model first'), { code: 'config' });
+    if (!app.model) throw pageError('error.modelBeforeSft', 'config');
     const last = app.progress.at(-1);
     const unfinished = last?.stage === 'sft' && last.step < last.steps && app.sftSource === sftSource();
     if (!unfinished) resetChart();
     app.sftSource = sftSource();
     app.training = true;
-    $('sft-stats').textContent = 'Preparing the conversations…';
+    say('sft-stats', () => t('sft.preparing'));
     await app.kiln.train({
       stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
       steps: Number($('sft-steps').value), lr: Number($('sft-lr').value), ...PAGE_CADENCE, sampleEvery: 25,
       onProgress, onAutosave,
       onStage: (info) => {
-        const skipped = info.skipped?.length ? ` Skipped ${info.skipped.length} lines: ${info.skipped.slice(0, 5).join('; ')}` : '';
-        $('sft-stats').textContent = `Fine-tuning on ${info.trainRows.toLocaleString()} conversations, validating on ${info.valRows.toLocaleString()}.${skipped}`;
+        say('sft-stats', () => tParts('sft.stats', { train: num(info.trainRows), validation: num(info.valRows), skipped: skippedLines(info.skipped) }));
         app.sftInfo = info;
       },
     });
   });
   app.training = false;
   setButtons('idle');
+  await guard(() => views.refresh('done'));
 }
 
 
@@ -404,7 +510,7 @@ const RANKINGS_KEY = 'kiln.rankings';
 const IN_PROGRESS_KEY = 'kiln.ranking-in-progress';
 /** Held-out questions the before/after view answers (the first ones of the split). */
 const BEFORE_AFTER = 4;
-const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null };
+const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null, note: null };
 
 function loadRankings() {
   try {
@@ -419,21 +525,38 @@ function saveRankings(list) {
   app.rankings = list;
   localStorage.setItem(RANKINGS_KEY, JSON.stringify(list));
   showRankings();
+  views.stageMap();
 }
 
 const rankingsJsonl = () => app.rankings.map((r) => JSON.stringify(r)).join('\n') + (app.rankings.length ? '\n' : '');
 
+/** Shows the count of rankings, with `note` (what the last file read or import did) after it. */
+function showRankCount(note = null) {
+  rank.note = note;
+  say('rank-count', () => {
+    const ranked = app.rankings.filter((r) => r.verdict === 'ranked').length;
+    const other = app.rankings.length - ranked;
+    const count = other ? t('rank.countWithOther', { ranked, other }) : t('rank.count', { ranked });
+    return [count, ...(rank.note?.() ?? [])];
+  });
+}
+
 function showRankings() {
-  const ranked = app.rankings.filter((r) => r.verdict === 'ranked').length;
-  const other = app.rankings.length - ranked;
-  $('rank-count').textContent = `${ranked} prompts ranked${other ? `, ${other} skipped or all bad` : ''}.`;
+  showRankCount();
+  showRankList();
+}
+
+function showRankList() {
   const items = app.rankings.map((r, i) => {
     const li = document.createElement('li');
     const order = r.answers.map((a, j) => [r.ranks[j], a]).sort((x, y) => x[0] - y[0]);
-    const what = r.verdict === 'ranked' ? order.map(([k, a]) => `${k}. ${a}`).join('  ') : r.verdict.replace('_', ' ');
-    li.textContent = `${r.prompt.at(-1)?.content ?? ''} → ${what} `;
+    // the prompt and the answers are data; a verdict other than a ranking is the page's word
+    const what = r.verdict === 'ranked'
+      ? content(order.map(([k, a]) => `${k}. ${a}`).join('  '))
+      : (hasMessage(`rank.verdict.${r.verdict}`) ? t(`rank.verdict.${r.verdict}`) : r.verdict);
+    li.append(content(r.prompt.at(-1)?.content ?? ''), ' → ', what, ' ');
     const edit = document.createElement('button');
-    edit.textContent = 'Edit';
+    edit.textContent = t('rank.edit');
     edit.addEventListener('click', () => editRanking(i));
     li.append(edit);
     return li;
@@ -448,11 +571,11 @@ async function nextPrompt() {
   const source = rankSource();
   if (source === 'typed') {
     const text = $('rank-typed').value.trim();
-    if (!text) throw Object.assign(new Error('type a prompt first'), { code: 'data' });
+    if (!text) throw pageError('error.typePrompt', 'data');
     return [{ role: 'user', content: text }];
   }
   if (source === 'file') {
-    if (!rank.prompts.length) throw Object.assign(new Error('open a JSONL file of prompts first'), { code: 'data' });
+    if (!rank.prompts.length) throw pageError('error.openPrompts', 'data');
   } else if (!rank.prompts.length || rank.source !== 'builtin') {
     // held-out questions the fine-tuning never showed, past the first few that the
     // before/after view answers
@@ -466,13 +589,13 @@ async function nextPrompt() {
 }
 
 async function sampleAnswers() {
-  if (!app.model) throw Object.assign(new Error('create (and fine-tune) or import a model first'), { code: 'config' });
+  if (!app.model) throw pageError('error.modelBeforeRank', 'config');
   const prompt = await nextPrompt();
   const options = {
     k: Number($('rank-k').value), temperature: Number($('rank-temperature').value),
     topK: Number($('rank-top-k').value), topP: Number($('rank-top-p').value), seed: Date.now() % 1e9,
   };
-  $('rank-question').textContent = 'Sampling…';
+  $('rank-question').textContent = t('rank.sampling');
   const candidates = await app.kiln.sampleCandidates(prompt, options);
   showCandidates({ prompt, answers: candidates.map((c) => c.text), ranks: candidates.map((_, i) => i + 1) }, null);
 }
@@ -481,7 +604,7 @@ async function sampleAnswers() {
 function showCandidates(ranking, editing) {
   rank.current = { ...ranking, ranks: [...ranking.ranks], changed: editing != null };
   rank.editing = editing;
-  $('rank-question').textContent = ranking.prompt.at(-1)?.content ?? '';
+  $('rank-question').replaceChildren(content(ranking.prompt.at(-1)?.content ?? ''));
   renderCards();
   for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = false;
   $('rank-cards').firstElementChild?.focus();
@@ -499,8 +622,8 @@ function renderCards(focusAnswer) {
     const badge = document.createElement('span');
     badge.className = 'rank';
     badge.textContent = String(c.ranks[i]);
-    li.append(badge, document.createTextNode(c.answers[i] || '(empty)'));
-    li.setAttribute('aria-label', `rank ${c.ranks[i]}: ${c.answers[i]}`);
+    li.append(badge, c.answers[i] ? content(c.answers[i]) : t('rank.empty'));
+    li.setAttribute('aria-label', t('rank.cardLabel', { rank: c.ranks[i], answer: c.answers[i] }));
     return li;
   });
   $('rank-cards').replaceChildren(...cards);
@@ -540,7 +663,7 @@ function submitRanking(verdict) {
   const c = rank.current;
   if (!c) return;
   if (verdict === 'ranked' && !c.changed
-      && !window.confirm('The answers are still in the order they were sampled. Submit this order as your ranking?')) return;
+      && !window.confirm(t('rank.confirmUnchanged'))) return;
   // ranks become 1.. dense-free as given (ties stay ties)
   const entry = { prompt: c.prompt, answers: c.answers, ranks: c.ranks, verdict };
   const list = [...app.rankings];
@@ -588,30 +711,47 @@ function download(name, text) {
 async function importRankings(file) {
   const read = await app.kiln.checkRankings(file);
   saveRankings([...app.rankings, ...read.rankings]);
-  const skipped = read.skipped.length ? ` Skipped ${read.skipped.length} lines: ${read.skipped.slice(0, 5).join('; ')}` : '';
-  $('rank-count').textContent += ` Imported ${read.rankings.length} rankings (${read.pairs} pairs).${skipped}`;
+  showRankCount(() => [...tParts('rank.imported', { count: read.rankings.length, pairs: read.pairs }), ...[skippedLines(read.skipped)].flat()]);
 }
 
 // ---------------------------------------------------------------- alignment
 
-const alignPlot = new uPlot({
+const alignChart = () => ({
   width: Math.min(960, document.body.clientWidth - 40), height: 220,
   scales: { x: { time: false } },
-  axes: [{ label: 'step' }, { label: 'reward · KL · accuracy' }],
-  series: [{}, { label: 'reward', stroke: '#b4461e', width: 2, spanGaps: true },
+  axes: [{ label: t('chart.step') }, { label: t('chart.alignAxis') }],
+  series: [{ label: t('chart.value') }, { label: t('chart.reward'), stroke: '#b4461e', width: 2, spanGaps: true },
     { label: 'KL', stroke: '#6a3d9a', width: 2, spanGaps: true },
-    { label: 'pair accuracy (held out)', stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
-}, [[], [], [], []], $('align-chart'));
+    { label: t('chart.pairAccuracy'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+});
+let alignPlot = new uPlot(alignChart(), [[], [], [], []], $('align-chart'));
 app.alignPlot = alignPlot;
+
+/** Makes both charts again in the current language, with the data they show. */
+function redrawCharts() {
+  const remake = (old, options, where) => {
+    const { data } = old;
+    old.destroy();
+    return new uPlot(options, data, where);
+  };
+  plot = remake(plot, lossChart(), $('chart'));
+  alignPlot = remake(alignPlot, alignChart(), $('align-chart'));
+  app.alignPlot = alignPlot;
+}
+
+/** A preference stage's measure in words (the core's name, e.g. valPairAccuracy, in English). */
+const metricName = (name) => (hasMessage(`align.metric.${name}`) ? t(`align.metric.${name}`) : name);
 
 function onAlignProgress(p) {
   if (p.event) {
     app.events = [...(app.events ?? []), p.event];
-    $('align-stats').textContent = `${p.event}.`;
+    say('align-stats', () => tParts('train.event', { event: content(p.event) }));
     app.progress = app.progress.filter((q) => q.step <= p.step);
     return;
   }
   app.progress.push(p);
+  app.stage = p.stage;
+  guard(() => views.refresh('progress', p));
   const m = p.metrics ?? {};
   const reward = m.meanReward ?? m.rewardMargin ?? null;
   const accuracy = m.valPairAccuracy ?? null;
@@ -620,22 +760,21 @@ function onAlignProgress(p) {
     alignPlot.setData([[...xs, p.step], [...r, reward], [...kl, m.kl ?? null], [...acc, accuracy]]);
   }
   app.alignMetrics = { ...app.alignMetrics, ...m };
-  const shown = Object.entries(app.alignMetrics).map(([k, v]) => `${k} ${fmt(v, 3)}`).join(' · ');
-  $('align-stats').textContent = `${p.stage} step ${p.step}/${p.steps} · loss ${fmt(p.loss)} · ${shown}`;
-  if (p.sample != null) {
-    const li = document.createElement('li');
-    li.textContent = `step ${p.step}: ${p.sample}`;
-    $('align-samples').prepend(li);
-  }
+  const metrics = { ...app.alignMetrics };
+  say('align-stats', () => t('align.stats', {
+    stage: stageName(p.stage), step: p.step, steps: p.steps, loss: fmt(p.loss),
+    metrics: Object.entries(metrics).map(([k, v]) => `${metricName(k)} ${fmt(v, 3)}`).join(' · '),
+  }));
+  if (p.sample != null) $('align-samples').prepend(stepLine(p.step, p.sample));
 }
 
 async function align(stage) {
   setButtons('running');
   await guard(async () => {
-    if (!app.model) throw Object.assign(new Error('create, fine-tune and rank first'), { code: 'config' });
+    if (!app.model) throw pageError('error.modelBeforeAlign', 'config');
     const ranked = app.rankings.filter((r) => r.verdict === 'ranked');
     if (stage !== 'ppo' && ranked.length < 2) {
-      throw Object.assign(new Error(`rank at least 2 prompts first (you have ${ranked.length})`), { code: 'data' });
+      throw pageError('error.rankTwo', 'data', { count: ranked.length });
     }
     app.progress = [];
     app.alignMetrics = {};
@@ -644,14 +783,16 @@ async function align(stage) {
     app.training = true;
     const steps = Number($('align-steps').value) || app.defaults.training[stage].steps;
     const data = ranked.length ? rankingsJsonl() : undefined;
-    $('align-stats').textContent = `Starting ${stage}…`;
+    say('align-stats', () => t('align.starting', { stage: stageName(stage) }));
     const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress, onAutosave });
     app.aligned = stage === 'reward' ? app.aligned : stage;
+    if (stage !== 'reward') app.done.align = last?.step ?? true;
     if (stage === 'reward') app.rewardTrained = true;
     if (last && stage !== 'reward') await compare();
   });
   app.training = false;
   setButtons('idle');
+  await guard(() => views.refresh('done'));
 }
 
 /** The same held-out questions answered by the fine-tuned model and the current one. */
@@ -689,7 +830,7 @@ async function sendChat() {
   if (!content) return;
   $('chat-send').disabled = true;
   await guard(async () => {
-    if (!app.model) throw Object.assign(new Error('create or import a model first'), { code: 'config' });
+    if (!app.model) throw pageError('error.modelFirst', 'config');
     $('chat-input').value = '';
     app.chat.push({ role: 'user', content });
     chatBubble('user', content);
@@ -729,7 +870,7 @@ async function generate() {
   $('generate').disabled = true;
   $('output').textContent = $('prompt').value;
   await guard(async () => {
-    if (!app.model) throw Object.assign(new Error('create or import a model first'), { code: 'config' });
+    if (!app.model) throw pageError('error.modelFirst', 'config');
     const options = { maxTokens: Number($('max-tokens').value), temperature: Number($('temperature').value), topK: Number($('top-k').value) };
     for await (const piece of app.kiln.generate($('prompt').value, options)) {
       $('output').textContent += piece;
@@ -749,19 +890,23 @@ async function exportModel() {
   a.download = 'kiln-model.zip';
   a.click();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
-  $('files-stats').textContent = `Exported kiln-model.zip (${mib(zip.byteLength)}).`;
+  say('files-stats', () => t('files.exported', { name: 'kiln-model.zip', size: mib(zip.byteLength) }));
 }
 
 async function importModel(file) {
   const info = await app.kiln.importModel(file, trainingOptions());
   app.model = info;
   app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'imported' };
-  $('tok-stats').textContent = `Imported tokenizer: ${info.config.vocab_size} tokens.${info.notes?.length ? ` ${info.notes.join(' ')}` : ''}`;
+  // the core's notes on what it changed, as they came
+  const notes = info.notes?.length ? [' ', content(info.notes.join(' '))] : '';
+  say('tok-stats', () => tParts('tokenizer.imported', { size: info.config.vocab_size, notes }));
   await showSftExample();
   await showTokens();
   const c = info.config;
-  $('model-stats').textContent = `Imported model: ${c.n_layer} layers × ${c.n_head} heads × ${c.n_embd} wide, context ${c.block_size} — ${info.params.toLocaleString()} parameters.`;
-  $('files-stats').textContent = `Imported ${file.name} (${mib(file.size)}).`;
+  say('model-stats', () => t('model.imported', { ...sizes(c), params: num(info.params) }));
+  app.done = {};
+  await views.refresh('model');
+  say('files-stats', () => tParts('files.imported', { name: content(file.name), size: mib(file.size) }));
 }
 
 // ---------------------------------------------------------------- wiring
@@ -819,14 +964,15 @@ function wire() {
       const text = await $('rank-file').files[0].text();
       rank.prompts = text.split('\n').filter((l) => l.trim()).map((l, i) => {
         let v;
-        try { v = JSON.parse(l); } catch { throw Object.assign(new Error(`line ${i + 1}: not valid JSON`), { code: 'data' }); }
+        try { v = JSON.parse(l); } catch { throw pageError('error.lineNotJson', 'data', { line: i + 1 }); }
         if (typeof v.prompt === 'string') return [{ role: 'user', content: v.prompt }];
         if (Array.isArray(v.messages)) return v.messages.slice(0, v.messages.findLastIndex((m) => m.role === 'user') + 1);
-        throw Object.assign(new Error(`line ${i + 1}: expected "prompt" or "messages"`), { code: 'data' });
+        throw pageError('error.lineNoPrompt', 'data', { line: i + 1 });
       });
     }
     rank.next = 0;
-    $('rank-count').textContent = `${rank.prompts.length} prompts read.`;
+    const count = rank.prompts.length;
+    say('rank-count', () => t('rank.promptsRead', { count }));
   }));
   $('rank-sample').addEventListener('click', () => guard(sampleAnswers));
   $('rank-submit').addEventListener('click', () => submitRanking('ranked'));
@@ -864,6 +1010,9 @@ function wire() {
 }
 
 async function main() {
+  startI18n($('language'));
+  say('backend', () => t('backend.starting'));
+  say('train-stats', () => t('train.statsEmpty'));
   wire();
   setButtons('idle');
   const query = new URLSearchParams(location.search);
@@ -875,6 +1024,7 @@ async function main() {
     app.backend = app.kiln.backend;
     app.defaults = await app.kiln.defaults();
     showDefaults(app.defaults);
+    views = setUpViews(app, guard);
     app.rankings = loadRankings();
     showRankings();
     addExampleRow('What is the capital of France?', 'Paris.');

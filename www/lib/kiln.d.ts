@@ -223,7 +223,7 @@ export class Kiln {
   /** `text` under a second tokenizer trained on the same corpus (the model's own stays). */
   tokenizeWith(text: string, options?: { kind?: 'bpe' | 'char'; vocabSize?: number }): Promise<{ kind: 'bpe' | 'char'; vocabSize: number; pieces: Token[] }>;
   /** The next token's probabilities after `prompt` (and one head's attention), from the backend that trains. */
-  inspectNext(prompt: string, options?: { topK?: number; temperature?: number; attention?: { layer: number; head: number } }): Promise<NextToken>;
+  inspectNext(prompt: string, options?: { topK?: number; temperature?: number; attention?: { layer: number; head: number }; append?: number[] }): Promise<NextToken>;
   /** The current stage's first training row: inputs, targets (shifted by one) and the loss at each position. */
   inspectRow(): Promise<TrainingRow | null>;
   estimateModel(model?: ModelOptions, options?: { batchSize?: number }): Promise<ModelEstimate>;

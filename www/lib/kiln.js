@@ -160,9 +160,10 @@ export class Kiln {
    * forward pass; nothing is kept): {tokens: [{id, text}], probs (every token's, at
    * temperature 1), temperature, top: [{id, text, p, pAtTemperature}] (the topK most
    * likely), attention: {layer, head, weights (T×T, row t: what token t attends to)} when
-   * `attention` = {layer, head} is given, else null}. */
-  inspectNext(prompt, { topK, temperature, attention } = {}) {
-    return this.#call('inspectNext', [String(prompt), { topK, temperature, attention }]);
+   * `attention` = {layer, head} is given, else null}. `append`: token ids after the
+   * prompt's (picked by hand, kept exactly rather than re-tokenized with the text). */
+  inspectNext(prompt, { topK, temperature, attention, append = [] } = {}) {
+    return this.#call('inspectNext', [String(prompt), { topK, temperature, attention, append }]);
   }
 
   /** The current stage's first training row under the model now: {stage, inputs,
