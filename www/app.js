@@ -234,11 +234,13 @@ function showDefaults(d) {
   const pre = d.training.pretrain;
   [$('steps').value, $('batch').value, $('lr').value, $('seed').value] = [pre.steps, pre.batchSize, pre.lr, pre.seed];
   [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
-  [$('temperature').value, $('top-k').value] = [d.sampling.temperature, d.sampling.top_k];
-  $('chat-temperature').value = d.chat.temperature;
-  $('next-temperature').value = $('next-temperature-value').textContent = Number(d.sampling.temperature.toFixed(2));
+  // the core's f32 defaults, written as they were meant (0.8, not 0.800000011920929)
+  const f32 = (x) => Number(x.toPrecision(6));
+  [$('temperature').value, $('top-k').value] = [f32(d.sampling.temperature), d.sampling.top_k];
+  $('chat-temperature').value = f32(d.chat.temperature);
+  $('next-temperature').value = $('next-temperature-value').textContent = f32(d.sampling.temperature);
   const ppo = d.training.ppo;
-  [$('rank-k').value, $('rank-temperature').value, $('rank-top-k').value, $('rank-top-p').value] = [ppo.answersPerPrompt, ppo.temperature, ppo.topK, ppo.topP];
+  [$('rank-k').value, $('rank-temperature').value, $('rank-top-k').value, $('rank-top-p').value] = [ppo.answersPerPrompt, f32(ppo.temperature), ppo.topK, f32(ppo.topP)];
   setPreset('tiny');
 }
 

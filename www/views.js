@@ -53,12 +53,12 @@ export function setUpViews(app, guard) {
     const wantAttention = open('attention-view');
     if (!app.model || (!wantNext && !wantAttention)) return;
     const attention = wantAttention ? { layer: Number($('att-layer').value), head: Number($('att-head').value) } : undefined;
-    const prompt = $('next-prompt').value.slice(0, $('next-prompt').value.length - picked.reduce((n, x) => n + x.text.length, 0));
-    const result = await app.kiln.inspectNext(prompt, {
-      temperature: Number($('next-temperature').value), attention, append: picked.map((x) => x.id),
-    });
+    const shownPrompt = $('next-prompt').value;
+    const append = picked.map((x) => x.id);
+    const typed = shownPrompt.slice(0, shownPrompt.length - picked.reduce((n, x) => n + x.text.length, 0));
+    const result = await app.kiln.inspectNext(typed, { temperature: Number($('next-temperature').value), attention, append });
     inside.reads += 1;
-    inside.next = { ...result, prompt: $('next-prompt').value };
+    inside.next = { ...result, prompt: shownPrompt };
     if (wantNext) drawBars(result);
     if (result.attention) drawAttention(result);
   });
@@ -109,7 +109,7 @@ export function setUpViews(app, guard) {
     const tokens = r.tokens;
     const n = tokens.length;
     const map = $('att-map');
-    map.style.gridTemplateColumns = `auto repeat(${n}, 1.1rem)`;
+    map.style.gridTemplateColumns = `auto repeat(${n}, 1.6rem)`;
     const cells = [document.createElement('span')];
     for (const key of tokens) {
       const head = tokenSpan(key);

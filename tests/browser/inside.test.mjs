@@ -67,10 +67,11 @@ function checkAttention(att, n) {
 
 const shot = async (page, id) => page.locator(`#${id}`).screenshot({ path: path.join(ARTIFACTS, `inside-${id}.png`) });
 
-/** Every text and text attribute of the page outside data (tokens, model output, the core's words). */
+/** Every text and text attribute of the page outside data (tokens, model output, the core's
+ * words) and code (<|end|>, GPT2LMHeadModel.from_pretrained). */
 const pageWords = (page) => app(page, () => {
   const out = [];
-  const isData = (el) => el.closest('[data-content], script, style, #language, #backend-choice') !== null;
+  const isData = (el) => el.closest('[data-content], code, script, style, #language, #backend-choice') !== null;
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const text = node.textContent.trim();
@@ -104,7 +105,7 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
     await waitFor(page, () => window.kilnApp.tokenizer || window.kilnApp.error);
     await page.fill('#steps', '200');
     await page.click('#start');
-    // the training row, read at the first validation
+    // the training row, first read when the model is made
     await waitFor(page, () => window.kilnApp.inside.row || window.kilnApp.error);
     const firstRow = await app(page, () => window.kilnApp.inside.row);
     await waitFor(page, () => (window.kilnApp.progress.length && !window.kilnApp.training) || window.kilnApp.error);
@@ -114,7 +115,7 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
     for (let i = 0; i + 1 < row.inputs.length; i += 1) assert.equal(row.targets[i].id, row.inputs[i + 1].id, `target ${i} is input ${i + 1}`);
     assert.ok(row.losses.every((l) => Number.isFinite(l) && l > 0), 'pretraining counts every position');
     const mean = (r) => r.losses.reduce((a, b) => a + b, 0) / r.losses.length;
-    console.log(`training row: ${row.inputs.length} positions, mean loss ${mean(firstRow).toFixed(3)} at the first validation, ${mean(row).toFixed(3)} after 200 steps`);
+    console.log(`training row: ${row.inputs.length} positions, mean loss ${mean(firstRow).toFixed(3)} at the first reading, ${mean(row).toFixed(3)} after 200 steps`);
     assert.ok(mean(row) < mean(firstRow), 'the row\'s losses fall as the model trains');
     assert.equal(await page.locator('#row-table tr').count(), 3);
 
