@@ -268,12 +268,27 @@ impl Tokenizer {
         self.inner.decode(ids, true).map_err(err)
     }
 
-    /// The token's text (for showing a split): a special token by its name, `<|bos|>`.
+    /// The token's text (for showing a split): a special token by its name, `<|bos|>`; a
+    /// byte-level token that holds part of a character shows those bytes, `<0xE5>`, where
+    /// decoding alone would give U+FFFD.
     pub fn token_text(&self, id: u32) -> String {
-        match SPECIAL_TOKENS.get(id as usize) {
-            Some(name) => name.to_string(),
-            None => self.decode(&[id]).unwrap_or_default(),
+        if let Some(name) = SPECIAL_TOKENS.get(id as usize) {
+            return name.to_string();
         }
+        let text = self.decode(&[id]).unwrap_or_default();
+        if !text.contains('\u{FFFD}') || self.kind() != TokenizerKind::Bpe {
+            return text;
+        }
+        let stored = self.inner.id_to_token(id).unwrap_or_default();
+        let Some(bytes) = stored.chars().map(byte_of).collect::<Option<Vec<u8>>>() else { return text };
+        let mut out = String::new();
+        for chunk in bytes.utf8_chunks() {
+            out.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                out.push_str(&format!("<0x{b:02X}>"));
+            }
+        }
+        out
     }
 
     pub fn kind(&self) -> TokenizerKind {
@@ -282,6 +297,16 @@ impl Tokenizer {
         } else {
             TokenizerKind::Char
         }
+    }
+}
+
+/// The byte a character of a byte-level BPE vocabulary stands for (GPT-2's alphabet:
+/// printable bytes are themselves, the other 68 are moved to U+0100 onwards, in order).
+fn byte_of(c: char) -> Option<u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    match u32::from(c) {
+        code @ 0..=255 if printable(code as u8) => Some(code as u8),
+        code => (0..=255u8).filter(|&b| !printable(b)).nth(code.checked_sub(256)? as usize),
     }
 }
 

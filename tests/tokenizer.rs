@@ -29,6 +29,41 @@ fn byte_level_bpe_round_trips_english_and_chinese() {
 }
 
 #[test]
+fn token_text_names_special_tokens_and_shows_the_bytes_of_part_characters() {
+    let tok = Tokenizer::train(&documents(&corpus(Language::Chinese)), TokenizerKind::Bpe, Some(300)).unwrap();
+    assert_eq!(tok.token_text(BOS), "<|bos|>");
+    // a rare character falls apart into byte tokens: each shows its bytes, and together
+    // they are the character's UTF-8
+    let ids = tok.encode("龘").unwrap();
+    let shown: Vec<String> = ids.iter().map(|&id| tok.token_text(id)).collect();
+    println!("龘 -> {ids:?} -> {shown:?}");
+    assert!(shown.iter().all(|t| !t.contains('\u{FFFD}')), "{shown:?}");
+    let hex: String = "龘".bytes().map(|b| format!("<0x{b:02X}>")).collect();
+    assert_eq!(shown.concat(), hex);
+    // a story's tokens, shown one by one, hold its bytes exactly: whole characters as text
+    let story = documents(&corpus(Language::Chinese))[0].to_string();
+    let mut bytes = Vec::new();
+    for id in tok.encode(&story).unwrap() {
+        let text = tok.token_text(id);
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            match rest.strip_prefix("<0x").filter(|r| r.get(2..3) == Some(">")) {
+                Some(r) => {
+                    bytes.push(u8::from_str_radix(&r[..2], 16).unwrap());
+                    rest = &r[3..];
+                }
+                None => {
+                    let c = rest.chars().next().unwrap();
+                    bytes.extend(c.to_string().as_bytes());
+                    rest = &rest[c.len_utf8()..];
+                }
+            }
+        }
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), story);
+}
+
+#[test]
 fn character_vocabulary_round_trips_and_caps() {
     let text = corpus(Language::Chinese);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();

@@ -136,11 +136,12 @@ test('attention at context 1024: the small preset trains on WebGPU (SwiftShader)
     await page.fill('#batch', '1');
     await waitFor(page, () => /parameters · needs/.test(document.getElementById('model-estimate').textContent), 30_000);
     console.log(`estimate: ${await page.textContent('#model-estimate')}`);
-    // Two steps through the page's own Kiln (its worker, on WebGPU), with one validation
-    // batch: at T = 1024 every forward pass takes SwiftShader about 15 s.
+    // One step through the page's own Kiln (its worker, on WebGPU), with one validation
+    // batch: at T = 1024 every forward pass takes SwiftShader about 15 s (one step, not
+    // two, keeps CI under 30 minutes).
     const { info, progress } = await app(page, async () => {
       const kiln = window.kilnApp.kiln;
-      const info = await kiln.createModel({ preset: 'small', blockSize: 1024 }, { batchSize: 1, steps: 2, evalBatches: 1, sampleEvery: 0 });
+      const info = await kiln.createModel({ preset: 'small', blockSize: 1024 }, { batchSize: 1, steps: 1, evalBatches: 1, sampleEvery: 0 });
       const progress = [];
       await kiln.train({ onProgress: (p) => progress.push(p) });
       return { info, progress };
@@ -152,8 +153,8 @@ test('attention at context 1024: the small preset trains on WebGPU (SwiftShader)
     // what the old kernel kept: a (B, NH, T, T) matrix per layer, and one for its gradient
     const scores = 4 * (c.n_layer + 1) * 1 * c.n_head * 1024 * 1024;
     console.log(`context 1024, batch 1: losses ${losses.map((l) => l.toFixed(3)).join(' ')}, validation ${progress.at(-1).valLoss?.toFixed(3)}; GPU memory peak ${(peak / 2 ** 20).toFixed(1)} MiB, the score matrices alone ${scores / 2 ** 20} MiB; ${progress.at(-1).elapsedS.toFixed(0)} s`);
-    assert.equal(progress.at(-1).step, 2);
-    assert.ok(losses.length === 2 && losses.every(Number.isFinite) && Number.isFinite(progress.at(-1).valLoss), `losses ${losses}`);
+    assert.equal(progress.at(-1).step, 1);
+    assert.ok(losses.length === 1 && losses.every(Number.isFinite) && Number.isFinite(progress.at(-1).valLoss), `losses ${losses}`);
     assert.ok(peak > 0 && peak < scores, `peak ${peak} bytes`);
   } finally {
     await browser.close();

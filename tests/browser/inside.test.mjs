@@ -65,7 +65,7 @@ function checkAttention(att, n) {
   return worst;
 }
 
-const shot = async (page, id) => page.locator(`#${id}`).screenshot({ path: path.join(ARTIFACTS, `inside-${id}.png`) });
+const shot = async (page, id, name = id) => page.locator(`#${id}`).screenshot({ path: path.join(ARTIFACTS, `inside-${name}.png`) });
 
 /** Every text and text attribute of the page outside data (tokens, model output, the core's
  * words) and code (<|end|>, GPT2LMHeadModel.from_pretrained). */
@@ -201,7 +201,7 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
 
     // screenshots, then no English left outside data
     await page.screenshot({ path: path.join(ARTIFACTS, 'inside-zh.png'), fullPage: true });
-    for (const id of ['map-section', 'next-view', 'attention-view', 'row-view', 'compare-view']) await shot(page, id);
+    for (const id of ['map-section', 'inside-section', 'row-view', 'compare-view']) await shot(page, id);
     const words = await pageWords(page);
     const english = words.filter((w) => englishWords(w).length);
     assert.deepEqual(english, [], 'English words outside data on the Chinese page');
@@ -245,7 +245,7 @@ test('on WebGPU, the imported model\'s probabilities and attention match kiln lo
     const worst = matchesCli(reading, cli, 1e-4);
     const rows = checkAttention(reading.attention, reading.tokens.length);
     console.log(`WebGPU (SwiftShader) vs kiln logits (lavapipe): max |Δp| ${worst.toExponential(1)}; attention rows within ${rows.toExponential(1)}`);
-    await shot(page, 'inside-section');
+    await shot(page, 'inside-section', 'webgpu');
     assert.deepEqual(log.filter((l) => /^(error|pageerror)/.test(l)), []);
   } finally {
     await browser.close();
