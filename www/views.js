@@ -256,14 +256,15 @@ export function setUpViews(app, guard) {
   // ------------------------------------------------------------ wiring
 
   let lastTrainingRead = 0;
-  /** Reads the open views again. `reason` 'progress' (during training) is throttled to
-   * one reading a second, at validations for the training row. */
+  /** Reads the open views again. During training (`reason` 'progress') the training row
+   * is read at validations, the rest at logged steps at most once a second, so that an
+   * open view costs a training run little. */
   async function refresh(reason, progress) {
     stageMap();
     if (reason === 'model') fillHeads();
     if (reason === 'progress') {
       if (progress?.valLoss != null) await readRow();
-      if (performance.now() - lastTrainingRead < 1000) return;
+      if (progress?.loss == null || performance.now() - lastTrainingRead < 1000) return;
       lastTrainingRead = performance.now();
     } else {
       await readRow();

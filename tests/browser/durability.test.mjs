@@ -352,7 +352,9 @@ test('model output that looks like HTML renders as text and runs nothing; a UTF-
     await waitFor(page, () => !document.getElementById('generate').disabled && window.kilnApp.generated != null);
     const shown = await page.evaluate(() => ({
       text: document.getElementById('output').textContent,
-      elements: document.querySelectorAll('#output *, #samples li *').length,
+      // the samples' text sits in one data span a line ('step 40: <span data-content>'): nothing inside it
+      elements: document.querySelectorAll('#output *, #samples li [data-content] *').length,
+      sampleSpans: document.querySelectorAll('#samples li > [data-content]').length,
       images: document.images.length,
       scripts: [...document.scripts].map((s) => s.src.split('/').pop()),
       pwned: window.pwned ?? null,
@@ -360,6 +362,7 @@ test('model output that looks like HTML renders as text and runs nothing; a UTF-
     console.log(`generated: ${JSON.stringify(shown.text)}`);
     assert.match(shown.text, /onerror=|<script>/, 'the model learned to write the markup');
     assert.equal(shown.elements, 0, 'no element was made from model output');
+    assert.ok(shown.sampleSpans > 0, 'the samples were shown');
     assert.equal(shown.images, 0);
     assert.deepEqual(shown.scripts, ['app.js']);
     assert.equal(shown.pwned, null, 'nothing ran');

@@ -141,7 +141,8 @@ export interface RestoredRun extends ModelInfo {
   note: string | null;
 }
 
-export interface Token { id: number; text: string; }
+/** A token as shown: its text (special tokens by name, `<|eos|>`; bytes of part of a character as `<0xE9>`). */
+export interface Token { id: number; text: string; special: boolean; }
 
 /** What the model predicts after a prompt (inspectNext). */
 export interface NextToken {
@@ -219,7 +220,7 @@ export class Kiln {
   useDefaultCorpus(language?: 'en' | 'zh'): Promise<CorpusInfo>;
   useCorpus(input: string | Uint8Array | ArrayBuffer | Blob): Promise<CorpusInfo>;
   trainTokenizer(text: string | Uint8Array | Blob | null, options?: TokenizerOptions): Promise<{ vocabSize: number; kind: 'bpe' | 'char' }>;
-  tokenize(text: string): Promise<{ id: number; text: string }[]>;
+  tokenize(text: string): Promise<Token[]>;
   /** `text` under a second tokenizer trained on the same corpus (the model's own stays). */
   tokenizeWith(text: string, options?: { kind?: 'bpe' | 'char'; vocabSize?: number }): Promise<{ kind: 'bpe' | 'char'; vocabSize: number; pieces: Token[] }>;
   /** The next token's probabilities after `prompt` (and one head's attention), from the backend that trains. */
