@@ -8,7 +8,7 @@
 //!   row_losses:  one training row's inputs, targets (shifted by one) and the loss at
 //!                each position
 
-use crate::backend::Backend;
+use crate::backend::{at, Backend};
 use crate::data::{make_batch, Row};
 use crate::error::{KilnError, Result};
 use crate::model::{forward, Activations, Gpt};
@@ -20,7 +20,8 @@ pub const TOP_K: usize = 10;
 pub struct Look {
     /// The prompt's ids (cut from the start to the model's context).
     pub ids: Vec<u32>,
-    /// (T, V) the logits at every position.
+    /// (T, V) the logits at every position when asked for them all, else (V) the last
+    /// position's (a readback of V floats rather than T·V).
     pub logits: Vec<f32>,
     /// (V) the next token's probabilities, softmax(last logits) at temperature 1.
     pub probs: Vec<f32>,
@@ -41,7 +42,13 @@ pub struct HeadRef {
 /// saved log-sum-exp per query row (lse) turns the queries and keys it read into
 /// probabilities, p[t][s] = exp(q_t·k_s/√HS − lse_t), so a wrong kernel shows as rows that
 /// do not sum to 1.
-pub async fn next_token<B: Backend>(be: &mut B, model: &Gpt<B>, ids: &[u32], head: Option<HeadRef>) -> Result<Look> {
+pub async fn next_token<B: Backend>(
+    be: &mut B,
+    model: &Gpt<B>,
+    ids: &[u32],
+    head: Option<HeadRef>,
+    all_logits: bool,
+) -> Result<Look> {
     let cfg = &model.config;
     if ids.is_empty() {
         return Err(KilnError::Config("inspect needs at least one token".into()));
@@ -61,8 +68,20 @@ pub async fn next_token<B: Backend>(be: &mut B, model: &Gpt<B>, ids: &[u32], hea
     be.write_u32(&acts.targets, 0, &ids);
     be.write(&acts.weights, 0, &vec![0.0; t]);
     forward(be, model, &acts);
-    let logits = be.read(&acts.logits).await?;
-    let probs = softmax(&logits[(t - 1) * v..], 1.0);
+    let logits = if all_logits {
+        be.read(&acts.logits).await?
+    } else {
+        let last = be.zeros(v)?;
+        be.copy(at(&acts.logits, (t - 1) * v), at(&last, 0), v);
+        be.read(&last).await?
+    };
+    let probs = softmax(&logits[logits.len() - v..], 1.0);
+    if !probs.iter().all(|p| p.is_finite()) {
+        return Err(KilnError::Model(
+            "its outputs are NaN or infinite, so there are no probabilities to show: its weights are broken or too large"
+                .into(),
+        ));
+    }
     let attention = match head {
         None => None,
         Some(h) => {

@@ -272,8 +272,8 @@ impl Tokenizer {
     /// byte-level token that holds part of a character shows those bytes, `<0xE5>`, where
     /// decoding alone would give U+FFFD.
     pub fn token_text(&self, id: u32) -> String {
-        if let Some(name) = SPECIAL_TOKENS.get(id as usize) {
-            return name.to_string();
+        if self.is_special(id) {
+            return self.inner.id_to_token(id).unwrap_or_default();
         }
         let text = self.decode(&[id]).unwrap_or_default();
         if !text.contains('\u{FFFD}') || self.kind() != TokenizerKind::Bpe {
@@ -289,6 +289,13 @@ impl Tokenizer {
             }
         }
         out
+    }
+
+    /// A control token (Kiln's `<|bos|>` …, or an imported tokenizer's own, such as GPT-2's
+    /// `<|endoftext|>`): decoding skips it, and typed text never becomes it.
+    pub fn is_special(&self, id: u32) -> bool {
+        (id as usize) < SPECIAL_TOKENS.len()
+            || self.inner.get_added_tokens_decoder().get(&id).is_some_and(|token| token.special)
     }
 
     pub fn kind(&self) -> TokenizerKind {

@@ -304,7 +304,7 @@ fn tokenizer(s: &Session) -> Result<&Tokenizer, JsValue> {
 /// One token as the page shows it: {id, text, special} (special: a control token such as
 /// `<|eos|>`, named, which typed text never becomes).
 fn piece(tok: &Tokenizer, id: u32) -> serde_json::Value {
-    serde_json::json!({"id": id, "text": tok.token_text(id), "special": (id as usize) < crate::tokenizer::SPECIAL_TOKENS.len()})
+    serde_json::json!({"id": id, "text": tok.token_text(id), "special": tok.is_special(id)})
 }
 
 /// `text` split into tokens: [{id, text, special}].
@@ -1050,7 +1050,7 @@ pub async fn inspect_next(prompt: String, options: JsValue) -> Result<JsValue, J
             return Err(KilnError::Config(format!("token {bad} is past the vocabulary of {v}")));
         }
         ids.extend(&o.append);
-        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head).await?;
+        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head, false).await?;
         let at_temperature = crate::inspect::softmax(&look.logits[look.logits.len() - v..], temperature);
         let top: Vec<_> = crate::inspect::top_k(&look.probs, o.top_k.unwrap_or(crate::inspect::TOP_K))
             .into_iter()
@@ -1210,6 +1210,7 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     s.tokenizer = Some(tokenizer);
     if corpus.is_some() {
         s.corpus = corpus;
+        s.compared = None;
     }
     (s.reference, s.reward) = (reference, reward);
     s.run = Some(run);

@@ -17,16 +17,20 @@ fn prompt(n: usize) -> Vec<u32> {
     std::iter::once(BOS).chain((1..n).map(|_| 8 + rng.below(52) as u32)).collect()
 }
 
-fn look<B: Backend>(be: &mut B, params: &[f32], ids: &[u32], head: HeadRef) -> Look {
-    let model = Gpt::from_params(be, CONFIG, params).unwrap();
-    block_on(next_token(be, &model, ids, Some(head))).unwrap()
+fn look<B: Backend>(be: &mut B, config: GptConfig, params: &[f32], ids: &[u32], head: HeadRef) -> Look {
+    let model = Gpt::from_params(be, config, params).unwrap();
+    let all = block_on(next_token(be, &model, ids, Some(head), true)).unwrap();
+    // the page's reading: only the last row of logits comes back, the same numbers
+    let last = block_on(next_token(be, &model, ids, Some(head), false)).unwrap();
+    assert_eq!(last.logits, all.logits[(ids.len() - 1) * config.vocab_size..]);
+    assert_eq!((last.probs.clone(), last.attention.clone()), (all.probs.clone(), all.attention.clone()));
+    all
 }
 
 /// Checks what every reading must hold, and returns the worst row-sum error.
-fn check(name: &str, look: &Look, t: usize) -> f64 {
+fn check(name: &str, look: &Look, t: usize, v: usize) -> f64 {
     let sum: f64 = look.probs.iter().map(|&p| p as f64).sum();
     assert!((sum - 1.0).abs() < 1e-5, "[{name}] next-token probabilities sum to {sum}");
-    let v = CONFIG.vocab_size;
     assert_eq!(look.probs, softmax(&look.logits[(t - 1) * v..], 1.0), "[{name}] probs are the last row's softmax");
     let att = look.attention.as_ref().unwrap();
     assert_eq!(att.len(), t * t);
@@ -41,34 +45,31 @@ fn check(name: &str, look: &Look, t: usize) -> f64 {
     worst
 }
 
+/// lavapipe and the CPU backend read the same probabilities and attention, over prompts
+/// shorter than one 64-key tile of the attention kernel and longer than two.
 #[test]
 fn next_token_and_attention_agree_on_both_backends() {
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
     let mut gpu = GpuBackend::new(gpu);
     let mut cpu = CpuBackend::new();
-    let model = Gpt::new(&mut cpu, CONFIG, 5).unwrap();
-    let params = block_on(cpu.read(&model.params)).unwrap();
-    let ids = prompt(13);
-    for head in [HeadRef { layer: 0, head: 1 }, HeadRef { layer: 1, head: 0 }] {
-        let g = look(&mut gpu, &params, &ids, head);
-        let c = look(&mut cpu, &params, &ids, head);
-        let (eg, ec) = (check("gpu", &g, ids.len()), check("cpu", &c, ids.len()));
-        let dp = g.probs.iter().zip(&c.probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        let da = g
-            .attention
-            .as_ref()
-            .unwrap()
-            .iter()
-            .zip(c.attention.as_ref().unwrap())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        println!(
-            "{head:?}: row sums within {eg:.1e} (gpu), {ec:.1e} (cpu); gpu vs cpu: probs {dp:.1e}, attention {da:.1e}"
-        );
-        assert!(dp < 1e-5 && da < 1e-5);
-        // the first token can attend only to itself
-        let w = c.attention.as_ref().unwrap()[0];
-        assert!((w - 1.0).abs() < 1e-6, "token 0 attends to itself with weight {w}");
+    let long = GptConfig { block_size: 160, ..CONFIG };
+    for (config, n) in [(CONFIG, 13), (long, 150)] {
+        let model = Gpt::new(&mut cpu, config, 5).unwrap();
+        let params = block_on(cpu.read(&model.params)).unwrap();
+        let ids = prompt(n);
+        for head in [HeadRef { layer: 0, head: 1 }, HeadRef { layer: 1, head: 0 }] {
+            let g = look(&mut gpu, config, &params, &ids, head);
+            let c = look(&mut cpu, config, &params, &ids, head);
+            let v = config.vocab_size;
+            let (eg, ec) = (check("gpu", &g, n, v), check("cpu", &c, n, v));
+            let dp = g.probs.iter().zip(&c.probs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let (ga, ca) = (g.attention.as_ref().unwrap(), c.attention.as_ref().unwrap());
+            let da = ga.iter().zip(ca).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            println!("T = {n}, {head:?}: row sums within {eg:.1e} (gpu), {ec:.1e} (cpu); gpu vs cpu: probs {dp:.1e}, attention {da:.1e}");
+            assert!(dp < 1e-5 && da < 1e-5);
+            // the first token can attend only to itself
+            assert!((ca[0] - 1.0).abs() < 1e-6, "token 0 attends to itself with weight {}", ca[0]);
+        }
     }
 }
 
@@ -88,11 +89,11 @@ fn a_prompt_longer_than_the_context_keeps_its_end_and_bad_heads_are_refused() {
     let mut cpu = CpuBackend::new();
     let model = Gpt::new(&mut cpu, CONFIG, 2).unwrap();
     let ids = prompt(30);
-    let long = block_on(next_token(&mut cpu, &model, &ids, None)).unwrap();
+    let long = block_on(next_token(&mut cpu, &model, &ids, None, false)).unwrap();
     assert_eq!(long.ids, ids[10..]);
-    let e = block_on(next_token(&mut cpu, &model, &ids, Some(HeadRef { layer: 2, head: 0 }))).err().unwrap();
+    let e = block_on(next_token(&mut cpu, &model, &ids, Some(HeadRef { layer: 2, head: 0 }), false)).err().unwrap();
     assert!(e.to_string().contains("2 layers of 2 heads"), "{e}");
-    assert!(block_on(next_token(&mut cpu, &model, &[], None)).is_err());
+    assert!(block_on(next_token(&mut cpu, &model, &[], None, false)).is_err());
 }
 
 #[test]
@@ -105,7 +106,7 @@ fn row_losses_are_each_positions_negative_log_probability() {
     let out = block_on(row_losses(&mut cpu, &model, &row)).unwrap();
     assert_eq!(out.inputs, ids[..11]);
     assert_eq!(out.targets, ids[1..]);
-    let logits = block_on(next_token(&mut cpu, &model, &ids[..11], None)).unwrap().logits;
+    let logits = block_on(next_token(&mut cpu, &model, &ids[..11], None, true)).unwrap().logits;
     let v = CONFIG.vocab_size;
     for (i, loss) in out.losses.iter().enumerate() {
         match loss {

@@ -15,6 +15,9 @@ const dateTime = (at) => new Date(at).toLocaleString(numberLocale());
 const app = { kiln: null, backend: null, defaults: null, tokenizer: null, model: null, training: false, progress: [], error: null, chat: [], done: {} };
 /** The views of the inside (views.js): refresh(reason) after anything that changes the model. */
 let views = { refresh: async () => {}, stageMap: () => {}, readCompare: async () => {} };
+/** A view's reading: its failure is shown, but it neither clears an error already shown
+ * (a training run's) nor stops what asked for it (Start, Create model, Import). */
+const viewsRead = (promise) => promise.catch(showError);
 window.kilnApp = app;
 
 // ---------------------------------------------------------------- words
@@ -115,7 +118,7 @@ async function trainTokenizer() {
   await showTokens();
   await estimate();
   await showSftExample();
-  await views.readCompare();
+  await viewsRead(views.readCompare());
   views.stageMap();
 }
 
@@ -211,7 +214,7 @@ async function restoreRun(saved) {
     note: info.note ? tParts('autosave.note', { note: content(info.note) }) : '',
   }));
   await showTokens().catch(() => {});
-  await views.refresh('model');
+  await viewsRead(views.refresh('model'));
 }
 
 /** On opening the page: offers to resume the newest autosave. */
@@ -292,7 +295,7 @@ async function createModel() {
     trainRows: num(info.trainRows), valRows: num(info.valRows),
   }));
   app.done = {};
-  await views.refresh('model');
+  await viewsRead(views.refresh('model'));
 }
 
 // ---------------------------------------------------------------- training
@@ -345,7 +348,7 @@ function onProgress(p) {
   app.progress.push(p);
   app.stage = p.stage;
   app.done[p.stage] = p.step;
-  guard(() => views.refresh('progress', p));
+  viewsRead(views.refresh('progress', p));
   if (p.loss != null || p.valLoss != null) {
     const [xs, loss, val] = plot.data;
     plot.setData([[...xs, p.step], [...loss, p.loss], [...val, p.valLoss]]);
@@ -389,7 +392,7 @@ async function start() {
   });
   app.training = false;
   setButtons('idle');
-  await guard(() => views.refresh('done'));
+  await viewsRead(views.refresh('done'));
 }
 
 // ---------------------------------------------------------------- fine-tuning
@@ -499,7 +502,7 @@ async function fineTune() {
   });
   app.training = false;
   setButtons('idle');
-  await guard(() => views.refresh('done'));
+  await viewsRead(views.refresh('done'));
 }
 
 
@@ -753,7 +756,7 @@ function onAlignProgress(p) {
   }
   app.progress.push(p);
   app.stage = p.stage;
-  guard(() => views.refresh('progress', p));
+  viewsRead(views.refresh('progress', p));
   const m = p.metrics ?? {};
   const reward = m.meanReward ?? m.rewardMargin ?? null;
   const accuracy = m.valPairAccuracy ?? null;
@@ -794,7 +797,7 @@ async function align(stage) {
   });
   app.training = false;
   setButtons('idle');
-  await guard(() => views.refresh('done'));
+  await viewsRead(views.refresh('done'));
 }
 
 /** The same held-out questions answered by the fine-tuned model and the current one. */
@@ -907,7 +910,7 @@ async function importModel(file) {
   const c = info.config;
   say('model-stats', () => t('model.imported', { ...sizes(c), params: num(info.params) }));
   app.done = {};
-  await views.refresh('model');
+  await viewsRead(views.refresh('model'));
   say('files-stats', () => tParts('files.imported', { name: content(file.name), size: mib(file.size) }));
 }
 

@@ -4,9 +4,13 @@
 // Each view is a <details> element; its reading (one forward pass in the worker, on the
 // backend that trains) is asked for only while it is open, so a closed view costs nothing.
 // Model output and tokens are data: written with textContent and marked data-content.
-import { t, onLanguageChange, numberLocale } from './i18n.js';
+import { t, tParts, content, onLanguageChange, numberLocale } from './i18n.js';
 
 const $ = (id) => document.getElementById(id);
+/** The most tokens the attention map draws (the prompt's last ones): T² cells. */
+const MAP_TOKENS = 64;
+/** A number from the core, where NaN and infinities arrive as null. */
+const finite = (x) => (Number.isFinite(x) ? x : 0);
 const percent = (p) => `${(100 * p).toLocaleString(numberLocale(), { maximumFractionDigits: p < 0.001 ? 3 : 1 })}%`;
 /** A token as it is shown: whitespace made visible, so a space token is not blank. */
 const shown = (text) => text.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥') || '∅';
@@ -42,8 +46,11 @@ function serial(fn) {
 export function setUpViews(app, guard) {
   const inside = app.inside = { next: null, row: null, compare: null, reads: 0 };
   /** Tokens clicked onto the prompt: kept as ids (typing the text again would re-tokenize
-   * it, and byte-level BPE may merge the new token with the one before). */
-  let picked = [];
+   * it, and byte-level BPE may merge the new token with the one before), after `typed`,
+   * the prompt as it was before the first click. They hold while the box still shows
+   * `shownAfter`; any other change to the box (typing, the page setting it, an input
+   * dropping a newline token) starts over from its text. */
+  const hand = { picked: [], typed: '', shownAfter: null };
   const open = (id) => $(id).open;
 
   // ------------------------------------------------------------ next token + attention
@@ -54,18 +61,20 @@ export function setUpViews(app, guard) {
     if (!app.model || (!wantNext && !wantAttention)) return;
     const attention = wantAttention ? { layer: Number($('att-layer').value), head: Number($('att-head').value) } : undefined;
     const shownPrompt = $('next-prompt').value;
-    const append = picked.map((x) => x.id);
-    const typed = shownPrompt.slice(0, shownPrompt.length - picked.reduce((n, x) => n + x.text.length, 0));
+    if (shownPrompt !== hand.shownAfter) hand.picked = [];
+    const [typed, append] = hand.picked.length ? [hand.typed, hand.picked] : [shownPrompt, []];
+    const whileTraining = app.training;
     const result = await app.kiln.inspectNext(typed, { temperature: Number($('next-temperature').value), attention, append });
     inside.reads += 1;
-    inside.next = { ...result, prompt: shownPrompt };
+    // prompt: what the box showed; whileTraining: read from a model still changing
+    inside.next = { ...result, prompt: shownPrompt, whileTraining };
     if (wantNext) drawBars(result);
     if (result.attention) drawAttention(result);
   });
 
   function drawBars(r) {
-    const best = r.top[0]?.p ?? 1;
-    const bestHot = Math.max(...r.top.map((x) => x.pAtTemperature), 1e-9);
+    const best = finite(r.top[0]?.p) || 1;
+    const bestHot = Math.max(...r.top.map((x) => finite(x.pAtTemperature)), 1e-9);
     $('next-bars').replaceChildren(...r.top.map((x) => {
       const li = document.createElement('li');
       const button = document.createElement('button');
@@ -89,8 +98,11 @@ export function setUpViews(app, guard) {
       value.textContent = `${percent(x.p)} → ${percent(x.pAtTemperature)}`;
       button.append(label, track, value);
       button.addEventListener('click', () => guard(async () => {
-        picked.push({ id: x.id, text: x.text });
-        $('next-prompt').value += x.text;
+        const box = $('next-prompt');
+        if (box.value !== hand.shownAfter) Object.assign(hand, { picked: [], typed: box.value });
+        hand.picked.push(x.id);
+        box.value += x.text;
+        hand.shownAfter = box.value;
         await readNext();
       }));
       li.append(button);
@@ -106,23 +118,24 @@ export function setUpViews(app, guard) {
 
   function drawAttention(r) {
     const { weights } = r.attention;
-    const tokens = r.tokens;
-    const n = tokens.length;
+    const n = r.tokens.length;
+    const from = Math.max(0, n - MAP_TOKENS); // the map shows the last MAP_TOKENS tokens
+    const tokens = r.tokens.slice(from);
     const map = $('att-map');
-    map.style.gridTemplateColumns = `auto repeat(${n}, 1.6rem)`;
+    map.style.gridTemplateColumns = `auto repeat(${tokens.length}, 1.6rem)`;
     const cells = [document.createElement('span')];
     for (const key of tokens) {
       const head = tokenSpan(key);
       head.classList.add('key');
       cells.push(head);
     }
-    for (let q = 0; q < n; q += 1) {
-      const label = tokenSpan(tokens[q], t('inside.attendsHover'));
+    for (let q = from; q < n; q += 1) {
+      const label = tokenSpan(r.tokens[q], t('inside.attendsHover'));
       label.classList.add('query');
       label.addEventListener('mouseenter', () => focusRow(q));
       cells.push(label);
-      for (let s = 0; s < n; s += 1) {
-        const w = weights[q * n + s];
+      for (let s = from; s < n; s += 1) {
+        const w = finite(weights[q * n + s]);
         const cell = document.createElement('span');
         cell.className = s > q ? 'cell future' : 'cell';
         cell.style.opacity = s > q ? '' : String(0.08 + 0.92 * w);
@@ -141,15 +154,16 @@ export function setUpViews(app, guard) {
     if (!r?.attention) return;
     const n = r.tokens.length;
     inside.focused = q;
-    $('att-focus-label').textContent = t('inside.attendsTo', { token: shown(r.tokens[q].text), position: q });
+    $('att-focus-label').replaceChildren(...tParts('inside.attendsTo', { token: content(shown(r.tokens[q].text)), position: q }));
     $('att-focus').replaceChildren(...r.tokens.map((piece, s) => {
-      const w = s <= q ? r.attention.weights[q * n + s] : 0;
+      const w = s <= q ? finite(r.attention.weights[q * n + s]) : 0;
       const span = tokenSpan(piece, t('inside.weight', { query: q, key: s, weight: w.toFixed(3) }));
       span.style.setProperty('--w', String(w));
       if (s === q) span.classList.add('self');
       return span;
     }));
-    for (const [i, label] of document.querySelectorAll('#att-map .query').entries()) label.classList.toggle('focused', i === q);
+    const from = Math.max(0, n - MAP_TOKENS);
+    for (const [i, label] of document.querySelectorAll('#att-map .query').entries()) label.classList.toggle('focused', from + i === q);
   }
 
   function fillHeads() {
@@ -217,11 +231,18 @@ export function setUpViews(app, guard) {
 
   // ------------------------------------------------------------ two tokenizers
 
+  let failedOptions = null; // a second tokenizer the text cannot train: not tried again per keystroke
   const readCompare = serial(async () => {
     if (!app.tokenizer || !open('compare-view')) return;
     const text = $('tok-sample').value;
     const kind = $('cmp-kind').value;
-    const other = await app.kiln.tokenizeWith(text, { kind, vocabSize: kind === 'bpe' ? Number($('cmp-vocab').value) : undefined });
+    const options = { kind, vocabSize: kind === 'bpe' ? Number($('cmp-vocab').value) : undefined };
+    if (JSON.stringify(options) === failedOptions) return;
+    const other = await app.kiln.tokenizeWith(text, options).catch((error) => {
+      failedOptions = JSON.stringify(options);
+      throw error;
+    });
+    failedOptions = null;
     const mine = await app.kiln.tokenize(text);
     inside.compare = { mine, other };
     const column = (id, pieces) => $(id).replaceChildren(...pieces.map((p) => tokenSpan(p)));
@@ -261,7 +282,10 @@ export function setUpViews(app, guard) {
    * open view costs a training run little. */
   async function refresh(reason, progress) {
     stageMap();
-    if (reason === 'model') fillHeads();
+    if (reason === 'model') {
+      fillHeads();
+      hand.picked = [];
+    }
     if (reason === 'progress') {
       if (progress?.valLoss != null) await readRow();
       if (progress?.loss == null || performance.now() - lastTrainingRead < 1000) return;
@@ -272,18 +296,23 @@ export function setUpViews(app, guard) {
     await readNext();
   }
 
-  let typing = null;
-  const soon = (fn) => () => { clearTimeout(typing); typing = setTimeout(() => guard(fn), 120); };
-  $('next-prompt').addEventListener('input', () => { picked = []; soon(readNext)(); });
+  /** `fn` 120 ms after the last call (one timer per reader). */
+  const soon = (fn) => {
+    let timer = null;
+    return () => { clearTimeout(timer); timer = setTimeout(() => guard(fn), 120); };
+  };
+  const readNextSoon = soon(readNext);
+  $('next-prompt').addEventListener('input', readNextSoon);
   $('next-temperature').addEventListener('input', () => {
     $('next-temperature-value').textContent = $('next-temperature').value;
-    soon(readNext)();
+    readNextSoon();
   });
   for (const id of ['att-layer', 'att-head']) $(id).addEventListener('change', () => guard(readNext));
   for (const id of ['next-view', 'attention-view']) $(id).addEventListener('toggle', () => guard(readNext));
   $('row-view').addEventListener('toggle', () => guard(readRow));
   $('compare-view').addEventListener('toggle', () => guard(readCompare));
   $('tok-sample').addEventListener('input', soon(readCompare));
+  $('cmp-vocab').addEventListener('input', () => { failedOptions = null; });
   for (const id of ['cmp-kind', 'cmp-vocab']) $(id).addEventListener('change', () => guard(readCompare));
   onLanguageChange(() => {
     stageMap();

@@ -762,7 +762,7 @@ fn logits(o: &Options) -> CliResult {
     with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let ids = run.prompt_ids(text)?;
-        let look = block_on(inspect::next_token(&mut run.be, &run.model, &ids, None))?;
+        let look = block_on(inspect::next_token(&mut run.be, &run.model, &ids, None, true))?;
         let at_temperature = inspect::softmax(&look.logits[look.logits.len() - run.model.config.vocab_size..], temperature);
         let top: Vec<_> = inspect::top_k(&look.probs, k)
             .into_iter()

@@ -352,9 +352,12 @@ test('model output that looks like HTML renders as text and runs nothing; a UTF-
     await waitFor(page, () => !document.getElementById('generate').disabled && window.kilnApp.generated != null);
     const shown = await page.evaluate(() => ({
       text: document.getElementById('output').textContent,
-      // the samples' text sits in one data span a line ('step 40: <span data-content>'): nothing inside it
-      elements: document.querySelectorAll('#output *, #samples li [data-content] *').length,
+      // each sample line is 'step 40: <span data-content>text</span>': that span and nothing
+      // else; nor any element inside the views' token spans, which show the same model's tokens
+      elements: document.querySelectorAll('#output *, #samples li [data-content] *, #next-bars [data-content] *, #att-map * *, #att-focus [data-content] *, #row-table [data-content] *').length,
+      sampleChildren: document.querySelectorAll('#samples li *').length,
       sampleSpans: document.querySelectorAll('#samples li > [data-content]').length,
+      viewTokens: document.querySelectorAll('#next-bars [data-content], #att-map [data-content]').length,
       images: document.images.length,
       scripts: [...document.scripts].map((s) => s.src.split('/').pop()),
       pwned: window.pwned ?? null,
@@ -362,7 +365,8 @@ test('model output that looks like HTML renders as text and runs nothing; a UTF-
     console.log(`generated: ${JSON.stringify(shown.text)}`);
     assert.match(shown.text, /onerror=|<script>/, 'the model learned to write the markup');
     assert.equal(shown.elements, 0, 'no element was made from model output');
-    assert.ok(shown.sampleSpans > 0, 'the samples were shown');
+    assert.ok(shown.sampleSpans > 0 && shown.sampleChildren === shown.sampleSpans, `sample lines hold one data span each: ${shown.sampleChildren} elements, ${shown.sampleSpans} spans`);
+    assert.ok(shown.viewTokens > 0, 'the views show this model\'s tokens');
     assert.equal(shown.images, 0);
     assert.deepEqual(shown.scripts, ['app.js']);
     assert.equal(shown.pwned, null, 'nothing ran');

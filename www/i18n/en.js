@@ -304,7 +304,7 @@ export default {
   "inside.rowLoss": "loss",
   "inside.rowStats": "{positions} positions, {counted} counted in the loss (the rest are masked), mean loss {mean} nats.{shown}",
   "inside.rowFirst": " The first {n} are shown.",
-  "inside.rowNone": "This stage learns from rankings, not from token rows.",
+  "inside.rowNone": "No training row to show: the preference stages learn from rankings, and a model that was just imported has none until it trains.",
   "inside.compareTitle": "The same text under two tokenizers",
   "inside.compareKind": "Second tokenizer",
   "inside.compareVocab": "Its vocabulary (BPE)",

@@ -300,7 +300,7 @@ export default {
   "inside.rowLoss": "损失",
   "inside.rowStats": "共 {positions} 个位置，其中 {counted} 个计入损失（其余被遮蔽），平均损失 {mean} 奈特。{shown}",
   "inside.rowFirst": "这里显示前 {n} 个。",
-  "inside.rowNone": "这个阶段从排序中学习，而不是从词元行中学习。",
+  "inside.rowNone": "没有可显示的训练行：偏好阶段从排序中学习，刚导入的模型在训练之前也没有训练行。",
   "inside.compareTitle": "同一段文本在两个分词器下",
   "inside.compareKind": "第二个分词器",
   "inside.compareVocab": "它的词表大小（BPE）",
