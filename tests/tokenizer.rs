@@ -149,7 +149,10 @@ fn special_tokens_added_to_a_foreign_tokenizer_keep_their_ids_after_saving() {
     // offer it as text to append); an ordinary token is not
     let eot = ids["model"]["vocab"]["<|endoftext|>"].as_u64().unwrap() as u32;
     assert_eq!((again.token_text(eot).as_str(), again.is_special(eot)), ("<|endoftext|>", true));
-    assert_eq!((again.token_text(kiln::tokenizer::EOS).as_str(), again.is_special(kiln::tokenizer::EOS)), ("<|eos|>", true));
+    assert_eq!(
+        (again.token_text(kiln::tokenizer::EOS).as_str(), again.is_special(kiln::tokenizer::EOS)),
+        ("<|eos|>", true)
+    );
     let once = again.encode("Once").unwrap()[0];
     assert!(!again.is_special(once));
 }
