@@ -130,6 +130,27 @@ pub fn top_k(probs: &[f32], k: usize) -> Vec<u32> {
     order
 }
 
+/// One of the most likely next tokens: its probability, and its probability at a
+/// sampling temperature (the view's second bar).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopToken {
+    pub id: u32,
+    pub p: f32,
+    pub p_at_temperature: f32,
+}
+
+/// The `k` most likely next tokens of a reading, most likely first, with their probability
+/// at `temperature` too.
+pub fn top_tokens(look: &Look, k: usize, temperature: f32) -> Vec<TopToken> {
+    let v = look.probs.len();
+    let hot = softmax(&look.logits[look.logits.len() - v..], temperature);
+    top_k(&look.probs, k)
+        .into_iter()
+        .map(|id| TopToken { id, p: look.probs[id as usize], p_at_temperature: hot[id as usize] })
+        .collect()
+}
+
 /// One row as the loss sees it: position i reads inputs[i] and is scored on targets[i]
 /// (= inputs[i + 1]); masked positions (a fine-tuning prompt) have no loss.
 pub struct RowLosses {

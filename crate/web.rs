@@ -1051,14 +1051,13 @@ pub async fn inspect_next(prompt: String, options: JsValue) -> Result<JsValue, J
         }
         ids.extend(&o.append);
         let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head, false).await?;
-        let at_temperature = crate::inspect::softmax(&look.logits[look.logits.len() - v..], temperature);
-        let top: Vec<_> = crate::inspect::top_k(&look.probs, o.top_k.unwrap_or(crate::inspect::TOP_K))
+        let top: Vec<_> = crate::inspect::top_tokens(&look, o.top_k.unwrap_or(crate::inspect::TOP_K), temperature)
             .into_iter()
-            .map(|id| {
-                let mut x = piece(&r.tokenizer, id);
-                x["p"] = look.probs[id as usize].into();
-                x["pAtTemperature"] = at_temperature[id as usize].into();
-                x
+            .map(|x| {
+                let mut shown = piece(&r.tokenizer, x.id);
+                shown["p"] = x.p.into();
+                shown["pAtTemperature"] = x.p_at_temperature.into();
+                shown
             })
             .collect();
         Ok::<_, KilnError>(serde_json::json!({

@@ -244,17 +244,31 @@ export function setUpViews(app, guard) {
     });
     failedOptions = null;
     const mine = await app.kiln.tokenize(text);
-    inside.compare = { mine, other };
+    inside.compare = { mine, other, mineTokenizer: { ...app.tokenizer } };
+    drawCompare(inside.compare);
+  });
+
+  function drawCompare({ mine, other, mineTokenizer }) {
     const column = (id, pieces) => $(id).replaceChildren(...pieces.map((p) => tokenSpan(p)));
     column('cmp-mine', mine);
     column('cmp-other', other.pieces);
-    $('cmp-mine-stats').textContent = t('inside.compareCount', { tokens: mine.length, vocab: app.tokenizer.vocabSize, kind: t(`inside.kind.${app.tokenizer.kind}`) });
-    $('cmp-other-stats').textContent = t('inside.compareCount', { tokens: other.pieces.length, vocab: other.vocabSize, kind: t(`inside.kind.${other.kind}`) });
-  });
+    const count = (tokens, vocab, kind) => t('inside.compareCount', { tokens, vocab, kind: t(`inside.kind.${kind}`) });
+    $('cmp-mine-stats').textContent = count(mine.length, mineTokenizer.vocabSize, mineTokenizer.kind);
+    $('cmp-other-stats').textContent = count(other.pieces.length, other.vocabSize, other.kind);
+  }
+
+  /** Empties the model's views when there is no model (a new text or tokenizer): what
+   * they showed was the old model's. */
+  function forgetModel() {
+    if (app.model || inside.next === null && inside.row === null) return;
+    Object.assign(inside, { next: null, row: null });
+    for (const id of ['next-bars', 'next-stats', 'att-map', 'att-focus', 'att-focus-label', 'row-table', 'row-stats']) $(id).replaceChildren();
+  }
 
   // ------------------------------------------------------------ the stage map
 
   function stageMap() {
+    forgetModel();
     const done = app.done ?? {};
     const state = {
       tokenizer: app.tokenizer ? 'done' : 'todo',
@@ -319,6 +333,7 @@ export function setUpViews(app, guard) {
     fillHeads();
     if (inside.next) { drawBars(inside.next); if (inside.next.attention) drawAttention(inside.next); }
     if (inside.row !== null) drawRow(inside.row);
+    if (inside.compare) drawCompare(inside.compare);
   });
   stageMap();
   return { refresh, stageMap, readCompare, readNext, readRow };

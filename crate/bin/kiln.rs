@@ -763,12 +763,10 @@ fn logits(o: &Options) -> CliResult {
         let mut run = load(be, o)?;
         let ids = run.prompt_ids(text)?;
         let look = block_on(inspect::next_token(&mut run.be, &run.model, &ids, None, true))?;
-        let at_temperature = inspect::softmax(&look.logits[look.logits.len() - run.model.config.vocab_size..], temperature);
-        let top: Vec<_> = inspect::top_k(&look.probs, k)
+        let top: Vec<_> = inspect::top_tokens(&look, k, temperature)
             .into_iter()
-            .map(|id| serde_json::json!({
-                "id": id, "text": run.tokenizer.token_text(id),
-                "p": look.probs[id as usize], "pAtTemperature": at_temperature[id as usize],
+            .map(|x| serde_json::json!({
+                "id": x.id, "text": run.tokenizer.token_text(x.id), "p": x.p, "pAtTemperature": x.p_at_temperature,
             }))
             .collect();
         println!("{}", serde_json::json!({
