@@ -858,15 +858,26 @@ function resetChat() {
   $('chat-log').replaceChildren();
 }
 
+/** Puts the next held-out question in the chat box. The questions come from the worker:
+ * until they are there the button is disabled and the box and expectedAnswer are empty, so
+ * nothing (a person, a test) reads the last question as the next one. */
 async function askHeldOut() {
   const lang = sftSource() === 'zh' ? 'zh' : 'en';
-  app.heldOut ??= {};
-  app.heldOut[lang] ??= await app.kiln.instructionExamples(lang, 'heldout', 20);
-  // in order, so a person (or a test) can go through them one by one
-  app.heldOutIndex = ((app.heldOutIndex ?? -1) + 1) % app.heldOut[lang].length;
-  const conv = app.heldOut[lang][app.heldOutIndex];
-  app.expectedAnswer = conv.at(-1).content;
-  $('chat-input').value = conv.at(-2).content;
+  const button = $('chat-heldout');
+  button.disabled = true;
+  app.expectedAnswer = null;
+  $('chat-input').value = '';
+  try {
+    app.heldOut ??= {};
+    app.heldOut[lang] ??= await app.kiln.instructionExamples(lang, 'heldout', 20);
+    // in order, so a person (or a test) can go through them one by one
+    app.heldOutIndex = ((app.heldOutIndex ?? -1) + 1) % app.heldOut[lang].length;
+    const conv = app.heldOut[lang][app.heldOutIndex];
+    $('chat-input').value = conv.at(-2).content;
+    app.expectedAnswer = conv.at(-1).content;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 // ---------------------------------------------------------------- playground

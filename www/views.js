@@ -24,15 +24,19 @@ function tokenSpan(piece, title) {
   return span;
 }
 
+/** Readings running or waiting on a timer: a test waits for none, not for a time. */
+let pending = 0;
+
 /** Runs `fn` at most once at a time; a call while one runs makes it run once more after. */
 function serial(fn) {
   let running = null;
   let again = false;
   const run = async () => {
     if (running) { again = true; return running; }
+    pending += 1;
     running = (async () => {
       do { again = false; await fn(); } while (again);
-    })().finally(() => { running = null; });
+    })().finally(() => { running = null; pending -= 1; });
     return running;
   };
   return run;
@@ -45,6 +49,7 @@ function serial(fn) {
  */
 export function setUpViews(app, guard) {
   const inside = app.inside = { next: null, row: null, compare: null, reads: 0 };
+  Object.defineProperty(inside, 'pending', { get: () => pending, enumerable: true });
   /** Tokens clicked onto the prompt: kept as ids (typing the text again would re-tokenize
    * it, and byte-level BPE may merge the new token with the one before), after `typed`,
    * the prompt as it was before the first click. They hold while the box still shows
@@ -313,7 +318,11 @@ export function setUpViews(app, guard) {
   /** `fn` 120 ms after the last call (one timer per reader). */
   const soon = (fn) => {
     let timer = null;
-    return () => { clearTimeout(timer); timer = setTimeout(() => guard(fn), 120); };
+    return () => {
+      if (timer === null) pending += 1;
+      clearTimeout(timer);
+      timer = setTimeout(() => { timer = null; pending -= 1; guard(fn); }, 120);
+    };
   };
   const readNextSoon = soon(readNext);
   $('next-prompt').addEventListener('input', readNextSoon);

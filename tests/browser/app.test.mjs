@@ -25,7 +25,11 @@ const waitFor = (page, fn, timeout = 600_000) => page.waitForFunction(fn, null, 
 /** Trains the tiny preset through the page's controls; returns the reported losses. */
 async function trainThroughThePage(page, { screenshot, checkResponsiveness }) {
   await page.click('#train-tokenizer');
-  await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
+  // the stats come first; the token view and the model's estimate follow from the worker
+  await waitFor(page, () => (/vocabulary of/.test(document.getElementById('tok-stats').textContent)
+    && document.querySelectorAll('#tok-view span').length > 3
+    && /parameters/.test(document.getElementById('model-estimate').textContent)) || window.kilnApp.error, 120_000);
+  assert.equal(await app(page, () => window.kilnApp.error), null);
   assert.match(await page.textContent('#tok-stats'), /vocabulary of 512 tokens/);
   const pieces = await page.locator('#tok-view span').count();
   assert.ok(pieces > 3, 'the token view shows the sample sentence split into tokens');
@@ -33,20 +37,25 @@ async function trainThroughThePage(page, { screenshot, checkResponsiveness }) {
   await page.fill('#steps', String(STEPS));
   await page.click('#start');
   await waitFor(page, () => window.kilnApp.progress.length >= 8 || window.kilnApp.error);
-  if (screenshot) await page.screenshot({ path: path.join(ARTIFACTS, screenshot), fullPage: true });
+  // (the screenshot after the pause: taking it first could outlast the run's last steps)
   if (checkResponsiveness) {
-    // The worker does the training: a click is handled at once, mid-run.
+    // The worker does the training: the click is handled mid-run (its delay is printed,
+    // not asserted: it depends on the machine)
     await page.click('#pause');
     const delay = await app(page, () => window.kilnApp.lastClickDelayMs);
     console.log(`pause clicked mid-training: handled after ${delay.toFixed(1)} ms`);
-    assert.ok(delay < 200, `the click waited ${delay} ms`);
     assert.equal(await page.isEnabled('#resume'), true);
-    const pausedAt = await app(page, () => window.kilnApp.progress.length);
-    await page.waitForTimeout(1500);
+    assert.equal(await app(page, () => window.kilnApp.state), 'paused');
+    // The worker answers calls in order: once a second pause comes back it has the first
+    const pausedAt = await app(page, async () => { await window.kilnApp.kiln.pause(); return window.kilnApp.progress.length; });
+    // Three readings, each queued behind the step in flight: a run that kept going would
+    // take a step between each two of them; a paused one takes at most the step in flight
+    await app(page, async () => { for (let i = 0; i < 3; i += 1) await window.kilnApp.kiln.inspectRow(); });
     const later = await app(page, () => window.kilnApp.progress.length);
-    assert.ok(later - pausedAt <= 1, 'training stopped stepping while paused');
+    assert.ok(later - pausedAt <= 1, `training stopped stepping while paused (${later - pausedAt} steps)`);
     await page.click('#resume');
   }
+  if (screenshot) await page.screenshot({ path: path.join(ARTIFACTS, screenshot), fullPage: true });
   await waitFor(page, () => (window.kilnApp.state === 'idle' && window.kilnApp.progress.length >= 1) || window.kilnApp.error);
   assert.equal(await app(page, () => window.kilnApp.error), null);
   const progress = await app(page, () => window.kilnApp.progress);
@@ -134,7 +143,9 @@ test('attention at context 1024: the small preset trains on WebGPU (SwiftShader)
     await page.selectOption('#preset', 'small');
     await page.fill('#block-size', '1024');
     await page.fill('#batch', '1');
-    await waitFor(page, () => /parameters · needs/.test(document.getElementById('model-estimate').textContent), 30_000);
+    // small at T = 1024 over 512 tokens: 512·128 + 1024·128 + 4 blocks of 198,272 + 256
+    // (tiny's estimate, there before the inputs changed, says 136,960)
+    await waitFor(page, () => /989,952 parameters · needs/.test(document.getElementById('model-estimate').textContent), 30_000);
     console.log(`estimate: ${await page.textContent('#model-estimate')}`);
     // One step through the page's own Kiln (its worker, on WebGPU), with one validation
     // batch: at T = 1024 every forward pass takes SwiftShader about 15 s (one step, not

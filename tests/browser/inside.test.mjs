@@ -103,11 +103,13 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
     await waitFor(page, () => document.getElementById('corpus-preview').textContent.includes('从前'));
     await page.click('#train-tokenizer');
     await waitFor(page, () => window.kilnApp.tokenizer || window.kilnApp.error);
+    // the training row, first read when the model is made (before any step)
+    await page.click('#create-model');
+    await waitFor(page, () => window.kilnApp.inside.row || window.kilnApp.error);
+    assert.equal(await app(page, () => window.kilnApp.error), null);
+    const firstRow = await app(page, () => window.kilnApp.inside.row);
     await page.fill('#steps', '200');
     await page.click('#start');
-    // the training row, first read when the model is made
-    await waitFor(page, () => window.kilnApp.inside.row || window.kilnApp.error);
-    const firstRow = await app(page, () => window.kilnApp.inside.row);
     await waitFor(page, () => (window.kilnApp.progress.length && !window.kilnApp.training) || window.kilnApp.error);
     assert.equal(await app(page, () => window.kilnApp.error), null);
     const row = await app(page, () => window.kilnApp.inside.row);
@@ -177,6 +179,9 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
       const a = window.kilnApp.inside.next?.attention;
       return a?.layer === 1 && a?.head === 1 && window.kilnApp.inside.next.prompt === p;
     }, sentence);
+    // the typed prompt's own reading (on a timer) may still come: wait until none is left,
+    // so no redraw replaces the hovered row below
+    await waitFor(page, () => window.kilnApp.inside.pending === 0);
     const withAttention = await app(page, () => window.kilnApp.inside.next);
     const n = withAttention.tokens.length;
     const rowError = checkAttention(withAttention.attention, n);
@@ -215,8 +220,13 @@ test('the whole path in Chinese on the CPU, with every view read and checked', a
     console.log(`Chinese page: ${words.length} texts outside data, none English`);
 
     // closed views read nothing, while typing or training
-    await app(page, () => { for (const d of document.querySelectorAll('details.view')) d.open = false; });
-    await page.waitForTimeout(300);
+    // each view closed (its toggle event heard), then no reading running or waiting
+    await app(page, () => Promise.all([...document.querySelectorAll('details.view')].filter((d) => d.open).map((d) => {
+      const toggled = new Promise((resolve) => d.addEventListener('toggle', resolve, { once: true }));
+      d.open = false;
+      return toggled;
+    })));
+    await waitFor(page, () => window.kilnApp.inside.pending === 0);
     const reads = await app(page, () => window.kilnApp.inside.reads);
     await page.fill('#next-prompt', '很久很久以前');
     await page.fill('#steps', '240');

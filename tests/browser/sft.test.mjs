@@ -81,6 +81,9 @@ async function answersHeldOutQuestions(page) {
   for (let i = 0; i < 10; i += 1) {
     await page.click('#chat-reset');
     await page.click('#chat-heldout');
+    // the page fills the box once the worker has sent the questions
+    await waitFor(page, () => window.kilnApp.expectedAnswer != null || window.kilnApp.error, 60_000);
+    assert.equal(await app(page, () => window.kilnApp.error), null);
     const question = await page.inputValue('#chat-input');
     const expected = await app(page, () => window.kilnApp.expectedAnswer);
     const answer = await ask(page);

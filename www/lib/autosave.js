@@ -4,16 +4,22 @@
 const FOLDER = 'kiln-autosave';
 const KEEP = 3;
 
-/** A storage error worded for the person: a full quota says what to do. */
+/**
+ * A failed autosave worded for the person, whatever the browser said: it names the size and
+ * what to do, never only the browser's own text. Its `code` is 'storage' (kiln.d.ts).
+ * Chromium reports a full quota as QuotaExceededError, or sometimes only as a failed write
+ * ("Failed to write data to data pipe"), and its estimate may lag; so the estimate is read
+ * after the failed write's file is removed, and compared with this write's size.
+ */
 async function storageError(error, bytes) {
-  // Chromium reports a full quota as QuotaExceededError, or sometimes only as a failed
-  // write ("Failed to write data to data pipe"): the estimate tells which
+  const mib = (bytes / 2 ** 20).toFixed(1);
   const { usage = 0, quota = Infinity } = await navigator.storage?.estimate?.().catch(() => ({})) ?? {};
-  if (error?.name === 'QuotaExceededError' || usage + bytes > quota) {
-    const mib = (bytes / 2 ** 20).toFixed(1);
-    return new Error(`the browser has no room for this autosave (${mib} MiB): delete old autosaves, or free space for this site in the browser's settings`);
-  }
-  return new Error(`the autosave could not be stored: ${error?.message ?? error}`);
+  const full = error?.name === 'QuotaExceededError' || usage + bytes > quota;
+  const message = full
+    ? `the browser has no room for this autosave (${mib} MiB): delete old autosaves, or free space for this site in the browser's settings`
+    : `the autosave (${mib} MiB) could not be written (the browser said: ${error?.message ?? error}): `
+      + 'free space on this device or for this site in the browser\'s settings, or delete old autosaves';
+  return Object.assign(new Error(message), { code: 'storage', full });
 }
 
 // ---------------------------------------------------------------- OPFS

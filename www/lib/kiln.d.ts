@@ -116,10 +116,15 @@ export interface TrainOptions extends TrainingOptions {
   restart?: boolean;
   onProgress?: (p: Progress) => void;
   onStage?: (info: ModelInfo) => void;
-  /** Each autosave stored in this browser (at every validation, stage change and stop), or the storage error. */
-  onAutosave?: (saved: AutosaveInfo | { error: string }) => void;
+  /** Each autosave stored in this browser (at every validation, stage change and stop), or
+   * why it could not be: `error` says it for the person (its size and what to do), `full` is
+   * true where the browser's quota is known to be the cause. Training goes on either way. */
+  onAutosave?: (saved: AutosaveInfo | AutosaveFailure) => void;
   signal?: AbortSignal;
 }
+
+/** A failed autosave: nothing of it is left behind. */
+export interface AutosaveFailure { error: string; message: string; code: 'storage'; full: boolean; }
 
 /** An autosave in this browser (OPFS, or IndexedDB where OPFS is missing). */
 export interface AutosaveInfo {

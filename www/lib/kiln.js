@@ -86,7 +86,7 @@ export class Kiln {
       if (!call) return;
       if ('progress' in data) call.onProgress?.(data.progress);
       else if ('autosave' in data) call.onAutosave?.(data.autosave);
-      else if ('autosaveError' in data) call.onAutosave?.({ error: data.autosaveError });
+      else if ('autosaveError' in data) call.onAutosave?.({ ...data.autosaveError, error: data.autosaveError.message });
       else if ('token' in data) call.onToken?.(data.token);
       else if ('stage' in data) call.onStage?.(data.stage);
       else {

@@ -81,7 +81,7 @@ let saving = Promise.resolve();
 const newRun = () => { runId = `run-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`; };
 
 /** Snapshots the session (between steps) and stores it in the background; the page hears
- * of it as {id, autosave: meta} or {id, autosaveError}. */
+ * of it as {id, autosave: meta} or {id, autosaveError: {message, code, full}}. */
 async function autosaveNow(id, progress) {
   if (!runId) newRun();
   const zip = await exclusive(() => wasm.snapshot());
@@ -95,7 +95,7 @@ async function autosaveNow(id, progress) {
   const key = runId;
   saving = saving.then(() => autosave.save(key, zip, meta))
     .then(() => postMessage({ id, autosave: { ...meta, id: key, bytes: zip.byteLength } }))
-    .catch((error) => postMessage({ id, autosaveError: error.message }));
+    .catch((error) => postMessage({ id, autosaveError: { message: error.message, code: error.code ?? 'storage', full: !!error.full } }));
   return saving;
 }
 
