@@ -11,7 +11,7 @@ const KEEP = 3;
  * ("Failed to write data to data pipe"), and its estimate may lag; so the estimate is read
  * after the failed write's file is removed, and compared with this write's size.
  */
-async function storageError(error, bytes) {
+export async function storageError(error, bytes) {
   const mib = (bytes / 2 ** 20).toFixed(1);
   const { usage = 0, quota = Infinity } = await navigator.storage?.estimate?.().catch(() => ({})) ?? {};
   const full = error?.name === 'QuotaExceededError' || usage + bytes > quota;
