@@ -11,8 +11,9 @@
 //! - [`backend`]: the op set, on the GPU ([`gpu`]: wgpu plumbing and one typed function
 //!   per WGSL kernel in `shaders/`) or the CPU ([`cpu`]: each kernel's twin, written to
 //!   be read).
-//! - [`train`]: AdamW and the schedule, the shared step, the stage-agnostic `Trainer`,
-//!   and the stages (`Stage`): pretraining, supervised fine-tuning.
+//! - [`train`]: AdamW and the schedule, the shared step, the `Trainer`, and the stages
+//!   (`Stage`): pretraining, supervised fine-tuning, and the preference stages (a reward
+//!   model, DPO, PPO).
 //! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, resume.
 //! - [`inspect`]: what the page's views read — the next token's probabilities, one
 //!   head's attention weights, a training row's loss at each position.

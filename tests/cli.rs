@@ -255,6 +255,8 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
                 "4",
                 "--eval",
                 "2",
+                "--kl-coef",
+                "0.1",
                 "--out",
                 &ppo,
             ][..],
@@ -265,6 +267,7 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
     println!("{err}");
     assert!(ok, "ppo failed: {err}");
     assert!(err.contains("meanReward") && err.contains("kl") && err.contains("held-out questions after"), "{err}");
+    assert_eq!(trainer_json(&dirs[2])["train"]["klCoef"], 0.1, "--kl-coef took effect");
     let (ok, _, err) = kiln(
         &[
             &[
@@ -279,6 +282,10 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
                 "2",
                 "--eval",
                 "0",
+                "--beta",
+                "0.2",
+                "--rpo-alpha",
+                "0",
                 "--out",
                 &dpo,
             ][..],
@@ -289,6 +296,16 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
     println!("{err}");
     assert!(ok, "dpo failed: {err}");
     assert!(err.contains("logpChosen") && dirs[3].join("dpo-reference.json").is_file(), "{err}");
+    let train = &trainer_json(&dirs[3])["train"];
+    assert_eq!(
+        (train["dpoBeta"].as_f64(), train["rpoAlpha"].as_f64()),
+        (Some(0.2), Some(0.0)),
+        "--beta and --rpo-alpha took effect"
+    );
+    // a misspelt option is refused by name before anything runs, with the one it meant
+    let (ok, _, err) =
+        kiln(&[&["dpo", "--ckpt", &sft, "--rankings", ranks_s, "--rpo-alpah", "0", "--out", &dpo][..], &cpu].concat());
+    assert!(!ok && err.contains("kiln dpo has no option --rpo-alpah; did you mean --rpo-alpha?"), "{err}");
     // a reward model is not a PPO reward for itself: ppo --reward wants a score head
     let (ok, _, err) = kiln(&[&["ppo", "--ckpt", &sft, "--reward", &dpo, "--out", &ppo][..], &cpu].concat());
     assert!(!ok && err.contains("is not a reward model"), "{err}");
@@ -299,4 +316,64 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
         std::fs::remove_dir_all(dir).unwrap();
     }
     std::fs::remove_file(&ranks).unwrap();
+}
+
+/// The checkpoint's trainer.json.
+fn trainer_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("trainer.json")).unwrap()).unwrap()
+}
+
+/// Every training option of every stage is a flag (`kiln help STAGE` lists them), and each
+/// reaches the configuration the stage trains with (`kiln config STAGE` prints it); a flag
+/// the stage does not have is refused by name.
+#[test]
+fn every_training_option_is_a_flag_that_takes_effect() {
+    let kebab = |camel: &str| -> String {
+        camel
+            .chars()
+            .flat_map(|c| if c.is_ascii_uppercase() { vec!['-', c.to_ascii_lowercase()] } else { vec![c] })
+            .collect()
+    };
+    let config = |args: &[&str]| -> serde_json::Value {
+        let (ok, out, err) = kiln(args);
+        assert!(ok, "kiln {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    for stage in ["pretrain", "sft", "reward", "dpo", "ppo"] {
+        let defaults = config(&["config", stage]);
+        let (ok, help, err) = kiln(&["help", stage]);
+        assert!(ok, "{err}");
+        let preference = !matches!(stage, "pretrain" | "sft");
+        let mut checked = 0;
+        for (key, default) in defaults.as_object().unwrap() {
+            let flag = format!("--{}", kebab(key));
+            let listed = help.lines().any(|l| l.trim_start().starts_with(&format!("{flag} ")));
+            if !listed {
+                // pretraining and SFT do not take the preference stages' options
+                assert!(!preference, "kiln help {stage} does not list {flag}:\n{help}");
+                let (ok, _, err) = kiln(&["config", stage, &flag, "1"]);
+                assert!(!ok && err.contains(&format!("has no option {flag}")), "{stage} {flag}: {err}");
+                continue;
+            }
+            // a valid value other than the default: half of it (exact in binary), or one more
+            let value = match default.as_u64() {
+                Some(n) => serde_json::json!(n + 1),
+                None => {
+                    let x = default.as_f64().unwrap();
+                    serde_json::json!(if x == 0.0 { 0.25 } else { x / 2.0 })
+                }
+            };
+            let got = config(&["config", stage, &flag, &value.to_string()]);
+            assert_eq!(got[key].as_f64(), value.as_f64(), "kiln config {stage} {flag} {value}");
+            checked += 1;
+        }
+        println!("{stage}: {checked} training options pass through as flags");
+        assert!(checked >= 17, "{stage}: {checked}");
+    }
+    let (ok, _, err) = kiln(&["dpo", "--bogus-option", "3"]);
+    assert!(!ok && err.contains("kiln dpo has no option --bogus-option"), "{err}");
+    let (ok, _, err) = kiln(&["config", "dpo", "--beta", "strong"]);
+    assert!(!ok && err.contains("--beta \"strong\" is not a number"), "{err}");
+    let (ok, _, err) = kiln(&["sample", "--ckpt", "nowhere", "--temprature", "0"]);
+    assert!(!ok && err.contains("did you mean --temperature?"), "{err}");
 }

@@ -59,12 +59,16 @@ usage:
                                  rankings, a JSONL file, or the built-in questions)
       --eval N                   (dpo, ppo) held-out built-in questions measured before and
                                  after: exact match and the scripted rule's rate
-  training options (pretrain, sft, reward, dpo, ppo):
-      --steps N  --batch N  --accum N  --lr X  --seed N
+  training options (pretrain, sft, reward, dpo, ppo): every field of the stage's training
+  configuration, as --kebab-case (kiln help STAGE lists them with their defaults), e.g.
+      --steps N  --batch-size N (--batch)  --grad-accum N (--accum)  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
+      --dpo-beta X (--beta)  --rpo-alpha X  --reward-center X  --kl-coef X  --clip-range X
       --log-json                 print each logged step as a JSON line on stdout
       --backend auto|gpu|cpu     (default auto: both timed on the model, the faster
                                  one used; every command that runs a model takes it)
+  an unknown or misspelt option is refused, naming the closest one
+  kiln config STAGE [options]    the training configuration those options give, as JSON
   kiln resume DIR [--steps N]    continue a run, in its stage, exactly where it stopped
   kiln chat --ckpt DIR [--system TEXT] [--temperature X]   chat on stdin (/reset starts over)
   kiln sample --ckpt DIR [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N]
@@ -101,41 +105,80 @@ fn quiet_vulkan_loader() {
     }
 }
 
-fn main() -> ExitCode {
-    quiet_vulkan_loader();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("pretrain") => options(&args[1..]).and_then(|o| pretrain(&o)),
-        Some("sft") => options(&args[1..]).and_then(|o| sft(&o)),
+/// Runs the command `args` names.
+fn run(args: &[String]) -> CliResult {
+    let rest = args.get(1..).unwrap_or_default();
+    match args.first().map(String::as_str) {
+        Some(name @ ("pretrain" | "sft" | "reward" | "dpo" | "ppo")) => {
+            let stage = StageKind::parse(name).expect("a stage's name");
+            let o = options(name, rest, stage_flags(stage), Some(stage));
+            match stage {
+                StageKind::Pretrain => o.and_then(|o| pretrain(&o)),
+                StageKind::Sft => o.and_then(|o| sft(&o)),
+                _ => o.and_then(|o| align(&o, stage)),
+            }
+        }
         Some("resume") => match args.get(1) {
-            Some(dir) if !dir.starts_with("--") => options(&args[2..]).and_then(|o| resume_cmd(Path::new(dir), &o)),
+            Some(dir) if !dir.starts_with("--") => {
+                options("resume", &args[2..], &["steps", "log-json", "backend"], None)
+                    .and_then(|o| resume_cmd(Path::new(dir), &o))
+            }
             _ => Err(usage("resume needs the checkpoint folder: kiln resume DIR")),
         },
-        Some("candidates") => options(&args[1..]).and_then(|o| candidates(&o)),
-        Some("reward") => options(&args[1..]).and_then(|o| align(&o, StageKind::Reward)),
-        Some("dpo") => options(&args[1..]).and_then(|o| align(&o, StageKind::Dpo)),
-        Some("ppo") => options(&args[1..]).and_then(|o| align(&o, StageKind::Ppo)),
-        Some("chat") => options(&args[1..]).and_then(|o| chat(&o)),
-        Some("chat-ids") => options(&args[1..]).and_then(|o| chat_ids(&o)),
-        Some("sample") => options(&args[1..]).and_then(|o| sample(&o)),
-        Some("logits") => options(&args[1..]).and_then(|o| logits(&o)),
-        Some("info") => info(),
-        Some("corpus") => options(&args[1..]).and_then(|o| corpus(&o)),
-        Some("bench") => match args.get(1).map(String::as_str) {
-            Some("matmul") => {
-                options(&args[2..]).and_then(|o| bench_matmul(o.contains_key("quick"), o.contains_key("large")))
+        Some("config") => match args.get(1).map(|s| StageKind::parse(s)) {
+            Some(Ok(stage)) => {
+                options("config", &args[2..], &[], Some(stage)).and_then(|o| print_json(&train_config(&o, stage)?))
             }
-            Some("train") => options(&args[2..]).and_then(|o| bench_train(&o)),
-            Some("align") => bench_align(),
-            Some("profile") => options(&args[2..]).and_then(|o| bench_profile(&o)),
-            _ => Err(usage("bench what? kiln bench matmul | train | align | profile")),
+            _ => Err(usage("config of which stage? kiln config pretrain|sft|reward|dpo|ppo [options]")),
         },
+        Some("candidates") => {
+            const FLAGS: &[&str] = &["ckpt", "out", "prompts", "lang", "n", "k", "rank", "backend"];
+            options("candidates", rest, &[FLAGS, SAMPLING].concat(), None).and_then(|o| candidates(&o))
+        }
+        Some("chat") => {
+            options("chat", rest, &[&["ckpt", "system", "backend"], SAMPLING].concat(), None).and_then(|o| chat(&o))
+        }
+        Some("chat-ids") => {
+            options("chat-ids", rest, &["json", "ckpt", "generation-prompt"], None).and_then(|o| chat_ids(&o))
+        }
+        Some("sample") => {
+            options("sample", rest, &[&["ckpt", "prompt", "backend"], SAMPLING].concat(), None).and_then(|o| sample(&o))
+        }
+        Some("logits") => {
+            options("logits", rest, &["ckpt", "text", "top-k", "temperature", "backend"], None).and_then(|o| logits(&o))
+        }
+        Some("info") => options("info", rest, &[], None).and_then(|_| info()),
+        Some("corpus") => options("corpus", rest, &["lang", "stories", "seed"], None).and_then(|o| corpus(&o)),
+        Some("bench") => {
+            let rest = args.get(2..).unwrap_or_default();
+            match args.get(1).map(String::as_str) {
+                Some("matmul") => options("bench matmul", rest, &["quick", "large"], None)
+                    .and_then(|o| bench_matmul(o.contains_key("quick"), o.contains_key("large"))),
+                Some("train") => {
+                    options("bench train", rest, &["quick", "presets", "backend"], None).and_then(|o| bench_train(&o))
+                }
+                Some("align") => options("bench align", rest, &[], None).and_then(|_| bench_align()),
+                Some("profile") => {
+                    options("bench profile", rest, &["preset", "backend"], None).and_then(|o| bench_profile(&o))
+                }
+                _ => Err(usage("bench what? kiln bench matmul | train | align | profile")),
+            }
+        }
         Some("help" | "--help" | "-h") | None => {
-            println!("{USAGE}");
+            match args.get(1).map(|s| StageKind::parse(s)) {
+                Some(Ok(stage)) => println!("{}", stage_help(stage)),
+                _ => println!("{USAGE}"),
+            }
             Ok(())
         }
         Some(other) => Err(usage(&format!("unknown command {other:?}\n\n{USAGE}"))),
-    };
+    }
+}
+
+fn main() -> ExitCode {
+    quiet_vulkan_loader();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = run(&args);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -162,12 +205,108 @@ fn read_text_file(path: &str, cap: u64, what: &str) -> Result<Vec<u8>, KilnError
     std::fs::read(path).map_err(io_error(Path::new(path)))
 }
 
-/// `--name value` pairs (and bare `--flag`s, stored as "").
-fn options(args: &[String]) -> Result<Options, KilnError> {
+/// The sampling flags of the commands that generate (SampleConfig's fields).
+const SAMPLING: &[&str] = &["tokens", "temperature", "top-k", "top-p", "seed"];
+
+/// The flags a training command takes besides its training options.
+fn stage_flags(stage: StageKind) -> &'static [&'static str] {
+    match stage {
+        StageKind::Pretrain => &["corpus", "lang", "preset", "tokenizer", "vocab", "out", "log-json", "backend"],
+        StageKind::Sft => &["ckpt", "data", "lang", "out", "eval", "log-json", "backend"],
+        _ => &["ckpt", "out", "rankings", "reward", "prompts", "lang", "eval", "log-json", "backend"],
+    }
+}
+
+/// Short names kept for training options: the CLI's older flags, and TRL's `beta` for DPO.
+const ALIASES: &[(&str, &str)] = &[("batch", "batchSize"), ("accum", "gradAccum"), ("beta", "dpoBeta")];
+
+/// A training option's flag: `batchSize` → `batch-size`.
+fn kebab(camel: &str) -> String {
+    camel
+        .chars()
+        .flat_map(|c| if c.is_ascii_uppercase() { vec!['-', c.to_ascii_lowercase()] } else { vec![c] })
+        .collect()
+}
+
+/// The training options `stage` takes, as (flag, TrainConfig key, default): every field of
+/// the stage's TrainConfig (the preference stages' own options only for them), so the flags
+/// follow the one definition in `train::trainer`.
+fn training_flags(stage: StageKind) -> Vec<(String, String, serde_json::Value)> {
+    let defaults = TrainConfig::for_stage(stage);
+    let align_keys = match serde_json::to_value(&defaults.align).expect("JSON") {
+        serde_json::Value::Object(m) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let preference = matches!(stage, StageKind::Reward | StageKind::Dpo | StageKind::Ppo);
+    let mut flags: Vec<_> = match serde_json::to_value(&defaults).expect("JSON") {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(key, _)| preference || !align_keys.contains(key))
+            .map(|(key, value)| (kebab(&key), key, value))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (alias, key) in ALIASES {
+        if let Some(value) = flags.iter().find(|(_, k, _)| k == key).map(|(_, _, v)| v.clone()) {
+            if *key != "dpoBeta" || stage == StageKind::Dpo {
+                flags.push((alias.to_string(), key.to_string(), value));
+            }
+        }
+    }
+    flags
+}
+
+/// `kiln help STAGE`: the stage's training options with their defaults.
+fn stage_help(stage: StageKind) -> String {
+    let mut lines = vec![format!(
+        "kiln {stage}: flags {}; and its training options (defaults for {stage}):",
+        stage_flags(stage).iter().map(|f| format!("--{f}")).collect::<Vec<_>>().join(" ")
+    )];
+    for (flag, key, value) in training_flags(stage) {
+        let alias = if kebab(&key) == flag { String::new() } else { format!(" (= --{})", kebab(&key)) };
+        lines.push(format!("  --{flag:<22} {value}{alias}"));
+    }
+    lines.join("\n")
+}
+
+/// Edit distance, for naming the flag a misspelt one meant.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// `--name value` pairs (and bare `--flag`s, stored as "") of command `command`, which
+/// takes `flags` and, for a training stage, that stage's training options. Any other flag
+/// is refused by name, with the closest known one: a misspelt option must not train with
+/// its default as if it had been said.
+fn options(command: &str, args: &[String], flags: &[&str], stage: Option<StageKind>) -> Result<Options, KilnError> {
+    let mut known: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    if let Some(stage) = stage {
+        known.extend(training_flags(stage).into_iter().map(|(flag, _, _)| flag));
+    }
     let mut out = HashMap::new();
     let mut i = 0;
     while i < args.len() {
         let key = args[i].strip_prefix("--").ok_or_else(|| usage(&format!("unexpected argument {:?}", args[i])))?;
+        if !known.iter().any(|k| k == key) {
+            let closest = known.iter().min_by_key(|k| distance(k, key)).filter(|k| distance(k, key) <= 3);
+            let hint = match (closest, stage) {
+                (Some(k), _) => format!("; did you mean --{k}?"),
+                (None, Some(stage)) => format!("; kiln help {stage} lists them"),
+                (None, None) => String::new(),
+            };
+            return Err(usage(&format!("kiln {command} has no option --{key}{hint}")));
+        }
         let value = match args.get(i + 1) {
             Some(v) if !v.starts_with("--") => {
                 i += 1;
@@ -260,24 +399,17 @@ fn ckpt_spec(o: &Options) -> Result<(Tokenizer, GptConfig), KilnError> {
     Ok((loaded.tokenizer, loaded.config))
 }
 
-/// The training options given on the command line, over the stage's defaults.
+/// The training options given on the command line, over the stage's defaults (checked
+/// there, as the page's are).
 fn train_config(o: &Options, stage: StageKind) -> Result<TrainConfig, KilnError> {
-    let flags = [
-        ("steps", "steps"),
-        ("batch", "batchSize"),
-        ("accum", "gradAccum"),
-        ("lr", "lr"),
-        ("seed", "seed"),
-        ("log-every", "logEvery"),
-        ("eval-every", "evalEvery"),
-        ("sample-every", "sampleEvery"),
-    ];
     let mut given = serde_json::Map::new();
-    for (flag, field) in flags {
-        if let Some(v) = o.get(flag) {
-            let number: serde_json::Value =
-                serde_json::from_str(v).map_err(|_| usage(&format!("--{flag} {v:?} is not a number")))?;
-            given.insert(field.into(), number);
+    for (flag, key, _) in training_flags(stage) {
+        if let Some(v) = o.get(&flag) {
+            let number: serde_json::Value = serde_json::from_str(v)
+                .ok()
+                .filter(serde_json::Value::is_number)
+                .ok_or_else(|| usage(&format!("--{flag} {v:?} is not a number")))?;
+            given.insert(key, number);
         }
     }
     TrainConfig::from_options(stage, &given.into())

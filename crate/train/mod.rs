@@ -1,6 +1,6 @@
 //! Training: the optimizer and schedule, the one training step every stage shares, the
-//! stage-agnostic [`Trainer`], and the stages — pretraining and supervised fine-tuning —
-//! each a short file that supplies batches with a loss weight per position.
+//! [`Trainer`], and the stages — pretraining, supervised fine-tuning, the reward model,
+//! DPO and PPO — each a short file that supplies batches with a loss weight per position.
 
 pub mod dpo;
 pub mod guard;

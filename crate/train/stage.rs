@@ -1,5 +1,5 @@
 //! A training stage: where the trainer's batches come from. Every stage ends in the same
-//! kernel — cross-entropy with a weight per position (DESIGN.md) — so a stage is its data,
+//! kernel — cross-entropy with a weight per position — so a stage is its data,
 //! the weights it puts on each target, a validation set, and what it must save to resume.
 //! A new stage is a new file with an impl of [`Stage`] and a line in [`restore`].
 

@@ -1,6 +1,6 @@
 //! The training step every stage shares: clear the gradients, forward and backward over
 //! each micro-batch, clip, AdamW. The stages differ only in the batches and the loss
-//! weights they build (DESIGN.md: every stage is cross-entropy with a weight per position).
+//! weights they build (every stage is cross-entropy with a weight per position).
 
 use super::optimizer::AdamW;
 use crate::backend::{at, Backend};

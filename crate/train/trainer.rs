@@ -165,7 +165,7 @@ impl TrainConfig {
                     StageKind::Reward => TrainConfig { steps: 150, lr: 1e-3, min_lr: 1e-4, ..align },
                     StageKind::Dpo => TrainConfig { steps: 100, lr: 3e-4, min_lr: 3e-5, ..align },
                     // PPO's gradient is noisy and AdamW turns noise into full-size steps:
-                    // on the tiny preset (tests/align_learning.rs) 3e-4 and 5e-5 cost 44
+                    // on the tiny preset (tests/chat_learning.rs) 3e-4 and 5e-5 cost 44
                     // and 11 points of task accuracy, 2e-5 three.
                     _ => TrainConfig { steps: 200, lr: 2e-5, min_lr: 2e-5, batch_size: 16, ..align },
                 }

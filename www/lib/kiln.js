@@ -188,8 +188,8 @@ export class Kiln {
     return info;
   }
 
-  /** Kiln's defaults: {presets, training: {pretrain, sft}, sampling} — the values the
-   * core uses when an option is left out. */
+  /** Kiln's defaults: {presets, training: {pretrain, sft, reward, dpo, ppo}, sampling,
+   * chat, inspect} — the values the core uses when an option is left out. */
   defaults() { return this.#call('defaults'); }
 
   /** Trains a stage until its steps are done: 'pretrain' (on the corpus) or 'sft'
