@@ -323,9 +323,10 @@ fn trainer_json(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("trainer.json")).unwrap()).unwrap()
 }
 
-/// Every training option of every stage is a flag (`kiln help STAGE` lists them), and each
-/// reaches the configuration the stage trains with (`kiln config STAGE` prints it); a flag
-/// the stage does not have is refused by name.
+/// Every training option is a flag of the stages that read it (`kiln help STAGE` lists
+/// them), and each reaches the configuration the stage trains with (`kiln config STAGE`
+/// prints it); every option belongs to some stage; a flag the stage does not have (another
+/// preference stage's option) is refused by name.
 #[test]
 fn every_training_option_is_a_flag_that_takes_effect() {
     let kebab = |camel: &str| -> String {
@@ -339,22 +340,24 @@ fn every_training_option_is_a_flag_that_takes_effect() {
         assert!(ok, "kiln {args:?} failed: {err}");
         serde_json::from_str(&out).unwrap()
     };
+    let mut taken = std::collections::BTreeSet::new();
+    let mut all = std::collections::BTreeSet::new();
     for stage in ["pretrain", "sft", "reward", "dpo", "ppo"] {
         let defaults = config(&["config", stage]);
         let (ok, help, err) = kiln(&["help", stage]);
         assert!(ok, "{err}");
-        let preference = !matches!(stage, "pretrain" | "sft");
         let mut checked = 0;
         for (key, default) in defaults.as_object().unwrap() {
+            all.insert(key.clone());
             let flag = format!("--{}", kebab(key));
             let listed = help.lines().any(|l| l.trim_start().starts_with(&format!("{flag} ")));
             if !listed {
-                // pretraining and SFT do not take the preference stages' options
-                assert!(!preference, "kiln help {stage} does not list {flag}:\n{help}");
+                // another stage's option: refused, not trained as if unsaid
                 let (ok, _, err) = kiln(&["config", stage, &flag, "1"]);
                 assert!(!ok && err.contains(&format!("has no option {flag}")), "{stage} {flag}: {err}");
                 continue;
             }
+            taken.insert(key.clone());
             // a valid value other than the default: half of it (exact in binary), or one more
             let value = match default.as_u64() {
                 Some(n) => serde_json::json!(n + 1),
@@ -370,6 +373,13 @@ fn every_training_option_is_a_flag_that_takes_effect() {
         println!("{stage}: {checked} training options pass through as flags");
         assert!(checked >= 17, "{stage}: {checked}");
     }
+    assert_eq!(taken, all, "every training option is some stage's flag");
+    let (ok, _, err) = kiln(&["ppo", "--beta", "0.05"]);
+    assert!(!ok && err.contains("PPO's KL weight is --kl-coef"), "{err}");
+    let (ok, _, err) = kiln(&["config", "dpo", "--batch", "4", "--batch-size", "6"]);
+    assert!(!ok && err.contains("are the same option"), "{err}");
+    let (ok, help, _) = kiln(&["dpo", "--help"]);
+    assert!(ok && help.contains("--rpo-alpha") && !help.contains("--kl-coef"), "{help}");
     let (ok, _, err) = kiln(&["dpo", "--bogus-option", "3"]);
     assert!(!ok && err.contains("kiln dpo has no option --bogus-option"), "{err}");
     let (ok, _, err) = kiln(&["config", "dpo", "--beta", "strong"]);

@@ -25,7 +25,7 @@ use kiln::train::ppo::Ppo;
 use kiln::train::preference::PreferenceRows;
 use kiln::train::reward::Reward;
 use kiln::train::sft::{answer_report, chat_prompt, Sft};
-use kiln::train::{Progress, StageKind, TrainConfig, Trainer};
+use kiln::train::{AlignConfig, Progress, StageKind, TrainConfig, Trainer};
 use pollster::block_on;
 
 const USAGE: &str = "Kiln: train tiny GPT-style language models on your GPU.
@@ -108,6 +108,13 @@ fn quiet_vulkan_loader() {
 /// Runs the command `args` names.
 fn run(args: &[String]) -> CliResult {
     let rest = args.get(1..).unwrap_or_default();
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        match args.first().map(|s| StageKind::parse(s)) {
+            Some(Ok(stage)) => println!("{}", stage_help(stage)),
+            _ => println!("{USAGE}"),
+        }
+        return Ok(());
+    }
     match args.first().map(String::as_str) {
         Some(name @ ("pretrain" | "sft" | "reward" | "dpo" | "ppo")) => {
             let stage = StageKind::parse(name).expect("a stage's name");
@@ -229,19 +236,19 @@ fn kebab(camel: &str) -> String {
 }
 
 /// The training options `stage` takes, as (flag, TrainConfig key, default): every field of
-/// the stage's TrainConfig (the preference stages' own options only for them), so the flags
-/// follow the one definition in `train::trainer`.
+/// the stage's TrainConfig but the preference options of other stages, so the flags follow
+/// the one definition in `train::trainer`.
 fn training_flags(stage: StageKind) -> Vec<(String, String, serde_json::Value)> {
     let defaults = TrainConfig::for_stage(stage);
     let align_keys = match serde_json::to_value(&defaults.align).expect("JSON") {
         serde_json::Value::Object(m) => m.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let preference = matches!(stage, StageKind::Reward | StageKind::Dpo | StageKind::Ppo);
+    let own = AlignConfig::stage_options(stage);
     let mut flags: Vec<_> = match serde_json::to_value(&defaults).expect("JSON") {
         serde_json::Value::Object(m) => m
             .into_iter()
-            .filter(|(key, _)| preference || !align_keys.contains(key))
+            .filter(|(key, _)| !align_keys.contains(key) || own.contains(&key.as_str()))
             .map(|(key, value)| (kebab(&key), key, value))
             .collect(),
         _ => Vec::new(),
@@ -301,6 +308,8 @@ fn options(command: &str, args: &[String], flags: &[&str], stage: Option<StageKi
         if !known.iter().any(|k| k == key) {
             let closest = known.iter().min_by_key(|k| distance(k, key)).filter(|k| distance(k, key) <= 3);
             let hint = match (closest, stage) {
+                // TRL's β is DPO's; PPO's KL weight is its own option
+                _ if key == "beta" => "; --beta is DPO's β (kiln dpo --beta); PPO's KL weight is --kl-coef".into(),
                 (Some(k), _) => format!("; did you mean --{k}?"),
                 (None, Some(stage)) => format!("; kiln help {stage} lists them"),
                 (None, None) => String::new(),
@@ -403,8 +412,12 @@ fn ckpt_spec(o: &Options) -> Result<(Tokenizer, GptConfig), KilnError> {
 /// there, as the page's are).
 fn train_config(o: &Options, stage: StageKind) -> Result<TrainConfig, KilnError> {
     let mut given = serde_json::Map::new();
+    let mut said: HashMap<String, String> = HashMap::new();
     for (flag, key, _) in training_flags(stage) {
         if let Some(v) = o.get(&flag) {
+            if let Some(other) = said.insert(key.clone(), flag.clone()) {
+                return Err(usage(&format!("--{other} and --{flag} are the same option: give one")));
+            }
             let number: serde_json::Value = serde_json::from_str(v)
                 .ok()
                 .filter(serde_json::Value::is_number)

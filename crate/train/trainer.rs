@@ -112,6 +112,35 @@ impl Default for AlignConfig {
     }
 }
 
+impl AlignConfig {
+    /// The options of this struct that `stage` reads (as serialised, camelCase): a stage is
+    /// given only its own (the CLI refuses `kiln dpo --kl-coef`). Every field belongs to a
+    /// stage (tests/cli.rs holds the union to the struct).
+    pub fn stage_options(stage: StageKind) -> &'static [&'static str] {
+        match stage {
+            StageKind::Pretrain | StageKind::Sft => &[],
+            StageKind::Reward => &["rewardCenter"],
+            StageKind::Dpo => &["dpoBeta", "rpoAlpha"],
+            StageKind::Ppo => &[
+                "klCoef",
+                "clipRange",
+                "valueClip",
+                "gamma",
+                "lam",
+                "vfCoef",
+                "ppoEpochs",
+                "rolloutPrompts",
+                "answersPerPrompt",
+                "missingEndPenalty",
+                "temperature",
+                "topK",
+                "topP",
+                "answerTokens",
+            ],
+        }
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig::for_stage(StageKind::Pretrain)

@@ -48,8 +48,9 @@ async function trainThroughThePage(page, { screenshot, checkResponsiveness }) {
     assert.equal(await app(page, () => window.kilnApp.state), 'paused');
     // The worker answers calls in order: once a second pause comes back it has the first
     const pausedAt = await app(page, async () => { await window.kilnApp.kiln.pause(); return window.kilnApp.progress.length; });
-    // Three readings, each queued behind the step in flight: a run that kept going would
-    // take a step between each two of them; a paused one takes at most the step in flight
+    // Three readings through the worker's queue of wasm calls, where a run that kept going
+    // queues its steps too (so steps would come between them); a paused run takes at
+    // most the step in flight
     await app(page, async () => { for (let i = 0; i < 3; i += 1) await window.kilnApp.kiln.inspectRow(); });
     const later = await app(page, () => window.kilnApp.progress.length);
     assert.ok(later - pausedAt <= 1, `training stopped stepping while paused (${later - pausedAt} steps)`);

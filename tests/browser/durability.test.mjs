@@ -68,6 +68,9 @@ async function startRun(page, { pauseAt = null, fault = null } = {}) {
       },
       onAutosave: (a) => { window.saved.push(a); inject(); },
     });
+    // a wait for a fault ends too if the run ends first (and the test says why)
+    window.done = false;
+    window.finished.then(() => { window.done = true; }, () => { window.done = true; });
   }, { run: RUN, pauseAt, fault });
 }
 
@@ -127,28 +130,9 @@ test('a page closed mid-training reopens, offers its autosave, and resumes exact
   }
 });
 
-test('a full storage quota: the autosave fails with an explanation and training goes on', () => inPage({}, async ({ context, page }) => {
-  // the origin may store 100 KB: an autosave of the tiny model is 2.5 MiB
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.origin, quotaSize: 100_000 });
-  await startRun(page);
-  const last = await page.evaluate(() => window.finished);
-  const saved = await page.evaluate(() => window.saved);
-  console.log(`with a 100 KB quota: ${JSON.stringify(saved[0])}`);
-  assert.equal(last.step, RUN.steps, 'training went on');
-  assert.ok(saved.length >= 1 && saved.every((s) => s.error), JSON.stringify(saved));
-  // Chromium reports a full quota as QuotaExceededError or only as a failed write, and its
-  // estimate may lag: either way the person is told the size and what to do
-  for (const s of saved) {
-    assert.equal(s.code, 'storage');
-    assert.match(s.error, /autosave \(2\.\d MiB\)/);
-    assert.match(s.error, /delete old autosaves/);
-    if (s.full) assert.match(s.error, /^the browser has no room for this autosave/);
-    else assert.match(s.error, /^the autosave \(2\.\d MiB\) could not be written \(the browser said: .+\): free space/);
-  }
-  console.log(`quota recognised as full in ${saved.filter((s) => s.full).length} of ${saved.length} failed autosaves${saved.filter((s) => !s.full).map((s) => `; not: ${s.error}`).join('')}`);
-  // the other report, a failed write that the estimate does not explain (10 bytes fit the
-  // quota), still says what to do and keeps the browser's words only as the reason
+test('a full storage quota: the autosave fails with an explanation, training goes on, and the last good autosave stays', () => inPage({}, async ({ context, page }) => {
+  // a failed write that the estimate does not explain (10 bytes fit this site's quota)
+  // still says what to do, and keeps the browser's words only as the reason
   const unknown = await page.evaluate(async () => {
     const { storageError } = await import(new URL('lib/autosave.js', location.href).href);
     const error = await storageError(new Error('Failed to write data to data pipe'), 10);
@@ -161,7 +145,34 @@ test('a full storage quota: the autosave fails with an explanation and training 
     code: 'storage',
     full: false,
   });
-  assert.deepEqual(await page.evaluate(() => window.kilnApp.kiln.listAutosaves()), [], 'no half-written autosave is left');
+
+  // the autosave of step 10 stored, the run paused by the page at step 12
+  await startRun(page, { pauseAt: 12 });
+  await waitFor(page, () => window.saved.some((s) => s.step === 10) && window.losses.length >= 12);
+  // then the origin may store 100 KB: an autosave of the tiny model is 2.5 MiB
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: site.origin, quotaSize: 100_000 });
+  await page.evaluate(() => window.kilnApp.kiln.resume());
+  const last = await page.evaluate(() => window.finished);
+  const saved = await page.evaluate(() => window.saved);
+  const failed = saved.filter((s) => s.error);
+  console.log(`with a 100 KB quota: ${JSON.stringify(failed[0])}`);
+  assert.equal(last.step, RUN.steps, 'training went on');
+  assert.deepEqual(saved.filter((s) => !s.error).map((s) => s.step), [10], JSON.stringify(saved));
+  assert.ok(failed.length >= 3, JSON.stringify(saved));
+  // Chromium reports a full quota as QuotaExceededError or only as a failed write, and its
+  // estimate may lag: either way the person is told the size and what to do
+  for (const s of failed) {
+    assert.equal(s.code, 'storage');
+    assert.match(s.error, /autosave \(2\.\d MiB\)/);
+    assert.match(s.error, /delete old autosaves/);
+    if (s.full) assert.match(s.error, /^the browser has no room for this autosave/);
+    else assert.match(s.error, /^the autosave \(2\.\d MiB\) could not be written \(the browser said: .+\): free space/);
+  }
+  console.log(`quota recognised as full in ${failed.filter((s) => s.full).length} of ${failed.length} failed autosaves${failed.filter((s) => !s.full).map((s) => `; not: ${s.error}`).join('')}`);
+  // the failed writes left the run's autosave of step 10 whole, and nothing half-written
+  const kept = await page.evaluate(() => window.kilnApp.kiln.listAutosaves());
+  assert.deepEqual(kept.map((m) => [m.step, m.bytes]), [[10, saved.find((s) => s.step === 10).bytes]], JSON.stringify(kept));
 }));
 
 test('a reload in the middle of ranking keeps every ranking and the question being ranked', () => inPage({}, async ({ page }) => {
@@ -204,7 +215,7 @@ test('a forced NaN is rolled back to the last validation with the learning rate 
       const watch = () => {
         if (window.kilnApp.error) return reject(new Error(window.kilnApp.error));
         if (window.kilnApp.progress.at(-1)?.step >= 30) return window.kilnApp.kiln.injectFault('nan').then(resolve, reject);
-        return requestAnimationFrame(watch);
+        return setTimeout(watch, 5);
       };
       watch();
     }));
@@ -245,8 +256,11 @@ test('a lost WebGPU device (device.destroy()) mid-training: a new worker continu
         onProgress: (p) => { if (p.event) window.events.push(p); else window.losses.push([p.step, p.loss]); inject(); },
         onAutosave: (a) => { window.saved.push(a); inject(); },
       }).then((last) => ({ last }), (error) => ({ error: `${error.code}: ${error.message}` }));
+      window.done = false;
+      window.finished.then(() => { window.done = true; });
     }, run);
-    await waitFor(page, () => window.injected);
+    await waitFor(page, () => window.injected || window.done);
+    assert.ok(await page.evaluate(() => window.injected), `the run ended before the device was lost: ${JSON.stringify(await page.evaluate(() => window.saved))}`);
     const outcome = await page.evaluate(() => window.finished);
     const events = await page.evaluate(() => window.events);
     console.log(`outcome: ${JSON.stringify(outcome)}; events: ${JSON.stringify(events)}`);
@@ -265,7 +279,8 @@ test('a wasm trap mid-training (a panic): a new worker continues the run from it
   // the trap goes in from the page once step 12 is reported and the autosave of step 10 is
   // stored, whatever the machine's speed
   await startRun(page, { fault: { kind: 'trap', step: 12, saved: 10 } });
-  await waitFor(page, () => window.fault);
+  await waitFor(page, () => window.fault || window.done);
+  assert.ok(await page.evaluate(() => window.fault != null), `the run ended before the trap: ${JSON.stringify(await page.evaluate(() => window.saved))}`);
   const trapped = await page.evaluate(() => window.fault);
   assert.match(trapped, /RuntimeError: unreachable/);
   const last = await page.evaluate(() => window.finished);

@@ -24,7 +24,7 @@ try {
   await page.waitForFunction(() => window.kilnApp.progress.some((p) => p.stage === 'sft'), null, { timeout: 60_000 });
   await idle(page);
   await page.click('#chat-heldout');
-  await page.waitForFunction(() => window.kilnApp.expectedAnswer != null, null, { timeout: 60_000 });
+  await page.waitForFunction(() => window.kilnApp.expectedAnswer != null || window.kilnApp.error, null, { timeout: 60_000 });
   await page.click('#chat-send');
   await page.waitForFunction(() => window.kilnApp.lastAnswer != null, null, { timeout: 60_000 });
   await page.fill('#temperature', '0.7');

@@ -31,10 +31,20 @@ async function opfsFolder() {
 
 async function opfsWrite(folder, name, bytes) {
   // a writable stream writes to a swap file that replaces the old one only on close(), so
-  // a crash mid-write leaves the previous autosave whole
-  const writable = await (await folder.getFileHandle(name, { create: true })).createWritable();
-  await writable.write(bytes);
-  await writable.close();
+  // a failed or crashed write leaves the previous autosave whole; a failed write's swap
+  // file is dropped, and the file it created (where there was none) removed
+  const existed = await folder.getFileHandle(name).then(() => true, () => false);
+  const handle = await folder.getFileHandle(name, { create: true });
+  let writable = null;
+  try {
+    writable = await handle.createWritable();
+    await writable.write(bytes);
+    await writable.close();
+  } catch (error) {
+    await writable?.abort().catch(() => {});
+    if (!existed) await folder.removeEntry(name).catch(() => {});
+    throw error;
+  }
 }
 
 const opfs = {
@@ -123,17 +133,22 @@ async function pick() {
   return store;
 }
 
-/** Saves run `id`'s snapshot with its meta ({id, savedAt, stage, step, …}); prunes old runs. */
+/** Saves run `id`'s snapshot with its meta ({id, savedAt, stage, step, …}); prunes old runs.
+ * A failed save leaves the run's previous autosave as it was (IndexedDB's transaction is
+ * undone whole; OPFS's write goes to a swap file). */
 export async function save(id, zip, meta) {
   const s = await pick();
   try {
     await s.put(id, zip, { ...meta, id, bytes: zip.byteLength, savedAt: new Date().toISOString() });
   } catch (error) {
-    await s.remove(id).catch(() => {});
     throw await storageError(error, zip.byteLength);
   }
-  const old = (await list()).slice(KEEP);
-  for (const meta of old) await s.remove(meta.id);
+  // the save stands even if pruning fails: the old runs go at the next save
+  try {
+    for (const old of (await list()).slice(KEEP)) await s.remove(old.id);
+  } catch {
+    // nothing lost
+  }
 }
 
 /** Every autosave's meta, newest first. */

@@ -95,7 +95,7 @@ async function autosaveNow(id, progress) {
   const key = runId;
   saving = saving.then(() => autosave.save(key, zip, meta))
     .then(() => postMessage({ id, autosave: { ...meta, id: key, bytes: zip.byteLength } }))
-    .catch((error) => postMessage({ id, autosaveError: { message: error.message, code: error.code ?? 'storage', full: !!error.full } }));
+    .catch((error) => postMessage({ id, autosaveError: { message: error.message, code: 'storage', full: !!error.full } }));
   return saving;
 }
 
