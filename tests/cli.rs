@@ -378,6 +378,8 @@ fn every_training_option_is_a_flag_that_takes_effect() {
     assert!(!ok && err.contains("PPO's KL weight is --kl-coef"), "{err}");
     let (ok, _, err) = kiln(&["config", "dpo", "--batch", "4", "--batch-size", "6"]);
     assert!(!ok && err.contains("are the same option"), "{err}");
+    let (ok, _, err) = kiln(&["sample", "--ckpt"]);
+    assert!(!ok && err.contains("--ckpt needs a value"), "{err}");
     let (ok, help, _) = kiln(&["dpo", "--help"]);
     assert!(ok && help.contains("--rpo-alpha") && !help.contains("--kl-coef"), "{help}");
     let (ok, _, err) = kiln(&["dpo", "--bogus-option", "3"]);

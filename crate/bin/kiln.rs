@@ -212,6 +212,9 @@ fn read_text_file(path: &str, cap: u64, what: &str) -> Result<Vec<u8>, KilnError
     std::fs::read(path).map_err(io_error(Path::new(path)))
 }
 
+/// The flags that take no value.
+const SWITCHES: &[&str] = &["log-json", "quick", "large", "generation-prompt"];
+
 /// The sampling flags of the commands that generate (SampleConfig's fields).
 const SAMPLING: &[&str] = &["tokens", "temperature", "top-k", "top-p", "seed"];
 
@@ -321,7 +324,9 @@ fn options(command: &str, args: &[String], flags: &[&str], stage: Option<StageKi
                 i += 1;
                 v.clone()
             }
-            _ => String::new(),
+            // a switch stands alone; any other flag without its value would read as ""
+            _ if SWITCHES.contains(&key) => String::new(),
+            _ => return Err(usage(&format!("--{key} needs a value"))),
         };
         out.insert(key.to_string(), value);
         i += 1;
