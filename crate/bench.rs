@@ -425,6 +425,7 @@ mod native {
         use crate::sample::{generate, SampleConfig};
         use crate::tokenizer::{Tokenizer, TokenizerKind};
         use crate::train::sft::chat_prompt;
+        use crate::train::stages::begin_preference;
         use crate::train::{dpo::Dpo, ppo::Ppo, preference::PreferenceRows, StageKind, TrainConfig, Trainer};
         use pollster::block_on;
 
@@ -464,11 +465,10 @@ mod native {
         block_on(rm.add_scalar_head(ScalarHeadKind::Reward, 2))?;
         let reward = block_on(rm.params())?;
         let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&params), 1)?;
-        block_on(policy.add_scalar_head(ScalarHeadKind::Value, 3))?;
-        policy.set_frozen(&params, &reward)?;
         let cfg = TrainConfig { steps: 1000, ..TrainConfig::for_stage(StageKind::Ppo) };
         let prompts = questions.iter().map(|q| q[..1].to_vec()).collect();
-        policy.begin(Box::new(Ppo::new(prompts, config.block_size, cfg.align.clone(), 1)?), cfg.clone())?;
+        let ppo = Box::new(Ppo::new(prompts, config.block_size, cfg.align.clone(), 1)?);
+        block_on(begin_preference(&mut policy, ppo, cfg.clone(), &params, Some(&reward)))?;
         let epochs = cfg.align.ppo_epochs as usize;
         let (mut round, mut updates) = (Vec::new(), Vec::new());
         for i in 0..3 * epochs {

@@ -12,28 +12,23 @@
 use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors};
-use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
-use crate::data::BatcherState;
 use crate::error::{KilnError, Result};
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
-use crate::train::{LossPoint, StageKind, TrainConfig, Trainer};
 
-/// File name → contents.
-pub type Files = HashMap<String, Vec<u8>>;
+pub use crate::data::Files;
 
-fn bad(m: impl std::fmt::Display) -> KilnError {
+pub(crate) fn bad(m: impl std::fmt::Display) -> KilnError {
     KilnError::Checkpoint(m.to_string())
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// A safetensors file of named f32 tensors, with the metadata transformers expects.
-fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>> {
+pub(crate) fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
@@ -50,7 +45,13 @@ const MAX_WEIGHT: f32 = 1e5;
 
 /// Reads one f32 tensor of the expected shape, refusing NaN, infinity and magnitudes past
 /// `max_abs`.
-fn read_f32(st: &SafeTensors, names: &[String], shape: &[usize], file: &str, max_abs: f32) -> Result<Vec<f32>> {
+pub(crate) fn read_f32(
+    st: &SafeTensors,
+    names: &[String],
+    shape: &[usize],
+    file: &str,
+    max_abs: f32,
+) -> Result<Vec<f32>> {
     let view = names
         .iter()
         .find_map(|n| st.tensor(n).ok())
@@ -173,7 +174,7 @@ pub struct LoadedModel {
     pub notes: Vec<String>,
 }
 
-fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
+pub(crate) fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
     files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")))
 }
 
@@ -252,82 +253,6 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
     out
 }
 
-/// What a resume checkpoint holds beside the model folder and the stage's data.
-#[derive(Serialize, Deserialize)]
-struct TrainerState {
-    kiln: String,
-    /// Checkpoints from before stages were named are pretraining runs.
-    #[serde(default = "pretrain_stage")]
-    stage: StageKind,
-    #[serde(alias = "pretrain")]
-    train: TrainConfig,
-    step: u64,
-    adam_step: u32,
-    batcher: BatcherState,
-    history: Vec<LossPoint>,
-}
-
-fn pretrain_stage() -> StageKind {
-    StageKind::Pretrain
-}
-
-/// A resume checkpoint of a run: the model folder plus optimizer.safetensors,
-/// trainer.json (which stage, where in it) and the stage's data files.
-pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
-    let stage = run.stage()?;
-    let (kind, position, data) = (stage.kind(), stage.position(), stage.data_files());
-    let params = run.be.read(&run.model.params).await?;
-    let m = run.be.read(&run.opt.m).await?;
-    let v = run.be.read(&run.opt.v).await?;
-    let mut files = model_files(&run.model.config, &run.model.layout, &run.tokenizer, &params)?;
-    let n = vec![params.len()];
-    files.insert(
-        "optimizer.safetensors".into(),
-        safetensors_of(vec![("adamw.m".into(), n.clone(), f32_bytes(&m)), ("adamw.v".into(), n, f32_bytes(&v))])?,
-    );
-    let state = TrainerState {
-        kiln: env!("CARGO_PKG_VERSION").into(),
-        stage: kind,
-        train: run.cfg.clone(),
-        step: run.step,
-        adam_step: run.opt.step,
-        batcher: position,
-        history: run.history.clone(),
-    };
-    files.insert("trainer.json".into(), serde_json::to_vec_pretty(&state).expect("JSON"));
-    files.extend(data);
-    Ok(files)
-}
-
-/// Continues a run from a resume checkpoint, in the stage it was in.
-pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
-    let loaded = load_model(files)?;
-    let state: TrainerState = serde_json::from_slice(file(files, "trainer.json")?)
-        .map_err(|e| bad(format!("trainer.json is not a Kiln trainer state: {e}")))?;
-    state.train.validate()?;
-    let opt_bytes = file(files, "optimizer.safetensors")?;
-    let st = SafeTensors::deserialize(opt_bytes).map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
-    let n = [loaded.params.len()];
-    let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors", f32::MAX)?;
-    let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors", f32::MAX)?;
-
-    let t = loaded.config.block_size;
-    let stage = crate::train::stage::restore(state.stage, files, &loaded.tokenizer, t, &state.train, state.batcher)?;
-    let mut run = Trainer::with_layout(
-        be,
-        loaded.tokenizer,
-        loaded.config,
-        loaded.layout,
-        Some(&loaded.params),
-        state.train.seed,
-    )?;
-    run.be.write(&run.opt.m, 0, &m);
-    run.be.write(&run.opt.v, 0, &v);
-    run.opt.step = state.adam_step;
-    run.resume_stage(stage, state.train, state.step, state.history)?;
-    Ok(run)
-}
-
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
@@ -351,12 +276,6 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "session.json",
     ];
     NAMES.contains(&name)
-}
-
-/// The stage a checkpoint folder was saved in, if it is a resume checkpoint.
-pub fn saved_stage(files: &Files) -> Option<StageKind> {
-    let state: TrainerState = serde_json::from_slice(files.get("trainer.json")?).ok()?;
-    Some(state.stage)
 }
 
 /// Writes `files` into `dir` all at once and durably: into a sibling temporary folder

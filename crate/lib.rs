@@ -33,6 +33,7 @@ pub mod model;
 pub mod rng;
 pub mod sample;
 pub mod selftest;
+pub mod session;
 pub mod tokenizer;
 pub mod train;
 

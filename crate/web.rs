@@ -8,28 +8,24 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
+use crate::backend::{Backend, BackendKind, CpuBackend};
 use crate::checkpoint::{self, Files};
 use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use crate::data::instruct::{instruction_set, Split};
-use crate::data::jsonl::read_conversations;
 use crate::data::preference::read_rankings;
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
 use crate::gpu::Gpu;
 use crate::model::GptConfig;
-use crate::model::{ParamLayout, ScalarHeadKind};
 use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
+use crate::session::{Run, Session as CoreSession, StageData};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
-use crate::train::dpo::Dpo;
-use crate::train::ppo::Ppo;
-use crate::train::preference::PreferenceRows;
-use crate::train::reward::Reward;
-use crate::train::sft::{chat_prompt, Sft};
+use crate::train::sft::chat_prompt;
 use crate::train::stage::StageKind;
-use crate::train::{check_fits_within, pretrain::Pretrain, Progress, Stage, TrainConfig, Trainer};
+use crate::train::{check_fits_within, Progress, TrainConfig};
+use crate::with_run;
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -61,22 +57,6 @@ fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue) -> Result<T, JsValue> {
     serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid options: {e}")))
 }
 
-/// A model and its trainer on whichever backend the session has.
-enum Run {
-    Gpu(Box<Trainer<GpuBackend>>),
-    Cpu(Box<Trainer<CpuBackend>>),
-}
-
-/// `$body` with `$r` bound to the run's Trainer, whatever its backend.
-macro_rules! with_run {
-    ($run:expr, $r:ident => $body:expr) => {
-        match $run {
-            Run::Gpu($r) => $body,
-            Run::Cpu($r) => $body,
-        }
-    };
-}
-
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BackendInfo {
@@ -106,21 +86,15 @@ struct AdapterDescription {
     software: bool,
 }
 
+/// The core session and what only the page keeps: the backend's description, the
+/// generation in progress, and a second tokenizer for the side-by-side view.
 #[derive(Default)]
 struct Session {
-    gpu: Option<Gpu>,
+    core: CoreSession,
     info: Option<BackendInfo>,
-    corpus: Option<Rc<str>>,
-    tokenizer: Option<Tokenizer>,
-    run: Option<Run>,
     generation: Option<Generation>,
     generated: Vec<u32>,
     shown: usize,
-    /// The fine-tuned model's parameters (GPT-2's tensors), kept once a preference stage
-    /// begins: the reference PPO and DPO stay near, and where every new stage starts.
-    reference: Option<Vec<f32>>,
-    /// The reward model's parameters (with its score head), once one is trained.
-    reward: Option<Vec<f32>>,
     /// A second tokenizer trained on the same corpus for the side-by-side view, with the
     /// options it was trained with (kept until the corpus or those options change).
     compared: Option<(TokenizerKind, Option<usize>, Tokenizer)>,
@@ -190,7 +164,7 @@ pub async fn init(backend: String, adapter: JsValue, threads: Option<usize>, cor
     let info = BackendInfo { threads, ..info };
     let s = session();
     let mut s = s.borrow_mut();
-    *s = Session { gpu, info: Some(info.clone()), ..Session::default() };
+    *s = Session { core: CoreSession::new(gpu, info.kind), info: Some(info.clone()), ..Session::default() };
     to_js(&info)
 }
 
@@ -204,8 +178,8 @@ const MAX_THREADS: usize = 16;
 /// the first model (the worker calls it right after init, without waiting).
 #[wasm_bindgen(js_name = warmUp)]
 pub async fn warm_up() -> Result<(), JsValue> {
-    let Some(gpu) = session().borrow().gpu.clone() else { return Ok(()) };
-    crate::backend::warm_up(&gpu).await.map_err(kiln_error)
+    let Some(gpu) = session().borrow().core.gpu.clone() else { return Ok(()) };
+    crate::train::choose::warm_up(&gpu).await.map_err(kiln_error)
 }
 
 /// With `auto` and WebGPU at hand, times `config` on both backends and makes the faster
@@ -214,13 +188,16 @@ async fn choose_backend(config: GptConfig) -> Result<(), KilnError> {
     let (gpu, tok, info) = {
         let s = session();
         let s = s.borrow();
-        match (&s.gpu, &s.info, &s.tokenizer) {
+        match (&s.core.gpu, &s.info, &s.core.tokenizer) {
             (Some(gpu), Some(info), Some(tok)) if info.auto => (gpu.clone(), tok.clone(), info.clone()),
             _ => return Ok(()),
         }
     };
-    let choice = crate::backend::choose(Some((&gpu, info.software)), &tok, config).await?;
-    session().borrow_mut().info = Some(BackendInfo {
+    let choice = crate::train::choose::choose(Some((&gpu, info.software)), &tok, config).await?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    s.core.backend = choice.kind;
+    s.info = Some(BackendInfo {
         kind: choice.kind,
         reason: Some(choice.reason),
         gpu_tokens_per_s: choice.gpu_tokens_per_s,
@@ -262,7 +239,7 @@ fn set_corpus(text: String) -> Result<JsValue, JsValue> {
     };
     let s = session();
     let mut s = s.borrow_mut();
-    s.corpus = Some(text.into());
+    s.core.set_corpus(text);
     s.compared = None;
     to_js(&info)
 }
@@ -290,15 +267,15 @@ struct TokenizerOptions {
 #[wasm_bindgen(js_name = trainTokenizer)]
 pub fn train_tokenizer(options: JsValue) -> Result<JsValue, JsValue> {
     let o: TokenizerOptions = from_js(options)?;
-    let corpus = session().borrow().corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
+    let corpus = session().borrow().core.corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
     let tokenizer = Tokenizer::train(&documents(&corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
     let info = serde_json::json!({"vocabSize": tokenizer.vocab_size(), "kind": o.kind});
-    session().borrow_mut().tokenizer = Some(tokenizer);
+    session().borrow_mut().core.tokenizer = Some(tokenizer);
     to_js(&info)
 }
 
 fn tokenizer(s: &Session) -> Result<&Tokenizer, JsValue> {
-    s.tokenizer.as_ref().ok_or_else(|| js_error("train a tokenizer first"))
+    s.core.tokenizer.as_ref().ok_or_else(|| js_error("train a tokenizer first"))
 }
 
 /// One token as the page shows it: {id, text, special} (special: a control token such as
@@ -326,7 +303,7 @@ pub fn tokenize_with(text: String, options: JsValue) -> Result<JsValue, JsValue>
     let s = session();
     let cached = matches!(&s.borrow().compared, Some((kind, vocab, _)) if *kind == o.kind && *vocab == o.vocab_size);
     if !cached {
-        let corpus = s.borrow().corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
+        let corpus = s.borrow().core.corpus.clone().ok_or_else(|| js_error("choose a corpus first"))?;
         let tokenizer = Tokenizer::train(&documents(&corpus), o.kind, o.vocab_size).map_err(kiln_error)?;
         s.borrow_mut().compared = Some((o.kind, o.vocab_size, tokenizer));
     }
@@ -401,56 +378,14 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
 }
 
 /// A model (fresh, or from `params`) on the session's backend.
-/// What making a run takes from the session, cloned out (the corpus and the device are
-/// shared, not copied) so that no borrow of the session is held while a run is built: a
-/// trap in the middle would leave the session borrowed for good.
-struct Parts {
-    gpu: Option<Gpu>,
-    tokenizer: Option<Tokenizer>,
-    corpus: Option<Rc<str>>,
+/// The core session taken out of its slot for an async call (no borrow of the slot is
+/// held across an await); [`put_core`] puts it back whatever the call returned.
+fn take_core() -> CoreSession {
+    std::mem::take(&mut session().borrow_mut().core)
 }
 
-impl Session {
-    fn parts(&self) -> Parts {
-        let on_gpu = self.info.as_ref().is_some_and(|i| i.kind == BackendKind::Gpu);
-        Parts {
-            gpu: self.gpu.clone().filter(|_| on_gpu),
-            tokenizer: self.tokenizer.clone(),
-            corpus: self.corpus.clone(),
-        }
-    }
-}
-
-fn parts() -> Parts {
-    session().borrow().parts()
-}
-
-fn new_run(p: &Parts, config: GptConfig, params: Option<&[f32]>, seed: u64) -> Result<Run, KilnError> {
-    new_run_with(p, config, ParamLayout::new(&config), params, seed)
-}
-
-/// A model of any layout (with a scalar head, say) on the session's backend.
-fn new_run_with(
-    p: &Parts,
-    config: GptConfig,
-    layout: ParamLayout,
-    params: Option<&[f32]>,
-    seed: u64,
-) -> Result<Run, KilnError> {
-    let tok = p.tokenizer.clone().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
-    Ok(match &p.gpu {
-        Some(gpu) => {
-            Run::Gpu(Box::new(Trainer::with_layout(GpuBackend::new(gpu.clone()), tok, config, layout, params, seed)?))
-        }
-        None => Run::Cpu(Box::new(Trainer::with_layout(CpuBackend::new(), tok, config, layout, params, seed)?)),
-    })
-}
-
-/// The pretraining stage on the session's corpus.
-fn pretrain_stage(p: &Parts, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>, KilnError> {
-    let corpus = p.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
-    let tok = p.tokenizer.as_ref().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))?;
-    Ok(Box::new(Pretrain::new(tok, corpus, t, cfg)?))
+fn put_core(core: CoreSession) {
+    session().borrow_mut().core = core;
 }
 
 /// Makes a new model and its pretraining run on the corpus. `training` holds training
@@ -463,19 +398,15 @@ pub async fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, 
     let vocab = tokenizer(&session().borrow())?.vocab_size();
     let config = model_config(&o, vocab).map_err(kiln_error)?;
     choose_backend(config).await.map_err(kiln_error)?;
-    let p = parts();
-    let stage = pretrain_stage(&p, config.block_size, &cfg).map_err(kiln_error)?;
-    let mut run = new_run(&p, config, None, cfg.seed).map_err(kiln_error)?;
-    with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
-    s.run = Some(run);
+    s.core.create_model(config, cfg).map_err(kiln_error)?;
     s.generation = None;
     run_info(&s)
 }
 
 fn run_info(s: &Session) -> Result<JsValue, JsValue> {
-    let run = s.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
+    let run = s.core.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
     let (config, batch, rows, stage) = with_run!(run, r => (
         r.model.config,
         r.cfg.batch_size,
@@ -542,28 +473,11 @@ pub async fn begin_stage(
 ) -> Result<JsValue, JsValue> {
     let kind = StageKind::parse(&stage).map_err(kiln_error)?;
     let cfg = training_config(kind, training)?;
-    if matches!(kind, StageKind::Reward | StageKind::Dpo | StageKind::Ppo) {
-        return begin_preference_stage(kind, data, lang, cfg).await;
-    }
-    let p = parts();
-    let tok = p.tokenizer.clone().ok_or_else(|| js_error("train a tokenizer first"))?;
-    let t = with_run!(session().borrow().run.as_ref().ok_or_else(|| js_error("create or import a model first"))?, r => r.model.config.block_size);
-    let mut skipped = Vec::new();
-    let new_stage: Box<dyn Stage> = match kind {
-        StageKind::Sft => Box::new(match data {
-            Some(bytes) => {
-                let loaded = read_conversations(&bytes).map_err(kiln_error)?;
-                skipped = loaded.skipped.iter().map(|e| e.to_string()).collect();
-                Sft::from_conversations(&tok, loaded.items, t, &cfg).map_err(kiln_error)?
-            }
-            None => Sft::builtin(&tok, language(lang.as_deref().unwrap_or("en"))?, t, cfg.seed).map_err(kiln_error)?,
-        }),
-        _ => pretrain_stage(&p, t, &cfg).map_err(kiln_error)?,
-    };
-    let mut run = take_run()?;
-    let begun = with_run!(&mut run, r => r.begin(new_stage, cfg));
-    put_run(run);
-    begun.map_err(kiln_error)?;
+    let lang = language(lang.as_deref().unwrap_or("en"))?;
+    let mut core = take_core();
+    let begun = core.begin(kind, StageData { bytes: data.as_deref(), lang }, cfg).await;
+    put_core(core);
+    let skipped = begun.map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
     s.generation = None;
@@ -572,149 +486,22 @@ pub async fn begin_stage(
     Ok(info)
 }
 
-/// The reward model, DPO or PPO, each on a new model built from the fine-tuned one.
-async fn begin_preference_stage(
-    kind: StageKind,
-    data: Option<Vec<u8>>,
-    lang: Option<String>,
-    cfg: TrainConfig,
-) -> Result<JsValue, JsValue> {
-    // The current model: the fine-tuned one (before any preference stage), a reward model,
-    // or an aligned policy.
-    let mut run = take_run()?;
-    let current = with_run!(&run, r => r.stage.as_ref().map(|st| st.kind()));
-    let params = with_run!(&mut run, r => r.params().await);
-    let (config, tok) = with_run!(&run, r => (r.model.config, r.tokenizer.clone()));
-    put_run(run);
-    let params = params.map_err(kiln_error)?;
-    let t = config.block_size;
-    let mut skipped = Vec::new();
-    let mut rankings = || -> Result<Vec<crate::data::preference::Ranking>, JsValue> {
-        let bytes = data.as_deref().ok_or_else(|| js_error(format!("the {kind} stage needs rankings (JSONL)")))?;
-        let read = read_rankings(bytes).map_err(kiln_error)?;
-        skipped = read.skipped.iter().map(|e| e.to_string()).collect();
-        Ok(read.items)
-    };
-    let (stage, head): (Box<dyn Stage>, Option<ScalarHeadKind>) = match kind {
-        StageKind::Reward | StageKind::Dpo => {
-            let rows = PreferenceRows::split(&tok, rankings()?, t, cfg.val_fraction, cfg.seed).map_err(kiln_error)?;
-            rows.check_batch(cfg.batch_size).map_err(kiln_error)?;
-            if kind == StageKind::Reward {
-                (Box::new(Reward::new(rows, cfg.align.reward_center)), Some(ScalarHeadKind::Reward))
-            } else {
-                (Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha)), None)
-            }
-        }
-        _ => {
-            let prompts = match data {
-                Some(_) => rankings()?.into_iter().map(|r| r.prompt).collect(),
-                None => instruction_set(language(lang.as_deref().unwrap_or("en"))?, Split::Train, 1000)
-                    .into_iter()
-                    .map(|c| c[..1].to_vec())
-                    .collect(),
-            };
-            (
-                Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed).map_err(kiln_error)?),
-                Some(ScalarHeadKind::Value),
-            )
-        }
-    };
-    // the session's models: which the current one is, and the new stage's
-    let (reference, reward, p) = {
-        let s = session();
-        let mut s = s.borrow_mut();
-        match current {
-            Some(StageKind::Reward) => s.reward = Some(params),
-            Some(StageKind::Dpo | StageKind::Ppo) if s.reference.is_some() => {}
-            _ => s.reference = Some(params[..config.num_params()].to_vec()),
-        }
-        if kind == StageKind::Ppo && s.reward.is_none() {
-            return Err(js_error("PPO needs a reward model: train one on your rankings first"));
-        }
-        (s.reference.clone().expect("just set"), s.reward.clone(), s.parts())
-    };
-    let mut run = new_run(&p, config, Some(&reference), cfg.seed).map_err(kiln_error)?;
-    // the current model stays until the new stage has begun: a failure loses nothing
-    let previous = {
-        let s = session();
-        let mut s = s.borrow_mut();
-        s.generation = None;
-        s.run.take()
-    };
-    let made = with_run!(&mut run, r => async {
-        if let Some(head) = head {
-            r.add_scalar_head(head, cfg.seed).await?;
-        }
-        if kind == StageKind::Ppo {
-            r.set_frozen(&reference, reward.as_deref().expect("checked"))?;
-        }
-        r.begin(stage, cfg)
-    }
-    .await);
-    let s = session();
-    let mut s = s.borrow_mut();
-    if let Err(e) = made {
-        s.run = previous;
-        return Err(kiln_error(e));
-    }
-    s.run = Some(run);
-    let info = run_info(&s)?;
-    js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
-    Ok(info)
-}
-
-/// Which model answers: the current one, or the fine-tuned one kept as the reference
-/// (the current one until a preference stage begins). A reward model does not answer:
-/// the fine-tuned model does in its place. Some(a temporary run of the fine-tuned model),
-/// or None: the current run answers.
-fn answering_run(which: &str) -> Result<Option<Run>, JsValue> {
-    let (p, config, params) = {
-        let s = session();
-        let s = s.borrow();
-        let current = s.run.as_ref().map(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind())));
-        let reference = which == "reference" || current == Some(Some(StageKind::Reward));
-        match (&s.reference, reference) {
-            (Some(params), true) => {
-                let run = s.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
-                (s.parts(), with_run!(run, r => r.model.config), params.clone())
-            }
-            _ => return Ok(None),
-        }
-    };
-    new_run(&p, config, Some(&params), 0).map(Some).map_err(kiln_error)
-}
-
 /// `k` answers (2 to 6) to `messages` (ending with the user's turn), sampled together in
 /// one batch with `options` (temperature, topK, topP, maxTokens, seed; the preference
 /// stages' sampling defaults otherwise): [{text, ended, logprobs}].
 #[wasm_bindgen(js_name = sampleCandidates)]
 pub async fn sample_candidates(messages: JsValue, k: usize, options: JsValue) -> Result<JsValue, JsValue> {
     let messages: Vec<Message> = from_js(messages)?;
-    let a = TrainConfig::for_stage(StageKind::Ppo).align;
-    let base = SampleConfig {
-        max_tokens: a.answer_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: 0,
-    };
-    let cfg = sample_config(options, base)?;
-    let (mut run, own) = match answering_run("current")? {
-        Some(temp) => (temp, false),
-        None => (take_run()?, true),
-    };
-    let result = with_run!(&mut run, r => async {
-        let cands = r.sample_answers(&messages, k, &cfg).await?;
-        cands
-            .iter()
-            .map(|c| Ok(serde_json::json!({"text": r.tokenizer.decode(c.content())?, "ended": c.ended, "logprobs": c.logprobs})))
-            .collect::<Result<Vec<_>, KilnError>>()
-    }
-    .await);
-    if own {
-        put_run(run);
-    }
-    to_js(&result.map_err(kiln_error)?)
+    let cfg = sample_config(options, TrainConfig::for_stage(StageKind::Ppo).align.sample_config(0))?;
+    let mut core = take_core();
+    let result = core.sample_candidates(&messages, k, &cfg).await;
+    put_core(core);
+    let out: Vec<_> = result
+        .map_err(kiln_error)?
+        .into_iter()
+        .map(|(text, c)| serde_json::json!({"text": text, "ended": c.ended, "logprobs": c.logprobs}))
+        .collect();
+    to_js(&out)
 }
 
 /// Greedy answers to each of `prompts` (lists of messages) by `which` model: "current"
@@ -723,23 +510,14 @@ pub async fn sample_candidates(messages: JsValue, k: usize, options: JsValue) ->
 #[wasm_bindgen]
 pub async fn answers(prompts: JsValue, which: String) -> Result<JsValue, JsValue> {
     let prompts: Vec<Vec<Message>> = from_js(prompts)?;
-    let cfg = SampleConfig { max_tokens: 24, ..SampleConfig::for_chat() };
-    let (mut run, own) = match answering_run(&which)? {
-        Some(temp) => (temp, false),
-        None => (take_run()?, true),
+    let reference = match which.as_str() {
+        "current" => false,
+        "reference" => true,
+        other => return Err(js_error(format!("which model {other:?}: choose current or reference"))),
     };
-    let result = with_run!(&mut run, r => async {
-        let mut out = Vec::with_capacity(prompts.len());
-        for p in &prompts {
-            let ids = chat_prompt(&r.tokenizer, p, r.model.config.block_size)?;
-            out.push(r.continue_ids(&ids, &cfg).await?);
-        }
-        Ok::<_, KilnError>(out)
-    }
-    .await);
-    if own {
-        put_run(run);
-    }
+    let mut core = take_core();
+    let result = core.answers(&prompts, reference).await;
+    put_core(core);
     to_js(&result.map_err(kiln_error)?)
 }
 
@@ -772,13 +550,12 @@ fn language(name: &str) -> Result<Language, JsValue> {
 pub fn current_stage() -> Option<String> {
     let s = session();
     let s = s.borrow();
-    s.run.as_ref().and_then(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind().name().to_string())))
+    s.core.run.as_ref().and_then(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind().name().to_string())))
 }
 
 /// `n` conversations of the built-in instruction set ("train" or "heldout" split).
 #[wasm_bindgen(js_name = instructionExamples)]
 pub fn instruction_examples(lang: String, split: String, n: usize) -> Result<JsValue, JsValue> {
-    use crate::data::instruct::{instruction_set, Split};
     let split = match split.as_str() {
         "train" => Split::Train,
         "heldout" => Split::HeldOut,
@@ -809,18 +586,18 @@ pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
 pub fn set_steps(steps: u64) -> Result<(), JsValue> {
     let s = session();
     let mut s = s.borrow_mut();
-    let run = s.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
+    let run = s.core.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
     with_run!(run, r => r.cfg.steps = steps.max(r.step).max(1));
     Ok(())
 }
 
 /// Takes the run out of the session for an async call (a worker runs one call at a time).
 fn take_run() -> Result<Run, JsValue> {
-    session().borrow_mut().run.take().ok_or_else(|| js_error("create a model first"))
+    session().borrow_mut().core.run.take().ok_or_else(|| js_error("create a model first"))
 }
 
 fn put_run(run: Run) {
-    session().borrow_mut().run = Some(run);
+    session().borrow_mut().core.run = Some(run);
 }
 
 /// Begins a training step shared by `workers` (crate::train::parallel): null when this
@@ -1124,31 +901,15 @@ async fn model_files() -> Result<Files, JsValue> {
 }
 
 /// The session as one stored .zip, for the browser's autosave: the run's resume checkpoint
-/// (model, optimizer, stage, its data and position: checkpoint::resume_files), the models a
+/// (model, optimizer, stage, its data and position: train::resume), the models a
 /// preference stage keeps (the fine-tuned reference, the reward model) and the backend.
 /// Null before a stage has begun (nothing to resume).
 #[wasm_bindgen]
 pub async fn snapshot() -> Result<JsValue, JsValue> {
-    let Some(mut run) = session().borrow_mut().run.take() else { return Ok(JsValue::NULL) };
-    let files = match with_run!(&run, r => r.stage.is_some()) {
-        true => Some(with_run!(&mut run, r => checkpoint::resume_files(r).await)),
-        false => None,
-    };
-    let backend = match &run {
-        Run::Gpu(_) => BackendKind::Gpu,
-        Run::Cpu(_) => BackendKind::Cpu,
-    };
-    put_run(run);
-    let Some(files) = files else { return Ok(JsValue::NULL) };
-    let mut files = files.map_err(kiln_error)?;
-    let s = session();
-    let s = s.borrow();
-    for (name, params) in [("reference.safetensors", &s.reference), ("reward.safetensors", &s.reward)] {
-        if let Some(params) = params {
-            files.insert(name.into(), checkpoint::params_file(params).map_err(kiln_error)?);
-        }
-    }
-    files.insert("session.json".into(), serde_json::to_vec(&serde_json::json!({ "backend": backend })).expect("JSON"));
+    let mut core = take_core();
+    let files = core.snapshot().await;
+    put_core(core);
+    let Some(files) = files.map_err(kiln_error)? else { return Ok(JsValue::NULL) };
     let zip = checkpoint::to_zip_stored(&files).map_err(kiln_error)?;
     Ok(js_sys::Uint8Array::from(zip.as_slice()).into())
 }
@@ -1161,63 +922,21 @@ pub async fn snapshot() -> Result<JsValue, JsValue> {
 #[wasm_bindgen]
 pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
-    let saved: Option<BackendKind> = files
-        .get("session.json")
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        .and_then(|v| serde_json::from_value(v["backend"].clone()).ok());
     let s = session();
-    let (gpu, current) = {
-        let s = s.borrow();
-        (s.gpu.clone(), s.info.as_ref().map_or(BackendKind::Cpu, |i| i.kind))
-    };
-    let kind = match (saved, &gpu) {
-        (Some(BackendKind::Gpu), Some(_)) => BackendKind::Gpu,
-        (Some(BackendKind::Cpu), _) => BackendKind::Cpu,
-        _ => current,
-    };
-    let name = |k: BackendKind| if k == BackendKind::Gpu { "WebGPU" } else { "CPU" };
-    let note = saved.filter(|&k| k != kind).map(|k| {
-        format!("saved on the {} backend, continued on the {}: the losses will differ slightly", name(k), name(kind))
-    });
-    let run = match (kind, gpu) {
-        (BackendKind::Gpu, Some(gpu)) => {
-            Run::Gpu(Box::new(checkpoint::resume(GpuBackend::new(gpu), &files).map_err(kiln_error)?))
-        }
-        _ => Run::Cpu(Box::new(checkpoint::resume(CpuBackend::new(), &files).map_err(kiln_error)?)),
-    };
-    let (config, tokenizer, step, history) =
-        with_run!(&run, r => (r.model.config, r.tokenizer.clone(), r.step, r.history.clone()));
-    let n = config.num_params();
-    let kept = |name: &str, len: usize| {
-        files.get(name).map(|b| checkpoint::read_params_file(b, len, name)).transpose().map_err(kiln_error)
-    };
-    let reference = kept("reference.safetensors", n)?;
-    let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
-    let mut run = run;
-    if with_run!(&run, r => r.stage.as_ref().map(|st| st.kind())) == Some(StageKind::Ppo) {
-        // PPO reads the fine-tuned model and the reward model as it trains
-        let (Some(reference), Some(reward)) = (&reference, &reward) else {
-            return Err(js_error("this PPO autosave lacks its reference or reward model"));
-        };
-        with_run!(&mut run, r => r.set_frozen(reference, reward)).map_err(kiln_error)?;
-    }
-    let corpus: Option<Rc<str>> = files.get("corpus.txt").map(|b| String::from_utf8_lossy(b).into());
     let mut s = s.borrow_mut();
+    let restored = s.core.restore(&files).map_err(kiln_error)?;
+    let kind = s.core.backend;
     if let Some(info) = s.info.as_mut() {
         info.kind = kind;
     }
-    s.tokenizer = Some(tokenizer);
-    if corpus.is_some() {
-        s.corpus = corpus;
+    if files.contains_key("corpus.txt") {
         s.compared = None;
     }
-    (s.reference, s.reward) = (reference, reward);
-    s.run = Some(run);
     s.generation = None;
     let info = run_info(&s)?;
-    js_sys::Reflect::set(&info, &"step".into(), &JsValue::from_f64(step as f64))?;
-    js_sys::Reflect::set(&info, &"history".into(), &to_js(&history)?)?;
-    js_sys::Reflect::set(&info, &"note".into(), &to_js(&note)?)?;
+    js_sys::Reflect::set(&info, &"step".into(), &JsValue::from_f64(restored.step as f64))?;
+    js_sys::Reflect::set(&info, &"history".into(), &to_js(&restored.history)?)?;
+    js_sys::Reflect::set(&info, &"note".into(), &to_js(&restored.note)?)?;
     Ok(info)
 }
 
@@ -1231,10 +950,10 @@ pub fn inject_fault(kind: String) -> Result<(), JsValue> {
     let mut s = s.borrow_mut();
     match kind.as_str() {
         "nan" => {
-            let run = s.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
+            let run = s.core.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
             with_run!(run, r => r.be.write(&r.model.params, 0, &[f32::NAN]));
         }
-        "lose-device" => s.gpu.as_ref().ok_or_else(|| js_error("this session has no WebGPU device"))?.destroy(),
+        "lose-device" => s.core.gpu.as_ref().ok_or_else(|| js_error("this session has no WebGPU device"))?.destroy(),
         "trap" => panic!("a trap injected by injectFault"),
         other => return Err(js_error(format!("unknown fault {other:?}: nan, lose-device or trap"))),
     }
@@ -1262,24 +981,13 @@ pub fn check_file_size(size: f64, kind: String) -> Result<(), JsValue> {
 #[wasm_bindgen(js_name = importZip)]
 pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
-    let loaded = checkpoint::load_model(&files).map_err(kiln_error)?;
     let cfg = training_config(StageKind::Pretrain, training)?;
-    let p = Parts { tokenizer: Some(loaded.tokenizer.clone()), ..parts() };
-    let mut run =
-        new_run_with(&p, loaded.config, loaded.layout.clone(), Some(&loaded.params), cfg.seed).map_err(kiln_error)?;
-    if p.corpus.is_some() {
-        let stage = pretrain_stage(&p, loaded.config.block_size, &cfg).map_err(kiln_error)?;
-        with_run!(&mut run, r => r.begin(stage, cfg.clone())).map_err(kiln_error)?;
-    }
-    // nothing in the session changes unless the import has fully succeeded
     let s = session();
     let mut s = s.borrow_mut();
-    s.tokenizer = Some(loaded.tokenizer);
-    s.run = Some(run);
+    let notes = s.core.import(&files, Some(cfg)).map_err(kiln_error)?;
     s.generation = None;
-    (s.reference, s.reward) = (None, None);
     let info = run_info(&s)?;
-    js_sys::Reflect::set(&info, &"notes".into(), &to_js(&loaded.notes)?)?;
+    js_sys::Reflect::set(&info, &"notes".into(), &to_js(&notes)?)?;
     Ok(info)
 }
 

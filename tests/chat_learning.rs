@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
-use kiln::checkpoint::{load_model, read_dir, resume_files, write_dir};
+use kiln::checkpoint::{load_model, read_dir, write_dir};
 use kiln::data::chat::{Conversation, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use kiln::data::documents;
@@ -31,6 +31,7 @@ use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::dpo::Dpo;
 use kiln::train::ppo::Ppo;
 use kiln::train::preference::PreferenceRows;
+use kiln::train::resume::resume_files;
 use kiln::train::reward::Reward;
 use kiln::train::sft::{answer_report, AnswerReport, Sft};
 use kiln::train::{StageKind, TrainConfig, Trainer};
@@ -249,7 +250,7 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     // PPO
     let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
     block_on(policy.add_scalar_head(ScalarHeadKind::Value, 2)).unwrap();
-    policy.set_frozen(&sft_params, &reward_params).unwrap();
+    policy.set_frozen(&[(&sft_params, None), (&reward_params, Some(ScalarHeadKind::Reward))]).unwrap();
     let cfg = options(StageKind::Ppo);
     let prompts: Vec<Conversation> = questions.iter().map(|c| c[..1].to_vec()).collect();
     assert!(prompts.iter().all(|p| p[0].role == Role::User));

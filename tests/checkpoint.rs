@@ -3,12 +3,13 @@
 //! a message that names the problem.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
-use kiln::checkpoint::{load_model, model_files, read_dir, resume, resume_files, write_dir};
+use kiln::checkpoint::{load_model, model_files, read_dir, write_dir};
 use kiln::data::corpus::{default_corpus, Language};
 use kiln::data::documents;
 use kiln::gpu::Gpu;
 use kiln::model::{GptConfig, ParamLayout};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
+use kiln::train::resume::{resume, resume_files};
 use kiln::train::{TrainConfig, Trainer};
 use pollster::block_on;
 
@@ -209,7 +210,7 @@ fn ppo_resumes_bit_exactly_from_a_save_point() {
     let policy = || {
         let mut run = Trainer::with_model(CpuBackend::new(), tok.clone(), model, Some(&base), 1).unwrap();
         block_on(run.add_scalar_head(ScalarHeadKind::Value, 3)).unwrap();
-        run.set_frozen(&base, &reward).unwrap();
+        run.set_frozen(&[(&base, None), (&reward, Some(ScalarHeadKind::Reward))]).unwrap();
         run.begin(Box::new(Ppo::new(prompts.clone(), model.block_size, cfg.align.clone(), 9).unwrap()), cfg.clone())
             .unwrap();
         run
@@ -230,7 +231,7 @@ fn ppo_resumes_bit_exactly_from_a_save_point() {
         block_on(resume_files(&mut run)).unwrap()
     };
     let mut run = resume(CpuBackend::new(), &files).unwrap();
-    run.set_frozen(&base, &reward).unwrap();
+    run.set_frozen(&[(&base, None), (&reward, Some(ScalarHeadKind::Reward))]).unwrap();
     assert_eq!(run.step, 4);
     let resumed = log(&mut run, 4);
     println!("PPO straight {straight:?}\nPPO resumed  {resumed:?}");

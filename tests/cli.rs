@@ -268,6 +268,29 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
     assert!(ok, "ppo failed: {err}");
     assert!(err.contains("meanReward") && err.contains("kl") && err.contains("held-out questions after"), "{err}");
     assert_eq!(trainer_json(&dirs[2])["train"]["klCoef"], 0.1, "--kl-coef took effect");
+    // PPO resumes bit for bit: its checkpoint holds the reference and reward models it
+    // reads, so `kiln resume` to step 8 repeats the losses of a straight 8-step run
+    let ppo_args = |steps: &str, out: &str| {
+        let args = ["ppo", "--ckpt", &sft, "--reward", &rm, "--rankings", ranks_s, "--kl-coef", "0.1"];
+        kiln(&[&args[..], &["--steps", steps, "--eval", "0", "--log-json", "--out", out], &cpu].concat())
+    };
+    let straight_dir = temp("pref-ppo-straight");
+    let (ok, straight, err) = ppo_args("8", straight_dir.to_str().unwrap());
+    assert!(ok, "ppo failed: {err}");
+    let (ok, resumed, err) = kiln(&["resume", &ppo, "--steps", "8", "--log-json", "--backend", "cpu"]);
+    assert!(ok, "resuming PPO failed: {err}");
+    let losses = |out: &str, from: u64| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"].as_u64().is_some_and(|s| s > from) && v.get("loss").is_some())
+            .map(|v| format!("{} {}", v["step"], v["loss"]))
+            .collect()
+    };
+    let (straight, resumed) = (losses(&straight, 4), losses(&resumed, 4));
+    println!("PPO straight {straight:?}\nPPO resumed  {resumed:?}");
+    assert_eq!(straight.len(), 4, "steps 5 to 8 logged: {straight:?}");
+    assert_eq!(resumed, straight, "kiln resume continues PPO bit for bit");
+    std::fs::remove_dir_all(&straight_dir).unwrap();
     let (ok, _, err) = kiln(
         &[
             &[

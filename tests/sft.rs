@@ -4,7 +4,7 @@
 //! them and fine-tunes.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
-use kiln::checkpoint::{load_model, model_files, read_dir, resume, resume_files, saved_stage, write_dir, Files};
+use kiln::checkpoint::{load_model, model_files, read_dir, write_dir, Files};
 use kiln::data::chat::{render, Message, Role};
 use kiln::data::corpus::{default_corpus, Language};
 use kiln::data::instruct::{instruction_set, Split};
@@ -12,6 +12,7 @@ use kiln::data::{documents, make_batch, Row};
 use kiln::gpu::Gpu;
 use kiln::model::{backward, forward, Activations, Gpt, GptConfig, ParamLayout};
 use kiln::tokenizer::{Tokenizer, TokenizerKind, SPECIAL_TOKENS};
+use kiln::train::resume::{resume, resume_files, saved_stage};
 use kiln::train::sft::Sft;
 use kiln::train::{StageKind, TokenBatch, TrainConfig, Trainer};
 use pollster::block_on;

@@ -3,11 +3,9 @@
 //! [`CpuBackend`] runs their CPU twins at once. The model, the trainer and the sampler
 //! are written once, generic over [`Backend`].
 
-mod choose;
 mod cpu;
 mod gpu;
 
-pub use choose::{choose, probe, warm_up, BackendChoice};
 pub use cpu::{cpu_memory_budget, CpuBackend, CpuBuf};
 pub use gpu::GpuBackend;
 
@@ -16,10 +14,12 @@ use crate::cpu::matmul::MatmulShape;
 use crate::error::Result;
 
 /// Which backend to run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     Gpu,
+    /// Always at hand.
+    #[default]
     Cpu,
 }
 

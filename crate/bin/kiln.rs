@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kiln::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
-use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, resume, resume_files, write_dir};
+use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, write_dir};
 use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use kiln::data::instruct::{answer_matches, has_style, instruction_set, scripted_ranks, Split};
 use kiln::data::jsonl::{read_conversations, MAX_JSONL_BYTES};
 use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict};
+use kiln::data::Files;
 use kiln::data::{documents, text_from_bytes};
 use kiln::error::KilnError;
 use kiln::gpu::Gpu;
@@ -19,6 +20,7 @@ use kiln::inspect;
 use kiln::model::GptConfig;
 use kiln::model::ScalarHeadKind;
 use kiln::sample::{generate, SampleConfig};
+use kiln::session::Session;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::dpo::Dpo;
 use kiln::train::ppo::Ppo;
@@ -26,6 +28,7 @@ use kiln::train::preference::PreferenceRows;
 use kiln::train::reward::Reward;
 use kiln::train::sft::{answer_report, chat_prompt, Sft};
 use kiln::train::{AlignConfig, Progress, StageKind, TrainConfig, Trainer};
+use kiln::with_run;
 use pollster::block_on;
 
 const USAGE: &str = "Kiln: train tiny GPT-style language models on your GPU.
@@ -394,7 +397,7 @@ fn choose_backend(
             };
             let (tokenizer, config) = spec()?;
             let adapter = gpu.as_ref().map(|g| (g, g.is_software()));
-            let choice = block_on(kiln::backend::choose(adapter, &tokenizer, config))?;
+            let choice = block_on(kiln::train::choose::choose(adapter, &tokenizer, config))?;
             if let Some((g, _)) = adapter {
                 eprintln!("backend auto: WebGPU adapter {}", g.adapter_name());
             }
@@ -485,10 +488,12 @@ fn pretrain(o: &Options) -> CliResult {
         model.num_params() as f64 / 1e6,
         model.memory(cfg.batch_size, model.block_size)
     );
-    with_backend!(o, Ok((tokenizer.clone(), model)), be => {
-        let run = Trainer::pretrain(be, tokenizer, &text, model, cfg)?;
-        train_loop(run, &out, o.contains_key("log-json")).map(|_| ())
-    })
+    let (backend, gpu) = choose_backend(o, || Ok((tokenizer.clone(), model)))?;
+    let mut session = Session::new(gpu, backend);
+    session.tokenizer = Some(tokenizer);
+    session.set_corpus(text);
+    session.create_model(model, cfg)?;
+    train_loop(&mut session, &out, o.contains_key("log-json"))
 }
 
 /// The conversations `--data` names, or the built-in instruction set.
@@ -519,43 +524,54 @@ fn sft(o: &Options) -> CliResult {
     let out = PathBuf::from(o.get("out").ok_or_else(|| usage("sft needs --out DIR"))?);
     check_out(&out)?;
     let cfg = train_config(o, StageKind::Sft)?;
-    let loaded = load_model(&read_dir(Path::new(dir))?)?;
-    for note in &loaded.notes {
-        eprintln!("{dir}: {note}");
-    }
+    let files = read_dir(Path::new(dir))?;
+    let loaded = load_model(&files)?;
     let stage = sft_stage(o, &loaded.tokenizer, loaded.config.block_size, &cfg)?;
     // exact-match answers are what the built-in questions measure; on the user's data, ask
     let questions = get(o, "eval", if o.contains_key("data") { 0 } else { 100usize })?;
     let held_out: Vec<Conversation> = stage.held_out().iter().take(questions).cloned().collect();
-    with_backend!(o, Ok((loaded.tokenizer.clone(), loaded.config)), be => {
-        let mut run = Trainer::with_model(be, loaded.tokenizer, loaded.config, Some(&loaded.params), cfg.seed)?;
-        let before = block_on(answer_report(&mut run, &held_out, 32))?;
-        run.begin(Box::new(stage), cfg)?;
-        let mut run = train_loop(run, &out, o.contains_key("log-json"))?;
-        if held_out.is_empty() {
-            return Ok(());
-        }
-        let after = block_on(answer_report(&mut run, &held_out, 32))?;
-        for (name, r) in [("before", &before), ("after", &after)] {
-            eprintln!(
-                "held-out answers {name} fine-tuning: {}/{} exact ({:.0}%), {:.0}% ended with <|end|>",
-                r.exact, r.questions, 100.0 * r.accuracy(), 100.0 * r.ended_share()
-            );
-        }
-        for (q, expected, got) in &after.examples {
-            eprintln!("  {:?} → {got:?} (expected {expected:?})", q.lines().last().unwrap_or(""));
-        }
-        Ok(())
-    })
+    let (backend, gpu) = choose_backend(o, || Ok((loaded.tokenizer.clone(), loaded.config)))?;
+    let mut session = open(gpu, backend, &files, dir)?;
+    let before = with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?;
+    block_on(session.begin_stage(Box::new(stage), cfg))?;
+    train_loop(&mut session, &out, o.contains_key("log-json"))?;
+    if held_out.is_empty() {
+        return Ok(());
+    }
+    let after = with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?;
+    for (name, r) in [("before", &before), ("after", &after)] {
+        eprintln!(
+            "held-out answers {name} fine-tuning: {}/{} exact ({:.0}%), {:.0}% ended with <|end|>",
+            r.exact,
+            r.questions,
+            100.0 * r.accuracy(),
+            100.0 * r.ended_share()
+        );
+    }
+    for (q, expected, got) in &after.examples {
+        eprintln!("  {:?} → {got:?} (expected {expected:?})", q.lines().last().unwrap_or(""));
+    }
+    Ok(())
+}
+
+/// A session around the model folder `files` (read from `dir`), no stage begun.
+fn open(gpu: Option<Gpu>, backend: BackendKind, files: &Files, dir: &str) -> Result<Session, KilnError> {
+    let mut session = Session::new(gpu, backend);
+    for note in session.import(files, None)? {
+        eprintln!("{dir}: {note}");
+    }
+    Ok(session)
 }
 
 fn resume_cmd(dir: &Path, o: &Options) -> CliResult {
     let files = read_dir(dir)?;
-    with_backend!(o, load_model(&files).map(|m| (m.tokenizer, m.config)), be => {
-        let mut run = resume(be, &files)?;
-        run.cfg.steps = get(o, "steps", run.cfg.steps)?;
-        train_loop(run, dir, o.contains_key("log-json")).map(|_| ())
-    })
+    let (backend, gpu) = choose_backend(o, || load_model(&files).map(|m| (m.tokenizer, m.config)))?;
+    let mut session = Session::new(gpu, backend);
+    if let Some(note) = session.restore(&files)?.note {
+        eprintln!("{}: {note}", dir.display());
+    }
+    with_run!(session.run_mut()?, r => r.cfg.steps = get(o, "steps", r.cfg.steps)?);
+    train_loop(&mut session, dir, o.contains_key("log-json"))
 }
 
 fn fmt_time(s: f64) -> String {
@@ -583,15 +599,22 @@ fn progress_line(p: &Progress, last_loss: Option<f32>) -> String {
     )
 }
 
-fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result<Trainer<B>, KilnError> {
+/// Trains the session's run to its last step, writing the session's snapshot (the resume
+/// checkpoint and the models a preference stage keeps) to `out` at each save point (a
+/// validation, or PPO's end of a round) and at the end.
+fn train_loop(session: &mut Session, out: &Path, json: bool) -> CliResult {
     let tty = std::io::stderr().is_terminal();
-    let (train_rows, val_rows) = run.stage()?.rows();
-    let stage = run.stage()?.kind();
-    eprintln!("{stage} on backend {}; {train_rows} training rows, {val_rows} validation rows", run.be.describe());
+    let (stage, (train_rows, val_rows), backend) =
+        with_run!(session.run()?, r => (r.stage()?.kind(), r.stage()?.rows(), r.be.describe()));
+    eprintln!("{stage} on backend {backend}; {train_rows} training rows, {val_rows} validation rows");
+    let save = |session: &mut Session| -> CliResult {
+        let files = block_on(session.snapshot())?.ok_or_else(|| usage("no stage to save"))?;
+        write_dir(out, &files)
+    };
     let mut last_loss = None;
     let mut saved = false;
-    while !run.done() {
-        let p = block_on(run.train_one())?;
+    while !with_run!(session.run()?, r => r.done()) {
+        let p = with_run!(session.run_mut()?, r => block_on(r.train_one()))?;
         last_loss = p.loss.or(last_loss);
         if json && (p.loss.is_some() || p.val_loss.is_some()) {
             println!("{}", serde_json::json!({"stage": stage, "step": p.step, "loss": p.loss, "valLoss": p.val_loss}));
@@ -601,14 +624,10 @@ fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result
         } else if p.loss.is_some() {
             eprintln!("{}", progress_line(&p, last_loss));
         }
-        if let Some(val) = p.val_loss {
-            write_dir(out, &block_on(resume_files(&mut run))?)?;
-            eprintln!(
-                "{}step {}: validation loss {val:.4}; saved {}",
-                if tty { "\n" } else { "" },
-                p.step,
-                out.display()
-            );
+        if p.save_point {
+            save(session)?;
+            let val = p.val_loss.map_or(String::new(), |v| format!("validation loss {v:.4}; "));
+            eprintln!("{}step {}: {val}saved {}", if tty { "\n" } else { "" }, p.step, out.display());
         }
         if let Some(sample) = p.sample {
             eprintln!("sample: {sample}");
@@ -620,13 +639,14 @@ fn train_loop<B: Backend>(mut run: Trainer<B>, out: &Path, json: bool) -> Result
         if json && !p.metrics.is_empty() {
             println!("{}", serde_json::json!({"stage": stage, "step": p.step, "metrics": p.metrics}));
         }
-        saved = p.val_loss.is_some();
+        saved = p.save_point;
     }
     if !saved {
-        write_dir(out, &block_on(resume_files(&mut run))?)?;
+        save(session)?;
     }
-    eprintln!("done: {} steps of {stage}; the model is in {}", run.step, out.display());
-    Ok(run)
+    let step = with_run!(session.run()?, r => r.step);
+    eprintln!("done: {step} steps of {stage}; the model is in {}", out.display());
+    Ok(())
 }
 
 /// A model folder (a Kiln checkpoint, or a GPT-2 folder) on `be`, ready to generate.
@@ -755,9 +775,9 @@ fn align(o: &Options, kind: StageKind) -> CliResult {
     let out = PathBuf::from(o.get("out").ok_or_else(|| usage(&format!("{kind} needs --out DIR")))?);
     check_out(&out)?;
     let cfg = train_config(o, kind)?;
-    let loaded = load_model(&read_dir(Path::new(dir))?)?;
+    let files = read_dir(Path::new(dir))?;
+    let loaded = load_model(&files)?;
     let (tokenizer, config, t) = (loaded.tokenizer.clone(), loaded.config, loaded.config.block_size);
-    let sft_params = loaded.params[..config.num_params()].to_vec();
     let questions = get(o, "eval", if kind == StageKind::Reward { 0 } else { 100usize })?;
     let held_out: Vec<Conversation> = instruction_set(language(o)?, Split::HeldOut, questions);
     let stage: Box<dyn kiln::train::Stage> = match kind {
@@ -790,21 +810,13 @@ fn align(o: &Options, kind: StageKind) -> CliResult {
         }
         _ => None,
     };
-    with_backend!(o, Ok((tokenizer.clone(), config)), be => {
-        let mut run = Trainer::with_model(be, tokenizer, config, Some(&sft_params), cfg.seed)?;
-        align_report(&mut run, &held_out, "before")?;
-        match kind {
-            StageKind::Reward => block_on(run.add_scalar_head(ScalarHeadKind::Reward, cfg.seed))?,
-            StageKind::Ppo => {
-                block_on(run.add_scalar_head(ScalarHeadKind::Value, cfg.seed))?;
-                run.set_frozen(&sft_params, reward_params.as_deref().expect("read above"))?;
-            }
-            _ => {}
-        }
-        run.begin(stage, cfg)?;
-        let mut run = train_loop(run, &out, o.contains_key("log-json"))?;
-        align_report(&mut run, &held_out, "after")
-    })
+    let (backend, gpu) = choose_backend(o, || Ok((tokenizer.clone(), config)))?;
+    let mut session = open(gpu, backend, &files, dir)?;
+    session.reward = reward_params;
+    with_run!(session.run_mut()?, r => align_report(r, &held_out, "before"))?;
+    block_on(session.begin_stage(stage, cfg))?;
+    train_loop(&mut session, &out, o.contains_key("log-json"))?;
+    with_run!(session.run_mut()?, r => align_report(r, &held_out, "after"))
 }
 
 /// Sampling options over `d` (SampleConfig's defaults, or its chat defaults).

@@ -171,3 +171,25 @@ pub fn render_text(conv: &[Message], add_generation_prompt: bool) -> String {
     }
     text
 }
+
+/// A chat's prompt ids ending in `<|assistant|>`, the oldest exchanges dropped (the system
+/// turn kept) until it leaves room for an answer in the context of `t` tokens.
+pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[Message], t: usize) -> Result<Vec<u32>> {
+    let room = (t / 4).clamp(1, 32);
+    let system = messages.first().filter(|m| m.role == Role::System).cloned();
+    let mut turns: Vec<_> = messages.iter().filter(|m| m.role != Role::System).cloned().collect();
+    loop {
+        let conv: Vec<_> = system.iter().cloned().chain(turns.iter().cloned()).collect();
+        let mut ids = render_prompt(tokenizer, &conv)?;
+        if ids.len() + room <= t {
+            return Ok(ids);
+        }
+        if turns.len() <= 1 {
+            // one turn longer than the context: its start goes (the first token, <|bos|>,
+            // stays), so that an answer still has room; else every position would be prompt
+            ids.drain(1..ids.len() + room - t.max(room + 1) + 1);
+            return Ok(ids);
+        }
+        turns.drain(..2.min(turns.len() - 1));
+    }
+}

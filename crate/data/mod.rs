@@ -9,12 +9,40 @@ pub mod instruct;
 pub mod jsonl;
 pub mod preference;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, BOS, EOS, PAD};
-use crate::train::TokenBatch;
+
+/// Named files, name → contents: a checkpoint folder, a stage's data, an autosave.
+pub type Files = HashMap<String, Vec<u8>>;
+
+/// One micro-batch of B rows × T positions, on the host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenBatch {
+    pub b: usize,
+    pub t: usize,
+    pub tokens: Vec<u32>,  // (B, T) inputs
+    pub targets: Vec<u32>, // (B, T) inputs shifted left by one
+    /// (B, T) the loss weight of each position; 0 masks it out. The step's loss is
+    /// Σ weight · nll over all its micro-batches, so the stage normalises (e.g. by 1/tokens).
+    pub weights: Vec<f32>,
+}
+
+impl TokenBatch {
+    /// Σ weights: the number of counted positions when weights are 0/1.
+    pub fn weight_sum(&self) -> f64 {
+        self.weights.iter().map(|&w| w as f64).sum()
+    }
+
+    /// The same batch with every weight multiplied by `scale`.
+    pub fn scaled(&self, scale: f32) -> TokenBatch {
+        TokenBatch { weights: self.weights.iter().map(|w| w * scale).collect(), ..self.clone() }
+    }
+}
 
 /// The largest training text Kiln reads (the page and the CLI check a file's size against
 /// it before reading a byte). Tokenizing 256 MiB in a browser already takes minutes.

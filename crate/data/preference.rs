@@ -16,7 +16,9 @@ use serde_json::{json, Map, Value};
 
 use crate::data::chat::{validate, Conversation, Message, Role};
 use crate::data::jsonl::{list_errors, messages_of, object_of_line, read_lines, LineError};
+use crate::data::Row;
 use crate::error::{KilnError, Result};
+use crate::tokenizer::PAD;
 
 /// Most answers ranked for one prompt.
 pub const MAX_ANSWERS: usize = 6;
@@ -176,4 +178,23 @@ fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, Strin
     };
     ranking.check()?;
     Ok(ranking)
+}
+
+/// The row `prompt + answer + <|pad|>`, the answer cut to fit T + 1 tokens: the padding
+/// token makes the answer's last token an input (where a reward is read); the answer's
+/// tokens are the supervised targets.
+pub fn answer_row(prompt: &[u32], answer: &[u32], t: usize) -> Row {
+    let mut ids = prompt.to_vec();
+    ids.extend(answer.iter().take((t + 1).saturating_sub(prompt.len() + 1)));
+    ids.push(PAD);
+    let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
+    Row { ids, supervised }
+}
+
+/// Where a row's answer lies in a (B, T) batch: its first and last answer positions and
+/// the position of `<|end|>` as input.
+pub fn answer_span(row: &Row) -> (usize, usize, usize) {
+    let first = row.supervised.iter().position(|&s| s).expect("an answer row") - 1;
+    let end_input = row.ids.len() - 2;
+    (first, end_input - 1, end_input)
 }

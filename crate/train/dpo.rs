@@ -13,8 +13,8 @@ use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::reward::{bradley_terry, PairStats};
 use super::stage::{Phase, Stage, StageKind};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
-use crate::checkpoint::Files;
 use crate::data::BatcherState;
+use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::tokenizer::Tokenizer;
 

@@ -10,8 +10,6 @@
 //! The good state is kept in host memory (three copies of the parameters' size), read at
 //! each save point: cheap next to a validation, and no device memory is added.
 
-use super::trainer::Trainer;
-use crate::backend::Backend;
 use crate::error::{KilnError, Result};
 
 /// Rollbacks a run may take before it stops.
@@ -28,16 +26,6 @@ pub struct Guard {
     average: Option<f32>,
     readings: u32,
     pub rollbacks: u32,
-}
-
-/// What the run goes back to.
-struct GoodState {
-    params: Vec<f32>,
-    m: Vec<f32>,
-    v: Vec<f32>,
-    adam_step: u32,
-    step: u64,
-    history_len: usize,
 }
 
 impl Guard {
@@ -58,49 +46,36 @@ impl Guard {
     }
 }
 
-impl<B: Backend> Trainer<B> {
-    /// Keeps the run as it is now as the state a rollback returns to.
-    pub(super) async fn keep_good_state(&mut self) -> Result<()> {
-        self.guard.good = Some(GoodState {
-            params: self.be.read(&self.model.params).await?,
-            m: self.be.read(&self.opt.m).await?,
-            v: self.be.read(&self.opt.v).await?,
-            adam_step: self.opt.step,
-            step: self.step,
-            history_len: self.history.len(),
-        });
-        Ok(())
+/// The state kept, as the trainer read it from the device.
+pub struct GoodState {
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub adam_step: u32,
+    pub step: u64,
+    pub history_len: usize,
+}
+
+impl Guard {
+    /// Keeps `state` as the one a rollback returns to.
+    pub fn keep(&mut self, state: GoodState) {
+        self.good = Some(state);
     }
 
-    /// Returns the run to its last good state with half the learning rate, and says what
-    /// happened; `what` is what went wrong ("the loss became NaN at step 57"). An error
-    /// with advice after MAX_ROLLBACKS.
-    pub(super) fn roll_back(&mut self, what: &str) -> Result<String> {
-        let good = self
-            .guard
-            .good
-            .as_ref()
-            .ok_or_else(|| KilnError::Config(format!("{what} before any good state was kept")))?;
-        if self.guard.rollbacks >= MAX_ROLLBACKS {
+    /// Counts a rollback and returns the state to go back to; `what` is what went wrong
+    /// ("the loss became NaN at step 57"), `lr` the learning rate now. An error with
+    /// advice after MAX_ROLLBACKS. The running average starts again.
+    pub fn roll_back(&mut self, what: &str, lr: f64) -> Result<&GoodState> {
+        let good =
+            self.good.as_ref().ok_or_else(|| KilnError::Config(format!("{what} before any good state was kept")))?;
+        if self.rollbacks >= MAX_ROLLBACKS {
             return Err(KilnError::Diverged(format!(
-                "{what}, after {MAX_ROLLBACKS} rollbacks that each halved the learning rate (now {:.1e}): lower the learning rate further, use more warmup steps, clip gradients harder, or check the data",
-                self.cfg.lr
+                "{what}, after {MAX_ROLLBACKS} rollbacks that each halved the learning rate (now {lr:.1e}): lower the learning rate further, use more warmup steps, clip gradients harder, or check the data"
             )));
         }
-        self.guard.rollbacks += 1;
-        self.be.write(&self.model.params, 0, &good.params);
-        self.be.write(&self.opt.m, 0, &good.m);
-        self.be.write(&self.opt.v, 0, &good.v);
-        self.opt.step = good.adam_step;
-        self.step = good.step;
-        self.history.truncate(good.history_len);
-        self.guard.average = None;
-        self.guard.readings = 0;
-        self.cfg.lr *= 0.5;
-        self.cfg.min_lr = self.cfg.min_lr.min(self.cfg.lr);
-        Ok(format!(
-            "{what}: rolled back to step {} and halved the learning rate to {:.1e} (rollback {} of at most {MAX_ROLLBACKS})",
-            good.step, self.cfg.lr, self.guard.rollbacks
-        ))
+        self.rollbacks += 1;
+        self.average = None;
+        self.readings = 0;
+        Ok(good)
     }
 }

@@ -2,6 +2,8 @@
 //! [`Trainer`], and the stages — pretraining, supervised fine-tuning, the reward model,
 //! DPO and PPO — each a short file that supplies batches with a loss weight per position.
 
+pub mod choose;
+pub mod config;
 pub mod dpo;
 pub mod guard;
 pub mod optimizer;
@@ -9,14 +11,17 @@ pub mod parallel;
 pub mod ppo;
 pub mod preference;
 pub mod pretrain;
+pub mod resume;
 pub mod reward;
 pub mod sft;
 pub mod stage;
+pub mod stages;
 pub mod step;
 pub mod trainer;
 
 pub use optimizer::{lr_at, AdamW, Schedule};
 
+pub use config::{AlignConfig, TrainConfig};
 pub use stage::{Phase, Stage, StageKind};
 pub use step::{evaluate, train_step, Gradients, Heads, Outputs, TokenBatch};
-pub use trainer::{check_fits, check_fits_within, AlignConfig, LossPoint, Progress, TrainConfig, Trainer};
+pub use trainer::{check_fits, check_fits_within, LossPoint, Progress, Trainer};

@@ -6,16 +6,16 @@
 //!    one's rows into `workers` shares, keeps the first and hands the rest to helpers.
 //! 2. Each helper ([`Helper::gradients`]) sets the step's weights, runs forward and
 //!    backward on its shares and returns its gradient and loss sum, while the trainer
-//!    does the same on its own share (`local_share`).
+//!    does the same on its own share ([`SharedStep::run_local`]).
 //! 3. The trainer adds the helpers' gradients to its own in helper order and takes the
-//!    AdamW step (`fixed_weight_step`, through `train_one`).
+//!    AdamW step ([`SharedStep::finish`], through `Trainer::train_one`).
 //!
 //! The weights are normalised over the whole step, so the sum is the full batch's
 //! gradient; its order is fixed, so a run with the same number of workers repeats bit for
 //! bit. Stages whose loss needs a readback mid-step (reward, DPO, PPO) stay on one worker.
 
+use super::optimizer::AdamW;
 use super::step::{accumulate_gradients, TokenBatch};
-use super::trainer::Trainer;
 use crate::backend::Backend;
 use crate::cpu::adamw::AdamWConfig;
 use crate::error::{KilnError, Result};
@@ -52,7 +52,7 @@ pub struct ShareResult {
 
 /// A step handed out by `share_step`: the trainer's own shares, and (once it has run
 /// them) whether its gradient is in the model's buffer.
-pub(super) struct SharedStep<B: Backend> {
+pub struct SharedStep<B: Backend> {
     local: Vec<TokenBatch>,
     acts: Option<Activations<B::Buf>>,
     computed: bool,
@@ -70,20 +70,18 @@ pub struct StepShares {
     pub shares: Vec<Vec<TokenBatch>>,
 }
 
-impl<B: Backend> Trainer<B> {
-    /// Begins a step shared by `workers` (this trainer and `workers − 1` helpers). None
-    /// when it cannot be shared: one worker, a stage with a forward-dependent loss, a
-    /// model with a scalar head, or a batch of one row.
-    pub async fn share_step(&mut self, workers: usize) -> Result<Option<StepShares>> {
-        let plain = self.model.layout.scalar_head.is_none();
-        let fixed = self.stage.as_ref().is_some_and(|s| s.heads().is_none());
-        if workers < 2 || !plain || !fixed || self.done() || self.cfg.batch_size < 2 {
-            return Ok(None);
-        }
-        let micro = self.step_batches();
+impl<B: Backend> SharedStep<B> {
+    /// Splits a step's micro-batches `micro` among `workers`: the first share of each
+    /// stays here, helper i gets the (i+1)-th. `acts`: the previous shared step's
+    /// activations, reused when their shape still fits.
+    pub fn split(
+        micro: &[TokenBatch],
+        workers: usize,
+        acts: Option<Activations<B::Buf>>,
+    ) -> (SharedStep<B>, Vec<Vec<TokenBatch>>) {
         let mut local = Vec::new();
         let mut shares: Vec<Vec<TokenBatch>> = Vec::new();
-        for batch in &micro {
+        for batch in micro {
             let mut parts = split_rows(batch, workers).into_iter();
             local.push(parts.next().expect("at least one share"));
             for (i, part) in parts.enumerate() {
@@ -93,74 +91,81 @@ impl<B: Backend> Trainer<B> {
                 shares[i].push(part);
             }
         }
-        let acts = self.parallel.take().and_then(|p| p.acts);
         let helpers = shares.len();
-        self.parallel = Some(SharedStep { local, acts, computed: false, helpers, remote: Vec::new() });
-        let params = self.be.read(&self.model.params).await?;
-        Ok(Some(StepShares { config: self.model.config, params, shares }))
+        (SharedStep { local, acts, computed: false, helpers, remote: Vec::new() }, shares)
     }
 
-    /// Runs the trainer's own shares of the step `share_step` began (while helpers run
-    /// theirs).
-    pub async fn local_share(&mut self) -> Result<()> {
-        let t = self.model.config.block_size;
-        let Some(p) = self.parallel.as_mut().filter(|p| !p.computed) else {
+    /// The activations, for the next shared step.
+    pub fn into_acts(self) -> Option<Activations<B::Buf>> {
+        self.acts
+    }
+
+    /// Runs this worker's own shares on `model` (while helpers run theirs): its gradient
+    /// is left in the model's gradient buffer.
+    pub fn run_local(&mut self, be: &mut B, model: &Gpt<B>) -> Result<()> {
+        if self.computed {
             return Err(KilnError::Config("no shared step to compute".into()));
-        };
-        let b = p.local[0].b;
-        if p.acts.as_ref().map(|a| a.b) != Some(b) {
-            p.acts = Some(Activations::new(&mut self.be, &self.model.config, b, t)?);
         }
-        let acts = p.acts.as_ref().expect("just made");
-        accumulate_gradients(&mut self.be, &self.model, acts, &p.local, true)?;
-        self.be.flush();
-        p.computed = true;
+        let (b, t) = (self.local[0].b, model.config.block_size);
+        if self.acts.as_ref().map(|a| a.b) != Some(b) {
+            self.acts = Some(Activations::new(be, &model.config, b, t)?);
+        }
+        let acts = self.acts.as_ref().expect("just made");
+        accumulate_gradients(be, model, acts, &self.local, true)?;
+        be.flush();
+        self.computed = true;
         Ok(())
     }
 
-    /// The helpers' results for the shared step, in helper order.
-    pub fn add_share_results(&mut self, results: Vec<ShareResult>) -> Result<()> {
-        let total = self.model.layout.total;
-        let p = self.parallel.as_mut().ok_or_else(|| KilnError::Config("no shared step".into()))?;
-        if results.len() != p.helpers {
-            return Err(KilnError::Config(format!("{} helpers' results for {} helpers", results.len(), p.helpers)));
+    /// The helpers' results, in helper order, for a model of `total` parameters.
+    pub fn add_results(&mut self, results: Vec<ShareResult>, total: usize) -> Result<()> {
+        if results.len() != self.helpers {
+            return Err(KilnError::Config(format!("{} helpers' results for {} helpers", results.len(), self.helpers)));
         }
         if let Some(r) = results.iter().find(|r| r.grads.len() != total) {
             return Err(KilnError::Config(format!("a helper sent {} gradient values, not {total}", r.grads.len())));
         }
-        p.remote = results;
+        self.remote = results;
         Ok(())
     }
 
-    /// Whether the next step finishes a shared one. A shared step whose helpers did not
-    /// all answer is dropped (its rows go unused) and the step is taken whole.
-    pub(super) fn shared_step_ready(&mut self) -> bool {
-        let Some(p) = self.parallel.as_mut().filter(|p| p.computed) else { return false };
-        if p.remote.len() != p.helpers {
-            p.computed = false;
+    /// Whether the step can be finished. A shared step whose helpers did not all answer
+    /// is dropped (its rows go unused) and the step is taken whole.
+    pub fn ready(&mut self) -> bool {
+        if !self.computed {
+            return false;
+        }
+        if self.remote.len() != self.helpers {
+            self.computed = false;
             return false;
         }
         true
     }
 
-    /// Finishes a shared step: the trainer's gradient plus the helpers', in order, then
-    /// AdamW. Returns Σ w·nll over the whole step.
-    pub(super) async fn finish_shared_step(&mut self, adamw: AdamWConfig) -> Result<f32> {
-        let p = self.parallel.as_mut().expect("checked by shared_step_ready");
-        p.computed = false;
-        let remote = std::mem::take(&mut p.remote);
-        let acts = p.acts.as_ref().expect("made by local_share");
-        let mut loss = self.be.read(&acts.loss_sum).await?[0];
-        let mut grads = self.be.read(self.model.grads()).await?;
+    /// Finishes the step: this worker's gradient plus the helpers', in order, then AdamW.
+    /// Returns Σ w·nll over the whole step.
+    pub async fn finish(
+        &mut self,
+        be: &mut B,
+        model: &Gpt<B>,
+        opt: &mut AdamW<B>,
+        adamw: AdamWConfig,
+        grad_clip: f32,
+    ) -> Result<f32> {
+        self.computed = false;
+        let remote = std::mem::take(&mut self.remote);
+        let acts = self.acts.as_ref().expect("made by run_local");
+        let mut loss = be.read(&acts.loss_sum).await?[0];
+        let mut grads = be.read(model.grads()).await?;
         for r in &remote {
             grads.iter_mut().zip(&r.grads).for_each(|(g, x)| *g += x);
             loss += r.loss_sum;
         }
-        self.be.write(self.model.grads(), 0, &grads);
-        self.opt.update(&mut self.be, &self.model, adamw, self.cfg.grad_clip)?;
-        self.be.flush();
+        be.write(model.grads(), 0, &grads);
+        opt.update(be, model, adamw, grad_clip)?;
+        be.flush();
         if !loss.is_finite() {
-            return Err(KilnError::NonFiniteLoss { step: self.opt.step as u64, loss });
+            return Err(KilnError::NonFiniteLoss { step: opt.step as u64, loss });
         }
         Ok(loss)
     }

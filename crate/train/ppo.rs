@@ -13,12 +13,12 @@
 //! The policy term reaches the model through the weighted cross-entropy backward: a token's
 //! weight is −d loss/d log π = A·ρ/N where the unclipped term is the larger, else 0.
 
-use super::stage::{Phase, Stage, StageKind};
+use super::stage::{Phase, RolloutRequest, Stage, StageKind};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::AlignConfig;
-use crate::checkpoint::Files;
 use crate::data::chat::{Conversation, Role};
 use crate::data::jsonl::to_jsonl;
+use crate::data::Files;
 use crate::data::{make_batch, Batcher, BatcherState, Row};
 use crate::error::{KilnError, Result};
 use crate::sample::Candidate;
@@ -163,102 +163,6 @@ impl Ppo {
         ppo.order = Batcher::resume(ppo.prompts.len(), position);
         Ok(ppo)
     }
-
-    /// Rows per batch of rollouts.
-    pub fn rows_per_round(&self) -> usize {
-        self.align.rollout_prompts * self.align.answers_per_prompt
-    }
-
-    /// The prompts of the next round of rollouts, when the current one is used up (their
-    /// ids end with `<|assistant|>`).
-    pub fn rollout_prompts(&mut self, tokenizer: &Tokenizer) -> Result<Option<Vec<Vec<u32>>>> {
-        if self.epochs_left > 0 {
-            return Ok(None);
-        }
-        self.pending = (0..self.align.rollout_prompts).map(|_| self.order.take()).collect();
-        let ids =
-            self.pending.iter().map(|&i| chat_prompt(tokenizer, &self.prompts[i], self.t)).collect::<Result<_>>()?;
-        Ok(Some(ids))
-    }
-
-    /// The rollouts as a batch of B rows: prompt + answer (+ its stop token) + padding.
-    pub fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> TokenBatch {
-        let mut rows = Vec::new();
-        for (prompt, cands) in prompts.iter().zip(answers) {
-            rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t)));
-        }
-        let refs: Vec<&Row> = rows.iter().collect();
-        let batch = make_batch(&refs, b, self.t);
-        self.rollouts = Some(Rollouts {
-            batch: batch.clone(),
-            rows,
-            old_logp: Vec::new(),
-            old_values: Vec::new(),
-            advantages: Vec::new(),
-            returns: Vec::new(),
-        });
-        batch
-    }
-
-    /// Scores the rollouts from the three forward passes over [`Ppo::rollout_batch`]:
-    /// the reference's and the policy's nll, the reward model's and the policy's values;
-    /// `ended` says which answers stopped by themselves.
-    pub fn set_rollouts(
-        &mut self,
-        reference: &Outputs,
-        reward: &Outputs,
-        policy: &Outputs,
-        ended: &[bool],
-    ) -> Result<()> {
-        let a = self.align.clone();
-        let r = self.rollouts.as_mut().expect("rollout_batch comes first");
-        let t = r.batch.t;
-        self.latest.clear();
-        for (k, row) in r.rows.iter().enumerate() {
-            let (first, last, end_input) = answer_span(row);
-            let positions = first..=last;
-            let logp: Vec<f64> = positions.clone().map(|p| -policy.nll[k * t + p] as f64).collect();
-            let ref_logp: Vec<f64> = positions.clone().map(|p| -reference.nll[k * t + p] as f64).collect();
-            let values: Vec<f64> = positions.map(|p| policy.values[k * t + p] as f64).collect();
-            let mut score = reward.values[k * t + end_input] as f64;
-            if !ended[k] {
-                score += a.missing_end_penalty;
-            }
-            let mut rewards: Vec<f64> = logp.iter().zip(&ref_logp).map(|(l, r)| -a.kl_coef * (l - r)).collect();
-            *rewards.last_mut().expect("an answer token") += score;
-            let (adv, ret) = gae(&rewards, &values, a.gamma, a.lam);
-            self.stats.answers += 1;
-            self.stats.score += score;
-            self.stats.kl += logp.iter().zip(&ref_logp).map(|(l, r)| l - r).sum::<f64>();
-            self.stats.ended += ended[k] as usize;
-            if self.latest.len() < 4 {
-                let prompt = &self.prompts[self.pending[k / a.answers_per_prompt]];
-                let answer = row.ids[first + 1..=last + 1].to_vec();
-                self.latest.push((prompt.last().map_or(String::new(), |m| m.content.clone()), answer, score));
-            }
-            r.old_logp.push(logp);
-            r.old_values.push(values);
-            r.advantages.push(adv);
-            r.returns.push(ret);
-        }
-        whiten(&mut r.advantages);
-        self.epochs_left = a.ppo_epochs;
-        Ok(())
-    }
-
-    /// A few answers of the round just sampled, once: "question → answer (score)" lines.
-    pub fn take_latest(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
-        if self.latest.is_empty() {
-            return Ok(None);
-        }
-        let mut lines = Vec::new();
-        for (q, ids, score) in std::mem::take(&mut self.latest) {
-            let question = q.lines().last().unwrap_or("");
-            let answer: Vec<u32> = ids.iter().copied().filter(|&id| id != END && id != EOS).collect();
-            lines.push(format!("{question} → {} ({score:+.2})", tokenizer.decode(&answer)?));
-        }
-        Ok(Some(lines.join("\n")))
-    }
 }
 
 impl Stage for Ppo {
@@ -302,8 +206,102 @@ impl Stage for Ppo {
         Some(Heads::POLICY_AND_VALUE)
     }
 
-    fn as_ppo(&mut self) -> Option<&mut Ppo> {
-        Some(self)
+    /// The prompts of the next round, when the current one is used up (their ids end
+    /// with `<|assistant|>`), each prompt i sampled with `seed ^ (i << 8)`.
+    fn rollout_request(&mut self, tokenizer: &Tokenizer, b: usize, seed: u64) -> Result<Option<RolloutRequest>> {
+        if self.epochs_left > 0 {
+            return Ok(None);
+        }
+        let a = &self.align;
+        if a.rollout_prompts * a.answers_per_prompt > b {
+            return Err(KilnError::Config(format!(
+                "{} prompts × {} answers do not fit a batch of {b} rows",
+                a.rollout_prompts, a.answers_per_prompt
+            )));
+        }
+        self.pending = (0..a.rollout_prompts).map(|_| self.order.take()).collect();
+        let mut prompts = Vec::with_capacity(self.pending.len());
+        for (i, &p) in self.pending.iter().enumerate() {
+            let sc = a.sample_config(seed ^ ((i as u64) << 8));
+            prompts.push((chat_prompt(tokenizer, &self.prompts[p], self.t)?, sc));
+        }
+        Ok(Some(RolloutRequest { prompts, answers: a.answers_per_prompt }))
+    }
+
+    /// The rollouts as a batch of B rows: prompt + answer (+ its stop token) + padding.
+    fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> Result<TokenBatch> {
+        let mut rows = Vec::new();
+        for (prompt, cands) in prompts.iter().zip(answers) {
+            rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t)));
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        let batch = make_batch(&refs, b, self.t);
+        self.rollouts = Some(Rollouts {
+            batch: batch.clone(),
+            rows,
+            old_logp: Vec::new(),
+            old_values: Vec::new(),
+            advantages: Vec::new(),
+            returns: Vec::new(),
+        });
+        Ok(batch)
+    }
+
+    /// Scores the rollouts from the three forward passes over the rollout batch: the
+    /// frozen reference's nll and the reward model's value (in that order), the policy's
+    /// nll and value; `ended` says which answers stopped by themselves.
+    fn score_rollouts(&mut self, frozen: &[Outputs], policy: &Outputs, ended: &[bool]) -> Result<()> {
+        let [reference, reward] = frozen else {
+            return Err(KilnError::Config("PPO needs the reference and reward models (Trainer::set_frozen)".into()));
+        };
+        let a = self.align.clone();
+        let r = self.rollouts.as_mut().expect("rollout_batch comes first");
+        let t = r.batch.t;
+        self.latest.clear();
+        for (k, row) in r.rows.iter().enumerate() {
+            let (first, last, end_input) = answer_span(row);
+            let positions = first..=last;
+            let logp: Vec<f64> = positions.clone().map(|p| -policy.nll[k * t + p] as f64).collect();
+            let ref_logp: Vec<f64> = positions.clone().map(|p| -reference.nll[k * t + p] as f64).collect();
+            let values: Vec<f64> = positions.map(|p| policy.values[k * t + p] as f64).collect();
+            let mut score = reward.values[k * t + end_input] as f64;
+            if !ended[k] {
+                score += a.missing_end_penalty;
+            }
+            let mut rewards: Vec<f64> = logp.iter().zip(&ref_logp).map(|(l, r)| -a.kl_coef * (l - r)).collect();
+            *rewards.last_mut().expect("an answer token") += score;
+            let (adv, ret) = gae(&rewards, &values, a.gamma, a.lam);
+            self.stats.answers += 1;
+            self.stats.score += score;
+            self.stats.kl += logp.iter().zip(&ref_logp).map(|(l, r)| l - r).sum::<f64>();
+            self.stats.ended += ended[k] as usize;
+            if self.latest.len() < 4 {
+                let prompt = &self.prompts[self.pending[k / a.answers_per_prompt]];
+                let answer = row.ids[first + 1..=last + 1].to_vec();
+                self.latest.push((prompt.last().map_or(String::new(), |m| m.content.clone()), answer, score));
+            }
+            r.old_logp.push(logp);
+            r.old_values.push(values);
+            r.advantages.push(adv);
+            r.returns.push(ret);
+        }
+        whiten(&mut r.advantages);
+        self.epochs_left = a.ppo_epochs;
+        Ok(())
+    }
+
+    /// A few answers of the round just sampled, once: "question → answer (score)" lines.
+    fn take_shown(&mut self, tokenizer: &Tokenizer) -> Result<Option<String>> {
+        if self.latest.is_empty() {
+            return Ok(None);
+        }
+        let mut lines = Vec::new();
+        for (q, ids, score) in std::mem::take(&mut self.latest) {
+            let question = q.lines().last().unwrap_or("");
+            let answer: Vec<u32> = ids.iter().copied().filter(|&id| id != END && id != EOS).collect();
+            lines.push(format!("{question} → {} ({score:+.2})", tokenizer.decode(&answer)?));
+        }
+        Ok(Some(lines.join("\n")))
     }
 
     fn weigh(&mut self, batch: &TokenBatch, out: &Outputs, phase: Phase) -> Result<Gradients> {

@@ -6,14 +6,15 @@
 //!                     (weight 1: their nll is read back; DPO's log-probability is −Σ nll)
 //!   last position     the position whose input is `<|end|>` (the reward is read there)
 
-use crate::checkpoint::Files;
+use crate::data::chat::chat_prompt;
 use crate::data::chat::Role;
+pub use crate::data::preference::{answer_row, answer_span};
 use crate::data::preference::{rankings_jsonl, read_rankings, Ranking};
+use crate::data::Files;
 use crate::data::{make_batch, shuffle, Batcher, BatcherState, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
-use crate::tokenizer::{Tokenizer, END, PAD};
-use crate::train::sft::chat_prompt;
+use crate::tokenizer::{Tokenizer, END};
 use crate::train::TokenBatch;
 
 /// One ranked prompt: a row per answer and the (chosen, rejected) pairs between them.
@@ -48,25 +49,6 @@ impl Group {
         }
         Ok(Some(Group { rows, pairs }))
     }
-}
-
-/// The row `prompt + answer + <|pad|>`, the answer cut to fit T + 1 tokens: the padding
-/// token makes the answer's last token an input (where a reward is read); the answer's
-/// tokens are the supervised targets.
-pub fn answer_row(prompt: &[u32], answer: &[u32], t: usize) -> Row {
-    let mut ids = prompt.to_vec();
-    ids.extend(answer.iter().take((t + 1).saturating_sub(prompt.len() + 1)));
-    ids.push(PAD);
-    let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
-    Row { ids, supervised }
-}
-
-/// Where a row's answer lies in a (B, T) batch: its first and last answer positions and
-/// the position of `<|end|>` as input.
-pub fn answer_span(row: &Row) -> (usize, usize, usize) {
-    let first = row.supervised.iter().position(|&s| s).expect("an answer row") - 1;
-    let end_input = row.ids.len() - 2;
-    (first, end_input - 1, end_input)
 }
 
 /// A batch of whole groups and, per group, (group index, first row in the batch).

@@ -3,7 +3,7 @@
 
 use super::stage::{RowStage, StageKind, TokenRows};
 use super::TrainConfig;
-use crate::checkpoint::Files;
+use crate::data::Files;
 use crate::data::{BatcherState, Dataset};
 use crate::error::{KilnError, Result};
 use crate::tokenizer::{Tokenizer, BOS};

@@ -9,8 +9,8 @@
 use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::stage::{Phase, Stage, StageKind};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
-use crate::checkpoint::Files;
 use crate::data::BatcherState;
+use crate::data::Files;
 use crate::error::Result;
 use crate::tokenizer::Tokenizer;
 

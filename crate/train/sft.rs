@@ -5,11 +5,12 @@
 
 use super::stage::{RowStage, StageKind, TokenRows};
 use super::TrainConfig;
-use crate::checkpoint::Files;
+pub use crate::data::chat::chat_prompt;
 use crate::data::chat::{render, render_prompt, Conversation, Role};
 use crate::data::corpus::Language;
 use crate::data::instruct::{instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
 use crate::data::jsonl::{read_conversations, to_jsonl};
+use crate::data::Files;
 use crate::data::{shuffle, BatcherState, Dataset, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
@@ -191,26 +192,4 @@ pub async fn answer_report<B: crate::backend::Backend>(
         }
     }
     Ok(report)
-}
-
-/// A chat's prompt ids ending in `<|assistant|>`, the oldest exchanges dropped (the system
-/// turn kept) until it leaves room for an answer in the context of `t` tokens.
-pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[crate::data::chat::Message], t: usize) -> Result<Vec<u32>> {
-    let room = (t / 4).clamp(1, 32);
-    let system = messages.first().filter(|m| m.role == Role::System).cloned();
-    let mut turns: Vec<_> = messages.iter().filter(|m| m.role != Role::System).cloned().collect();
-    loop {
-        let conv: Vec<_> = system.iter().cloned().chain(turns.iter().cloned()).collect();
-        let mut ids = render_prompt(tokenizer, &conv)?;
-        if ids.len() + room <= t {
-            return Ok(ids);
-        }
-        if turns.len() <= 1 {
-            // one turn longer than the context: its start goes (the first token, <|bos|>,
-            // stays), so that an answer still has room; else every position would be prompt
-            ids.drain(1..ids.len() + room - t.max(room + 1) + 1);
-            return Ok(ids);
-        }
-        turns.drain(..2.min(turns.len() - 1));
-    }
 }

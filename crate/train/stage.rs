@@ -1,15 +1,14 @@
 //! A training stage: where the trainer's batches come from. Every stage ends in the same
 //! kernel — cross-entropy with a weight per position — so a stage is its data,
 //! the weights it puts on each target, a validation set, and what it must save to resume.
-//! A new stage is a new file with an impl of [`Stage`] and a line in [`restore`].
+//! A new stage is a new file with an impl of [`Stage`] and its lines in `stages.rs`.
 
 use serde::{Deserialize, Serialize};
 
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
-use super::TrainConfig;
-use crate::checkpoint::Files;
-use crate::data::{Batcher, BatcherState, Dataset, Row};
+use crate::data::{Batcher, BatcherState, Dataset, Files, Row};
 use crate::error::{KilnError, Result};
+use crate::sample::{Candidate, SampleConfig};
 use crate::tokenizer::Tokenizer;
 
 /// The stages, as checkpoints and the JS API name them.
@@ -96,9 +95,26 @@ pub trait Stage {
     fn set_reference(&mut self, _b: usize, _outputs: Vec<Outputs>) -> Result<()> {
         Ok(())
     }
-    /// PPO, whose batches are rollouts the trainer samples and scores for it.
-    fn as_ppo(&mut self) -> Option<&mut super::ppo::Ppo> {
-        None
+    /// Answers the model must sample before the next batch, for a stage that learns from
+    /// its own model's answers (PPO: once its rollouts are used up); None for most stages.
+    /// `b`: rows per batch; `seed`: this round's (the trainer's seed and step).
+    fn rollout_request(&mut self, _tokenizer: &Tokenizer, _b: usize, _seed: u64) -> Result<Option<RolloutRequest>> {
+        Ok(None)
+    }
+    /// The answers to [`Stage::rollout_request`] (per prompt, its answers) as one batch
+    /// of `b` rows, which the trainer runs through every frozen model and the model itself.
+    fn rollout_batch(&mut self, _prompts: &[Vec<u32>], _answers: &[Vec<Candidate>], _b: usize) -> Result<TokenBatch> {
+        Err(KilnError::Config(format!("the {} stage samples no rollouts", self.kind())))
+    }
+    /// The outputs on that batch: each frozen model's (`Trainer::set_frozen`, in order),
+    /// then the model's own; `ended`: which answers stopped by themselves.
+    fn score_rollouts(&mut self, _frozen: &[Outputs], _own: &Outputs, _ended: &[bool]) -> Result<()> {
+        Err(KilnError::Config(format!("the {} stage samples no rollouts", self.kind())))
+    }
+    /// Text shown in place of the step's sample, once (PPO: answers of the last rollouts
+    /// with their scores); None: the trainer samples as usual.
+    fn take_shown(&mut self, _tokenizer: &Tokenizer) -> Result<Option<String>> {
+        Ok(None)
     }
     /// Named measures since the last call (pair accuracy, reward margin, KL …).
     fn metrics(&mut self) -> Vec<(String, f64)> {
@@ -115,6 +131,14 @@ pub trait Stage {
     fn example_row(&self) -> Option<&Row> {
         None
     }
+}
+
+/// What a stage asks the model it trains to answer: each prompt (token ids ending where
+/// the answer starts) with its sampling settings, `answers` answers to each, decoded
+/// together.
+pub struct RolloutRequest {
+    pub prompts: Vec<(Vec<u32>, SampleConfig)>,
+    pub answers: usize,
 }
 
 /// Which batch a forward-dependent stage weighs.
@@ -189,27 +213,4 @@ impl<S: RowStage> Stage for S {
     fn example_row(&self) -> Option<&Row> {
         self.token_rows().data.train.first()
     }
-}
-
-/// Rebuilds a stage from its checkpoint files, at `position`.
-pub fn restore(
-    kind: StageKind,
-    files: &Files,
-    tokenizer: &Tokenizer,
-    t: usize,
-    cfg: &TrainConfig,
-    position: BatcherState,
-) -> Result<Box<dyn Stage>> {
-    Ok(match kind {
-        StageKind::Pretrain => Box::new(super::pretrain::Pretrain::restore(files, tokenizer, t, cfg, position)?),
-        StageKind::Sft => Box::new(super::sft::Sft::restore(files, tokenizer, t, position)?),
-        StageKind::Reward => {
-            Box::new(super::reward::Reward::restore(files, tokenizer, t, cfg.align.reward_center, position)?)
-        }
-        StageKind::Dpo => {
-            let a = &cfg.align;
-            Box::new(super::dpo::Dpo::restore(files, tokenizer, t, (a.dpo_beta, a.rpo_alpha), position)?)
-        }
-        StageKind::Ppo => Box::new(super::ppo::Ppo::restore(files, t, cfg.align.clone(), position)?),
-    })
 }

@@ -5,32 +5,9 @@
 use super::optimizer::AdamW;
 use crate::backend::{at, Backend};
 use crate::cpu::adamw::AdamWConfig;
+pub use crate::data::TokenBatch;
 use crate::error::{KilnError, Result};
 use crate::model::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
-
-/// One micro-batch of B rows × T positions, on the host.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct TokenBatch {
-    pub b: usize,
-    pub t: usize,
-    pub tokens: Vec<u32>,  // (B, T) inputs
-    pub targets: Vec<u32>, // (B, T) inputs shifted left by one
-    /// (B, T) the loss weight of each position; 0 masks it out. The step's loss is
-    /// Σ weight · nll over all its micro-batches, so the stage normalises (e.g. by 1/tokens).
-    pub weights: Vec<f32>,
-}
-
-impl TokenBatch {
-    /// Σ weights: the number of counted positions when weights are 0/1.
-    pub fn weight_sum(&self) -> f64 {
-        self.weights.iter().map(|&w| w as f64).sum()
-    }
-
-    /// The same batch with every weight multiplied by `scale`.
-    pub fn scaled(&self, scale: f32) -> TokenBatch {
-        TokenBatch { weights: self.weights.iter().map(|w| w * scale).collect(), ..self.clone() }
-    }
-}
 
 fn load<B: Backend>(be: &mut B, a: &Activations<B::Buf>, batch: &TokenBatch) {
     assert_eq!((batch.b, batch.t), (a.b, a.t), "batch shape differs from the activations'");

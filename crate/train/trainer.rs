@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::optimizer::{lr_at, AdamW, Schedule};
+use super::config::TrainConfig;
+use super::guard::{GoodState, Guard, MAX_ROLLBACKS, SPIKE_FACTOR};
+use super::optimizer::{lr_at, AdamW};
+use super::parallel::{ShareResult, SharedStep, StepShares};
 use super::stage::{Phase, Stage, StageKind};
 use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, TokenBatch};
 use crate::backend::Backend;
@@ -16,241 +19,6 @@ use crate::error::{KilnError, Result};
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
 use crate::tokenizer::Tokenizer;
-
-/// How a stage trains. Each stage has its own defaults ([`TrainConfig::for_stage`]); the
-/// CLI, the wasm session and the page all start from them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TrainConfig {
-    pub steps: u64,
-    /// Rows per micro-batch (B).
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    pub lr: f64,
-    pub min_lr: f64,
-    pub warmup_steps: u64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub weight_decay: f64,
-    /// Clip the global gradient norm to this (0: no clipping).
-    pub grad_clip: f32,
-    /// Validate every N steps (and at the end).
-    pub eval_every: u64,
-    /// At most this many validation batches.
-    pub eval_batches: usize,
-    /// Generate a sample every N steps (0: never).
-    pub sample_every: u64,
-    pub sample_tokens: usize,
-    /// Read the training loss back every N steps (and at the first and last).
-    pub log_every: u64,
-    pub seed: u64,
-    /// Share of the documents (or conversations, or ranked prompts) held out for validation.
-    pub val_fraction: f64,
-    /// The preference stages' own options.
-    #[serde(flatten)]
-    pub align: AlignConfig,
-}
-
-/// The options of the stages that learn from rankings: TRL's defaults where TRL has one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AlignConfig {
-    /// DPO's β: how strongly the policy is held to the reference (TRL: 0.1).
-    pub dpo_beta: f64,
-    /// Weight of the NLL of chosen answers added to DPO's loss (TRL's rpo_alpha; 0: plain
-    /// DPO). On by default: it guards against likelihood displacement (module dpo).
-    pub rpo_alpha: f64,
-    /// The reward model's centring coefficient λ (TRL's center_rewards_coefficient; 0: off).
-    pub reward_center: f64,
-    /// PPO's KL penalty β per token (TRL: 0.05).
-    pub kl_coef: f64,
-    /// PPO's clip range ε for the probability ratio (TRL: 0.2) and for the value.
-    pub clip_range: f64,
-    pub value_clip: f64,
-    /// Discount γ (TRL: 1) and GAE's λ (TRL: 0.95).
-    pub gamma: f64,
-    pub lam: f64,
-    /// Weight of the value loss (TRL: 0.1).
-    pub vf_coef: f64,
-    /// Optimizer steps on each batch of rollouts (TRL: 4).
-    pub ppo_epochs: u64,
-    /// Prompts per batch of rollouts, and answers sampled per prompt (2 to 6).
-    pub rollout_prompts: usize,
-    pub answers_per_prompt: usize,
-    /// Added to the score of an answer that never ends (TRL's missing_eos_penalty).
-    pub missing_end_penalty: f64,
-    /// Sampling of rollouts and candidates: temperature, top-k (0: all), top-p (1: all),
-    /// and the longest answer in tokens.
-    pub temperature: f32,
-    pub top_k: usize,
-    pub top_p: f32,
-    pub answer_tokens: usize,
-}
-
-impl Default for AlignConfig {
-    fn default() -> Self {
-        AlignConfig {
-            dpo_beta: 0.1,
-            rpo_alpha: 1.0,
-            reward_center: 0.01,
-            kl_coef: 0.05,
-            clip_range: 0.2,
-            value_clip: 0.2,
-            gamma: 1.0,
-            lam: 0.95,
-            vf_coef: 0.1,
-            ppo_epochs: 4,
-            rollout_prompts: 4,
-            answers_per_prompt: 4,
-            missing_end_penalty: -1.0,
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            answer_tokens: 16,
-        }
-    }
-}
-
-impl AlignConfig {
-    /// The options of this struct that `stage` reads (as serialised, camelCase): a stage is
-    /// given only its own (the CLI refuses `kiln dpo --kl-coef`). Every field belongs to a
-    /// stage (tests/cli.rs holds the union to the struct).
-    pub fn stage_options(stage: StageKind) -> &'static [&'static str] {
-        match stage {
-            StageKind::Pretrain | StageKind::Sft => &[],
-            StageKind::Reward => &["rewardCenter"],
-            StageKind::Dpo => &["dpoBeta", "rpoAlpha"],
-            StageKind::Ppo => &[
-                "klCoef",
-                "clipRange",
-                "valueClip",
-                "gamma",
-                "lam",
-                "vfCoef",
-                "ppoEpochs",
-                "rolloutPrompts",
-                "answersPerPrompt",
-                "missingEndPenalty",
-                "temperature",
-                "topK",
-                "topP",
-                "answerTokens",
-            ],
-        }
-    }
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig::for_stage(StageKind::Pretrain)
-    }
-}
-
-impl TrainConfig {
-    /// The defaults of a stage. Pretraining: nanoGPT-like for tiny models. SFT starts
-    /// from a trained model: a short warmup, fewer steps, short samples. Its learning rate
-    /// stays at pretraining's: on the tiny preset after 300 pretraining steps, 400 SFT
-    /// steps reached 73% held-out exact match at 2e-3, 86% at 3e-3 and 74% at 5e-3.
-    pub fn for_stage(stage: StageKind) -> TrainConfig {
-        let pretrain = TrainConfig {
-            steps: 500,
-            batch_size: 8,
-            grad_accum: 1,
-            lr: 3e-3,
-            min_lr: 3e-4,
-            warmup_steps: 20,
-            beta1: 0.9,
-            beta2: 0.99,
-            weight_decay: 0.1,
-            grad_clip: 1.0,
-            eval_every: 50,
-            eval_batches: 8,
-            sample_every: 100,
-            sample_tokens: 64,
-            log_every: 10,
-            seed: 1337,
-            val_fraction: 0.1,
-            align: AlignConfig::default(),
-        };
-        match stage {
-            StageKind::Pretrain => pretrain,
-            StageKind::Sft => TrainConfig { steps: 400, warmup_steps: 10, sample_tokens: 24, ..pretrain },
-            // The preference stages see a few hundred ranked prompts at most: whole
-            // prompts per batch (12 rows hold two of six answers; PPO's 16, four prompts
-            // of four answers), short runs, frequent reports.
-            StageKind::Reward | StageKind::Dpo | StageKind::Ppo => {
-                let align = TrainConfig {
-                    batch_size: 12,
-                    warmup_steps: 5,
-                    eval_every: 10,
-                    eval_batches: 16,
-                    sample_every: 0,
-                    sample_tokens: 16,
-                    log_every: 1,
-                    ..pretrain
-                };
-                match stage {
-                    StageKind::Reward => TrainConfig { steps: 150, lr: 1e-3, min_lr: 1e-4, ..align },
-                    StageKind::Dpo => TrainConfig { steps: 100, lr: 3e-4, min_lr: 3e-5, ..align },
-                    // PPO's gradient is noisy and AdamW turns noise into full-size steps:
-                    // on the tiny preset (tests/chat_learning.rs) 3e-4 and 5e-5 cost 44
-                    // and 11 points of task accuracy, 2e-5 three.
-                    _ => TrainConfig { steps: 200, lr: 2e-5, min_lr: 2e-5, batch_size: 16, ..align },
-                }
-            }
-        }
-    }
-
-    /// The stage's defaults with `options` on top (camelCase fields, as the JS API and
-    /// the CLI give them; null for none). A learning rate given without `minLr` decays to
-    /// a tenth of itself. Unknown fields are refused by name.
-    pub fn from_options(stage: StageKind, options: &serde_json::Value) -> Result<TrainConfig> {
-        let mut merged = serde_json::to_value(TrainConfig::for_stage(stage)).expect("JSON");
-        let given = match options {
-            serde_json::Value::Null => serde_json::Map::new(),
-            serde_json::Value::Object(o) => o.clone(),
-            _ => return Err(KilnError::Config("training options must be an object".into())),
-        };
-        for (key, value) in &given {
-            if merged.get(key).is_none() {
-                return Err(KilnError::Config(format!("unknown training option {key:?}")));
-            }
-            merged[key] = value.clone();
-        }
-        if let (Some(lr), false) = (given.get("lr").and_then(|x| x.as_f64()), given.contains_key("minLr")) {
-            merged["minLr"] = (lr / 10.0).into();
-        }
-        let cfg: TrainConfig =
-            serde_json::from_value(merged).map_err(|e| KilnError::Config(format!("training options: {e}")))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(KilnError::Config(m.to_string()));
-        if self.steps == 0 || self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("steps, batch size and gradient accumulation must be at least 1");
-        }
-        if self.batch_size > 4096 || self.grad_accum > 4096 || self.steps > 100_000_000 {
-            return bad("the batch size and gradient accumulation must be at most 4096, the steps at most 10⁸");
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
-            return bad("the learning rate must be positive, with 0 <= min_lr <= lr");
-        }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
-            return bad("AdamW's betas must lie in [0, 1)");
-        }
-        if !(0.0..0.5).contains(&self.val_fraction) {
-            return bad("the validation fraction must lie in [0, 0.5)");
-        }
-        Ok(())
-    }
-
-    pub fn schedule(&self) -> Schedule {
-        Schedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, decay_steps: self.steps }
-    }
-}
 
 /// What a step reports (camelCase in JSON, for the web page).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -308,24 +76,18 @@ pub struct Trainer<B: Backend> {
     eval_acts: Option<Activations<B::Buf>>,
     val: Vec<TokenBatch>,
     decoder: Option<Decoder<B::Buf>>,
-    /// The models PPO reads but does not train.
-    pub frozen: Frozen<B>,
+    /// Models the stage reads but does not train ([`Trainer::set_frozen`]).
+    frozen: Vec<Gpt<B>>,
+    /// The K-row decoder of rollouts and candidate answers.
+    batched_decoder: Option<Decoder<B::Buf>>,
     /// (time, step) when tokens/s was last measured.
     mark: (f64, u64),
     tokens_per_s: f64,
     started: f64,
     /// A step shared with helper workers (parallel.rs), between its calls.
-    pub(super) parallel: Option<super::parallel::SharedStep<B>>,
+    parallel: Option<SharedStep<B>>,
     /// The divergence guard's last good state and running loss (guard.rs).
-    pub(super) guard: super::guard::Guard,
-}
-
-/// Models that run forward only, with no gradient or optimizer buffers: PPO's reference
-/// (the fine-tuned model) and reward model; and the K-row decoder its rollouts use.
-pub struct Frozen<B: Backend> {
-    pub reference: Option<Gpt<B>>,
-    pub reward: Option<Gpt<B>>,
-    rollout_decoder: Option<Decoder<B::Buf>>,
+    guard: Guard,
 }
 
 /// Refuses a run that cannot fit in the device's buffers, or in all the memory the
@@ -425,7 +187,8 @@ impl<B: Backend> Trainer<B> {
             eval_acts: None,
             val: Vec::new(),
             decoder: None,
-            frozen: Frozen { reference: None, reward: None, rollout_decoder: None },
+            frozen: Vec::new(),
+            batched_decoder: None,
             mark: (started, 0),
             tokens_per_s: 0.0,
             started,
@@ -532,7 +295,7 @@ impl<B: Backend> Trainer<B> {
             if let Some(average) = self.guard.is_spike(l) {
                 let what = format!(
                     "the loss jumped to {l:.3} at step {step}, over {}× its running average {average:.3}",
-                    super::guard::SPIKE_FACTOR
+                    SPIKE_FACTOR
                 );
                 return self.rolled_back(&what, kind, lr);
             }
@@ -557,13 +320,13 @@ impl<B: Backend> Trainer<B> {
         if save_point {
             self.keep_good_state().await?;
         }
-        // PPO shows a few answers of each round of rollouts, with their scores
-        let rollouts = match self.stage.as_mut().and_then(|s| s.as_ppo()) {
-            Some(ppo) => ppo.take_latest(&self.tokenizer)?,
+        // a stage may show its own (PPO: a few answers of each round, with their scores)
+        let shown = match self.stage.as_mut() {
+            Some(stage) => stage.take_shown(&self.tokenizer)?,
             None => None,
         };
-        let sample = if rollouts.is_some() {
-            rollouts
+        let sample = if shown.is_some() {
+            shown
         } else if cfg.sample_every > 0 && (self.step % cfg.sample_every == 0 || last) {
             let sc = SampleConfig {
                 max_tokens: cfg.sample_tokens,
@@ -605,6 +368,37 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
+    /// Keeps the run as it is now as the state a rollback returns to (guard.rs).
+    async fn keep_good_state(&mut self) -> Result<()> {
+        self.guard.keep(GoodState {
+            params: self.be.read(&self.model.params).await?,
+            m: self.be.read(&self.opt.m).await?,
+            v: self.be.read(&self.opt.v).await?,
+            adam_step: self.opt.step,
+            step: self.step,
+            history_len: self.history.len(),
+        });
+        Ok(())
+    }
+
+    /// Returns the run to its last good state with half the learning rate, and says what
+    /// happened (guard.rs).
+    fn roll_back(&mut self, what: &str) -> Result<String> {
+        let good = self.guard.roll_back(what, self.cfg.lr)?;
+        self.be.write(&self.model.params, 0, &good.params);
+        self.be.write(&self.opt.m, 0, &good.m);
+        self.be.write(&self.opt.v, 0, &good.v);
+        self.opt.step = good.adam_step;
+        self.step = good.step;
+        self.history.truncate(good.history_len);
+        self.cfg.lr *= 0.5;
+        self.cfg.min_lr = self.cfg.min_lr.min(self.cfg.lr);
+        Ok(format!(
+            "{what}: rolled back to step {} and halved the learning rate to {:.1e} (rollback {} of at most {MAX_ROLLBACKS})",
+            self.step, self.cfg.lr, self.guard.rollbacks
+        ))
+    }
+
     /// The step's report after the divergence guard rolled the run back (guard.rs).
     fn rolled_back(&mut self, what: &str, kind: StageKind, lr: f64) -> Result<Progress> {
         let event = self.roll_back(what)?;
@@ -627,12 +421,43 @@ impl<B: Backend> Trainer<B> {
         })
     }
 
+    /// Begins a step shared by `workers` (this trainer and `workers − 1` helpers;
+    /// parallel.rs). None when it cannot be shared: one worker, a stage with a
+    /// forward-dependent loss, a model with a scalar head, or a batch of one row.
+    pub async fn share_step(&mut self, workers: usize) -> Result<Option<StepShares>> {
+        let plain = self.model.layout.scalar_head.is_none();
+        let fixed = self.stage.as_ref().is_some_and(|s| s.heads().is_none());
+        if workers < 2 || !plain || !fixed || self.done() || self.cfg.batch_size < 2 {
+            return Ok(None);
+        }
+        let micro = self.step_batches();
+        let acts = self.parallel.take().and_then(SharedStep::into_acts);
+        let (step, shares) = SharedStep::split(&micro, workers, acts);
+        self.parallel = Some(step);
+        let params = self.be.read(&self.model.params).await?;
+        Ok(Some(StepShares { config: self.model.config, params, shares }))
+    }
+
+    /// Runs the trainer's own shares of the step `share_step` began (while helpers run
+    /// theirs).
+    pub async fn local_share(&mut self) -> Result<()> {
+        let p = self.parallel.as_mut().ok_or_else(|| KilnError::Config("no shared step to compute".into()))?;
+        p.run_local(&mut self.be, &self.model)
+    }
+
+    /// The helpers' results for the shared step, in helper order.
+    pub fn add_share_results(&mut self, results: Vec<ShareResult>) -> Result<()> {
+        let p = self.parallel.as_mut().ok_or_else(|| KilnError::Config("no shared step".into()))?;
+        p.add_results(results, self.model.layout.total)
+    }
+
     /// A step of a stage whose weights are fixed by its batches (pretraining, SFT): one
     /// submit; the loss is read back only when `report`.
     /// A step shared with helpers (parallel.rs) is finished here instead.
     async fn fixed_weight_step(&mut self, adamw: AdamWConfig, report: bool) -> Result<Option<f32>> {
-        if self.shared_step_ready() {
-            let loss = self.finish_shared_step(adamw).await?;
+        if self.parallel.as_mut().is_some_and(SharedStep::ready) {
+            let p = self.parallel.as_mut().expect("checked");
+            let loss = p.finish(&mut self.be, &self.model, &mut self.opt, adamw, self.cfg.grad_clip).await?;
             return Ok(report.then_some(loss));
         }
         let micro = self.step_batches();
@@ -643,7 +468,7 @@ impl<B: Backend> Trainer<B> {
     /// The next step's micro-batches, their weights summing to 1 over the whole step:
     /// accumulation averages over counted tokens (supervised ones in SFT), not over
     /// micro-batches.
-    pub(super) fn step_batches(&mut self) -> Vec<TokenBatch> {
+    fn step_batches(&mut self) -> Vec<TokenBatch> {
         let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
         let stage = self.stage.as_mut().expect("a stage has begun");
         let micro: Vec<TokenBatch> = (0..accum).map(|_| stage.next_batch(b)).collect();
@@ -656,7 +481,7 @@ impl<B: Backend> Trainer<B> {
     /// A non-finite loss stops the step before anything is updated.
     async fn forward_dependent_step(&mut self, heads: Heads, adamw: AdamWConfig) -> Result<f32> {
         self.prepare_reference().await?;
-        self.ppo_round().await?;
+        self.rollouts().await?;
         let (b, accum) = (self.cfg.batch_size, self.cfg.grad_accum);
         let Trainer { be, model, opt, stage, acts, .. } = self;
         let (stage, acts) = (stage.as_mut().expect("a stage has begun"), acts.as_ref().expect("a stage has begun"));
@@ -696,68 +521,63 @@ impl<B: Backend> Trainer<B> {
         self.opt = AdamW::new(&mut self.be, &self.model)?;
         self.stage = None;
         self.decoder = None;
-        self.frozen.rollout_decoder = None;
+        self.batched_decoder = None;
         Ok(())
     }
 
-    /// PPO's frozen models: the reference (GPT-2 tensors of the fine-tuned model) and the
-    /// reward model (GPT-2 tensors and its reward head), same shape as this model.
-    pub fn set_frozen(&mut self, reference: &[f32], reward: &[f32]) -> Result<()> {
+    /// Models the stage reads but does not train (PPO: the fine-tuned reference, then the
+    /// reward model with its head), each of this model's shape with the given head; no
+    /// gradient or optimizer buffers.
+    pub fn set_frozen(&mut self, models: &[(&[f32], Option<ScalarHeadKind>)]) -> Result<()> {
         let cfg = self.model.config;
-        let (plain, scored) = (ParamLayout::new(&cfg), ParamLayout::with_scalar_head(&cfg, ScalarHeadKind::Reward));
-        if reference.len() != plain.total || reward.len() != scored.total {
-            return Err(KilnError::Config(
-                "the reference and reward models must have the policy's shape (the reward model with its head)".into(),
-            ));
+        let mut frozen = Vec::with_capacity(models.len());
+        for &(values, head) in models {
+            let layout = match head {
+                Some(kind) => ParamLayout::with_scalar_head(&cfg, kind),
+                None => ParamLayout::new(&cfg),
+            };
+            if values.len() != layout.total {
+                return Err(KilnError::Config(format!(
+                    "a frozen model of {} values for a policy whose shape needs {}",
+                    values.len(),
+                    layout.total
+                )));
+            }
+            frozen.push(Gpt::from_layout(&mut self.be, cfg, layout, values, false)?);
         }
-        self.frozen.reference = Some(Gpt::from_layout(&mut self.be, cfg, plain, reference, false)?);
-        self.frozen.reward = Some(Gpt::from_layout(&mut self.be, cfg, scored, reward, false)?);
+        self.frozen = frozen;
         Ok(())
     }
 
-    /// PPO: when its rollouts are used up, samples the next round with the policy (K
-    /// answers per prompt decoded together) and scores it with the three models.
-    async fn ppo_round(&mut self) -> Result<()> {
-        let Some(ppo) = self.stage.as_mut().and_then(|s| s.as_ppo()) else { return Ok(()) };
-        let Some(prompts) = ppo.rollout_prompts(&self.tokenizer)? else { return Ok(()) };
-        let (b, a) = (self.cfg.batch_size, self.cfg.align.clone());
-        if ppo.rows_per_round() > b {
-            return Err(KilnError::Config(format!(
-                "{} prompts × {} answers do not fit a batch of {b} rows",
-                a.rollout_prompts, a.answers_per_prompt
-            )));
+    /// Samples the answers the stage asks for (PPO's rollouts, K answers per prompt
+    /// decoded together) and gives it their outputs under every frozen model and this one.
+    async fn rollouts(&mut self) -> Result<()> {
+        let (b, seed) = (self.cfg.batch_size, self.cfg.seed ^ (self.step << 16));
+        let Some(stage) = self.stage.as_mut() else { return Ok(()) };
+        let Some(request) = stage.rollout_request(&self.tokenizer, b, seed)? else { return Ok(()) };
+        let k = request.answers;
+        if self.batched_decoder.as_ref().map(Decoder::seqs) != Some(k) {
+            self.batched_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
         }
-        let k = a.answers_per_prompt;
-        if self.frozen.rollout_decoder.as_ref().map(Decoder::seqs) != Some(k) {
-            self.frozen.rollout_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
-        }
-        let mut answers = Vec::with_capacity(prompts.len());
-        for (i, prompt) in prompts.iter().enumerate() {
-            let seed = self.cfg.seed ^ (self.step << 16) ^ ((i as u64) << 8);
-            let sc = SampleConfig {
-                max_tokens: a.answer_tokens,
-                temperature: a.temperature,
-                top_k: a.top_k,
-                top_p: a.top_p,
-                seed,
-            };
-            let decoder = self.frozen.rollout_decoder.as_ref().expect("just made");
-            answers.push(sample_candidates(&mut self.be, &self.model, decoder, prompt, &sc).await?);
+        let decoder = self.batched_decoder.as_ref().expect("just made");
+        let mut answers = Vec::with_capacity(request.prompts.len());
+        for (prompt, sc) in &request.prompts {
+            answers.push(sample_candidates(&mut self.be, &self.model, decoder, prompt, sc).await?);
         }
         let ended: Vec<bool> = answers.iter().flatten().map(|c| c.ended).collect();
-        let ppo = self.stage.as_mut().and_then(|s| s.as_ppo()).expect("checked");
-        let batch = ppo.rollout_batch(&prompts, &answers, b);
+        let prompts: Vec<Vec<u32>> = request.prompts.into_iter().map(|(ids, _)| ids).collect();
+        let stage = self.stage.as_mut().expect("checked");
+        let batch = stage.rollout_batch(&prompts, &answers, b)?;
+        let heads = stage.heads().unwrap_or(Heads::LM);
         self.eval_acts()?;
         let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
-        let missing = || KilnError::Config("PPO needs the reference and reward models (set_frozen)".into());
-        let reference = self.frozen.reference.as_ref().ok_or_else(missing)?;
-        let reward = self.frozen.reward.as_ref().ok_or_else(missing)?;
-        let be = &mut self.be;
-        let ref_out = forward_outputs(be, reference, acts, &batch, Heads::LM).await?;
-        let reward_out = forward_outputs(be, reward, acts, &batch, Heads::SCALAR).await?;
-        let policy_out = forward_outputs(be, &self.model, acts, &batch, Heads::POLICY_AND_VALUE).await?;
-        let ppo = self.stage.as_mut().and_then(|s| s.as_ppo()).expect("checked");
-        ppo.set_rollouts(&ref_out, &reward_out, &policy_out, &ended)
+        let mut frozen = Vec::with_capacity(self.frozen.len());
+        for model in &self.frozen {
+            let heads = if model.layout.scalar_head.is_some() { Heads::SCALAR } else { Heads::LM };
+            frozen.push(forward_outputs(&mut self.be, model, acts, &batch, heads).await?);
+        }
+        let own = forward_outputs(&mut self.be, &self.model, acts, &batch, heads).await?;
+        self.stage.as_mut().expect("checked").score_rollouts(&frozen, &own, &ended)
     }
 
     /// `k` answers to a chat prompt (ending with the user's turn), decoded together in one
@@ -774,11 +594,11 @@ impl<B: Backend> Trainer<B> {
                 crate::data::preference::MAX_ANSWERS
             )));
         }
-        let ids = super::sft::chat_prompt(&self.tokenizer, messages, self.model.config.block_size)?;
-        if self.frozen.rollout_decoder.as_ref().map(Decoder::seqs) != Some(k) {
-            self.frozen.rollout_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
+        let ids = crate::data::chat::chat_prompt(&self.tokenizer, messages, self.model.config.block_size)?;
+        if self.batched_decoder.as_ref().map(Decoder::seqs) != Some(k) {
+            self.batched_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
         }
-        let decoder = self.frozen.rollout_decoder.as_ref().expect("just made");
+        let decoder = self.batched_decoder.as_ref().expect("just made");
         sample_candidates(&mut self.be, &self.model, decoder, &ids, cfg).await
     }
 
@@ -790,12 +610,12 @@ impl<B: Backend> Trainer<B> {
         let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let mut out = Vec::with_capacity(answers.len());
         for chunk in answers.chunks(b) {
-            let rows: Vec<_> = chunk.iter().map(|a| super::preference::answer_row(prompt, a, t)).collect();
+            let rows: Vec<_> = chunk.iter().map(|a| crate::data::preference::answer_row(prompt, a, t)).collect();
             let refs: Vec<&crate::data::Row> = rows.iter().collect();
             let batch = crate::data::make_batch(&refs, b, t);
             let nll = forward_outputs(&mut self.be, &self.model, acts, &batch, Heads::LM).await?.nll;
             for (k, row) in rows.iter().enumerate() {
-                let (first, last, _) = super::preference::answer_span(row);
+                let (first, last, _) = crate::data::preference::answer_span(row);
                 out.push(-(first..=last).map(|p| nll[k * t + p] as f64).sum::<f64>());
             }
         }

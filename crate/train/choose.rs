@@ -5,13 +5,13 @@
 
 use serde::Serialize;
 
-use super::{Backend, BackendKind, CpuBackend, GpuBackend};
+use super::{TrainConfig, Trainer};
+use crate::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
 use crate::clock::now_s;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::model::GptConfig;
 use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
-use crate::train::{TrainConfig, Trainer};
 
 /// Rows of the full context in each timed step: a tiny batch keeps a software adapter's
 /// probe short, and both backends are timed on the same one.
@@ -77,9 +77,10 @@ pub async fn probe<B: Backend>(be: B, tok: &Tokenizer, config: GptConfig) -> Res
 /// compiling takes about 2.3 of the 3.7 s the first tiny model's choice took). The
 /// pipelines stay in `gpu`'s cache, which every clone shares.
 pub async fn warm_up(gpu: &Gpu) -> Result<()> {
+    use super::{train_step, AdamW};
     use crate::cpu::adamw::AdamWConfig;
+    use crate::data::TokenBatch;
     use crate::model::{Activations, Gpt};
-    use crate::train::{train_step, AdamW, TokenBatch};
     let mut be = GpuBackend::new(gpu.clone());
     let config = GptConfig { vocab_size: 16, block_size: 8, n_layer: 1, n_head: 2, n_embd: 8 };
     let (b, t) = (2, config.block_size);

@@ -1,0 +1,404 @@
+//! What a person builds up, one stage after another: the corpus, the tokenizer, the model
+//! training now, and the models the preference stages keep beside it — the fine-tuned
+//! model (the reference DPO and PPO stay near, and where each preference stage starts)
+//! and the reward model. The page (through `web.rs`), the CLI and the benchmarks drive
+//! the same session; its snapshot is the browser's autosave and the CLI's checkpoint
+//! folder alike, so either continues the other's run, PPO included.
+
+use std::rc::Rc;
+
+use crate::backend::{BackendKind, CpuBackend, GpuBackend};
+use crate::checkpoint::{load_model, params_file, read_params_file};
+use crate::data::chat::Message;
+use crate::data::corpus::Language;
+use crate::data::instruct::{instruction_set, Split};
+use crate::data::jsonl::read_conversations;
+use crate::data::preference::{read_rankings, Ranking};
+use crate::data::Files;
+use crate::error::{KilnError, Result};
+use crate::gpu::Gpu;
+use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
+use crate::sample::{Candidate, SampleConfig};
+use crate::tokenizer::Tokenizer;
+use crate::train::dpo::Dpo;
+use crate::train::ppo::Ppo;
+use crate::train::preference::PreferenceRows;
+use crate::train::pretrain::Pretrain;
+use crate::train::resume::{resume, resume_files};
+use crate::train::reward::Reward;
+use crate::train::sft::{chat_prompt, Sft};
+use crate::train::stages::begin_preference;
+use crate::train::{Stage, StageKind, TrainConfig, Trainer};
+
+/// A model and its trainer on whichever backend the session has.
+pub enum Run {
+    Gpu(Box<Trainer<GpuBackend>>),
+    Cpu(Box<Trainer<CpuBackend>>),
+}
+
+/// `$body` with `$r` bound to the run's Trainer, whatever its backend.
+#[macro_export]
+macro_rules! with_run {
+    ($run:expr, $r:ident => $body:expr) => {
+        match $run {
+            $crate::session::Run::Gpu($r) => $body,
+            $crate::session::Run::Cpu($r) => $body,
+        }
+    };
+}
+pub use with_run;
+
+impl Run {
+    pub fn backend(&self) -> BackendKind {
+        match self {
+            Run::Gpu(_) => BackendKind::Gpu,
+            Run::Cpu(_) => BackendKind::Cpu,
+        }
+    }
+
+    /// The stage it is in, None before one has begun.
+    pub fn stage_kind(&self) -> Option<StageKind> {
+        with_run!(self, r => r.stage.as_ref().map(|s| s.kind()))
+    }
+
+    pub fn config(&self) -> GptConfig {
+        with_run!(self, r => r.model.config)
+    }
+}
+
+/// What a stage learns from, beside the model: nothing for pretraining (the session's
+/// corpus); for SFT, conversations (JSONL bytes: TRL's prompt/completion or messages) or
+/// the built-in instruction set; for the preference stages, rankings JSONL (or TRL's
+/// pairs), PPO also the built-in questions as its prompts.
+pub struct StageData<'a> {
+    pub bytes: Option<&'a [u8]>,
+    pub lang: Language,
+}
+
+/// A session continued from its snapshot.
+pub struct Restored {
+    pub step: u64,
+    pub history: Vec<crate::train::LossPoint>,
+    /// Set when it continues on another backend than it was saved on.
+    pub note: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Session {
+    /// The WebGPU device, when there is one.
+    pub gpu: Option<Gpu>,
+    /// The backend new models train on.
+    pub backend: BackendKind,
+    pub corpus: Option<Rc<str>>,
+    pub tokenizer: Option<Tokenizer>,
+    pub run: Option<Run>,
+    /// The fine-tuned model's parameters (GPT-2's tensors), kept once a preference stage
+    /// begins: the reference PPO and DPO stay near, and where every new stage starts.
+    pub reference: Option<Vec<f32>>,
+    /// The reward model's parameters (with its score head), once one is trained.
+    pub reward: Option<Vec<f32>>,
+}
+
+impl Session {
+    /// An empty session on `backend` (the GPU one needs `gpu`).
+    pub fn new(gpu: Option<Gpu>, backend: BackendKind) -> Session {
+        let backend = if gpu.is_some() { backend } else { BackendKind::Cpu };
+        Session { gpu, backend, ..Session::default() }
+    }
+
+    /// A session around a model folder (a Kiln checkpoint or a Hugging Face one), with no
+    /// stage begun.
+    pub fn with_model(gpu: Option<Gpu>, backend: BackendKind, files: &Files) -> Result<Session> {
+        let mut s = Session::new(gpu, backend);
+        s.import(files, None)?;
+        Ok(s)
+    }
+
+    pub fn run(&self) -> Result<&Run> {
+        self.run.as_ref().ok_or_else(|| KilnError::Config("create or import a model first".into()))
+    }
+
+    pub fn run_mut(&mut self) -> Result<&mut Run> {
+        self.run.as_mut().ok_or_else(|| KilnError::Config("create or import a model first".into()))
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| KilnError::Config("train a tokenizer first".into()))
+    }
+
+    /// The corpus pretraining reads; the tokenizer trained on another is kept.
+    pub fn set_corpus(&mut self, text: String) {
+        self.corpus = Some(text.into());
+    }
+
+    /// A model of `layout` (fresh from `seed`, or `params`) on the session's backend.
+    fn new_run(&self, config: GptConfig, layout: ParamLayout, params: Option<&[f32]>, seed: u64) -> Result<Run> {
+        let tok = self.tokenizer()?.clone();
+        Ok(match (&self.gpu, self.backend) {
+            (Some(gpu), BackendKind::Gpu) => Run::Gpu(Box::new(Trainer::with_layout(
+                GpuBackend::new(gpu.clone()),
+                tok,
+                config,
+                layout,
+                params,
+                seed,
+            )?)),
+            _ => Run::Cpu(Box::new(Trainer::with_layout(CpuBackend::new(), tok, config, layout, params, seed)?)),
+        })
+    }
+
+    fn pretrain_stage(&self, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>> {
+        let corpus = self.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
+        Ok(Box::new(Pretrain::new(self.tokenizer()?, corpus, t, cfg)?))
+    }
+
+    /// A new model of `config` and its pretraining run on the corpus.
+    pub fn create_model(&mut self, config: GptConfig, cfg: TrainConfig) -> Result<()> {
+        let stage = self.pretrain_stage(config.block_size, &cfg)?;
+        let mut run = self.new_run(config, ParamLayout::new(&config), None, cfg.seed)?;
+        with_run!(&mut run, r => r.begin(stage, cfg))?;
+        self.run = Some(run);
+        Ok(())
+    }
+
+    /// Replaces the model and tokenizer with a model folder's; the kept models go. With
+    /// `cfg` and a corpus, pretraining on it is begun at once. Returns what Kiln changed
+    /// (special tokens added, say).
+    pub fn import(&mut self, files: &Files, cfg: Option<TrainConfig>) -> Result<Vec<String>> {
+        let loaded = load_model(files)?;
+        let previous = self.tokenizer.replace(loaded.tokenizer.clone());
+        let made = (|| {
+            let seed = cfg.as_ref().map_or(0, |c| c.seed);
+            let mut run = self.new_run(loaded.config, loaded.layout.clone(), Some(&loaded.params), seed)?;
+            if let (Some(cfg), true) = (cfg, self.corpus.is_some()) {
+                let stage = self.pretrain_stage(loaded.config.block_size, &cfg)?;
+                with_run!(&mut run, r => r.begin(stage, cfg))?;
+            }
+            Ok(run)
+        })();
+        match made {
+            Ok(run) => {
+                self.run = Some(run);
+                (self.reference, self.reward) = (None, None);
+                Ok(loaded.notes)
+            }
+            Err(e) => {
+                // nothing in the session changes unless the import has fully succeeded
+                self.tokenizer = previous;
+                Err(e)
+            }
+        }
+    }
+
+    /// Begins `kind` on `data` with a fresh optimizer ([`Session::build`], then
+    /// [`Session::begin_stage`]). Returns the lines of `data` that were skipped, each with
+    /// why. A failure leaves the session as it was.
+    pub async fn begin(&mut self, kind: StageKind, data: StageData<'_>, cfg: TrainConfig) -> Result<Vec<String>> {
+        let (stage, skipped) = self.build(kind, data, &cfg)?;
+        self.begin_stage(stage, cfg).await?;
+        Ok(skipped)
+    }
+
+    /// Builds stage `kind` on `data` for the current model's context, and the lines of
+    /// `data` skipped with why.
+    pub fn build(
+        &self,
+        kind: StageKind,
+        data: StageData<'_>,
+        cfg: &TrainConfig,
+    ) -> Result<(Box<dyn Stage>, Vec<String>)> {
+        let t = self.run()?.config().block_size;
+        let tok = self.tokenizer()?;
+        let mut skipped = Vec::new();
+        let mut rankings = || -> Result<Vec<Ranking>> {
+            let bytes =
+                data.bytes.ok_or_else(|| KilnError::Config(format!("the {kind} stage needs rankings (JSONL)")))?;
+            let read = read_rankings(bytes)?;
+            skipped = read.skipped.iter().map(|e| e.to_string()).collect();
+            Ok(read.items)
+        };
+        let stage: Box<dyn Stage> = match kind {
+            StageKind::Pretrain => self.pretrain_stage(t, cfg)?,
+            StageKind::Sft => match data.bytes {
+                Some(bytes) => {
+                    let loaded = read_conversations(bytes)?;
+                    skipped = loaded.skipped.iter().map(|e| e.to_string()).collect();
+                    Box::new(Sft::from_conversations(tok, loaded.items, t, cfg)?)
+                }
+                None => Box::new(Sft::builtin(tok, data.lang, t, cfg.seed)?),
+            },
+            StageKind::Reward | StageKind::Dpo => {
+                let rows = PreferenceRows::split(tok, rankings()?, t, cfg.val_fraction, cfg.seed)?;
+                rows.check_batch(cfg.batch_size)?;
+                match kind {
+                    StageKind::Reward => Box::new(Reward::new(rows, cfg.align.reward_center)),
+                    _ => Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha)),
+                }
+            }
+            StageKind::Ppo => {
+                let prompts = match data.bytes {
+                    Some(_) => rankings()?.into_iter().map(|r| r.prompt).collect(),
+                    None => {
+                        instruction_set(data.lang, Split::Train, 1000).into_iter().map(|c| c[..1].to_vec()).collect()
+                    }
+                };
+                Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed)?)
+            }
+        };
+        Ok((stage, skipped))
+    }
+
+    /// Begins `stage` with a fresh optimizer: pretraining or SFT on the model as it is, a
+    /// preference stage on a new model built from the fine-tuned one. A failure leaves
+    /// the session as it was.
+    pub async fn begin_stage(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
+        if !matches!(stage.kind(), StageKind::Reward | StageKind::Dpo | StageKind::Ppo) {
+            return with_run!(self.run_mut()?, r => r.begin(stage, cfg));
+        }
+        // The current model: the fine-tuned one (before any preference stage), a reward
+        // model, or an aligned policy.
+        let run = self.run_mut()?;
+        let current = run.stage_kind();
+        let config = run.config();
+        let params = with_run!(run, r => r.params().await)?;
+        // which of the session's models the current one is
+        let (mut reference, mut reward) = (self.reference.clone(), self.reward.clone());
+        match current {
+            Some(StageKind::Reward) => reward = Some(params),
+            Some(StageKind::Dpo | StageKind::Ppo) if reference.is_some() => {}
+            _ => reference = Some(params[..config.num_params()].to_vec()),
+        }
+        let base = reference.as_deref().expect("just set");
+        let mut run = self.new_run(config, ParamLayout::new(&config), Some(base), cfg.seed)?;
+        // the current model stays until the new stage has begun: a failure loses nothing
+        with_run!(&mut run, r => begin_preference(r, stage, cfg, base, reward.as_deref()).await)?;
+        (self.reference, self.reward) = (reference, reward);
+        self.run = Some(run);
+        Ok(())
+    }
+
+    /// The session as files: the run's resume checkpoint (model, optimizer, stage, its
+    /// data and position), the models a preference stage keeps (reference.safetensors,
+    /// reward.safetensors) and the backend (session.json). None before a stage has begun.
+    pub async fn snapshot(&mut self) -> Result<Option<Files>> {
+        let Some(run) = self.run.as_mut() else { return Ok(None) };
+        if run.stage_kind().is_none() {
+            return Ok(None);
+        }
+        let backend = run.backend();
+        let mut files = with_run!(run, r => resume_files(r).await)?;
+        for (name, params) in [("reference.safetensors", &self.reference), ("reward.safetensors", &self.reward)] {
+            if let Some(params) = params {
+                files.insert(name.into(), params_file(params)?);
+            }
+        }
+        files.insert(
+            "session.json".into(),
+            serde_json::to_vec(&serde_json::json!({ "backend": backend })).expect("JSON"),
+        );
+        Ok(Some(files))
+    }
+
+    /// Continues a session from its [`Session::snapshot`] (or a CLI checkpoint folder):
+    /// the model, its optimizer and stage, the tokenizer, the corpus and the kept models,
+    /// on the backend it was saved on when this session has it (then training continues
+    /// bit for bit as it would have), else on the session's. Nothing changes unless all of
+    /// it loads.
+    pub fn restore(&mut self, files: &Files) -> Result<Restored> {
+        let saved: Option<BackendKind> = files
+            .get("session.json")
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|v| serde_json::from_value(v["backend"].clone()).ok());
+        let kind = match (saved, &self.gpu) {
+            (Some(BackendKind::Gpu), Some(_)) => BackendKind::Gpu,
+            (Some(BackendKind::Cpu), _) => BackendKind::Cpu,
+            _ => self.backend,
+        };
+        let name = |k: BackendKind| if k == BackendKind::Gpu { "WebGPU" } else { "CPU" };
+        let note = saved.filter(|&k| k != kind).map(|k| {
+            format!(
+                "saved on the {} backend, continued on the {}: the losses will differ slightly",
+                name(k),
+                name(kind)
+            )
+        });
+        let mut run = match (kind, &self.gpu) {
+            (BackendKind::Gpu, Some(gpu)) => Run::Gpu(Box::new(resume(GpuBackend::new(gpu.clone()), files)?)),
+            _ => Run::Cpu(Box::new(resume(CpuBackend::new(), files)?)),
+        };
+        let config = run.config();
+        let kept = |name: &str, len: usize| files.get(name).map(|b| read_params_file(b, len, name)).transpose();
+        let reference = kept("reference.safetensors", config.num_params())?;
+        let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
+        if run.stage_kind() == Some(StageKind::Ppo) {
+            // PPO reads the fine-tuned model and the reward model as it trains
+            let (Some(reference), Some(reward)) = (&reference, &reward) else {
+                return Err(KilnError::Checkpoint("this PPO checkpoint lacks its reference or reward model".into()));
+            };
+            with_run!(&mut run, r => r.set_frozen(&[(reference, None), (reward, Some(ScalarHeadKind::Reward))]))?;
+        }
+        let (tokenizer, step, history) = with_run!(&run, r => (r.tokenizer.clone(), r.step, r.history.clone()));
+        if let Some(corpus) = files.get("corpus.txt") {
+            self.corpus = Some(String::from_utf8_lossy(corpus).into());
+        }
+        self.backend = kind;
+        self.tokenizer = Some(tokenizer);
+        (self.reference, self.reward) = (reference, reward);
+        self.run = Some(run);
+        Ok(Restored { step, history, note })
+    }
+
+    /// Which model answers: `reference` asks for the fine-tuned one kept as the reference
+    /// (the current one until a preference stage begins); a reward model does not answer,
+    /// the fine-tuned model does in its place. Some(a temporary run of it), or None: the
+    /// current run answers.
+    fn answering_run(&self, reference: bool) -> Result<Option<Run>> {
+        let run = self.run()?;
+        let reference = reference || run.stage_kind() == Some(StageKind::Reward);
+        match (&self.reference, reference) {
+            (Some(params), true) => {
+                let config = run.config();
+                self.new_run(config, ParamLayout::new(&config), Some(params), 0).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// `k` answers (2 to 6) to `messages` (ending with the user's turn), sampled together
+    /// in one batch: (text, candidate).
+    pub async fn sample_candidates(
+        &mut self,
+        messages: &[Message],
+        k: usize,
+        cfg: &SampleConfig,
+    ) -> Result<Vec<(String, Candidate)>> {
+        let mut temp = self.answering_run(false)?;
+        let run = match temp.as_mut() {
+            Some(run) => run,
+            None => self.run_mut()?,
+        };
+        with_run!(run, r => {
+            let cands = r.sample_answers(messages, k, cfg).await?;
+            cands.into_iter().map(|c| Ok((r.tokenizer.decode(c.content())?, c))).collect()
+        })
+    }
+
+    /// Greedy answers to each of `prompts` by the current model, or the fine-tuned one
+    /// the preference stages started from (`reference`): the before/after view.
+    pub async fn answers(&mut self, prompts: &[Vec<Message>], reference: bool) -> Result<Vec<String>> {
+        let cfg = SampleConfig { max_tokens: 24, ..SampleConfig::for_chat() };
+        let mut temp = self.answering_run(reference)?;
+        let run = match temp.as_mut() {
+            Some(run) => run,
+            None => self.run_mut()?,
+        };
+        with_run!(run, r => {
+            let mut out = Vec::with_capacity(prompts.len());
+            for p in prompts {
+                let ids = chat_prompt(&r.tokenizer, p, r.model.config.block_size)?;
+                out.push(r.continue_ids(&ids, &cfg).await?);
+            }
+            Ok(out)
+        })
+    }
+}
