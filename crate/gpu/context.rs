@@ -90,6 +90,9 @@ pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError>
     Ok(limits)
 }
 
+/// A compiled entry point and its shader's layout (bindings and Params as the WGSL has them).
+type Pipeline = (wgpu::ComputePipeline, Rc<Layout>);
+
 /// Kernel entry point → (dispatches, seconds), from profiling.
 pub type KernelTimes = HashMap<&'static str, (u32, f64)>;
 
@@ -228,7 +231,7 @@ pub struct Gpu {
     modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
     /// Each entry point's pipeline, with its shader's bindings and Params as the WGSL
     /// declares them.
-    pipelines: Rc<RefCell<HashMap<(Shader, &'static str), (wgpu::ComputePipeline, Rc<Layout>)>>>,
+    pipelines: Rc<RefCell<HashMap<(Shader, &'static str), Pipeline>>>,
     /// Bind groups (with their uniform buffers) by kernel, parameters and buffers: a step
     /// dispatches the same kernels on the same buffers every time, so after the first
     /// step it creates none.
@@ -573,12 +576,7 @@ impl Gpu {
     /// The compute pipeline for `entry` in `shader`, compiled once and cached, with the
     /// shader's layout. Made only after the Rust parameter struct's `fields` are held against
     /// the WGSL `struct Params` (a mismatch is a bug in Kiln: it panics, naming the field).
-    pub(crate) fn pipeline(
-        &self,
-        shader: Shader,
-        entry: &'static str,
-        fields: &[(&str, &str)],
-    ) -> (wgpu::ComputePipeline, Rc<Layout>) {
+    pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str, fields: &[(&str, &str)]) -> Pipeline {
         if let Some(p) = self.pipelines.borrow().get(&(shader, entry)) {
             return p.clone();
         }

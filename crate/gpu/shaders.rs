@@ -191,7 +191,6 @@ pub(crate) use params;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::gpu::SHADERS;
 
     #[test]
