@@ -1,8 +1,12 @@
 //! Every WGSL kernel against its CPU twin (in f64), natively — on lavapipe on a machine
 //! without a GPU. The same checks run in Chromium in `tests/browser/kernels.test.mjs`.
+//!
+//! Each family's checks also make the pipeline of every entry point its shader declares,
+//! and making a pipeline holds the Rust `Params` struct and binding names against the WGSL
+//! (`crate/gpu/shaders.rs`): so every kernel's parameters and bindings are checked here.
 
-use kiln::gpu::Gpu;
-use kiln::selftest::{check_family, FAMILIES};
+use kiln::gpu::{Gpu, SHADERS};
+use kiln::selftest::check_family;
 use pollster::block_on;
 
 fn run(family: &str) {
@@ -14,63 +18,21 @@ fn run(family: &str) {
     }
     let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.to_string()).collect();
     assert!(failed.is_empty(), "{} of {} checks failed:\n{}", failed.len(), checks.len(), failed.join("\n"));
-}
-
-#[test]
-fn every_family_has_a_test() {
-    // Keeps this file and the suite's list in step: a new family needs a test below.
-    let here = include_str!("kernels.rs");
-    for family in FAMILIES {
-        assert!(here.contains(&format!("fn {family}()")), "no test for {family}");
+    let shader = SHADERS.iter().find(|s| s.name == family).expect("a shader per family");
+    for entry in shader.entry_points() {
+        assert!(gpu.has_pipeline(*shader, entry), "the {family} checks never dispatch {entry}: it goes unchecked");
     }
 }
 
-#[test]
-fn matmul() {
-    run("matmul");
+// One test per family, from the list in `crate/gpu/mod.rs`.
+macro_rules! one_test_per_family {
+    ($($family:ident)*) => {
+        $(
+            #[test]
+            fn $family() {
+                run(stringify!($family));
+            }
+        )*
+    };
 }
-
-#[test]
-fn attention() {
-    run("attention");
-}
-
-#[test]
-fn cross_entropy() {
-    run("cross_entropy");
-}
-
-#[test]
-fn layernorm() {
-    run("layernorm");
-}
-
-#[test]
-fn gelu() {
-    run("gelu");
-}
-
-#[test]
-fn residual() {
-    run("residual");
-}
-
-#[test]
-fn embedding() {
-    run("embedding");
-}
-
-#[test]
-fn sum_rows() {
-    run("sum_rows");
-}
-
-#[test]
-fn adamw() {
-    run("adamw");
-}
-
-#[test]
-fn grad_norm() {
-    run("grad_norm");
-}
+kiln::kernel_families!(one_test_per_family);

@@ -6,7 +6,7 @@ import { t, tParts, content, onLanguageChange, startI18n } from './i18n.js';
 const status = document.getElementById('status');
 const adapter = document.getElementById('adapter');
 const tbody = document.querySelector('#results tbody');
-const results = { adapter: null, inWorker: null, checks: [], error: null, done: false };
+const results = { adapter: null, inWorker: null, families: [], checks: [], error: null, done: false };
 window.kilnKernelCheck = results;
 
 /** The status line's state and how to word it, kept so a language switch rewords it. */
@@ -49,9 +49,11 @@ worker.onmessage = ({ data }) => {
     results.inWorker = data.inWorker;
     showAdapter();
     setStatus('running', () => t('kernels.checking'));
+  } else if (data.type === 'families') {
+    results.families = data.families;
   } else if (data.type === 'family') {
     for (const check of data.checks) {
-      results.checks.push(check);
+      results.checks.push({ ...check, family: data.family });
       const row = document.createElement('tr');
       if (!check.passed) row.className = 'fail';
       // the kernels' and shapes' names are the suite's, not words

@@ -8,7 +8,10 @@ async function run() {
   const opened = await adapterName(); // opens Kiln's device; fails clearly without WebGPU
   const described = await adapterDescription();
   postMessage({ type: 'adapter', name: `${described} ${opened}`.trim(), inWorker });
-  for (const family of kernelFamilies()) {
+  // the families are the core's own list (crate/gpu/mod.rs), not one kept here
+  const families = kernelFamilies();
+  postMessage({ type: 'families', families });
+  for (const family of families) {
     postMessage({ type: 'family', family, checks: await checkKernels(family) });
   }
   postMessage({ type: 'done' });

@@ -8,16 +8,13 @@
 //! Conventions shared with the WGSL: activation gradients of single-use tensors are
 //! overwritten (`=`), parameter gradients and residual-stream gradients accumulate (`+=`).
 
-pub mod adamw;
-pub mod attention;
-pub mod cross_entropy;
-pub mod embedding;
-pub mod gelu;
-pub mod grad_norm;
-pub mod layernorm;
-pub mod matmul;
-pub mod residual;
-pub mod sum_rows;
+// One twin module per kernel family, from the list in `crate/gpu/mod.rs`.
+macro_rules! twin_modules {
+    ($($family:ident)*) => {
+        $(pub mod $family;)*
+    };
+}
+crate::kernel_families!(twin_modules);
 
 /// The float types the twins run in: f32 (as the GPU) and f64 (the test reference).
 pub trait Float: num_traits::Float + std::iter::Sum + std::fmt::Debug + Default + Send + Sync + 'static {}

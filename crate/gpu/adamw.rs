@@ -1,17 +1,17 @@
 //! Dispatch for `shaders/adamw.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{Batch, Buffer, Shader};
+use super::{Batch, Buffer, Shader, params};
 pub use crate::cpu::adamw::{AdamWConfig, STEP_VALUES};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
+pub const SHADER: Shader = Shader { name: "adamw", wgsl: include_str!("../../shaders/adamw.wgsl") };
+
+params! {
+    struct Params {
+        n: u32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    }
 }
 
 /// One AdamW update of every element of params, m, v from grads · clip scale, in one
@@ -44,7 +44,7 @@ pub fn adamw(
     batch.write(step, 2, &per_step)?;
     let p = Params { n: n as u32, beta1: cfg.beta1 as f32, beta2: cfg.beta2 as f32, eps: cfg.eps as f32 };
     let groups = batch.grid(n, 64);
-    let buffers = [(1, params), (2, grads), (3, m), (4, v), (5, step), (6, decay)];
-    batch.dispatch(Shader::Adamw, "adamw", &p, &buffers, groups);
+    let buffers = [("params", params), ("grads", grads), ("m", m), ("v", v), ("step", step), ("decay", decay)];
+    batch.dispatch(SHADER, "adamw", &p, &buffers, groups);
     Ok(())
 }

@@ -1,21 +1,21 @@
 //! Dispatch for `shaders/attention.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{Batch, Buffer, Shader};
+use super::{Batch, Buffer, Shader, params};
 // SLOTS · WG in `shaders/attention.wgsl`
 use crate::model::config::MAX_HEAD_SIZE;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    b: u32,
-    t: u32,
-    c: u32,
-    nh: u32,
-    t0: u32,
-    t_cap: u32,
-    _pad: [u32; 2],
+pub const SHADER: Shader = Shader { name: "attention", wgsl: include_str!("../../shaders/attention.wgsl") };
+
+params! {
+    struct Params {
+        b: u32,
+        t: u32,
+        c: u32,
+        nh: u32,
+        t0: u32,
+        t_cap: u32,
+        _pad: [u32; 2],
+    }
 }
 
 fn params(b: usize, t: usize, c: usize, nh: usize, t0: usize, t_cap: usize) -> Params {
@@ -43,7 +43,7 @@ pub fn attention_forward(
     let p = params(b, t, c, nh, t0, t_cap);
     assert!(qkv.len() >= b * t_cap * 3 * c && out.len() >= b * t_cap * c && lse.len() >= b * nh * (t - t0));
     let groups = batch.grid(b * nh * (t - t0), 1);
-    batch.dispatch(Shader::Attention, "attention_forward", &p, &[(1, qkv), (2, lse), (3, out)], groups);
+    batch.dispatch(SHADER, "attention_forward", &p, &[("qkv", qkv), ("lse", lse), ("out", out)], groups);
 }
 
 /// dqkv (B, T, 3C) ← dout (B, T, C), recomputing the probabilities from qkv and the
@@ -68,8 +68,8 @@ pub fn attention_backward(
     assert!(dqkv.len() >= bt * 3 * c && dout.len() >= bt * c && out.len() >= bt * c);
     assert!(lse.len() >= b * nh * t && delta.len() >= b * nh * t);
     let groups = batch.grid(b * nh * t, 1);
-    let query = [(1, qkv), (2, lse), (3, out), (4, dout), (5, delta), (6, dqkv)];
-    batch.dispatch(Shader::Attention, "attention_backward_query", &p, &query, groups);
-    let key = [(1, qkv), (2, lse), (4, dout), (5, delta), (6, dqkv)];
-    batch.dispatch(Shader::Attention, "attention_backward_key", &p, &key, groups);
+    let query = [("qkv", qkv), ("lse", lse), ("out", out), ("dout", dout), ("delta", delta), ("dqkv", dqkv)];
+    batch.dispatch(SHADER, "attention_backward_query", &p, &query, groups);
+    let key = [("qkv", qkv), ("lse", lse), ("dout", dout), ("delta", delta), ("dqkv", dqkv)];
+    batch.dispatch(SHADER, "attention_backward_key", &p, &key, groups);
 }

@@ -1,7 +1,7 @@
 //! Recording many kernels into one command encoder, submitted at once.
 
 use super::context::{Buffer, Gpu, GpuError};
-use super::shaders::Shader;
+use super::shaders::{Params, Shader};
 
 /// Splits `n` workgroups over x and y so that neither exceeds `max_per_dim`
 /// (65535 on most adapters). Shaders recover the flat index as `wid.x + wid.y * nwg.x`
@@ -105,13 +105,14 @@ impl Batch {
     }
 
     /// Records one dispatch of `entry` in `shader`. Binding 0 is the uniform `params`;
-    /// `buffers` pairs each storage binding number (as the WGSL declares it) with a buffer.
-    pub fn dispatch<P: bytemuck::Pod>(
+    /// `buffers` pairs each storage variable the WGSL declares (by name: its binding number
+    /// is the shader's, written only there) with a buffer.
+    pub fn dispatch<P: Params>(
         &mut self,
         shader: Shader,
         entry: &'static str,
         params: &P,
-        buffers: &[(u32, &Buffer)],
+        buffers: &[(&str, &Buffer)],
         workgroups: [u32; 3],
     ) {
         let max = self.gpu.limits.max_compute_workgroups_per_dimension;
@@ -120,8 +121,10 @@ impl Batch {
             return;
         }
         self.gpu.count_dispatch();
-        let pipeline = self.gpu.pipeline(shader, entry);
-        let bind_group = self.gpu.bind_group(shader, entry, &pipeline, bytemuck::bytes_of(params), buffers);
+        let (pipeline, layout) = self.gpu.pipeline(shader, entry, P::FIELDS);
+        let buffers: Vec<(u32, &Buffer)> =
+            buffers.iter().map(|&(var, buf)| (layout.binding(entry, var), buf)).collect();
+        let bind_group = self.gpu.bind_group(shader, entry, &pipeline, bytemuck::bytes_of(params), &buffers);
         let encoder = &mut self.encoder;
         let pass = self.pass.get_or_insert_with(|| {
             encoder

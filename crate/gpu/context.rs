@@ -6,7 +6,7 @@ use std::fmt;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use super::shaders::Shader;
+use super::shaders::{Layout, Shader};
 
 /// What can go wrong talking to the GPU, worded for the person who has to fix it.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +89,9 @@ pub fn required_limits(adapter: &wgpu::Limits) -> Result<wgpu::Limits, GpuError>
     limits.max_buffer_size = adapter.max_buffer_size;
     Ok(limits)
 }
+
+/// A compiled entry point and its shader's layout (bindings and Params as the WGSL has them).
+type Pipeline = (wgpu::ComputePipeline, Rc<Layout>);
 
 /// Kernel entry point → (dispatches, seconds), from profiling.
 pub type KernelTimes = HashMap<&'static str, (u32, f64)>;
@@ -226,7 +229,9 @@ pub struct Gpu {
     /// Per-entry-point (dispatches, seconds) while profiling; None otherwise.
     profile: Rc<RefCell<Option<KernelTimes>>>,
     modules: Rc<RefCell<HashMap<Shader, wgpu::ShaderModule>>>,
-    pipelines: Rc<RefCell<HashMap<(Shader, &'static str), wgpu::ComputePipeline>>>,
+    /// Each entry point's pipeline, with its shader's bindings and Params as the WGSL
+    /// declares them.
+    pipelines: Rc<RefCell<HashMap<(Shader, &'static str), Pipeline>>>,
     /// Bind groups (with their uniform buffers) by kernel, parameters and buffers: a step
     /// dispatches the same kernels on the same buffers every time, so after the first
     /// step it creates none.
@@ -481,7 +486,6 @@ impl Gpu {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map(|_| ()).map_err(|e| GpuError::Readback(e.to_string()))
     }
 
-    /// The compute pipeline for `entry` in `shader`, compiled once and cached.
     /// Starts (or stops, returning the totals) timing every dispatch on its own.
     pub fn set_profiling(&self, on: bool) -> Option<KernelTimes> {
         std::mem::replace(&mut *self.profile.borrow_mut(), on.then(HashMap::new))
@@ -569,14 +573,21 @@ impl Gpu {
         group
     }
 
-    pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str) -> wgpu::ComputePipeline {
+    /// The compute pipeline for `entry` in `shader`, compiled once and cached, with the
+    /// shader's layout. Made only after the Rust parameter struct's `fields` are held against
+    /// the WGSL `struct Params` (a mismatch is a bug in Kiln: it panics, naming the field).
+    pub(crate) fn pipeline(&self, shader: Shader, entry: &'static str, fields: &[(&str, &str)]) -> Pipeline {
         if let Some(p) = self.pipelines.borrow().get(&(shader, entry)) {
             return p.clone();
+        }
+        let layout = Rc::new(shader.layout());
+        if let Err(mismatch) = layout.check_params(entry, fields) {
+            panic!("{mismatch}");
         }
         let mut modules = self.modules.borrow_mut();
         let module = modules.entry(shader).or_insert_with(|| {
             self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.name()),
+                label: Some(shader.name),
                 source: wgpu::ShaderSource::Wgsl(shader.source().into()),
             })
         });
@@ -588,7 +599,12 @@ impl Gpu {
             compilation_options: Default::default(),
             cache: None,
         });
-        self.pipelines.borrow_mut().insert((shader, entry), pipeline.clone());
-        pipeline
+        self.pipelines.borrow_mut().insert((shader, entry), (pipeline.clone(), layout.clone()));
+        (pipeline, layout)
+    }
+
+    /// Whether `entry`'s pipeline has been made (and so its Params and bindings checked).
+    pub fn has_pipeline(&self, shader: Shader, entry: &'static str) -> bool {
+        self.pipelines.borrow().contains_key(&(shader, entry))
     }
 }

@@ -1,15 +1,15 @@
 //! Dispatch for `shaders/cross_entropy.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
+use super::{Batch, Buffer, Shader, params};
 
-use super::{Batch, Buffer, Shader};
+pub const SHADER: Shader = Shader { name: "cross_entropy", wgsl: include_str!("../../shaders/cross_entropy.wgsl") };
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    v: u32,
-    _pad: [u32; 2],
+params! {
+    struct Params {
+        n: u32,
+        v: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// losses (N) = w · (logsumexp(logits) − logits[target]); targets are u32 < V.
@@ -24,8 +24,8 @@ pub fn cross_entropy_forward(
 ) {
     assert!(losses.len() >= n && logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
     let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
-    let buffers = [(1, logits), (2, targets), (3, weights), (4, losses)];
-    batch.dispatch(Shader::CrossEntropy, "cross_entropy_forward", &params, &buffers, batch.grid(n, 1));
+    let buffers = [("logits", logits), ("targets", targets), ("weights", weights), ("out", losses)];
+    batch.dispatch(SHADER, "cross_entropy_forward", &params, &buffers, batch.grid(n, 1));
 }
 
 /// logits (N, V) ← w · (softmax(logits) − onehot(target)): the gradient of Σ losses,
@@ -40,6 +40,6 @@ pub fn cross_entropy_backward(
 ) {
     assert!(logits.len() >= n * v && targets.len() >= n && weights.len() >= n);
     let params = Params { n: n as u32, v: v as u32, _pad: [0; 2] };
-    let buffers = [(2, targets), (3, weights), (4, logits)];
-    batch.dispatch(Shader::CrossEntropy, "cross_entropy_backward", &params, &buffers, batch.grid(n, 1));
+    let buffers = [("targets", targets), ("weights", weights), ("out", logits)];
+    batch.dispatch(SHADER, "cross_entropy_backward", &params, &buffers, batch.grid(n, 1));
 }

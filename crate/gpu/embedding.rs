@@ -1,20 +1,20 @@
 //! Dispatch for `shaders/embedding.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::sum_rows::sum_rows;
-use super::{Batch, Buffer, GpuError, Shader, View};
+use super::{Batch, Buffer, GpuError, Shader, View, params};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    b: u32,
-    t: u32,
-    c: u32,
-    n_buckets: u32,
-    wte_offset: u32,
-    wpe_offset: u32,
-    _pad: [u32; 2],
+pub const SHADER: Shader = Shader { name: "embedding", wgsl: include_str!("../../shaders/embedding.wgsl") };
+
+params! {
+    struct Params {
+        b: u32,
+        t: u32,
+        c: u32,
+        n_buckets: u32,
+        wte_offset: u32,
+        wpe_offset: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// Positions grouped by token, for a deterministic embedding backward pass:
@@ -80,10 +80,10 @@ pub fn embedding_forward(
     };
     let groups = batch.grid(b * t * c, 64);
     batch.dispatch(
-        Shader::Embedding,
+        SHADER,
         "embedding_forward",
         &params,
-        &[(1, tokens), (2, wte.buf), (3, wpe.buf), (4, out)],
+        &[("tokens", tokens), ("wte", wte.buf), ("wpe", wpe.buf), ("out", out)],
         groups,
     );
 }
@@ -111,10 +111,10 @@ pub fn embedding_backward(
     };
     let groups = batch.grid(tokens.n_buckets * c, 64);
     batch.dispatch(
-        Shader::Embedding,
+        SHADER,
         "embedding_backward",
         &params,
-        &[(5, dout), (6, dwte.buf), (7, &tokens.buf)],
+        &[("dout", dout), ("dwte", dwte.buf), ("buckets", &tokens.buf)],
         groups,
     );
     // dwpe[t, :] = Σ_b dout[b, t, :]: column sums of dout seen as (B, T·C).

@@ -1,14 +1,14 @@
 //! Dispatch for `shaders/gelu.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
+use super::{Batch, Buffer, Shader, params};
 
-use super::{Batch, Buffer, Shader};
+pub const SHADER: Shader = Shader { name: "gelu", wgsl: include_str!("../../shaders/gelu.wgsl") };
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    _pad: [u32; 3],
+params! {
+    struct Params {
+        n: u32,
+        _pad: [u32; 3],
+    }
 }
 
 /// out = gelu(inp), n elements.
@@ -16,7 +16,7 @@ pub fn gelu_forward(batch: &mut Batch, out: &Buffer, inp: &Buffer, n: usize) {
     assert!(out.len() >= n && inp.len() >= n);
     let groups = batch.grid(n, 64);
     let params = Params { n: n as u32, _pad: [0; 3] };
-    batch.dispatch(Shader::Gelu, "gelu_forward", &params, &[(1, inp), (2, out)], groups);
+    batch.dispatch(SHADER, "gelu_forward", &params, &[("inp", inp), ("out", out)], groups);
 }
 
 /// dinp = gelu'(inp) · dout, overwritten.
@@ -24,5 +24,5 @@ pub fn gelu_backward(batch: &mut Batch, dinp: &Buffer, inp: &Buffer, dout: &Buff
     assert!(dinp.len() >= n && inp.len() >= n && dout.len() >= n);
     let groups = batch.grid(n, 64);
     let params = Params { n: n as u32, _pad: [0; 3] };
-    batch.dispatch(Shader::Gelu, "gelu_backward", &params, &[(1, inp), (3, dout), (4, dinp)], groups);
+    batch.dispatch(SHADER, "gelu_backward", &params, &[("inp", inp), ("dout", dout), ("dinp", dinp)], groups);
 }

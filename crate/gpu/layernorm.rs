@@ -1,24 +1,24 @@
 //! Dispatch for `shaders/layernorm.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::sum_rows::sum_rows;
-use super::{Batch, Buffer, GpuError, Shader, View};
+use super::{Batch, Buffer, GpuError, Shader, View, params};
 use crate::cpu::layernorm::LAYERNORM_EPS;
+
+pub const SHADER: Shader = Shader { name: "layernorm", wgsl: include_str!("../../shaders/layernorm.wgsl") };
 
 /// Rows per partial sum of the weight and bias gradients.
 const CHUNK_ROWS: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    weight_offset: u32,
-    bias_offset: u32,
-    eps: f32,
-    chunk_rows: u32,
-    _pad: [u32; 2],
+params! {
+    struct Params {
+        n: u32,
+        c: u32,
+        weight_offset: u32,
+        bias_offset: u32,
+        eps: f32,
+        chunk_rows: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// out (N, C) = layernorm(inp) · weight + bias; saves mean, rstd (N).
@@ -45,10 +45,10 @@ pub fn layernorm_forward(
     };
     let groups = batch.grid(n, 1);
     batch.dispatch(
-        Shader::Layernorm,
+        SHADER,
         "layernorm_forward",
         &params,
-        &[(1, inp), (2, weight.buf), (3, bias.buf), (4, out), (5, mean), (6, rstd)],
+        &[("inp", inp), ("weight", weight.buf), ("bias", bias.buf), ("out", out), ("mean", mean), ("rstd", rstd)],
         groups,
     );
 }
@@ -79,10 +79,10 @@ pub fn layernorm_backward(
     };
     let groups = batch.grid(n, 1);
     batch.dispatch(
-        Shader::Layernorm,
+        SHADER,
         "layernorm_backward",
         &params,
-        &[(1, inp), (2, weight.buf), (5, mean), (6, rstd), (7, dout), (8, dinp)],
+        &[("inp", inp), ("weight", weight.buf), ("mean", mean), ("rstd", rstd), ("dout", dout), ("dinp", dinp)],
         groups,
     );
     // Weight and bias gradients: partial sums per chunk of rows, then the chunks in order.
@@ -90,10 +90,10 @@ pub fn layernorm_backward(
     let partial = batch.temp(2 * chunks * c)?;
     let groups = batch.grid(chunks * c, 64);
     batch.dispatch(
-        Shader::Layernorm,
+        SHADER,
         "layernorm_backward_params",
         &params,
-        &[(1, inp), (5, mean), (6, rstd), (7, dout), (9, &partial)],
+        &[("inp", inp), ("mean", mean), ("rstd", rstd), ("dout", dout), ("partial", &partial)],
         groups,
     );
     sum_rows(batch, dweight, partial.at(0), chunks, c, true)?;

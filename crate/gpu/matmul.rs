@@ -1,29 +1,29 @@
 //! Dispatch for `shaders/matmul.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
-
-use super::{Batch, Shader, View};
+use super::{Batch, Shader, View, params};
 pub use crate::cpu::matmul::MatmulShape;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-    a_offset: u32,
-    a_batch: u32,
-    a_row: u32,
-    a_col: u32,
-    b_offset: u32,
-    b_batch: u32,
-    b_row: u32,
-    b_col: u32,
-    out_offset: u32,
-    out_batch: u32,
-    bias_offset: u32,
-    _pad: u32,
+pub const SHADER: Shader = Shader { name: "matmul", wgsl: include_str!("../../shaders/matmul.wgsl") };
+
+params! {
+    struct Params {
+        m: u32,
+        n: u32,
+        k: u32,
+        flags: u32,
+        a_offset: u32,
+        a_batch: u32,
+        a_row: u32,
+        a_col: u32,
+        b_offset: u32,
+        b_batch: u32,
+        b_row: u32,
+        b_col: u32,
+        out_offset: u32,
+        out_batch: u32,
+        bias_offset: u32,
+        _pad: u32,
+    }
 }
 
 const FLAG_BIAS: u32 = 1;
@@ -83,5 +83,5 @@ fn record(
     };
     // Without a bias the binding still needs a buffer; A's is read-only and harmless.
     let bias_buf = bias.map_or(a.buf, |v| v.buf);
-    batch.dispatch(Shader::Matmul, entry, &params, &[(1, a.buf), (2, b.buf), (3, bias_buf), (4, out.buf)], groups);
+    batch.dispatch(SHADER, entry, &params, &[("a", a.buf), ("b", b.buf), ("bias", bias_buf), ("out", out.buf)], groups);
 }

@@ -8,17 +8,32 @@ mod batch;
 mod context;
 mod shaders;
 
-pub mod adamw;
-pub mod attention;
-pub mod cross_entropy;
-pub mod embedding;
-pub mod gelu;
-pub mod grad_norm;
-pub mod layernorm;
-pub mod matmul;
-pub mod residual;
-pub mod sum_rows;
-
 pub use batch::{grid_1d, Batch};
 pub use context::{required_limits, Buffer, Gpu, GpuError, KernelTimes, View};
-pub use shaders::Shader;
+pub(crate) use shaders::params;
+pub use shaders::{Layout, Params, Shader};
+
+/// Every kernel family, written once, in the self-test's order (a family's place seeds its
+/// random cases). A family NAME is `shaders/NAME.wgsl`; its dispatch `crate/gpu/NAME.rs`,
+/// which declares `pub const SHADER`; its CPU twin `crate/cpu/NAME.rs`; and its checks,
+/// `async fn NAME` in `crate/selftest/cases.rs`. From this list come the `gpu` and `cpu`
+/// modules, [`SHADERS`], the self-test's families (`selftest::FAMILIES`, which the browser
+/// test reads from the wasm) and one native test per family in `tests/kernels.rs`.
+///
+/// `kernel_families!(then)` calls the macro `then! { matmul attention … }`.
+#[macro_export]
+macro_rules! kernel_families {
+    ($then:ident) => {
+        $then! { matmul attention cross_entropy layernorm gelu residual embedding sum_rows adamw grad_norm }
+    };
+}
+
+macro_rules! dispatch_modules {
+    ($($family:ident)*) => {
+        $(pub mod $family;)*
+
+        /// Every family's WGSL, in the order of [`kernel_families!`](crate::kernel_families).
+        pub const SHADERS: &[Shader] = &[$($family::SHADER),*];
+    };
+}
+crate::kernel_families!(dispatch_modules);

@@ -1,22 +1,22 @@
 //! Dispatch for `shaders/sum_rows.wgsl`.
 
-use bytemuck::{Pod, Zeroable};
+use super::{Batch, GpuError, Shader, View, params};
 
-use super::{Batch, GpuError, Shader, View};
+pub const SHADER: Shader = Shader { name: "sum_rows", wgsl: include_str!("../../shaders/sum_rows.wgsl") };
 
 /// Rows one invocation adds up before handing a partial sum to the next level.
 const CHUNK_ROWS: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Params {
-    r: u32,
-    w: u32,
-    src_offset: u32,
-    out_offset: u32,
-    chunk_rows: u32,
-    accumulate: u32,
-    _pad: [u32; 2],
+params! {
+    struct Params {
+        r: u32,
+        w: u32,
+        src_offset: u32,
+        out_offset: u32,
+        chunk_rows: u32,
+        accumulate: u32,
+        _pad: [u32; 2],
+    }
 }
 
 /// out (W) (+)= Σ_r src[r, :] for src (R, W), in a fixed order: chunks of 64 rows, then
@@ -36,7 +36,7 @@ pub fn sum_rows(batch: &mut Batch, out: View, src: View, r: usize, w: usize, acc
             _pad: [0; 2],
         };
         let groups = batch.grid(w, 64);
-        batch.dispatch(Shader::SumRows, "sum_rows", &params, &[(1, src.buf), (2, out.buf)], groups);
+        batch.dispatch(SHADER, "sum_rows", &params, &[("src", src.buf), ("out", out.buf)], groups);
         return Ok(());
     }
     let chunks = r.div_ceil(CHUNK_ROWS);
@@ -51,6 +51,6 @@ pub fn sum_rows(batch: &mut Batch, out: View, src: View, r: usize, w: usize, acc
         _pad: [0; 2],
     };
     let groups = batch.grid(chunks * w, 64);
-    batch.dispatch(Shader::SumRows, "sum_rows", &params, &[(1, src.buf), (2, &partial)], groups);
+    batch.dispatch(SHADER, "sum_rows", &params, &[("src", src.buf), ("out", &partial)], groups);
     sum_rows(batch, out, partial.view(), chunks, w, accumulate)
 }

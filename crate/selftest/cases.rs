@@ -8,39 +8,27 @@ use crate::cpu::matmul::MatmulShape;
 use crate::gpu::{self, Gpu, GpuError};
 use crate::rng::Rng;
 
-pub const FAMILIES: [&str; 10] = [
-    "matmul",
-    "attention",
-    "cross_entropy",
-    "layernorm",
-    "gelu",
-    "residual",
-    "embedding",
-    "sum_rows",
-    "adamw",
-    "grad_norm",
-];
-
 type Result<T> = std::result::Result<T, GpuError>;
 
-pub async fn run(gpu: &Gpu, family: &str) -> Result<Vec<Check>> {
-    // A seed per family: a failing case reproduces on its own.
-    let seed = FAMILIES.iter().position(|f| *f == family).expect("unknown kernel family") as u64;
-    let rng = &mut Rng::new(0x6b696c6e + seed);
-    match family {
-        "matmul" => matmul(gpu, rng).await,
-        "attention" => attention(gpu, rng).await,
-        "cross_entropy" => cross_entropy(gpu, rng).await,
-        "layernorm" => layernorm(gpu, rng).await,
-        "gelu" => gelu(gpu, rng).await,
-        "residual" => residual(gpu, rng).await,
-        "embedding" => embedding(gpu, rng).await,
-        "sum_rows" => sum_rows(gpu, rng).await,
-        "adamw" => adamw(gpu, rng).await,
-        "grad_norm" => grad_norm(gpu, rng).await,
-        _ => unreachable!(),
-    }
+/// [`FAMILIES`] and [`run`], from the one list in `crate/gpu/mod.rs`: each family NAME is
+/// checked by `async fn NAME` below.
+macro_rules! families {
+    ($($family:ident)*) => {
+        /// The kernel families, in order.
+        pub const FAMILIES: &[&str] = &[$(stringify!($family)),*];
+
+        pub async fn run(gpu: &Gpu, family: &str) -> Result<Vec<Check>> {
+            // A seed per family: a failing case reproduces on its own.
+            let seed = FAMILIES.iter().position(|f| *f == family).expect("unknown kernel family") as u64;
+            let rng = &mut Rng::new(0x6b696c6e + seed);
+            match family {
+                $(stringify!($family) => $family(gpu, rng).await,)*
+                _ => unreachable!(),
+            }
+        }
+    };
 }
+crate::kernel_families!(families);
 
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
