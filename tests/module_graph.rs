@@ -39,11 +39,13 @@ fn file_of(module: &[String]) -> Option<PathBuf> {
     [base.with_extension("rs"), base.join("mod.rs")].into_iter().find(|p| p.is_file())
 }
 
-/// The code of a file without its comments (doc comments name paths they do not import).
+/// The code of a file without its comments (doc comments name paths they do not import)
+/// and without its unit tests (a `#[cfg(test)]` module, at the end of the file: tests may
+/// reach anywhere).
 fn code(file: &Path) -> String {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .lines()
+    let text = std::fs::read_to_string(file).unwrap();
+    let text = text.split("#[cfg(test)]").next().unwrap_or("").to_string();
+    text.lines()
         .map(|l| match l.find("//") {
             Some(i) if !l[..i].contains('"') => &l[..i],
             _ => l,
