@@ -86,6 +86,7 @@ export async function offerResume() {
   $('autosave-dismiss').onclick = () => { $('autosave-offer').hidden = true; };
 }
 
+/** Nothing to click until the list is shown: only the language switch to follow. */
 export function wireAutosave() {
   // the list says each autosave's stage and date in words
   onLanguageChange(() => showAutosaves().catch(() => {}));

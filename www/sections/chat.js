@@ -62,6 +62,7 @@ async function askHeldOut() {
   }
 }
 
+/** Send (or Enter; Shift+Enter is a new line), Reset, and the held-out question. */
 export function wireChat() {
   $('chat-send').addEventListener('click', sendChat);
   $('chat-input').addEventListener('keydown', (event) => {

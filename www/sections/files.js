@@ -34,6 +34,7 @@ async function importModel(file) {
   say('files-stats', () => tParts('files.imported', { name: content(file.name), size: mib(file.size) }));
 }
 
+/** Export, and Import from a chosen .zip. */
 export function wireFiles() {
   $('export').addEventListener('click', () => guard(exportModel));
   $('import').addEventListener('change', () => guard(async () => {

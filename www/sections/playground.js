@@ -15,6 +15,7 @@ async function generate() {
   app.generated = $('output').textContent;
 }
 
+/** Generate. */
 export function wirePlayground() {
   $('generate').addEventListener('click', generate);
 }

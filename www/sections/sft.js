@@ -109,6 +109,7 @@ async function fineTune() {
   await viewsRead(views.refresh('done'));
 }
 
+/** The examples' source, the file, the table's rows, Fine-tune. */
 export function wireSft() {
   for (const radio of document.querySelectorAll('input[name=sft-source]')) radio.addEventListener('change', () => guard(showSftExample));
   $('sft-file').addEventListener('change', () => guard(showSftExample));

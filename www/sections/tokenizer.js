@@ -32,6 +32,7 @@ export async function showTokens() {
   }));
 }
 
+/** The tokenizer's kind and size, Train, and the sample sentence (re-cut as it is typed). */
 export function wireTokenizer() {
   $('tok-kind').addEventListener('change', () => { $('tok-vocab').disabled = $('tok-kind').value === 'char'; });
   $('train-tokenizer').addEventListener('click', () => guard(trainTokenizer));
