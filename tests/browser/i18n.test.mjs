@@ -14,7 +14,9 @@ import { englishWords } from './untranslated.mjs';
 const WWW = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'www');
 const read = (name) => fs.readFileSync(path.join(WWW, name), 'utf8');
 const PAGES = ['index.html', 'kernels.html'];
-const SCRIPTS = ['app.js', 'kernels.js', 'views.js'];
+/** The page's scripts: app.js starts the sections in sections/, which share page.js. */
+const SECTIONS = fs.readdirSync(path.join(WWW, 'sections')).filter((name) => name.endsWith('.js')).map((name) => `sections/${name}`);
+const SCRIPTS = ['app.js', 'page.js', ...SECTIONS, 'kernels.js', 'views.js'];
 
 /** Keys whose Chinese may be the English: symbols and formats with no words in them. */
 const SAME_IN_BOTH = new Set(['sft.removeRow', 'train.event']);

@@ -1,0 +1,96 @@
+// The page's common ground: its state (window.kilnApp, what tests read), the lines that
+// show state in words (redrawn after a language switch), its errors and the run's buttons.
+// Every section (sections/*.js) builds on these; nothing here knows a section, so a
+// section can import it without a circle.
+import { t, tParts, content, hasMessage, numberLocale, onLanguageChange } from './i18n.js';
+
+export const $ = (id) => document.getElementById(id);
+export const fmt = (x, digits = 4) => (x == null || Number.isNaN(x) ? '–' : Number(x).toFixed(digits));
+export const mib = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+export const dateTime = (at) => new Date(at).toLocaleString(numberLocale());
+
+// What tests (and curious people) can read: window.kilnApp.
+export const app = { kiln: null, backend: null, defaults: null, tokenizer: null, model: null, training: false, progress: [], error: null, chat: [], done: {} };
+/** The views of the inside (views.js): refresh(reason) after anything that changes the model. */
+export let views = { refresh: async () => {}, stageMap: () => {}, readCompare: async () => {} };
+/** A view's reading: its failure is shown, but it neither clears an error already shown
+ * (a training run's) nor stops what asked for it (Start, Create model, Import). */
+export const viewsRead = (promise) => promise.catch(showError);
+window.kilnApp = app;
+
+/** Puts the views (views.js) in place once the page has a Kiln to read with. */
+export function useViews(made) {
+  views = made;
+}
+
+// ---------------------------------------------------------------- words
+
+/** The lines that show state, by element id: how to draw each, so a language switch
+ * redraws them from the values they were last drawn with. */
+const lines = new Map();
+
+/** Shows `draw()` (a string, or a list of strings and nodes) in element `id`, now and
+ * again after each language switch. */
+export function say(id, draw) {
+  lines.set(id, draw);
+  const parts = draw();
+  $(id).replaceChildren(...(Array.isArray(parts) ? parts : [parts]));
+}
+
+// First of the language listeners: every section's redraw after this one finds its lines
+// already in the new language.
+onLanguageChange(() => {
+  for (const id of lines.keys()) say(id, lines.get(id));
+});
+
+/** An error of the page's own, worded by message `key` (shown in the chosen language). */
+export function pageError(key, code, vars = {}) {
+  return Object.assign(new Error(t(key, vars)), { code, i18n: { key, vars } });
+}
+
+/** The kind of an error in words ('[data] …'): the core's codes have names, others show as they are. */
+const codeLabel = (code) => (hasMessage(`error.code.${code}`) ? t(`error.code.${code}`) : code);
+
+function showError(error) {
+  app.error = error ? String(error.message ?? error) : null;
+  if (!error) {
+    say('error', () => '');
+    return;
+  }
+  // the page's own errors in the chosen language; the core's message as it came
+  const message = () => (error.i18n ? t(error.i18n.key, error.i18n.vars) : content(app.error));
+  say('error', () => (error.code ? tParts('error.withCode', { code: codeLabel(error.code), message: message() }) : message()));
+}
+
+export async function guard(fn) {
+  try {
+    showError(null);
+    return await fn();
+  } catch (error) {
+    showError(error);
+    return undefined;
+  }
+}
+
+/** A stage's name in words ('pretrain' stays 'pretrain' in English, the names the tests read). */
+export const stageName = (stage) => (hasMessage(`stage.${stage}`) ? t(`stage.${stage}`) : stage);
+
+/** ' Skipped 2 lines: …' after a line of stats, the core's reasons as data; nothing when none were. */
+export const skippedLines = (skipped) => (skipped?.length
+  ? tParts('common.skipped', { count: skipped.length, lines: content(skipped.slice(0, 5).join('; ')) }) : '');
+
+/** Enables what the run's state allows; the stages' buttons are in several sections. */
+export function setButtons(state) {
+  // While a run is going, the text, tokenizer and model stay as they are.
+  for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file', 'sft-start', 'sft-file',
+    'reward-start', 'ppo-start', 'dpo-start', 'rank-sample', 'compare']) $(id).disabled = state !== 'idle';
+  for (const radio of document.querySelectorAll('input[name=source], input[name=sft-source]')) radio.disabled = state !== 'idle';
+  $('start').disabled = state !== 'idle';
+  $('pause').disabled = state !== 'running';
+  $('resume').disabled = state !== 'paused';
+  $('stop').disabled = state === 'idle';
+  $('align-pause').disabled = state !== 'running';
+  $('align-resume').disabled = state !== 'paused';
+  $('align-stop').disabled = state === 'idle';
+  app.state = state;
+}

@@ -1,0 +1,110 @@
+// The alignment section: a reward model, then PPO or DPO from the person's rankings, with
+// their own chart (reward, KL, pair accuracy) and the before/after answers to held-out
+// questions.
+import uPlot from '../vendor/uPlot.esm.js';
+import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
+import { $, app, views, viewsRead, say, guard, pageError, fmt, stageName, setButtons } from '../page.js';
+import { remakeChart, stepLine } from './train.js';
+import { onAutosave } from './autosave.js';
+import { BEFORE_AFTER, rankingsJsonl } from './rank.js';
+
+const alignChart = () => ({
+  width: Math.min(960, document.body.clientWidth - 40), height: 220,
+  scales: { x: { time: false } },
+  axes: [{ label: t('chart.step') }, { label: t('chart.alignAxis') }],
+  series: [{ label: t('chart.value') }, { label: t('chart.reward'), stroke: '#b4461e', width: 2, spanGaps: true },
+    { label: 'KL', stroke: '#6a3d9a', width: 2, spanGaps: true },
+    { label: t('chart.pairAccuracy'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+});
+let alignPlot = new uPlot(alignChart(), [[], [], [], []], $('align-chart'));
+app.alignPlot = alignPlot;
+
+/** A preference stage's measure in words (the core's name, e.g. valPairAccuracy, in English). */
+const metricName = (name) => (hasMessage(`align.metric.${name}`) ? t(`align.metric.${name}`) : name);
+
+function onAlignProgress(p) {
+  if (p.event) {
+    app.events = [...(app.events ?? []), p.event];
+    say('align-stats', () => tParts('train.event', { event: content(p.event) }));
+    app.progress = app.progress.filter((q) => q.step <= p.step);
+    return;
+  }
+  app.progress.push(p);
+  app.stage = p.stage;
+  viewsRead(views.refresh('progress', p));
+  const m = p.metrics ?? {};
+  const reward = m.meanReward ?? m.rewardMargin ?? null;
+  const accuracy = m.valPairAccuracy ?? null;
+  if (reward != null || m.kl != null || accuracy != null) {
+    const [xs, r, kl, acc] = alignPlot.data;
+    alignPlot.setData([[...xs, p.step], [...r, reward], [...kl, m.kl ?? null], [...acc, accuracy]]);
+  }
+  app.alignMetrics = { ...app.alignMetrics, ...m };
+  const metrics = { ...app.alignMetrics };
+  say('align-stats', () => t('align.stats', {
+    stage: stageName(p.stage), step: p.step, steps: p.steps, loss: fmt(p.loss),
+    metrics: Object.entries(metrics).map(([k, v]) => `${metricName(k)} ${fmt(v, 3)}`).join(' · '),
+  }));
+  if (p.sample != null) $('align-samples').prepend(stepLine(p.step, p.sample));
+}
+
+async function align(stage) {
+  setButtons('running');
+  await guard(async () => {
+    if (!app.model) throw pageError('error.modelBeforeAlign', 'config');
+    const ranked = app.rankings.filter((r) => r.verdict === 'ranked');
+    if (stage !== 'ppo' && ranked.length < 2) {
+      throw pageError('error.rankTwo', 'data', { count: ranked.length });
+    }
+    app.progress = [];
+    app.alignMetrics = {};
+    alignPlot.setData([[], [], [], []]);
+    $('align-samples').replaceChildren();
+    app.training = true;
+    const steps = Number($('align-steps').value) || app.defaults.training[stage].steps;
+    const data = ranked.length ? rankingsJsonl() : undefined;
+    say('align-stats', () => t('align.starting', { stage: stageName(stage) }));
+    const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress, onAutosave });
+    app.aligned = stage === 'reward' ? app.aligned : stage;
+    if (stage !== 'reward') app.done.align = last?.step ?? true;
+    if (stage === 'reward') app.rewardTrained = true;
+    if (last && stage !== 'reward') await compare();
+  });
+  app.training = false;
+  setButtons('idle');
+  await viewsRead(views.refresh('done'));
+}
+
+/** The same held-out questions answered by the fine-tuned model and the current one. */
+async function compare() {
+  const convs = await app.kiln.instructionExamples('en', 'heldout', BEFORE_AFTER);
+  const prompts = convs.map((c) => c.slice(0, 1));
+  const before = await app.kiln.answers(prompts, 'reference');
+  const after = await app.kiln.answers(prompts, 'current');
+  const rows = prompts.map((p, i) => {
+    const tr = document.createElement('tr');
+    for (const text of [p[0].content.split('\n').at(-1), before[i], after[i]]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $('compare-table').tBodies[0].replaceChildren(...rows);
+  app.compared = { before, after };
+}
+
+/** The stages' buttons, and the chart made again after a language switch. */
+export function wireAlignment() {
+  $('reward-start').addEventListener('click', () => align('reward'));
+  $('ppo-start').addEventListener('click', () => align('ppo'));
+  $('dpo-start').addEventListener('click', () => align('dpo'));
+  $('align-pause').addEventListener('click', () => { setButtons('paused'); guard(() => app.kiln.pause()); });
+  $('align-resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
+  $('align-stop').addEventListener('click', () => guard(() => app.kiln.stop()));
+  $('compare').addEventListener('click', () => guard(compare));
+  onLanguageChange(() => {
+    alignPlot = remakeChart(alignPlot, alignChart(), $('align-chart'));
+    app.alignPlot = alignPlot;
+  });
+}

@@ -1,0 +1,118 @@
+// The training section: pretraining's Start, Pause, Resume and Stop, the loss chart and
+// the samples the model writes as it learns (fine-tuning draws on the same chart).
+import uPlot from '../vendor/uPlot.esm.js';
+import { t, tParts, content, num, onLanguageChange } from '../i18n.js';
+import { $, app, views, viewsRead, say, guard, fmt, mib, setButtons } from '../page.js';
+import { createModel } from './model.js';
+import { onAutosave } from './autosave.js';
+
+// How often the page asks for a sample, a validation and a loss: often, so the chart moves.
+export const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
+
+export function trainingOptions() {
+  return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), ...PAGE_CADENCE };
+}
+
+// The charts' labels are words too: a language switch makes each chart again with its data.
+const lossChart = () => ({
+  width: Math.min(900, document.body.clientWidth - 40),
+  height: 240,
+  scales: { x: { time: false } },
+  axes: [{ label: t('chart.step') }, { label: t('chart.loss') }],
+  series: [{ label: t('chart.value') }, { label: t('chart.training'), stroke: '#b4461e', width: 2 }, { label: t('chart.validation'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
+});
+let plot = new uPlot(lossChart(), [[], [], []], $('chart'));
+
+/** A chart made again with `options` (new words), the data it shows kept. */
+export function remakeChart(old, options, where) {
+  const { data } = old;
+  old.destroy();
+  return new uPlot(options, data, where);
+}
+
+export function resetChart() {
+  app.progress = [];
+  plot.setData([[], [], []]);
+  $('samples').replaceChildren();
+}
+
+export function onProgress(p) {
+  if (p.event) {
+    // the divergence guard or a worker recovery: said, and the curve cut back to its step
+    app.events = [...(app.events ?? []), p.event];
+    say('train-stats', () => tParts('train.event', { event: content(p.event) }));
+    app.progress = app.progress.filter((q) => q.step <= p.step);
+    const [xs, loss, val] = plot.data;
+    const keep = xs.filter((x) => x <= p.step).length;
+    plot.setData([xs.slice(0, keep), loss.slice(0, keep), val.slice(0, keep)]);
+    const li = stepLine(p.step, p.event);
+    li.className = 'event';
+    $('samples').prepend(li);
+    return;
+  }
+  app.progress.push(p);
+  app.stage = p.stage;
+  app.done[p.stage] = p.step;
+  viewsRead(views.refresh('progress', p));
+  if (p.loss != null || p.valLoss != null) {
+    const [xs, loss, val] = plot.data;
+    plot.setData([[...xs, p.step], [...loss, p.loss], [...val, p.valLoss]]);
+  }
+  const last = app.progress.findLast((q) => q.loss != null);
+  const lastVal = app.progress.findLast((q) => q.valLoss != null);
+  const stats = () => t('train.stats', {
+    step: p.step, steps: p.steps, loss: fmt(last?.loss), validation: fmt(lastVal?.valLoss),
+    speed: num(Math.round(p.tokensPerS)), eta: Math.round(p.etaS), lr: p.lr.toExponential(2),
+    memory: p.memoryPeakBytes != null ? t('train.gpuMemory', { size: mib(p.memoryPeakBytes) }) : '',
+  });
+  say('train-stats', stats);
+  say('stage-name', () => t(p.stage === 'sft' ? 'train.stageSft' : 'train.stagePretrain'));
+  if (p.stage === 'sft') say('sft-stats', stats);
+  if (p.sample != null) $('samples').prepend(stepLine(p.step, p.sample));
+}
+
+/** A list item 'step 40: <text>', the text (a sample, or the core's event) as data. */
+export function stepLine(step, text) {
+  const li = document.createElement('li');
+  li.dataset.step = String(step);
+  li.append(...tParts('train.stepLine', { step, text: content(text) }));
+  return li;
+}
+
+/** Rewords the samples' 'step 40:' after a language switch, their text kept. */
+function rewordStepLines() {
+  for (const li of document.querySelectorAll('li[data-step]')) {
+    li.replaceChildren(...tParts('train.stepLine', { step: li.dataset.step, text: li.querySelector('[data-content]') }));
+  }
+}
+
+async function start() {
+  setButtons('running');
+  await guard(async () => {
+    if (!app.model) await createModel();
+    app.training = true;
+    const steps = Number($('steps').value);
+    if (app.progress.at(-1)?.stage === 'sft') resetChart();
+    await app.kiln.train({ stage: 'pretrain', steps, ...PAGE_CADENCE, onProgress, onAutosave });
+  });
+  app.training = false;
+  setButtons('idle');
+  await viewsRead(views.refresh('done'));
+}
+
+/** The run's buttons, and the chart and step lines redrawn after a language switch. */
+export function wireTraining() {
+  $('start').addEventListener('click', start);
+  $('pause').addEventListener('click', (event) => {
+    // how long the click waited for the page: the worker keeps this thread free
+    app.lastClickDelayMs = performance.now() - event.timeStamp;
+    setButtons('paused');
+    guard(() => app.kiln.pause());
+  });
+  $('resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
+  $('stop').addEventListener('click', () => guard(() => app.kiln.stop()));
+  onLanguageChange(() => {
+    plot = remakeChart(plot, lossChart(), $('chart'));
+    rewordStepLines();
+  });
+}
