@@ -1,9 +1,11 @@
 //! Checkpoints. A model folder is what Hugging Face transformers loads with
 //! `GPT2LMHeadModel.from_pretrained` and `PreTrainedTokenizerFast.from_pretrained`:
 //! model.safetensors (GPT-2 tensor names, f32), config.json, tokenizer.json,
-//! tokenizer_config.json (with the chat template). A resume checkpoint adds the optimizer
-//! state, trainer.json (the stage, its step and data position) and the stage's data
-//! (corpus.txt, or sft-train.jsonl and sft-val.jsonl), so the stage continues bit-exactly.
+//! tokenizer_config.json (with the chat template). A resume checkpoint (`train::resume`)
+//! adds the optimizer state, trainer.json (the stage, its step and data position) and the
+//! stage's data (corpus.txt, sft-*.jsonl, rankings-*.jsonl, ppo-prompts.jsonl …), and a
+//! session's snapshot the models it keeps (reference.safetensors, reward.safetensors), so
+//! the stage continues bit-exactly.
 //!
 //! Everything is built as (file name, bytes) pairs, so the browser can zip them; natively
 //! [`write_dir`] writes them into a temporary folder first and renames it into place, so a

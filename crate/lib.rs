@@ -11,14 +11,18 @@
 //! - [`backend`]: the op set, on the GPU ([`gpu`]: wgpu plumbing and one typed function
 //!   per WGSL kernel in `shaders/`) or the CPU ([`cpu`]: each kernel's twin, written to
 //!   be read).
-//! - [`train`]: AdamW and the schedule, the shared step, the `Trainer`, and the stages
-//!   (`Stage`): pretraining, supervised fine-tuning, and the preference stages (a reward
-//!   model, DPO, PPO).
-//! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, resume.
+//! - [`train`]: each stage's options (`train::config`), AdamW and the schedule, the shared
+//!   step, the `Trainer` (which names no stage), and the stages (`Stage`, registered in
+//!   `train::stages`): pretraining, supervised fine-tuning, and the preference stages (a
+//!   reward model, DPO, PPO); `train::resume` saves and continues a run bit for bit.
+//! - [`session`]: what a person builds up — corpus, tokenizer, the model training, the
+//!   models the preference stages keep — driven alike by the page and the CLI.
+//! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, zips.
 //! - [`inspect`]: what the page's views read — the next token's probabilities, one
 //!   head's attention weights, a training row's loss at each position.
 //! - [`selftest`]: every kernel against its twin (natively and in Chromium);
-//!   [`bench`]: benchmarks. `web.rs` is the wasm surface; `bin/kiln.rs` the CLI.
+//!   [`bench`]: benchmarks. `web.rs` converts between JS and the session; `bin/kiln.rs`,
+//!   the CLI, between the command line and the session.
 
 pub mod backend;
 pub mod bench;

@@ -27,7 +27,7 @@ use crate::train::pretrain::Pretrain;
 use crate::train::resume::{resume, resume_files};
 use crate::train::reward::Reward;
 use crate::train::sft::{chat_prompt, Sft};
-use crate::train::stages::begin_preference;
+use crate::train::stages::{begin_preference, set_frozen};
 use crate::train::{Stage, StageKind, TrainConfig, Trainer};
 
 /// A model and its trainer on whichever backend the session has.
@@ -335,7 +335,7 @@ impl Session {
             let (Some(reference), Some(reward)) = (&reference, &reward) else {
                 return Err(KilnError::Checkpoint("this PPO checkpoint lacks its reference or reward model".into()));
             };
-            with_run!(&mut run, r => r.set_frozen(&[(reference, None), (reward, Some(ScalarHeadKind::Reward))]))?;
+            with_run!(&mut run, r => set_frozen(r, StageKind::Ppo, reference, Some(reward)))?;
         }
         let (tokenizer, step, history) = with_run!(&run, r => (r.tokenizer.clone(), r.step, r.history.clone()));
         if let Some(corpus) = files.get("corpus.txt") {

@@ -1,6 +1,9 @@
-//! Training: the optimizer and schedule, the one training step every stage shares, the
-//! [`Trainer`], and the stages — pretraining, supervised fine-tuning, the reward model,
-//! DPO and PPO — each a short file that supplies batches with a loss weight per position.
+//! Training: each stage's options ([`config`]), the optimizer and schedule, the one
+//! training step every stage shares, the [`Trainer`], and the stages — pretraining,
+//! supervised fine-tuning, the reward model, DPO and PPO — each a short file that supplies
+//! batches with a loss weight per position, registered in [`stages`]. Below the trainer:
+//! the divergence guard ([`guard`]) and the CPU step shared across workers ([`parallel`]);
+//! beside it, the backend probe ([`choose`]) and resume checkpoints ([`resume`]).
 
 pub mod choose;
 pub mod config;

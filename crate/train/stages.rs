@@ -60,10 +60,22 @@ pub async fn begin_preference<B: Backend>(
     if let Some(head) = scalar_head(kind) {
         run.add_scalar_head(head, cfg.seed).await?;
     }
+    set_frozen(run, kind, reference, reward)?;
+    run.begin(stage, cfg)
+}
+
+/// Gives `run` the models stage `kind` reads but does not train (PPO: the fine-tuned
+/// reference, then the reward model); none for the other stages.
+pub fn set_frozen<B: Backend>(
+    run: &mut Trainer<B>,
+    kind: StageKind,
+    reference: &[f32],
+    reward: Option<&[f32]>,
+) -> Result<()> {
     if kind == StageKind::Ppo {
         let reward = reward
             .ok_or_else(|| KilnError::Config("PPO needs a reward model: train one on your rankings first".into()))?;
         run.set_frozen(&[(reference, None), (reward, Some(ScalarHeadKind::Reward))])?;
     }
-    run.begin(stage, cfg)
+    Ok(())
 }
