@@ -12,7 +12,9 @@ use crate::model::Gpt;
 use crate::rng::Rng;
 use crate::tokenizer::{ASSISTANT, BOS, END, EOS, PAD, SYSTEM, UNK, USER};
 
+/// How to sample (camelCase in JSON, as the JS API gives it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SampleConfig {
     pub max_tokens: usize,
     /// 0: greedy (always the most likely token).
@@ -27,6 +29,28 @@ pub struct SampleConfig {
 impl Default for SampleConfig {
     fn default() -> Self {
         SampleConfig { max_tokens: 100, temperature: 0.8, top_k: 40, top_p: 1.0, seed: 0 }
+    }
+}
+
+impl SampleConfig {
+    /// These settings with `options` on top (camelCase fields; null for none). Unknown
+    /// fields are refused by name.
+    pub fn with_options(&self, options: &serde_json::Value) -> crate::error::Result<SampleConfig> {
+        let bad = |m: String| crate::error::KilnError::Config(m);
+        let mut merged = serde_json::to_value(self).expect("JSON");
+        match options {
+            serde_json::Value::Null => {}
+            serde_json::Value::Object(given) => {
+                for (key, value) in given {
+                    if merged.get(key).is_none() {
+                        return Err(bad(format!("unknown sampling option {key:?}")));
+                    }
+                    merged[key] = value.clone();
+                }
+            }
+            _ => return Err(bad("sampling options must be an object".into())),
+        }
+        serde_json::from_value(merged).map_err(|e| bad(format!("invalid sampling options: {e}")))
     }
 }
 

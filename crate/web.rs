@@ -27,8 +27,12 @@ use crate::train::stage::StageKind;
 use crate::train::{check_fits_within, Progress, TrainConfig};
 use crate::with_run;
 
+/// A refusal of this surface's own (a missing model, an unknown option's value): code
+/// 'config' in JS, as the core's configuration errors, its message as it is.
 fn js_error(e: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name("config");
+    err.into()
 }
 
 /// A Kiln error as a JS Error whose name says what kind it is (KilnError.code in JS).
@@ -538,11 +542,7 @@ pub fn check_rankings(rankings: &[u8]) -> Result<JsValue, JsValue> {
 }
 
 fn language(name: &str) -> Result<Language, JsValue> {
-    match name {
-        "en" => Ok(Language::English),
-        "zh" => Ok(Language::Chinese),
-        other => Err(js_error(format!("language {other:?}: choose en or zh"))),
-    }
+    name.parse().map_err(kiln_error)
 }
 
 /// The stage the run is in ("pretrain", "sft"), or null before any.
@@ -699,21 +699,7 @@ pub async fn train_step(results: JsValue) -> Result<JsValue, JsValue> {
 fn sample_config(options: JsValue, base: SampleConfig) -> Result<SampleConfig, JsValue> {
     let given: serde_json::Value =
         if options.is_undefined() || options.is_null() { serde_json::Value::Null } else { from_js(options)? };
-    let mut merged = serde_json::to_value(base).expect("JSON");
-    if let Some(o) = given.as_object() {
-        for (key, value) in o {
-            let field = match key.as_str() {
-                "maxTokens" => "max_tokens",
-                "temperature" => "temperature",
-                "topK" => "top_k",
-                "topP" => "top_p",
-                "seed" => "seed",
-                other => return Err(js_error(format!("unknown sampling option {other:?}"))),
-            };
-            merged[field] = value.clone();
-        }
-    }
-    serde_json::from_value(merged).map_err(|e| js_error(format!("invalid sampling options: {e}")))
+    base.with_options(&given).map_err(kiln_error)
 }
 
 /// Starts a generation after the ids `prompt` makes from the run's tokenizer.

@@ -26,7 +26,7 @@ function showDefaults(d) {
   [$('sft-steps').value, $('sft-lr').value] = [d.training.sft.steps, d.training.sft.lr];
   // the core's f32 defaults, written as they were meant (0.8, not 0.800000011920929)
   const f32 = (x) => Number(x.toPrecision(6));
-  [$('temperature').value, $('top-k').value] = [f32(d.sampling.temperature), d.sampling.top_k];
+  [$('temperature').value, $('top-k').value] = [f32(d.sampling.temperature), d.sampling.topK];
   $('chat-temperature').value = f32(d.chat.temperature);
   $('next-temperature').value = $('next-temperature-value').textContent = f32(d.sampling.temperature);
   const ppo = d.training.ppo;

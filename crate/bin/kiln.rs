@@ -354,10 +354,9 @@ fn backend_kind(o: &Options) -> Result<BackendKind, KilnError> {
 }
 
 fn language(o: &Options) -> Result<Language, KilnError> {
-    match o.get("lang").map(String::as_str) {
-        None | Some("en") => Ok(Language::English),
-        Some("zh") => Ok(Language::Chinese),
-        Some(other) => Err(usage(&format!("--lang {other:?}: choose en or zh"))),
+    match o.get("lang") {
+        None => Ok(Language::English),
+        Some(name) => name.parse().map_err(|_| usage(&format!("--lang {name:?}: choose en or zh"))),
     }
 }
 

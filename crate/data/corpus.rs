@@ -14,6 +14,19 @@ pub enum Language {
     Chinese,
 }
 
+/// "en" or "zh", as the page, the JS API and the CLI's `--lang` name them.
+impl std::str::FromStr for Language {
+    type Err = crate::error::KilnError;
+
+    fn from_str(name: &str) -> crate::error::Result<Language> {
+        match name {
+            "en" => Ok(Language::English),
+            "zh" => Ok(Language::Chinese),
+            other => Err(crate::error::KilnError::Config(format!("language {other:?}: choose en or zh"))),
+        }
+    }
+}
+
 pub(crate) struct Grammar {
     /// (name, kind of animal, pronoun)
     characters: &'static [(&'static str, &'static str, &'static str)],

@@ -33,7 +33,8 @@ export interface ModelOptions {
   blockSize?: number;
 }
 
-/** Training options; each stage has its own defaults (`kiln.defaults().training`). */
+/** Training options; each stage has its own defaults, written once in the core
+ * (`kiln.defaults().training[stage]`). tests/js_api.rs holds these keys to them. */
 export interface TrainingOptions {
   steps?: number;
   minLr?: number;
@@ -52,13 +53,13 @@ export interface TrainingOptions {
   sampleTokens?: number;
   logEvery?: number;
   seed?: number;
-  /** DPO's β (0.1) and the NLL weight on chosen answers (TRL's rpo_alpha, 1). */
+  /** DPO's β and the NLL weight on chosen answers (TRL's rpo_alpha). */
   dpoBeta?: number;
   rpoAlpha?: number;
-  /** The reward model's centring coefficient (0.01; 0 = off). */
+  /** The reward model's centring coefficient (zero turns it off). */
   rewardCenter?: number;
-  /** PPO (TRL's defaults): KL penalty 0.05, clip 0.2, value clip 0.2, γ 1, λ 0.95,
-   * value-loss weight 0.1, 4 epochs per round of rollouts. */
+  /** PPO, with TRL's defaults: KL penalty, ratio and value clip ranges, γ and GAE's λ,
+   * value-loss weight, optimizer steps per round of rollouts. */
   klCoef?: number;
   clipRange?: number;
   valueClip?: number;
@@ -169,9 +170,9 @@ export interface Message { role: 'system' | 'user' | 'assistant'; content: strin
 export interface Defaults {
   presets: Record<'tiny' | 'small' | 'base', { nLayer: number; nHead: number; nEmbd: number; blockSize: number }>;
   training: Record<StageName, Required<TrainingOptions>>;
-  sampling: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
+  sampling: Required<GenerateOptions>;
   /** chat()'s defaults (greedy). */
-  chat: { max_tokens: number; temperature: number; top_k: number; top_p: number; seed: number };
+  chat: Required<GenerateOptions>;
   /** inspectNext()'s default: how many of the most likely next tokens it lists. */
   inspect: { topK: number };
 }
