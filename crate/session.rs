@@ -106,14 +106,6 @@ impl Session {
         Session { gpu, backend, ..Session::default() }
     }
 
-    /// A session around a model folder (a Kiln checkpoint or a Hugging Face one), with no
-    /// stage begun.
-    pub fn with_model(gpu: Option<Gpu>, backend: BackendKind, files: &Files) -> Result<Session> {
-        let mut s = Session::new(gpu, backend);
-        s.import(files, None)?;
-        Ok(s)
-    }
-
     pub fn run(&self) -> Result<&Run> {
         self.run.as_ref().ok_or_else(|| KilnError::Config("create or import a model first".into()))
     }
