@@ -10,8 +10,8 @@ use std::rc::Rc;
 use crate::backend::{BackendKind, CpuBackend, GpuBackend};
 use crate::checkpoint::{load_model, params_file, read_params_file};
 use crate::data::chat::Message;
+use crate::data::chat::{chat_prompt, Conversation};
 use crate::data::corpus::Language;
-use crate::data::instruct::{instruction_set, Split};
 use crate::data::jsonl::read_conversations;
 use crate::data::preference::{read_rankings, Ranking};
 use crate::data::Files;
@@ -20,13 +20,8 @@ use crate::gpu::Gpu;
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{Candidate, SampleConfig};
 use crate::tokenizer::Tokenizer;
-use crate::train::dpo::Dpo;
-use crate::train::ppo::Ppo;
-use crate::train::preference::PreferenceRows;
-use crate::train::pretrain::Pretrain;
 use crate::train::resume::{resume, resume_files};
-use crate::train::reward::Reward;
-use crate::train::sft::{chat_prompt, Sft};
+use crate::train::stage::{BuildInput, Built, Frozen, Input};
 use crate::train::stages::{begin_preference, set_frozen};
 use crate::train::{Stage, StageKind, TrainConfig, Trainer};
 
@@ -66,13 +61,47 @@ impl Run {
     }
 }
 
-/// What a stage learns from, beside the model: nothing for pretraining (the session's
-/// corpus); for SFT, conversations (JSONL bytes: TRL's prompt/completion or messages) or
-/// the built-in instruction set; for the preference stages, rankings JSONL (or TRL's
-/// pairs), PPO also the built-in questions as its prompts.
+/// What a stage learns from, beside the model, as the person gave it: JSONL bytes read
+/// as its [`Input`] asks (conversations, or rankings and TRL's pairs; none: the session's
+/// corpus, or the built-in data in `lang`).
 pub struct StageData<'a> {
     pub bytes: Option<&'a [u8]>,
     pub lang: Language,
+}
+
+/// A stage's input, read: conversations or rankings, or neither (the session's corpus, or
+/// the built-in data in `lang`).
+pub struct StageInput {
+    pub lang: Language,
+    pub conversations: Option<Vec<Conversation>>,
+    pub rankings: Option<Vec<Ranking>>,
+}
+
+impl StageInput {
+    /// No input of the person's: the corpus, or the built-in data in `lang`.
+    pub fn builtin(lang: Language) -> StageInput {
+        StageInput { lang, conversations: None, rankings: None }
+    }
+
+    /// `data` read as stage `kind` takes it, and the lines skipped with why.
+    pub fn read(kind: StageKind, data: StageData<'_>) -> Result<(StageInput, Vec<String>)> {
+        let mut input = StageInput::builtin(data.lang);
+        let Some(bytes) = data.bytes else { return Ok((input, Vec::new())) };
+        let skipped = match kind.def().input {
+            Input::Corpus => return Err(KilnError::Config(format!("the {kind} stage reads the session's corpus"))),
+            Input::Conversations => {
+                let read = read_conversations(bytes)?;
+                input.conversations = Some(read.items);
+                read.skipped
+            }
+            Input::Rankings | Input::Prompts => {
+                let read = read_rankings(bytes)?;
+                input.rankings = Some(read.items);
+                read.skipped
+            }
+        };
+        Ok((input, skipped.iter().map(|e| e.to_string()).collect()))
+    }
 }
 
 /// A session continued from its snapshot.
@@ -139,9 +168,10 @@ impl Session {
         })
     }
 
+    /// Pretraining on the corpus, for a model of context `t`.
     fn pretrain_stage(&self, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>> {
-        let corpus = self.corpus.as_deref().ok_or_else(|| KilnError::Config("choose a corpus first".into()))?;
-        Ok(Box::new(Pretrain::new(self.tokenizer()?, corpus, t, cfg)?))
+        let input = StageInput::builtin(Language::English); // pretraining reads the corpus, in any language
+        Ok(self.build_for(StageKind::Pretrain, t, input, cfg)?.stage)
     }
 
     /// A new model of `config` and its pretraining run on the corpus.
@@ -186,78 +216,47 @@ impl Session {
     /// [`Session::begin_stage`]). Returns the lines of `data` that were skipped, each with
     /// why. A failure leaves the session as it was.
     pub async fn begin(&mut self, kind: StageKind, data: StageData<'_>, cfg: TrainConfig) -> Result<Vec<String>> {
-        let (stage, skipped) = self.build(kind, data, &cfg)?;
-        self.begin_stage(stage, cfg).await?;
+        let (input, skipped) = StageInput::read(kind, data)?;
+        let built = self.build(kind, input, &cfg)?;
+        self.begin_stage(built.stage, cfg).await?;
         Ok(skipped)
     }
 
-    /// Builds stage `kind` on `data` for the current model's context, and the lines of
-    /// `data` skipped with why.
-    pub fn build(
-        &self,
-        kind: StageKind,
-        data: StageData<'_>,
-        cfg: &TrainConfig,
-    ) -> Result<(Box<dyn Stage>, Vec<String>)> {
-        let t = self.run()?.config().block_size;
-        let tok = self.tokenizer()?;
-        let mut skipped = Vec::new();
-        let mut rankings = || -> Result<Vec<Ranking>> {
-            let bytes =
-                data.bytes.ok_or_else(|| KilnError::Config(format!("the {kind} stage needs rankings (JSONL)")))?;
-            let read = read_rankings(bytes)?;
-            skipped = read.skipped.iter().map(|e| e.to_string()).collect();
-            Ok(read.items)
-        };
-        let stage: Box<dyn Stage> = match kind {
-            StageKind::Pretrain => self.pretrain_stage(t, cfg)?,
-            StageKind::Sft => match data.bytes {
-                Some(bytes) => {
-                    let loaded = read_conversations(bytes)?;
-                    skipped = loaded.skipped.iter().map(|e| e.to_string()).collect();
-                    Box::new(Sft::from_conversations(tok, loaded.items, t, cfg)?)
-                }
-                None => Box::new(Sft::builtin(tok, data.lang, t, cfg.seed)?),
-            },
-            StageKind::Reward | StageKind::Dpo => {
-                let rows = PreferenceRows::split(tok, rankings()?, t, cfg.val_fraction, cfg.seed)?;
-                rows.check_batch(cfg.batch_size)?;
-                match kind {
-                    StageKind::Reward => Box::new(Reward::new(rows, cfg.align.reward_center)),
-                    _ => Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha)),
-                }
-            }
-            StageKind::Ppo => {
-                let prompts = match data.bytes {
-                    Some(_) => rankings()?.into_iter().map(|r| r.prompt).collect(),
-                    None => {
-                        instruction_set(data.lang, Split::Train, 1000).into_iter().map(|c| c[..1].to_vec()).collect()
-                    }
-                };
-                Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed)?)
-            }
-        };
-        Ok((stage, skipped))
+    /// Builds stage `kind` on `input` for the current model's context.
+    pub fn build(&self, kind: StageKind, input: StageInput, cfg: &TrainConfig) -> Result<Built> {
+        self.build_for(kind, self.run()?.config().block_size, input, cfg)
+    }
+
+    fn build_for(&self, kind: StageKind, t: usize, input: StageInput, cfg: &TrainConfig) -> Result<Built> {
+        (kind.def().build)(BuildInput {
+            tokenizer: self.tokenizer()?,
+            t,
+            cfg,
+            lang: input.lang,
+            corpus: self.corpus.as_deref(),
+            conversations: input.conversations,
+            rankings: input.rankings,
+        })
     }
 
     /// Begins `stage` with a fresh optimizer: pretraining or SFT on the model as it is, a
     /// preference stage on a new model built from the fine-tuned one. A failure leaves
     /// the session as it was.
     pub async fn begin_stage(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
-        if !matches!(stage.kind(), StageKind::Reward | StageKind::Dpo | StageKind::Ppo) {
+        if !stage.kind().def().from_reference {
             return with_run!(self.run_mut()?, r => r.begin(stage, cfg));
         }
         // The current model: the fine-tuned one (before any preference stage), a reward
-        // model, or an aligned policy.
+        // model (it has the reward head), or an aligned policy.
         let run = self.run_mut()?;
         let current = run.stage_kind();
         let config = run.config();
         let params = with_run!(run, r => r.params().await)?;
         // which of the session's models the current one is
         let (mut reference, mut reward) = (self.reference.clone(), self.reward.clone());
-        match current {
-            Some(StageKind::Reward) => reward = Some(params),
-            Some(StageKind::Dpo | StageKind::Ppo) if reference.is_some() => {}
+        match current.map(|k| k.def()) {
+            Some(def) if def.head == Some(ScalarHeadKind::Reward) => reward = Some(params),
+            Some(def) if def.from_reference && reference.is_some() => {}
             _ => reference = Some(params[..config.num_params()].to_vec()),
         }
         let base = reference.as_deref().expect("just set");
@@ -322,12 +321,18 @@ impl Session {
         let kept = |name: &str, len: usize| files.get(name).map(|b| read_params_file(b, len, name)).transpose();
         let reference = kept("reference.safetensors", config.num_params())?;
         let reward = kept("reward.safetensors", ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total)?;
-        if run.stage_kind() == Some(StageKind::Ppo) {
-            // PPO reads the fine-tuned model and the reward model as it trains
-            let (Some(reference), Some(reward)) = (&reference, &reward) else {
-                return Err(KilnError::Checkpoint("this PPO checkpoint lacks its reference or reward model".into()));
-            };
-            with_run!(&mut run, r => set_frozen(r, StageKind::Ppo, reference, Some(reward)))?;
+        if let Some(kind) = run.stage_kind().filter(|k| !k.def().frozen.is_empty()) {
+            // the stage reads some of the session's models as it trains (PPO: the
+            // fine-tuned model and the reward model)
+            let frozen = kind.def().frozen;
+            let lacks = |f: Frozen, m: &Option<Vec<f32>>| frozen.contains(&f) && m.is_none();
+            if lacks(Frozen::Reference, &reference) || lacks(Frozen::Reward, &reward) {
+                return Err(KilnError::Checkpoint(format!(
+                    "this {kind} checkpoint lacks its reference or reward model"
+                )));
+            }
+            let base = reference.as_deref().unwrap_or_default();
+            with_run!(&mut run, r => set_frozen(r, kind, base, reward.as_deref()))?;
         }
         let (tokenizer, step, history) = with_run!(&run, r => (r.tokenizer.clone(), r.step, r.history.clone()));
         if let Some(corpus) = files.get("corpus.txt") {
@@ -346,7 +351,8 @@ impl Session {
     /// current run answers.
     fn answering_run(&self, reference: bool) -> Result<Option<Run>> {
         let run = self.run()?;
-        let reference = reference || run.stage_kind() == Some(StageKind::Reward);
+        let reward_model = run.stage_kind().is_some_and(|k| k.def().head == Some(ScalarHeadKind::Reward));
+        let reference = reference || reward_model;
         match (&self.reference, reference) {
             (Some(params), true) => {
                 let config = run.config();

@@ -23,7 +23,7 @@ use crate::selftest::{self, Check};
 use crate::session::{Run, Session as CoreSession, StageData};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
 use crate::train::sft::chat_prompt;
-use crate::train::stage::StageKind;
+use crate::train::StageKind;
 use crate::train::{check_fits_within, Progress, TrainConfig};
 use crate::with_run;
 
@@ -447,13 +447,7 @@ pub fn defaults() -> Result<JsValue, JsValue> {
         .collect();
     to_js(&serde_json::json!({
         "presets": presets,
-        "training": {
-            "pretrain": TrainConfig::for_stage(StageKind::Pretrain),
-            "sft": TrainConfig::for_stage(StageKind::Sft),
-            "reward": TrainConfig::for_stage(StageKind::Reward),
-            "dpo": TrainConfig::for_stage(StageKind::Dpo),
-            "ppo": TrainConfig::for_stage(StageKind::Ppo),
-        },
+        "training": StageKind::ALL.iter().map(|k| (k.name(), k.defaults())).collect::<std::collections::BTreeMap<_, _>>(),
         "sampling": SampleConfig::default(),
         "chat": SampleConfig::for_chat(),
         "inspect": {"topK": crate::inspect::TOP_K},

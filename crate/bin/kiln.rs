@@ -20,14 +20,11 @@ use kiln::inspect;
 use kiln::model::GptConfig;
 use kiln::model::ScalarHeadKind;
 use kiln::sample::{generate, SampleConfig};
-use kiln::session::Session;
+use kiln::session::{Session, StageInput};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::dpo::Dpo;
-use kiln::train::ppo::Ppo;
-use kiln::train::preference::PreferenceRows;
-use kiln::train::reward::Reward;
-use kiln::train::sft::{answer_report, chat_prompt, Sft};
-use kiln::train::{AlignConfig, Progress, StageKind, TrainConfig, Trainer};
+use kiln::train::sft::{answer_report, chat_prompt};
+use kiln::train::stage::{Frozen, Input};
+use kiln::train::{Progress, StageKind, TrainConfig, Trainer};
 use kiln::with_run;
 use pollster::block_on;
 
@@ -119,13 +116,12 @@ fn run(args: &[String]) -> CliResult {
         return Ok(());
     }
     match args.first().map(String::as_str) {
-        Some(name @ ("pretrain" | "sft" | "reward" | "dpo" | "ppo")) => {
-            let stage = StageKind::parse(name).expect("a stage's name");
-            let o = options(name, rest, stage_flags(stage), Some(stage));
-            match stage {
-                StageKind::Pretrain => o.and_then(|o| pretrain(&o)),
-                StageKind::Sft => o.and_then(|o| sft(&o)),
-                _ => o.and_then(|o| align(&o, stage)),
+        Some(name) if StageKind::parse(name).is_ok() => {
+            let stage = StageKind::parse(name)?;
+            let o = options(name, rest, &stage_flags(stage), Some(stage))?;
+            match stage.def().input {
+                Input::Corpus => pretrain(&o),
+                _ => fine_tune(&o, stage),
             }
         }
         Some("resume") => match args.get(1) {
@@ -139,7 +135,7 @@ fn run(args: &[String]) -> CliResult {
             Some(Ok(stage)) => {
                 options("config", &args[2..], &[], Some(stage)).and_then(|o| print_json(&train_config(&o, stage)?))
             }
-            _ => Err(usage("config of which stage? kiln config pretrain|sft|reward|dpo|ppo [options]")),
+            _ => Err(usage(&format!("config of which stage? kiln config {} [options]", stage_names().join("|")))),
         },
         Some("candidates") => {
             const FLAGS: &[&str] = &["ckpt", "out", "prompts", "lang", "n", "k", "rank", "backend"];
@@ -221,13 +217,25 @@ const SWITCHES: &[&str] = &["log-json", "quick", "large", "generation-prompt"];
 /// The sampling flags of the commands that generate (SampleConfig's fields).
 const SAMPLING: &[&str] = &["tokens", "temperature", "top-k", "top-p", "seed"];
 
-/// The flags a training command takes besides its training options.
-fn stage_flags(stage: StageKind) -> &'static [&'static str] {
-    match stage {
-        StageKind::Pretrain => &["corpus", "lang", "preset", "tokenizer", "vocab", "out", "log-json", "backend"],
-        StageKind::Sft => &["ckpt", "data", "lang", "out", "eval", "log-json", "backend"],
-        _ => &["ckpt", "out", "rankings", "reward", "prompts", "lang", "eval", "log-json", "backend"],
+/// The stages' names, as commands.
+fn stage_names() -> Vec<&'static str> {
+    StageKind::ALL.iter().map(|k| k.name()).collect()
+}
+
+/// The flags a training command takes besides its training options: those of the input
+/// its definition asks for, and `--reward` when it reads a reward model.
+fn stage_flags(stage: StageKind) -> Vec<&'static str> {
+    let mut flags = match stage.def().input {
+        Input::Corpus => vec!["corpus", "preset", "tokenizer", "vocab"],
+        Input::Conversations => vec!["ckpt", "data", "eval"],
+        Input::Rankings => vec!["ckpt", "rankings", "eval"],
+        Input::Prompts => vec!["ckpt", "rankings", "prompts", "eval"],
+    };
+    if stage.def().frozen.contains(&Frozen::Reward) {
+        flags.push("reward");
     }
+    flags.extend(["lang", "out", "log-json", "backend"]);
+    flags
 }
 
 /// Short names kept for training options: the CLI's older flags, and TRL's `beta` for DPO.
@@ -250,7 +258,7 @@ fn training_flags(stage: StageKind) -> Vec<(String, String, serde_json::Value)> 
         serde_json::Value::Object(m) => m.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let own = AlignConfig::stage_options(stage);
+    let own = stage.options();
     let mut flags: Vec<_> = match serde_json::to_value(&defaults).expect("JSON") {
         serde_json::Value::Object(m) => m
             .into_iter()
@@ -261,9 +269,7 @@ fn training_flags(stage: StageKind) -> Vec<(String, String, serde_json::Value)> 
     };
     for (alias, key) in ALIASES {
         if let Some(value) = flags.iter().find(|(_, k, _)| k == key).map(|(_, _, v)| v.clone()) {
-            if *key != "dpoBeta" || stage == StageKind::Dpo {
-                flags.push((alias.to_string(), key.to_string(), value));
-            }
+            flags.push((alias.to_string(), key.to_string(), value));
         }
     }
     flags
@@ -495,64 +501,6 @@ fn pretrain(o: &Options) -> CliResult {
     train_loop(&mut session, &out, o.contains_key("log-json"))
 }
 
-/// The conversations `--data` names, or the built-in instruction set.
-fn sft_stage(o: &Options, tokenizer: &Tokenizer, t: usize, cfg: &TrainConfig) -> Result<Sft, KilnError> {
-    let stage = match o.get("data") {
-        Some(path) => {
-            let bytes = read_text_file(path, MAX_JSONL_BYTES, "instruction data")?;
-            let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
-            for skipped in &loaded.skipped {
-                eprintln!("{path}: skipped {skipped}");
-            }
-            eprintln!("{path}: {} conversations ({} lines skipped)", loaded.items.len(), loaded.skipped.len());
-            Sft::from_conversations(tokenizer, loaded.items, t, cfg)?
-        }
-        None => Sft::builtin(tokenizer, language(o)?, t, cfg.seed)?,
-    };
-    if stage.dropped + stage.truncated > 0 {
-        eprintln!(
-            "{} conversations cut at the context of {t} tokens, {} left out (no answer token fits)",
-            stage.truncated, stage.dropped
-        );
-    }
-    Ok(stage)
-}
-
-fn sft(o: &Options) -> CliResult {
-    let dir = o.get("ckpt").ok_or_else(|| usage("sft needs --ckpt DIR (a Kiln checkpoint or a GPT-2 folder)"))?;
-    let out = PathBuf::from(o.get("out").ok_or_else(|| usage("sft needs --out DIR"))?);
-    check_out(&out)?;
-    let cfg = train_config(o, StageKind::Sft)?;
-    let files = read_dir(Path::new(dir))?;
-    let loaded = load_model(&files)?;
-    let stage = sft_stage(o, &loaded.tokenizer, loaded.config.block_size, &cfg)?;
-    // exact-match answers are what the built-in questions measure; on the user's data, ask
-    let questions = get(o, "eval", if o.contains_key("data") { 0 } else { 100usize })?;
-    let held_out: Vec<Conversation> = stage.held_out().iter().take(questions).cloned().collect();
-    let (backend, gpu) = choose_backend(o, || Ok((loaded.tokenizer.clone(), loaded.config)))?;
-    let mut session = open(gpu, backend, &files, dir)?;
-    let before = with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?;
-    block_on(session.begin_stage(Box::new(stage), cfg))?;
-    train_loop(&mut session, &out, o.contains_key("log-json"))?;
-    if held_out.is_empty() {
-        return Ok(());
-    }
-    let after = with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?;
-    for (name, r) in [("before", &before), ("after", &after)] {
-        eprintln!(
-            "held-out answers {name} fine-tuning: {}/{} exact ({:.0}%), {:.0}% ended with <|end|>",
-            r.exact,
-            r.questions,
-            100.0 * r.accuracy(),
-            100.0 * r.ended_share()
-        );
-    }
-    for (q, expected, got) in &after.examples {
-        eprintln!("  {:?} → {got:?} (expected {expected:?})", q.lines().last().unwrap_or(""));
-    }
-    Ok(())
-}
-
 /// A session around the model folder `files` (read from `dir`), no stage begun.
 fn open(gpu: Option<Gpu>, backend: BackendKind, files: &Files, dir: &str) -> Result<Session, KilnError> {
     let mut session = Session::new(gpu, backend);
@@ -768,54 +716,107 @@ fn align_report<B: Backend>(run: &mut Trainer<B>, held_out: &[Conversation], nam
     Ok(())
 }
 
-/// `kiln reward`, `kiln dpo`, `kiln ppo`: a preference stage from the fine-tuned model.
-fn align(o: &Options, kind: StageKind) -> CliResult {
-    let dir = o.get("ckpt").ok_or_else(|| usage(&format!("{kind} needs --ckpt DIR (the fine-tuned model)")))?;
+/// The conversations a file names (bad lines reported and skipped); `what` they are for.
+fn read_conversations_file(path: &str, what: &str) -> Result<Vec<Conversation>, KilnError> {
+    let bytes = read_text_file(path, MAX_JSONL_BYTES, what)?;
+    let loaded = read_conversations(&bytes).map_err(|e| e.at(path))?;
+    for skipped in &loaded.skipped {
+        eprintln!("{path}: skipped {skipped}");
+    }
+    eprintln!("{path}: {} conversations ({} lines skipped)", loaded.items.len(), loaded.skipped.len());
+    Ok(loaded.items)
+}
+
+/// The input a stage's definition asks for, read from the files its flags name: `--data`
+/// (conversations), `--rankings`, or `--prompts` (conversations, up to their last user
+/// turn); none given: the built-in data in `--lang`.
+fn stage_input(o: &Options, kind: StageKind) -> Result<StageInput, KilnError> {
+    let mut input = StageInput::builtin(language(o)?);
+    match kind.def().input {
+        Input::Corpus => {}
+        Input::Conversations => {
+            input.conversations = o.get("data").map(|p| read_conversations_file(p, "instruction data")).transpose()?
+        }
+        Input::Rankings => input.rankings = Some(read_rankings_file(o)?),
+        Input::Prompts if o.contains_key("rankings") => input.rankings = Some(read_rankings_file(o)?),
+        Input::Prompts => {
+            input.conversations =
+                o.get("prompts").map(|p| read_conversations_file(p, "instruction data")).transpose()?
+        }
+    }
+    Ok(input)
+}
+
+/// The reward model `--reward` names, for a stage that reads one.
+fn reward_model(o: &Options, kind: StageKind) -> Result<Option<Vec<f32>>, KilnError> {
+    if !kind.def().frozen.contains(&Frozen::Reward) {
+        return Ok(None);
+    }
+    let dir = o.get("reward").ok_or_else(|| usage(&format!("{kind} needs --reward DIR (a model from kiln reward)")))?;
+    let rm = load_model(&read_dir(Path::new(dir))?)?;
+    if rm.layout.scalar_head.map(|h| h.kind) != Some(ScalarHeadKind::Reward) {
+        return Err(usage(&format!("{dir} is not a reward model (it has no score head)")));
+    }
+    Ok(Some(rm.params))
+}
+
+/// `kiln sft`, `kiln reward`, `kiln dpo`, `kiln ppo`: a stage that starts from a model
+/// folder, built by the session from the input its definition asks for, with held-out
+/// questions answered before and after.
+fn fine_tune(o: &Options, kind: StageKind) -> CliResult {
+    let def = kind.def();
+    let what = if def.from_reference { "the fine-tuned model" } else { "a Kiln checkpoint or a GPT-2 folder" };
+    let dir = o.get("ckpt").ok_or_else(|| usage(&format!("{kind} needs --ckpt DIR ({what})")))?;
     let out = PathBuf::from(o.get("out").ok_or_else(|| usage(&format!("{kind} needs --out DIR")))?);
     check_out(&out)?;
     let cfg = train_config(o, kind)?;
     let files = read_dir(Path::new(dir))?;
     let loaded = load_model(&files)?;
-    let (tokenizer, config, t) = (loaded.tokenizer.clone(), loaded.config, loaded.config.block_size);
-    let questions = get(o, "eval", if kind == StageKind::Reward { 0 } else { 100usize })?;
-    let held_out: Vec<Conversation> = instruction_set(language(o)?, Split::HeldOut, questions);
-    let stage: Box<dyn kiln::train::Stage> = match kind {
-        StageKind::Reward | StageKind::Dpo => {
-            let rows = PreferenceRows::split(&tokenizer, read_rankings_file(o)?, t, cfg.val_fraction, cfg.seed)?;
-            rows.check_batch(cfg.batch_size)?;
-            if kind == StageKind::Reward {
-                Box::new(Reward::new(rows, cfg.align.reward_center))
-            } else {
-                Box::new(Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha))
-            }
-        }
-        _ => {
-            let prompts = if o.contains_key("rankings") {
-                read_rankings_file(o)?.into_iter().map(|r| r.prompt).collect()
-            } else {
-                prompts(o, 1000)?.0
-            };
-            Box::new(Ppo::new(prompts, t, cfg.align.clone(), cfg.seed)?)
-        }
-    };
-    let reward_params = match kind {
-        StageKind::Ppo => {
-            let rm_dir = o.get("reward").ok_or_else(|| usage("ppo needs --reward DIR (a model from kiln reward)"))?;
-            let rm = load_model(&read_dir(Path::new(rm_dir))?)?;
-            if rm.layout.scalar_head.map(|h| h.kind) != Some(ScalarHeadKind::Reward) {
-                return Err(usage(&format!("{rm_dir} is not a reward model (it has no score head)")));
-            }
-            Some(rm.params)
-        }
-        _ => None,
-    };
-    let (backend, gpu) = choose_backend(o, || Ok((tokenizer.clone(), config)))?;
+    let input = stage_input(o, kind)?;
+    let reward = reward_model(o, kind)?;
+    let (backend, gpu) = choose_backend(o, || Ok((loaded.tokenizer.clone(), loaded.config)))?;
     let mut session = open(gpu, backend, &files, dir)?;
-    session.reward = reward_params;
-    with_run!(session.run_mut()?, r => align_report(r, &held_out, "before"))?;
-    block_on(session.begin_stage(stage, cfg))?;
+    session.reward = reward;
+    let conversations = def.input == Input::Conversations;
+    let given = input.conversations.is_some();
+    let built = session.build(kind, input, &cfg)?;
+    for note in &built.notes {
+        eprintln!("{note}");
+    }
+    // exact-match answers are what the built-in questions measure: on the person's own
+    // conversations, or for a reward model, ask for them
+    let questions = get(o, "eval", if given || def.head == Some(ScalarHeadKind::Reward) { 0 } else { 100usize })?;
+    let held_out: Vec<Conversation> = if conversations {
+        built.held_out.into_iter().take(questions).collect()
+    } else {
+        instruction_set(language(o)?, Split::HeldOut, questions)
+    };
+    let before = match conversations {
+        true => Some(with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?),
+        false => with_run!(session.run_mut()?, r => align_report(r, &held_out, "before")).map(|_| None)?,
+    };
+    block_on(session.begin_stage(built.stage, cfg))?;
     train_loop(&mut session, &out, o.contains_key("log-json"))?;
-    with_run!(session.run_mut()?, r => align_report(r, &held_out, "after"))
+    let Some(before) = before else {
+        return with_run!(session.run_mut()?, r => align_report(r, &held_out, "after"));
+    };
+    if held_out.is_empty() {
+        return Ok(());
+    }
+    let after = with_run!(session.run_mut()?, r => block_on(answer_report(r, &held_out, 32)))?;
+    for (name, r) in [("before", &before), ("after", &after)] {
+        eprintln!(
+            "held-out answers {name} fine-tuning: {}/{} exact ({:.0}%), {:.0}% ended with <|end|>",
+            r.exact,
+            r.questions,
+            100.0 * r.accuracy(),
+            100.0 * r.ended_share()
+        );
+    }
+    for (q, expected, got) in &after.examples {
+        eprintln!("  {:?} → {got:?} (expected {expected:?})", q.lines().last().unwrap_or(""));
+    }
+    Ok(())
 }
 
 /// Sampling options over `d` (SampleConfig's defaults, or its chat defaults).

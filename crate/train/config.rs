@@ -1,12 +1,12 @@
 //! How each stage trains: the options every stage shares ([`TrainConfig`]) and those of
 //! the stages that learn from rankings ([`AlignConfig`]), each field with its default
-//! (per stage, [`TrainConfig::for_stage`]) and its doc written once. The CLI's flags, the
+//! (per stage, in its file's `DEF`) and its doc written once. The CLI's flags, the
 //! JS API's options and `defaults()` all derive from these structs.
 
 use serde::{Deserialize, Serialize};
 
 use super::optimizer::Schedule;
-use super::stage::StageKind;
+use super::StageKind;
 use crate::error::{KilnError, Result};
 use crate::sample::SampleConfig;
 
@@ -116,48 +116,23 @@ impl AlignConfig {
             seed,
         }
     }
-
-    /// The options of this struct that `stage` reads (as serialised, camelCase): a stage is
-    /// given only its own (the CLI refuses `kiln dpo --kl-coef`). Every field belongs to a
-    /// stage (tests/cli.rs holds the union to the struct).
-    pub fn stage_options(stage: StageKind) -> &'static [&'static str] {
-        match stage {
-            StageKind::Pretrain | StageKind::Sft => &[],
-            StageKind::Reward => &["rewardCenter"],
-            StageKind::Dpo => &["dpoBeta", "rpoAlpha"],
-            StageKind::Ppo => &[
-                "klCoef",
-                "clipRange",
-                "valueClip",
-                "gamma",
-                "lam",
-                "vfCoef",
-                "ppoEpochs",
-                "rolloutPrompts",
-                "answersPerPrompt",
-                "missingEndPenalty",
-                "temperature",
-                "topK",
-                "topP",
-                "answerTokens",
-            ],
-        }
-    }
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig::for_stage(StageKind::Pretrain)
+        TrainConfig::shared()
     }
 }
 
 impl TrainConfig {
-    /// The defaults of a stage. Pretraining: nanoGPT-like for tiny models. SFT starts
-    /// from a trained model: a short warmup, fewer steps, short samples. Its learning rate
-    /// stays at pretraining's: on the tiny preset after 300 pretraining steps, 400 SFT
-    /// steps reached 73% held-out exact match at 2e-3, 86% at 3e-3 and 74% at 5e-3.
+    /// The defaults of `stage` (its [`crate::train::StageDef`]'s).
     pub fn for_stage(stage: StageKind) -> TrainConfig {
-        let pretrain = TrainConfig {
+        stage.defaults()
+    }
+
+    /// The defaults the stages start from, pretraining's: nanoGPT-like for tiny models.
+    pub fn shared() -> TrainConfig {
+        TrainConfig {
             steps: 500,
             batch_size: 8,
             grad_accum: 1,
@@ -176,33 +151,22 @@ impl TrainConfig {
             seed: 1337,
             val_fraction: 0.1,
             align: AlignConfig::default(),
-        };
-        match stage {
-            StageKind::Pretrain => pretrain,
-            StageKind::Sft => TrainConfig { steps: 400, warmup_steps: 10, sample_tokens: 24, ..pretrain },
-            // The preference stages see a few hundred ranked prompts at most: whole
-            // prompts per batch (12 rows hold two of six answers; PPO's 16, four prompts
-            // of four answers), short runs, frequent reports.
-            StageKind::Reward | StageKind::Dpo | StageKind::Ppo => {
-                let align = TrainConfig {
-                    batch_size: 12,
-                    warmup_steps: 5,
-                    eval_every: 10,
-                    eval_batches: 16,
-                    sample_every: 0,
-                    sample_tokens: 16,
-                    log_every: 1,
-                    ..pretrain
-                };
-                match stage {
-                    StageKind::Reward => TrainConfig { steps: 150, lr: 1e-3, min_lr: 1e-4, ..align },
-                    StageKind::Dpo => TrainConfig { steps: 100, lr: 3e-4, min_lr: 3e-5, ..align },
-                    // PPO's gradient is noisy and AdamW turns noise into full-size steps:
-                    // on the tiny preset (tests/chat_learning.rs) 3e-4 and 5e-5 cost 44
-                    // and 11 points of task accuracy, 2e-5 three.
-                    _ => TrainConfig { steps: 200, lr: 2e-5, min_lr: 2e-5, batch_size: 16, ..align },
-                }
-            }
+        }
+    }
+
+    /// The defaults the preference stages start from. They see a few hundred ranked
+    /// prompts at most: whole prompts per batch (12 rows hold two of six answers), short
+    /// runs, frequent reports.
+    pub fn preference() -> TrainConfig {
+        TrainConfig {
+            batch_size: 12,
+            warmup_steps: 5,
+            eval_every: 10,
+            eval_batches: 16,
+            sample_every: 0,
+            sample_tokens: 16,
+            log_every: 1,
+            ..TrainConfig::shared()
         }
     }
 

@@ -11,12 +11,31 @@
 
 use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::reward::{bradley_terry, PairStats};
-use super::stage::{Phase, Stage, StageKind};
+use super::stage::{Built, Input, Phase, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::tokenizer::Tokenizer;
+
+pub const DEF: StageDef = StageDef {
+    name: "dpo",
+    input: Input::Rankings,
+    defaults: || TrainConfig { steps: 100, lr: 3e-4, min_lr: 3e-5, ..TrainConfig::preference() },
+    options: &["dpoBeta", "rpoAlpha"],
+    head: None,
+    frozen: &[],
+    from_reference: true,
+    build: |i| {
+        let (beta, rpo_alpha) = (i.cfg.align.dpo_beta, i.cfg.align.rpo_alpha);
+        Ok(Built::new(Dpo::new(PreferenceRows::from_input(i, "dpo")?, beta, rpo_alpha)))
+    },
+    restore: |r| {
+        let a = &r.cfg.align;
+        Ok(Box::new(Dpo::restore(r.files, r.tokenizer, r.t, (a.dpo_beta, a.rpo_alpha), r.position)?))
+    },
+};
 
 const REFERENCE_FILE: &str = "dpo-reference.json";
 

@@ -15,6 +15,7 @@ use crate::data::{make_batch, shuffle, Batcher, BatcherState, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
 use crate::tokenizer::{Tokenizer, END};
+use crate::train::stage::BuildInput;
 use crate::train::TokenBatch;
 
 /// One ranked prompt: a row per answer and the (chosen, rejected) pairs between them.
@@ -96,6 +97,14 @@ pub struct PreferenceRows {
 }
 
 impl PreferenceRows {
+    /// The rankings stage `name` was given, split by the run's options and checked against
+    /// its batch size.
+    pub fn from_input(mut i: BuildInput<'_>, name: &str) -> Result<Self> {
+        let rows = Self::split(i.tokenizer, i.rankings(name)?, i.t, i.cfg.val_fraction, i.cfg.seed)?;
+        rows.check_batch(i.cfg.batch_size)?;
+        Ok(rows)
+    }
+
     /// `val_fraction` of the ranked prompts (at least one) held out, by a seeded shuffle.
     pub fn split(
         tokenizer: &Tokenizer,

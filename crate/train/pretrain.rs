@@ -1,12 +1,24 @@
 //! Pretraining: next-token prediction on the user's text. Documents are packed into full
 //! rows (`<|bos|> doc <|eos|>` one after another), every target weighs the same.
 
-use super::stage::{RowStage, StageKind, TokenRows};
-use super::TrainConfig;
+use super::stage::{Built, Input, RowStage, StageDef, TokenRows};
+use super::{StageKind, TrainConfig};
 use crate::data::Files;
 use crate::data::{BatcherState, Dataset};
 use crate::error::{KilnError, Result};
 use crate::tokenizer::{Tokenizer, BOS};
+
+pub const DEF: StageDef = StageDef {
+    name: "pretrain",
+    input: Input::Corpus,
+    defaults: TrainConfig::shared,
+    options: &[],
+    head: None,
+    frozen: &[],
+    from_reference: false,
+    build: |i| Ok(Built::new(Pretrain::new(i.tokenizer, i.corpus()?, i.t, i.cfg)?)),
+    restore: |r| Ok(Box::new(Pretrain::restore(r.files, r.tokenizer, r.t, r.cfg, r.position)?)),
+};
 
 pub struct Pretrain {
     pub rows: TokenRows,

@@ -7,12 +7,32 @@
 //! person whether the model has learnt their taste.
 
 use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
-use super::stage::{Phase, Stage, StageKind};
+use super::stage::{Built, Input, Phase, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::Result;
+use crate::model::ScalarHeadKind;
 use crate::tokenizer::Tokenizer;
+
+pub const DEF: StageDef = StageDef {
+    name: "reward",
+    input: Input::Rankings,
+    defaults: || TrainConfig { steps: 150, lr: 1e-3, min_lr: 1e-4, ..TrainConfig::preference() },
+    options: &["rewardCenter"],
+    head: Some(ScalarHeadKind::Reward),
+    frozen: &[],
+    from_reference: true,
+    build: |i| {
+        let center = i.cfg.align.reward_center;
+        Ok(Built::new(Reward::new(PreferenceRows::from_input(i, "reward")?, center)))
+    },
+    restore: |r| {
+        let center = r.cfg.align.reward_center;
+        Ok(Box::new(Reward::restore(r.files, r.tokenizer, r.t, center, r.position)?))
+    },
+};
 
 /// −log σ(r_c − r_r) and its derivative with respect to r_c (that for r_r is its negative).
 pub fn bradley_terry(r_chosen: f64, r_rejected: f64) -> (f64, f64) {

@@ -3,8 +3,8 @@
 //! role markers and padding weigh 0. The trainer normalises by the supervised tokens of
 //! the whole step, so accumulation over micro-batches equals one big batch.
 
-use super::stage::{RowStage, StageKind, TokenRows};
-use super::TrainConfig;
+use super::stage::{BuildInput, Built, Input, RowStage, StageDef, TokenRows};
+use super::{StageKind, TrainConfig};
 pub use crate::data::chat::chat_prompt;
 use crate::data::chat::{render, render_prompt, Conversation, Role};
 use crate::data::corpus::Language;
@@ -15,6 +15,38 @@ use crate::data::{shuffle, BatcherState, Dataset, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
 use crate::tokenizer::Tokenizer;
+
+/// SFT starts from a trained model: a short warmup, fewer steps, short samples. Its
+/// learning rate stays at pretraining's: on the tiny preset after 300 pretraining steps,
+/// 400 SFT steps reached 73% held-out exact match at 2e-3, 86% at 3e-3 and 74% at 5e-3.
+pub const DEF: StageDef = StageDef {
+    name: "sft",
+    input: Input::Conversations,
+    defaults: || TrainConfig { steps: 400, warmup_steps: 10, sample_tokens: 24, ..TrainConfig::shared() },
+    options: &[],
+    head: None,
+    frozen: &[],
+    from_reference: false,
+    build,
+    restore: |r| Ok(Box::new(Sft::restore(r.files, r.tokenizer, r.t, r.position)?)),
+};
+
+/// The person's conversations, or the built-in instruction set in `i.lang`.
+fn build(i: BuildInput<'_>) -> Result<Built> {
+    let stage = match i.conversations {
+        Some(convs) => Sft::from_conversations(i.tokenizer, convs, i.t, i.cfg)?,
+        None => Sft::builtin(i.tokenizer, i.lang, i.t, i.cfg.seed)?,
+    };
+    let mut notes = Vec::new();
+    if stage.dropped + stage.truncated > 0 {
+        notes.push(format!(
+            "{} conversations cut at the context of {} tokens, {} left out (no answer token fits)",
+            stage.truncated, i.t, stage.dropped
+        ));
+    }
+    let held_out = stage.val.clone();
+    Ok(Built { stage: Box::new(stage), notes, held_out })
+}
 
 pub struct Sft {
     pub rows: TokenRows,

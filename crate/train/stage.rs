@@ -1,56 +1,171 @@
 //! A training stage: where the trainer's batches come from. Every stage ends in the same
 //! kernel — cross-entropy with a weight per position — so a stage is its data,
 //! the weights it puts on each target, a validation set, and what it must save to resume.
-//! A new stage is a new file with an impl of [`Stage`] and its lines in `stages.rs`.
+//! Each stage's file also holds its [`StageDef`]: its name, what it reads, its defaults
+//! and options, the models it needs, and how it is built and restored. A new stage is
+//! that file and its line in `train/mod.rs`'s registration.
 
 use serde::{Deserialize, Serialize};
 
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::{StageKind, TrainConfig};
+use crate::data::chat::Conversation;
+use crate::data::corpus::Language;
+use crate::data::preference::Ranking;
 use crate::data::{Batcher, BatcherState, Dataset, Files, Row};
 use crate::error::{KilnError, Result};
+use crate::model::ScalarHeadKind;
 use crate::sample::{Candidate, SampleConfig};
 use crate::tokenizer::Tokenizer;
 
-/// The stages, as checkpoints and the JS API name them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageKind {
-    /// Next-token prediction on raw text.
-    Pretrain,
-    /// Supervised fine-tuning on conversations, loss on the assistant's turns only.
-    Sft,
-    /// A reward model learning the person's rankings (Bradley-Terry on pairs).
+/// A stage, described once: every surface (the session, the CLI, the JS API's options
+/// and `defaults()`) reads it rather than naming the stage.
+pub struct StageDef {
+    /// As checkpoints, the JS API and the CLI name it.
+    pub name: &'static str,
+    /// What it learns from besides the model.
+    pub input: Input,
+    /// Its options' defaults.
+    pub defaults: fn() -> TrainConfig,
+    /// Its own options among [`super::AlignConfig`]'s (camelCase, as serialised): a stage
+    /// is given only its own (the CLI refuses `kiln dpo --kl-coef`).
+    pub options: &'static [&'static str],
+    /// The head it trains beside the language model's (the reward model's score, PPO's
+    /// value), fresh and seeded by the run's seed.
+    pub head: Option<ScalarHeadKind>,
+    /// The session's models it reads but does not train, in the order
+    /// [`Stage::score_rollouts`] is given their outputs.
+    pub frozen: &'static [Frozen],
+    /// Whether it trains a new model started from the fine-tuned one (the preference
+    /// stages; the session keeps that model as the reference), rather than the current one.
+    pub from_reference: bool,
+    /// The stage for a new run.
+    pub build: fn(BuildInput<'_>) -> Result<Built>,
+    /// The stage again from its checkpoint files.
+    pub restore: fn(RestoreInput<'_>) -> Result<Box<dyn Stage>>,
+}
+
+/// What a stage learns from besides the model; the session and the CLI read it in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The session's corpus (raw text).
+    Corpus,
+    /// Conversations (JSONL: TRL's prompt/completion or messages), or the built-in
+    /// instruction set.
+    Conversations,
+    /// Rankings (JSONL, or TRL's prompt/chosen/rejected pairs).
+    Rankings,
+    /// Prompts to answer: the rankings' prompts, conversations up to their last user
+    /// turn, or the built-in questions.
+    Prompts,
+}
+
+/// A model of the session that a stage reads but does not train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frozen {
+    /// The fine-tuned model the preference stages started from.
+    Reference,
+    /// The reward model, with its score head.
     Reward,
-    /// Direct preference optimisation on the same pairs.
-    Dpo,
-    /// PPO against the reward model, with a KL penalty to the fine-tuned model.
-    Ppo,
+}
+
+/// What a stage is built from for a new run: the model's tokenizer and context `t`, the
+/// run's options, and the input its [`StageDef::input`] asks for, read.
+pub struct BuildInput<'a> {
+    pub tokenizer: &'a Tokenizer,
+    pub t: usize,
+    pub cfg: &'a TrainConfig,
+    /// The language of the built-in data, when the stage uses it.
+    pub lang: Language,
+    pub corpus: Option<&'a str>,
+    pub conversations: Option<Vec<Conversation>>,
+    pub rankings: Option<Vec<Ranking>>,
+}
+
+impl BuildInput<'_> {
+    pub fn corpus(&self) -> Result<&str> {
+        self.corpus.ok_or_else(|| KilnError::Config("choose a corpus first".into()))
+    }
+
+    /// The rankings, which stage `name` cannot do without.
+    pub fn rankings(&mut self, name: &str) -> Result<Vec<Ranking>> {
+        self.rankings.take().ok_or_else(|| KilnError::Config(format!("the {name} stage needs rankings (JSONL)")))
+    }
+}
+
+/// A stage built for a new run, with what a person should know about its data.
+pub struct Built {
+    pub stage: Box<dyn Stage>,
+    /// Said to the person once (conversations cut at the context, say).
+    pub notes: Vec<String>,
+    /// Held-out conversations the stage never trains on, for a before/after check (SFT:
+    /// its validation conversations).
+    pub held_out: Vec<Conversation>,
+}
+
+impl Built {
+    pub fn new(stage: impl Stage + 'static) -> Built {
+        Built { stage: Box::new(stage), notes: Vec::new(), held_out: Vec::new() }
+    }
+}
+
+/// What a stage is rebuilt from: its checkpoint files, the model's tokenizer and context,
+/// the run's options, and where its data order was.
+pub struct RestoreInput<'a> {
+    pub files: &'a Files,
+    pub tokenizer: &'a Tokenizer,
+    pub t: usize,
+    pub cfg: &'a TrainConfig,
+    pub position: BatcherState,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 5] =
-        [StageKind::Pretrain, StageKind::Sft, StageKind::Reward, StageKind::Dpo, StageKind::Ppo];
-
     pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Pretrain => "pretrain",
-            StageKind::Sft => "sft",
-            StageKind::Reward => "reward",
-            StageKind::Dpo => "dpo",
-            StageKind::Ppo => "ppo",
-        }
+        self.def().name
     }
 
     pub fn parse(name: &str) -> Result<StageKind> {
         StageKind::ALL.into_iter().find(|k| k.name() == name).ok_or_else(|| {
-            KilnError::Config(format!("unknown stage {name:?}: choose pretrain, sft, reward, dpo or ppo"))
+            let names: Vec<&str> = StageKind::ALL.iter().map(|k| k.name()).collect();
+            KilnError::Config(format!("unknown stage {name:?}: choose {}", names.join(", ")))
         })
+    }
+
+    /// The stage's options' defaults.
+    pub fn defaults(self) -> TrainConfig {
+        (self.def().defaults)()
+    }
+
+    /// The stage's own options among [`super::AlignConfig`]'s.
+    pub fn options(self) -> &'static [&'static str] {
+        self.def().options
+    }
+}
+
+impl std::str::FromStr for StageKind {
+    type Err = KilnError;
+
+    fn from_str(name: &str) -> Result<StageKind> {
+        StageKind::parse(name)
     }
 }
 
 impl std::fmt::Display for StageKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl Serialize for StageKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for StageKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<StageKind, D::Error> {
+        let name = String::deserialize(d)?;
+        StageKind::parse(&name).map_err(serde::de::Error::custom)
     }
 }
 

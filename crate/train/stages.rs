@@ -1,13 +1,9 @@
-//! The registry of stages: how each is built for a new run and rebuilt from its
-//! checkpoint files. A new stage is its file, a `StageKind`, and its lines here.
+//! How a run begins or resumes a stage, read from the stage's [`super::StageDef`]: the
+//! stage rebuilt from its checkpoint files, and a preference stage begun in the order that
+//! matters (its head, the frozen models it reads, then the stage).
 
-use super::dpo::Dpo;
-use super::ppo::Ppo;
-use super::pretrain::Pretrain;
-use super::reward::Reward;
-use super::sft::Sft;
-use super::stage::{Stage, StageKind};
-use super::{TrainConfig, Trainer};
+use super::stage::{Frozen, RestoreInput, Stage};
+use super::{StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::data::{BatcherState, Files};
 use crate::error::{KilnError, Result};
@@ -23,26 +19,13 @@ pub fn restore(
     cfg: &TrainConfig,
     position: BatcherState,
 ) -> Result<Box<dyn Stage>> {
-    Ok(match kind {
-        StageKind::Pretrain => Box::new(Pretrain::restore(files, tokenizer, t, cfg, position)?),
-        StageKind::Sft => Box::new(Sft::restore(files, tokenizer, t, position)?),
-        StageKind::Reward => Box::new(Reward::restore(files, tokenizer, t, cfg.align.reward_center, position)?),
-        StageKind::Dpo => {
-            let a = &cfg.align;
-            Box::new(Dpo::restore(files, tokenizer, t, (a.dpo_beta, a.rpo_alpha), position)?)
-        }
-        StageKind::Ppo => Box::new(Ppo::restore(files, t, cfg.align.clone(), position)?),
-    })
+    (kind.def().restore)(RestoreInput { files, tokenizer, t, cfg, position })
 }
 
 /// The head a stage trains beside the language model's: the reward model's score, PPO's
 /// value.
 pub fn scalar_head(kind: StageKind) -> Option<ScalarHeadKind> {
-    match kind {
-        StageKind::Reward => Some(ScalarHeadKind::Reward),
-        StageKind::Ppo => Some(ScalarHeadKind::Value),
-        _ => None,
-    }
+    kind.def().head
 }
 
 /// Begins `stage` on `run`, a model holding the fine-tuned model's GPT-2 tensors, in the
@@ -64,18 +47,30 @@ pub async fn begin_preference<B: Backend>(
     run.begin(stage, cfg)
 }
 
-/// Gives `run` the models stage `kind` reads but does not train (PPO: the fine-tuned
-/// reference, then the reward model); none for the other stages.
+/// Gives `run` the models stage `kind` reads but does not train (its
+/// [`super::StageDef::frozen`]: PPO's are the fine-tuned reference, then the reward
+/// model); none for most stages.
 pub fn set_frozen<B: Backend>(
     run: &mut Trainer<B>,
     kind: StageKind,
     reference: &[f32],
     reward: Option<&[f32]>,
 ) -> Result<()> {
-    if kind == StageKind::Ppo {
-        let reward = reward
-            .ok_or_else(|| KilnError::Config("PPO needs a reward model: train one on your rankings first".into()))?;
-        run.set_frozen(&[(reference, None), (reward, Some(ScalarHeadKind::Reward))])?;
+    let frozen = kind.def().frozen;
+    if frozen.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let models = frozen
+        .iter()
+        .map(|f| match f {
+            Frozen::Reference => Ok((reference, None)),
+            Frozen::Reward => reward.map(|r| (r, Some(ScalarHeadKind::Reward))).ok_or_else(|| {
+                KilnError::Config(format!(
+                    "{} needs a reward model: train one on your rankings first",
+                    kind.name().to_uppercase()
+                ))
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    run.set_frozen(&models)
 }
