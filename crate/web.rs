@@ -16,7 +16,7 @@ use crate::data::instruct::{instruction_set, Split};
 use crate::data::preference::read_rankings;
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuError};
 use crate::model::GptConfig;
 use crate::sample::{Generation, SampleConfig};
 use crate::selftest::{self, Check};
@@ -35,9 +35,13 @@ fn js_error(e: impl std::fmt::Display) -> JsValue {
     err.into()
 }
 
-/// A Kiln error as a JS Error whose name says what kind it is (KilnError.code in JS).
+/// A Kiln error as a JS Error whose name says what kind it is (KilnError.code in JS, the
+/// codes kiln.d.ts documents). A lost device or one out of memory has its own code: the
+/// worker cannot go on with it, and kiln.js restarts the worker from the autosave.
 fn kiln_error(e: KilnError) -> JsValue {
     let code = match &e {
+        KilnError::Gpu(GpuError::Lost(_)) => "device-lost",
+        KilnError::Gpu(GpuError::OutOfMemory(_)) => "gpu-out-of-memory",
         KilnError::Gpu(_) => "gpu",
         KilnError::Config(_) => "config",
         KilnError::Data(_) => "data",
@@ -157,7 +161,7 @@ pub async fn init(backend: String, adapter: JsValue, threads: Option<usize>, cor
                 };
                 (Some(gpu), info)
             }
-            Err(crate::gpu::GpuError::NoAdapter(_)) if backend == "auto" => {
+            Err(GpuError::NoAdapter(_)) if backend == "auto" => {
                 (None, cpu_info("WebGPU is not available here: this browser offers no GPU adapter".into()))
             }
             Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here: {e}"))),

@@ -61,7 +61,7 @@ fn train<B: Backend>(run: &mut Trainer<B>) {
     while !run.done() {
         let p = block_on(run.train_one()).unwrap();
         if p.step % 25 == 0 || p.step == p.steps {
-            let m: Vec<String> = p.metrics.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            let m: Vec<String> = p.metrics.entries().iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
             println!(
                 "{} step {:>4} loss {:?} val {:?} {:.0} tok/s {}",
                 p.stage.unwrap(),
@@ -239,7 +239,7 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     let mut val_accuracy = 0.0;
     while !rm.done() {
         let p = block_on(rm.train_one()).unwrap();
-        if let Some(&a) = p.metrics.get("valPairAccuracy") {
+        if let Some(a) = p.metrics.val_pair_accuracy {
             val_accuracy = a;
             println!("reward step {:>4} loss {:?} held-out pair accuracy {:.1}%", p.step, p.loss, 100.0 * a);
         }

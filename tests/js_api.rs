@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use kiln::sample::SampleConfig;
-use kiln::train::{StageKind, TrainConfig};
+use kiln::train::{Metrics, StageKind, TrainConfig};
 
 const TYPINGS: &str = include_str!("../www/lib/kiln.d.ts");
 
@@ -59,6 +59,24 @@ fn the_typed_sampling_options_are_the_cores() {
     }
     let err = SampleConfig::default().with_options(&serde_json::json!({"top_k": 3})).unwrap_err();
     assert!(err.to_string().contains("unknown sampling option \"top_k\""), "{err}");
+}
+
+#[test]
+fn the_typed_metrics_are_the_cores() {
+    let all = serde_json::to_value(Metrics::default()).unwrap();
+    assert!(all.as_object().unwrap().is_empty(), "a measure not reported is absent");
+    // every field set: their names as serialised
+    let mut every = serde_json::Map::new();
+    for key in interface_keys("Metrics") {
+        every.insert(key, 1.0.into());
+    }
+    let parsed: Metrics = serde_json::from_value(every.clone().into()).unwrap();
+    assert!(!format!("{parsed:?}").contains("None"), "a measure of the core's is missing from kiln.d.ts: {parsed:?}");
+    assert_eq!(
+        json_keys(serde_json::to_value(&parsed).unwrap()),
+        json_keys(every.into()),
+        "kiln.d.ts Metrics against the core's"
+    );
 }
 
 #[test]

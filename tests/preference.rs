@@ -198,7 +198,7 @@ fn dpo_matches_a_hand_computed_case() {
     assert!((g.weights[t + spans[1].0] as f64 + s).abs() < 1e-6);
     assert_eq!(g.weights[0], 0.0, "prompt positions weigh nothing");
     let m = dpo.metrics();
-    let acc = m.iter().find(|(k, _)| k == "pairAccuracy").unwrap().1;
+    let acc = m.pair_accuracy.unwrap();
     assert_eq!(acc, (z > 0.0) as u8 as f64);
 }
 

@@ -580,7 +580,7 @@ fn train_loop(session: &mut Session, out: &Path, json: bool) -> CliResult {
             eprintln!("sample: {sample}");
         }
         if !p.metrics.is_empty() && (p.val_loss.is_some() || !tty) {
-            let m: Vec<String> = p.metrics.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+            let m: Vec<String> = p.metrics.entries().iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
             eprintln!("  {}", m.join(", "));
         }
         if json && !p.metrics.is_empty() {

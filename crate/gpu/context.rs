@@ -24,7 +24,10 @@ pub enum GpuError {
     /// The device was lost (destroyed, a driver reset, the browser reclaiming it): nothing
     /// on it can be used again; a new device and the last checkpoint are the way back.
     Lost(String),
-    /// WebGPU reported an error outside any call (a validation error, out of memory).
+    /// The device ran out of memory (reported by WebGPU outside any call): like a lost
+    /// device, the way back is a new device and the last checkpoint.
+    OutOfMemory(String),
+    /// WebGPU reported another error outside any call (a validation error).
     Uncaptured(String),
 }
 
@@ -44,6 +47,9 @@ impl fmt::Display for GpuError {
             GpuError::RequestDevice(why) => write!(f, "the GPU refused to create a device: {why}"),
             GpuError::Readback(why) => write!(f, "reading a GPU buffer back failed: {why}"),
             GpuError::Lost(why) => write!(f, "the GPU device was lost: {why}"),
+            GpuError::OutOfMemory(why) => {
+                write!(f, "the GPU ran out of memory: {why}; choose a smaller model, batch or context")
+            }
             GpuError::Uncaptured(why) => write!(f, "WebGPU reported an error: {why}"),
         }
     }
@@ -275,7 +281,11 @@ impl Gpu {
         });
         let on_error = lost.clone();
         device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
-            on_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(GpuError::Uncaptured(error.to_string()));
+            let e = match error {
+                wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory(error.to_string()),
+                _ => GpuError::Uncaptured(error.to_string()),
+            };
+            on_error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
         }));
         Ok(Gpu {
             device,

@@ -13,6 +13,7 @@ use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::reward::{bradley_terry, PairStats};
 use super::stage::{Built, Input, Phase, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::Metrics;
 use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
@@ -182,21 +183,18 @@ impl Stage for Dpo {
         Ok(grads)
     }
 
-    fn metrics(&mut self) -> Vec<(String, f64)> {
-        let mut m = Vec::new();
+    fn metrics(&mut self) -> Metrics {
         let pairs = self.train.pairs.max(1) as f64;
         let (chosen, rejected) = std::mem::take(&mut self.logps);
-        if let Some((accuracy, margin)) = self.train.take() {
-            m.extend([
-                ("pairAccuracy".to_string(), accuracy),
-                ("rewardMargin".to_string(), margin),
-                ("logpChosen".to_string(), chosen / pairs),
-                ("logpRejected".to_string(), rejected / pairs),
-            ]);
+        let (train, val) = (self.train.take(), self.val.take());
+        Metrics {
+            pair_accuracy: train.map(|m| m.0),
+            reward_margin: train.map(|m| m.1),
+            logp_chosen: train.map(|_| chosen / pairs),
+            logp_rejected: train.map(|_| rejected / pairs),
+            val_pair_accuracy: val.map(|m| m.0),
+            val_reward_margin: val.map(|m| m.1),
+            ..Metrics::default()
         }
-        if let Some((accuracy, margin)) = self.val.take() {
-            m.extend([("valPairAccuracy".to_string(), accuracy), ("valRewardMargin".to_string(), margin)]);
-        }
-        m
     }
 }

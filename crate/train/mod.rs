@@ -9,6 +9,7 @@
 pub mod choose;
 pub mod config;
 pub mod guard;
+pub mod metrics;
 pub mod optimizer;
 pub mod parallel;
 pub mod preference;
@@ -21,6 +22,7 @@ pub mod trainer;
 pub use optimizer::{lr_at, AdamW, Schedule};
 
 pub use config::{AlignConfig, TrainConfig};
+pub use metrics::Metrics;
 pub use stage::{Phase, Stage, StageDef};
 pub use step::{evaluate, train_step, Gradients, Heads, Outputs, TokenBatch};
 pub use trainer::{check_fits, check_fits_within, LossPoint, Progress, Trainer};

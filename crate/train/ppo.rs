@@ -15,7 +15,7 @@
 
 use super::stage::{BuildInput, Built, Frozen, Input, Phase, RolloutRequest, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
-use super::{AlignConfig, StageKind, TrainConfig};
+use super::{AlignConfig, Metrics, StageKind, TrainConfig};
 use crate::data::chat::{Conversation, Role};
 use crate::data::jsonl::to_jsonl;
 use crate::data::Files;
@@ -388,27 +388,20 @@ impl Stage for Ppo {
         Ok(grads)
     }
 
-    fn metrics(&mut self) -> Vec<(String, f64)> {
+    fn metrics(&mut self) -> Metrics {
         let s = std::mem::take(&mut self.stats);
-        let mut m = Vec::new();
-        if s.answers > 0 {
-            let n = s.answers as f64;
-            m.extend([
-                ("meanReward".to_string(), s.score / n),
-                ("kl".to_string(), s.kl / n),
-                ("endedShare".to_string(), s.ended as f64 / n),
-            ]);
+        let per_answer = |x: f64| (s.answers > 0).then(|| x / s.answers as f64);
+        let per_token = |x: f64| (s.tokens > 0).then(|| x / s.tokens as f64);
+        Metrics {
+            mean_reward: per_answer(s.score),
+            kl: per_answer(s.kl),
+            ended_share: per_answer(s.ended as f64),
+            clip_fraction: per_token(s.clipped as f64),
+            // −mean log π of the sampled tokens: an estimate of the policy's entropy
+            entropy: per_token(s.neg_logp),
+            value_loss: per_token(s.value_loss),
+            policy_loss: per_token(s.policy_loss),
+            ..Metrics::default()
         }
-        if s.tokens > 0 {
-            let n = s.tokens as f64;
-            m.extend([
-                ("clipFraction".to_string(), s.clipped as f64 / n),
-                // −mean log π of the sampled tokens: an estimate of the policy's entropy
-                ("entropy".to_string(), s.neg_logp / n),
-                ("valueLoss".to_string(), s.value_loss / n),
-                ("policyLoss".to_string(), s.policy_loss / n),
-            ]);
-        }
-        m
     }
 }

@@ -9,6 +9,7 @@
 use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::stage::{Built, Input, Phase, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
+use super::Metrics;
 use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
@@ -135,14 +136,14 @@ impl Stage for Reward {
         Ok(grads)
     }
 
-    fn metrics(&mut self) -> Vec<(String, f64)> {
-        let mut m = Vec::new();
-        if let Some((accuracy, margin)) = self.train.take() {
-            m.extend([("pairAccuracy".to_string(), accuracy), ("rewardMargin".to_string(), margin)]);
+    fn metrics(&mut self) -> Metrics {
+        let (train, val) = (self.train.take(), self.val.take());
+        Metrics {
+            pair_accuracy: train.map(|m| m.0),
+            reward_margin: train.map(|m| m.1),
+            val_pair_accuracy: val.map(|m| m.0),
+            val_reward_margin: val.map(|m| m.1),
+            ..Metrics::default()
         }
-        if let Some((accuracy, margin)) = self.val.take() {
-            m.extend([("valPairAccuracy".to_string(), accuracy), ("valRewardMargin".to_string(), margin)]);
-        }
-        m
     }
 }

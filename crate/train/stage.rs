@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::Metrics;
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{StageKind, TrainConfig};
 use crate::data::chat::Conversation;
@@ -231,9 +232,9 @@ pub trait Stage {
     fn take_shown(&mut self, _tokenizer: &Tokenizer) -> Result<Option<String>> {
         Ok(None)
     }
-    /// Named measures since the last call (pair accuracy, reward margin, KL …).
-    fn metrics(&mut self) -> Vec<(String, f64)> {
-        Vec::new()
+    /// Its measures since the last call (pair accuracy, reward margin, KL …).
+    fn metrics(&mut self) -> Metrics {
+        Metrics::default()
     }
     /// Whether all of the stage's state is in [`Stage::position`] and its files right now,
     /// so that a checkpoint taken here resumes bit for bit (PPO: between rounds, when no

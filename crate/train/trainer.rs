@@ -12,7 +12,7 @@ use super::optimizer::{lr_at, AdamW};
 use super::parallel::{ShareResult, SharedStep, StepShares};
 use super::stage::{Phase, Stage};
 use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, TokenBatch};
-use super::StageKind;
+use super::{Metrics, StageKind};
 use crate::backend::Backend;
 use crate::clock::now_s;
 use crate::cpu::adamw::AdamWConfig;
@@ -47,8 +47,8 @@ pub struct Progress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// The stage's own measures since the last report (pair accuracy, KL, …).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub metrics: std::collections::BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Metrics::is_empty")]
+    pub metrics: Metrics,
 }
 
 /// What generating needs: the backend, the model and its KV-cache decoder.
@@ -365,7 +365,7 @@ impl<B: Backend> Trainer<B> {
             memory_peak_bytes: self.be.memory_peak_bytes(),
             save_point,
             event: None,
-            metrics: self.stage.as_mut().map(|s| s.metrics().into_iter().collect()).unwrap_or_default(),
+            metrics: self.stage.as_mut().map(|s| s.metrics()).unwrap_or_default(),
         })
     }
 

@@ -216,6 +216,8 @@ export default {
   'error.code.tokenizer': 'tokenizer',
   'error.code.config': 'config',
   'error.code.gpu': 'gpu',
+  'error.code.device-lost': 'GPU lost',
+  'error.code.gpu-out-of-memory': 'GPU memory',
   'error.code.checkpoint': 'checkpoint',
   'error.code.io': 'io',
   'error.code.model': 'model',

@@ -212,6 +212,8 @@ export default {
   'error.code.tokenizer': '分词器',
   'error.code.config': '配置',
   'error.code.gpu': 'GPU',
+  'error.code.device-lost': 'GPU 丢失',
+  'error.code.gpu-out-of-memory': 'GPU 内存',
   'error.code.checkpoint': '检查点',
   'error.code.io': '读写',
   'error.code.model': '模型',

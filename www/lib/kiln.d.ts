@@ -191,10 +191,8 @@ export interface Progress {
   sample: string | null;
   /** The most bytes of device buffers alive at once so far (WebGPU; null on the CPU). */
   memoryPeakBytes: number | null;
-  /** The preference stages' measures since the last report: pairAccuracy,
-   * valPairAccuracy, rewardMargin, logpChosen, logpRejected (DPO); meanReward, kl,
-   * endedShare, clipFraction, entropy, valueLoss, policyLoss (PPO). */
-  metrics?: Record<string, number>;
+  /** The preference stages' measures since the last report; absent when none. */
+  metrics?: Metrics;
   /** The run resumes bit for bit from here (a validation, or the end of a PPO round): autosaved. */
   savePoint?: boolean;
   /** What kept the run alive this step: a divergence rolled back (the loss became NaN, or
@@ -214,10 +212,34 @@ export interface Ranking {
 
 export interface Candidate { text: string; ended: boolean; logprobs: number[]; }
 
+/** A stage's measures since its last report, each present only when the stage reports it. */
+export interface Metrics {
+  /** Share of the training pairs ordered as the person did (reward model, DPO), and the mean margin. */
+  pairAccuracy?: number;
+  rewardMargin?: number;
+  /** DPO: mean log-probability of the chosen and the rejected answers. */
+  logpChosen?: number;
+  logpRejected?: number;
+  /** The same on the held-out rankings. */
+  valPairAccuracy?: number;
+  valRewardMargin?: number;
+  /** PPO, per answer of the last rollouts: reward-model score, KL to the fine-tuned model, share that ended. */
+  meanReward?: number;
+  kl?: number;
+  endedShare?: number;
+  /** PPO, per answer token of the last updates. */
+  clipFraction?: number;
+  entropy?: number;
+  valueLoss?: number;
+  policyLoss?: number;
+}
+
 export interface GenerateOptions { maxTokens?: number; temperature?: number; topK?: number; topP?: number; seed?: number; }
 
 export class KilnError extends Error {
-  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'checkpoint' | 'model' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'io' | 'error';
+  /** 'device-lost', 'gpu-out-of-memory', 'RuntimeError' (the WebAssembly instance trapped)
+   * and 'worker': the worker cannot go on, and a training run restarts it from its autosave. */
+  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'device-lost' | 'gpu-out-of-memory' | 'checkpoint' | 'model' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'RuntimeError' | 'io' | 'error';
 }
 
 export class Kiln {

@@ -41,12 +41,14 @@ async function bytesOf(input) {
 /** Times a training run restarts its worker after faults before giving up. */
 const MAX_RECOVERIES = 2;
 
-/** Whether an error ended the worker's usefulness: its GPU device lost, its WebAssembly
- * instance trapped (a panic, out of memory), or the worker itself gone. */
+/** The codes of errors that end the worker's usefulness: its GPU device lost or out of
+ * memory, its WebAssembly instance trapped (a panic, memory exhausted: the engine's
+ * RuntimeError), or the worker itself gone. Every other code is an answer, not a fault
+ * (a CPU buffer too large is the core's refusal, code 'config'). */
+const WORKER_GONE = new Set(['device-lost', 'gpu-out-of-memory', 'RuntimeError', 'worker']);
+
 function workerIsGone(error) {
-  if (error.code === 'worker' || error.code === 'RuntimeError') return true;
-  // the core's own refusals (a CPU buffer too large: code 'config') are answers, not faults
-  return error.code !== 'config' && /GPU device was lost|unreachable|out of memory/i.test(error.message);
+  return WORKER_GONE.has(error.code);
 }
 
 export class Kiln {
