@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::backend::{Backend, BackendKind, CpuBackend};
+use crate::backend::{Backend, CpuBackend};
 use crate::checkpoint::{self, Files};
 use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
@@ -17,14 +17,14 @@ use crate::data::preference::read_rankings;
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
 use crate::gpu::{Gpu, GpuError};
-use crate::model::GptConfig;
-use crate::sample::{Generation, SampleConfig};
+use crate::model::{GptConfig, ModelOptions};
+use crate::sample::SampleConfig;
 use crate::selftest::{self, Check};
-use crate::session::{Run, Session as CoreSession, StageData};
+use crate::session::{AdapterDescription, InspectOptions, Piece, Session as CoreSession, StageData, DEFAULT_THREADS};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
 use crate::train::sft::chat_prompt;
 use crate::train::StageKind;
-use crate::train::{check_fits_within, Progress, TrainConfig};
+use crate::train::TrainConfig;
 use crate::with_run;
 
 /// A refusal of this surface's own (a missing model, an unknown option's value): code
@@ -65,44 +65,11 @@ fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue) -> Result<T, JsValue> {
     serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("invalid options: {e}")))
 }
 
-#[derive(Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BackendInfo {
-    /// The backend models train on now (with `auto`, the faster for the last model made).
-    kind: BackendKind,
-    adapter: String,
-    /// Why this backend: asked for, no WebGPU, or both timed on the model (`auto`).
-    reason: Option<String>,
-    max_buffer_bytes: Option<u64>,
-    /// `auto`: each new model is timed on both backends and trains on the faster.
-    auto: bool,
-    /// WebGPU here renders in software on the CPU (SwiftShader, WARP): not a GPU.
-    software: bool,
-    /// `auto`'s measurements on the last model made (training tokens/s).
-    gpu_tokens_per_s: Option<f64>,
-    cpu_tokens_per_s: Option<f64>,
-    /// Workers that share a CPU training step (this one and its helpers; parallel.rs).
-    threads: usize,
-}
-
-/// What the page's WebGPU adapter says of itself (wgpu leaves the name empty in browsers).
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct AdapterDescription {
-    description: String,
-    /// `isFallbackAdapter`, or a software rasteriser's name
-    software: bool,
-}
-
-/// The core session and what only the page keeps: the backend's description, the
-/// generation in progress, and a second tokenizer for the side-by-side view.
+/// The core session and what only the page keeps: a second tokenizer for the
+/// side-by-side view.
 #[derive(Default)]
 struct Session {
     core: CoreSession,
-    info: Option<BackendInfo>,
-    generation: Option<Generation>,
-    generated: Vec<u32>,
-    shown: usize,
     /// A second tokenizer trained on the same corpus for the side-by-side view, with the
     /// options it was trained with (kept until the corpus or those options change).
     compared: Option<(TokenizerKind, Option<usize>, Tokenizer)>,
@@ -132,55 +99,15 @@ pub fn start() {
 /// software, threads, …}.
 #[wasm_bindgen(js_name = init)]
 pub async fn init(backend: String, adapter: JsValue, threads: Option<usize>, cores: usize) -> Result<JsValue, JsValue> {
-    let threads = threads.unwrap_or(cores.min(DEFAULT_THREADS)).clamp(1, MAX_THREADS);
+    let threads = threads.unwrap_or(cores.min(DEFAULT_THREADS));
     let described: AdapterDescription =
         if adapter.is_undefined() || adapter.is_null() { Default::default() } else { from_js(adapter)? };
-    let (gpu, info) = match backend.as_str() {
-        "cpu" => (None, cpu_info("the CPU backend was asked for".into())),
-        "gpu" | "auto" => match Gpu::new().await {
-            Ok(gpu) => {
-                let limits = gpu.limits();
-                let software = described.software || gpu.is_software();
-                let name = if described.description.is_empty() { gpu.adapter_name() } else { described.description };
-                let auto = backend == "auto";
-                let info = BackendInfo {
-                    // before a model is timed, auto expects a software adapter to lose
-                    kind: if auto && software { BackendKind::Cpu } else { BackendKind::Gpu },
-                    adapter: name,
-                    reason: auto.then(|| {
-                        "WebGPU and the CPU are both here: each model is timed on both when it is made and \
-                         trains on the faster"
-                            .into()
-                    }),
-                    max_buffer_bytes: Some(limits.max_storage_buffer_binding_size.min(limits.max_buffer_size)),
-                    auto,
-                    software,
-                    gpu_tokens_per_s: None,
-                    cpu_tokens_per_s: None,
-                    threads,
-                };
-                (Some(gpu), info)
-            }
-            Err(GpuError::NoAdapter(_)) if backend == "auto" => {
-                (None, cpu_info("WebGPU is not available here: this browser offers no GPU adapter".into()))
-            }
-            Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here: {e}"))),
-            Err(e) => return Err(kiln_error(e.into())),
-        },
-        other => return Err(js_error(format!("backend {other:?}: choose auto, gpu or cpu"))),
-    };
-    let info = BackendInfo { threads, ..info };
+    let core = CoreSession::start(&backend, described, threads).await.map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
-    *s = Session { core: CoreSession::new(gpu, info.kind), info: Some(info.clone()), ..Session::default() };
-    to_js(&info)
+    *s = Session { core, ..Session::default() };
+    to_js(&s.core.info)
 }
-
-/// Workers a CPU step is shared by unless asked: each holds a copy of the model and its
-/// activations, and past four the per-step copies of weights and gradients eat the gain.
-const DEFAULT_THREADS: usize = 4;
-/// The most a caller may ask for.
-const MAX_THREADS: usize = 16;
 
 /// Compiles the training kernels on this session's WebGPU device, if it has one, ahead of
 /// the first model (the worker calls it right after init, without waiting).
@@ -188,45 +115,6 @@ const MAX_THREADS: usize = 16;
 pub async fn warm_up() -> Result<(), JsValue> {
     let Some(gpu) = session().borrow().core.gpu.clone() else { return Ok(()) };
     crate::train::choose::warm_up(&gpu).await.map_err(kiln_error)
-}
-
-/// With `auto` and WebGPU at hand, times `config` on both backends and makes the faster
-/// the session's (no session borrow is held while the probe runs).
-async fn choose_backend(config: GptConfig) -> Result<(), KilnError> {
-    let (gpu, tok, info) = {
-        let s = session();
-        let s = s.borrow();
-        match (&s.core.gpu, &s.info, &s.core.tokenizer) {
-            (Some(gpu), Some(info), Some(tok)) if info.auto => (gpu.clone(), tok.clone(), info.clone()),
-            _ => return Ok(()),
-        }
-    };
-    let choice = crate::train::choose::choose(Some((&gpu, info.software)), &tok, config).await?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    s.core.backend = choice.kind;
-    s.info = Some(BackendInfo {
-        kind: choice.kind,
-        reason: Some(choice.reason),
-        gpu_tokens_per_s: choice.gpu_tokens_per_s,
-        cpu_tokens_per_s: Some(choice.cpu_tokens_per_s),
-        ..info
-    });
-    Ok(())
-}
-
-fn cpu_info(reason: String) -> BackendInfo {
-    BackendInfo {
-        kind: BackendKind::Cpu,
-        adapter: "WebAssembly (SIMD128)".into(),
-        reason: Some(reason),
-        max_buffer_bytes: None,
-        auto: false,
-        software: false,
-        gpu_tokens_per_s: None,
-        cpu_tokens_per_s: None,
-        threads: 1,
-    }
 }
 
 #[derive(Serialize)]
@@ -286,12 +174,6 @@ fn tokenizer(s: &Session) -> Result<&Tokenizer, JsValue> {
     s.core.tokenizer.as_ref().ok_or_else(|| js_error("train a tokenizer first"))
 }
 
-/// One token as the page shows it: {id, text, special} (special: a control token such as
-/// `<|eos|>`, named, which typed text never becomes).
-fn piece(tok: &Tokenizer, id: u32) -> serde_json::Value {
-    serde_json::json!({"id": id, "text": tok.token_text(id), "special": tok.is_special(id)})
-}
-
 /// `text` split into tokens: [{id, text, special}].
 #[wasm_bindgen]
 pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
@@ -299,7 +181,7 @@ pub fn tokenize(text: String) -> Result<JsValue, JsValue> {
     let s = s.borrow();
     let tok = tokenizer(&s)?;
     let ids = tok.encode(&text).map_err(kiln_error)?;
-    to_js(&ids.iter().map(|&id| piece(tok, id)).collect::<Vec<_>>())
+    to_js(&ids.iter().map(|&id| Piece::of(tok, id)).collect::<Vec<_>>())
 }
 
 /// `text` under a second tokenizer trained on the same corpus with `options` ({kind,
@@ -318,59 +200,8 @@ pub fn tokenize_with(text: String, options: JsValue) -> Result<JsValue, JsValue>
     let s = s.borrow();
     let (kind, _, tok) = s.compared.as_ref().expect("just trained");
     let ids = tok.encode(&text).map_err(kiln_error)?;
-    let pieces: Vec<_> = ids.iter().map(|&id| piece(tok, id)).collect();
+    let pieces: Vec<_> = ids.iter().map(|&id| Piece::of(tok, id)).collect();
     to_js(&serde_json::json!({"kind": kind, "vocabSize": tok.vocab_size(), "pieces": pieces}))
-}
-
-/// A model's size: a preset name or explicit sizes; the vocabulary is the tokenizer's.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ModelOptions {
-    preset: Option<String>,
-    n_layer: Option<usize>,
-    n_head: Option<usize>,
-    n_embd: Option<usize>,
-    block_size: Option<usize>,
-}
-
-fn model_config(o: &ModelOptions, vocab_size: usize) -> Result<GptConfig, KilnError> {
-    let base = GptConfig::preset(o.preset.as_deref().unwrap_or("tiny"), vocab_size)?;
-    let cfg = GptConfig {
-        vocab_size,
-        block_size: o.block_size.unwrap_or(base.block_size),
-        n_layer: o.n_layer.unwrap_or(base.n_layer),
-        n_head: o.n_head.unwrap_or(base.n_head),
-        n_embd: o.n_embd.unwrap_or(base.n_embd),
-    };
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ModelInfo {
-    config: GptConfig,
-    params: usize,
-    memory_bytes: u64,
-    memory: String,
-    fits: bool,
-    problem: Option<String>,
-}
-
-fn info_for(s: &Session, config: GptConfig, batch: usize) -> ModelInfo {
-    let memory = config.memory(batch, config.block_size);
-    let limit = s.info.as_ref().and_then(|i| i.max_buffer_bytes);
-    let on_cpu = s.info.as_ref().is_none_or(|i| i.kind == BackendKind::Cpu);
-    let budget = if on_cpu { crate::backend::cpu_memory_budget() } else { None };
-    let problem = check_fits_within(limit, budget, &config, batch, config.block_size).err().map(|e| e.to_string());
-    ModelInfo {
-        config,
-        params: config.num_params(),
-        memory_bytes: memory.total(),
-        memory: memory.to_string(),
-        fits: problem.is_none(),
-        problem,
-    }
 }
 
 /// Size and memory of a model before making it; `fits` is false (with the reason) when
@@ -380,12 +211,10 @@ pub fn estimate_model(model: JsValue, batch_size: usize) -> Result<JsValue, JsVa
     let o: ModelOptions = from_js(model)?;
     let s = session();
     let s = s.borrow();
-    let vocab = tokenizer(&s)?.vocab_size();
-    let config = model_config(&o, vocab).map_err(kiln_error)?;
-    to_js(&info_for(&s, config, batch_size.max(1)))
+    let config = o.config(tokenizer(&s)?.vocab_size()).map_err(kiln_error)?;
+    to_js(&s.core.estimate(config, batch_size.max(1)))
 }
 
-/// A model (fresh, or from `params`) on the session's backend.
 /// The core session taken out of its slot for an async call (no borrow of the slot is
 /// held across an await); [`put_core`] puts it back whatever the call returned.
 fn take_core() -> CoreSession {
@@ -403,30 +232,20 @@ fn put_core(core: CoreSession) {
 pub async fn create_model(model: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
     let o: ModelOptions = from_js(model)?;
     let cfg = training_config(StageKind::Pretrain, training)?;
-    let vocab = tokenizer(&session().borrow())?.vocab_size();
-    let config = model_config(&o, vocab).map_err(kiln_error)?;
-    choose_backend(config).await.map_err(kiln_error)?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    s.core.create_model(config, cfg).map_err(kiln_error)?;
-    s.generation = None;
-    run_info(&s)
+    let config = o.config(tokenizer(&session().borrow())?.vocab_size()).map_err(kiln_error)?;
+    let mut core = take_core();
+    let made = match core.choose_backend(config).await {
+        Ok(()) => core.create_model(config, cfg),
+        Err(e) => Err(e),
+    };
+    put_core(core);
+    made.map_err(kiln_error)?;
+    run_info(&session().borrow())
 }
 
+/// The run's info (RunInfo) as a JS object, to which calls add their own keys.
 fn run_info(s: &Session) -> Result<JsValue, JsValue> {
-    let run = s.core.run.as_ref().ok_or_else(|| js_error("create a model first"))?;
-    let (config, batch, rows, stage) = with_run!(run, r => (
-        r.model.config,
-        r.cfg.batch_size,
-        r.stage.as_ref().map(|st| st.rows()),
-        r.stage.as_ref().map(|st| st.kind()),
-    ));
-    let info = info_for(s, config, batch);
-    let (train_rows, val_rows) = rows.unwrap_or((0, 0));
-    to_js(&serde_json::json!({
-        "config": info.config, "params": info.params, "memoryBytes": info.memory_bytes, "memory": info.memory,
-        "stage": stage, "trainRows": train_rows, "valRows": val_rows, "backend": s.info,
-    }))
+    to_js(&s.core.run_info().map_err(kiln_error)?)
 }
 
 /// Training options from JS over the stage's defaults (TrainConfig::from_options).
@@ -480,10 +299,7 @@ pub async fn begin_stage(
     let begun = core.begin(kind, StageData { bytes: data.as_deref(), lang }, cfg).await;
     put_core(core);
     let skipped = begun.map_err(kiln_error)?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    s.generation = None;
-    let info = run_info(&s)?;
+    let info = run_info(&session().borrow())?;
     js_sys::Reflect::set(&info, &"skipped".into(), &to_js(&skipped)?)?;
     Ok(info)
 }
@@ -546,9 +362,7 @@ fn language(name: &str) -> Result<Language, JsValue> {
 /// The stage the run is in ("pretrain", "sft"), or null before any.
 #[wasm_bindgen(js_name = currentStage)]
 pub fn current_stage() -> Option<String> {
-    let s = session();
-    let s = s.borrow();
-    s.core.run.as_ref().and_then(|run| with_run!(run, r => r.stage.as_ref().map(|st| st.kind().name().to_string())))
+    session().borrow().core.run.as_ref()?.stage_kind().map(|k| k.name().to_string())
 }
 
 /// `n` conversations of the built-in instruction set ("train" or "heldout" split).
@@ -582,20 +396,7 @@ pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
 /// Changes the length of the run (more steps continue it; the schedule stretches).
 #[wasm_bindgen(js_name = setSteps)]
 pub fn set_steps(steps: u64) -> Result<(), JsValue> {
-    let s = session();
-    let mut s = s.borrow_mut();
-    let run = s.core.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
-    with_run!(run, r => r.cfg.steps = steps.max(r.step).max(1));
-    Ok(())
-}
-
-/// Takes the run out of the session for an async call (a worker runs one call at a time).
-fn take_run() -> Result<Run, JsValue> {
-    session().borrow_mut().core.run.take().ok_or_else(|| js_error("create a model first"))
-}
-
-fn put_run(run: Run) {
-    session().borrow_mut().core.run = Some(run);
+    session().borrow_mut().core.set_steps(steps).map_err(kiln_error)
 }
 
 /// Begins a training step shared by `workers` (crate::train::parallel): null when this
@@ -604,12 +405,9 @@ fn put_run(run: Run) {
 /// shares[i]. Then: localShare(), the helpers' shareGradients, trainStep(their results).
 #[wasm_bindgen(js_name = shareStep)]
 pub async fn share_step(workers: usize) -> Result<JsValue, JsValue> {
-    let mut run = take_run()?;
-    let result = match &mut run {
-        Run::Cpu(r) => r.share_step(workers).await,
-        Run::Gpu(_) => Ok(None),
-    };
-    put_run(run);
+    let mut core = take_core();
+    let result = core.share_step(workers).await;
+    put_core(core);
     let Some(work) = result.map_err(kiln_error)? else { return Ok(JsValue::NULL) };
     let out = js_sys::Object::new();
     let set = |k: &str, v: &JsValue| js_sys::Reflect::set(&out, &k.into(), v).map(|_| ());
@@ -622,12 +420,9 @@ pub async fn share_step(workers: usize) -> Result<JsValue, JsValue> {
 /// Runs this worker's own share of the step shareStep began.
 #[wasm_bindgen(js_name = localShare)]
 pub async fn local_share() -> Result<(), JsValue> {
-    let mut run = take_run()?;
-    let result = match &mut run {
-        Run::Cpu(r) => r.local_share().await,
-        Run::Gpu(_) => Err(KilnError::Config("shared steps run on the CPU backend".into())),
-    };
-    put_run(run);
+    let mut core = take_core();
+    let result = core.local_share().await;
+    put_core(core);
     result.map_err(kiln_error)
 }
 
@@ -674,19 +469,9 @@ fn share_results(results: JsValue) -> Result<Vec<crate::train::parallel::ShareRe
 #[wasm_bindgen(js_name = trainStep)]
 pub async fn train_step(results: JsValue) -> Result<JsValue, JsValue> {
     let results = if results.is_undefined() || results.is_null() { None } else { Some(share_results(results)?) };
-    let mut run = take_run()?;
-    let result: Result<Option<Progress>, KilnError> = async {
-        if let (Some(results), Run::Cpu(r)) = (results, &mut run) {
-            r.add_share_results(results)?;
-        }
-        Ok(match &mut run {
-            Run::Gpu(r) if !r.done() => Some(r.train_one().await?),
-            Run::Cpu(r) if !r.done() => Some(r.train_one().await?),
-            _ => None,
-        })
-    }
-    .await;
-    put_run(run);
+    let mut core = take_core();
+    let result = core.train_step(results).await;
+    put_core(core);
     match result.map_err(kiln_error)? {
         Some(p) => to_js(&p),
         None => Ok(JsValue::NULL),
@@ -700,38 +485,16 @@ fn sample_config(options: JsValue, base: SampleConfig) -> Result<SampleConfig, J
     base.with_options(&given).map_err(kiln_error)
 }
 
-/// Starts a generation after the ids `prompt` makes from the run's tokenizer.
-fn start_generation<F>(prompt: F, cfg: SampleConfig) -> Result<(), JsValue>
-where
-    F: Fn(&Tokenizer, usize) -> Result<Vec<u32>, KilnError>,
-{
-    let mut run = take_run()?;
-    let result = with_run!(&mut run, r => (|| {
-        let ids = prompt(&r.tokenizer, r.model.config.block_size)?;
-        let (be, model, decoder) = r.generator()?;
-        Ok::<_, KilnError>(Generation::start(be, model, decoder, &ids, &cfg))
-    })());
-    put_run(run);
-    let generation = result.map_err(kiln_error)?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    s.generation = Some(generation);
-    s.generated.clear();
-    s.shown = 0;
-    Ok(())
-}
-
 /// Starts generating from `prompt`; then call generateNext until it returns null.
 #[wasm_bindgen(js_name = generateStart)]
 pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsValue> {
-    start_generation(
-        |tok, _| {
-            let mut ids = vec![crate::tokenizer::BOS];
-            ids.extend(tok.encode(&prompt)?);
-            Ok(ids)
-        },
-        sample_config(options, SampleConfig::default())?,
-    )
+    let cfg = sample_config(options, SampleConfig::default())?;
+    let prompt = |tok: &Tokenizer, _| {
+        let mut ids = vec![crate::tokenizer::BOS];
+        ids.extend(tok.encode(&prompt)?);
+        Ok(ids)
+    };
+    session().borrow_mut().core.start_generation(prompt, &cfg).map_err(kiln_error)
 }
 
 /// Starts the assistant's answer to `messages` ([{role, content}], the last the user's);
@@ -739,121 +502,43 @@ pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsVa
 #[wasm_bindgen(js_name = chatStart)]
 pub async fn chat_start(messages: JsValue, options: JsValue) -> Result<(), JsValue> {
     let messages: Vec<Message> = from_js(messages)?;
-    start_generation(|tok, t| chat_prompt(tok, &messages, t), sample_config(options, SampleConfig::for_chat())?)
+    let cfg = sample_config(options, SampleConfig::for_chat())?;
+    session().borrow_mut().core.start_generation(|tok, t| chat_prompt(tok, &messages, t), &cfg).map_err(kiln_error)
 }
 
 /// The next piece of generated text (possibly empty while a character is incomplete), or
 /// null when generation has ended.
 #[wasm_bindgen(js_name = generateNext)]
 pub async fn generate_next() -> Result<JsValue, JsValue> {
-    let mut generation =
-        session().borrow_mut().generation.take().ok_or_else(|| js_error("call generateStart first"))?;
-    let mut run = take_run()?;
-    let result = with_run!(&mut run, r => async {
-        let (be, model, decoder) = r.generator()?;
-        generation.next(be, model, decoder).await
-    }
-    .await);
-    let text = with_run!(&run, r => {
-        let s = session();
-        let mut s = s.borrow_mut();
-        match &result {
-            Ok(Some(id)) => {
-                s.generated.push(*id);
-                let text = r.tokenizer.decode(&s.generated).unwrap_or_default();
-                // show whole characters only: a byte-level token can end inside one
-                let upto = if text.ends_with('\u{FFFD}') { s.shown } else { text.len() };
-                let piece = text.get(s.shown..upto).unwrap_or("").to_string();
-                s.shown = upto.max(s.shown);
-                Some(piece)
-            }
-            _ => None,
-        }
-    });
-    put_run(run);
-    result.map_err(kiln_error)?;
-    session().borrow_mut().generation = Some(generation);
-    Ok(text.map_or(JsValue::NULL, |t| JsValue::from_str(&t)))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct InspectOptions {
-    top_k: Option<usize>,
-    temperature: Option<f32>,
-    /// {layer, head} (from 0): read that head's attention weights too.
-    attention: Option<AttentionOptions>,
-    /// Token ids after the prompt's own (tokens picked by hand, appended exactly as they
-    /// are rather than re-tokenized with the text).
-    append: Vec<u32>,
-}
-
-#[derive(Deserialize)]
-struct AttentionOptions {
-    layer: usize,
-    head: usize,
+    let mut core = take_core();
+    let next = core.generate_next().await;
+    put_core(core);
+    Ok(next.map_err(kiln_error)?.map_or(JsValue::NULL, |t| JsValue::from_str(&t)))
 }
 
 /// What the model predicts after `prompt` (`<|bos|>`, its tokens, then the ids `append`),
-/// on the backend that trains it: {tokens: [{id, text}], probs (V, at temperature 1), temperature, top:
-/// [{id, text, p, pAtTemperature}] (the topK most likely), attention: {layer, head,
-/// weights (T×T, query rows)} or null}. Nothing is kept: a closed view costs nothing.
+/// on the backend that trains it: {tokens: [{id, text, special}], probs (V, at
+/// temperature 1), temperature, top: [{id, text, special, p, pAtTemperature}] (the topK
+/// most likely), attention: {layer, head, weights (T×T, query rows)} or null}. Nothing is
+/// kept: a closed view costs nothing.
 #[wasm_bindgen(js_name = inspectNext)]
 pub async fn inspect_next(prompt: String, options: JsValue) -> Result<JsValue, JsValue> {
     let o: InspectOptions = if options.is_undefined() { InspectOptions::default() } else { from_js(options)? };
-    let temperature = o.temperature.unwrap_or(SampleConfig::default().temperature);
-    let head = o.attention.as_ref().map(|a| crate::inspect::HeadRef { layer: a.layer, head: a.head });
-    let mut run = take_run()?;
-    let result = with_run!(&mut run, r => async {
-        let mut ids = r.prompt_ids(&prompt)?;
-        let v = r.model.config.vocab_size;
-        if let Some(bad) = o.append.iter().find(|&&id| id as usize >= v) {
-            return Err(KilnError::Config(format!("token {bad} is past the vocabulary of {v}")));
-        }
-        ids.extend(&o.append);
-        let look = crate::inspect::next_token(&mut r.be, &r.model, &ids, head, false).await?;
-        let top: Vec<_> = crate::inspect::top_tokens(&look, o.top_k.unwrap_or(crate::inspect::TOP_K), temperature)
-            .into_iter()
-            .map(|x| {
-                let mut shown = piece(&r.tokenizer, x.id);
-                shown["p"] = x.p.into();
-                shown["pAtTemperature"] = x.p_at_temperature.into();
-                shown
-            })
-            .collect();
-        Ok::<_, KilnError>(serde_json::json!({
-            "tokens": look.ids.iter().map(|&id| piece(&r.tokenizer, id)).collect::<Vec<_>>(),
-            "probs": look.probs, "temperature": temperature, "top": top,
-            "attention": o.attention.as_ref().zip(look.attention).map(|(a, weights)| serde_json::json!({
-                "layer": a.layer, "head": a.head, "weights": weights,
-            })),
-        }))
-    }
-    .await);
-    put_run(run);
-    to_js(&result.map_err(kiln_error)?)
+    let mut core = take_core();
+    let next = core.inspect_next(&prompt, &o).await;
+    put_core(core);
+    to_js(&next.map_err(kiln_error)?)
 }
 
-/// The current stage's first training row under the model now: {inputs, targets: [{id,
-/// text}], losses: [nll or null where masked]}, or null when the stage trains on no token
-/// rows (the preference stages).
+/// The current stage's first training row under the model now: {stage, inputs, targets:
+/// [{id, text, special}], losses: [nll or null where masked]}, or null when the stage
+/// trains on no token rows (the preference stages).
 #[wasm_bindgen(js_name = inspectRow)]
 pub async fn inspect_row() -> Result<JsValue, JsValue> {
-    let mut run = take_run()?;
-    let result = with_run!(&mut run, r => async {
-        let Some(row) = r.stage.as_ref().and_then(|s| s.example_row()).cloned() else {
-            return Ok::<_, KilnError>(serde_json::Value::Null);
-        };
-        let out = crate::inspect::row_losses(&mut r.be, &r.model, &row).await?;
-        let pieces = |ids: &[u32]| -> Vec<_> { ids.iter().map(|&id| piece(&r.tokenizer, id)).collect() };
-        Ok(serde_json::json!({
-            "stage": r.stage.as_ref().map(|s| s.kind().name()),
-            "inputs": pieces(&out.inputs), "targets": pieces(&out.targets), "losses": out.losses,
-        }))
-    }
-    .await);
-    put_run(run);
-    to_js(&result.map_err(kiln_error)?)
+    let mut core = take_core();
+    let row = core.inspect_row().await;
+    put_core(core);
+    to_js(&row.map_err(kiln_error)?)
 }
 
 /// The model as a Hugging Face GPT-2 folder: {fileName: Uint8Array}.
@@ -874,14 +559,10 @@ pub async fn export_zip() -> Result<Vec<u8>, JsValue> {
 }
 
 async fn model_files() -> Result<Files, JsValue> {
-    let mut run = take_run()?;
-    let result = with_run!(&mut run, r => async {
-        let params = r.be.read(&r.model.params).await?;
-        checkpoint::model_files(&r.model.config, &r.model.layout, &r.tokenizer, &params)
-    }
-    .await);
-    put_run(run);
-    result.map_err(kiln_error)
+    let mut core = take_core();
+    let files = core.model_files().await;
+    put_core(core);
+    files.map_err(kiln_error)
 }
 
 /// The session as one stored .zip, for the browser's autosave: the run's resume checkpoint
@@ -909,14 +590,9 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     let s = session();
     let mut s = s.borrow_mut();
     let restored = s.core.restore(&files).map_err(kiln_error)?;
-    let kind = s.core.backend;
-    if let Some(info) = s.info.as_mut() {
-        info.kind = kind;
-    }
     if files.contains_key("corpus.txt") {
         s.compared = None;
     }
-    s.generation = None;
     let info = run_info(&s)?;
     js_sys::Reflect::set(&info, &"step".into(), &JsValue::from_f64(restored.step as f64))?;
     js_sys::Reflect::set(&info, &"history".into(), &to_js(&restored.history)?)?;
@@ -969,7 +645,6 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let s = session();
     let mut s = s.borrow_mut();
     let notes = s.core.import(&files, Some(cfg)).map_err(kiln_error)?;
-    s.generation = None;
     let info = run_info(&s)?;
     js_sys::Reflect::set(&info, &"notes".into(), &to_js(&notes)?)?;
     Ok(info)

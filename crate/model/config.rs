@@ -37,6 +37,34 @@ pub const PRESETS: [(&str, usize, usize, usize, usize); 3] = [
     ("base", 6, 6, 384, 256),
 ];
 
+/// A model's size as the JS API gives it: a preset's (default tiny), with any of its
+/// sizes replaced; the vocabulary is the tokenizer's.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ModelOptions {
+    pub preset: Option<String>,
+    pub n_layer: Option<usize>,
+    pub n_head: Option<usize>,
+    pub n_embd: Option<usize>,
+    pub block_size: Option<usize>,
+}
+
+impl ModelOptions {
+    /// The configuration these options give for a vocabulary of `vocab_size`, checked.
+    pub fn config(&self, vocab_size: usize) -> Result<GptConfig> {
+        let base = GptConfig::preset(self.preset.as_deref().unwrap_or("tiny"), vocab_size)?;
+        let cfg = GptConfig {
+            vocab_size,
+            block_size: self.block_size.unwrap_or(base.block_size),
+            n_layer: self.n_layer.unwrap_or(base.n_layer),
+            n_head: self.n_head.unwrap_or(base.n_head),
+            n_embd: self.n_embd.unwrap_or(base.n_embd),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
 impl GptConfig {
     /// A preset by name, for a given vocabulary.
     pub fn preset(name: &str, vocab_size: usize) -> Result<GptConfig> {

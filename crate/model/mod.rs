@@ -5,6 +5,6 @@ pub mod config;
 pub mod gpt;
 pub mod params;
 
-pub use config::{GptConfig, MemoryEstimate, PRESETS};
+pub use config::{GptConfig, MemoryEstimate, ModelOptions, PRESETS};
 pub use gpt::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
 pub use params::{ParamLayout, ScalarHeadKind};

@@ -7,6 +7,13 @@
 
 use std::rc::Rc;
 
+use serde::Serialize;
+
+mod backend;
+mod view;
+pub use backend::{AdapterDescription, BackendInfo, ModelInfo, DEFAULT_THREADS, MAX_THREADS};
+pub use view::{Attention, HeadChoice, InspectOptions, NextToken, Piece, RowView, TopPiece};
+
 use crate::backend::{BackendKind, CpuBackend, GpuBackend};
 use crate::checkpoint::{load_model, params_file, read_params_file};
 use crate::data::chat::Message;
@@ -20,10 +27,11 @@ use crate::gpu::Gpu;
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{Candidate, SampleConfig};
 use crate::tokenizer::Tokenizer;
+use crate::train::parallel::{ShareResult, StepShares};
 use crate::train::resume::{resume, resume_files};
 use crate::train::stage::{BuildInput, Built, Frozen, Input};
 use crate::train::stages::{begin_preference, set_frozen};
-use crate::train::{Stage, StageKind, TrainConfig, Trainer};
+use crate::train::{Progress, Stage, StageKind, TrainConfig, Trainer};
 
 /// A model and its trainer on whichever backend the session has.
 pub enum Run {
@@ -126,6 +134,22 @@ pub struct Session {
     pub reference: Option<Vec<f32>>,
     /// The reward model's parameters (with its score head), once one is trained.
     pub reward: Option<Vec<f32>>,
+    /// The text generation in progress.
+    generation: Option<view::TextGeneration>,
+    /// Which backend and why, for a session begun with [`Session::start`].
+    pub info: Option<BackendInfo>,
+}
+
+/// The current model and its run, as the JS API reports them.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    #[serde(flatten)]
+    pub model: ModelInfo,
+    pub stage: Option<StageKind>,
+    pub train_rows: usize,
+    pub val_rows: usize,
+    pub backend: Option<BackendInfo>,
 }
 
 impl Session {
@@ -180,6 +204,7 @@ impl Session {
         let mut run = self.new_run(config, ParamLayout::new(&config), None, cfg.seed)?;
         with_run!(&mut run, r => r.begin(stage, cfg))?;
         self.run = Some(run);
+        self.generation = None;
         Ok(())
     }
 
@@ -201,6 +226,7 @@ impl Session {
         match made {
             Ok(run) => {
                 self.run = Some(run);
+                self.generation = None;
                 (self.reference, self.reward) = (None, None);
                 Ok(loaded.notes)
             }
@@ -244,7 +270,9 @@ impl Session {
     /// the session as it was.
     pub async fn begin_stage(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         if !stage.kind().def().from_reference {
-            return with_run!(self.run_mut()?, r => r.begin(stage, cfg));
+            with_run!(self.run_mut()?, r => r.begin(stage, cfg))?;
+            self.generation = None;
+            return Ok(());
         }
         // The current model: the fine-tuned one (before any preference stage), a reward
         // model (it has the reward head), or an aligned policy.
@@ -265,7 +293,59 @@ impl Session {
         with_run!(&mut run, r => begin_preference(r, stage, cfg, base, reward.as_deref()).await)?;
         (self.reference, self.reward) = (reference, reward);
         self.run = Some(run);
+        self.generation = None;
         Ok(())
+    }
+
+    /// The current model and its run.
+    pub fn run_info(&self) -> Result<RunInfo> {
+        let (config, batch, rows, stage) = with_run!(self.run()?, r => (
+            r.model.config,
+            r.cfg.batch_size,
+            r.stage.as_ref().map(|st| st.rows()),
+            r.stage.as_ref().map(|st| st.kind()),
+        ));
+        let (train_rows, val_rows) = rows.unwrap_or((0, 0));
+        let model = self.estimate(config, batch);
+        Ok(RunInfo { model, stage, train_rows, val_rows, backend: self.info.clone() })
+    }
+
+    /// Changes the length of the run (more steps continue it; the schedule stretches).
+    pub fn set_steps(&mut self, steps: u64) -> Result<()> {
+        with_run!(self.run_mut()?, r => r.cfg.steps = steps.max(r.step).max(1));
+        Ok(())
+    }
+
+    /// One optimizer step (with validation and a sample when due), None when the run has
+    /// done all its steps. `shared`: the helpers' results of a step begun by
+    /// [`Session::share_step`].
+    pub async fn train_step(&mut self, shared: Option<Vec<ShareResult>>) -> Result<Option<Progress>> {
+        let run = self.run_mut()?;
+        if let (Some(results), Run::Cpu(r)) = (shared, &mut *run) {
+            r.add_share_results(results)?;
+        }
+        Ok(match run {
+            Run::Gpu(r) if !r.done() => Some(r.train_one().await?),
+            Run::Cpu(r) if !r.done() => Some(r.train_one().await?),
+            _ => None,
+        })
+    }
+
+    /// Begins a training step shared by `workers` (train::parallel): None when this step
+    /// is not shared (WebGPU, one worker, a preference stage).
+    pub async fn share_step(&mut self, workers: usize) -> Result<Option<StepShares>> {
+        match self.run_mut()? {
+            Run::Cpu(r) => r.share_step(workers).await,
+            Run::Gpu(_) => Ok(None),
+        }
+    }
+
+    /// Runs this worker's own share of the step [`Session::share_step`] began.
+    pub async fn local_share(&mut self) -> Result<()> {
+        match self.run_mut()? {
+            Run::Cpu(r) => r.local_share().await,
+            Run::Gpu(_) => Err(KilnError::Config("shared steps run on the CPU backend".into())),
+        }
     }
 
     /// The session as files: the run's resume checkpoint (model, optimizer, stage, its
@@ -339,9 +419,13 @@ impl Session {
             self.corpus = Some(String::from_utf8_lossy(corpus).into());
         }
         self.backend = kind;
+        if let Some(info) = self.info.as_mut() {
+            info.kind = kind;
+        }
         self.tokenizer = Some(tokenizer);
         (self.reference, self.reward) = (reference, reward);
         self.run = Some(run);
+        self.generation = None;
         Ok(Restored { step, history, note })
     }
 
