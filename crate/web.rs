@@ -102,7 +102,8 @@ pub async fn init(backend: String, adapter: JsValue, threads: Option<usize>, cor
     let threads = threads.unwrap_or(cores.min(DEFAULT_THREADS));
     let described: AdapterDescription =
         if adapter.is_undefined() || adapter.is_null() { Default::default() } else { from_js(adapter)? };
-    let core = CoreSession::start(&backend, described, threads).await.map_err(kiln_error)?;
+    let backend = backend.parse().map_err(kiln_error)?;
+    let core = CoreSession::start(backend, described, threads).await.map_err(kiln_error)?;
     let s = session();
     let mut s = s.borrow_mut();
     *s = Session { core, ..Session::default() };

@@ -23,6 +23,29 @@ pub enum BackendKind {
     Cpu,
 }
 
+/// The backend a person asks for (`--backend`, the JS API's `backend`): one of the two, or
+/// `auto`, each model timed on both and trained on the faster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = crate::error::KilnError;
+
+    fn from_str(name: &str) -> crate::error::Result<BackendChoice> {
+        match name {
+            "auto" => Ok(BackendChoice::Auto),
+            "gpu" => Ok(BackendChoice::Gpu),
+            "cpu" => Ok(BackendChoice::Cpu),
+            other => Err(crate::error::KilnError::Config(format!("backend {other:?}: choose auto, gpu or cpu"))),
+        }
+    }
+}
+
 /// A tensor that starts at `offset` elements into `buf` (parameters live in one flat buffer).
 pub struct At<'a, T> {
     pub buf: &'a T,

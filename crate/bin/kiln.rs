@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use kiln::backend::{Backend, BackendKind, CpuBackend, GpuBackend};
+use kiln::backend::{Backend, BackendChoice, BackendKind, CpuBackend, GpuBackend};
 use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, write_dir};
 use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
@@ -352,10 +352,10 @@ fn get<T: std::str::FromStr>(o: &Options, key: &str, default: T) -> Result<T, Ki
 
 /// `--backend` of the benchmarks, which time one backend each (default gpu).
 fn backend_kind(o: &Options) -> Result<BackendKind, KilnError> {
-    match o.get("backend").map(String::as_str) {
-        None | Some("gpu") => Ok(BackendKind::Gpu),
-        Some("cpu") => Ok(BackendKind::Cpu),
-        Some(other) => Err(usage(&format!("--backend {other:?}: choose gpu or cpu"))),
+    match o.get("backend").map(|b| b.parse()).transpose()?.unwrap_or(BackendChoice::Gpu) {
+        BackendChoice::Gpu => Ok(BackendKind::Gpu),
+        BackendChoice::Cpu => Ok(BackendKind::Cpu),
+        BackendChoice::Auto => Err(usage("--backend auto: a benchmark times one backend; choose gpu or cpu")),
     }
 }
 
@@ -389,10 +389,10 @@ fn choose_backend(
     o: &Options,
     spec: impl FnOnce() -> Result<(Tokenizer, GptConfig), KilnError>,
 ) -> Result<(BackendKind, Option<Gpu>), KilnError> {
-    match o.get("backend").map(String::as_str) {
-        Some("gpu") => Ok((BackendKind::Gpu, Some(block_on(Gpu::new())?))),
-        Some("cpu") => Ok((BackendKind::Cpu, None)),
-        None | Some("auto") => {
+    match o.get("backend").map(|b| b.parse()).transpose()?.unwrap_or_default() {
+        BackendChoice::Gpu => Ok((BackendKind::Gpu, Some(block_on(Gpu::new())?))),
+        BackendChoice::Cpu => Ok((BackendKind::Cpu, None)),
+        BackendChoice::Auto => {
             let gpu = match block_on(Gpu::new()) {
                 Ok(gpu) => Some(gpu),
                 Err(e) => {
@@ -410,7 +410,6 @@ fn choose_backend(
             eprintln!("backend auto: {kind} — {}", choice.reason);
             Ok((choice.kind, gpu))
         }
-        Some(other) => Err(usage(&format!("--backend {other:?}: choose auto, gpu or cpu"))),
     }
 }
 
@@ -778,7 +777,8 @@ fn fine_tune(o: &Options, kind: StageKind) -> CliResult {
     let mut session = open(gpu, backend, &files, dir)?;
     session.reward = reward;
     let conversations = def.input == Input::Conversations;
-    let given = input.conversations.is_some();
+    // the person's own conversations to fine-tune on (not PPO's prompts)
+    let given = conversations && input.conversations.is_some();
     let built = session.build(kind, input, &cfg)?;
     for note in &built.notes {
         eprintln!("{note}");

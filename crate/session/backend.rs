@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Session;
-use crate::backend::{cpu_memory_budget, BackendKind};
-use crate::error::{KilnError, Result};
+use crate::backend::{cpu_memory_budget, BackendChoice, BackendKind};
+use crate::error::Result;
 use crate::gpu::{Gpu, GpuError};
 use crate::model::GptConfig;
 use crate::train::check_fits_within;
@@ -74,19 +74,19 @@ fn cpu_info(reason: String, threads: usize) -> BackendInfo {
 }
 
 impl Session {
-    /// A session on `backend`: "auto" (WebGPU, when there is an adapter, and the CPU; each
-    /// model trains on whichever is faster for it, timed when the model is made), "gpu" or
-    /// "cpu". `threads`: the workers a CPU step is shared by (1 to [`MAX_THREADS`]).
-    pub async fn start(backend: &str, adapter: AdapterDescription, threads: usize) -> Result<Session> {
+    /// A session on `backend`: auto (WebGPU, when there is an adapter, and the CPU; each
+    /// model trains on whichever is faster for it, timed when the model is made), gpu or
+    /// cpu. `threads`: the workers a CPU step is shared by (1 to [`MAX_THREADS`]).
+    pub async fn start(backend: BackendChoice, adapter: AdapterDescription, threads: usize) -> Result<Session> {
         let threads = threads.clamp(1, MAX_THREADS);
+        let auto = backend == BackendChoice::Auto;
         let (gpu, info) = match backend {
-            "cpu" => (None, cpu_info("the CPU backend was asked for".into(), threads)),
-            "gpu" | "auto" => match Gpu::new().await {
+            BackendChoice::Cpu => (None, cpu_info("the CPU backend was asked for".into(), threads)),
+            BackendChoice::Gpu | BackendChoice::Auto => match Gpu::new().await {
                 Ok(gpu) => {
                     let limits = gpu.limits();
                     let software = adapter.software || gpu.is_software();
                     let name = if adapter.description.is_empty() { gpu.adapter_name() } else { adapter.description };
-                    let auto = backend == "auto";
                     let info = BackendInfo {
                         // before a model is timed, auto expects a software adapter to lose
                         kind: if auto && software { BackendKind::Cpu } else { BackendKind::Gpu },
@@ -105,14 +105,13 @@ impl Session {
                     };
                     (Some(gpu), info)
                 }
-                Err(GpuError::NoAdapter(_)) if backend == "auto" => {
+                Err(GpuError::NoAdapter(_)) if auto => {
                     let why = "WebGPU is not available here: this browser offers no GPU adapter";
                     (None, cpu_info(why.into(), threads))
                 }
-                Err(e) if backend == "auto" => (None, cpu_info(format!("WebGPU is not available here: {e}"), threads)),
+                Err(e) if auto => (None, cpu_info(format!("WebGPU is not available here: {e}"), threads)),
                 Err(e) => return Err(e.into()),
             },
-            other => return Err(KilnError::Config(format!("backend {other:?}: choose auto, gpu or cpu"))),
         };
         let mut session = Session::new(gpu, info.kind);
         session.info = Some(BackendInfo { threads, ..info });
