@@ -531,8 +531,10 @@ pub const MAX_ZIP_BYTES: u64 = 1 << 30;
 pub fn from_zip(bytes: &[u8]) -> Result<Files> {
     crate::data::check_file_size(bytes.len() as u64, MAX_ZIP_BYTES, "a model archive")
         .map_err(|e| bad(e.to_string()))?;
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| bad(format!("not a readable .zip file: {e}")))?;
+    // the zip crate's reasons name its internals ("Could not find EOCD"): say what it means
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|_| {
+        bad("this file is not a readable .zip archive (damaged, cut short, or not a zip): export the model again, or choose the .zip that Kiln or transformers wrote")
+    })?;
     if archive.len() > ZIP_MAX_FILES {
         return Err(bad(format!("the archive holds {} files; a Kiln model has a handful", archive.len())));
     }

@@ -46,6 +46,22 @@ impl KilnError {
     }
 }
 
+impl KilnError {
+    /// What happened, without the kind Display puts first ("invalid configuration: …"):
+    /// for a surface that shows the kind itself (the JS API's `code`).
+    pub fn detail(&self) -> String {
+        match self {
+            KilnError::Config(m)
+            | KilnError::Data(m)
+            | KilnError::Tokenizer(m)
+            | KilnError::Checkpoint(m)
+            | KilnError::Io(m)
+            | KilnError::Model(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for KilnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

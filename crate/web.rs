@@ -52,7 +52,8 @@ fn kiln_error(e: KilnError) -> JsValue {
         KilnError::NonFiniteLoss { .. } | KilnError::Diverged(_) => "diverged",
         KilnError::Cancelled => "cancelled",
     };
-    let err = js_sys::Error::new(&e.to_string());
+    // the code names the kind: the message says only what happened
+    let err = js_sys::Error::new(&e.detail());
     err.set_name(code);
     err.into()
 }
@@ -256,6 +257,15 @@ fn training_config(stage: StageKind, value: JsValue) -> Result<TrainConfig, JsVa
     TrainConfig::from_options(stage, &options).map_err(kiln_error)
 }
 
+/// The training options `options` give for `stage` over its defaults, checked as a run
+/// checks them (an error names the option and its bound): a page checks a field as it is
+/// typed, before anything runs.
+#[wasm_bindgen(js_name = checkTraining)]
+pub fn check_training(stage: String, options: JsValue) -> Result<JsValue, JsValue> {
+    let kind = StageKind::parse(&stage).map_err(kiln_error)?;
+    to_js(&training_config(kind, options)?)
+}
+
 /// Kiln's defaults, the one source for the page and the JS API: the model presets, each
 /// stage's training options, and sampling.
 #[wasm_bindgen]
@@ -395,9 +405,12 @@ pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
 }
 
 /// Changes the length of the run (more steps continue it; the schedule stretches).
+/// `steps` is checked as the training option it is (a whole number, at least 1).
 #[wasm_bindgen(js_name = setSteps)]
-pub fn set_steps(steps: u64) -> Result<(), JsValue> {
-    session().borrow_mut().core.set_steps(steps).map_err(kiln_error)
+pub fn set_steps(steps: JsValue) -> Result<(), JsValue> {
+    let given: serde_json::Value = from_js(steps)?;
+    let cfg = TrainConfig::from_options(StageKind::Pretrain, &serde_json::json!({ "steps": given }));
+    session().borrow_mut().core.set_steps(cfg.map_err(kiln_error)?.steps).map_err(kiln_error)
 }
 
 /// Begins a training step shared by `workers` (crate::train::parallel): null when this

@@ -52,6 +52,19 @@ fn a_ranking_gives_its_ordered_pairs_minus_ties() {
 }
 
 #[test]
+fn exported_pairs_never_prefer_an_answer_to_itself() {
+    // a small model at temperature 1 often gives the same answer twice; ranked apart, the
+    // copies would export pairs whose chosen and rejected are one text
+    let rs = vec![ranking("Who came?", &["Mia.", "Tom.", "Mia.", " Tom. "], &[1, 2, 3, 4])];
+    let exported = pairs_jsonl(&rs);
+    let pairs = read_rankings(exported.as_bytes()).unwrap().items;
+    assert_eq!(pairs.len(), 4, "{exported}");
+    for p in &pairs {
+        assert_ne!(p.answers[0].trim(), p.answers[1].trim(), "{exported}");
+    }
+}
+
+#[test]
 fn rankings_round_trip_and_bad_lines_are_named() {
     let rs = vec![
         ranking("Who came?", &["Mia.", "Tom!"], &[1, 2]),

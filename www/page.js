@@ -37,6 +37,14 @@ export function say(id, draw) {
   $(id).replaceChildren(...(Array.isArray(parts) ? parts : [parts]));
 }
 
+/** Shows `draw` in element `id` while something is under way; the function returned puts
+ * back what the line said before (a refused action leaves the page as it was). */
+export function sayForNow(id, draw) {
+  const before = lines.get(id) ?? (() => '');
+  say(id, draw);
+  return () => say(id, before);
+}
+
 // First of the language listeners: every section's redraw after this one finds its lines
 // already in the new language.
 onLanguageChange(() => {
@@ -51,7 +59,41 @@ export function pageError(key, code, vars = {}) {
 /** The kind of an error in words ('[data] …'): the core's codes have names, others show as they are. */
 const codeLabel = (code) => (hasMessage(`error.code.${code}`) ? t(`error.code.${code}`) : code);
 
-function showError(error) {
+// ---------------------------------------------------------------- errors where they happen
+
+/** The control the person last acted on (clicked, changed, typed in): what it starts
+ * shows its error beside it. Forgotten once every listener of that event has run. */
+let actedOn = null;
+for (const type of ['click', 'change', 'input', 'keydown', 'toggle']) {
+  document.addEventListener(type, (event) => {
+    actedOn = event.target;
+    setTimeout(() => { if (actedOn === event.target) actedOn = null; });
+  }, true);
+}
+
+/** The section's message line, placed right after the part of the section that holds
+ * `origin` (its row of controls), made on first use. */
+function lineBeside(origin) {
+  const section = origin?.closest?.('section[id]');
+  if (!section) return null;
+  const id = `${section.id}-error`;
+  const line = $(id) ?? Object.assign(document.createElement('p'), { id, className: 'error section-error' });
+  line.setAttribute('role', 'alert');
+  let row = origin;
+  while (row.parentElement !== section) row = row.parentElement;
+  if (line.previousElementSibling !== row) row.after(line);
+  return line;
+}
+
+/** Brings `el` into view unless all of it is already on screen. */
+function reveal(el) {
+  const box = el.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) el.scrollIntoView({ block: 'center' });
+}
+
+/** Shows `error` in the page-wide line (the log) and, when an action of a section caused
+ * it, on that section's line beside the control, brought into view. */
+function showError(error, origin = null) {
   app.error = error ? String(error.message ?? error) : null;
   if (!error) {
     say('error', () => '');
@@ -59,17 +101,41 @@ function showError(error) {
   }
   // the page's own errors in the chosen language; the core's message as it came
   const message = () => (error.i18n ? t(error.i18n.key, error.i18n.vars) : content(app.error));
-  say('error', () => (error.code ? tParts('error.withCode', { code: codeLabel(error.code), message: message() }) : message()));
+  const draw = () => (error.code ? tParts('error.withCode', { code: codeLabel(error.code), message: message() }) : message());
+  say('error', draw);
+  const line = lineBeside(origin);
+  if (line) {
+    say(line.id, draw);
+    reveal(line);
+  }
 }
 
+/** Clears the message line of the section `origin` is in. */
+function clearBeside(origin) {
+  const id = origin?.closest?.('section[id]')?.id;
+  if (id && $(`${id}-error`)) say(`${id}-error`, () => '');
+}
+
+/** Runs `fn`, an action the person started: its error is shown beside what they acted on
+ * (and in the page-wide line); its success clears that section's line. */
 export async function guard(fn) {
+  const origin = actedOn;
   try {
     showError(null);
-    return await fn();
+    const result = await fn();
+    clearBeside(origin);
+    return result;
   } catch (error) {
-    showError(error);
+    showError(error, origin);
     return undefined;
   }
+}
+
+/** A number field's value: undefined when empty (the option's default), else the number
+ * as typed, for the core to check against the option's bounds. */
+export function numberField(id) {
+  const text = $(id).value.trim();
+  return text === '' ? undefined : Number(text);
 }
 
 /** A stage's name in words ('pretrain' stays 'pretrain' in English, the names the tests read). */

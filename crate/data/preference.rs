@@ -105,6 +105,9 @@ pub fn pairs_jsonl(rankings: &[Ranking]) -> String {
     let assistant = |text: &str| json!([{ "role": "assistant", "content": text }]);
     all_pairs(rankings)
         .into_iter()
+        // the same text ranked apart (a small model often repeats an answer) says nothing
+        // about what the person prefers: such a pair is not written
+        .filter(|&(i, c, j)| rankings[i].answers[c].trim() != rankings[i].answers[j].trim())
         .map(|(i, c, j)| {
             let r = &rankings[i];
             let line =

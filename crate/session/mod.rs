@@ -20,7 +20,7 @@ use crate::data::chat::Message;
 use crate::data::chat::{chat_prompt, Conversation};
 use crate::data::corpus::Language;
 use crate::data::jsonl::read_conversations;
-use crate::data::preference::{read_rankings, Ranking};
+use crate::data::preference::{read_rankings, Ranking, MAX_ANSWERS};
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::gpu::Gpu;
@@ -454,6 +454,9 @@ impl Session {
         k: usize,
         cfg: &SampleConfig,
     ) -> Result<Vec<(String, Candidate)>> {
+        if !(2..=MAX_ANSWERS).contains(&k) {
+            return Err(KilnError::Config(format!("answers to rank per prompt: 2 to {MAX_ANSWERS}, not {k}")));
+        }
         let mut temp = self.answering_run(false)?;
         let run = match temp.as_mut() {
             Some(run) => run,

@@ -175,15 +175,18 @@ impl TrainConfig {
     /// a tenth of itself. Unknown fields are refused by name.
     pub fn from_options(stage: StageKind, options: &serde_json::Value) -> Result<TrainConfig> {
         let mut merged = serde_json::to_value(TrainConfig::for_stage(stage)).expect("JSON");
-        let given = match options {
+        let mut given = match options {
             serde_json::Value::Null => serde_json::Map::new(),
             serde_json::Value::Object(o) => o.clone(),
             _ => return Err(KilnError::Config("training options must be an object".into())),
         };
+        // null (undefined in JS) leaves an option at its default
+        given.retain(|_, value| !value.is_null());
         for (key, value) in &given {
-            if merged.get(key).is_none() {
+            let Some(default) = merged.get(key) else {
                 return Err(KilnError::Config(format!("unknown training option {key:?}")));
-            }
+            };
+            check_kind(key, default, value)?;
             merged[key] = value.clone();
         }
         if let (Some(lr), false) = (given.get("lr").and_then(|x| x.as_f64()), given.contains_key("minLr")) {
@@ -197,8 +200,12 @@ impl TrainConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(KilnError::Config(m.to_string()));
-        if self.steps == 0 || self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("steps, batch size and gradient accumulation must be at least 1");
+        for (name, value) in
+            [("steps", self.steps), ("batchSize", self.batch_size as u64), ("gradAccum", self.grad_accum as u64)]
+        {
+            if value == 0 {
+                return Err(KilnError::Config(format!("{name} must be at least 1, not 0")));
+            }
         }
         if self.batch_size > 4096 || self.grad_accum > 4096 || self.steps > 100_000_000 {
             return bad("the batch size and gradient accumulation must be at most 4096, the steps at most 10⁸");
@@ -212,10 +219,29 @@ impl TrainConfig {
         if !(0.0..0.5).contains(&self.val_fraction) {
             return bad("the validation fraction must lie in [0, 0.5)");
         }
+        let k = self.align.answers_per_prompt;
+        if !(2..=crate::data::preference::MAX_ANSWERS).contains(&k) {
+            let most = crate::data::preference::MAX_ANSWERS;
+            return Err(KilnError::Config(format!("answersPerPrompt must be 2 to {most}, not {k}")));
+        }
         Ok(())
     }
 
     pub fn schedule(&self) -> Schedule {
         Schedule { lr: self.lr, min_lr: self.min_lr, warmup_steps: self.warmup_steps, decay_steps: self.steps }
     }
+}
+
+/// Refuses an option whose value is not of its field's kind, naming the option and the
+/// value as given (a negative or fractional count, text, null), before serde would say
+/// "expected u64".
+fn check_kind(key: &str, default: &serde_json::Value, value: &serde_json::Value) -> Result<()> {
+    let shown = value.to_string();
+    if default.is_u64() && !value.is_u64() {
+        return Err(KilnError::Config(format!("{key} must be a whole number, not {shown}")));
+    }
+    if default.is_number() && !value.as_f64().is_some_and(f64::is_finite) {
+        return Err(KilnError::Config(format!("{key} must be a number, not {shown}")));
+    }
+    Ok(())
 }

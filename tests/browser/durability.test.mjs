@@ -106,9 +106,9 @@ test('a page closed mid-training reopens, offers its autosave, and resumes exact
     await c.page.screenshot({ path: path.join(ARTIFACTS, 'autosave-offer.png') });
     const step = Number(offer.match(/at step (\d+)/)[1]);
     await c.page.click('#autosave-resume');
-    await waitFor(c.page, () => /Resumed pretrain/.test(document.getElementById('autosave-status').textContent) || window.kilnApp.error, null, 60_000);
+    await waitFor(c.page, () => /Resumed Pretraining/.test(document.getElementById('autosave-status').textContent) || window.kilnApp.error, null, 60_000);
     assert.equal(await c.page.evaluate(() => window.kilnApp.error), null);
-    assert.match(await c.page.textContent('#autosave-status'), new RegExp(`Resumed pretrain at step ${step} of 40`));
+    assert.match(await c.page.textContent('#autosave-status'), new RegExp(`Resumed Pretraining at step ${step} of 40`));
     // the page's own Start continues the run
     await c.page.evaluate(() => { window.kilnApp.progress.length = 0; });
     await c.page.click('#start');

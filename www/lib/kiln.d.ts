@@ -255,6 +255,9 @@ export class Kiln {
   inspectNext(prompt: string, options?: { topK?: number; temperature?: number; attention?: { layer: number; head: number }; append?: number[] }): Promise<NextToken>;
   /** The current stage's first training row: inputs, targets (shifted by one) and the loss at each position. */
   inspectRow(): Promise<TrainingRow | null>;
+  /** The training options for `stage` over its defaults, as a run would take them; throws a
+   * KilnError ('config', naming the option and its bound) when one is out of bounds. */
+  checkTraining(stage: StageName, options?: TrainingOptions): Promise<TrainingOptions>;
   estimateModel(model?: ModelOptions, options?: { batchSize?: number }): Promise<ModelEstimate>;
   createModel(model?: ModelOptions, training?: TrainingOptions): Promise<ModelInfo>;
   defaults(): Promise<Defaults>;

@@ -38,6 +38,16 @@ async function bytesOf(input) {
   throw new KilnError('data', 'expected text, bytes, a Blob or a File');
 }
 
+/** Training options as given, those left undefined dropped (they take their defaults). A
+ * number that is not one is refused here, by name: on its way to the core NaN would become
+ * null, which means "the default". The core checks every other bound. */
+function trainingOptions(options) {
+  const given = Object.fromEntries(Object.entries(options ?? {}).filter(([, v]) => v !== undefined));
+  const notANumber = Object.entries(given).find(([, v]) => typeof v === 'number' && !Number.isFinite(v));
+  if (notANumber) throw new KilnError('config', `${notANumber[0]} must be a number, not ${notANumber[1]}`);
+  return given;
+}
+
 /** Times a training run restarts its worker after faults before giving up. */
 const MAX_RECOVERIES = 2;
 
@@ -183,8 +193,15 @@ export class Kiln {
 
   /** Makes a model — {preset: 'tiny' | 'small' | 'base'} and/or {nLayer, nHead, nEmbd,
    * blockSize} — and its training run ({steps, batchSize, lr, seed, evalEvery, sampleEvery …}). */
+  /** The training options `options` give for `stage` over its defaults, as a run would
+   * take them; a KilnError ('config', naming the option and its bound) when one is out of
+   * bounds. Nothing runs. */
+  checkTraining(stage, options = {}) {
+    return this.#call('checkTraining', [stage, trainingOptions(options)]);
+  }
+
   async createModel(model = { preset: 'tiny' }, training = {}) {
-    const info = await this.#call('createModel', [model, training]);
+    const info = await this.#call('createModel', [model, trainingOptions(training)]);
     if (info.backend) this.backend = info.backend;
     this.#lastAutosave = null; // a new run: autosaved under a new name
     return info;
@@ -211,6 +228,7 @@ export class Kiln {
    * {stopped: true}. */
   async train({ stage = 'pretrain', data, onProgress, onStage, onAutosave, signal, ...options } = {}) {
     if (this.#training) throw new KilnError('busy', 'a training run is already going; pause or stop it first');
+    const given = trainingOptions(options);
     let bytes = data == null ? undefined : await this.#bytes(data, 'jsonl');
     const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
@@ -222,14 +240,14 @@ export class Kiln {
     try {
       for (let recoveries = 0; ; recoveries++) {
         try {
-          return await this.#call('train', [{ stage, data: bytes, ...options }], { onProgress, onStage, onAutosave: saved });
+          return await this.#call('train', [{ stage, data: bytes, ...given }], { onProgress, onStage, onAutosave: saved });
         } catch (error) {
           if (!(error instanceof KilnError) || !workerIsGone(error) || recoveries >= MAX_RECOVERIES) throw error;
           const info = await this.#recover(error);
           onProgress?.({ stage: info.stage, step: info.step, event: `${error.message.replace(/\.$/, '')}: Kiln restarted its worker, restored the autosave of step ${info.step} and continues` });
           // the restored stage continues where its autosave stood
           bytes = undefined;
-          options.restart = false;
+          given.restart = false;
         }
       }
     } finally {
@@ -319,7 +337,7 @@ export class Kiln {
    * refused with KilnError('checkpoint') and change nothing. */
   async importModel(zip, training = {}) {
     const bytes = await this.#bytes(zip, 'model');
-    const info = await this.#call('importZip', [bytes, training], {}, [bytes.buffer]);
+    const info = await this.#call('importZip', [bytes, trainingOptions(training)], {}, [bytes.buffer]);
     this.#lastAutosave = null;
     return info;
   }

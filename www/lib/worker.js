@@ -10,7 +10,8 @@ const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'tokenizeWith', 'inspectNext', 'inspectRow',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
-  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault']);
+  'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault',
+  'checkTraining']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */
@@ -105,12 +106,12 @@ async function autosaveNow(id, progress) {
 async function train(id, { stage = 'pretrain', data, lang, restart = false, steps, ...training } = {}) {
   const current = await exclusive(() => wasm.currentStage());
   if (restart || data != null || current !== stage) {
-    const options = steps ? { ...training, steps } : training;
+    const options = steps != null ? { ...training, steps } : training;
     const info = await exclusive(() => wasm.beginStage(stage, data ?? undefined, lang ?? undefined, options));
     postMessage({ id, stage: info });
     autosaveNow(id, { stage, step: 0 });
-  } else if (steps) {
-    await exclusive(() => wasm.setSteps(BigInt(steps)));
+  } else if (steps != null) {
+    await exclusive(() => wasm.setSteps(steps));
   }
   control.paused = false;
   control.stopped = false;

@@ -3,15 +3,15 @@
 // questions.
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
-import { $, app, views, viewsRead, say, guard, pageError, fmt, stageName, setButtons } from '../page.js';
-import { remakeChart, stepLine } from './train.js';
+import { $, app, views, viewsRead, say, sayForNow, guard, pageError, fmt, stageName, setButtons, numberField } from '../page.js';
+import { remakeChart, stepLine, STEP_TICKS } from './train.js';
 import { onAutosave } from './autosave.js';
 import { BEFORE_AFTER, rankingsJsonl } from './rank.js';
 
 const alignChart = () => ({
   width: Math.min(960, document.body.clientWidth - 40), height: 220,
   scales: { x: { time: false } },
-  axes: [{ label: t('chart.step') }, { label: t('chart.alignAxis') }],
+  axes: [{ label: t('chart.step'), incrs: STEP_TICKS }, { label: t('chart.alignAxis') }],
   series: [{ label: t('chart.value') }, { label: t('chart.reward'), stroke: '#b4461e', width: 2, spanGaps: true },
     { label: 'KL', stroke: '#6a3d9a', width: 2, spanGaps: true },
     { label: t('chart.pairAccuracy'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
@@ -56,15 +56,25 @@ async function align(stage) {
     if (stage !== 'ppo' && ranked.length < 2) {
       throw pageError('error.rankTwo', 'data', { count: ranked.length });
     }
-    app.progress = [];
-    app.alignMetrics = {};
-    alignPlot.setData([[], [], [], []]);
-    $('align-samples').replaceChildren();
     app.training = true;
-    const steps = Number($('align-steps').value) || app.defaults.training[stage].steps;
     const data = ranked.length ? rankingsJsonl() : undefined;
-    say('align-stats', () => t('align.starting', { stage: stageName(stage) }));
-    const last = await app.kiln.train({ stage, data, steps, restart: true, onProgress: onAlignProgress, onAutosave });
+    // until the stage has begun, a refusal leaves the chart, the samples and this line as they were
+    const putBack = sayForNow('align-stats', () => t('align.starting', { stage: stageName(stage) }));
+    let begun = false;
+    const onStage = () => {
+      begun = true;
+      app.progress = [];
+      app.alignMetrics = {};
+      alignPlot.setData([[], [], [], []]);
+      $('align-samples').replaceChildren();
+    };
+    let last;
+    try {
+      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), restart: true, onStage, onProgress: onAlignProgress, onAutosave });
+    } catch (error) {
+      if (!begun) putBack();
+      throw error;
+    }
     app.aligned = stage === 'reward' ? app.aligned : stage;
     if (stage !== 'reward') app.done.align = last?.step ?? true;
     if (stage === 'reward') app.rewardTrained = true;
@@ -103,6 +113,7 @@ export function wireAlignment() {
   $('align-resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
   $('align-stop').addEventListener('click', () => guard(() => app.kiln.stop()));
   $('compare').addEventListener('click', () => guard(compare));
+  $('align-steps').addEventListener('change', () => guard(() => app.kiln?.checkTraining('dpo', { steps: numberField('align-steps') })));
   onLanguageChange(() => {
     alignPlot = remakeChart(alignPlot, alignChart(), $('align-chart'));
     app.alignPlot = alignPlot;

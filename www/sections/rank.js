@@ -2,7 +2,7 @@
 // orders the answers (drag, keys 1–6, or Enter to keep the order), skips the prompt or
 // calls every answer bad.
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
-import { $, app, views, say, guard, pageError, skippedLines } from '../page.js';
+import { $, app, views, say, guard, pageError, skippedLines, numberField } from '../page.js';
 
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
@@ -89,13 +89,17 @@ async function nextPrompt() {
   return prompt;
 }
 
+/** The sampling fields, as the preference stages' options. */
+const samplingOptions = () => ({
+  answersPerPrompt: numberField('rank-k'), temperature: numberField('rank-temperature'), topK: numberField('rank-top-k'), topP: numberField('rank-top-p'),
+});
+
 async function sampleAnswers() {
   if (!app.model) throw pageError('error.modelBeforeRank', 'config');
   const prompt = await nextPrompt();
-  const options = {
-    k: Number($('rank-k').value), temperature: Number($('rank-temperature').value),
-    topK: Number($('rank-top-k').value), topP: Number($('rank-top-p').value), seed: Date.now() % 1e9,
-  };
+  // the preference stages' own options (2 to 6 answers …), checked before sampling
+  const s = await app.kiln.checkTraining('ppo', samplingOptions());
+  const options = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: Date.now() % 1e9 };
   $('rank-question').textContent = t('rank.sampling');
   const candidates = await app.kiln.sampleCandidates(prompt, options);
   showCandidates({ prompt, answers: candidates.map((c) => c.text), ranks: candidates.map((_, i) => i + 1) }, null);
@@ -245,6 +249,9 @@ export function wireRanking() {
   }
   $('rank-file').addEventListener('change', () => guard(readPromptFile));
   $('rank-sample').addEventListener('click', () => guard(sampleAnswers));
+  for (const id of ['rank-k', 'rank-temperature', 'rank-top-k', 'rank-top-p']) {
+    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('ppo', samplingOptions())));
+  }
   $('rank-submit').addEventListener('click', () => submitRanking('ranked'));
   $('rank-skip').addEventListener('click', () => submitRanking('skipped'));
   $('rank-bad').addEventListener('click', () => submitRanking('all_bad'));

@@ -1,7 +1,7 @@
 // The fine-tuning section: instruction examples (built-in, a JSONL file or a table typed
 // in), the first one shown token by token (which tokens are learnt), and Fine-tune.
 import { t, tParts, num, onLanguageChange } from '../i18n.js';
-import { $, app, views, viewsRead, say, guard, pageError, setButtons, skippedLines } from '../page.js';
+import { $, app, views, viewsRead, say, sayForNow, guard, pageError, setButtons, skippedLines, numberField } from '../page.js';
 import { PAGE_CADENCE, resetChart, onProgress } from './train.js';
 import { onAutosave } from './autosave.js';
 
@@ -90,19 +90,28 @@ async function fineTune() {
     if (!app.model) throw pageError('error.modelBeforeSft', 'config');
     const last = app.progress.at(-1);
     const unfinished = last?.stage === 'sft' && last.step < last.steps && app.sftSource === sftSource();
-    if (!unfinished) resetChart();
-    app.sftSource = sftSource();
     app.training = true;
-    say('sft-stats', () => t('sft.preparing'));
-    await app.kiln.train({
-      stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
-      steps: Number($('sft-steps').value), lr: Number($('sft-lr').value), ...PAGE_CADENCE, sampleEvery: 25,
-      onProgress, onAutosave,
-      onStage: (info) => {
-        say('sft-stats', () => tParts('sft.stats', { train: num(info.trainRows), validation: num(info.valRows), skipped: skippedLines(info.skipped) }));
-        app.sftInfo = info;
-      },
-    });
+    // until the stage has begun, a refusal (no file, bad options) leaves the chart, the
+    // samples and this line as they were
+    const putBack = sayForNow('sft-stats', () => t('sft.preparing'));
+    let begun = unfinished;
+    try {
+      await app.kiln.train({
+        stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
+        steps: numberField('sft-steps'), lr: numberField('sft-lr'), ...PAGE_CADENCE, sampleEvery: 25,
+        onProgress, onAutosave,
+        onStage: (info) => {
+          begun = true;
+          resetChart();
+          app.sftSource = sftSource();
+          say('sft-stats', () => tParts('sft.stats', { train: num(info.trainRows), validation: num(info.valRows), skipped: skippedLines(info.skipped) }));
+          app.sftInfo = info;
+        },
+      });
+    } catch (error) {
+      if (!begun) putBack();
+      throw error;
+    }
   });
   app.training = false;
   setButtons('idle');
@@ -112,6 +121,9 @@ async function fineTune() {
 /** The examples' source, the file, the table's rows, Fine-tune. */
 export function wireSft() {
   for (const radio of document.querySelectorAll('input[name=sft-source]')) radio.addEventListener('change', () => guard(showSftExample));
+  for (const id of ['sft-steps', 'sft-lr']) {
+    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('sft', { steps: numberField('sft-steps'), lr: numberField('sft-lr') })));
+  }
   $('sft-file').addEventListener('change', () => guard(showSftExample));
   $('sft-add-row').addEventListener('click', () => addExampleRow());
   $('sft-start').addEventListener('click', fineTune);

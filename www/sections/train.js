@@ -2,7 +2,7 @@
 // the samples the model writes as it learns (fine-tuning draws on the same chart).
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, content, num, onLanguageChange } from '../i18n.js';
-import { $, app, views, viewsRead, say, guard, fmt, mib, setButtons } from '../page.js';
+import { $, app, views, viewsRead, say, guard, fmt, mib, setButtons, numberField } from '../page.js';
 import { createModel } from './model.js';
 import { onAutosave } from './autosave.js';
 
@@ -10,15 +10,18 @@ import { onAutosave } from './autosave.js';
 export const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
 
 export function trainingOptions() {
-  return { steps: Number($('steps').value), batchSize: Number($('batch').value), lr: Number($('lr').value), seed: Number($('seed').value), ...PAGE_CADENCE };
+  return { steps: numberField('steps'), batchSize: numberField('batch'), lr: numberField('lr'), seed: numberField('seed'), ...PAGE_CADENCE };
 }
+
+/** Steps are whole: the charts' step axes tick at these spacings only (never at 1.5). */
+export const STEP_TICKS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000, 20000, 50000, 100000];
 
 // The charts' labels are words too: a language switch makes each chart again with its data.
 const lossChart = () => ({
   width: Math.min(900, document.body.clientWidth - 40),
   height: 240,
   scales: { x: { time: false } },
-  axes: [{ label: t('chart.step') }, { label: t('chart.loss') }],
+  axes: [{ label: t('chart.step'), incrs: STEP_TICKS }, { label: t('chart.loss') }],
   series: [{ label: t('chart.value') }, { label: t('chart.training'), stroke: '#b4461e', width: 2 }, { label: t('chart.validation'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
 });
 let plot = new uPlot(lossChart(), [[], [], []], $('chart'));
@@ -91,7 +94,7 @@ async function start() {
   await guard(async () => {
     if (!app.model) await createModel();
     app.training = true;
-    const steps = Number($('steps').value);
+    const steps = numberField('steps');
     if (app.progress.at(-1)?.stage === 'sft') resetChart();
     await app.kiln.train({ stage: 'pretrain', steps, ...PAGE_CADENCE, onProgress, onAutosave });
   });
@@ -103,6 +106,10 @@ async function start() {
 /** The run's buttons, and the chart and step lines redrawn after a language switch. */
 export function wireTraining() {
   $('start').addEventListener('click', start);
+  // each field checked against its bounds as it is typed, before anything runs
+  for (const id of ['steps', 'batch', 'lr', 'seed']) {
+    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('pretrain', trainingOptions())));
+  }
   $('pause').addEventListener('click', (event) => {
     // how long the click waited for the page: the worker keeps this thread free
     app.lastClickDelayMs = performance.now() - event.timeStamp;
