@@ -258,7 +258,7 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 16] = [
+    const NAMES: [&str; 17] = [
         "model.safetensors",
         "config.json",
         "tokenizer.json",
@@ -276,6 +276,8 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "reference.safetensors",
         "reward.safetensors",
         "session.json",
+        // the conversations fine-tuning held out, which before/after checks ask
+        "held-out.jsonl",
     ];
     NAMES.contains(&name)
 }

@@ -350,6 +350,23 @@ pub async fn answers(prompts: JsValue, which: String) -> Result<JsValue, JsValue
     to_js(&result.map_err(kiln_error)?)
 }
 
+/// The first `n` conversations the last fine-tuning held out (the person's own, or the
+/// built-in questions with their stories), the last message each the expected answer; an
+/// empty list before any fine-tuning.
+#[wasm_bindgen(js_name = heldOut)]
+pub fn held_out(n: usize) -> Result<JsValue, JsValue> {
+    let s = session();
+    let s = s.borrow();
+    to_js(&s.core.held_out.iter().take(n).collect::<Vec<_>>())
+}
+
+/// Whether `answer` is `expected`, by the rule the held-out checks use (case, spaces and a
+/// final . 。 ! or ！ aside).
+#[wasm_bindgen(js_name = answerMatches)]
+pub fn answer_matches(expected: String, answer: String) -> bool {
+    crate::data::instruct::answer_matches(&expected, &answer)
+}
+
 /// Rankings JSONL → the pairs in TRL's preference format (JSONL), for export.
 #[wasm_bindgen(js_name = rankingPairs)]
 pub fn ranking_pairs(rankings: &[u8]) -> Result<String, JsValue> {

@@ -68,6 +68,8 @@ fn every_stage_on(gpu: Option<Gpu>, backend: BackendKind) {
     assert!(skipped.is_empty());
     finish(&mut session);
     assert!(session.reference.is_none(), "no model is kept before a preference stage");
+    let held_out = session.held_out.clone();
+    assert!(!held_out.is_empty(), "fine-tuning's held-out conversations are kept for the checks");
 
     // a bad line is skipped and said; the reward model starts from the fine-tuned model
     let mut ranked = rankings();
@@ -80,6 +82,7 @@ fn every_stage_on(gpu: Option<Gpu>, backend: BackendKind) {
     // PPO keeps the reward model just trained and starts again from the fine-tuned one
     begin(&mut session, StageKind::Ppo, None, 4).unwrap();
     assert!(session.reward.is_some());
+    assert_eq!(session.held_out, held_out, "kept through the preference stages");
     let first = finish(&mut session);
     assert_eq!(first.len(), 4);
 
@@ -108,6 +111,7 @@ fn every_stage_on(gpu: Option<Gpu>, backend: BackendKind) {
     let mut restored = Session::new(gpu, backend);
     let r = restored.restore(&files).unwrap();
     assert_eq!((r.step, r.note), (2, None));
+    assert_eq!(restored.held_out, held_out, "the held-out conversations come back with the snapshot");
     assert_eq!(finish(&mut restored), first[2..].to_vec(), "a restored PPO run continues bit for bit");
 }
 

@@ -787,7 +787,7 @@ fn fine_tune(o: &Options, kind: StageKind) -> CliResult {
     // conversations, or for a reward model, ask for them
     let questions = get(o, "eval", if given || def.head == Some(ScalarHeadKind::Reward) { 0 } else { 100usize })?;
     let held_out: Vec<Conversation> = if conversations {
-        built.held_out.into_iter().take(questions).collect()
+        built.stage.held_out().iter().take(questions).cloned().collect()
     } else {
         instruction_set(language(o)?, Split::HeldOut, questions)
     };

@@ -19,7 +19,7 @@ use crate::checkpoint::{load_model, params_file, read_params_file};
 use crate::data::chat::Message;
 use crate::data::chat::{chat_prompt, Conversation};
 use crate::data::corpus::Language;
-use crate::data::jsonl::read_conversations;
+use crate::data::jsonl::{read_conversations, to_jsonl};
 use crate::data::preference::{read_rankings, Ranking, MAX_ANSWERS};
 use crate::data::Files;
 use crate::error::{KilnError, Result};
@@ -134,6 +134,10 @@ pub struct Session {
     pub reference: Option<Vec<f32>>,
     /// The reward model's parameters (with its score head), once one is trained.
     pub reward: Option<Vec<f32>>,
+    /// The conversations the last fine-tuning held out (the person's own, or the built-in
+    /// questions with their stories): what before/after checks ask, kept through the
+    /// preference stages.
+    pub held_out: Vec<Conversation>,
     /// The text generation in progress.
     generation: Option<view::TextGeneration>,
     /// Which backend and why, for a session begun with [`Session::start`].
@@ -205,6 +209,7 @@ impl Session {
         with_run!(&mut run, r => r.begin(stage, cfg))?;
         self.run = Some(run);
         self.generation = None;
+        self.held_out.clear();
         Ok(())
     }
 
@@ -228,6 +233,7 @@ impl Session {
                 self.run = Some(run);
                 self.generation = None;
                 (self.reference, self.reward) = (None, None);
+                self.held_out.clear();
                 Ok(loaded.notes)
             }
             Err(e) => {
@@ -270,8 +276,12 @@ impl Session {
     /// the session as it was.
     pub async fn begin_stage(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         if !stage.kind().def().from_reference {
+            let held_out = stage.held_out().to_vec();
             with_run!(self.run_mut()?, r => r.begin(stage, cfg))?;
             self.generation = None;
+            if !held_out.is_empty() {
+                self.held_out = held_out;
+            }
             return Ok(());
         }
         // The current model: the fine-tuned one (before any preference stage), a reward
@@ -363,6 +373,9 @@ impl Session {
                 files.insert(name.into(), params_file(params)?);
             }
         }
+        if !self.held_out.is_empty() {
+            files.insert("held-out.jsonl".into(), to_jsonl(&self.held_out).into_bytes());
+        }
         files.insert(
             "session.json".into(),
             serde_json::to_vec(&serde_json::json!({ "backend": backend })).expect("JSON"),
@@ -415,6 +428,12 @@ impl Session {
             with_run!(&mut run, r => set_frozen(r, kind, base, reward.as_deref()))?;
         }
         let (tokenizer, step, history) = with_run!(&run, r => (r.tokenizer.clone(), r.step, r.history.clone()));
+        let held_out = match files.get("held-out.jsonl") {
+            Some(bytes) => {
+                read_conversations(bytes).map_err(|e| KilnError::Checkpoint(format!("held-out.jsonl: {e}")))?.items
+            }
+            None => with_run!(&run, r => r.stage.as_ref().map(|s| s.held_out().to_vec())).unwrap_or_default(),
+        };
         if let Some(corpus) = files.get("corpus.txt") {
             self.corpus = Some(String::from_utf8_lossy(corpus).into());
         }
@@ -424,6 +443,7 @@ impl Session {
         }
         self.tokenizer = Some(tokenizer);
         (self.reference, self.reward) = (reference, reward);
+        self.held_out = held_out;
         self.run = Some(run);
         self.generation = None;
         Ok(Restored { step, history, note })

@@ -44,8 +44,7 @@ fn build(i: BuildInput<'_>) -> Result<Built> {
             stage.truncated, i.t, stage.dropped
         ));
     }
-    let held_out = stage.val.clone();
-    Ok(Built { stage: Box::new(stage), notes, held_out })
+    Ok(Built { stage: Box::new(stage), notes })
 }
 
 pub struct Sft {
@@ -137,11 +136,6 @@ impl Sft {
         let stage = Sft::new(tokenizer, read("sft-train.jsonl")?, read("sft-val.jsonl")?, t, position.seed)?;
         Ok(Sft { rows: TokenRows::resume(stage.rows.data, position)?, ..stage })
     }
-
-    /// The held-out conversations.
-    pub fn held_out(&self) -> &[Conversation] {
-        &self.val
-    }
 }
 
 impl RowStage for Sft {
@@ -171,6 +165,10 @@ impl RowStage for Sft {
         let prompt = &conv[..upto];
         let question = prompt.last().map_or("", |m| m.content.as_str());
         Ok((render_prompt(tokenizer, prompt)?, format!("{question} → ")))
+    }
+
+    fn held_out(&self) -> &[Conversation] {
+        &self.val
     }
 }
 

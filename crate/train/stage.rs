@@ -99,14 +99,11 @@ pub struct Built {
     pub stage: Box<dyn Stage>,
     /// Said to the person once (conversations cut at the context, say).
     pub notes: Vec<String>,
-    /// Held-out conversations the stage never trains on, for a before/after check (SFT:
-    /// its validation conversations).
-    pub held_out: Vec<Conversation>,
 }
 
 impl Built {
     pub fn new(stage: impl Stage + 'static) -> Built {
-        Built { stage: Box::new(stage), notes: Vec::new(), held_out: Vec::new() }
+        Built { stage: Box::new(stage), notes: Vec::new() }
     }
 }
 
@@ -247,6 +244,11 @@ pub trait Stage {
     fn example_row(&self) -> Option<&Row> {
         None
     }
+    /// Conversations of the person's data held out from training, for before/after checks
+    /// (SFT: its validation conversations); empty for most stages.
+    fn held_out(&self) -> &[Conversation] {
+        &[]
+    }
 }
 
 /// What a stage asks the model it trains to answer: each prompt (token ids ending where
@@ -293,6 +295,9 @@ pub trait RowStage {
     fn token_rows_mut(&mut self) -> &mut TokenRows;
     fn data_files(&self) -> Files;
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)>;
+    fn held_out(&self) -> &[Conversation] {
+        &[]
+    }
 }
 
 impl<S: RowStage> Stage for S {
@@ -328,5 +333,9 @@ impl<S: RowStage> Stage for S {
 
     fn example_row(&self) -> Option<&Row> {
         self.token_rows().data.train.first()
+    }
+
+    fn held_out(&self) -> &[Conversation] {
+        RowStage::held_out(self)
     }
 }

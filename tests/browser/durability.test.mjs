@@ -102,7 +102,7 @@ test('a page closed mid-training reopens, offers its autosave, and resumes exact
     const offer = await c.page.textContent('#autosave-text');
     console.log(`offer: ${offer}`);
     // paused at step 23 or 24: the newest autosave is the validation of step 20
-    assert.match(offer, /pretrain at step 20 of 40/);
+    assert.match(offer, /Pretraining at step 20 of 40/);
     await c.page.screenshot({ path: path.join(ARTIFACTS, 'autosave-offer.png') });
     const step = Number(offer.match(/at step (\d+)/)[1]);
     await c.page.click('#autosave-resume');

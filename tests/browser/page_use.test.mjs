@@ -1,12 +1,32 @@
 // The page as a person uses it, on the CPU backend: an error appears on the line beside
 // what caused it (and in view), a bad number is refused by name before anything runs,
-// the message goes once the action succeeds, and a refused fine-tune leaves the
-// pretraining chart, samples and status as they were.
+// the message goes once the action succeeds, a refused fine-tune leaves the pretraining
+// chart, samples and status as they were, and after fine-tuning on the person's own file
+// its skipped lines stay listed and the checks ask the conversations held out from it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, serveWww, openPage } from './chromium.mjs';
 
 const site = serveWww();
+
+/** A person's fine-tuning data, nothing like the built-in stories: the first word of a
+ * sentence, 30 of them, with three lines that cannot be read (lines 4, 11 and 19). */
+const SENTENCES = ['Rivers carve valleys over long ages', 'Bread rises when yeast feeds on sugar', 'Violins need rosin on the bow',
+  'Maps fold along their creases', 'Tides follow the moon', 'Glass is made from sand', 'Owls hunt at night',
+  'Copper turns green in the rain', 'Bees dance to show the way', 'Clocks once ran on weights', 'Salt keeps fish from spoiling',
+  'Kites rise against the wind', 'Ink was made from soot', 'Bridges sway a little in storms', 'Lanterns burned whale oil',
+  'Ferns grow in the shade', 'Snow muffles every sound', 'Compasses point to the north', 'Ropes are twisted from fibres',
+  'Candles drip when moved', 'Pianos have eighty-eight keys', 'Moss grows on the north side', 'Sails catch the wind',
+  'Wheels turn on axles', 'Honey never spoils', 'Paper yellows in the sun', 'Wolves howl to gather', 'Stones skip on calm water',
+  'Frost draws on windows', 'Apples float in water'];
+const PERSONS = SENTENCES.map((s) => [`First word: ${s}`, s.split(' ')[0]]);
+const PERSONS_JSONL = (() => {
+  const lines = PERSONS.map(([q, a]) => JSON.stringify({ prompt: q, completion: a }));
+  lines.splice(3, 0, '{"prompt": "First word: broken');
+  lines.splice(10, 0, '{"prompt": "First word: no completion"}');
+  lines.splice(18, 0, 'not json at all');
+  return `${lines.join('\n')}\n`;
+})();
 
 const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, arg, timeout = 600_000) => page.waitForFunction(fn, arg, { timeout, polling: 250 });
@@ -85,6 +105,43 @@ test('errors beside their cause, numbers checked before they run, nothing lost b
       sft: document.getElementById('sft-stats').textContent,
     }));
     assert.deepEqual(after, before, 'the refused fine-tune left the chart, samples and status as they were');
+
+    // the person's own conversations, three lines of them bad: the skipped lines stay listed
+    // after the run, and the checks ask the conversations held out from them
+    await page.setInputFiles('#sft-file', { name: 'first-words.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(PERSONS_JSONL) });
+    await page.fill('#sft-steps', '4');
+    await page.click('#sft-start');
+    await waitFor(page, () => window.kilnApp.state === 'idle' && window.kilnApp.progress.some((p) => p.stage === 'sft') || window.kilnApp.error);
+    assert.equal(await app(page, () => window.kilnApp.error), null);
+    const skipped = await app(page, () => ({
+      summary: document.querySelector('#sft-skipped summary')?.textContent,
+      lines: [...document.querySelectorAll('#sft-skipped li')].map((li) => li.textContent),
+      stats: document.getElementById('sft-stats').textContent,
+    }));
+    console.log(`after fine-tuning on the file: ${JSON.stringify(skipped)}`);
+    assert.match(skipped.summary, /Skipped 3 lines/);
+    assert.deepEqual(skipped.lines.map((l) => l.match(/^line (\d+)/)?.[1]), ['4', '11', '19']);
+    assert.match(skipped.stats, /step 4\/4/, 'the stats line went on to the steps, the list stayed');
+
+    await page.click('#chat-heldout');
+    await waitFor(page, () => document.getElementById('chat-input').value !== '' && window.kilnApp.expectedAnswer != null);
+    const asked = await app(page, () => ({ q: document.getElementById('chat-input').value, expected: window.kilnApp.expectedAnswer, says: document.getElementById('chat-check').textContent }));
+    console.log(`held-out question: ${JSON.stringify(asked)}`);
+    const fromFile = PERSONS.find(([q]) => q === asked.q);
+    assert.ok(fromFile, 'the held-out question is one of the person\'s own');
+    assert.equal(asked.expected, fromFile[1]);
+    assert.match(asked.says, /held out from your fine-tuning data/);
+    await page.click('#chat-send');
+    await waitFor(page, () => window.kilnApp.lastMatched != null || window.kilnApp.error);
+    assert.match(await page.textContent('#chat-check'), new RegExp(`Expected: ${fromFile[1]} · the answer (matches|does not match)`));
+
+    await page.click('#compare');
+    await waitFor(page, () => document.querySelectorAll('#compare-table tbody tr').length > 0 || window.kilnApp.error);
+    const table = await app(page, () => [...document.querySelectorAll('#compare-table tbody tr')].map((tr) => [...tr.cells].map((c) => c.textContent)));
+    console.log(`before/after: ${JSON.stringify(table)}`);
+    for (const [question, expected] of table) {
+      assert.deepEqual(PERSONS.find(([q]) => q === question)?.[1], expected, 'the table asks the person\'s held-out questions, with their answers');
+    }
 
     // answers to rank: 2 to 6, refused by the bound of the one options definition
     await page.fill('#rank-k', '1');

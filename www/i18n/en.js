@@ -140,6 +140,12 @@ export default {
   'chat.send': 'Send',
   'chat.heldOut': 'Ask a held-out question',
   'chat.reset': 'Reset',
+  'chat.fromYours': 'A question held out from your fine-tuning data',
+  'chat.fromBuiltin': 'A built-in held-out question (with its story)',
+  'chat.expected': 'Expected: {answer} · {verdict}',
+  'chat.matched': 'the answer matches',
+  'chat.notMatched': 'the answer does not match',
+  'sft.skippedList': 'Skipped {count} lines of the file (they were not trained on):',
 
   'rank.heading': '7 · Rank answers',
   'rank.intro': 'The model answers a prompt several times; put the answers in order, best first. Drag a card, or use the keyboard: a digit key gives the focused answer that rank (equal ranks are ties), ←/→ move the focus, Enter submits. Your rankings stay in this browser.',
@@ -179,6 +185,7 @@ export default {
   'align.beforeAfter': 'Before and after',
   'align.compare': 'Answer held-out questions with both models',
   'align.question': 'Question',
+  'align.expected': 'Expected',
   'align.fineTuned': 'Fine-tuned',
   'align.aligned': 'Aligned',
   // the preference stages' measures, in words

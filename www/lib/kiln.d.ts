@@ -258,6 +258,11 @@ export class Kiln {
   /** The training options for `stage` over its defaults, as a run would take them; throws a
    * KilnError ('config', naming the option and its bound) when one is out of bounds. */
   checkTraining(stage: StageName, options?: TrainingOptions): Promise<TrainingOptions>;
+  /** The first `n` conversations the last fine-tuning held out (the person's own, or the
+   * built-in questions with their stories), the last message of each the expected answer. */
+  heldOut(n?: number): Promise<Message[][]>;
+  /** Whether `answer` is `expected` by the held-out checks' rule (case, spaces and a final mark aside). */
+  answerMatches(expected: string, answer: string): Promise<boolean>;
   estimateModel(model?: ModelOptions, options?: { batchSize?: number }): Promise<ModelEstimate>;
   createModel(model?: ModelOptions, training?: TrainingOptions): Promise<ModelInfo>;
   defaults(): Promise<Defaults>;

@@ -200,6 +200,19 @@ export class Kiln {
     return this.#call('checkTraining', [stage, trainingOptions(options)]);
   }
 
+  /** The first `n` conversations the last fine-tuning held out from training (the
+   * person's own, or the built-in questions with their stories): [[messages]], the last
+   * message of each the expected answer; [] before any fine-tuning. */
+  heldOut(n = 20) {
+    return this.#call('heldOut', [n]);
+  }
+
+  /** Whether `answer` is `expected` by the held-out checks' rule (case, spaces and a final
+   * . 。 ! or ！ aside). */
+  answerMatches(expected, answer) {
+    return this.#call('answerMatches', [expected, answer]);
+  }
+
   async createModel(model = { preset: 'tiny' }, training = {}) {
     const info = await this.#call('createModel', [model, trainingOptions(training)]);
     if (info.backend) this.backend = info.backend;

@@ -11,7 +11,7 @@ const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'token
   'tokenizeWith', 'inspectNext', 'inspectRow',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
   'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault',
-  'checkTraining']);
+  'checkTraining', 'heldOut', 'answerMatches']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */

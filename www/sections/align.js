@@ -87,13 +87,16 @@ async function align(stage) {
 
 /** The same held-out questions answered by the fine-tuned model and the current one. */
 async function compare() {
-  const convs = await app.kiln.instructionExamples('en', 'heldout', BEFORE_AFTER);
-  const prompts = convs.map((c) => c.slice(0, 1));
+  // the conversations the fine-tuning held out (the person's own when they gave a file)
+  const own = await app.kiln.heldOut(BEFORE_AFTER);
+  const convs = own.length ? own : await app.kiln.instructionExamples('en', 'heldout', BEFORE_AFTER);
+  const prompts = convs.map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
+  const expected = convs.map((c) => (c.at(-1).role === 'assistant' ? c.at(-1).content : ''));
   const before = await app.kiln.answers(prompts, 'reference');
   const after = await app.kiln.answers(prompts, 'current');
   const rows = prompts.map((p, i) => {
     const tr = document.createElement('tr');
-    for (const text of [p[0].content.split('\n').at(-1), before[i], after[i]]) {
+    for (const text of [p.at(-1).content, expected[i], before[i], after[i]]) {
       const td = document.createElement('td');
       td.textContent = text;
       tr.append(td);
@@ -101,7 +104,7 @@ async function compare() {
     return tr;
   });
   $('compare-table').tBodies[0].replaceChildren(...rows);
-  app.compared = { before, after };
+  app.compared = { prompts, expected, before, after };
 }
 
 /** The stages' buttons, and the chart made again after a language switch. */

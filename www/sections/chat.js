@@ -1,6 +1,7 @@
 // The chat section: a conversation with the model (an optional system message, the
 // answer streamed into its bubble as text) and the held-out questions to try it on.
-import { $, app, guard, pageError } from '../page.js';
+import { t, tParts, content as contentOf } from '../i18n.js';
+import { $, app, guard, pageError, say } from '../page.js';
 import { sftSource } from './sft.js';
 
 function chatBubble(role, text) {
@@ -31,6 +32,12 @@ async function sendChat() {
     }
     app.chat.push({ role: 'assistant', content: answer });
     app.lastAnswer = answer;
+    if (app.expectedAnswer != null && content === app.heldOutQuestion) {
+      const expected = app.expectedAnswer;
+      const matched = await app.kiln.answerMatches(expected, answer);
+      app.lastMatched = matched;
+      say('chat-check', () => tParts('chat.expected', { answer: contentOf(expected), verdict: t(matched ? 'chat.matched' : 'chat.notMatched') }));
+    }
   });
   $('chat-send').disabled = false;
 }
@@ -49,14 +56,21 @@ async function askHeldOut() {
   button.disabled = true;
   app.expectedAnswer = null;
   $('chat-input').value = '';
+  say('chat-check', () => '');
   try {
-    app.heldOut ??= {};
-    app.heldOut[lang] ??= await app.kiln.instructionExamples(lang, 'heldout', 20);
+    // the conversations the fine-tuning held out: the person's own when they gave a file,
+    // else the built-in questions with their stories
+    const own = await app.kiln.heldOut(20);
+    const convs = own.length ? own : await app.kiln.instructionExamples(lang, 'heldout', 20);
+    app.heldOutSource = own.length && ['file', 'table'].includes(app.sftSource) ? 'yours' : 'builtin';
     // in order, so a person (or a test) can go through them one by one
-    app.heldOutIndex = ((app.heldOutIndex ?? -1) + 1) % app.heldOut[lang].length;
-    const conv = app.heldOut[lang][app.heldOutIndex];
-    $('chat-input').value = conv.at(-2).content;
-    app.expectedAnswer = conv.at(-1).content;
+    app.heldOutIndex = ((app.heldOutIndex ?? -1) + 1) % convs.length;
+    const conv = convs[app.heldOutIndex];
+    const asked = conv.findLastIndex((m) => m.role === 'user');
+    $('chat-input').value = conv[asked].content;
+    app.heldOutQuestion = conv[asked].content.trim();
+    app.expectedAnswer = conv.at(-1).role === 'assistant' ? conv.at(-1).content : null;
+    say('chat-check', () => t(app.heldOutSource === 'yours' ? 'chat.fromYours' : 'chat.fromBuiltin'));
   } finally {
     button.disabled = false;
   }

@@ -84,6 +84,19 @@ export async function showSftExample() {
   }));
 }
 
+/** The lines of the file that were skipped, each with why, under a count that opens them;
+ * nothing when none were. They stay after the run (the stats line turns into the steps). */
+function skippedList(skipped) {
+  if (!skipped.length) return '';
+  const details = document.createElement('details');
+  const summary = document.createElement('summary');
+  summary.textContent = t('sft.skippedList', { count: skipped.length });
+  const list = document.createElement('ul');
+  list.append(...skipped.map((line) => Object.assign(document.createElement('li'), { textContent: line })));
+  details.append(summary, list);
+  return details;
+}
+
 async function fineTune() {
   setButtons('running');
   await guard(async () => {
@@ -105,6 +118,7 @@ async function fineTune() {
           resetChart();
           app.sftSource = sftSource();
           say('sft-stats', () => tParts('sft.stats', { train: num(info.trainRows), validation: num(info.valRows), skipped: skippedLines(info.skipped) }));
+          say('sft-skipped', () => skippedList(info.skipped ?? []));
           app.sftInfo = info;
         },
       });
