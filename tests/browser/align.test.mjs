@@ -162,8 +162,10 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     const rows = await page.locator('#compare-table tbody tr').count();
     assert.equal(rows, 4);
     const cells = await page.locator('#compare-table tbody td').allTextContents();
-    assert.ok(cells.every((c) => typeof c === 'string') && cells.filter((c, i) => i % 3 === 0).every((q) => q.endsWith('?')));
-    console.log(`PPO: meanReward ${withRollouts.metrics.meanReward.toFixed(3)}, KL ${withRollouts.metrics.kl.toFixed(3)}; before/after: ${JSON.stringify(cells.slice(0, 3))}`);
+    // question (with its story), expected answer, fine-tuned, aligned
+    assert.ok(cells.every((c) => typeof c === 'string') && cells.filter((c, i) => i % 4 === 0).every((q) => q.endsWith('?')));
+    assert.ok(cells.filter((c, i) => i % 4 === 1).every((a) => a.length > 0), 'each question shows its expected answer');
+    console.log(`PPO: meanReward ${withRollouts.metrics.meanReward.toFixed(3)}, KL ${withRollouts.metrics.kl.toFixed(3)}; before/after: ${JSON.stringify(cells.slice(0, 4))}`);
     await page.locator('#align-section').screenshot({ path: path.join(ARTIFACTS, 'align-ppo.png') });
 
     // 9. DPO on the same rankings
