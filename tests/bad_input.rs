@@ -82,7 +82,11 @@ fn bad_training_settings_are_refused() {
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let model = GptConfig::preset("tiny", tok.vocab_size()).unwrap();
     let cfg = TrainConfig { lr: -1.0, ..Default::default() };
-    says(Trainer::pretrain(CpuBackend::new(), tok, &text, model, cfg), "learning rate");
+    says(Trainer::pretrain(CpuBackend::new(), tok, &text, model, cfg), "lr must be above 0 and at most 1, not -1");
+    // past 1 AdamW only diverges: refused before a step, not found out by the NaN guard
+    let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
+    let cfg = TrainConfig { lr: 1e6, ..Default::default() };
+    says(Trainer::pretrain(CpuBackend::new(), tok, &text, model, cfg), "lr must be above 0 and at most 1, not 1000000");
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     let wrong_vocab = GptConfig { vocab_size: 7, ..model };
     says(Trainer::pretrain(CpuBackend::new(), tok, &text, wrong_vocab, TrainConfig::default()), "vocabulary");

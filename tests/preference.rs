@@ -1,7 +1,8 @@
 //! The preference stages' parts: pairs from rankings with ties, rankings files, the
 //! Bradley-Terry loss and the reward model's gradient against finite differences, DPO
 //! against a hand-computed case and through the model against finite differences, GAE
-//! and the clipped PPO objective, and the batched decoder against K single-row decodes.
+//! and the clipped PPO objective, the batched decoder against K single-row decodes, and
+//! the held-out pair accuracy of rankings that repeat an answer.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
 use kiln::data::chat::{Message, Role};
@@ -18,7 +19,7 @@ use kiln::train::ppo::{clipped_objective, clipped_value_loss, gae};
 use kiln::train::preference::PreferenceRows;
 use kiln::train::reward::{bradley_terry, Reward};
 use kiln::train::step::{backward_with, forward_outputs};
-use kiln::train::{Outputs, Phase, Stage};
+use kiln::train::{Outputs, Phase, Progress, Stage, StageKind, TrainConfig, Trainer};
 use pollster::block_on;
 
 fn user(text: &str) -> Vec<Message> {
@@ -301,4 +302,75 @@ fn the_batched_decoder_equals_k_single_row_decodes() {
     batched_equals_single(&mut CpuBackend::new(), "cpu");
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
     batched_equals_single(&mut GpuBackend::new(gpu), "gpu");
+}
+
+/// `steps` steps of `stage` on a fresh tiny model (a reward head when it asks for one),
+/// validating at each.
+fn run_stage(stage: Box<dyn Stage>, kind: StageKind, tok: &Tokenizer, config: GptConfig, steps: u64) -> Vec<Progress> {
+    let layout = match kind.def().head {
+        Some(head) => ParamLayout::with_scalar_head(&config, head),
+        None => ParamLayout::new(&config),
+    };
+    let mut run = Trainer::with_layout(CpuBackend::new(), tok.clone(), config, layout, None, 5).unwrap();
+    let cfg = TrainConfig { steps, batch_size: 6, eval_every: 1, warmup_steps: 0, ..TrainConfig::for_stage(kind) };
+    run.begin(stage, cfg).unwrap();
+    (0..steps).map(|_| block_on(run.train_one()).unwrap()).collect()
+}
+
+#[test]
+fn held_out_pair_accuracy_counts_only_pairs_of_different_answers() {
+    let tok = tokenizer();
+    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let t = config.block_size;
+    // a small model often samples one answer several times, and a person may rank the
+    // copies apart: "Yes." is preferred to itself in both, and the two disagree on "No."
+    let q = "Did Sam go to the park?";
+    let held_out =
+        vec![ranking(q, &["Yes.", "Yes.", "No."], &[1, 2, 3]), ranking(q, &["Yes.", "Yes.", "No."], &[2, 3, 1])];
+    let rows = PreferenceRows::new(&tok, rankings()[..2].to_vec(), held_out.clone(), t, Default::default()).unwrap();
+    // Yes. > No. twice, then No. > Yes. twice; the copies' pairs are gone
+    let pairs: Vec<_> = rows.val.iter().map(|g| g.pairs.clone()).collect();
+    assert_eq!(pairs, vec![vec![(0, 2), (1, 2)], vec![(2, 0), (2, 1)]]);
+    // Whatever the model scores "Yes." and "No.", it orders exactly half of these pairs as
+    // the person did, with a mean margin of 0. Counted, the copies' pairs (a margin of
+    // exactly 0, whatever is learnt) read as wrong: 2/6, or 0 while the margins are 0.
+    for kind in [StageKind::Reward, StageKind::Dpo] {
+        let rows =
+            PreferenceRows::new(&tok, rankings()[..2].to_vec(), held_out.clone(), t, Default::default()).unwrap();
+        let stage: Box<dyn Stage> = match kind {
+            StageKind::Reward => Box::new(Reward::new(rows, 0.0)),
+            _ => Box::new(Dpo::new(rows, 0.1, 1.0)),
+        };
+        let progress = run_stage(stage, kind, &tok, config, 3);
+        for p in &progress {
+            let m = &p.metrics;
+            println!("{kind} step {}: {m:?}", p.step);
+            assert_eq!(m.val_pair_accuracy, Some(0.5), "{kind} step {}: {m:?}", p.step);
+            assert!(m.val_reward_margin.unwrap().abs() < 1e-9, "{kind} step {}: {m:?}", p.step);
+        }
+        if kind == StageKind::Dpo {
+            // the first step's policy is the reference: every margin is 0, no pair ordered
+            assert_eq!(progress[0].metrics.reward_margin, Some(0.0));
+            assert_eq!(progress[0].metrics.pair_accuracy, Some(0.5), "a tie is a coin's accuracy, not 0");
+        }
+    }
+
+    // a ranking of one answer repeated prefers nothing: never held out, nor trained on
+    let same = ranking(q, &["Yes.", "Yes.", " Yes. ", "Yes."], &[1, 2, 3, 4]);
+    assert!(same.pairs().is_empty(), "{:?}", same.pairs());
+    let mut all = rankings();
+    all.push(same.clone());
+    for seed in 0..8 {
+        let rows = PreferenceRows::split(&tok, all.clone(), t, 0.3, seed).unwrap();
+        assert_eq!(rows.train.len() + rows.val.len(), 3);
+        assert!(!rows.held_out().contains(&same), "seed {seed}");
+    }
+    assert!(PreferenceRows::new(&tok, rankings(), vec![same], t, Default::default()).is_err());
+    // different texts cut to the same tokens by the context are the same answer to the model
+    let long = "Mia and Tom ran to the big green hill and sat by the old tree";
+    let cut = ranking(q, &[&format!("{long} all day."), &format!("{long} to rest."), "No."], &[1, 2, 3]);
+    let rows = PreferenceRows::new(&tok, rankings(), vec![cut], 24, Default::default()).unwrap();
+    let g = &rows.val[0];
+    assert_eq!(g.rows[0].ids, g.rows[1].ids, "the context of 24 cuts both answers before they differ");
+    assert_eq!(g.pairs, vec![(0, 2), (1, 2)]);
 }

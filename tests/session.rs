@@ -113,6 +113,13 @@ fn every_stage_on(gpu: Option<Gpu>, backend: BackendKind) {
     assert_eq!((r.step, r.note), (2, None));
     assert_eq!(restored.held_out, held_out, "the held-out conversations come back with the snapshot");
     assert_eq!(finish(&mut restored), first[2..].to_vec(), "a restored PPO run continues bit for bit");
+
+    // a new model forgets the old one's kept models: its snapshot holds only its own
+    assert!(session.reference.is_some() && session.reward.is_some());
+    session.create_model(GptConfig { n_embd: 48, ..model }, options(StageKind::Pretrain, 2)).unwrap();
+    assert!(session.reference.is_none() && session.reward.is_none() && session.held_out.is_empty());
+    let files = block_on(session.snapshot()).unwrap().expect("a stage has begun");
+    assert!(!files.contains_key("reference.safetensors") && !files.contains_key("reward.safetensors"));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Preference data: a person's ranking of the answers sampled for one prompt, the pairs
 //! it implies, and JSONL in and out. A ranking of K answers gives its K(K−1)/2 ordered
-//! pairs minus ties (InstructGPT); every pair of one prompt is scored in the same batch,
-//! so each answer runs once per step.
+//! pairs minus ties and minus pairs of one text (InstructGPT); every pair of one prompt is
+//! scored in the same batch, so each answer runs once per step.
 //!
 //! Files: one ranking per line,
 //!   {"prompt": [messages], "answers": [str], "ranks": [int], "verdict": "ranked"}
@@ -48,8 +48,8 @@ pub struct Ranking {
 }
 
 impl Ranking {
-    /// (chosen, rejected) answer indices: every pair with a strictly better rank first;
-    /// none when skipped or all bad.
+    /// (chosen, rejected) answer indices: every pair with a strictly better rank first,
+    /// except one text ranked apart from itself; none when skipped or all bad.
     pub fn pairs(&self) -> Vec<(usize, usize)> {
         if self.verdict != Verdict::Ranked {
             return Vec::new();
@@ -57,7 +57,9 @@ impl Ranking {
         let mut out = Vec::new();
         for (i, &ri) in self.ranks.iter().enumerate() {
             for (j, &rj) in self.ranks.iter().enumerate() {
-                if ri < rj {
+                // the same text ranked apart (a small model often repeats an answer) says
+                // nothing about what the person prefers, and no model can score it either way
+                if ri < rj && self.answers[i].trim() != self.answers[j].trim() {
                     out.push((i, j));
                 }
             }
@@ -105,9 +107,6 @@ pub fn pairs_jsonl(rankings: &[Ranking]) -> String {
     let assistant = |text: &str| json!([{ "role": "assistant", "content": text }]);
     all_pairs(rankings)
         .into_iter()
-        // the same text ranked apart (a small model often repeats an answer) says nothing
-        // about what the person prefers: such a pair is not written
-        .filter(|&(i, c, j)| rankings[i].answers[c].trim() != rankings[i].answers[j].trim())
         .map(|(i, c, j)| {
             let r = &rankings[i];
             let line =

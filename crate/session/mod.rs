@@ -209,6 +209,8 @@ impl Session {
         with_run!(&mut run, r => r.begin(stage, cfg))?;
         self.run = Some(run);
         self.generation = None;
+        // the kept models were another model's: a preference stage of this one keeps its own
+        (self.reference, self.reward) = (None, None);
         self.held_out.clear();
         Ok(())
     }

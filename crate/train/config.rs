@@ -10,6 +10,9 @@ use super::StageKind;
 use crate::error::{KilnError, Result};
 use crate::sample::SampleConfig;
 
+/// The largest learning rate a run accepts.
+pub const MAX_LR: f64 = 1.0;
+
 /// How a stage trains. Each stage has its own defaults ([`TrainConfig::for_stage`]); the
 /// CLI, the wasm session and the page all start from them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,8 +213,12 @@ impl TrainConfig {
         if self.batch_size > 4096 || self.grad_accum > 4096 || self.steps > 100_000_000 {
             return bad("the batch size and gradient accumulation must be at most 4096, the steps at most 10⁸");
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 || self.min_lr > self.lr {
-            return bad("the learning rate must be positive, with 0 <= min_lr <= lr");
+        // AdamW's step moves each weight by about lr: past 1 a run only diverges
+        if !(self.lr > 0.0 && self.lr <= MAX_LR) {
+            return Err(KilnError::Config(format!("lr must be above 0 and at most {MAX_LR}, not {}", self.lr)));
+        }
+        if !(0.0..=self.lr).contains(&self.min_lr) {
+            return Err(KilnError::Config(format!("minLr must be 0 to lr ({}), not {}", self.lr, self.min_lr)));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("AdamW's betas must lie in [0, 1)");

@@ -16,14 +16,15 @@ macro_rules! metrics {
 }
 
 metrics! {
-    /// Share of the training pairs the model orders as the person did (reward model, DPO).
+    /// Share of the training pairs the model orders as the person did, a tie counting
+    /// half (reward model, DPO); pairs of two identical answers are not counted.
     pair_accuracy,
     /// Mean margin on those pairs: r_chosen − r_rejected (DPO: its implicit reward's).
     reward_margin,
     /// DPO: mean log-probability of the chosen and of the rejected answers.
     logp_chosen,
     logp_rejected,
-    /// The same on the held-out rankings.
+    /// The same on the held-out rankings, at each validation.
     val_pair_accuracy,
     val_reward_margin,
     /// PPO, per answer of the last rollouts: the reward model's score, the KL to the

@@ -27,7 +27,11 @@ pub struct Group {
 impl Group {
     /// The ranking's rows: prompt (oldest turns dropped to fit) + answer + `<|end|>`, the
     /// answer cut to fit T + 1 tokens with a padding token after `<|end|>` so that
-    /// `<|end|>` is an input. None when the ranking has no pairs.
+    /// `<|end|>` is an input. Pairs of two rows with the same tokens (texts that differ
+    /// only past the cut, or not at all to the tokenizer) are left out: the model scores
+    /// both alike whatever it learns (a DPO margin or reward gap of exactly 0), so they
+    /// teach nothing and, held out, would read as wrong at every evaluation. None when no
+    /// pair is left.
     pub fn of(tokenizer: &Tokenizer, ranking: &Ranking, t: usize) -> Result<Option<Group>> {
         let pairs = ranking.pairs();
         if pairs.is_empty() {
@@ -48,7 +52,8 @@ impl Group {
             ids.push(END);
             rows.push(answer_row(&prompt, &ids, t));
         }
-        Ok(Some(Group { rows, pairs }))
+        let pairs: Vec<_> = pairs.into_iter().filter(|&(c, r)| rows[c].ids != rows[r].ids).collect();
+        Ok((!pairs.is_empty()).then_some(Group { rows, pairs }))
     }
 }
 
@@ -105,18 +110,25 @@ impl PreferenceRows {
         Ok(rows)
     }
 
-    /// `val_fraction` of the ranked prompts (at least one) held out, by a seeded shuffle.
+    /// `val_fraction` of the ranked prompts (at least one) held out, by a seeded shuffle;
+    /// only those with a pair of different answers ([`Group::of`]) count.
     pub fn split(
         tokenizer: &Tokenizer,
-        mut rankings: Vec<Ranking>,
+        rankings: Vec<Ranking>,
         t: usize,
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
-        rankings.retain(|r| !r.pairs().is_empty());
+        let mut kept = Vec::with_capacity(rankings.len());
+        for r in rankings {
+            if Group::of(tokenizer, &r, t)?.is_some() {
+                kept.push(r);
+            }
+        }
+        let mut rankings = kept;
         if rankings.len() < 2 {
             return Err(KilnError::Data(format!(
-                "learning from rankings needs at least 2 ranked prompts with a preference (one is held out to measure agreement), not {}",
+                "learning from rankings needs at least 2 ranked prompts that prefer one answer to a different one (one is held out to measure agreement), not {}",
                 rankings.len()
             )));
         }
@@ -144,7 +156,9 @@ impl PreferenceRows {
         };
         let (train_groups, val_groups) = (groups(&train)?, groups(&val)?);
         if train_groups.is_empty() || val_groups.is_empty() {
-            return Err(KilnError::Data("no ranking with a preference to train on or to hold out".into()));
+            return Err(KilnError::Data(
+                "no ranking that prefers one answer to a different one to train on or to hold out".into(),
+            ));
         }
         if position.position > train_groups.len() {
             return Err(KilnError::Checkpoint("trainer.json's data position is past the rankings".into()));

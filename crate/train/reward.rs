@@ -3,8 +3,8 @@
 //! Bradley-Terry loss, all pairs of a prompt from one forward pass:
 //!   loss = mean over pairs of −log σ(r_chosen − r_rejected)
 //!          + λ · mean over pairs of (r_chosen + r_rejected)²     (centring, λ ≥ 0)
-//! Pair accuracy — how often r_chosen > r_rejected — on the held-out rankings tells the
-//! person whether the model has learnt their taste.
+//! Pair accuracy — how often r_chosen > r_rejected, a tie counting half — on the held-out
+//! rankings tells the person whether the model has learnt their taste.
 
 use super::preference::{answer_span, stage_over_rankings, PreferenceRows};
 use super::stage::{Built, Input, Phase, Stage, StageDef};
@@ -55,21 +55,31 @@ pub fn sigmoid(x: f64) -> f64 {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PairStats {
     pub pairs: usize,
-    pub correct: usize,
+    /// Pairs ordered as the person did, a tie counting half.
+    pub correct: f64,
     pub margin: f64,
 }
 
 impl PairStats {
     pub fn add(&mut self, margin: f64) {
         self.pairs += 1;
-        self.correct += (margin > 0.0) as usize;
+        // a margin of exactly 0 (DPO's first step, the policy still the reference) orders
+        // neither way: half, the accuracy of a coin, not a wrong answer (the Mann-Whitney
+        // convention; TRL's strict `>` reads 0 there)
+        self.correct += if margin > 0.0 {
+            1.0
+        } else if margin == 0.0 {
+            0.5
+        } else {
+            0.0
+        };
         self.margin += margin;
     }
 
     /// (accuracy, mean margin), None before any pair.
     pub fn take(&mut self) -> Option<(f64, f64)> {
         let s = std::mem::take(self);
-        (s.pairs > 0).then(|| (s.correct as f64 / s.pairs as f64, s.margin / s.pairs as f64))
+        (s.pairs > 0).then(|| (s.correct / s.pairs as f64, s.margin / s.pairs as f64))
     }
 }
 
