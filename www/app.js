@@ -14,6 +14,7 @@ import { offerResume, wireAutosave } from './sections/autosave.js';
 import { wireTraining } from './sections/train.js';
 import { addExampleRow, wireSft } from './sections/sft.js';
 import { loadRankings, showRankings, restoreRankingInProgress, wireRanking } from './sections/rank.js';
+import { restoreRankSource } from './sections/rank_source.js';
 import { wireAlignment } from './sections/align.js';
 import { wireChat } from './sections/chat.js';
 import { wirePlayground } from './sections/playground.js';
@@ -50,6 +51,8 @@ function wire() {
 }
 
 async function main() {
+  // a reload opens at the top (the resume offer, the stage map), not where the last page was
+  history.scrollRestoration = 'manual';
   startI18n($('language'));
   say('backend', () => t('backend.starting'));
   say('train-stats', () => t('train.statsEmpty'));
@@ -77,8 +80,10 @@ async function main() {
       location.assign(url);
     });
     await chooseSource();
-    await offerResume();
+    restoreRankSource();
     restoreRankingInProgress();
+    // last, so nothing after it moves the page: the resume offer, focused, at the top
+    await offerResume();
     app.ready = true;
   });
 }

@@ -17,6 +17,17 @@ export let views = { refresh: async () => {}, stageMap: () => {}, readCompare: a
  * (a training run's) nor stops what asked for it (Start, Create model, Import). */
 export const viewsRead = (promise) => promise.catch(showError);
 window.kilnApp = app;
+// A model coming into being (created, imported, resumed) answers every "create a model
+// first" still shown beside a section's button.
+let model = null;
+Object.defineProperty(app, 'model', {
+  enumerable: true,
+  get: () => model,
+  set(value) {
+    model = value;
+    if (value) clearLines((key) => /^error\.modelBefore/.test(key));
+  },
+});
 
 /** Puts the views (views.js) in place once the page has a Kiln to read with. */
 export function useViews(made) {
@@ -106,7 +117,18 @@ function showError(error, origin = null) {
   const line = lineBeside(origin);
   if (line) {
     say(line.id, draw);
+    line.dataset.key = error.i18n?.key ?? '';
     reveal(line);
+  }
+}
+
+/** Clears the sections' message lines whose page message key `which` picks. */
+function clearLines(which) {
+  for (const line of document.querySelectorAll('.section-error')) {
+    if (line.dataset.key && which(line.dataset.key)) {
+      say(line.id, () => '');
+      line.dataset.key = '';
+    }
   }
 }
 

@@ -5,6 +5,8 @@
 // backend that trains) is asked for only while it is open, so a closed view costs nothing.
 // Model output and tokens are data: written with textContent and marked data-content.
 import { t, tParts, content, onLanguageChange, numberLocale } from './i18n.js';
+// say(): a line redrawn in the new language after a switch, whatever the row was
+import { say } from './page.js';
 
 const $ = (id) => document.getElementById(id);
 /** The most tokens the attention map draws (the prompt's last ones): T² cells. */
@@ -199,7 +201,7 @@ export function setUpViews(app, guard) {
 
   function drawRow(row) {
     if (!row) {
-      $('row-stats').textContent = t('inside.rowNone');
+      say('row-stats', () => t('inside.rowNone'));
       $('row-table').replaceChildren();
       return;
     }
@@ -228,10 +230,10 @@ export function setUpViews(app, guard) {
     $('row-table').replaceChildren(line(t('inside.rowInputs'), pieces(row.inputs)), line(t('inside.rowTargets'), pieces(row.targets)), line(t('inside.rowLoss'), losses));
     const counted = row.losses.filter((l) => l != null);
     const mean = counted.reduce((a, b) => a + b, 0) / Math.max(counted.length, 1);
-    $('row-stats').textContent = t('inside.rowStats', {
+    say('row-stats', () => t('inside.rowStats', {
       positions: row.inputs.length, counted: counted.length, mean: mean.toFixed(3),
       shown: shownPositions < row.inputs.length ? t('inside.rowFirst', { n: shownPositions }) : '',
-    });
+    }));
   }
 
   // ------------------------------------------------------------ two tokenizers
@@ -267,7 +269,8 @@ export function setUpViews(app, guard) {
   function forgetModel() {
     if (app.model || inside.next === null && inside.row === null) return;
     Object.assign(inside, { next: null, row: null });
-    for (const id of ['next-bars', 'next-stats', 'att-map', 'att-focus', 'att-focus-label', 'row-table', 'row-stats']) $(id).replaceChildren();
+    for (const id of ['next-bars', 'next-stats', 'att-map', 'att-focus', 'att-focus-label', 'row-table']) $(id).replaceChildren();
+    say('row-stats', () => '');
   }
 
   // ------------------------------------------------------------ the stage map

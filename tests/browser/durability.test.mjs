@@ -178,25 +178,25 @@ test('a full storage quota: the autosave fails with an explanation, training goe
 test('a reload in the middle of ranking keeps every ranking and the question being ranked', () => inPage({}, async ({ page }) => {
     await tokenizerAndModel(page);
     await page.fill('#rank-k', '3');
-    const sample = async () => {
-      await page.click('#rank-sample');
-      await waitFor(page, () => document.querySelectorAll('#rank-cards li').length === 3 || window.kilnApp.error);
-    };
-    // one question ranked and submitted
-    await sample();
-    await page.locator('#rank-cards li').first().press('3');
+    const shown = () => page.evaluate(() => window.kilnApp.rankShown ?? 0);
+    const next = (count) => waitFor(page, (n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count);
+    // one question ranked and submitted; the next comes by itself
+    await page.click('#rank-sample');
+    await next(0);
+    const count = await shown();
+    await page.locator('#rank-cards li').last().press('1');
     await page.click('#rank-submit');
-    await waitFor(page, () => /1 prompts ranked/.test(document.getElementById('rank-count').textContent));
+    await waitFor(page, () => /1 prompt ranked/.test(document.getElementById('rank-count').textContent));
     // the next one half ranked when the page reloads
-    await sample();
-    await page.locator('#rank-cards li').first().press('2');
+    await next(count);
+    await page.locator('#rank-cards li').last().press('1');
     const before = await page.evaluate(() => ({
       question: document.getElementById('rank-question').textContent,
       cards: [...document.querySelectorAll('#rank-cards li')].map((li) => li.textContent),
     }));
     await page.reload();
     await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
-    assert.match(await page.textContent('#rank-count'), /1 prompts ranked/);
+    assert.match(await page.textContent('#rank-count'), /1 prompt ranked/);
     const after = await page.evaluate(() => ({
       question: document.getElementById('rank-question').textContent,
       cards: [...document.querySelectorAll('#rank-cards li')].map((li) => li.textContent),

@@ -28,6 +28,16 @@ const PERSONS_JSONL = (() => {
   return `${lines.join('\n')}\n`;
 })();
 
+/** The person's prompts to rank, from a file of theirs: the last word of a sentence. */
+const PROMPTS = SENTENCES.slice(0, 12).map((s) => `Last word: ${s}`);
+const PROMPTS_JSONL = PROMPTS.map((prompt) => JSON.stringify({ prompt })).join('\n') + '\n';
+
+async function streamText(stream) {
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, arg, timeout = 600_000) => page.waitForFunction(fn, arg, { timeout, polling: 250 });
 
@@ -50,6 +60,13 @@ test('errors beside their cause, numbers checked before they run, nothing lost b
     await page.setViewportSize({ width: 1200, height: 800 });
     await page.click('#train-tokenizer');
     await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+
+    // ranking before there is a model: said beside the button, and gone once a model exists
+    await page.click('#rank-sample');
+    await lineSays(page, 'rank-section');
+    const early = (await lineOf(page, 'rank-section')).text;
+    console.log(`Sample answers with no model: ${early}`);
+    assert.match(early, /model/);
 
     // typed: refused by name beside the field, before anything runs
     await page.fill('#steps', '-5');
@@ -83,6 +100,7 @@ test('errors beside their cause, numbers checked before they run, nothing lost b
     assert.equal(await app(page, () => window.kilnApp.error), null);
     assert.equal((await lineOf(page, 'train-section')).text, '');
     assert.equal((await lineOf(page, 'model-section')).text, '', 'the field is fine now');
+    assert.equal((await lineOf(page, 'rank-section')).text, '', 'a model exists now: the ranking section\'s line is gone');
     const before = await app(page, () => ({
       steps: window.kilnApp.progress.map((p) => p.step),
       samples: document.getElementById('samples').children.length,
@@ -150,6 +168,127 @@ test('errors beside their cause, numbers checked before they run, nothing lost b
     line = await lineOf(page, 'rank-section');
     console.log(`1 answer to rank: ${line.text}`);
     assert.match(line.text, /answersPerPrompt must be 2 to 6, not 1/);
+    await page.fill('#rank-k', '4');
+
+    // the prompts from the person's file; a cancelled chooser leaves a button to open it again
+    const [cancelled] = await Promise.all([page.waitForEvent('filechooser'), page.check('input[name=rank-source][value=file]')]);
+    assert.ok(cancelled);
+    await page.dispatchEvent('#rank-file', 'cancel');
+    await waitFor(page, () => /No file chosen/.test(document.getElementById('rank-file-name').textContent));
+    assert.equal(await page.isVisible('#rank-file-choose'), true);
+    const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.click('#rank-file-choose')]);
+    await chooser.setFiles({ name: 'my-prompts.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(PROMPTS_JSONL) });
+    await waitFor(page, () => /my-prompts\.jsonl: 12 prompts/.test(document.getElementById('rank-file-name').textContent));
+
+    // temperature 0 is warned of; its four answers are one card, which cannot be ranked
+    await page.fill('#rank-temperature', '0');
+    await page.dispatchEvent('#rank-temperature', 'change');
+    await waitFor(page, () => /temperature this low/.test(document.getElementById('rank-note').textContent));
+    const shown = () => app(page, () => window.kilnApp.rankShown ?? 0);
+    let count = await shown();
+    await page.click('#rank-sample');
+    await waitFor(page, (n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count);
+    const cold = await app(page, () => ({
+      cards: [...document.querySelectorAll('#rank-cards li')].map((li) => li.textContent),
+      note: document.getElementById('rank-note').textContent,
+      focus: document.activeElement.id,
+    }));
+    console.log(`temperature 0: ${JSON.stringify(cold)}`);
+    assert.equal(cold.cards.length, 1);
+    assert.match(cold.cards[0], /×4$/);
+    assert.match(cold.note, /All 4 answers are the same text/);
+    assert.equal(cold.focus, 'rank-order', 'the keys go to the order field');
+    await page.keyboard.press('Enter');
+    await lineSays(page, 'rank-section');
+    line = await lineOf(page, 'rank-section');
+    assert.match(line.text, /every answer is the same text: this ranking would give no pair/);
+    assert.equal(await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings') ?? '[]').length), 0, 'nothing stored');
+    await page.fill('#rank-temperature', '1');
+    await page.dispatchEvent('#rank-temperature', 'change');
+    await page.click('#rank-order');
+
+    // keyboard only from here: S skips (the next prompt comes by itself, the keys stay on its order field)
+    count = await shown();
+    await page.keyboard.press('s');
+    await waitFor(page, (n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count);
+    assert.equal(await app(page, () => document.activeElement.id), 'rank-order', 'after a verdict the keys are on the next prompt');
+
+    // an order that names no card, or one card twice, is refused beside the field
+    for (const [typed, says] of [['9', /there is no card 9: the cards are numbered 1 to \d/], ['11', /card 1 is named twice in the order/], ['x', /type the cards' numbers/]]) {
+      await page.fill('#rank-order', typed);
+      await page.press('#rank-order', 'Enter');
+      await waitFor(page, (re) => new RegExp(re).test(document.getElementById('rank-section-error')?.textContent ?? ''), says.source);
+    }
+    await page.fill('#rank-order', '');
+
+    // ten prompts ranked by keys alone: a full order typed as the cards' numbers, with a
+    // tie, a digit moving a focused card, and B for all bad; every key press counted
+    let keys = 0;
+    const press = async (key) => { keys += 1; await page.keyboard.press(key); };
+    const orders = [];
+    let typedFull = 0;
+    for (let prompt = 0; prompt < 10; prompt += 1) {
+      const cards = await app(page, () => [...document.querySelectorAll('#rank-cards li')].map((li) => li.dataset.card));
+      const m = cards.length;
+      count = await shown();
+      if (prompt === 3) {
+        await press('b');
+      } else if (prompt === 5 && m >= 2) {
+        // on the last card, a digit moves it to the first place; the focus stays on it
+        keys += 1; // Shift
+        await page.keyboard.down('Shift'); await press('Tab'); await page.keyboard.up('Shift');
+        const last = await app(page, () => document.activeElement.dataset.card);
+        await press('1');
+        const moved = await app(page, () => ({ first: document.querySelector('#rank-cards li').dataset.card, focus: document.activeElement.dataset.card }));
+        assert.deepEqual(moved, { first: last, focus: last }, 'the card moved to place 1 and kept the focus');
+        await press('Enter');
+        orders.push(`moved ${Number(last) + 1} to 1`);
+      } else if (m >= 2) {
+        // best first: the cards in reverse, the last left out (it comes last by itself); a tie once
+        const numbers = cards.map((c) => Number(c) + 1).sort((a, b) => b - a).slice(0, m - 1);
+        const typed = prompt === 1 && m >= 3 ? `${numbers[0]}=${numbers.slice(1).join('')}` : numbers.join('');
+        for (const ch of typed) await press(ch);
+        await press('Enter');
+        orders.push(typed);
+        if (m === 4) typedFull += 1;
+      } else {
+        await press('s');
+      }
+      await waitFor(page, (n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count);
+      assert.equal(await app(page, () => window.kilnApp.error), null);
+    }
+    const ranked = await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings') ?? '[]'));
+    console.log(`10 prompts by keyboard: ${keys} keys (${(keys / 10).toFixed(1)} a prompt), orders ${JSON.stringify(orders)}, ${typedFull} full orders of 4 cards`);
+    assert.ok(keys / 10 <= 5, `at most 5 keys a prompt, not ${keys / 10}`);
+    assert.equal(ranked.length, 11);
+    assert.equal(ranked[4].verdict, 'all_bad');
+    assert.equal(ranked.filter((r) => r.verdict === 'ranked').length, 10 - 1 - ranked.slice(1).filter((r) => r.verdict === 'skipped').length);
+    assert.ok(ranked.slice(1).every((r) => PROMPTS.includes(r.prompt.at(-1).content)), 'the prompts came from the person\'s file');
+    const tie = ranked[2];
+    if (tie.verdict === 'ranked' && new Set(tie.answers.map((a) => a.trim())).size >= 3) {
+      assert.equal(new Set(tie.ranks).size, new Set(tie.answers.map((a) => a.trim())).size - 1, `a tie typed with '=': ${tie.ranks}`);
+    }
+    // ? shows the keys; the count reads in words
+    await page.keyboard.press('?');
+    assert.equal(await page.isVisible('#rank-keys'), true);
+    assert.match(await page.textContent('#rank-count'), /^\d+ prompts? ranked/);
+
+    // the pairs exported from all of it never prefer an answer to itself
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#pairs-export')]);
+    const pairs = (await streamText(await download.createReadStream())).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    console.log(`${pairs.length} pairs exported`);
+    assert.ok(pairs.length > 0);
+    for (const p of pairs) assert.notEqual(p.chosen[0].content.trim(), p.rejected[0].content.trim());
+
+    // a reload keeps the prompts' source and its file
+    await page.reload();
+    await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error);
+    const source = await app(page, () => ({
+      checked: document.querySelector('input[name=rank-source]:checked').value,
+      file: document.getElementById('rank-file-name').textContent,
+    }));
+    console.log(`after a reload: ${JSON.stringify(source)}`);
+    assert.deepEqual(source, { checked: 'file', file: 'my-prompts.jsonl: 12 prompts.' });
     assert.ok(!log.some((l) => l.startsWith('pageerror')), log.join('\n'));
   } finally {
     await browser.close();

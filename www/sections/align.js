@@ -4,7 +4,7 @@
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
 import { $, app, views, viewsRead, say, sayForNow, guard, pageError, fmt, stageName, setButtons, numberField } from '../page.js';
-import { remakeChart, stepLine, STEP_TICKS } from './train.js';
+import { remakeChart, stepLine, showStage, STEP_TICKS } from './train.js';
 import { onAutosave } from './autosave.js';
 import { BEFORE_AFTER, rankingsJsonl } from './rank.js';
 
@@ -16,11 +16,28 @@ const alignChart = () => ({
     { label: 'KL', stroke: '#6a3d9a', width: 2, spanGaps: true },
     { label: t('chart.pairAccuracy'), stroke: '#2166ac', width: 2, spanGaps: true, points: { show: true } }],
 });
-let alignPlot = new uPlot(alignChart(), [[], [], [], []], $('align-chart'));
+/** Each line of the chart's legend explained on hover (the series after the step). */
+function legendTitles(plot) {
+  const titles = [null, t('chart.rewardHelp'), t('chart.klHelp'), t('chart.pairAccuracyHelp')];
+  plot.root.querySelectorAll('.u-legend .u-series').forEach((row, i) => { if (titles[i]) row.title = titles[i]; });
+  return plot;
+}
+let alignPlot = legendTitles(new uPlot(alignChart(), [[], [], [], []], $('align-chart')));
 app.alignPlot = alignPlot;
 
 /** A preference stage's measure in words (the core's name, e.g. valPairAccuracy, in English). */
 const metricName = (name) => (hasMessage(`align.metric.${name}`) ? t(`align.metric.${name}`) : name);
+
+/** A measure's name with its one-line explanation on hover. */
+function metricLabel(name) {
+  const span = document.createElement('span');
+  span.textContent = metricName(name);
+  if (hasMessage(`align.metric.${name}.help`)) {
+    span.title = t(`align.metric.${name}.help`);
+    span.className = 'explained';
+  }
+  return span;
+}
 
 function onAlignProgress(p) {
   if (p.event) {
@@ -31,6 +48,7 @@ function onAlignProgress(p) {
   }
   app.progress.push(p);
   app.stage = p.stage;
+  showStage(p.stage);
   viewsRead(views.refresh('progress', p));
   const m = p.metrics ?? {};
   const reward = m.meanReward ?? m.rewardMargin ?? null;
@@ -41,9 +59,9 @@ function onAlignProgress(p) {
   }
   app.alignMetrics = { ...app.alignMetrics, ...m };
   const metrics = { ...app.alignMetrics };
-  say('align-stats', () => t('align.stats', {
+  say('align-stats', () => tParts('align.stats', {
     stage: stageName(p.stage), step: p.step, steps: p.steps, loss: fmt(p.loss),
-    metrics: Object.entries(metrics).map(([k, v]) => `${metricName(k)} ${fmt(v, 3)}`).join(' · '),
+    metrics: Object.entries(metrics).flatMap(([k, v], i) => [...(i ? [' · '] : []), metricLabel(k), ` ${fmt(v, 3)}`]),
   }));
   if (p.sample != null) $('align-samples').prepend(stepLine(p.step, p.sample));
 }
@@ -118,7 +136,7 @@ export function wireAlignment() {
   $('compare').addEventListener('click', () => guard(compare));
   $('align-steps').addEventListener('change', () => guard(() => app.kiln?.checkTraining('dpo', { steps: numberField('align-steps') })));
   onLanguageChange(() => {
-    alignPlot = remakeChart(alignPlot, alignChart(), $('align-chart'));
+    alignPlot = legendTitles(remakeChart(alignPlot, alignChart(), $('align-chart')));
     app.alignPlot = alignPlot;
   });
 }

@@ -1,9 +1,12 @@
 // The autosave section: where the last autosave stands, the stored autosaves with Resume
-// and Delete, and the offer to resume the newest one when the page opens.
+// and Delete, and the offer to resume the newest one when the page opens. A resume puts
+// back the run's context too (its text, stages done and last stats: sections/context.js).
 import { t, tParts, content, num, numberLocale, onLanguageChange } from '../i18n.js';
 import { $, app, views, viewsRead, say, guard, pageError, mib, dateTime, stageName } from '../page.js';
-import { sizes } from './model.js';
-import { resetChart, onProgress } from './train.js';
+import { sizes, forgetRun } from './model.js';
+import { onProgress, showStage } from './train.js';
+import { restoreText } from './text.js';
+import { saveContext, loadContext, pruneContexts, modelTrainedOn } from './context.js';
 import { sftSource } from './sft.js';
 import { showTokens } from './tokenizer.js';
 
@@ -15,6 +18,7 @@ export function onAutosave(saved) {
     return;
   }
   app.lastAutosave = saved;
+  saveContext(saved.id, saved.step);
   const at = Date.now();
   say('autosave-status', () => t('autosave.saved', {
     stage: saved.stage ? stageName(saved.stage) : t('autosave.theRun'), step: saved.step, size: mib(saved.bytes),
@@ -32,6 +36,7 @@ const describeAutosave = (a) => tParts(a.steps ? 'autosave.describeOf' : 'autosa
 /** Lists the autosaves with Resume and Delete; returns them. */
 async function showAutosaves() {
   const saves = await app.kiln.listAutosaves();
+  pruneContexts(saves.map((a) => a.id));
   $('autosave-list').replaceChildren(...saves.map((a) => {
     const li = document.createElement('li');
     li.append(...describeAutosave(a));
@@ -51,18 +56,32 @@ async function showAutosaves() {
  * Fine-tune) goes on from its step. */
 async function restoreRun(saved) {
   if (app.training) throw pageError('error.stopFirst', 'busy');
+  const { context, body } = loadContext(saved.id);
   const info = await app.kiln.restoreAutosave(saved.id);
   $('autosave-offer').hidden = true;
+  forgetRun();
   app.model = info;
   app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'restored' };
   const c = info.config;
   say('tok-stats', () => t('tokenizer.restored', { size: c.vocab_size }));
   say('model-stats', () => t('model.restored', { ...sizes(c), params: num(info.params) }));
-  resetChart();
-  for (const point of info.history) onProgress({ stage: info.stage, step: point.step, steps: saved.steps ?? point.step, loss: point.loss, valLoss: point.val_loss, lr: 0, tokensPerS: 0, etaS: 0 });
+  // the history has the losses; the speed and learning rate are the last ones saved beside it
+  const stats = context?.stats?.stage === info.stage ? context.stats : null;
+  const last = info.history.at(-1);
+  for (const point of info.history) {
+    const measured = point === last && stats ? { tokensPerS: stats.tokensPerS, lr: stats.lr, etaS: stats.etaS, memoryPeakBytes: stats.memoryPeakBytes } : {};
+    onProgress({ stage: info.stage, step: point.step, steps: saved.steps ?? point.step, loss: point.loss, valLoss: point.val_loss, lr: null, tokensPerS: null, etaS: null, ...measured });
+  }
   if (saved.steps) $(info.stage === 'sft' ? 'sft-steps' : 'steps').value = String(saved.steps);
   app.restored = info;
-  app.done = { [info.stage === 'sft' || info.stage === 'pretrain' ? info.stage : 'align']: info.step };
+  app.stage = info.stage;
+  showStage(info.stage);
+  // the stages done before this one, as the page had them (older autosaves: this one only)
+  app.done = { ...context?.done, [info.stage === 'sft' || info.stage === 'pretrain' ? info.stage : 'align']: info.step };
+  modelTrainedOn(context?.text ?? null, body);
+  // section 1 as the run left it (a pretraining run carries its text: the core has it back);
+  // a failure is shown, and the run stays resumed
+  await viewsRead(restoreText(context?.text, body, info.stage === 'pretrain'));
   if (info.stage === 'sft') app.sftSource = sftSource();
   const button = { sft: 'sft.start', pretrain: 'train.start' }[info.stage];
   say('autosave-status', () => tParts(saved.steps ? 'autosave.resumedOf' : 'autosave.resumed', {
@@ -84,6 +103,9 @@ export async function offerResume() {
   $('autosave-offer').hidden = false;
   $('autosave-resume').onclick = () => guard(() => restoreRun(newest));
   $('autosave-dismiss').onclick = () => { $('autosave-offer').hidden = true; };
+  // where the eye lands: the offer at the top, its Resume button focused
+  $('autosave-resume').focus({ preventScroll: true });
+  window.scrollTo(0, 0);
 }
 
 /** Nothing to click until the list is shown: only the language switch to follow. */

@@ -2,7 +2,8 @@
 // model imported from one.
 import { t, tParts, content, num } from '../i18n.js';
 import { $, app, views, viewsRead, say, guard, mib } from '../page.js';
-import { sizes } from './model.js';
+import { sizes, forgetRun } from './model.js';
+import { modelOnTextInUse } from './context.js';
 import { trainingOptions } from './train.js';
 import { showTokens } from './tokenizer.js';
 import { showSftExample } from './sft.js';
@@ -21,6 +22,8 @@ async function exportModel() {
 async function importModel(file) {
   const info = await app.kiln.importModel(file, trainingOptions());
   app.model = info;
+  modelOnTextInUse(false);
+  forgetRun();
   app.tokenizer = { vocabSize: info.config.vocab_size, kind: 'imported' };
   // the core's notes on what it changed, as they came
   const notes = info.notes?.length ? [' ', content(info.notes.join(' '))] : '';

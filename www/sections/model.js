@@ -3,7 +3,8 @@
 import { t, tParts, content, num } from '../i18n.js';
 import { $, app, views, viewsRead, say, guard } from '../page.js';
 import { trainTokenizer } from './tokenizer.js';
-import { resetChart, trainingOptions } from './train.js';
+import { resetChart, showStage, trainingOptions } from './train.js';
+import { modelOnTextInUse } from './context.js';
 
 function modelOptions() {
   const preset = $('preset').value;
@@ -46,13 +47,29 @@ export function showBackend(b) {
 /** A model's shape, for the model.* lines. */
 export const sizes = (c) => ({ layers: c.n_layer, heads: c.n_head, width: c.n_embd, context: c.block_size });
 
+/** A new model (made, imported or resumed): what the runs of the one before showed goes
+ * (the stats lines, the stage, the charts and samples, the before/after answers). */
+export function forgetRun() {
+  resetChart();
+  say('train-stats', () => t('train.statsEmpty'));
+  showStage(null);
+  for (const id of ['sft-stats', 'sft-skipped', 'align-stats']) say(id, () => '');
+  $('align-samples').replaceChildren();
+  $('compare-table').tBodies[0].replaceChildren();
+  app.alignPlot?.setData([[], [], [], []]);
+  app.alignMetrics = {};
+  app.restored = null;
+  app.stage = null;
+}
+
 export async function createModel() {
   if (!app.tokenizer) await trainTokenizer();
   if (app.backend.auto) say('model-stats', () => t('model.timing'));
   const info = await app.kiln.createModel(modelOptions(), trainingOptions());
   app.model = info;
+  modelOnTextInUse();
   if (info.backend) showBackend(app.backend = info.backend);
-  resetChart();
+  forgetRun();
   const c = info.config;
   say('model-stats', () => tParts('model.ready', {
     ...sizes(c), vocab: c.vocab_size, params: num(info.params), memory: content(info.memory),

@@ -2,16 +2,17 @@
 // orders the answers (drag, keys 1–6, or Enter to keep the order), skips the prompt or
 // calls every answer bad.
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
-import { $, app, views, say, guard, pageError, skippedLines, numberField } from '../page.js';
+import { $, app, views, say, sayForNow, guard, pageError, skippedLines, numberField } from '../page.js';
+import { rankSource, nextPrompt, wireRankSource } from './rank_source.js';
+import { cardsOf, cardRanks, answerRanks, shownOrder, moveCard, parseOrder, allTied } from './rank_order.js';
 
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
 const RANKINGS_KEY = 'kiln.rankings';
 /** The question being ranked (its answers and the order so far), so a reload loses no work. */
 const IN_PROGRESS_KEY = 'kiln.ranking-in-progress';
-/** Held-out questions the before/after view answers (the first ones of the split). */
-export const BEFORE_AFTER = 4;
-const rank = { prompts: [], next: 0, current: null, editing: null, dragged: null, note: null };
+export { BEFORE_AFTER } from './rank_source.js';
+const rank = { current: null, editing: null, dragged: null, note: null, sampling: false };
 
 export function loadRankings() {
   try {
@@ -37,7 +38,9 @@ function showRankCount(note = null) {
   say('rank-count', () => {
     const ranked = app.rankings.filter((r) => r.verdict === 'ranked').length;
     const other = app.rankings.length - ranked;
-    const count = other ? t('rank.countWithOther', { ranked, other }) : t('rank.count', { ranked });
+    const count = other
+      ? t(ranked === 1 ? 'rank.countWithOtherOne' : 'rank.countWithOther', { ranked, other })
+      : t(ranked === 1 ? 'rank.countOne' : 'rank.count', { ranked });
     return [count, ...(rank.note?.() ?? [])];
   });
 }
@@ -65,99 +68,151 @@ function showRankList() {
   $('rank-list').replaceChildren(...items);
 }
 
-const rankSource = () => document.querySelector('input[name=rank-source]:checked').value;
-
-/** The next prompt to rank, as messages ending with the user's turn. */
-async function nextPrompt() {
-  const source = rankSource();
-  if (source === 'typed') {
-    const text = $('rank-typed').value.trim();
-    if (!text) throw pageError('error.typePrompt', 'data');
-    return [{ role: 'user', content: text }];
-  }
-  if (source === 'file') {
-    if (!rank.prompts.length) throw pageError('error.openPrompts', 'data');
-  } else if (!rank.prompts.length || rank.source !== 'builtin') {
-    // held-out questions the fine-tuning never showed, past the first few that the
-    // before/after view answers
-    const convs = await app.kiln.instructionExamples('en', 'heldout', 300);
-    rank.prompts = convs.slice(BEFORE_AFTER).map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
-  }
-  rank.source = source;
-  const prompt = rank.prompts[rank.next % rank.prompts.length];
-  rank.next += 1;
-  return prompt;
-}
-
 /** The sampling fields, as the preference stages' options. */
 const samplingOptions = () => ({
   answersPerPrompt: numberField('rank-k'), temperature: numberField('rank-temperature'), topK: numberField('rank-top-k'), topP: numberField('rank-top-p'),
 });
 
+/** Says what the ranking section should know now (identical answers, a cold temperature). */
+function note(key, vars) {
+  say('rank-note', () => (key ? t(key, vars) : ''));
+}
+
+/** Says `key` to screen readers (and nothing on screen): what a key press did. */
+function announce(key, vars) {
+  say('rank-live', () => t(key, vars));
+}
+
+/** Warns before sampling that at temperature (near) 0 every answer comes out the same. */
+function checkTemperature() {
+  const temperature = numberField('rank-temperature');
+  note(temperature != null && temperature < 0.1 ? 'rank.coldTemperature' : null);
+}
+
 async function sampleAnswers() {
   if (!app.model) throw pageError('error.modelBeforeRank', 'config');
-  const prompt = await nextPrompt();
-  // the preference stages' own options (2 to 6 answers …), checked before sampling
-  const s = await app.kiln.checkTraining('ppo', samplingOptions());
-  const options = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: Date.now() % 1e9 };
-  $('rank-question').textContent = t('rank.sampling');
-  const candidates = await app.kiln.sampleCandidates(prompt, options);
-  showCandidates({ prompt, answers: candidates.map((c) => c.text), ranks: candidates.map((_, i) => i + 1) }, null);
+  if (rank.sampling) return;
+  rank.sampling = true;
+  const restore = sayForNow('rank-question', () => t('rank.sampling'));
+  try {
+    const prompt = await nextPrompt();
+    // the preference stages' own options (2 to 6 answers …), checked before sampling
+    const s = await app.kiln.checkTraining('ppo', samplingOptions());
+    const options = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: Date.now() % 1e9 };
+    const candidates = await app.kiln.sampleCandidates(prompt, options);
+    const answers = candidates.map((c) => c.text);
+    const cards = cardsOf(answers);
+    showCandidates({ prompt, answers, ranks: answerRanks(cards, cards.map((_, k) => k + 1), answers.length) }, null, true);
+    app.rankShown = (app.rankShown ?? 0) + 1;
+    if (cards.length === 1) note(s.temperature < 0.1 ? 'rank.allSameCold' : 'rank.allSame', { count: answers.length });
+    else if (cards.length < answers.length) note('rank.merged', { answers: answers.length, cards: cards.length });
+    else checkTemperature();
+  } catch (error) {
+    restore();
+    throw error;
+  } finally {
+    rank.sampling = false;
+  }
 }
 
-/** Shows a prompt's answers as cards in rank order; `editing` is the stored index. */
-function showCandidates(ranking, editing) {
-  rank.current = { ...ranking, ranks: [...ranking.ranks], changed: editing != null };
+/** Shows a prompt's answers as cards in rank order (identical answers as one card);
+ * `editing` is the stored index; `focus` puts the keyboard on the order field. */
+function showCandidates(ranking, editing, focus) {
+  const cards = cardsOf(ranking.answers);
+  rank.current = { ...ranking, cards, cardRanks: cardRanks(cards, ranking.ranks.map(Number)), changed: editing != null };
   rank.editing = editing;
-  $('rank-question').replaceChildren(content(ranking.prompt.at(-1)?.content ?? ''));
+  say('rank-question', () => content(ranking.prompt.at(-1)?.content ?? ''));
+  $('rank-order').value = '';
   renderCards();
-  for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = false;
-  $('rank-cards').firstElementChild?.focus();
+  for (const id of ['rank-submit', 'rank-skip', 'rank-bad', 'rank-order']) $(id).disabled = false;
+  announce('rank.shown', { count: cards.length });
+  if (focus) $('rank-order').focus();
 }
 
-function renderCards(focusAnswer) {
+function renderCards(focusCard) {
   const c = rank.current;
-  localStorage.setItem(IN_PROGRESS_KEY, JSON.stringify({ ...c, editing: rank.editing }));
-  const order = c.answers.map((_, i) => i).sort((a, b) => c.ranks[a] - c.ranks[b] || a - b);
-  const cards = order.map((i) => {
+  c.ranks = answerRanks(c.cards, c.cardRanks, c.answers.length);
+  localStorage.setItem(IN_PROGRESS_KEY, JSON.stringify({ prompt: c.prompt, answers: c.answers, ranks: c.ranks, changed: c.changed, editing: rank.editing }));
+  const items = shownOrder(c.cardRanks).map((k) => {
+    const card = c.cards[k];
     const li = document.createElement('li');
     li.tabIndex = 0;
     li.draggable = true;
-    li.dataset.answer = String(i);
-    const badge = document.createElement('span');
-    badge.className = 'rank';
-    badge.textContent = String(c.ranks[i]);
-    li.append(badge, c.answers[i] ? content(c.answers[i]) : t('rank.empty'));
-    li.setAttribute('aria-label', t('rank.cardLabel', { rank: c.ranks[i], answer: c.answers[i] }));
+    li.dataset.card = String(k);
+    const badge = Object.assign(document.createElement('span'), { className: 'rank', textContent: String(c.cardRanks[k]) });
+    const number = Object.assign(document.createElement('span'), { className: 'number', textContent: `#${k + 1}` });
+    const text = Object.assign(document.createElement('span'), { className: 'text' });
+    text.append(card.text ? content(card.text) : t('rank.empty'));
+    li.append(badge, number, text);
+    if (card.members.length > 1) li.append(Object.assign(document.createElement('span'), { className: 'times', textContent: `×${card.members.length}` }));
+    const label = card.members.length > 1 ? 'rank.cardLabelTimes' : 'rank.cardLabel';
+    li.setAttribute('aria-label', t(label, { rank: c.cardRanks[k], number: k + 1, times: card.members.length, answer: card.text }));
     return li;
   });
-  $('rank-cards').replaceChildren(...cards);
-  if (focusAnswer != null) $('rank-cards').querySelector(`[data-answer="${focusAnswer}"]`)?.focus();
+  $('rank-cards').replaceChildren(...items);
+  if (focusCard != null) $('rank-cards').querySelector(`[data-card="${focusCard}"]`)?.focus();
 }
 
 /** Ranks from the cards' order after a drag: 1, 2, 3 … by position. */
 function ranksFromOrder() {
   const c = rank.current;
-  [...$('rank-cards').children].forEach((li, position) => { c.ranks[Number(li.dataset.answer)] = position + 1; });
+  [...$('rank-cards').children].forEach((li, position) => { c.cardRanks[Number(li.dataset.card)] = position + 1; });
   c.changed = true;
   renderCards();
 }
 
+/** A digit on a focused card moves it to that place; the focus stays on it. */
 function onCardKey(event) {
   const li = event.target.closest('li');
   if (!li || !rank.current) return;
   const cards = [...$('rank-cards').children];
   const at = cards.indexOf(li);
-  if (/^[1-6]$/.test(event.key) && Number(event.key) <= rank.current.answers.length) {
-    rank.current.ranks[Number(li.dataset.answer)] = Number(event.key);
+  const card = Number(li.dataset.card);
+  if (/^[1-6]$/.test(event.key) && Number(event.key) <= cards.length) {
+    rank.current.cardRanks = moveCard(rank.current.cardRanks, card, Number(event.key));
     rank.current.changed = true;
-    renderCards(li.dataset.answer);
+    renderCards(card);
+    announce('rank.moved', { number: card + 1, place: Number(event.key) });
   } else if (event.key === 'ArrowRight' || event.key === 'ArrowDown') {
     cards[Math.min(at + 1, cards.length - 1)].focus();
   } else if (event.key === 'ArrowLeft' || event.key === 'ArrowUp') {
     cards[Math.max(at - 1, 0)].focus();
   } else if (event.key === 'Enter') {
-    submitRanking('ranked');
+    guard(() => submitRanking('ranked'));
+  } else {
+    return;
+  }
+  event.preventDefault();
+}
+
+/** Enter in the order field: the typed order (cards' numbers, best first) is the ranking;
+ * an empty field submits the order shown. */
+function onOrderKey(event) {
+  if (event.key !== 'Enter' || !rank.current) return;
+  event.preventDefault();
+  guard(() => {
+    const typed = $('rank-order').value.trim();
+    if (typed) {
+      const read = parseOrder(typed, rank.current.cards.length);
+      if (read.error) throw pageError(read.error[0], 'data', read.error[1]);
+      rank.current.cardRanks = read.ranks;
+      rank.current.changed = true;
+      renderCards();
+    }
+    return submitRanking('ranked');
+  });
+}
+
+/** S skips, B marks every answer bad, ? shows the keys: anywhere in the section but a text field. */
+function onSectionKey(event) {
+  const field = event.target.closest?.('input, textarea, select');
+  if (field && field.id !== 'rank-order') return;
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  const key = event.key.toLowerCase();
+  if (key === '?') {
+    $('rank-keys').hidden = !$('rank-keys').hidden;
+  } else if ((key === 's' || key === 'b') && rank.current) {
+    guard(() => submitRanking(key === 's' ? 'skipped' : 'all_bad'));
   } else {
     return;
   }
@@ -167,20 +222,33 @@ function onCardKey(event) {
 function submitRanking(verdict) {
   const c = rank.current;
   if (!c) return;
+  if (verdict === 'ranked' && allTied(c.cardRanks)) {
+    throw pageError(c.cards.length === 1 ? 'rank.nothingToRank' : 'rank.allTied', 'data');
+  }
   if (verdict === 'ranked' && !c.changed
       && !window.confirm(t('rank.confirmUnchanged'))) return;
-  // ranks become 1.. dense-free as given (ties stay ties)
+  // ranks as given (ties stay ties; copies of one answer share its card's rank)
   const entry = { prompt: c.prompt, answers: c.answers, ranks: c.ranks, verdict };
   const list = [...app.rankings];
-  if (rank.editing != null) list[rank.editing] = entry;
+  const edited = rank.editing != null;
+  if (edited) list[rank.editing] = entry;
   else list.push(entry);
   saveRankings(list);
   localStorage.removeItem(IN_PROGRESS_KEY);
   rank.current = null;
   rank.editing = null;
   $('rank-cards').replaceChildren();
-  $('rank-question').textContent = '';
-  for (const id of ['rank-submit', 'rank-skip', 'rank-bad']) $(id).disabled = true;
+  say('rank-question', () => '');
+  note(null);
+  for (const id of ['rank-submit', 'rank-skip', 'rank-bad', 'rank-order']) $(id).disabled = true;
+  announce(`rank.submitted.${verdict}`, { count: app.rankings.filter((r) => r.verdict === 'ranked').length });
+  // the next prompt comes by itself from a list of prompts; a typed one waits for the person
+  if (!edited && rankSource() !== 'typed') {
+    $('rank-sample').focus({ preventScroll: true });
+    guard(sampleAnswers);
+  } else {
+    $(rankSource() === 'typed' ? 'rank-typed' : 'rank-sample').focus({ preventScroll: true });
+  }
 }
 
 /** Shows the question that was being ranked when the page closed, as it was left. */
@@ -201,7 +269,7 @@ export function restoreRankingInProgress() {
 
 function editRanking(i) {
   const r = app.rankings[i];
-  showCandidates({ prompt: r.prompt, answers: r.answers, ranks: r.ranks.length ? r.ranks : r.answers.map((_, j) => j + 1) }, i);
+  showCandidates({ prompt: r.prompt, answers: r.answers, ranks: r.ranks.length ? r.ranks : r.answers.map((_, j) => j + 1) }, i, true);
 }
 
 function download(name, text) {
@@ -219,43 +287,22 @@ async function importRankings(file) {
   showRankCount(() => [...tParts('rank.imported', { count: read.rankings.length, pairs: read.pairs }), ...[skippedLines(read.skipped)].flat()]);
 }
 
-/** Reads a file of prompts to rank: rankings ({prompt, answers, …}) or JSONL of
- * {prompt} or {messages} lines, each becoming the messages up to its last user turn. */
-async function readPromptFile() {
-  const read = await app.kiln.checkRankings($('rank-file').files[0]).catch(() => null);
-  if (read) rank.prompts = read.rankings.map((r) => r.prompt);
-  else {
-    const text = await $('rank-file').files[0].text();
-    rank.prompts = text.split('\n').filter((l) => l.trim()).map((l, i) => {
-      let v;
-      try { v = JSON.parse(l); } catch { throw pageError('error.lineNotJson', 'data', { line: i + 1 }); }
-      if (typeof v.prompt === 'string') return [{ role: 'user', content: v.prompt }];
-      if (Array.isArray(v.messages)) return v.messages.slice(0, v.messages.findLastIndex((m) => m.role === 'user') + 1);
-      throw pageError('error.lineNoPrompt', 'data', { line: i + 1 });
-    });
-  }
-  rank.next = 0;
-  const count = rank.prompts.length;
-  say('rank-count', () => t('rank.promptsRead', { count }));
-}
-
 /** The section's inputs: the prompt's source, the cards (keys and drag), the verdicts, the files. */
 export function wireRanking() {
-  for (const radio of document.querySelectorAll('input[name=rank-source]')) {
-    radio.addEventListener('change', () => {
-      $('rank-typed-box').hidden = rankSource() !== 'typed';
-      if (rankSource() === 'file') $('rank-file').click();
-    });
-  }
-  $('rank-file').addEventListener('change', () => guard(readPromptFile));
+  wireRankSource();
   $('rank-sample').addEventListener('click', () => guard(sampleAnswers));
   for (const id of ['rank-k', 'rank-temperature', 'rank-top-k', 'rank-top-p']) {
-    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('ppo', samplingOptions())));
+    $(id).addEventListener('change', () => guard(async () => {
+      await app.kiln?.checkTraining('ppo', samplingOptions());
+      checkTemperature();
+    }));
   }
-  $('rank-submit').addEventListener('click', () => submitRanking('ranked'));
-  $('rank-skip').addEventListener('click', () => submitRanking('skipped'));
-  $('rank-bad').addEventListener('click', () => submitRanking('all_bad'));
+  $('rank-submit').addEventListener('click', () => guard(() => submitRanking('ranked')));
+  $('rank-skip').addEventListener('click', () => guard(() => submitRanking('skipped')));
+  $('rank-bad').addEventListener('click', () => guard(() => submitRanking('all_bad')));
   $('rank-cards').addEventListener('keydown', onCardKey);
+  $('rank-order').addEventListener('keydown', onOrderKey);
+  $('rank-section').addEventListener('keydown', onSectionKey);
   $('rank-cards').addEventListener('dragstart', (event) => {
     rank.dragged = event.target.closest('li');
     rank.dragged?.classList.add('dragging');

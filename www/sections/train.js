@@ -5,6 +5,7 @@ import { t, tParts, content, num, onLanguageChange } from '../i18n.js';
 import { $, app, views, viewsRead, say, guard, fmt, mib, setButtons, numberField } from '../page.js';
 import { createModel } from './model.js';
 import { onAutosave } from './autosave.js';
+import { modelOnTextInUse } from './context.js';
 
 // How often the page asks for a sample, a validation and a loss: often, so the chart moves.
 export const PAGE_CADENCE = { sampleEvery: 50, evalEvery: 25, logEvery: 5 };
@@ -39,6 +40,16 @@ export function resetChart() {
   $('samples').replaceChildren();
 }
 
+/** `x` written by `write`, or '–' when it is not known. */
+const known = (x, write) => (x == null || Number.isNaN(x) ? '–' : write(x));
+
+const STAGE_LABELS = { pretrain: 'train.stagePretrain', sft: 'train.stageSft', reward: 'train.stageReward', ppo: 'train.stagePpo', dpo: 'train.stageDpo' };
+
+/** The stage beside section 4's heading: the model's current stage (none for a new model). */
+export function showStage(stage) {
+  say('stage-name', () => (STAGE_LABELS[stage] ? t(STAGE_LABELS[stage]) : ''));
+}
+
 export function onProgress(p) {
   if (p.event) {
     // the divergence guard or a worker recovery: said, and the curve cut back to its step
@@ -63,13 +74,14 @@ export function onProgress(p) {
   }
   const last = app.progress.findLast((q) => q.loss != null);
   const lastVal = app.progress.findLast((q) => q.valLoss != null);
+  // a resumed run's history has no speed or learning rate but the last one saved with it
   const stats = () => t('train.stats', {
     step: p.step, steps: p.steps, loss: fmt(last?.loss), validation: fmt(lastVal?.valLoss),
-    speed: num(Math.round(p.tokensPerS)), eta: Math.round(p.etaS), lr: p.lr.toExponential(2),
+    speed: known(p.tokensPerS, (x) => num(Math.round(x))), eta: known(p.etaS, Math.round), lr: known(p.lr, (x) => x.toExponential(2)),
     memory: p.memoryPeakBytes != null ? t('train.gpuMemory', { size: mib(p.memoryPeakBytes) }) : '',
   });
   say('train-stats', stats);
-  say('stage-name', () => t(p.stage === 'sft' ? 'train.stageSft' : 'train.stagePretrain'));
+  showStage(p.stage);
   if (p.stage === 'sft') say('sft-stats', stats);
   if (p.sample != null) $('samples').prepend(stepLine(p.step, p.sample));
 }
@@ -89,7 +101,28 @@ function rewordStepLines() {
   }
 }
 
+/** A text in words, for the warning before Start. */
+function textInWords(text) {
+  if (!text) return t('train.noText');
+  if (text.source === 'en' || text.source === 'zh') return t(text.source === 'zh' ? 'text.builtinZh' : 'text.builtinEn');
+  return text.source === 'file' ? t('text.describeFile', { name: text.name, bytes: num(text.bytes) }) : t('text.describePaste', { bytes: num(text.bytes) });
+}
+
+/** Whether Start may go on: when the model (or the resumed one a new text replaced) was
+ * pretrained on another text than the one section 1 holds now, the person says so first. */
+function sameTextOrAsked() {
+  const trained = app.modelText;
+  if (!trained || !(app.model || app.restored) || trained.hash === app.text?.hash) return true;
+  const words = { trained: textInWords(trained), now: textInWords(app.text) };
+  app.warnedText = t(app.model ? 'train.otherText' : 'train.otherTextNewModel', words);
+  if (!window.confirm(app.warnedText)) return false;
+  // the model goes on learning from the text in use (a new model does anyway)
+  if (app.model) modelOnTextInUse();
+  return true;
+}
+
 async function start() {
+  if (!sameTextOrAsked()) return;
   setButtons('running');
   await guard(async () => {
     if (!app.model) await createModel();
