@@ -26,10 +26,16 @@ async function ready(page) {
 /** How many prompts have had their answers shown so far. */
 const shown = (page) => app(page, () => window.kilnApp.rankShown ?? 0);
 
-/** Waits for the answers of the prompt after the `count`-th (a verdict brings it by itself). */
+/** Waits for the answers of the prompt after the `count`-th (a verdict brings it by itself);
+ * where every answer came out the same (one card, nothing to rank), samples that prompt again. */
 async function nextCards(page, count) {
-  await page.waitForFunction((n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count, { timeout: 300_000, polling: 250 });
-  await noError(page);
+  for (;;) {
+    await page.waitForFunction((n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count, { timeout: 300_000, polling: 250 });
+    await noError(page);
+    if (await page.locator('#rank-cards li').count() >= 2) return;
+    count = await shown(page);
+    await page.click('#rank-sample');
+  }
 }
 
 /** Samples answers for the next built-in question and waits for the cards. */

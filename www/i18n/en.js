@@ -210,6 +210,7 @@ export default {
   'rank.submitted.skipped': 'Prompt skipped. Next prompt…',
   'rank.submitted.all_bad': 'All answers marked bad. Next prompt…',
   'error.noPrompts': '{name} has no prompts',
+  'error.rankingsNotSaved': 'the browser has no room to keep this ranking: export your rankings, then delete old autosaves or free space for this site in the browser\'s settings',
 
   'align.heading': '8 · Align with your rankings',
   'align.intro': 'A reward model learns your rankings (pairwise Bradley-Terry); PPO then trains the fine-tuned model towards high reward, held near it by a KL penalty. DPO learns from the same pairs directly, without a reward model.',

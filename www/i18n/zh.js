@@ -208,6 +208,7 @@ export default {
   'rank.submitted.skipped': '已跳过该提示词。下一个提示词…',
   'rank.submitted.all_bad': '已标记所有回答都不好。下一个提示词…',
   'error.noPrompts': '{name} 中没有提示词',
+  'error.rankingsNotSaved': '浏览器没有空间保存这条排序：请先导出你的排序，再删除旧的自动保存，或在浏览器设置中为本站释放空间',
 
   'align.heading': '8 · 按你的排序对齐',
   'align.intro': '奖励模型学习你的排序（成对的 Bradley-Terry 模型）；随后 PPO 朝高奖励的方向训练微调后的模型，并用 KL 惩罚让它不偏离原模型太远。DPO 则直接从同样的偏好对中学习，不需要奖励模型。',

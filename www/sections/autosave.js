@@ -83,6 +83,9 @@ async function restoreRun(saved) {
   // a failure is shown, and the run stays resumed
   await viewsRead(restoreText(context?.text, body, info.stage === 'pretrain'));
   if (info.stage === 'sft') app.sftSource = sftSource();
+  await showTokens().catch(() => {});
+  await viewsRead(views.refresh('model'));
+  // said last: once it shows, the page is as the run left it
   const button = { sft: 'sft.start', pretrain: 'train.start' }[info.stage];
   say('autosave-status', () => tParts(saved.steps ? 'autosave.resumedOf' : 'autosave.resumed', {
     stage: stageName(info.stage), step: info.step, steps: saved.steps ?? '', date: content(dateTime(saved.savedAt)),
@@ -90,8 +93,6 @@ async function restoreRun(saved) {
     // the core's note, as it came
     note: info.note ? tParts('autosave.note', { note: content(info.note) }) : '',
   }));
-  await showTokens().catch(() => {});
-  await viewsRead(views.refresh('model'));
 }
 
 /** On opening the page: offers to resume the newest autosave. */

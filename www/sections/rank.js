@@ -3,7 +3,7 @@
 // calls every answer bad.
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
 import { $, app, views, say, sayForNow, guard, pageError, skippedLines, numberField } from '../page.js';
-import { rankSource, nextPrompt, wireRankSource } from './rank_source.js';
+import { rankSource, nextPrompt, promptUsed, wireRankSource } from './rank_source.js';
 import { cardsOf, cardRanks, answerRanks, shownOrder, moveCard, parseOrder, allTied } from './rank_order.js';
 
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
@@ -12,7 +12,7 @@ const RANKINGS_KEY = 'kiln.rankings';
 /** The question being ranked (its answers and the order so far), so a reload loses no work. */
 const IN_PROGRESS_KEY = 'kiln.ranking-in-progress';
 export { BEFORE_AFTER } from './rank_source.js';
-const rank = { current: null, editing: null, dragged: null, note: null, sampling: false };
+const rank = { current: null, editing: null, dragged: null, dropped: false, note: null, sampling: false, ticket: 0 };
 
 export function loadRankings() {
   try {
@@ -24,8 +24,13 @@ export function loadRankings() {
 }
 
 function saveRankings(list) {
+  // stored first: a full storage refuses the ranking and leaves the page's list as stored
+  try {
+    localStorage.setItem(RANKINGS_KEY, JSON.stringify(list));
+  } catch {
+    throw pageError('error.rankingsNotSaved', 'storage');
+  }
   app.rankings = list;
-  localStorage.setItem(RANKINGS_KEY, JSON.stringify(list));
   showRankings();
   views.stageMap();
 }
@@ -93,16 +98,20 @@ async function sampleAnswers() {
   if (!app.model) throw pageError('error.modelBeforeRank', 'config');
   if (rank.sampling) return;
   rank.sampling = true;
+  // an Edit clicked while sampling wins: its ranking is not replaced by these answers
+  const ticket = ++rank.ticket;
   const restore = sayForNow('rank-question', () => t('rank.sampling'));
   try {
-    const prompt = await nextPrompt();
-    // the preference stages' own options (2 to 6 answers …), checked before sampling
+    // the preference stages' own options (2 to 6 answers …), checked before a prompt is taken
     const s = await app.kiln.checkTraining('ppo', samplingOptions());
+    const prompt = await nextPrompt();
     const options = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: Date.now() % 1e9 };
     const candidates = await app.kiln.sampleCandidates(prompt, options);
+    if (ticket !== rank.ticket) return;
+    promptUsed();
     const answers = candidates.map((c) => c.text);
     const cards = cardsOf(answers);
-    showCandidates({ prompt, answers, ranks: answerRanks(cards, cards.map((_, k) => k + 1), answers.length) }, null, true);
+    showCandidates({ prompt, answers, ranks: answerRanks(cards, cards.map((_, k) => k + 1), answers.length) }, null, { focus: true });
     app.rankShown = (app.rankShown ?? 0) + 1;
     if (cards.length === 1) note(s.temperature < 0.1 ? 'rank.allSameCold' : 'rank.allSame', { count: answers.length });
     else if (cards.length < answers.length) note('rank.merged', { answers: answers.length, cards: cards.length });
@@ -116,23 +125,30 @@ async function sampleAnswers() {
 }
 
 /** Shows a prompt's answers as cards in rank order (identical answers as one card);
- * `editing` is the stored index; `focus` puts the keyboard on the order field. */
-function showCandidates(ranking, editing, focus) {
+ * `editing` is the stored index; `focus` puts the keyboard on the order field (unless the
+ * person has gone on to another field meanwhile); `changed`: whether the order is theirs. */
+function showCandidates(ranking, editing, { focus = false, changed = editing != null } = {}) {
   const cards = cardsOf(ranking.answers);
-  rank.current = { ...ranking, cards, cardRanks: cardRanks(cards, ranking.ranks.map(Number)), changed: editing != null };
+  rank.current = { ...ranking, cards, cardRanks: cardRanks(cards, ranking.ranks.map(Number)), changed };
   rank.editing = editing;
   say('rank-question', () => content(ranking.prompt.at(-1)?.content ?? ''));
   $('rank-order').value = '';
   renderCards();
   for (const id of ['rank-submit', 'rank-skip', 'rank-bad', 'rank-order']) $(id).disabled = false;
   announce('rank.shown', { count: cards.length });
-  if (focus) $('rank-order').focus();
+  const at = document.activeElement;
+  const elsewhere = at?.closest?.('input, textarea, select') && at.id !== 'rank-order';
+  if (focus && !elsewhere) $('rank-order').focus({ preventScroll: true });
 }
 
 function renderCards(focusCard) {
   const c = rank.current;
   c.ranks = answerRanks(c.cards, c.cardRanks, c.answers.length);
-  localStorage.setItem(IN_PROGRESS_KEY, JSON.stringify({ prompt: c.prompt, answers: c.answers, ranks: c.ranks, changed: c.changed, editing: rank.editing }));
+  try {
+    localStorage.setItem(IN_PROGRESS_KEY, JSON.stringify({ prompt: c.prompt, answers: c.answers, ranks: c.ranks, changed: c.changed, editing: rank.editing }));
+  } catch {
+    // a full storage: the question being ranked is not kept for a reload (the rankings are)
+  }
   const items = shownOrder(c.cardRanks).map((k) => {
     const card = c.cards[k];
     const li = document.createElement('li');
@@ -242,10 +258,11 @@ function submitRanking(verdict) {
   note(null);
   for (const id of ['rank-submit', 'rank-skip', 'rank-bad', 'rank-order']) $(id).disabled = true;
   announce(`rank.submitted.${verdict}`, { count: app.rankings.filter((r) => r.verdict === 'ranked').length });
-  // the next prompt comes by itself from a list of prompts; a typed one waits for the person
-  if (!edited && rankSource() !== 'typed') {
+  // the next prompt comes by itself from a list of prompts (its error shown as this
+  // action's); a typed one waits for the person
+  if (!edited && rankSource() !== 'typed' && app.model) {
     $('rank-sample').focus({ preventScroll: true });
-    guard(sampleAnswers);
+    return sampleAnswers();
   } else {
     $(rankSource() === 'typed' ? 'rank-typed' : 'rank-sample').focus({ preventScroll: true });
   }
@@ -263,13 +280,13 @@ export function restoreRankingInProgress() {
     && saved.answers.length === saved.ranks.length && saved.answers.every((a) => typeof a === 'string');
   if (!valid) return;
   const editing = Number.isInteger(saved.editing) && saved.editing < app.rankings.length ? saved.editing : null;
-  showCandidates({ prompt: saved.prompt, answers: saved.answers, ranks: saved.ranks.map(Number) }, editing);
-  rank.current.changed = Boolean(saved.changed);
+  showCandidates({ prompt: saved.prompt, answers: saved.answers, ranks: saved.ranks.map(Number) }, editing, { changed: Boolean(saved.changed) });
 }
 
 function editRanking(i) {
   const r = app.rankings[i];
-  showCandidates({ prompt: r.prompt, answers: r.answers, ranks: r.ranks.length ? r.ranks : r.answers.map((_, j) => j + 1) }, i, true);
+  rank.ticket += 1;
+  showCandidates({ prompt: r.prompt, answers: r.answers, ranks: r.ranks.length ? r.ranks : r.answers.map((_, j) => j + 1) }, i, { focus: true });
 }
 
 function download(name, text) {
@@ -305,9 +322,15 @@ export function wireRanking() {
   $('rank-section').addEventListener('keydown', onSectionKey);
   $('rank-cards').addEventListener('dragstart', (event) => {
     rank.dragged = event.target.closest('li');
+    rank.dropped = false;
     rank.dragged?.classList.add('dragging');
   });
-  $('rank-cards').addEventListener('dragend', () => { rank.dragged?.classList.remove('dragging'); rank.dragged = null; });
+  $('rank-cards').addEventListener('dragend', () => {
+    rank.dragged?.classList.remove('dragging');
+    rank.dragged = null;
+    // a drag cancelled (Esc, or dropped outside) puts the cards back in their ranks' order
+    if (!rank.dropped && rank.current) renderCards();
+  });
   $('rank-cards').addEventListener('dragover', (event) => {
     event.preventDefault();
     const over = event.target.closest('li');
@@ -315,7 +338,12 @@ export function wireRanking() {
     const after = event.clientX > over.getBoundingClientRect().left + over.offsetWidth / 2;
     over.parentNode.insertBefore(rank.dragged, after ? over.nextSibling : over);
   });
-  $('rank-cards').addEventListener('drop', (event) => { event.preventDefault(); ranksFromOrder(); });
+  $('rank-cards').addEventListener('drop', (event) => {
+    event.preventDefault();
+    if (!rank.dragged || !rank.current) return;
+    rank.dropped = true;
+    ranksFromOrder();
+  });
   $('rank-export').addEventListener('click', () => download('kiln-rankings.jsonl', rankingsJsonl()));
   $('pairs-export').addEventListener('click', () => guard(async () => download('kiln-pairs.jsonl', await app.kiln.rankingPairs(rankingsJsonl()))));
   $('rank-import').addEventListener('change', () => guard(() => importRankings($('rank-import').files[0])));

@@ -16,7 +16,7 @@ const builtin = { prompts: [], next: 0 };
 
 export const rankSource = () => document.querySelector('input[name=rank-source]:checked').value;
 
-/** The next prompt to rank, as messages ending with the user's turn. */
+/** The next prompt to rank, as messages ending with the user's turn (the same one until promptUsed). */
 export async function nextPrompt() {
   const source = rankSource();
   if (source === 'typed') {
@@ -32,10 +32,15 @@ export async function nextPrompt() {
     builtin.prompts = convs.slice(BEFORE_AFTER).map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
   }
   const from = source === 'file' ? file : builtin;
-  const prompt = from.prompts[from.next % from.prompts.length];
-  from.next += 1;
+  return from.prompts[from.next % from.prompts.length];
+}
+
+/** The prompt nextPrompt gave has been answered: the next call gives the one after it. */
+export function promptUsed() {
+  const source = rankSource();
+  if (source === 'typed') return;
+  (source === 'file' ? file : builtin).next += 1;
   keepSource();
-  return prompt;
 }
 
 /** Keeps the prompts' source, the places, and the file's prompts when not too large, for a reload. */
