@@ -71,3 +71,21 @@ export async function openPage(site, target, query = '') {
   assert.equal(error, null, `the page failed to start: ${error}\n${log.join('\n')}`);
   return { page, requests, log };
 }
+
+/** The by-hand picture scripts' wait: the run ended (or the page failed). */
+export const runEnded = (page) => page.waitForFunction(() => (window.kilnApp.state === 'idle' && !window.kilnApp.training
+  && window.kilnApp.progress.length > 0) || window.kilnApp.error, null, { timeout: 900_000, polling: 500 });
+
+/** For the by-hand picture scripts: a 1100×900 page at `origin` on the CPU backend (SwiftShader's
+ * WebGPU is slow), its tokenizer trained on the built-in stories and `steps` of pretraining done. */
+export async function pretrainedPage(browser, origin, steps) {
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  await page.goto(`${origin}/index.html?backend=cpu`);
+  await page.waitForFunction(() => window.kilnApp?.ready, null, { timeout: 60_000 });
+  await page.click('#train-tokenizer');
+  await page.waitForFunction(() => window.kilnApp.tokenizer, null, { timeout: 60_000 });
+  await page.fill('#steps', String(steps));
+  await page.click('#start');
+  await runEnded(page);
+  return page;
+}

@@ -5,24 +5,16 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from '../../www/serve.mjs';
-import { launch } from './chromium.mjs';
+import { launch, pretrainedPage, runEnded } from './chromium.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const server = await startServer(path.join(ROOT, 'www'), 0);
 const browser = await launch({ webgpu: false });
-const idle = (page) => page.waitForFunction(() => window.kilnApp.state === 'idle' && !window.kilnApp.training && window.kilnApp.progress.length > 0, null, { timeout: 900_000, polling: 500 });
 try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  await page.goto(`http://127.0.0.1:${server.address().port}/index.html?backend=cpu`);
-  await page.waitForFunction(() => window.kilnApp?.ready, null, { timeout: 60_000 });
-  await page.click('#train-tokenizer');
-  await page.waitForFunction(() => window.kilnApp.tokenizer, null, { timeout: 60_000 });
-  await page.fill('#steps', '300');
-  await page.click('#start');
-  await idle(page);
+  const page = await pretrainedPage(browser, `http://127.0.0.1:${server.address().port}`, 300);
   await page.click('#sft-start');
   await page.waitForFunction(() => window.kilnApp.progress.some((p) => p.stage === 'sft'), null, { timeout: 60_000 });
-  await idle(page);
+  await runEnded(page);
   await page.click('#chat-heldout');
   await page.waitForFunction(() => window.kilnApp.expectedAnswer != null || window.kilnApp.error, null, { timeout: 60_000 });
   await page.click('#chat-send');

@@ -3,7 +3,7 @@
 // walk runs on an older checkout, for before/after pictures.
 import path from 'node:path';
 import { startServer } from '../../www/serve.mjs';
-import { launch } from './chromium.mjs';
+import { launch, pretrainedPage, runEnded } from './chromium.mjs';
 
 const out = process.argv[2] ?? 'tests/browser/artifacts';
 const server = await startServer(path.resolve('www'), 0);
@@ -19,22 +19,14 @@ const rankings = SENTENCES.slice(0, 10).map((s) => {
   const w = s.split(' ');
   return JSON.stringify({ prompt: [{ role: 'user', content: `First word: ${s}` }], answers: [w[0], w[1], w[0].toLowerCase(), w.at(-1)], ranks: [1, 3, 2, 4] });
 });
-const idle = (page) => page.waitForFunction(() => window.kilnApp.state === 'idle' && !window.kilnApp.training && window.kilnApp.progress.length > 0 || window.kilnApp.error, null, { timeout: 900_000, polling: 500 });
 try {
-  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
-  await page.goto(`http://127.0.0.1:${server.address().port}/index.html?backend=cpu`);
-  await page.waitForFunction(() => window.kilnApp?.ready, null, { timeout: 60_000 });
-  await page.click('#train-tokenizer');
-  await page.waitForFunction(() => window.kilnApp.tokenizer, null, { timeout: 60_000 });
-  await page.fill('#steps', '60');
-  await page.click('#start');
-  await idle(page);
+  const page = await pretrainedPage(browser, `http://127.0.0.1:${server.address().port}`, 60);
   await page.check('input[name=sft-source][value=file]').catch(() => {});
   await page.setInputFiles('#sft-file', { name: 'first-words.jsonl', mimeType: 'application/jsonl', buffer: Buffer.from(`${lines.join('\n')}\n`) });
   await page.fill('#sft-steps', '20');
   await page.click('#sft-start');
   await page.waitForFunction(() => window.kilnApp.progress.some((p) => p.stage === 'sft') || window.kilnApp.error, null, { timeout: 120_000 });
-  await idle(page);
+  await runEnded(page);
   await page.locator('#sft-section details').evaluateAll((ds) => ds.forEach((d) => { d.open = true; }));
   await page.locator('#sft-section').screenshot({ path: path.join(out, 'section-5-fine-tune.png') });
   await page.fill('#rank-temperature', '1');
@@ -47,7 +39,7 @@ try {
   await page.fill('#align-steps', '8');
   await page.click('#dpo-start');
   await page.waitForFunction(() => window.kilnApp.progress.some((p) => p.stage === 'dpo') || window.kilnApp.error, null, { timeout: 120_000 });
-  await idle(page);
+  await runEnded(page);
   await page.click('#compare');
   await page.waitForFunction(() => document.querySelectorAll('#compare-table tbody tr').length > 0 || window.kilnApp.error, null, { timeout: 300_000 });
   await page.locator('#align-section').screenshot({ path: path.join(out, 'section-8-align.png') });
