@@ -222,6 +222,7 @@ export default {
   'align.stats': '{stage} step {step}/{steps} · loss {loss} · {metrics}',
   'align.beforeAfter': 'Before and after',
   'align.compare': 'Answer held-out questions with both models',
+  'align.comparePrompts': 'Your own questions too (one a line)',
   'align.question': 'Question',
   'align.expected': 'Expected',
   'align.fineTuned': 'Fine-tuned',

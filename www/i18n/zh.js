@@ -220,6 +220,7 @@ export default {
   'align.stats': '{stage} 第 {step}/{steps} 步 · 损失 {loss} · {metrics}',
   'align.beforeAfter': '对齐前后对比',
   'align.compare': '用两个模型回答留出的问题',
+  'align.comparePrompts': '也可以写上你自己的问题（每行一个）',
   'align.question': '问题',
   'align.expected': '期望答案',
   'align.fineTuned': '微调后',

@@ -103,13 +103,18 @@ async function align(stage) {
   await viewsRead(views.refresh('done'));
 }
 
+/** The typed questions the before/after table answers at most (each is two generations). */
+const MAX_TYPED = 8;
+
 /** The same held-out questions answered by the fine-tuned model and the current one. */
 async function compare() {
   // the conversations the fine-tuning held out (the person's own when they gave a file)
   const own = await app.kiln.heldOut(BEFORE_AFTER);
   const convs = own.length ? own : await app.kiln.instructionExamples('en', 'heldout', BEFORE_AFTER);
-  const prompts = convs.map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
-  const expected = convs.map((c) => (c.at(-1).role === 'assistant' ? c.at(-1).content : ''));
+  // and the person's own questions, typed (no expected answer)
+  const typed = $('compare-typed').value.split('\n').map((q) => q.trim()).filter(Boolean).slice(0, MAX_TYPED);
+  const prompts = [...convs.map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1)), ...typed.map((q) => [{ role: 'user', content: q }])];
+  const expected = [...convs.map((c) => (c.at(-1).role === 'assistant' ? c.at(-1).content : '')), ...typed.map(() => '')];
   const before = await app.kiln.answers(prompts, 'reference');
   const after = await app.kiln.answers(prompts, 'current');
   const rows = prompts.map((p, i) => {
