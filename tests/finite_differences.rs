@@ -14,7 +14,10 @@ use kiln::cpu::gelu::{gelu_backward, gelu_forward};
 use kiln::cpu::layernorm::{layernorm_backward, layernorm_forward};
 use kiln::cpu::matmul::{matmul, MatmulShape};
 use kiln::cpu::residual::{residual_backward, residual_forward};
+use kiln::cpu::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use kiln::cpu::rope::{rope_backward, rope_forward, rope_inv_freq, RopeScaling};
 use kiln::cpu::sum_rows::sum_rows;
+use kiln::cpu::swiglu::{swiglu_backward, swiglu_forward};
 use kiln::rng::Rng;
 
 const H: f64 = 1e-5;
@@ -171,4 +174,63 @@ fn embedding_backward_matches_finite_differences() {
     embedding_backward(&mut dwte, &mut dwpe, &g, &tokens, b, t, c);
     check("embedding: dwte", &wte, &dwte, |x| forward(x, &wpe));
     check("embedding: dwpe", &wpe, &dwpe, |x| forward(&wte, x));
+}
+
+#[test]
+fn rmsnorm_backward_matches_finite_differences() {
+    let (n, c, eps) = (4, 9, 1e-5);
+    let rng = &mut Rng::new(8);
+    let (inp, weight, g) = (random(rng, n * c), random(rng, c), random(rng, n * c));
+    let forward = |inp: &[f64], weight: &[f64]| {
+        let (mut out, mut rstd) = (vec![0.0; n * c], vec![0.0; n]);
+        rmsnorm_forward(&mut out, &mut rstd, inp, weight, n, c, eps);
+        dot(&out, &g)
+    };
+    let (mut out, mut rstd) = (vec![0.0; n * c], vec![0.0; n]);
+    rmsnorm_forward(&mut out, &mut rstd, &inp, &weight, n, c, eps);
+    let (mut dinp, mut dweight) = (vec![0.0; n * c], vec![0.0; c]);
+    rmsnorm_backward(&mut dinp, &mut dweight, &g, &inp, &weight, &rstd, n, c);
+    check("rmsnorm: dinp", &inp, &dinp, |x| forward(x, &weight));
+    check("rmsnorm: dweight", &weight, &dweight, |x| forward(&inp, x));
+}
+
+#[test]
+fn rope_backward_matches_finite_differences() {
+    // a fused qkv (B, T, 3C), C = 8, NH = 2 (HS = 4): q's and k's 4 heads turned, v kept;
+    // positions from 3 on (a decode offset), llama3-scaled frequencies
+    let (b, t, c, nh, pos0) = (2, 3, 8, 2, 3);
+    let (stride, heads, hs) = (3 * c, 2 * nh, c / nh);
+    let scaling = RopeScaling::Llama3 {
+        factor: 4.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 2.0,
+        original_max_position_embeddings: 40.0,
+    };
+    let inv_freq: Vec<f64> = rope_inv_freq(hs, 100.0, scaling).iter().map(|&f| f as f64).collect();
+    let rng = &mut Rng::new(9);
+    let (x, g) = (random(rng, b * t * stride), random(rng, b * t * stride));
+    let forward = |x: &[f64]| {
+        let mut out = x.to_vec();
+        rope_forward(&mut out, &inv_freq, b, t, stride, heads, hs, pos0);
+        dot(&out, &g)
+    };
+    let mut dx = g.clone(); // the gradient is turned back in place
+    rope_backward(&mut dx, &inv_freq, b, t, stride, heads, hs, pos0);
+    check("rope (qkv, llama3 scaling)", &x, &dx, forward);
+}
+
+#[test]
+fn swiglu_backward_matches_finite_differences() {
+    let (n, h) = (3, 5);
+    let rng = &mut Rng::new(10);
+    let inp: Vec<f64> = random(rng, n * 2 * h).iter().map(|x| 5.0 * x).collect();
+    let g = random(rng, n * h);
+    let forward = |inp: &[f64]| {
+        let mut out = vec![0.0; n * h];
+        swiglu_forward(&mut out, inp, n, h);
+        dot(&out, &g)
+    };
+    let mut dinp = vec![0.0; n * 2 * h];
+    swiglu_backward(&mut dinp, &inp, &g, n, h);
+    check("swiglu: [dgate | dup]", &inp, &dinp, forward);
 }

@@ -306,6 +306,84 @@ impl Backend for CpuBackend {
             );
         })
     }
+    fn rmsnorm_forward(
+        &mut self,
+        out: &CpuBuf,
+        rstd: &CpuBuf,
+        inp: &CpuBuf,
+        weight: At<CpuBuf>,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) {
+        self.op("rmsnorm_forward", || {
+            let (x, w) = (inp.borrow(), weight.buf.borrow());
+            let w = &w[weight.offset..weight.offset + c];
+            cpu::rmsnorm::rmsnorm_forward(&mut out.borrow_mut(), &mut rstd.borrow_mut(), &x, w, n, c, eps);
+        })
+    }
+    fn rmsnorm_backward(
+        &mut self,
+        dinp: &CpuBuf,
+        dweight: At<CpuBuf>,
+        dout: &CpuBuf,
+        inp: &CpuBuf,
+        weight: At<CpuBuf>,
+        rstd: &CpuBuf,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        self.op("rmsnorm_backward", || {
+            let (g, x, w, r) = (dout.borrow(), inp.borrow(), weight.buf.borrow(), rstd.borrow());
+            let w = &w[weight.offset..weight.offset + c];
+            let mut dw = dweight.buf.borrow_mut();
+            let dw = &mut dw[dweight.offset..dweight.offset + c];
+            cpu::rmsnorm::rmsnorm_backward(&mut dinp.borrow_mut(), dw, &g, &x, w, &r, n, c);
+            Ok(())
+        })
+    }
+    fn rope_forward(
+        &mut self,
+        x: At<CpuBuf>,
+        inv_freq: &CpuBuf,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    ) {
+        self.op("rope_forward", || {
+            let mut buf = x.buf.borrow_mut();
+            cpu::rope::rope_forward(&mut buf[x.offset..], &inv_freq.borrow(), b, t, stride, heads, hs, pos0);
+        })
+    }
+    fn rope_backward(
+        &mut self,
+        dx: At<CpuBuf>,
+        inv_freq: &CpuBuf,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    ) {
+        self.op("rope_backward", || {
+            let mut buf = dx.buf.borrow_mut();
+            cpu::rope::rope_backward(&mut buf[dx.offset..], &inv_freq.borrow(), b, t, stride, heads, hs, pos0);
+        })
+    }
+    fn swiglu_forward(&mut self, out: &CpuBuf, inp: &CpuBuf, n: usize, h: usize) {
+        self.op("swiglu_forward", || {
+            cpu::swiglu::swiglu_forward(&mut out.borrow_mut(), &inp.borrow(), n, h);
+        })
+    }
+    fn swiglu_backward(&mut self, dinp: &CpuBuf, inp: &CpuBuf, dout: &CpuBuf, n: usize, h: usize) {
+        self.op("swiglu_backward", || {
+            cpu::swiglu::swiglu_backward(&mut dinp.borrow_mut(), &inp.borrow(), &dout.borrow(), n, h);
+        })
+    }
     fn gelu_forward(&mut self, out: &CpuBuf, inp: &CpuBuf, n: usize) {
         self.op("gelu_forward", || {
             cpu::gelu::gelu_forward_fast(&mut out.borrow_mut()[..n], &inp.borrow()[..n]);

@@ -198,6 +198,63 @@ impl Backend for GpuBackend {
     ) {
         gpu::attention::attention_backward(self.batch(), dqkv, delta, dout, qkv, out, lse, b, t, c, nh);
     }
+    fn rmsnorm_forward(
+        &mut self,
+        out: &Buffer,
+        rstd: &Buffer,
+        inp: &Buffer,
+        weight: At<Buffer>,
+        n: usize,
+        c: usize,
+        eps: f64,
+    ) {
+        gpu::rmsnorm::rmsnorm_forward(self.batch(), out, rstd, inp, v(weight), n, c, eps);
+    }
+    fn rmsnorm_backward(
+        &mut self,
+        dinp: &Buffer,
+        dweight: At<Buffer>,
+        dout: &Buffer,
+        inp: &Buffer,
+        weight: At<Buffer>,
+        rstd: &Buffer,
+        n: usize,
+        c: usize,
+    ) -> Result<()> {
+        Ok(gpu::rmsnorm::rmsnorm_backward(self.batch(), dinp, v(dweight), dout, inp, v(weight), rstd, n, c)?)
+    }
+    fn rope_forward(
+        &mut self,
+        x: At<Buffer>,
+        inv_freq: &Buffer,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    ) {
+        gpu::rope::rope_forward(self.batch(), v(x), inv_freq, b, t, stride, heads, hs, pos0);
+    }
+    fn rope_backward(
+        &mut self,
+        dx: At<Buffer>,
+        inv_freq: &Buffer,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    ) {
+        gpu::rope::rope_backward(self.batch(), v(dx), inv_freq, b, t, stride, heads, hs, pos0);
+    }
+    fn swiglu_forward(&mut self, out: &Buffer, inp: &Buffer, n: usize, h: usize) {
+        gpu::swiglu::swiglu_forward(self.batch(), out, inp, n, h);
+    }
+    fn swiglu_backward(&mut self, dinp: &Buffer, inp: &Buffer, dout: &Buffer, n: usize, h: usize) {
+        gpu::swiglu::swiglu_backward(self.batch(), dinp, inp, dout, n, h);
+    }
     fn gelu_forward(&mut self, out: &Buffer, inp: &Buffer, n: usize) {
         gpu::gelu::gelu_forward(self.batch(), out, inp, n);
     }

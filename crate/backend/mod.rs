@@ -181,6 +181,59 @@ pub trait Backend {
         c: usize,
         nh: usize,
     );
+    /// out (N, C) = inp · rstd · weight, rstd (N) = 1 / √(mean(inp²) + eps) saved (Llama's norm).
+    fn rmsnorm_forward(
+        &mut self,
+        out: &Self::Buf,
+        rstd: &Self::Buf,
+        inp: &Self::Buf,
+        weight: At<Self::Buf>,
+        n: usize,
+        c: usize,
+        eps: f64,
+    );
+    /// dinp (N, C) and dweight (C) += the gradients from dout (N, C), as layernorm's.
+    fn rmsnorm_backward(
+        &mut self,
+        dinp: &Self::Buf,
+        dweight: At<Self::Buf>,
+        dout: &Self::Buf,
+        inp: &Self::Buf,
+        weight: At<Self::Buf>,
+        rstd: &Self::Buf,
+        n: usize,
+        c: usize,
+    ) -> Result<()>;
+    /// x (B, T, stride) rotated in place: the first `heads` heads of HS channels of each
+    /// row, pairs (i, i + HS/2) turned by (pos0 + t) · inv_freq[i] (`cpu::rope` has the
+    /// layout; for the fused qkv (B, T, 3C), stride = 3C and heads = 2·NH).
+    fn rope_forward(
+        &mut self,
+        x: At<Self::Buf>,
+        inv_freq: &Self::Buf,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    );
+    /// dx (B, T, stride) ← the gradient through rope_forward, in place (turned back).
+    fn rope_backward(
+        &mut self,
+        dx: At<Self::Buf>,
+        inv_freq: &Self::Buf,
+        b: usize,
+        t: usize,
+        stride: usize,
+        heads: usize,
+        hs: usize,
+        pos0: usize,
+    );
+    /// out (N, H) = silu(gate) ⊙ up, inp (N, 2H) holding each row as [gate | up].
+    fn swiglu_forward(&mut self, out: &Self::Buf, inp: &Self::Buf, n: usize, h: usize);
+    /// dinp (N, 2H) = [dgate | dup] from dout (N, H), overwritten.
+    fn swiglu_backward(&mut self, dinp: &Self::Buf, inp: &Self::Buf, dout: &Self::Buf, n: usize, h: usize);
     fn gelu_forward(&mut self, out: &Self::Buf, inp: &Self::Buf, n: usize);
     fn gelu_backward(&mut self, dinp: &Self::Buf, inp: &Self::Buf, dout: &Self::Buf, n: usize);
     fn residual_forward(&mut self, out: &Self::Buf, inp1: &Self::Buf, inp2: &Self::Buf, n: usize);

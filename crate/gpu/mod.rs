@@ -24,7 +24,10 @@ pub use shaders::{Layout, Params, Shader};
 #[macro_export]
 macro_rules! kernel_families {
     ($then:ident) => {
-        $then! { matmul attention cross_entropy layernorm gelu residual embedding sum_rows adamw grad_norm }
+        $then! {
+            matmul attention cross_entropy layernorm gelu residual embedding sum_rows adamw grad_norm
+            rmsnorm rope swiglu
+        }
     };
 }
 

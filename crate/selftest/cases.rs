@@ -492,3 +492,153 @@ async fn grad_norm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     }
     Ok(checks)
 }
+
+// ---------------------------------------------------------------- rmsnorm, rope, swiglu (Llama)
+
+async fn rmsnorm(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    // (N, C, input scale, eps): C past the 128-wide stride, N past the 64-row gradient
+    // chunks, and inputs so small that eps weighs in the mean square
+    for (n, c, scale, eps) in [
+        (1, 1, 1.0, 1e-5),
+        (7, 33, 1.0, 1e-6),
+        (65, 127, 1.0, 1e-5),
+        (300, 65, 1.0, 1e-6),
+        (3, 1000, 1.0, 1e-5),
+        (33, 64, 1e-3, 1e-5),
+    ] {
+        let offset = 3; // the weight lives inside a flat parameter buffer
+        let inp = rng.vec_f32(n * c, -scale, scale);
+        let params = rng.vec_f32(offset + c, -1.0, 1.0);
+        let grads0 = rng.vec_f32(offset + c, -1.0, 1.0);
+        let dout = rng.vec_f32(n * c, -1.0, 1.0);
+        let dinp0 = rng.vec_f32(n * c, -1.0, 1.0);
+
+        let (inp64, params64) = (f64s(&inp), f64s(&params));
+        let weight = &params64[offset..];
+        let (mut out_ref, mut rstd_ref) = (vec![0.0; n * c], vec![0.0; n]);
+        cpu::rmsnorm::rmsnorm_forward(&mut out_ref, &mut rstd_ref, &inp64, weight, n, c, eps);
+        let (mut dinp_ref, mut grads_ref) = (f64s(&dinp0), f64s(&grads0));
+        let dout64 = f64s(&dout);
+        let dweight = &mut grads_ref[offset..];
+        cpu::rmsnorm::rmsnorm_backward(&mut dinp_ref, dweight, &dout64, &inp64, weight, &rstd_ref, n, c);
+
+        let (ginp, gparams, ggrads) = (gpu.upload(&inp)?, gpu.upload(&params)?, gpu.upload(&grads0)?);
+        let (gdout, gdinp) = (gpu.upload(&dout)?, gpu.upload(&dinp0)?);
+        let (gout, grstd) = (gpu.zeros(n * c)?, gpu.zeros(n)?);
+        let mut batch = gpu.begin();
+        let w = gparams.at(offset);
+        gpu::rmsnorm::rmsnorm_forward(&mut batch, &gout, &grstd, &ginp, w, n, c, eps);
+        gpu::rmsnorm::rmsnorm_backward(&mut batch, &gdinp, ggrads.at(offset), &gdout, &ginp, w, &grstd, n, c)?;
+        gpu.submit(batch);
+        let (out, rstd) = (gpu.read_f32(&gout).await?, gpu.read_f32(&grstd).await?);
+        let (dinp, grads) = (gpu.read_f32(&gdinp).await?, gpu.read_f32(&ggrads).await?);
+        let case =
+            format!("N={n} C={c} eps={eps:e}{}", if scale != 1.0 { format!(" x±{scale:e}") } else { String::new() });
+        checks.push(check("rmsnorm_forward", case.clone(), &[(&out, &out_ref), (&rstd, &rstd_ref)]));
+        checks.push(check("rmsnorm_backward", case, &[(&dinp, &dinp_ref), (&grads, &grads_ref)]));
+    }
+    Ok(checks)
+}
+
+/// One RoPE shape: x (B, T, stride) from element `offset` of a buffer of `len`, its first
+/// `heads` heads of HS turned at positions pos0 + t.
+struct RopeCase {
+    b: usize,
+    t: usize,
+    stride: usize,
+    heads: usize,
+    hs: usize,
+    pos0: usize,
+    offset: usize,
+    len: usize,
+    inv_freq: Vec<f32>,
+    what: &'static str,
+}
+
+async fn rope(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
+    use cpu::rope::{rope_inv_freq, RopeScaling};
+    let plain = |hs: usize, theta: f64| rope_inv_freq(hs, theta, RopeScaling::None);
+    // wavelengths 6.3, 63, 628, 6283 against bands at 250 and 1000: one frequency of each kind
+    let llama3 = RopeScaling::Llama3 {
+        factor: 8.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 1000.0,
+    };
+    // (B, T, C, NH) of a fused qkv (B, T, 3C): heads = 2·NH, q's and k's
+    let qkv = |b: usize, t: usize, c: usize, nh: usize, inv_freq: Vec<f32>, what| RopeCase {
+        b,
+        t,
+        stride: 3 * c,
+        heads: 2 * nh,
+        hs: c / nh,
+        pos0: 0,
+        offset: 0,
+        len: b * t * 3 * c,
+        inv_freq,
+        what,
+    };
+    let cases = [
+        RopeCase { pos0: 5, ..qkv(1, 1, 2, 1, plain(2, 10_000.0), "qkv") },
+        qkv(2, 7, 12, 3, plain(4, 10_000.0), "qkv"),
+        qkv(1, 9, 128, 2, plain(64, 10_000.0), "qkv"),
+        qkv(2, 5, 256, 2, plain(128, 500_000.0), "qkv"),
+        qkv(1, 33, 16, 2, rope_inv_freq(8, 10_000.0, llama3), "qkv llama3"),
+        // grouped-query qkv (B, T, (NH + 2·NKV)·HS), NH = 4, NKV = 2: q's and k's 6 heads
+        RopeCase { stride: 64, heads: 6, len: 2 * 17 * 64, ..qkv(2, 17, 32, 4, plain(8, 10_000.0), "gqa NH=4 NKV=2") },
+        // a decode step: row 65 of a (1, 80, 3C) cache, the rows around it left alone
+        RopeCase { t: 1, pos0: 65, offset: 65 * 48, len: 80 * 48, ..qkv(1, 1, 16, 4, plain(4, 10_000.0), "decode") },
+        // a batched decode step: B sequences' new rows side by side, all at position 40
+        RopeCase { pos0: 40, ..qkv(3, 1, 8, 2, plain(4, 10_000.0), "decode") },
+        // far positions with angles f32 holds exactly (power-of-two frequencies): sin and
+        // cos of angles near 4000 (the range reduction) against f64
+        RopeCase { pos0: 4000, ..qkv(1, 4, 16, 2, vec![1.0, 0.5, 0.25, 0.125], "angles exact") },
+    ];
+    let mut checks = Vec::new();
+    for s in cases {
+        let (x, dx) = (rng.vec_f32(s.len, -1.0, 1.0), rng.vec_f32(s.len, -1.0, 1.0));
+        let (mut x_ref, mut dx_ref, inv_freq64) = (f64s(&x), f64s(&dx), f64s(&s.inv_freq));
+        let (b, t, stride, heads, hs, pos0) = (s.b, s.t, s.stride, s.heads, s.hs, s.pos0);
+        cpu::rope::rope_forward(&mut x_ref[s.offset..], &inv_freq64, b, t, stride, heads, hs, pos0);
+        cpu::rope::rope_backward(&mut dx_ref[s.offset..], &inv_freq64, b, t, stride, heads, hs, pos0);
+
+        let (gx, gdx, ginv_freq) = (gpu.upload(&x)?, gpu.upload(&dx)?, gpu.upload(&s.inv_freq)?);
+        let mut batch = gpu.begin();
+        gpu::rope::rope_forward(&mut batch, gx.at(s.offset), &ginv_freq, b, t, stride, heads, hs, pos0);
+        gpu::rope::rope_backward(&mut batch, gdx.at(s.offset), &ginv_freq, b, t, stride, heads, hs, pos0);
+        gpu.submit(batch);
+        let (x, dx) = (gpu.read_f32(&gx).await?, gpu.read_f32(&gdx).await?);
+        let case = format!("{} B={b} T={t} S={stride} heads={heads} HS={hs} pos0={pos0}", s.what);
+        checks.push(check("rope_forward", case.clone(), &[(&x, &x_ref)]));
+        checks.push(check("rope_backward", case, &[(&dx, &dx_ref)]));
+    }
+    Ok(checks)
+}
+
+async fn swiglu(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    // (N, H): H past a workgroup, and rows that do not fill one
+    for (n, h) in [(1, 1), (7, 33), (65, 127), (3, 1000), (300, 70)] {
+        let mut inp = rng.vec_f32(n * 2 * h, -6.0, 6.0);
+        if h >= 6 {
+            // gates where the sigmoid saturates (and a naive exp(−g) overflows)
+            inp[..6].copy_from_slice(&[-100.0, -30.0, -9.5, 9.5, 30.0, 100.0]);
+        }
+        let dout = rng.vec_f32(n * h, -1.0, 1.0);
+        let (mut out_ref, mut dinp_ref) = (vec![0.0; n * h], vec![0.0; n * 2 * h]);
+        cpu::swiglu::swiglu_forward(&mut out_ref, &f64s(&inp), n, h);
+        cpu::swiglu::swiglu_backward(&mut dinp_ref, &f64s(&inp), &f64s(&dout), n, h);
+
+        let (ginp, gdout) = (gpu.upload(&inp)?, gpu.upload(&dout)?);
+        let (gout, gdinp) = (gpu.zeros(n * h)?, gpu.zeros(n * 2 * h)?);
+        let mut batch = gpu.begin();
+        gpu::swiglu::swiglu_forward(&mut batch, &gout, &ginp, n, h);
+        gpu::swiglu::swiglu_backward(&mut batch, &gdinp, &ginp, &gdout, n, h);
+        gpu.submit(batch);
+        let (out, dinp) = (gpu.read_f32(&gout).await?, gpu.read_f32(&gdinp).await?);
+        checks.push(check("swiglu_forward", format!("N={n} H={h}"), &[(&out, &out_ref)]));
+        checks.push(check("swiglu_backward", format!("N={n} H={h}"), &[(&dinp, &dinp_ref)]));
+    }
+    Ok(checks)
+}
