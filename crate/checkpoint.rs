@@ -1,7 +1,8 @@
 //! Checkpoints. A model folder is what Hugging Face transformers loads with
 //! `GPT2LMHeadModel.from_pretrained` and `PreTrainedTokenizerFast.from_pretrained`:
 //! model.safetensors (GPT-2 tensor names, f32), config.json, tokenizer.json,
-//! tokenizer_config.json (with the chat template). A resume checkpoint (`train::resume`)
+//! tokenizer_config.json (with the chat template), generation_config.json (where
+//! `generate` stops, and Kiln's sampling defaults). A resume checkpoint (`train::resume`)
 //! adds the optimizer state, trainer.json (the stage, its step and data position) and the
 //! stage's data (corpus.txt, sft-*.jsonl, rankings-*.jsonl, ppo-prompts.jsonl …), and a
 //! session's snapshot the models it keeps (reference.safetensors, reward.safetensors), so
@@ -17,6 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{KilnError, Result};
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
+use crate::sample::{SampleConfig, NEVER, STOP};
 use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
 
 pub use crate::data::Files;
@@ -139,8 +141,21 @@ fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
 }
 
 /// The Hugging Face model folder for these parameters (GPT-2's tensors, then a scalar
-/// head's when `layout` has one).
+/// head's when `layout` has one), with Kiln's own generation_config.json.
 pub fn model_files(cfg: &GptConfig, layout: &ParamLayout, tokenizer: &Tokenizer, params: &[f32]) -> Result<Files> {
+    model_files_keeping(cfg, layout, tokenizer, params, None)
+}
+
+/// [`model_files`], with `kept` (an imported model's own generation_config.json, as
+/// [`LoadedModel::generation_config`] holds it) written in place of Kiln's, Kiln's stop
+/// ids added to it ([`generation_config`]).
+pub fn model_files_keeping(
+    cfg: &GptConfig,
+    layout: &ParamLayout,
+    tokenizer: &Tokenizer,
+    params: &[f32],
+    kept: Option<&serde_json::Value>,
+) -> Result<Files> {
     let tensors = layout
         .tensors
         .iter()
@@ -161,7 +176,140 @@ pub fn model_files(cfg: &GptConfig, layout: &ParamLayout, tokenizer: &Tokenizer,
         ("config.json".to_string(), json(&hf_config(cfg))),
         ("tokenizer.json".to_string(), tokenizer.to_json()?.into_bytes()),
         ("tokenizer_config.json".to_string(), json(&tokenizer_config)),
+        (GENERATION_CONFIG.to_string(), json(&generation_config(kept))),
     ]))
+}
+
+/// The file transformers' `generate` reads its defaults from.
+pub const GENERATION_CONFIG: &str = "generation_config.json";
+/// The most bytes Kiln reads of a generation_config.json (transformers' own hold a few
+/// hundred bytes; Whisper's, with its suppressed tokens, a few KB).
+const MAX_GENERATION_CONFIG: u64 = 1 << 20;
+
+/// A float as JSON in its shortest decimal form (0.8, not the f64 0.800000011920929).
+fn json_f32(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+/// transformers' GenerationConfig for a Kiln model: `generate` stops where Kiln's sampler
+/// stops (`<|eos|>` and `<|end|>`, the end of a chat turn; listed together as Llama 3's
+/// folders list theirs), never picks what Kiln's never picks (padding, `<|bos|>`,
+/// `<|unk|>`, the role markers), and samples with [`SampleConfig::default`]'s settings.
+pub fn kiln_generation_config() -> serde_json::Value {
+    let s = SampleConfig::default();
+    let mut v = serde_json::json!({
+        "bos_token_id": crate::tokenizer::BOS,
+        "eos_token_id": STOP,
+        "pad_token_id": crate::tokenizer::PAD,
+        "suppress_tokens": NEVER,
+        "max_new_tokens": s.max_tokens,
+        "do_sample": s.temperature > 0.0,
+    });
+    // transformers refuses to save a greedy config that names sampling settings
+    if s.temperature > 0.0 {
+        v["temperature"] = json_f32(s.temperature);
+        v["top_k"] = s.top_k.into();
+        v["top_p"] = json_f32(s.top_p);
+    }
+    v
+}
+
+/// The generation_config.json a model folder gets: Kiln's own ([`kiln_generation_config`]),
+/// or `kept` (an imported model's) with Kiln's stop ids added to its `eos_token_id` (a
+/// model fine-tuned in Kiln ends its turns with `<|end|>`) and `<|pad|>` as `pad_token_id`
+/// where it names none.
+pub fn generation_config(kept: Option<&serde_json::Value>) -> serde_json::Value {
+    let Some(serde_json::Value::Object(kept)) = kept else { return kiln_generation_config() };
+    let mut v = kept.clone();
+    let mut eos = match v.get("eos_token_id") {
+        Some(serde_json::Value::Array(ids)) => ids.clone(),
+        Some(id @ serde_json::Value::Number(_)) => vec![id.clone()],
+        _ => Vec::new(),
+    };
+    for id in STOP.map(serde_json::Value::from) {
+        if !eos.contains(&id) {
+            eos.push(id);
+        }
+    }
+    v.insert("eos_token_id".into(), eos.into());
+    if v.get("pad_token_id").is_none_or(serde_json::Value::is_null) {
+        v.insert("pad_token_id".into(), crate::tokenizer::PAD.into());
+    }
+    serde_json::Value::Object(v)
+}
+
+/// Fields of a GenerationConfig that hold a token id or a list of them.
+const TOKEN_ID_FIELDS: [&str; 8] = [
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+];
+/// Fields that hold token ids inside other structures (lists of sequences, pairs).
+const NESTED_ID_FIELDS: [&str; 4] = ["bad_words_ids", "force_words_ids", "sequence_bias", "forced_decoder_ids"];
+
+/// An imported generation_config.json, read to be kept for export and nothing else
+/// (Kiln's sampler never reads it). Not a JSON object: left out. Every other field is kept
+/// as it is, opaque, except token ids: a field of [`TOKEN_ID_FIELDS`] must hold ids of the
+/// folder's vocabulary of `vocab` tokens (else it is left out), and moves up by `shift`
+/// when Kiln added its special tokens below them; the fields of [`NESTED_ID_FIELDS`] are
+/// left out when ids moved. Each thing left out is a note. None also when it is Kiln's
+/// own, unchanged (but for the `transformers_version` that transformers adds on saving).
+fn read_generation_config(
+    bytes: &[u8],
+    vocab: usize,
+    shift: usize,
+    notes: &mut Vec<String>,
+) -> Option<serde_json::Value> {
+    let gone = "left out; the export gets Kiln's own";
+    let mut fields = match serde_json::from_slice(bytes) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => {
+            notes.push(format!("{GENERATION_CONFIG} is not a JSON object: {gone}"));
+            return None;
+        }
+        Err(e) => {
+            notes.push(format!("{GENERATION_CONFIG} is not JSON ({e}): {gone}"));
+            return None;
+        }
+    };
+    let id = |x: &serde_json::Value| {
+        x.as_u64().filter(|&id| id < vocab as u64).map(|id| serde_json::Value::from(id + shift as u64))
+    };
+    for name in TOKEN_ID_FIELDS {
+        let Some(value) = fields.get(name) else { continue };
+        let moved = match value {
+            serde_json::Value::Null => Some(serde_json::Value::Null),
+            serde_json::Value::Array(ids) => ids.iter().map(id).collect::<Option<Vec<_>>>().map(Into::into),
+            one => id(one),
+        };
+        match moved {
+            Some(v) => fields[name] = v,
+            None => {
+                fields.remove(name);
+                notes.push(format!(
+                    "{GENERATION_CONFIG}: {name} is not a token id (or a list of them) of the folder's {vocab}-token vocabulary: left out"
+                ));
+            }
+        }
+    }
+    if shift > 0 {
+        for name in NESTED_ID_FIELDS {
+            if fields.remove(name).is_some() {
+                notes.push(format!(
+                    "{GENERATION_CONFIG}: {name} names token ids, which moved up by {shift} with Kiln's special tokens: left out"
+                ));
+            }
+        }
+    }
+    // Kiln's own, as transformers saves it back (with its version added): not the model's own
+    let mut bare = fields.clone();
+    bare.remove("transformers_version");
+    (serde_json::Value::Object(bare) != kiln_generation_config()).then_some(serde_json::Value::Object(fields))
 }
 
 /// A model folder read back: its config, tokenizer and parameters (in Kiln's layout).
@@ -174,6 +322,10 @@ pub struct LoadedModel {
     pub layout: ParamLayout,
     /// What Kiln changed to make the folder usable (special tokens added …).
     pub notes: Vec<String>,
+    /// The folder's own generation_config.json, when it had one that is not Kiln's own:
+    /// kept to be written back on export ([`model_files_keeping`]), its token ids moved
+    /// with the vocabulary. Never read for Kiln's own sampling.
+    pub generation_config: Option<serde_json::Value>,
 }
 
 pub(crate) fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
@@ -219,6 +371,8 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
     let mut notes = Vec::new();
+    let generation_config =
+        files.get(GENERATION_CONFIG).and_then(|b| read_generation_config(b, config.vocab_size, added, &mut notes));
     if added > 0 {
         if head.is_some() {
             return Err(bad("a model with a scalar head must have Kiln's special tokens"));
@@ -236,7 +390,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         Some(kind) => ParamLayout::with_scalar_head(&config, kind),
         None => ParamLayout::new(&config),
     };
-    Ok(LoadedModel { config, tokenizer, params, layout, notes })
+    Ok(LoadedModel { config, tokenizer, params, layout, notes, generation_config })
 }
 
 /// Parameters with `added` new token-embedding rows (the mean of the old rows) placed
@@ -258,11 +412,12 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 17] = [
+    const NAMES: [&str; 18] = [
         "model.safetensors",
         "config.json",
         "tokenizer.json",
         "tokenizer_config.json",
+        GENERATION_CONFIG,
         "optimizer.safetensors",
         "trainer.json",
         "corpus.txt",
@@ -412,6 +567,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
     match name {
         "model.safetensors" | "reference.safetensors" | "reward.safetensors" => Some(tensors(1)),
         "optimizer.safetensors" => Some(tensors(2)),
+        GENERATION_CONFIG => Some(MAX_GENERATION_CONFIG),
         "config.json"
         | "tokenizer.json"
         | "tokenizer_config.json"

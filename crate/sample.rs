@@ -62,10 +62,11 @@ impl SampleConfig {
 }
 
 /// Tokens generation never produces: padding, markers that only the data pipeline or the
-/// chat template places.
-const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];
-/// Tokens that end a generation.
-const STOP: [u32; 2] = [EOS, END];
+/// chat template places. (An exported model's generation_config.json suppresses them.)
+pub const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];
+/// Tokens that end a generation: the end of a text and the end of a chat turn. (An
+/// exported model's generation_config.json lists them as its `eos_token_id`.)
+pub const STOP: [u32; 2] = [EOS, END];
 
 /// Picks the next token from one row of logits. NaN and infinite logits are never
 /// picked; a row with no finite one left (a model with broken or huge weights) is an
@@ -305,7 +306,8 @@ impl Generation {
         self.stop
     }
 
-    /// The next token; None once `<|eos|>`, `max_tokens` or the end of the context is reached.
+    /// The next token; None once a stop token ([`STOP`]), `max_tokens` or the end of the
+    /// context is reached.
     pub async fn next<B: Backend>(
         &mut self,
         be: &mut B,
@@ -333,8 +335,9 @@ impl Generation {
     }
 }
 
-/// Continues `prompt` until `<|eos|>`, `max_tokens` or the end of the context. `on_token`
-/// sees each new token as it is chosen (return false to stop). Returns the new tokens.
+/// Continues `prompt` until `<|eos|>` or `<|end|>` ([`STOP`]), `max_tokens` or the end of
+/// the context. `on_token` sees each new token as it is chosen (return false to stop).
+/// Returns the new tokens.
 pub async fn generate<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,

@@ -38,6 +38,7 @@ fn pretrain_sample_and_resume_on_the_default_corpus() {
         "config.json",
         "tokenizer.json",
         "tokenizer_config.json",
+        "generation_config.json",
         "optimizer.safetensors",
         "trainer.json",
         "corpus.txt",

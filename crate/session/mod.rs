@@ -224,6 +224,7 @@ impl Session {
         let made = (|| {
             let seed = cfg.as_ref().map_or(0, |c| c.seed);
             let mut run = self.new_run(loaded.config, loaded.layout.clone(), Some(&loaded.params), seed)?;
+            with_run!(&mut run, r => r.generation_config = loaded.generation_config.clone());
             if let (Some(cfg), true) = (cfg, self.corpus.is_some()) {
                 let stage = self.pretrain_stage(loaded.config.block_size, &cfg)?;
                 with_run!(&mut run, r => r.begin(stage, cfg))?;
@@ -300,7 +301,9 @@ impl Session {
             _ => reference = Some(params[..config.num_params()].to_vec()),
         }
         let base = reference.as_deref().expect("just set");
+        let kept = with_run!(self.run()?, r => r.generation_config.clone());
         let mut run = self.new_run(config, ParamLayout::new(&config), Some(base), cfg.seed)?;
+        with_run!(&mut run, r => r.generation_config = kept);
         // the current model stays until the new stage has begun: a failure loses nothing
         with_run!(&mut run, r => begin_preference(r, stage, cfg, base, reward.as_deref()).await)?;
         (self.reference, self.reward) = (reference, reward);

@@ -190,6 +190,6 @@ impl Session {
 async fn model_files(run: &mut Run) -> Result<Files> {
     with_run!(run, r => {
         let params = r.be.read(&r.model.params).await?;
-        checkpoint::model_files(&r.model.config, &r.model.layout, &r.tokenizer, &params)
+        checkpoint::model_files_keeping(&r.model.config, &r.model.layout, &r.tokenizer, &params, r.generation_config.as_ref())
     })
 }

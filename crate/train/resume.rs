@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LossPoint, StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
-use crate::checkpoint::{bad, f32_bytes, file, load_model, model_files, read_f32, safetensors_of};
+use crate::checkpoint::{bad, f32_bytes, file, load_model, model_files_keeping, read_f32, safetensors_of};
 use crate::data::{BatcherState, Files};
 use crate::error::Result;
 
@@ -38,7 +38,8 @@ pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     let params = run.be.read(&run.model.params).await?;
     let m = run.be.read(&run.opt.m).await?;
     let v = run.be.read(&run.opt.v).await?;
-    let mut files = model_files(&run.model.config, &run.model.layout, &run.tokenizer, &params)?;
+    let kept = run.generation_config.as_ref();
+    let mut files = model_files_keeping(&run.model.config, &run.model.layout, &run.tokenizer, &params, kept)?;
     let n = vec![params.len()];
     files.insert(
         "optimizer.safetensors".into(),
@@ -83,6 +84,7 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     run.be.write(&run.opt.m, 0, &m);
     run.be.write(&run.opt.v, 0, &v);
     run.opt.step = state.adam_step;
+    run.generation_config = loaded.generation_config;
     run.resume_stage(stage, state.train, state.step, state.history)?;
     Ok(run)
 }

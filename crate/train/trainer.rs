@@ -73,6 +73,10 @@ pub struct Trainer<B: Backend> {
     pub stage: Option<Box<dyn Stage>>,
     pub step: u64,
     pub history: Vec<LossPoint>,
+    /// The imported model's own generation_config.json, kept for export (see
+    /// `checkpoint::model_files_keeping`); None: Kiln's own is written. Never read for
+    /// Kiln's sampling.
+    pub generation_config: Option<serde_json::Value>,
     acts: Option<Activations<B::Buf>>,
     eval_acts: Option<Activations<B::Buf>>,
     val: Vec<TokenBatch>,
@@ -184,6 +188,7 @@ impl<B: Backend> Trainer<B> {
             stage: None,
             step: 0,
             history: Vec::new(),
+            generation_config: None,
             acts: None,
             eval_acts: None,
             val: Vec::new(),

@@ -55,7 +55,7 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
     assert.equal(result.reward.stage, 'reward');
     assert.ok(Number.isFinite(result.reward.metrics.valPairAccuracy));
     // the reward model exports with its score head after GPT-2's tensors
-    assert.deepEqual(result.files, ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+    assert.deepEqual(result.files, ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
     assert.ok(requests.every((url) => url.startsWith(origin)), 'only the page\'s own files were requested');
   } finally {
     await browser.close();

@@ -338,7 +338,7 @@ export class Kiln {
   instructionExamples(lang = 'en', split = 'heldout', n = 10) { return this.#call('instructionExamples', [lang, split, n]); }
 
   /** The model as a Hugging Face GPT-2 folder: {'model.safetensors': Uint8Array,
-   * 'config.json': …, 'tokenizer.json': …, 'tokenizer_config.json': …}. */
+   * 'config.json': …, 'generation_config.json': …, 'tokenizer.json': …, 'tokenizer_config.json': …}. */
   exportModel() { return this.#call('exportModel'); }
 
   /** The same folder as one .zip (Uint8Array). */
