@@ -17,9 +17,10 @@ use std::collections::HashMap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{KilnError, Result};
+use crate::model::hf_config::{config_from_hf, hf_config};
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{SampleConfig, NEVER, STOP};
-use crate::tokenizer::{Tokenizer, SPECIAL_TOKENS};
+use crate::tokenizer::{Tokenizer, BOS, EOS, PAD, SPECIAL_TOKENS};
 
 pub use crate::data::Files;
 
@@ -47,8 +48,8 @@ pub(crate) fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Res
 /// tens; weights of 1e30 are finite but overflow the first layer to infinity.
 const MAX_WEIGHT: f32 = 1e5;
 
-/// Reads one f32 tensor of the expected shape, refusing NaN, infinity and magnitudes past
-/// `max_abs`.
+/// Reads one tensor of the expected shape as f32, refusing NaN, infinity and magnitudes
+/// past `max_abs`.
 pub(crate) fn read_f32(
     st: &SafeTensors,
     names: &[String],
@@ -60,13 +61,17 @@ pub(crate) fn read_f32(
         .iter()
         .find_map(|n| st.tensor(n).ok())
         .ok_or_else(|| bad(format!("{file} has no tensor {}", names[0])))?;
-    if view.dtype() != Dtype::F32 {
-        return Err(bad(format!("{} in {file} is {:?}, Kiln reads f32", names[0], view.dtype())));
-    }
     if view.shape() != shape {
         return Err(bad(format!("{} in {file} has shape {:?}, the config says {shape:?}", names[0], view.shape())));
     }
-    let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = view.data();
+    // f16 and bf16 (how Hub models ship) widen to f32 exactly
+    let values: Vec<f32> = match view.dtype() {
+        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(bad(format!("{} in {file} is {other:?}; Kiln reads f32, f16 and bf16", names[0]))),
+    };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
         return Err(bad(format!("{} in {file} holds {} at element {i}", names[0], values[i])));
     }
@@ -89,55 +94,6 @@ pub fn params_file(values: &[f32]) -> Result<Vec<u8>> {
 pub fn read_params_file(bytes: &[u8], len: usize, file: &str) -> Result<Vec<f32>> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{file} is corrupt: {e}")))?;
     read_f32(&st, &["params".into()], &[len], file, MAX_WEIGHT)
-}
-
-/// transformers' GPT2Config for a Kiln model.
-fn hf_config(cfg: &GptConfig) -> serde_json::Value {
-    serde_json::json!({
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": cfg.vocab_size,
-        "n_positions": cfg.block_size,
-        "n_ctx": cfg.block_size,
-        "n_embd": cfg.n_embd,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_inner": null,
-        "activation_function": "gelu_new",
-        "layer_norm_epsilon": crate::cpu::layernorm::LAYERNORM_EPS,
-        "resid_pdrop": 0.0,
-        "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0,
-        "initializer_range": 0.02,
-        "tie_word_embeddings": true,
-        "bos_token_id": crate::tokenizer::BOS,
-        "eos_token_id": crate::tokenizer::EOS,
-        "pad_token_id": crate::tokenizer::PAD,
-        "torch_dtype": "float32",
-    })
-}
-
-fn config_from_hf(json: &[u8]) -> Result<GptConfig> {
-    let v: serde_json::Value =
-        serde_json::from_slice(json).map_err(|e| bad(format!("config.json is not JSON: {e}")))?;
-    let field = |name: &str| {
-        v.get(name)
-            .and_then(|x| x.as_u64())
-            .map(|x| x as usize)
-            .ok_or_else(|| bad(format!("config.json lacks a whole number {name}")))
-    };
-    if v.get("model_type").and_then(|x| x.as_str()) != Some("gpt2") {
-        return Err(bad("config.json is not a GPT-2 model (model_type must be \"gpt2\")"));
-    }
-    let cfg = GptConfig {
-        vocab_size: field("vocab_size")?,
-        block_size: field("n_positions")?,
-        n_layer: field("n_layer")?,
-        n_head: field("n_head")?,
-        n_embd: field("n_embd")?,
-    };
-    cfg.validate().map_err(|e| bad(format!("config.json: {e}")))?;
-    Ok(cfg)
 }
 
 /// The Hugging Face model folder for these parameters (GPT-2's tensors, then a scalar
@@ -173,7 +129,7 @@ pub fn model_files_keeping(
     let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
     Ok(HashMap::from([
         ("model.safetensors".to_string(), safetensors_of(tensors)?),
-        ("config.json".to_string(), json(&hf_config(cfg))),
+        ("config.json".to_string(), json(&hf_config(cfg, BOS, EOS, PAD))),
         ("tokenizer.json".to_string(), tokenizer.to_json()?.into_bytes()),
         ("tokenizer_config.json".to_string(), json(&tokenizer_config)),
         (GENERATION_CONFIG.to_string(), json(&generation_config(kept))),
@@ -312,6 +268,81 @@ fn read_generation_config(
     (serde_json::Value::Object(bare) != kiln_generation_config()).then_some(serde_json::Value::Object(fields))
 }
 
+/// The name of a shard of a model's weights: model-00001-of-00003.safetensors.
+fn is_shard(name: &str) -> bool {
+    let Some(middle) = name.strip_prefix("model-").and_then(|n| n.strip_suffix(".safetensors")) else {
+        return false;
+    };
+    let mut parts = middle.split("-of-");
+    let digits =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    digits(parts.next()) && digits(parts.next()) && parts.next().is_none()
+}
+
+/// A folder's weights: model.safetensors, or the shards its model.safetensors.index.json
+/// maps the tensors to (how the Hub ships models past a few GB).
+struct Weights<'a> {
+    files: Vec<(&'a str, SafeTensors<'a>)>,
+}
+
+impl<'a> Weights<'a> {
+    fn open(files: &'a Files, config: &GptConfig) -> Result<Weights<'a>> {
+        let names: Vec<&str> = if files.contains_key("model.safetensors") {
+            vec!["model.safetensors"]
+        } else if let Some(index) = files.get(SHARD_INDEX) {
+            let v: serde_json::Value =
+                serde_json::from_slice(index).map_err(|e| bad(format!("{SHARD_INDEX} is not JSON: {e}")))?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| bad(format!("{SHARD_INDEX} has no weight_map")))?;
+            let mut shards: Vec<&str> = Vec::new();
+            for shard in map.values() {
+                let shard = shard.as_str().filter(|s| is_shard(s)).ok_or_else(|| {
+                    bad(format!(
+                        "{SHARD_INDEX} maps a tensor to {shard}, not a file named model-NNNNN-of-NNNNN.safetensors"
+                    ))
+                })?;
+                let (name, _) = files.get_key_value(shard).ok_or_else(|| bad(format!("{shard} is missing")))?;
+                if !shards.contains(&name.as_str()) {
+                    shards.push(name);
+                }
+            }
+            shards
+        } else {
+            return Err(bad("model.safetensors is missing"));
+        };
+        // bf16, the smallest a Hub model ships in, takes 2 bytes a parameter
+        let need = 2 * config.num_params() as u64;
+        let have: u64 = names.iter().map(|n| files[*n].len() as u64).sum();
+        if have < need {
+            return Err(bad(format!(
+                "{} is corrupt or cut short: {have} bytes; a model of {config} needs at least {need} for its weights alone",
+                names.join(", ")
+            )));
+        }
+        let files = names
+            .into_iter()
+            .map(|n| Ok((n, SafeTensors::deserialize(&files[n]).map_err(|e| bad(format!("{n} is corrupt: {e}")))?)))
+            .collect::<Result<_>>()?;
+        Ok(Weights { files })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.files.iter().any(|(_, st)| st.tensor(name).is_ok())
+    }
+
+    /// The tensor under the first of `names` any file holds, checked as [`read_f32`] does.
+    fn read(&self, names: &[String], shape: &[usize]) -> Result<Vec<f32>> {
+        let found = self.files.iter().find(|(_, st)| names.iter().any(|n| st.tensor(n).is_ok()));
+        let (file, st) = found.unwrap_or(&self.files[0]);
+        read_f32(st, names, shape, file, MAX_WEIGHT)
+    }
+}
+
+/// The index of a sharded folder's weights.
+const SHARD_INDEX: &str = "model.safetensors.index.json";
+
 /// A model folder read back: its config, tokenizer and parameters (in Kiln's layout).
 pub struct LoadedModel {
     pub config: GptConfig,
@@ -348,18 +379,10 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
             config.vocab_size
         )));
     }
-    let bytes = file(files, "model.safetensors")?;
-    let need = 4 * config.num_params() as u64;
-    if (bytes.len() as u64) < need {
-        return Err(bad(format!(
-            "model.safetensors is corrupt or cut short: it holds {} bytes; a model of {config} needs {need} for its weights alone",
-            bytes.len()
-        )));
-    }
-    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("model.safetensors is corrupt: {e}")))?;
+    let weights = Weights::open(files, &config)?;
     let head = [ScalarHeadKind::Reward, ScalarHeadKind::Value]
         .into_iter()
-        .find(|k| st.names().iter().any(|n| **n == format!("{}.weight", k.prefix())));
+        .find(|k| weights.has(&format!("{}.weight", k.prefix())));
     let layout = match head {
         Some(kind) => ParamLayout::with_scalar_head(&config, kind),
         None => ParamLayout::new(&config),
@@ -367,7 +390,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         let names = [t.name.clone(), format!("transformer.{}", t.name)];
-        let values = read_f32(&st, &names, &t.shape, "model.safetensors", MAX_WEIGHT)?;
+        let values = weights.read(&names, &t.shape)?;
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
     let mut notes = Vec::new();
@@ -434,7 +457,7 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         // the conversations fine-tuning held out, which before/after checks ask
         "held-out.jsonl",
     ];
-    NAMES.contains(&name)
+    NAMES.contains(&name) || name == SHARD_INDEX || is_shard(name)
 }
 
 /// Writes `files` into `dir` all at once and durably: into a sibling temporary folder
@@ -566,6 +589,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
     let tensors = |copies: u64| copies * model + (copies * model) / 8 + SAFETENSORS_SLACK;
     match name {
         "model.safetensors" | "reference.safetensors" | "reward.safetensors" => Some(tensors(1)),
+        _ if is_shard(name) => Some(tensors(1)),
         "optimizer.safetensors" => Some(tensors(2)),
         GENERATION_CONFIG => Some(MAX_GENERATION_CONFIG),
         "config.json"
@@ -573,7 +597,8 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         | "tokenizer_config.json"
         | "trainer.json"
         | "dpo-reference.json"
-        | "session.json" => Some(MAX_JSON),
+        | "session.json"
+        | SHARD_INDEX => Some(MAX_JSON),
         _ if is_checkpoint_file(name) => Some(MAX_DATA),
         _ => None,
     }

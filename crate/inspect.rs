@@ -87,21 +87,24 @@ pub async fn next_token<B: Backend>(
         Some(h) => {
             let x = &acts.layers[h.layer];
             let (qkv, lse) = (be.read(&x.qkv).await?, be.read(&x.lse).await?);
-            Some(attention_weights(&qkv, &lse, t, cfg.n_embd, cfg.n_head, h.head))
+            Some(attention_weights(&qkv, &lse, t, cfg.n_embd, cfg.n_head, cfg.n_kv_head(), h.head))
         }
     };
     Ok(Look { ids, logits, probs, attention })
 }
 
-/// (T, T) head `h`'s attention weights from qkv (T, 3C) and lse (NH, T) of one row.
-fn attention_weights(qkv: &[f32], lse: &[f32], t: usize, c: usize, nh: usize, h: usize) -> Vec<f32> {
+/// (T, T) head `h`'s attention weights from qkv (T, QKV) and lse (NH, T) of one row; the
+/// query head reads key head h / (NH / NKV) (grouped-query attention).
+fn attention_weights(qkv: &[f32], lse: &[f32], t: usize, c: usize, nh: usize, nkv: usize, h: usize) -> Vec<f32> {
     let hs = c / nh;
+    let width = crate::cpu::attention::qkv_width(c, nh, nkv);
+    let key_head = h / (nh / nkv);
     let scale = 1.0 / (hs as f64).sqrt();
     let mut weights = vec![0.0f32; t * t];
     for q in 0..t {
-        let query = &qkv[q * 3 * c + h * hs..][..hs];
+        let query = &qkv[q * width + h * hs..][..hs];
         for s in 0..=q {
-            let key = &qkv[s * 3 * c + c + h * hs..][..hs];
+            let key = &qkv[s * width + c + key_head * hs..][..hs];
             let score = query.iter().zip(key).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale;
             weights[q * t + s] = (score - lse[h * t + q] as f64).exp() as f32;
         }

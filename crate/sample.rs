@@ -170,7 +170,7 @@ impl<T> Decoder<T> {
         assert_eq!(tokens.len(), s, "one token per sequence");
         let (p, l) = (&model.params, &model.layout);
         be.write_u32(&self.tokens, 0, tokens);
-        be.embedding_forward(&self.x, &self.tokens, at(p, l.wte), at(p, l.wpe + pos * c), s, 1, c);
+        be.embedding_forward(&self.x, &self.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe + pos * c)), s, 1, c);
         let mut residual = &self.x;
         for (w, d) in l.layers.iter().zip(&self.layers) {
             block_forward(be, model, w, d, residual, Rows::decoding(s, pos, t_cap));

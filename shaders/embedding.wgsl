@@ -1,5 +1,6 @@
 // Token + position embedding.
 //   forward:  out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :]          (B, T, C)
+//             (the wpe term only when p.positions = 1: rotary models have no table)
 //   backward: dwte[v, :] += Σ_{(b,t): tokens[b,t] = v} dout[b, t, :]
 // The backward pass is deterministic without float atomics: the caller groups the
 // positions by token on the CPU (it knows the tokens) into `buckets`:
@@ -11,7 +12,7 @@
 
 struct Params {
   B: u32, T: u32, C: u32, n_buckets: u32,
-  wte_offset: u32, wpe_offset: u32, _p0: u32, _p1: u32,
+  wte_offset: u32, wpe_offset: u32, positions: u32, _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,7 +31,9 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
   let c = i % p.C;
   let bt = i / p.C;
   let t = bt % p.T;
-  out[i] = wte[p.wte_offset + tokens[bt] * p.C + c] + wpe[p.wpe_offset + t * p.C + c];
+  var e = wte[p.wte_offset + tokens[bt] * p.C + c];
+  if (p.positions != 0u) { e += wpe[p.wpe_offset + t * p.C + c]; }
+  out[i] = e;
 }
 
 @compute @workgroup_size(64)

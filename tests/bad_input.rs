@@ -64,16 +64,13 @@ fn a_model_over_the_gpu_limits_is_refused_before_allocating() {
     let text = default_corpus(Language::English, 100, 1);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
     // logits of 64 × 1024 positions × V alone exceed a 128 MiB (or 1 GiB) binding
-    let huge = GptConfig { vocab_size: tok.vocab_size(), block_size: 4096, n_layer: 1, n_head: 1, n_embd: 64 };
+    let huge = GptConfig::gpt2(tok.vocab_size(), 4096, 1, 1, 64);
     let cfg = TrainConfig { batch_size: 64, ..Default::default() };
     let before = gpu.memory().0;
     says(Trainer::pretrain(GpuBackend::new(gpu.clone()), tok, &text, huge, cfg), "maxStorageBufferBindingSize");
     assert_eq!(gpu.memory().0, before, "nothing may be allocated for a refused model");
     says(GptConfig::preset("gigantic", 100), "unknown preset");
-    says(
-        GptConfig { vocab_size: 100, block_size: 64, n_layer: 2, n_head: 3, n_embd: 64 }.validate(),
-        "multiple of n_head",
-    );
+    says(GptConfig::gpt2(100, 64, 2, 3, 64).validate(), "multiple of n_head");
 }
 
 #[test]
@@ -98,7 +95,7 @@ fn bad_training_settings_are_refused() {
 fn nan_rolls_back_then_stops<B: Backend>(be: B, name: &str) {
     let text = default_corpus(Language::English, 100, 1);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
-    let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let model = GptConfig::gpt2(tok.vocab_size(), 32, 1, 2, 16);
     let cfg = TrainConfig { log_every: 1, eval_every: 2, sample_every: 0, ..Default::default() };
     let lr = cfg.lr;
     let mut run = Trainer::pretrain(be, tok, &text, model, cfg).unwrap();
@@ -184,7 +181,7 @@ fn a_prompt_longer_than_the_context_still_leaves_room_for_an_answer() {
 fn a_model_past_the_cpu_backends_memory_in_the_browser_is_refused() {
     // the CPU backend in wasm32 may use 3 GiB in all: the small preset at context 4096 and
     // batch 64 needs more, though no single buffer passes a limit
-    let model = GptConfig { vocab_size: 512, block_size: 4096, n_layer: 4, n_head: 4, n_embd: 128 };
+    let model = GptConfig::gpt2(512, 4096, 4, 4, 128);
     says(
         kiln::train::check_fits_within(None, Some(3 << 30), &model, 64, 4096),
         "MiB in all, over the 3072 MiB this backend can use",

@@ -16,7 +16,7 @@ use pollster::block_on;
 fn setup() -> (String, Tokenizer, GptConfig, TrainConfig) {
     let text = default_corpus(Language::English, 200, 5);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(300)).unwrap();
-    let model = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 2, n_head: 2, n_embd: 32 };
+    let model = GptConfig::gpt2(tok.vocab_size(), 32, 2, 2, 32);
     let cfg = TrainConfig {
         steps: 12,
         batch_size: 4,
@@ -132,13 +132,15 @@ fn model_folders_round_trip_and_corruption_is_named() {
     expect_err(&garbage, "config.json");
 
     let mut other = files.clone();
-    let bigger = GptConfig { n_embd: 48, ..model };
+    // over twice the parameters: the f32 file is shorter than even bf16 weights would be
+    let bigger = GptConfig { n_embd: 96, ..model };
     other.insert(
         "config.json".into(),
         model_files(&bigger, &ParamLayout::new(&bigger), &tok, &bigger_params(&bigger)).unwrap()["config.json"].clone(),
     );
     // refused by its byte length, before any tensor is read
-    expect_err(&other, "needs 290304 for its weights alone");
+    let need = 2 * bigger.num_params();
+    expect_err(&other, &format!("needs at least {need} for its weights alone"));
 }
 
 fn bigger_params(cfg: &GptConfig) -> Vec<f32> {

@@ -7,7 +7,7 @@
 //! about ε·|L|/h ≈ 1e-10, so 1e-7 (relative to the gradient's largest element) is
 //! a tolerance no wrong gradient passes.
 
-use kiln::cpu::attention::{attention_backward, attention_forward};
+use kiln::cpu::attention::{attention_backward, attention_forward, qkv_width};
 use kiln::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use kiln::cpu::embedding::{embedding_backward, embedding_forward};
 use kiln::cpu::gelu::{gelu_backward, gelu_forward};
@@ -76,19 +76,22 @@ fn linear_layer_backward() {
 
 #[test]
 fn attention_backward_matches_finite_differences() {
-    for (b, t, c, nh) in [(1, 1, 2, 1), (2, 5, 8, 2), (1, 7, 6, 3)] {
+    // (B, T, C, NH, NKV): multi-head, then grouped-query (each kv head serving two query
+    // heads, its dk and dv the sum of theirs) and multi-query attention (NKV = 1)
+    for (b, t, c, nh, nkv) in [(1, 1, 2, 1, 1), (2, 5, 8, 2, 2), (1, 7, 6, 3, 3), (2, 5, 8, 4, 2), (1, 6, 9, 3, 1)] {
         let rng = &mut Rng::new(2);
-        let (qkv, g) = (random(rng, b * t * 3 * c), random(rng, b * t * c));
+        let w = qkv_width(c, nh, nkv);
+        let (qkv, g) = (random(rng, b * t * w), random(rng, b * t * c));
         let forward = |qkv: &[f64]| {
             let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-            attention_forward(&mut out, &mut lse, qkv, b, t, c, nh, 0, t);
+            attention_forward(&mut out, &mut lse, qkv, b, t, c, nh, nkv, 0, t);
             dot(&out, &g)
         };
         let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-        attention_forward(&mut out, &mut lse, &qkv, b, t, c, nh, 0, t);
-        let (mut dqkv, mut delta) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
-        attention_backward(&mut dqkv, &mut delta, &g, &qkv, &out, &lse, b, t, c, nh);
-        check(&format!("attention B={b} T={t} C={c} NH={nh}"), &qkv, &dqkv, forward);
+        attention_forward(&mut out, &mut lse, &qkv, b, t, c, nh, nkv, 0, t);
+        let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
+        attention_backward(&mut dqkv, &mut delta, &g, &qkv, &out, &lse, b, t, c, nh, nkv);
+        check(&format!("attention B={b} T={t} C={c} NH={nh} NKV={nkv}"), &qkv, &dqkv, forward);
     }
 }
 
@@ -167,11 +170,11 @@ fn embedding_backward_matches_finite_differences() {
     let (wte, wpe, g) = (random(rng, v * c), random(rng, t * c), random(rng, b * t * c));
     let forward = |wte: &[f64], wpe: &[f64]| {
         let mut out = vec![0.0; b * t * c];
-        embedding_forward(&mut out, &tokens, wte, wpe, b, t, c);
+        embedding_forward(&mut out, &tokens, wte, Some(wpe), b, t, c);
         dot(&out, &g)
     };
     let (mut dwte, mut dwpe) = (vec![0.0; v * c], vec![0.0; t * c]);
-    embedding_backward(&mut dwte, &mut dwpe, &g, &tokens, b, t, c);
+    embedding_backward(&mut dwte, Some(&mut dwpe), &g, &tokens, b, t, c);
     check("embedding: dwte", &wte, &dwte, |x| forward(x, &wpe));
     check("embedding: dwpe", &wpe, &dwpe, |x| forward(&wte, x));
 }

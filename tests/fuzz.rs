@@ -87,7 +87,7 @@ fn seeds() -> &'static Seeds {
         let mut folders = Vec::new();
         for (kind, vocab) in [(TokenizerKind::Char, None), (TokenizerKind::Bpe, Some(300))] {
             let tok = Tokenizer::train(&documents(&text), kind, vocab).unwrap();
-            let cfg = GptConfig { vocab_size: tok.vocab_size(), block_size: 16, n_layer: 1, n_head: 2, n_embd: 16 };
+            let cfg = GptConfig::gpt2(tok.vocab_size(), 16, 1, 2, 16);
             let layout = ParamLayout::new(&cfg);
             folders.push(model_files(&cfg, &layout, &tok, &layout.init(&cfg, 3)).unwrap());
         }

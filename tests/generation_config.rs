@@ -27,7 +27,7 @@ fn tokenizer() -> Tokenizer {
 }
 
 fn tiny(vocab: usize) -> GptConfig {
-    GptConfig { vocab_size: vocab, block_size: 64, n_layer: 1, n_head: 2, n_embd: 16 }
+    GptConfig::gpt2(vocab, 64, 1, 2, 16)
 }
 
 /// A Kiln model folder of a tiny model.

@@ -54,7 +54,7 @@ const MIB: usize = 1 << 20;
 fn model() -> (GptConfig, Files) {
     let text = default_corpus(Language::English, 40, 3);
     let tok = Tokenizer::train(&documents(&text), TokenizerKind::Char, None).unwrap();
-    let cfg = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 2, n_head: 2, n_embd: 32 };
+    let cfg = GptConfig::gpt2(tok.vocab_size(), 32, 2, 2, 32);
     let layout = ParamLayout::new(&cfg);
     let files = model_files(&cfg, &layout, &tok, &layout.init(&cfg, 1)).unwrap();
     (cfg, files)

@@ -10,7 +10,7 @@ use kiln::rng::Rng;
 use kiln::tokenizer::BOS;
 use pollster::block_on;
 
-const CONFIG: GptConfig = GptConfig { vocab_size: 60, block_size: 20, n_layer: 2, n_head: 2, n_embd: 32 };
+const CONFIG: GptConfig = GptConfig::gpt2(60, 20, 2, 2, 32);
 
 fn prompt(n: usize) -> Vec<u32> {
     let mut rng = Rng::new(11);

@@ -262,7 +262,7 @@ fn check_stage_gradient(stage: &mut dyn Stage, layout: ParamLayout, config: GptC
 #[test]
 fn reward_and_dpo_gradients_through_the_model_match_finite_differences() {
     let tok = tokenizer();
-    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let config = GptConfig::gpt2(tok.vocab_size(), 32, 1, 2, 16);
     let rows = |seed| PreferenceRows::split(&tok, rankings(), config.block_size, 0.3, seed).unwrap();
     let mut reward = Reward::new(rows(1), 0.01);
     check_stage_gradient(
@@ -277,7 +277,7 @@ fn reward_and_dpo_gradients_through_the_model_match_finite_differences() {
 }
 
 fn batched_equals_single<B: Backend>(be: &mut B, name: &str) {
-    let config = GptConfig { vocab_size: 60, block_size: 24, n_layer: 2, n_head: 2, n_embd: 32 };
+    let config = GptConfig::gpt2(60, 24, 2, 2, 32);
     let model = Gpt::new(be, config, 21).unwrap();
     let prompt = [BOS, 10, 11, 12, 13];
     let cfg = SampleConfig { max_tokens: 12, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 40 };
@@ -320,7 +320,7 @@ fn run_stage(stage: Box<dyn Stage>, kind: StageKind, tok: &Tokenizer, config: Gp
 #[test]
 fn held_out_pair_accuracy_counts_only_pairs_of_different_answers() {
     let tok = tokenizer();
-    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 32, n_layer: 1, n_head: 2, n_embd: 16 };
+    let config = GptConfig::gpt2(tok.vocab_size(), 32, 1, 2, 16);
     let t = config.block_size;
     // a small model often samples one answer several times, and a person may rank the
     // copies apart: "Yes." is preferred to itself in both, and the two disagree on "No."

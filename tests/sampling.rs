@@ -2,21 +2,43 @@
 //! computes at each position; greedy decoding is deterministic; sampling settings behave.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
+use kiln::cpu::rope::RopeScaling;
 use kiln::gpu::Gpu;
-use kiln::model::{forward, Activations, Gpt, GptConfig};
+use kiln::model::{forward, Activations, Family, Gpt, GptConfig, LlamaArch, LlamaShape};
 use kiln::rng::Rng;
 use kiln::sample::{generate, sample_logits, Decoder, SampleConfig};
 use kiln::tokenizer::{BOS, EOS, PAD};
 use pollster::block_on;
 
-const CONFIG: GptConfig = GptConfig { vocab_size: 50, block_size: 24, n_layer: 2, n_head: 2, n_embd: 32 };
+const CONFIG: GptConfig = GptConfig::gpt2(50, 24, 2, 2, 32);
 
-fn kv_cache_matches_forward<B: Backend>(be: &mut B, name: &str) {
-    let model = Gpt::new(be, CONFIG, 3).unwrap();
+/// A Qwen2-shaped model: grouped-query attention 2:1, q/k/v biases, its own output layer,
+/// llama3-scaled rotary positions (so the decoder's positions past 0 are tested).
+fn llama_config() -> GptConfig {
+    let shape = LlamaShape {
+        arch: LlamaArch::Qwen2,
+        n_kv_head: 2,
+        intermediate_size: 40,
+        qkv_bias: true,
+        tie_word_embeddings: false,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        rope_scaling: RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 16.0,
+        },
+    };
+    GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(50, 24, 2, 4, 32) }
+}
+
+fn kv_cache_matches_forward<B: Backend>(be: &mut B, name: &str, config: GptConfig) {
+    let model = Gpt::new(be, config, 3).unwrap();
     let t = 17;
     let mut rng = Rng::new(4);
     let tokens: Vec<u32> = (0..t).map(|_| 8 + rng.below(42) as u32).collect();
-    let acts = Activations::new(be, &CONFIG, 1, t).unwrap();
+    let acts = Activations::new(be, &config, 1, t).unwrap();
     be.write_u32(&acts.tokens, 0, &tokens);
     be.write_u32(&acts.targets, 0, &tokens);
     be.write(&acts.weights, 0, &vec![0.0; t]);
@@ -27,18 +49,23 @@ fn kv_cache_matches_forward<B: Backend>(be: &mut B, name: &str) {
     for (pos, &token) in tokens.iter().enumerate() {
         decoder.step(be, &model, token, pos);
         let logits = block_on(decoder.logits(be)).unwrap();
-        let want: Vec<f64> = full[pos * CONFIG.vocab_size..][..CONFIG.vocab_size].iter().map(|&x| x as f64).collect();
+        let v = config.vocab_size;
+        let want: Vec<f64> = full[pos * v..][..v].iter().map(|&x| x as f64).collect();
         worst = worst.max(kiln::selftest::max_rel_err(&logits, &want));
     }
-    println!("[{name}] KV-cache logits vs full forward over {t} positions: max rel err {worst:.2e}");
+    let family = if config.llama().is_some() { "Qwen2-shaped" } else { "GPT-2" };
+    println!("[{name}, {family}] KV-cache logits vs full forward over {t} positions: max rel err {worst:.2e}");
     assert!(worst < 1e-5);
 }
 
 #[test]
 fn kv_cache_decoding_matches_the_full_forward_pass() {
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
-    kv_cache_matches_forward(&mut GpuBackend::new(gpu), "gpu");
-    kv_cache_matches_forward(&mut CpuBackend::new(), "cpu");
+    let mut gpu = GpuBackend::new(gpu);
+    for config in [CONFIG, llama_config()] {
+        kv_cache_matches_forward(&mut gpu, "gpu", config);
+        kv_cache_matches_forward(&mut CpuBackend::new(), "cpu", config);
+    }
 }
 
 #[test]

@@ -59,7 +59,7 @@ fn every_stage_on(gpu: Option<Gpu>, backend: BackendKind) {
     session.tokenizer = Some(Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(512)).unwrap());
     session.set_corpus(text);
     let vocab = session.tokenizer().unwrap().vocab_size();
-    let model = GptConfig { vocab_size: vocab, block_size: 128, n_layer: 2, n_head: 2, n_embd: 32 };
+    let model = GptConfig::gpt2(vocab, 128, 2, 2, 32);
     session.create_model(model, options(StageKind::Pretrain, 3)).unwrap();
     assert_eq!(session.run().unwrap().backend(), backend);
     assert_eq!(finish(&mut session).len(), 3);

@@ -23,7 +23,7 @@ fn tokenizer() -> Tokenizer {
 }
 
 fn small(vocab: usize) -> GptConfig {
-    GptConfig { vocab_size: vocab, block_size: 128, n_layer: 2, n_head: 2, n_embd: 32 }
+    GptConfig::gpt2(vocab, 128, 2, 2, 32)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

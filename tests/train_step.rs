@@ -19,7 +19,7 @@ fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
     // one document per row (padded at each document's end), so micro-batches differ in tokens
     let rows: Vec<Row> = documents(&text).iter().flat_map(|d| windows(&pack(&[&tok.encode(d).unwrap()]), 16)).collect();
     let row_refs: Vec<&Row> = rows.iter().collect();
-    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: 16, n_layer: 1, n_head: 2, n_embd: 16 };
+    let config = GptConfig::gpt2(tok.vocab_size(), 16, 1, 2, 16);
     let gpu = block_on(Gpu::new()).expect("a GPU adapter (lavapipe)");
     let mut be = GpuBackend::new(gpu.clone());
     let adamw = AdamWConfig { lr: 1e-3, ..Default::default() };
@@ -127,7 +127,7 @@ fn context_1024_trains_without_the_score_matrix() {
     let batch = make_batch(&[&rows[0]], b, t);
     let batch = batch.scaled((1.0 / batch.weight_sum()) as f32);
     // a layer of the small preset (4 heads × 128 wide) at context 1024
-    let config = GptConfig { vocab_size: tok.vocab_size(), block_size: t, n_layer: 1, n_head: 4, n_embd: 128 };
+    let config = GptConfig::gpt2(tok.vocab_size(), t, 1, 4, 128);
     let adamw = AdamWConfig { lr: 1e-3, ..Default::default() };
 
     async fn losses<B: Backend>(be: &mut B, config: GptConfig, batch: &TokenBatch, adamw: AdamWConfig) -> Vec<f32> {

@@ -156,18 +156,19 @@ impl Backend for CpuBackend {
         out: &CpuBuf,
         tokens: &CpuBuf,
         wte: At<CpuBuf>,
-        wpe: At<CpuBuf>,
+        wpe: Option<At<CpuBuf>>,
         b: usize,
         t: usize,
         c: usize,
     ) {
         self.op("embedding_forward", || {
-            let (tok, e, p) = (tokens.borrow(), wte.buf.borrow(), wpe.buf.borrow());
+            let (tok, e) = (tokens.borrow(), wte.buf.borrow());
+            let p = wpe.map(|wpe| (wpe.buf.borrow(), wpe.offset));
             cpu::embedding::embedding_forward(
                 &mut out.borrow_mut(),
                 u32s(&tok),
                 &e[wte.offset..],
-                &p[wpe.offset..],
+                p.as_ref().map(|(p, offset)| &p[*offset..]),
                 b,
                 t,
                 c,
@@ -177,7 +178,7 @@ impl Backend for CpuBackend {
     fn embedding_backward(
         &mut self,
         dwte: At<CpuBuf>,
-        dwpe: At<CpuBuf>,
+        dwpe: Option<At<CpuBuf>>,
         dout: &CpuBuf,
         tokens: &[u32],
         b: usize,
@@ -187,13 +188,21 @@ impl Backend for CpuBackend {
         self.op("embedding_backward", || {
             let vocab_rows = 1 + tokens.iter().copied().max().unwrap_or(0) as usize;
             let g = dout.borrow();
-            if Rc::ptr_eq(dwte.buf, dwpe.buf) {
-                let mut buf = dwte.buf.borrow_mut();
-                let (e, p) = split_two(&mut buf, (dwte.offset, vocab_rows * c), (dwpe.offset, t * c));
-                cpu::embedding::embedding_backward(e, p, &g, tokens, b, t, c);
-            } else {
-                let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
-                cpu::embedding::embedding_backward(&mut e[dwte.offset..], &mut p[dwpe.offset..], &g, tokens, b, t, c);
+            match dwpe {
+                None => {
+                    let mut e = dwte.buf.borrow_mut();
+                    cpu::embedding::embedding_backward(&mut e[dwte.offset..], None, &g, tokens, b, t, c);
+                }
+                Some(dwpe) if Rc::ptr_eq(dwte.buf, dwpe.buf) => {
+                    let mut buf = dwte.buf.borrow_mut();
+                    let (e, p) = split_two(&mut buf, (dwte.offset, vocab_rows * c), (dwpe.offset, t * c));
+                    cpu::embedding::embedding_backward(e, Some(p), &g, tokens, b, t, c);
+                }
+                Some(dwpe) => {
+                    let (mut e, mut p) = (dwte.buf.borrow_mut(), dwpe.buf.borrow_mut());
+                    let p = Some(&mut p[dwpe.offset..]);
+                    cpu::embedding::embedding_backward(&mut e[dwte.offset..], p, &g, tokens, b, t, c);
+                }
             }
             Ok(())
         })
@@ -261,6 +270,7 @@ impl Backend for CpuBackend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
         t0: usize,
         t_cap: usize,
     ) {
@@ -273,6 +283,7 @@ impl Backend for CpuBackend {
                 t,
                 c,
                 nh,
+                nkv,
                 t0,
                 t_cap,
             );
@@ -290,6 +301,7 @@ impl Backend for CpuBackend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
     ) {
         self.op("attention_backward", || {
             cpu::attention::attention_backward_gemm(
@@ -303,6 +315,7 @@ impl Backend for CpuBackend {
                 t,
                 c,
                 nh,
+                nkv,
             );
         })
     }

@@ -108,17 +108,17 @@ impl Backend for GpuBackend {
         out: &Buffer,
         tokens: &Buffer,
         wte: At<Buffer>,
-        wpe: At<Buffer>,
+        wpe: Option<At<Buffer>>,
         b: usize,
         t: usize,
         c: usize,
     ) {
-        gpu::embedding::embedding_forward(self.batch(), out, tokens, v(wte), v(wpe), b, t, c);
+        gpu::embedding::embedding_forward(self.batch(), out, tokens, v(wte), wpe.map(v), b, t, c);
     }
     fn embedding_backward(
         &mut self,
         dwte: At<Buffer>,
-        dwpe: At<Buffer>,
+        dwpe: Option<At<Buffer>>,
         dout: &Buffer,
         tokens: &[u32],
         b: usize,
@@ -126,7 +126,7 @@ impl Backend for GpuBackend {
         c: usize,
     ) -> Result<()> {
         let buckets = gpu::embedding::TokenBuckets::new(self.batch(), tokens)?;
-        Ok(gpu::embedding::embedding_backward(self.batch(), v(dwte), v(dwpe), dout, &buckets, b, t, c)?)
+        Ok(gpu::embedding::embedding_backward(self.batch(), v(dwte), dwpe.map(v), dout, &buckets, b, t, c)?)
     }
     fn layernorm_forward(
         &mut self,
@@ -178,10 +178,11 @@ impl Backend for GpuBackend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
         t0: usize,
         t_cap: usize,
     ) {
-        gpu::attention::attention_forward(self.batch(), out, lse, qkv, b, t, c, nh, t0, t_cap);
+        gpu::attention::attention_forward(self.batch(), out, lse, qkv, b, t, c, nh, nkv, t0, t_cap);
     }
     fn attention_backward(
         &mut self,
@@ -195,8 +196,9 @@ impl Backend for GpuBackend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
     ) {
-        gpu::attention::attention_backward(self.batch(), dqkv, delta, dout, qkv, out, lse, b, t, c, nh);
+        gpu::attention::attention_backward(self.batch(), dqkv, delta, dout, qkv, out, lse, b, t, c, nh, nkv);
     }
     fn rmsnorm_forward(
         &mut self,

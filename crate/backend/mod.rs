@@ -113,7 +113,8 @@ pub trait Backend {
         out: &Self::Buf,
         tokens: &Self::Buf,
         wte: At<Self::Buf>,
-        wpe: At<Self::Buf>,
+        // None: no position table (the rotary families)
+        wpe: Option<At<Self::Buf>>,
         b: usize,
         t: usize,
         c: usize,
@@ -122,7 +123,7 @@ pub trait Backend {
     fn embedding_backward(
         &mut self,
         dwte: At<Self::Buf>,
-        dwpe: At<Self::Buf>,
+        dwpe: Option<At<Self::Buf>>,
         dout: &Self::Buf,
         tokens: &[u32],
         b: usize,
@@ -153,8 +154,11 @@ pub trait Backend {
         n: usize,
         c: usize,
     ) -> Result<()>;
-    /// Query rows t0..t of a (B, T, 3C) qkv; t0 > 0 is a KV-cache decode step. Saves
-    /// lse (B, NH, T − t0), each row's softmax normaliser, rather than the scores.
+    /// Query rows t0..t of a (B, T_cap, QKV) qkv, QKV = C + 2·NKV·HS: NH query heads,
+    /// NKV key/value heads (NKV = NH: GPT-2's (B, T, 3C); fewer: grouped-query attention,
+    /// query head h reading kv head h / (NH/NKV)); out is (B, T_cap, C). t0 > 0 is a
+    /// KV-cache decode step. Saves lse (B, NH, T − t0), each row's softmax normaliser,
+    /// rather than the scores.
     fn attention_forward(
         &mut self,
         out: &Self::Buf,
@@ -164,10 +168,12 @@ pub trait Backend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
         t0: usize,
         t_cap: usize,
     );
-    /// delta (B, NH, T) is scratch; out and lse are the forward pass's.
+    /// dqkv (B, T, QKV), laid out as qkv, is overwritten; a kv head's dk and dv sum over
+    /// its query heads. delta (B, NH, T) is scratch; out and lse are the forward pass's.
     fn attention_backward(
         &mut self,
         dqkv: &Self::Buf,
@@ -180,6 +186,7 @@ pub trait Backend {
         t: usize,
         c: usize,
         nh: usize,
+        nkv: usize,
     );
     /// out (N, C) = inp · rstd · weight, rstd (N) = 1 / √(mean(inp²) + eps) saved (Llama's norm).
     fn rmsnorm_forward(

@@ -1,6 +1,10 @@
-//! Causal multi-head self-attention on the fused QKV layout (B, T, 3C), without a stored
-//! score matrix: the forward pass saves one log-sum-exp per query row, the backward pass
+//! Causal self-attention on the fused QKV layout (B, T, QKV), without a stored score
+//! matrix: the forward pass saves one log-sum-exp per query row, the backward pass
 //! recomputes each probability from it (as `shaders/attention.wgsl` does).
+//!
+//! Each position holds [q: NH·HS | k: NKV·HS | v: NKV·HS], QKV = C + 2·NKV·HS channels:
+//! grouped-query attention, kv head j serving query heads j·G .. j·G + G − 1 (G = NH / NKV,
+//! transformers' repeat_kv). NKV = NH is GPT-2's multi-head attention, (B, T, 3C).
 
 use super::{cst, for_chunks2, Float};
 
@@ -33,7 +37,30 @@ fn causal_softmax<F: Float>(row: &mut [F], t: usize) -> F {
     max + sum.ln()
 }
 
-/// out (B, T_cap, C), lse (B, NH, T − t0) ← qkv (B, T_cap, 3C), for query rows t0 .. T.
+/// Channels per position of the fused qkv: NH·HS query, NKV·HS key and NKV·HS value
+/// channels, C + 2·NKV·HS in all (3C when NKV = NH, multi-head attention).
+pub fn qkv_width(c: usize, nh: usize, nkv: usize) -> usize {
+    layout(c, nh, nkv).1
+}
+
+/// (HS, the qkv row width QKV, G = NH / NKV query heads per kv head), after checking
+/// that the heads divide evenly.
+fn layout(c: usize, nh: usize, nkv: usize) -> (usize, usize, usize) {
+    assert!(nh > 0 && c % nh == 0, "attention: C = {c} is not a multiple of NH = {nh}");
+    assert!(nkv > 0 && nh % nkv == 0, "attention: NH = {nh} is not a multiple of NKV = {nkv}");
+    let hs = c / nh;
+    (hs, c + 2 * nkv * hs, nh / nkv)
+}
+
+/// Where query head h's key and value channels start in a qkv row: those of kv head
+/// h / G, which serves query heads j·G .. j·G + G − 1 (transformers' repeat_kv).
+fn kv_channels(h: usize, c: usize, hs: usize, nkv: usize, group: usize) -> (usize, usize) {
+    let j = h / group;
+    (c + j * hs, c + (nkv + j) * hs)
+}
+
+/// out (B, T_cap, C), lse (B, NH, T − t0) ← qkv (B, T_cap, QKV), for query rows t0 .. T.
+/// QKV = C + 2·NKV·HS (see [`qkv_width`]); query head h attends with kv head h / (NH/NKV).
 /// Training uses t0 = 0 and T_cap = T; a KV-cache decode step computes the one new row
 /// t0 = T − 1 against a cache of capacity T_cap.
 /// lse[b, h, t − t0] = log Σ_{t2 ≤ t} exp(q_t·k_t2 / sqrt(HS)): the softmax's normaliser,
@@ -46,29 +73,31 @@ pub fn attention_forward<F: Float>(
     t_size: usize,
     c: usize,
     nh: usize,
+    nkv: usize,
     t0: usize,
     t_cap: usize,
 ) {
-    let hs = c / nh;
+    let (hs, w, group) = layout(c, nh, nkv);
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
     let rows = t_size - t0;
     // one sequence b per task: out[b] (T_cap, C) and lse[b] (NH, T − t0)
     for_chunks2(&mut out[..b_size * t_cap * c], t_cap * c, &mut lse[..b_size * nh * rows], nh * rows, |b, out, lse| {
-        let qkv = &qkv[b * t_cap * 3 * c..];
+        let qkv = &qkv[b * t_cap * w..];
         let mut row = vec![F::zero(); t_size]; // one query row's scores, then probabilities
         for h in 0..nh {
+            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
             for t in t0..t_size {
-                let q = &qkv[t * 3 * c + h * hs..][..hs];
+                let q = &qkv[t * w + h * hs..][..hs];
                 // scores, keys 0..=t only, then their softmax
                 for (t2, s) in row[..=t].iter_mut().enumerate() {
-                    *s = dot(q, &qkv[t2 * 3 * c + c + h * hs..][..hs]) * scale;
+                    *s = dot(q, &qkv[t2 * w + k0..][..hs]) * scale;
                 }
                 lse[h * rows + t - t0] = causal_softmax(&mut row, t);
                 // out = softmax · V, as a sum of V's rows
                 let o = &mut out[t * c + h * hs..][..hs];
                 o.iter_mut().for_each(|x| *x = F::zero());
                 for (t2, &a) in row[..=t].iter().enumerate() {
-                    let v = &qkv[t2 * 3 * c + 2 * c + h * hs..][..hs];
+                    let v = &qkv[t2 * w + v0..][..hs];
                     o.iter_mut().zip(v).for_each(|(x, &y)| *x = *x + a * y);
                 }
             }
@@ -76,11 +105,12 @@ pub fn attention_forward<F: Float>(
     });
 }
 
-/// dqkv (B, T, 3C) ← dout (B, T, C), recomputing the probabilities from qkv and the saved
-/// lse (B, NH, T); out (B, T, C) is the forward pass's output. delta (B, NH, T) is
-/// scratch; it ends holding dout·out per query row. dqkv is overwritten.
+/// dqkv (B, T, QKV) ← dout (B, T, C), recomputing the probabilities from qkv (B, T, QKV)
+/// and the saved lse (B, NH, T); out (B, T, C) is the forward pass's output. delta
+/// (B, NH, T) is scratch; it ends holding dout·out per query row. dqkv is overwritten.
 /// With p = exp(s − lse) and dp = dout·v:  ds = p (dp − delta),
-///   dq += scale · ds · k,  dk += scale · ds · q,  dv += p · dout.
+///   dq += scale · ds · k,  dk += scale · ds · q,  dv += p · dout,
+/// where a kv head's dk and dv sum over the G query heads it serves, in head order.
 pub fn attention_backward<F: Float>(
     dqkv: &mut [F],
     delta: &mut [F],
@@ -92,46 +122,44 @@ pub fn attention_backward<F: Float>(
     t_size: usize,
     c: usize,
     nh: usize,
+    nkv: usize,
 ) {
-    let hs = c / nh;
+    let (hs, w, group) = layout(c, nh, nkv);
     let scale = F::one() / cst::<F>(hs as f64).sqrt();
-    // one sequence b per task: dqkv[b] (T, 3C) and delta[b] (NH, T)
-    for_chunks2(
-        &mut dqkv[..b_size * t_size * 3 * c],
-        t_size * 3 * c,
-        &mut delta[..b_size * nh * t_size],
-        nh * t_size,
-        |b, dqkv, delta| {
-            let (qkv, dout, out) = (&qkv[b * t_size * 3 * c..], &dout[b * t_size * c..], &out[b * t_size * c..]);
-            let lse = &lse[b * nh * t_size..];
-            let mut dq = vec![F::zero(); hs];
-            dqkv.iter_mut().for_each(|x| *x = F::zero());
-            for h in 0..nh {
-                for t in 0..t_size {
-                    let (q, g) = (&qkv[t * 3 * c + h * hs..][..hs], &dout[t * c + h * hs..][..hs]);
-                    let d = dot(g, &out[t * c + h * hs..][..hs]);
-                    delta[h * t_size + t] = d;
-                    let l = lse[h * t_size + t];
-                    dq.iter_mut().for_each(|x| *x = F::zero());
-                    for t2 in 0..=t {
-                        let kv = &qkv[t2 * 3 * c..];
-                        let (k, v) = (&kv[c + h * hs..][..hs], &kv[2 * c + h * hs..][..hs]);
-                        let p = (dot(q, k) * scale - l).exp();
-                        let ds = p * (dot(g, v) - d) * scale;
-                        dq.iter_mut().zip(k).for_each(|(x, &y)| *x = *x + ds * y);
-                        let (dk, dv) = dqkv[t2 * 3 * c + c..].split_at_mut(c);
-                        dk[h * hs..][..hs].iter_mut().zip(q).for_each(|(x, &y)| *x = *x + ds * y);
-                        dv[h * hs..][..hs].iter_mut().zip(g).for_each(|(x, &y)| *x = *x + p * y);
-                    }
-                    dqkv[t * 3 * c + h * hs..][..hs].copy_from_slice(&dq);
+    // one sequence b per task: dqkv[b] (T, QKV) and delta[b] (NH, T)
+    for_chunks2(&mut dqkv[..b_size * t_size * w], t_size * w, &mut delta[..b_size * nh * t_size], nh * t_size, |b, dqkv, delta| {
+        let (qkv, dout, out) = (&qkv[b * t_size * w..], &dout[b * t_size * c..], &out[b * t_size * c..]);
+        let lse = &lse[b * nh * t_size..];
+        let mut dq = vec![F::zero(); hs];
+        dqkv.iter_mut().for_each(|x| *x = F::zero());
+        for h in 0..nh {
+            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
+            for t in 0..t_size {
+                let (q, g) = (&qkv[t * w + h * hs..][..hs], &dout[t * c + h * hs..][..hs]);
+                let d = dot(g, &out[t * c + h * hs..][..hs]);
+                delta[h * t_size + t] = d;
+                let l = lse[h * t_size + t];
+                dq.iter_mut().for_each(|x| *x = F::zero());
+                for t2 in 0..=t {
+                    let kv = &qkv[t2 * w..];
+                    let (k, v) = (&kv[k0..][..hs], &kv[v0..][..hs]);
+                    let p = (dot(q, k) * scale - l).exp();
+                    let ds = p * (dot(g, v) - d) * scale;
+                    dq.iter_mut().zip(k).for_each(|(x, &y)| *x = *x + ds * y);
+                    // k0 < v0: the key channels lie before the value channels
+                    let (dk, dv) = dqkv[t2 * w..].split_at_mut(v0);
+                    dk[k0..][..hs].iter_mut().zip(q).for_each(|(x, &y)| *x = *x + ds * y);
+                    dv[..hs].iter_mut().zip(g).for_each(|(x, &y)| *x = *x + p * y);
                 }
+                dqkv[t * w + h * hs..][..hs].copy_from_slice(&dq);
             }
-        },
-    );
+        }
+    });
 }
 
-/// dst (m, n) = beta · lhs (m, k) · rhs (k, n), each matrix given by its first element and
-/// its (row, column) strides in elements, through the `gemm` crate on this thread.
+/// dst (m, n) = beta · lhs (m, k) · rhs (k, n), or dst += that when `accumulate`, each
+/// matrix given by its first element and its (row, column) strides in elements, through
+/// the `gemm` crate on this thread (whose alpha multiplies dst, read only with read_dst).
 ///
 /// # Safety
 /// Every element the shapes and strides reach must lie inside the slice it points into,
@@ -144,6 +172,7 @@ unsafe fn gemm_into(
     lhs: (*const f32, usize, usize),
     rhs: (*const f32, usize, usize),
     beta: f32,
+    accumulate: bool,
 ) {
     gemm::gemm(
         m,
@@ -152,14 +181,14 @@ unsafe fn gemm_into(
         dst,
         1,
         dst_rs as isize,
-        false,
+        accumulate,
         lhs.0,
         lhs.2 as isize,
         lhs.1 as isize,
         rhs.0,
         rhs.2 as isize,
         rhs.1 as isize,
-        0.0,
+        if accumulate { 1.0 } else { 0.0 },
         beta,
         false,
         false,
@@ -168,10 +197,10 @@ unsafe fn gemm_into(
     );
 }
 
-/// The same attention as [`attention_forward`], f32 only, with each head's products
-/// through `gemm` (S = Q·Kᵀ, then out = P·V): what the CPU backend runs. It keeps one
-/// (T − t0, T) score matrix per sequence being worked on as scratch, never the whole
-/// batch's; selftest holds it to the twin.
+/// The same attention as [`attention_forward`], f32 only, with each query head's products
+/// through `gemm` (S = Q·Kᵀ, then out = P·V, K and V those of its kv head): what the CPU
+/// backend runs. It keeps one (T − t0, T) score matrix per sequence being worked on as
+/// scratch, never the whole batch's; selftest holds it to the twin.
 pub fn attention_forward_gemm(
     out: &mut [f32],
     lse: &mut [f32],
@@ -180,41 +209,45 @@ pub fn attention_forward_gemm(
     t_size: usize,
     c: usize,
     nh: usize,
+    nkv: usize,
     t0: usize,
     t_cap: usize,
 ) {
-    let hs = c / nh;
+    let (hs, w, group) = layout(c, nh, nkv);
     let scale = 1.0 / (hs as f32).sqrt();
     let rows = t_size - t0;
-    assert!(qkv.len() >= b_size * t_cap * 3 * c && out.len() >= b_size * t_cap * c && lse.len() >= b_size * nh * rows);
+    assert!(qkv.len() >= b_size * t_cap * w && out.len() >= b_size * t_cap * c && lse.len() >= b_size * nh * rows);
     for_chunks2(&mut out[..b_size * t_cap * c], t_cap * c, &mut lse[..b_size * nh * rows], nh * rows, |b, out, lse| {
-        let qkv = &qkv[b * t_cap * 3 * c..][..t_cap * 3 * c];
+        let qkv = &qkv[b * t_cap * w..][..t_cap * w];
         let mut p = vec![0.0f32; rows * t_size]; // (T − t0, T) scores, then probabilities
         for h in 0..nh {
-            // SAFETY: Q rows t0..T, K and V rows 0..T of head h lie in qkv (T_cap ≥ T rows
-            // of 3C); p is rows × T; out rows t0..T of head h lie in out.
+            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
+            // SAFETY: Q rows t0..T of head h, K and V rows 0..T of its kv head lie in qkv
+            // (T_cap ≥ T rows of QKV); p is rows × T; out rows t0..T of head h lie in out.
             unsafe {
-                let q = (qkv[t0 * 3 * c + h * hs..].as_ptr(), 3 * c, 1);
-                let k_t = (qkv[c + h * hs..].as_ptr(), 1, 3 * c); // Kᵀ (HS, T)
-                gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale);
+                let q = (qkv[t0 * w + h * hs..].as_ptr(), w, 1);
+                let k_t = (qkv[k0..].as_ptr(), 1, w); // Kᵀ (HS, T)
+                gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale, false);
             }
             for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
                 lse[h * rows + i] = causal_softmax(row, t0 + i);
             }
             // SAFETY: as above; out does not overlap p or qkv.
             unsafe {
-                let v = (qkv[2 * c + h * hs..].as_ptr(), 3 * c, 1);
+                let v = (qkv[v0..].as_ptr(), w, 1);
                 let dst = out[t0 * c + h * hs..].as_mut_ptr();
-                gemm_into((rows, hs, t_size), dst, c, (p.as_ptr(), t_size, 1), v, 1.0);
+                gemm_into((rows, hs, t_size), dst, c, (p.as_ptr(), t_size, 1), v, 1.0, false);
             }
         }
     });
 }
 
-/// The same backward as [`attention_backward`], f32 only, each head's products through
-/// `gemm`: S = Q·Kᵀ and P = exp(S − lse) again, dP = dout·Vᵀ, dS = P ⊙ (dP − delta),
-/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. Two (T, T) matrices per sequence
-/// being worked on as scratch.
+/// The same backward as [`attention_backward`], f32 only, each query head's products
+/// through `gemm`: S = Q·Kᵀ and P = exp(S − lse) again, dP = dout·Vᵀ, dS = P ⊙ (dP − delta),
+/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. A kv head's dk and dv are sums over
+/// its group: the group's first query head writes them, the others add theirs in head
+/// order, so a run repeats bit for bit. Two (T, T) matrices per sequence being worked on
+/// as scratch.
 pub fn attention_backward_gemm(
     dqkv: &mut [f32],
     delta: &mut [f32],
@@ -226,24 +259,28 @@ pub fn attention_backward_gemm(
     t_size: usize,
     c: usize,
     nh: usize,
+    nkv: usize,
 ) {
-    let (hs, t) = (c / nh, t_size);
+    let (hs, w, group) = layout(c, nh, nkv);
+    let t = t_size;
     let scale = 1.0 / (hs as f32).sqrt();
-    assert!(qkv.len() >= b_size * t * 3 * c && dout.len() >= b_size * t * c && out.len() >= b_size * t * c);
-    assert!(dqkv.len() >= b_size * t * 3 * c && delta.len() >= b_size * nh * t && lse.len() >= b_size * nh * t);
-    for_chunks2(&mut dqkv[..b_size * t * 3 * c], t * 3 * c, &mut delta[..b_size * nh * t], nh * t, |b, dqkv, delta| {
-        let qkv = &qkv[b * t * 3 * c..][..t * 3 * c];
+    assert!(qkv.len() >= b_size * t * w && dout.len() >= b_size * t * c && out.len() >= b_size * t * c);
+    assert!(dqkv.len() >= b_size * t * w && delta.len() >= b_size * nh * t && lse.len() >= b_size * nh * t);
+    for_chunks2(&mut dqkv[..b_size * t * w], t * w, &mut delta[..b_size * nh * t], nh * t, |b, dqkv, delta| {
+        let qkv = &qkv[b * t * w..][..t * w];
         let (dout, out, lse) = (&dout[b * t * c..][..t * c], &out[b * t * c..][..t * c], &lse[b * nh * t..][..nh * t]);
         let (mut p, mut ds) = (vec![0.0f32; t * t], vec![0.0f32; t * t]);
         for h in 0..nh {
-            let (q, k, v) = (&qkv[h * hs..], &qkv[c + h * hs..], &qkv[2 * c + h * hs..]);
+            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
+            let (q, k, v) = (&qkv[h * hs..], &qkv[k0..], &qkv[v0..]);
             let g = &dout[h * hs..];
-            // SAFETY (every block below): Q, K, V (rows of 3C) and dout (rows of C) hold T
-            // rows of head h; p and ds are T × T; dqkv's q, k and v columns of head h are
-            // written, and overlap none of the inputs.
+            // SAFETY (every block below): Q, K, V (rows of QKV) and dout (rows of C) hold
+            // T rows of head h (K and V: of its kv head); p and ds are T × T; dqkv's q
+            // columns of head h and k and v columns of its kv head are written, and overlap
+            // none of the inputs.
             unsafe {
-                gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), 3 * c, 1), (k.as_ptr(), 1, 3 * c), scale);
-                gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, 3 * c), 1.0);
+                gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), w, 1), (k.as_ptr(), 1, w), scale, false);
+                gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, w), 1.0, false);
             }
             for i in 0..t {
                 let d = dot(&dout[i * c + h * hs..][..hs], &out[i * c + h * hs..][..hs]);
@@ -256,14 +293,67 @@ pub fn attention_backward_gemm(
                     dr[j] = pij * (dr[j] - d);
                 }
             }
+            // the group's first query head overwrites its kv head's dk and dv, the rest add
+            let add = h % group != 0;
             unsafe {
                 let dq = dqkv[h * hs..].as_mut_ptr();
-                gemm_into((t, hs, t), dq, 3 * c, (ds.as_ptr(), t, 1), (k.as_ptr(), 3 * c, 1), scale);
-                let dk = dqkv[c + h * hs..].as_mut_ptr();
-                gemm_into((t, hs, t), dk, 3 * c, (ds.as_ptr(), 1, t), (q.as_ptr(), 3 * c, 1), scale);
-                let dv = dqkv[2 * c + h * hs..].as_mut_ptr();
-                gemm_into((t, hs, t), dv, 3 * c, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0);
+                gemm_into((t, hs, t), dq, w, (ds.as_ptr(), t, 1), (k.as_ptr(), w, 1), scale, false);
+                let dk = dqkv[k0..].as_mut_ptr();
+                gemm_into((t, hs, t), dk, w, (ds.as_ptr(), 1, t), (q.as_ptr(), w, 1), scale, add);
+                let dv = dqkv[v0..].as_mut_ptr();
+                gemm_into((t, hs, t), dv, w, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0, add);
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// Grouped-query attention is multi-head attention on K and V with each kv head
+    /// repeated for its G query heads (transformers' repeat_kv: kv head j serves query
+    /// heads j·G .. j·G + G − 1), and its dk, dv are the sums of the repeated heads'.
+    #[test]
+    fn gqa_is_mha_with_repeat_kv() {
+        let (b, t, nh, nkv, hs) = (2, 6, 6, 2, 3);
+        let (c, group) = (nh * hs, nh / nkv);
+        let w = qkv_width(c, nh, nkv);
+        let rng = &mut Rng::new(7);
+        let qkv: Vec<f64> = (0..b * t * w).map(|_| rng.range(-1.0, 1.0)).collect();
+        let dout: Vec<f64> = (0..b * t * c).map(|_| rng.range(-1.0, 1.0)).collect();
+        // the same inputs as MHA's (B, T, 3C): q as it is, kv head h / G copied to head h
+        let mut mha = vec![0.0; b * t * 3 * c];
+        for (row, src) in mha.chunks_exact_mut(3 * c).zip(qkv.chunks_exact(w)) {
+            row[..c].copy_from_slice(&src[..c]);
+            for h in 0..nh {
+                let j = h / group;
+                row[c + h * hs..][..hs].copy_from_slice(&src[c + j * hs..][..hs]);
+                row[2 * c + h * hs..][..hs].copy_from_slice(&src[c + (nkv + j) * hs..][..hs]);
+            }
+        }
+        let run = |qkv: &[f64], nkv: usize| {
+            let w = qkv_width(c, nh, nkv);
+            let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+            attention_forward(&mut out, &mut lse, qkv, b, t, c, nh, nkv, 0, t);
+            let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
+            attention_backward(&mut dqkv, &mut delta, &dout, qkv, &out, &lse, b, t, c, nh, nkv);
+            (out, lse, dqkv)
+        };
+        let (out, lse, dqkv) = run(&qkv, nkv);
+        let (out_mha, lse_mha, dqkv_mha) = run(&mha, nh);
+        assert_eq!((&out, &lse), (&out_mha, &lse_mha), "the forward pass differs from MHA's");
+        for (row, mha) in dqkv.chunks_exact(w).zip(dqkv_mha.chunks_exact(3 * c)) {
+            let mut want = mha[..c].to_vec(); // dq as it is, then each kv head's group sums
+            for part in [c, 2 * c] {
+                for j in 0..nkv {
+                    want.extend((0..hs).map(|d| (0..group).map(|g| mha[part + (j * group + g) * hs + d]).sum::<f64>()));
+                }
+            }
+            for (i, (got, want)) in row.iter().zip(&want).enumerate() {
+                assert!((got - want).abs() < 1e-12, "dqkv channel {i}: {got}, MHA's summed {want}");
+            }
+        }
+    }
 }

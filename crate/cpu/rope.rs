@@ -17,7 +17,7 @@ use super::{cst, for_chunks, Float};
 /// How a model stretches RoPE's frequencies for contexts past the one it was trained on
 /// (`rope_scaling`, or `rope_parameters` in newer configs, of a Hugging Face config.json).
 /// Only inv_freq changes; the kernel is the same.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RopeScaling {
     /// No scaling (`"rope_type": "default"`, or no `rope_scaling` at all).
     None,

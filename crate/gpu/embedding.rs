@@ -13,7 +13,8 @@ params! {
         n_buckets: u32,
         wte_offset: u32,
         wpe_offset: u32,
-        _pad: [u32; 2],
+        positions: u32, // 1: add wpe; 0: no position table (rotary families)
+        _pad: u32,
     }
 }
 
@@ -57,13 +58,13 @@ impl TokenBuckets {
     }
 }
 
-/// out (B, T, C) = wte[tokens] + wpe[t]; tokens (B, T) u32.
+/// out (B, T, C) = wte[tokens] (+ wpe[t] when there is one); tokens (B, T) u32.
 pub fn embedding_forward(
     batch: &mut Batch,
     out: &Buffer,
     tokens: &Buffer,
     wte: View,
-    wpe: View,
+    wpe: Option<View>,
     b: usize,
     t: usize,
     c: usize,
@@ -75,24 +76,27 @@ pub fn embedding_forward(
         c: c as u32,
         n_buckets: 0,
         wte_offset: wte.check(c, "wte"),
-        wpe_offset: wpe.check(t * c, "wpe"),
-        _pad: [0; 2],
+        wpe_offset: wpe.map_or(0, |wpe| wpe.check(t * c, "wpe")),
+        positions: wpe.is_some() as u32,
+        _pad: 0,
     };
+    // without a position table the binding still needs a buffer: wte, never read through it
+    let wpe_buf = wpe.map_or(wte.buf, |wpe| wpe.buf);
     let groups = batch.grid(b * t * c, 64);
     batch.dispatch(
         SHADER,
         "embedding_forward",
         &params,
-        &[("tokens", tokens), ("wte", wte.buf), ("wpe", wpe.buf), ("out", out)],
+        &[("tokens", tokens), ("wte", wte.buf), ("wpe", wpe_buf), ("out", out)],
         groups,
     );
 }
 
-/// dwte (V, C) and dwpe (T, C) += the gradients from dout (B, T, C).
+/// dwte (V, C) and dwpe (T, C), when there is one, += the gradients from dout (B, T, C).
 pub fn embedding_backward(
     batch: &mut Batch,
     dwte: View,
-    dwpe: View,
+    dwpe: Option<View>,
     dout: &Buffer,
     tokens: &TokenBuckets,
     b: usize,
@@ -107,7 +111,8 @@ pub fn embedding_backward(
         n_buckets: tokens.n_buckets as u32,
         wte_offset: dwte.check(c, "dwte"),
         wpe_offset: 0,
-        _pad: [0; 2],
+        positions: dwpe.is_some() as u32,
+        _pad: 0,
     };
     let groups = batch.grid(tokens.n_buckets * c, 64);
     batch.dispatch(
@@ -118,5 +123,8 @@ pub fn embedding_backward(
         groups,
     );
     // dwpe[t, :] = Σ_b dout[b, t, :]: column sums of dout seen as (B, T·C).
-    sum_rows(batch, dwpe, dout.view(), b, t * c, true)
+    match dwpe {
+        Some(dwpe) => sum_rows(batch, dwpe, dout.view(), b, t * c, true),
+        None => Ok(()),
+    }
 }

@@ -211,18 +211,22 @@ mod tests {
     /// The check fails on each way the two structs can drift apart.
     #[test]
     fn a_params_struct_that_differs_from_the_wgsl_is_refused() {
-        let layout = crate::gpu::attention::SHADER.layout(); // B, T, C, NH, t0, T_cap, _p0, _p1
-        let good = [("b", "u32"), ("t", "u32"), ("c", "u32"), ("nh", "u32"), ("t0", "u32"), ("t_cap", "u32")];
+        let layout = crate::gpu::attention::SHADER.layout(); // B, T, C, NH, t0, T_cap, NKV, _p1
+        let good =
+            [("b", "u32"), ("t", "u32"), ("c", "u32"), ("nh", "u32"), ("t0", "u32"), ("t_cap", "u32"), ("nkv", "u32")];
         let with = |tail: &[(&'static str, &'static str)]| [&good[..], tail].concat();
-        assert_eq!(layout.check_params("e", &with(&[("_pad", "[u32; 2]")])), Ok(()));
+        assert_eq!(layout.check_params("e", &with(&[("_pad", "u32")])), Ok(()));
+        assert_eq!(layout.check_params("e", &with(&[("_pad", "[u32; 1]")])), Ok(()));
         let swapped = [("t", "u32"), ("b", "u32"), ("c", "u32"), ("nh", "u32"), ("t0", "u32"), ("t_cap", "u32")];
-        let swapped = [&swapped[..], &[("_pad", "[u32; 2]")]].concat();
+        let swapped = [&swapped[..], &[("nkv", "u32"), ("_pad", "u32")]].concat();
         let err = layout.check_params("e", &swapped).unwrap_err();
         assert!(err.contains("slot 0 (byte 0) is t: u32 in Rust but B: u32"), "{err}");
-        assert!(layout.check_params("e", &with(&[("_pad", "[f32; 2]")])).is_err(), "a padding slot's type");
-        assert!(layout.check_params("e", &with(&[("_pad", "[u32; 1]")])).is_err(), "a slot missing");
-        assert!(layout.check_params("e", &with(&[("_pad", "[u32; 3]")])).is_err(), "a slot too many");
-        assert!(layout.check_params("e", &with(&[("scale", "f32"), ("_pad", "u32")])).is_err(), "a field for padding");
+        assert!(layout.check_params("e", &with(&[("_pad", "f32")])).is_err(), "a padding slot's type");
+        assert!(layout.check_params("e", &with(&[])).is_err(), "a slot missing");
+        assert!(layout.check_params("e", &with(&[("_pad", "[u32; 2]")])).is_err(), "a slot too many");
+        assert!(layout.check_params("e", &with(&[("scale", "u32")])).is_err(), "a field for padding");
+        let pad_for_field = [&good[..6], &[("_pad", "[u32; 2]")]].concat();
+        assert!(layout.check_params("e", &pad_for_field).is_err(), "padding for a field");
         assert!(layout.check_params("e", &with(&[("_pad", "[u64; 1]")])).is_err(), "an 8-byte field");
     }
 

@@ -1,19 +1,77 @@
-//! The model's shape: GPT-2's architecture at any size, presets, and what it costs in memory.
+//! The model's shape: a decoder-only transformer of one family (GPT-2's, or Llama's with
+//! Qwen2's and Mistral's variants) at any size, presets, and what it costs in memory.
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::rope::RopeScaling;
 use crate::error::{KilnError, Result};
 
-/// A GPT-2 shaped model: pre-LayerNorm blocks, learned positions, GELU MLP (4C), causal
-/// multi-head attention, output layer tied to the token embedding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A decoder-only transformer: pre-norm blocks of causal attention and an MLP, written
+/// once per [`Family`]. The sizes every family shares are fields here; what a family adds
+/// lives in its variant. Kiln's own models are GPT-2's family.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
     pub vocab_size: usize,
     /// The context length (T at most).
     pub block_size: usize,
     pub n_layer: usize,
+    /// Query heads; each of HS = n_embd / n_head channels.
     pub n_head: usize,
     pub n_embd: usize,
+    #[serde(default)]
+    pub family: Family,
+}
+
+/// Which blocks a model is built of.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// GPT-2: LayerNorm, learned positions, GELU MLP (4C), multi-head attention, biases
+    /// everywhere, output layer tied to the token embedding.
+    #[default]
+    Gpt2,
+    /// Llama: RMSNorm, rotary positions, SwiGLU MLP, grouped-query attention, no biases
+    /// (but Qwen2's on q, k and v), the output layer tied or its own.
+    Llama(LlamaShape),
+}
+
+/// What a Llama-family model adds to the shared sizes (a Hugging Face config.json's
+/// `num_key_value_heads`, `intermediate_size`, `rms_norm_eps`, `rope_theta`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaShape {
+    /// The architecture it came as, written back into the config.json Kiln exports.
+    pub arch: LlamaArch,
+    /// Key/value heads: n_head is a multiple of it (grouped-query attention).
+    pub n_kv_head: usize,
+    /// The SwiGLU MLP's hidden width H (gate and up are C → H, down H → C).
+    pub intermediate_size: usize,
+    /// Biases on the q, k and v projections (Qwen2; Llama's `attention_bias`).
+    pub qkv_bias: bool,
+    /// The output layer is the token embedding (else `lm_head.weight` of its own).
+    pub tie_word_embeddings: bool,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+}
+
+/// The Llama-shaped architectures Kiln reads (`architectures` in config.json). Mistral's
+/// sliding window is refused at import, so its blocks are Llama's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LlamaArch {
+    Llama,
+    Qwen2,
+    Mistral,
+}
+
+impl LlamaArch {
+    /// transformers' class and `model_type`.
+    pub fn names(self) -> (&'static str, &'static str) {
+        match self {
+            LlamaArch::Llama => ("LlamaForCausalLM", "llama"),
+            LlamaArch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+            LlamaArch::Mistral => ("MistralForCausalLM", "mistral"),
+        }
+    }
 }
 
 /// The largest head (n_embd / n_head) the attention kernels hold; both backends keep it
@@ -59,6 +117,7 @@ impl ModelOptions {
             n_layer: self.n_layer.unwrap_or(base.n_layer),
             n_head: self.n_head.unwrap_or(base.n_head),
             n_embd: self.n_embd.unwrap_or(base.n_embd),
+            family: Family::Gpt2,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -72,10 +131,42 @@ impl GptConfig {
             .iter()
             .find(|p| p.0 == name)
             .ok_or_else(|| KilnError::Config(format!("unknown preset {name:?}; choose tiny, small or base")))?;
-        let config =
-            GptConfig { vocab_size, block_size: *block_size, n_layer: *n_layer, n_head: *n_head, n_embd: *n_embd };
+        let config = GptConfig::gpt2(vocab_size, *block_size, *n_layer, *n_head, *n_embd);
         config.validate()?;
         Ok(config)
+    }
+
+    /// A GPT-2 of these sizes (unchecked: call [`GptConfig::validate`]).
+    pub const fn gpt2(vocab_size: usize, block_size: usize, n_layer: usize, n_head: usize, n_embd: usize) -> Self {
+        GptConfig { vocab_size, block_size, n_layer, n_head, n_embd, family: Family::Gpt2 }
+    }
+
+    /// The Llama family's sizes, None for GPT-2.
+    pub fn llama(&self) -> Option<&LlamaShape> {
+        match &self.family {
+            Family::Llama(shape) => Some(shape),
+            Family::Gpt2 => None,
+        }
+    }
+
+    /// Key/value heads (n_head but for grouped-query attention).
+    pub fn n_kv_head(&self) -> usize {
+        self.llama().map_or(self.n_head, |l| l.n_kv_head)
+    }
+
+    /// Channels of the fused q|k|v rows attention reads: C + 2·NKV·HS (3C without GQA).
+    pub fn qkv_width(&self) -> usize {
+        self.n_embd + 2 * self.n_kv_head() * self.head_size()
+    }
+
+    /// The MLP's hidden width: 4C (GPT-2) or intermediate_size.
+    pub fn mlp_width(&self) -> usize {
+        self.llama().map_or(4 * self.n_embd, |l| l.intermediate_size)
+    }
+
+    /// Width of the MLP's first product: 4C (GPT-2's c_fc) or 2H (Llama's gate|up).
+    pub fn mlp_in_width(&self) -> usize {
+        self.llama().map_or(4 * self.n_embd, |l| 2 * l.intermediate_size)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -91,6 +182,27 @@ impl GptConfig {
                 "heads of {} channels (n_embd / n_head) are past the attention kernel's {MAX_HEAD_SIZE}; use more heads",
                 self.head_size()
             ));
+        }
+        if let Some(l) = self.llama() {
+            if l.n_kv_head == 0 || self.n_head % l.n_kv_head != 0 {
+                return bad(format!(
+                    "num_key_value_heads ({}) must divide num_attention_heads ({})",
+                    l.n_kv_head, self.n_head
+                ));
+            }
+            if self.head_size() % 2 != 0 {
+                return bad(format!("rotary embeddings need an even head size, got {}", self.head_size()));
+            }
+            if l.intermediate_size == 0 || l.intermediate_size > 8 * MAX_WIDTH {
+                return bad(format!("intermediate_size {} is out of range", l.intermediate_size));
+            }
+            let finite = |x: f64| x.is_finite() && x > 0.0;
+            if !finite(l.rms_norm_eps) || l.rms_norm_eps > 1.0 || !finite(l.rope_theta) {
+                return bad(format!(
+                    "rms_norm_eps ({}) must be in (0, 1] and rope_theta ({}) positive",
+                    l.rms_norm_eps, l.rope_theta
+                ));
+            }
         }
         if self.vocab_size > MAX_VOCAB_SIZE
             || self.block_size > MAX_CONTEXT
@@ -125,6 +237,16 @@ impl GptConfig {
 
     fn num_params_u64(&self) -> u64 {
         let (v, t, c, l) = (self.vocab_size as u64, self.block_size as u64, self.n_embd as u64, self.n_layer as u64);
+        if let Some(shape) = self.llama() {
+            let (qkv, h) = (self.qkv_width() as u64, shape.intermediate_size as u64);
+            let per_layer = c // input_layernorm
+                + qkv * c + if shape.qkv_bias { qkv } else { 0 } // q_proj, k_proj, v_proj
+                + c * c // o_proj
+                + c // post_attention_layernorm
+                + 3 * h * c; // gate_proj, up_proj, down_proj
+            let head = if shape.tie_word_embeddings { 0 } else { v * c };
+            return v * c + l * per_layer + c + head;
+        }
         let per_layer = 2 * c // ln_1
             + c * 3 * c + 3 * c // attn.c_attn
             + c * c + c // attn.c_proj
@@ -138,18 +260,19 @@ impl GptConfig {
     pub fn memory(&self, b: usize, t: usize) -> MemoryEstimate {
         let f = 4u64; // f32
         let (v, c, l, nh) = (self.vocab_size as u64, self.n_embd as u64, self.n_layer as u64, self.n_head as u64);
+        let (qkv, fc, act) = (self.qkv_width() as u64, self.mlp_in_width() as u64, self.mlp_width() as u64);
         let (b, t) = (b as u64, t as u64);
         let params = f * self.num_params() as u64;
         let bt = b * t;
-        // saved per layer: ln1, qkv, atty, attproj, res2, ln2, fch, fch_gelu, fcproj, res3
-        // (in C units: 1+3+1+1+1+1+4+4+1+1 = 18), LN stats (4 per row), attention's
-        // log-sum-exp (NH per row; no (T, T) scores are kept)
-        let per_layer = f * (bt * 18 * c + 4 * bt + bt * nh);
+        // saved per layer: ln1, qkv, atty, attproj, res2, ln2, fch, fch_act, fcproj, res3
+        // (GPT-2 in C units: 1+3+1+1+1+1+4+4+1+1 = 18), norm stats (4 per row),
+        // attention's log-sum-exp (NH per row; no (T, T) scores are kept)
+        let per_layer = f * (bt * (7 * c + qkv + fc + act) + 4 * bt + bt * nh);
         // encoded, lnf (+stats), logits, losses, tokens, targets, weights
         let top = f * (2 * bt * c + 2 * bt + bt * v + 4 * bt);
-        // gradient scratch: dres, dln, dqkv, datty, dfch, dfch_gelu, attention's delta
+        // gradient scratch: dres, dln, dqkv, datty, dfch, dfch_act, attention's delta
         // (NH per row); the logits' gradient is written over the logits
-        let scratch = f * (bt * c * (1 + 1 + 3 + 1 + 4 + 4) + bt * nh);
+        let scratch = f * (bt * (3 * c + qkv + fc + act) + bt * nh);
         // two moments, and a weight-decay bit per parameter
         let optimizer = 2 * params + f * (self.num_params() as u64).div_ceil(32);
         MemoryEstimate { params, grads: params, optimizer, activations: l * per_layer + top + scratch }
@@ -159,14 +282,17 @@ impl GptConfig {
     /// device's maxStorageBufferBindingSize).
     pub fn largest_buffer(&self, b: usize, t: usize) -> u64 {
         // in u64: on wasm32 a product of usizes wraps past 4 Gi
-        let (b, t, v, c) = (b as u64, t as u64, self.vocab_size as u64, self.n_embd as u64);
+        let (b, t, v, fc) = (b as u64, t as u64, self.vocab_size as u64, self.mlp_in_width() as u64);
         let params = self.num_params() as u64;
-        4 * params.max(b * t * v).max(b * t * 4 * c)
+        4 * params.max(b * t * v).max(b * t * fc)
     }
 }
 
 impl std::fmt::Display for GptConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(l) = self.llama() {
+            write!(f, "{} ({} key/value heads): ", l.arch.names().0, l.n_kv_head)?;
+        }
         write!(
             f,
             "{} layers × {} heads × {} wide, context {}, vocabulary {}",

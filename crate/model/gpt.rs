@@ -1,15 +1,16 @@
 //! Forward and backward passes of the whole model, every layer written out (llm.c's
-//! train_gpt2.c in spirit). Sizes: B batch, T time, C channels, NH heads, V vocabulary,
-//! BT = B·T rows. Linear layers use GPT-2's Conv1D layout, W (in, out):
-//!   forward  y  = x · W + b        matmul A·B
-//!   backward dx = dy · Wᵀ          matmul A·Bᵀ
-//!            dW += xᵀ · dy         matmul Aᵀ·B (accumulated)
-//!            db += Σ_rows dy       sum_rows (accumulated)
+//! train_gpt2.c in spirit), once for every family: a block's norms, linear layers and
+//! activation are the family's pieces (`layers.rs`). Sizes: B batch, T time, C channels,
+//! NH query heads, NKV key/value heads, HS = C / NH, V vocabulary, BT = B·T rows,
+//! QKV = C + 2·NKV·HS (3C without grouped-query attention), FC the MLP's first product
+//! (4C, or Llama's gate|up 2H), H its activation's width (4C, or H).
 
 use super::config::GptConfig;
+use super::layers::{BlockParts, NormStats};
 use super::params::{LayerParams, ParamLayout};
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
+use crate::cpu::rope::rope_inv_freq;
 use crate::error::Result;
 
 /// The model's parameters and their gradients on a backend.
@@ -19,6 +20,8 @@ pub struct Gpt<B: Backend> {
     pub params: B::Buf,
     /// None for a frozen model (PPO's reference and reward models): no gradient buffer.
     grads: Option<B::Buf>,
+    /// RoPE's inv_freq (HS/2) for the rotary families, None for GPT-2.
+    rope: Option<B::Buf>,
 }
 
 impl<B: Backend> Gpt<B> {
@@ -26,9 +29,8 @@ impl<B: Backend> Gpt<B> {
     pub fn new(be: &mut B, config: GptConfig, seed: u64) -> Result<Gpt<B>> {
         config.validate()?;
         let layout = ParamLayout::new(&config);
-        let params = be.upload(&layout.init(&config, seed))?;
-        let grads = Some(be.zeros(layout.total)?);
-        Ok(Gpt { config, layout, params, grads })
+        let values = layout.init(&config, seed);
+        Gpt::from_layout(be, config, layout, &values, true)
     }
 
     /// A model with the given parameter values (a checkpoint).
@@ -49,7 +51,11 @@ impl<B: Backend> Gpt<B> {
         assert_eq!(values.len(), layout.total, "parameter count");
         let params = be.upload(values)?;
         let grads = if trainable { Some(be.zeros(layout.total)?) } else { None };
-        Ok(Gpt { config, layout, params, grads })
+        let rope = match config.llama() {
+            Some(l) => Some(be.upload(&rope_inv_freq(config.head_size(), l.rope_theta, l.rope_scaling))?),
+            None => None,
+        };
+        Ok(Gpt { config, layout, params, grads, rope })
     }
 
     /// The gradient buffer (same layout as the parameters).
@@ -58,12 +64,13 @@ impl<B: Backend> Gpt<B> {
     }
 }
 
-/// What one block saves in the forward pass for the backward pass.
+/// What one block saves in the forward pass for the backward pass. The norms' stats are
+/// LayerNorm's mean and rstd, or RMSNorm's rstd (its mean buffer unused).
 pub struct LayerActivations<T> {
     pub ln1: T,      // (BT, C)
     pub ln1_mean: T, // (BT)
     pub ln1_rstd: T, // (BT)
-    pub qkv: T,      // (BT, 3C)
+    pub qkv: T,      // (BT, QKV), q and k rotated in place by the rotary families
     pub lse: T,      // (B, NH, T) each query row's softmax normaliser (no score matrix)
     pub atty: T,     // (BT, C) attention output, heads side by side
     pub attproj: T,  // (BT, C)
@@ -71,11 +78,11 @@ pub struct LayerActivations<T> {
     pub ln2: T,      // (BT, C)
     pub ln2_mean: T, // (BT)
     pub ln2_rstd: T, // (BT)
-    pub fch: T,      // (BT, 4C)
-    pub fch_gelu: T, // (BT, 4C)
+    pub fch: T,      // (BT, FC)
+    pub fch_act: T,  // (BT, H) the activation's output
     pub fcproj: T,   // (BT, C)
     pub res3: T,     // (BT, C) residual after the MLP: the block's output
-    /// Decoding several sequences at once: (B, 3C) the new rows' qkv and (B, C) their
+    /// Decoding several sequences at once: (B, QKV) the new rows' qkv and (B, C) their
     /// attention output, before they are scattered into (gathered from) the caches,
     /// where each sequence's rows lie T_cap apart.
     pub new_rows: Option<(T, T)>,
@@ -85,16 +92,16 @@ impl<T> LayerActivations<T> {
     /// One block's buffers for B × T rows; `kv_rows` rows of qkv and attention output
     /// (B·T in training, the whole context for a KV cache).
     fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, lse: usize) -> Result<Self> {
-        let c = cfg.n_embd;
+        let (c, qkv, fc, h) = (cfg.n_embd, cfg.qkv_width(), cfg.mlp_in_width(), cfg.mlp_width());
         let new_rows =
-            if rows > 1 && kv_rows > rows { Some((be.zeros(rows * 3 * c)?, be.zeros(rows * c)?)) } else { None };
+            if rows > 1 && kv_rows > rows { Some((be.zeros(rows * qkv)?, be.zeros(rows * c)?)) } else { None };
         let mut z = |n: usize| be.zeros(n);
         Ok(LayerActivations {
             new_rows,
             ln1: z(rows * c)?,
             ln1_mean: z(rows)?,
             ln1_rstd: z(rows)?,
-            qkv: z(kv_rows * 3 * c)?,
+            qkv: z(kv_rows * qkv)?,
             lse: z(lse)?,
             atty: z(kv_rows * c)?,
             attproj: z(rows * c)?,
@@ -102,8 +109,8 @@ impl<T> LayerActivations<T> {
             ln2: z(rows * c)?,
             ln2_mean: z(rows)?,
             ln2_rstd: z(rows)?,
-            fch: z(rows * 4 * c)?,
-            fch_gelu: z(rows * 4 * c)?,
+            fch: z(rows * fc)?,
+            fch_act: z(rows * h)?,
             fcproj: z(rows * c)?,
             res3: z(rows * c)?,
         })
@@ -135,18 +142,19 @@ pub struct Activations<T> {
     pub dvalues: T,  // (BT) the loss's gradient with respect to them
     pub loss_sum: T, // (1) Σ losses over a step's micro-batches, summed on the device
     // gradient scratch, reused by every layer
-    pub dres: T,      // (BT, C) the gradient flowing down the residual stream
-    pub dln: T,       // (BT, C)
-    pub dqkv: T,      // (BT, 3C)
-    pub delta: T,     // (B, NH, T) attention backward's dout·out per query row
-    pub datty: T,     // (BT, C)
-    pub dfch: T,      // (BT, 4C)
-    pub dfch_gelu: T, // (BT, 4C)
+    pub dres: T,     // (BT, C) the gradient flowing down the residual stream
+    pub dln: T,      // (BT, C)
+    pub dqkv: T,     // (BT, QKV)
+    pub delta: T,    // (B, NH, T) attention backward's dout·out per query row
+    pub datty: T,    // (BT, C)
+    pub dfch: T,     // (BT, FC)
+    pub dfch_act: T, // (BT, H)
 }
 
 impl<T> Activations<T> {
     pub fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, b: usize, t: usize) -> Result<Activations<T>> {
         let (c, v, nh, bt) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, b * t);
+        let (qkv, fc, h) = (cfg.qkv_width(), cfg.mlp_in_width(), cfg.mlp_width());
         let mut layers = Vec::new();
         for _ in 0..cfg.n_layer {
             layers.push(LayerActivations::new(be, cfg, bt, bt, b * nh * t)?);
@@ -170,11 +178,11 @@ impl<T> Activations<T> {
             loss_sum: z(1)?,
             dres: z(bt * c)?,
             dln: z(bt * c)?,
-            dqkv: z(bt * 3 * c)?,
+            dqkv: z(bt * qkv)?,
             delta: z(b * nh * t)?,
             datty: z(bt * c)?,
-            dfch: z(bt * 4 * c)?,
-            dfch_gelu: z(bt * 4 * c)?,
+            dfch: z(bt * fc)?,
+            dfch_act: z(bt * h)?,
         })
     }
 }
@@ -207,9 +215,10 @@ impl Rows {
 }
 
 /// One transformer block on `residual`, leaving its output in `x.res3`:
-///   res2 = residual + c_proj(attn(c_attn(ln_1(residual))))
-///   res3 = res2 + mlp.c_proj(gelu(c_fc(ln_2(res2))))
-/// The new rows' keys and values land in `x.qkv` at row t0 (the KV cache when decoding).
+///   res2 = residual + attn_out(attention(rope(qkv(norm1(residual)))))
+///   res3 = res2 + mlp_out(activation(mlp_in(norm2(res2))))
+/// (rope for the rotary families only). The new rows' keys and values land in `x.qkv` at
+/// row t0 (the KV cache when decoding).
 pub fn block_forward<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,
@@ -218,51 +227,58 @@ pub fn block_forward<B: Backend>(
     residual: &B::Buf,
     rows: Rows,
 ) {
-    let (c, nh, n, p) = (model.config.n_embd, model.config.n_head, rows.n(), &model.params);
-    let linear = |be: &mut B, out: At<B::Buf>, inp: At<B::Buf>, weight: usize, bias: usize, k: usize, m: usize| {
-        be.matmul(out, inp, at(p, weight), Some(at(p, bias)), MatmulShape::nn(n, m, k), false);
+    let cfg = &model.config;
+    let (c, nh, nkv, qkv, n, p) = (cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width(), rows.n(), &model.params);
+    let parts = w.parts(cfg);
+    parts.norm1.forward(be, p, &x.ln1, NormStats { mean: &x.ln1_mean, rstd: &x.ln1_rstd }, residual, n, c);
+    // q and k of `t` rows per sequence at positions t0.., turned in place (rotary families)
+    let rope = |be: &mut B, rows_at: At<B::Buf>, b: usize, t: usize, pos0: usize| {
+        if let Some(inv_freq) = &model.rope {
+            be.rope_forward(rows_at, inv_freq, b, t, qkv, nh + nkv, cfg.head_size(), pos0);
+        }
     };
-    be.layernorm_forward(&x.ln1, &x.ln1_mean, &x.ln1_rstd, residual, at(p, w.ln_1_weight), at(p, w.ln_1_bias), n, c);
     if rows.b == 1 || rows.t0 == 0 && rows.t == rows.t_cap {
-        // The new rows lie together in the (B, T_cap, 3C) cache: write them in place.
-        linear(be, at(&x.qkv, rows.t0 * 3 * c), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
-        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
-        linear(be, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), w.attn_proj_weight, w.attn_proj_bias, c, c);
+        // The new rows lie together in the (B, T_cap, QKV) cache: write them in place.
+        parts.qkv.forward(be, p, at(&x.qkv, rows.t0 * qkv), at(&x.ln1, 0), n);
+        rope(be, at(&x.qkv, rows.t0 * qkv), rows.b, rows.t - rows.t0, rows.t0);
+        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, nkv, rows.t0, rows.t_cap);
+        parts.attn_out.forward(be, p, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), n);
     } else {
         // B sequences at position t0: sequence b's row is b·T_cap + t0 of its cache.
         let (new_qkv, new_atty) = x.new_rows.as_ref().expect("decoding scratch");
-        linear(be, at(new_qkv, 0), at(&x.ln1, 0), w.c_attn_weight, w.c_attn_bias, c, 3 * c);
+        parts.qkv.forward(be, p, at(new_qkv, 0), at(&x.ln1, 0), n);
+        rope(be, at(new_qkv, 0), rows.b, 1, rows.t0);
         for b in 0..rows.b {
-            be.copy(at(new_qkv, b * 3 * c), at(&x.qkv, (b * rows.t_cap + rows.t0) * 3 * c), 3 * c);
+            be.copy(at(new_qkv, b * qkv), at(&x.qkv, (b * rows.t_cap + rows.t0) * qkv), qkv);
         }
-        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, rows.t0, rows.t_cap);
+        be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, nkv, rows.t0, rows.t_cap);
         for b in 0..rows.b {
             be.copy(at(&x.atty, (b * rows.t_cap + rows.t0) * c), at(new_atty, b * c), c);
         }
-        linear(be, at(&x.attproj, 0), at(new_atty, 0), w.attn_proj_weight, w.attn_proj_bias, c, c);
+        parts.attn_out.forward(be, p, at(&x.attproj, 0), at(new_atty, 0), n);
     }
     be.residual_forward(&x.res2, residual, &x.attproj, n * c);
-    be.layernorm_forward(&x.ln2, &x.ln2_mean, &x.ln2_rstd, &x.res2, at(p, w.ln_2_weight), at(p, w.ln_2_bias), n, c);
-    linear(be, at(&x.fch, 0), at(&x.ln2, 0), w.c_fc_weight, w.c_fc_bias, c, 4 * c);
-    be.gelu_forward(&x.fch_gelu, &x.fch, n * 4 * c);
-    linear(be, at(&x.fcproj, 0), at(&x.fch_gelu, 0), w.mlp_proj_weight, w.mlp_proj_bias, 4 * c, c);
+    parts.norm2.forward(be, p, &x.ln2, NormStats { mean: &x.ln2_mean, rstd: &x.ln2_rstd }, &x.res2, n, c);
+    parts.mlp_in.forward(be, p, at(&x.fch, 0), at(&x.ln2, 0), n);
+    parts.activation.forward(be, &x.fch_act, &x.fch, n, cfg.mlp_width());
+    parts.mlp_out.forward(be, p, at(&x.fcproj, 0), at(&x.fch_act, 0), n);
     be.residual_forward(&x.res3, &x.res2, &x.fcproj, n * c);
 }
 
-/// The trunk's last op, the final LayerNorm: out (n, C) = ln_f(residual).
+/// The trunk's last op, the final norm: out (n, C) = norm(residual).
 pub fn final_norm<B: Backend>(be: &mut B, model: &Gpt<B>, lnf: [&B::Buf; 3], residual: &B::Buf, n: usize) {
-    let (c, p, l) = (model.config.n_embd, &model.params, &model.layout);
     let [out, mean, rstd] = lnf;
-    be.layernorm_forward(out, mean, rstd, residual, at(p, l.ln_f_weight), at(p, l.ln_f_bias), n, c);
+    let norm = model.layout.final_norm(&model.config);
+    norm.forward(be, &model.params, out, NormStats { mean, rstd }, residual, n, model.config.n_embd);
 }
 
-/// The trunk: token + position embeddings, the blocks, the final LayerNorm, leaving the
+/// The trunk: token (+ position) embeddings, the blocks, the final norm, leaving the
 /// features (BT, C) in `a.lnf`. Heads read them: [`LmHead`] here; a scalar head (reward,
 /// value) reads chosen rows of the same features.
 pub fn trunk_forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
     let (b, t, c) = (a.b, a.t, model.config.n_embd);
     let (p, l) = (&model.params, &model.layout);
-    be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), at(p, l.wpe), b, t, c);
+    be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe)), b, t, c);
     let mut residual = &a.encoded;
     for (w, x) in l.layers.iter().zip(&a.layers) {
         block_forward(be, model, w, x, residual, Rows::training(b, t));
@@ -271,19 +287,19 @@ pub fn trunk_forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::
     final_norm(be, model, [&a.lnf, &a.lnf_mean, &a.lnf_rstd], residual, b * t);
 }
 
-/// The language-model head: logits over the vocabulary from the trunk's features, the
-/// output layer tied to the token embedding (so it has no tensors of its own), and
-/// cross-entropy with a weight per position — the loss every stage ends in.
+/// The language-model head: logits over the vocabulary from the trunk's features through
+/// the output layer (V, C) — the token embedding when tied, `lm_head` otherwise — and
+/// cross-entropy with a weight per position: the loss every stage ends in.
 pub struct LmHead;
 
 impl LmHead {
-    /// logits (n, V) = features (n, C) · wteᵀ.
+    /// logits (n, V) = features (n, C) · lm_headᵀ.
     pub fn logits<B: Backend>(be: &mut B, model: &Gpt<B>, logits: &B::Buf, features: &B::Buf, n: usize) {
         let (c, v) = (model.config.n_embd, model.config.vocab_size);
         be.matmul(
             at(logits, 0),
             at(features, 0),
-            at(&model.params, model.layout.wte),
+            at(&model.params, model.layout.lm_head),
             None,
             MatmulShape::nt(n, v, c),
             false,
@@ -297,7 +313,7 @@ impl LmHead {
         be.cross_entropy_forward(&a.losses, &a.logits, &a.targets, &a.weights, bt, v);
     }
 
-    /// d(Σ losses)/dlogits, then dwte += dlogitsᵀ · features and the features' gradient
+    /// d(Σ losses)/dlogits, then dlm_head += dlogitsᵀ · features and the features' gradient
     /// into `a.dln` (overwritten).
     pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
@@ -305,8 +321,8 @@ impl LmHead {
         // the gradient overwrites the logits (which the forward pass is done with)
         be.cross_entropy_backward(&a.logits, &a.targets, &a.weights, bt, v);
         let dlogits = &a.logits;
-        be.matmul(at(g, l.wte), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
-        be.matmul(at(&a.dln, 0), at(dlogits, 0), at(p, l.wte), None, MatmulShape::nn(bt, c, v), false);
+        be.matmul(at(g, l.lm_head), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+        be.matmul(at(&a.dln, 0), at(dlogits, 0), at(p, l.lm_head), None, MatmulShape::nn(bt, c, v), false);
     }
 }
 
@@ -365,27 +381,6 @@ pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) 
     LmHead::forward(be, model, a);
 }
 
-/// Backward of a linear layer y (n, out) = x (n, in) · W (in, out) + b, given dy:
-///   dW += xᵀ · dy,   db += Σ_rows dy,   dx = dy · Wᵀ (overwritten).
-fn linear_backward<B: Backend>(
-    be: &mut B,
-    model: &Gpt<B>,
-    dx: &B::Buf,
-    x: &B::Buf,
-    dy: &B::Buf,
-    weight: usize,
-    bias: usize,
-    inp: usize,
-    out: usize,
-    n: usize,
-) -> Result<()> {
-    let (p, g) = (&model.params, model.grads());
-    be.matmul(at(g, weight), at(x, 0), at(dy, 0), None, MatmulShape::tn(inp, out, n), true);
-    be.sum_rows(at(g, bias), at(dy, 0), n, out, true)?;
-    be.matmul(at(dx, 0), at(dy, 0), at(p, weight), None, MatmulShape::nt(n, inp, out), false);
-    Ok(())
-}
-
 /// Adds the gradient of Σ losses to `model.grads` (zero them first for a fresh step).
 /// `tokens` is the host copy of the batch's input tokens.
 pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
@@ -396,57 +391,34 @@ pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>,
 /// The trunk's backward pass from the gradient of its features in `a.dln`.
 pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>, tokens: &[u32]) -> Result<()> {
     let cfg = &model.config;
-    let (b, t, c, nh) = (a.b, a.t, cfg.n_embd, cfg.n_head);
+    let (b, t, c, nh, nkv, qkv) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width());
     let bt = b * t;
     let (p, g, l) = (&model.params, model.grads(), &model.layout);
+    let pg = (p, g);
     let last = a.layers.last().map_or(&a.encoded, |x| &x.res3);
     be.clear(&a.dres);
-    be.layernorm_backward(
-        &a.dres,
-        at(g, l.ln_f_weight),
-        at(g, l.ln_f_bias),
-        &a.dln,
-        last,
-        at(p, l.ln_f_weight),
-        &a.lnf_mean,
-        &a.lnf_rstd,
-        bt,
-        c,
-    )?;
+    let lnf_stats = NormStats { mean: &a.lnf_mean, rstd: &a.lnf_rstd };
+    l.final_norm(cfg).backward(be, pg, &a.dres, &a.dln, last, lnf_stats, bt, c)?;
 
     for (i, (w, x)) in l.layers.iter().zip(&a.layers).enumerate().rev() {
         let input = if i == 0 { &a.encoded } else { &a.layers[i - 1].res3 };
-        let layernorm_backward = |be: &mut B,
-                                  inp: &B::Buf,
-                                  weight: usize,
-                                  bias: usize,
-                                  mean: &B::Buf,
-                                  rstd: &B::Buf| {
-            // dres += the gradient through the LayerNorm of `inp`
-            be.layernorm_backward(&a.dres, at(g, weight), at(g, bias), &a.dln, inp, at(p, weight), mean, rstd, bt, c)
-        };
+        let BlockParts { norm1, qkv: qkv_linear, attn_out, norm2, mlp_in, activation, mlp_out } = w.parts(cfg);
         // res3 = res2 + fcproj: dres reaches both unchanged (dres2 = dres stays in place)
-        linear_backward(
-            be,
-            model,
-            &a.dfch_gelu,
-            &x.fch_gelu,
-            &a.dres,
-            w.mlp_proj_weight,
-            w.mlp_proj_bias,
-            4 * c,
-            c,
-            bt,
-        )?;
-        be.gelu_backward(&a.dfch, &x.fch, &a.dfch_gelu, bt * 4 * c);
-        linear_backward(be, model, &a.dln, &x.ln2, &a.dfch, w.c_fc_weight, w.c_fc_bias, c, 4 * c, bt)?;
-        layernorm_backward(be, &x.res2, w.ln_2_weight, w.ln_2_bias, &x.ln2_mean, &x.ln2_rstd)?;
+        mlp_out.backward(be, pg, &a.dfch_act, &x.fch_act, &a.dres, bt)?;
+        activation.backward(be, &a.dfch, &x.fch, &a.dfch_act, bt, cfg.mlp_width());
+        mlp_in.backward(be, pg, &a.dln, &x.ln2, &a.dfch, bt)?;
+        // dres += the gradient through norm2 of res2
+        norm2.backward(be, pg, &a.dres, &a.dln, &x.res2, NormStats { mean: &x.ln2_mean, rstd: &x.ln2_rstd }, bt, c)?;
         // res2 = input + attproj
-        linear_backward(be, model, &a.datty, &x.atty, &a.dres, w.attn_proj_weight, w.attn_proj_bias, c, c, bt)?;
-        be.attention_backward(&a.dqkv, &a.delta, &a.datty, &x.qkv, &x.atty, &x.lse, b, t, c, nh);
-        linear_backward(be, model, &a.dln, &x.ln1, &a.dqkv, w.c_attn_weight, w.c_attn_bias, c, 3 * c, bt)?;
+        attn_out.backward(be, pg, &a.datty, &x.atty, &a.dres, bt)?;
+        be.attention_backward(&a.dqkv, &a.delta, &a.datty, &x.qkv, &x.atty, &x.lse, b, t, c, nh, nkv);
+        if let Some(inv_freq) = &model.rope {
+            // the gradient of the unrotated q and k: turned back by the same angles
+            be.rope_backward(at(&a.dqkv, 0), inv_freq, b, t, qkv, nh + nkv, cfg.head_size(), 0);
+        }
+        qkv_linear.backward(be, pg, &a.dln, &x.ln1, &a.dqkv, bt)?;
         // now dres is the gradient of the block's input
-        layernorm_backward(be, input, w.ln_1_weight, w.ln_1_bias, &x.ln1_mean, &x.ln1_rstd)?;
+        norm1.backward(be, pg, &a.dres, &a.dln, input, NormStats { mean: &x.ln1_mean, rstd: &x.ln1_rstd }, bt, c)?;
     }
-    be.embedding_backward(at(g, l.wte), at(g, l.wpe), &a.dres, tokens, b, t, c)
+    be.embedding_backward(at(g, l.wte), l.wpe.map(|wpe| at(g, wpe)), &a.dres, tokens, b, t, c)
 }

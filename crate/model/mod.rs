@@ -3,8 +3,10 @@
 
 pub mod config;
 pub mod gpt;
+pub mod hf_config;
+pub mod layers;
 pub mod params;
 
-pub use config::{GptConfig, MemoryEstimate, ModelOptions, PRESETS};
+pub use config::{Family, GptConfig, LlamaArch, LlamaShape, MemoryEstimate, ModelOptions, PRESETS};
 pub use gpt::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};
 pub use params::{ParamLayout, ScalarHeadKind};

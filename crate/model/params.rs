@@ -1,16 +1,17 @@
 //! Where each parameter lives in the one flat parameter buffer, under its Hugging Face
-//! GPT-2 name and shape (Conv1D weights are stored in × out, as GPT-2 stores them), and
-//! GPT-2's initialisation.
+//! name and shape, and each family's initialisation. GPT-2's Conv1D weights are stored
+//! in × out, as GPT-2 stores them; Llama's nn.Linear weights out × in, as Llama does.
 
 use serde::{Deserialize, Serialize};
 
-use super::config::GptConfig;
+use super::config::{Family, GptConfig, LlamaShape};
 use crate::rng::Rng;
 
 /// One parameter tensor inside the flat buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamTensor {
-    /// The Hugging Face GPT-2 name, e.g. "h.0.attn.c_attn.weight".
+    /// The Hugging Face name, e.g. "h.0.attn.c_attn.weight" (GPT-2) or
+    /// "model.layers.0.self_attn.q_proj.weight" (Llama).
     pub name: String,
     pub shape: Vec<usize>,
     pub offset: usize,
@@ -28,9 +29,16 @@ impl ParamTensor {
     }
 }
 
-/// Offsets of one block's parameters.
+/// Offsets of one block's parameters, by family.
 #[derive(Clone, Debug)]
-pub struct LayerParams {
+pub enum LayerParams {
+    Gpt2(Gpt2Layer),
+    Llama(LlamaLayer),
+}
+
+/// Offsets of a GPT-2 block's parameters.
+#[derive(Clone, Debug)]
+pub struct Gpt2Layer {
     pub ln_1_weight: usize,
     pub ln_1_bias: usize,
     pub c_attn_weight: usize,    // (C, 3C)
@@ -45,6 +53,20 @@ pub struct LayerParams {
     pub mlp_proj_bias: usize,
 }
 
+/// Offsets of a Llama block's parameters (nn.Linear weights, out × in). q, k and v lie
+/// one after another, so together they are one (QKV, C) weight, QKV = C + 2·NKV·HS, and
+/// their biases one (QKV) bias; gate and up likewise one (2H, C) weight, rows [gate; up].
+#[derive(Clone, Debug)]
+pub struct LlamaLayer {
+    pub input_layernorm: usize,          // (C)
+    pub qkv_weight: usize,               // (QKV, C): q_proj (C, C), k_proj (KVC, C), v_proj (KVC, C)
+    pub qkv_bias: Option<usize>,         // (QKV)
+    pub o_proj: usize,                   // (C, C)
+    pub post_attention_layernorm: usize, // (C)
+    pub gate_up: usize,                  // (2H, C): gate_proj (H, C), up_proj (H, C)
+    pub down_proj: usize,                // (C, H)
+}
+
 /// The whole layout: GPT-2's tensors in GPT-2's order. The trunk is all of them; the
 /// language-model head has no tensors of its own (it is tied to `wte`). A scalar head
 /// (reward or value) appends its tensors after `ln_f`, so the first `total` elements
@@ -53,11 +75,15 @@ pub struct LayerParams {
 pub struct ParamLayout {
     pub tensors: Vec<ParamTensor>,
     pub total: usize,
-    pub wte: usize, // (V, C), also the output layer
-    pub wpe: usize, // (block_size, C)
+    pub wte: usize, // (V, C) the token embedding
+    /// (block_size, C) learned positions (GPT-2; Llama's are rotary, in attention).
+    pub wpe: Option<usize>,
     pub layers: Vec<LayerParams>,
     pub ln_f_weight: usize,
-    pub ln_f_bias: usize,
+    /// The final LayerNorm's bias (GPT-2; RMSNorm has none).
+    pub ln_f_bias: Option<usize>,
+    /// (V, C) the output layer: `wte` itself when tied, else `lm_head.weight`.
+    pub lm_head: usize,
     /// The scalar head's tensors, when the model has one.
     pub scalar_head: Option<ScalarHeadParams>,
 }
@@ -92,6 +118,13 @@ pub struct ScalarHeadParams {
 
 impl ParamLayout {
     pub fn new(cfg: &GptConfig) -> ParamLayout {
+        match &cfg.family {
+            Family::Gpt2 => Self::gpt2(cfg),
+            Family::Llama(shape) => Self::llama(cfg, shape),
+        }
+    }
+
+    fn gpt2(cfg: &GptConfig) -> ParamLayout {
         let (v, t, c) = (cfg.vocab_size, cfg.block_size, cfg.n_embd);
         let mut tensors = Vec::new();
         let mut total = 0;
@@ -107,7 +140,7 @@ impl ParamLayout {
         let mut layers = Vec::new();
         for l in 0..cfg.n_layer {
             let mut p = |suffix: &str, shape: Vec<usize>| add(format!("h.{l}.{suffix}"), shape);
-            layers.push(LayerParams {
+            layers.push(LayerParams::Gpt2(Gpt2Layer {
                 ln_1_weight: p("ln_1.weight", vec![c]),
                 ln_1_bias: p("ln_1.bias", vec![c]),
                 c_attn_weight: p("attn.c_attn.weight", vec![c, 3 * c]),
@@ -120,12 +153,72 @@ impl ParamLayout {
                 c_fc_bias: p("mlp.c_fc.bias", vec![4 * c]),
                 mlp_proj_weight: p("mlp.c_proj.weight", vec![4 * c, c]),
                 mlp_proj_bias: p("mlp.c_proj.bias", vec![c]),
-            });
+            }));
         }
         let ln_f_weight = add("ln_f.weight".into(), vec![c]);
         let ln_f_bias = add("ln_f.bias".into(), vec![c]);
         debug_assert_eq!(total, cfg.num_params());
-        ParamLayout { tensors, total, wte, wpe, layers, ln_f_weight, ln_f_bias, scalar_head: None }
+        ParamLayout {
+            tensors,
+            total,
+            wte,
+            wpe: Some(wpe),
+            layers,
+            ln_f_weight,
+            ln_f_bias: Some(ln_f_bias),
+            lm_head: wte,
+            scalar_head: None,
+        }
+    }
+
+    /// transformers' LlamaForCausalLM (and Qwen2's, Mistral's) names, so the flat buffer's
+    /// tensors are a state dict `save_pretrained` would write. nn.Linear weights stay out ×
+    /// in; the model reads q|k|v and gate|up as one weight each (see [`LlamaLayer`]).
+    fn llama(cfg: &GptConfig, shape: &LlamaShape) -> ParamLayout {
+        let (v, c, h) = (cfg.vocab_size, cfg.n_embd, shape.intermediate_size);
+        let kvc = shape.n_kv_head * cfg.head_size();
+        let mut tensors = Vec::new();
+        let mut total = 0;
+        let mut add = |name: String, shape: Vec<usize>| {
+            let decay = shape.len() >= 2;
+            let offset = total;
+            total += shape.iter().product::<usize>();
+            tensors.push(ParamTensor { name, shape, offset, decay });
+            offset
+        };
+        let wte = add("model.embed_tokens.weight".into(), vec![v, c]);
+        let mut layers = Vec::new();
+        for l in 0..cfg.n_layer {
+            let mut p = |suffix: &str, shape: Vec<usize>| add(format!("model.layers.{l}.{suffix}"), shape);
+            let input_layernorm = p("input_layernorm.weight", vec![c]);
+            let qkv_weight = p("self_attn.q_proj.weight", vec![c, c]);
+            p("self_attn.k_proj.weight", vec![kvc, c]);
+            p("self_attn.v_proj.weight", vec![kvc, c]);
+            let qkv_bias = shape.qkv_bias.then(|| {
+                let q = p("self_attn.q_proj.bias", vec![c]);
+                p("self_attn.k_proj.bias", vec![kvc]);
+                p("self_attn.v_proj.bias", vec![kvc]);
+                q
+            });
+            let o_proj = p("self_attn.o_proj.weight", vec![c, c]);
+            let post_attention_layernorm = p("post_attention_layernorm.weight", vec![c]);
+            let gate_up = p("mlp.gate_proj.weight", vec![h, c]);
+            p("mlp.up_proj.weight", vec![h, c]);
+            let down_proj = p("mlp.down_proj.weight", vec![c, h]);
+            layers.push(LayerParams::Llama(LlamaLayer {
+                input_layernorm,
+                qkv_weight,
+                qkv_bias,
+                o_proj,
+                post_attention_layernorm,
+                gate_up,
+                down_proj,
+            }));
+        }
+        let ln_f_weight = add("model.norm.weight".into(), vec![c]);
+        let lm_head = if shape.tie_word_embeddings { wte } else { add("lm_head.weight".into(), vec![v, c]) };
+        debug_assert_eq!(total, cfg.num_params());
+        ParamLayout { tensors, total, wte, wpe: None, layers, ln_f_weight, ln_f_bias: None, lm_head, scalar_head: None }
     }
 
     /// GPT-2's tensors followed by a scalar head's, so the first `cfg.num_params()`
@@ -151,6 +244,9 @@ impl ParamLayout {
 
     /// GPT-2's initialisation: weights and embeddings N(0, 0.02), the two residual
     /// projections (c_proj) N(0, 0.02/√(2·n_layer)), biases 0, LayerNorm weights 1.
+    /// Llama's is transformers' (`initializer_range` 0.02 for every matrix, no scaled
+    /// projections, norms 1), which the same rules give: its residual projections are
+    /// named o_proj and down_proj, and its norms end in "layernorm.weight" or "norm.weight".
     pub fn init(&self, cfg: &GptConfig, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
         let mut params = vec![0.0f32; self.total];
@@ -161,7 +257,7 @@ impl ParamLayout {
                 values.iter_mut().for_each(|x| *x = (rng.normal() * proj_std) as f32);
             } else if t.decay {
                 values.iter_mut().for_each(|x| *x = (rng.normal() * 0.02) as f32);
-            } else if t.name.contains("ln_") && t.name.ends_with(".weight") {
+            } else if (t.name.contains("ln_") || t.name.ends_with("norm.weight")) && t.name.ends_with(".weight") {
                 values.iter_mut().for_each(|x| *x = 1.0);
             }
         }

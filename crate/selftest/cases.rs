@@ -155,16 +155,31 @@ async fn matmul_case(
 
 async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    // (B, T, C, NH): T past two 64-key tiles, HS past one and three 64-wide channel slots
-    for (b, t, c, nh) in
-        [(1, 1, 4, 1), (2, 7, 12, 3), (1, 33, 16, 2), (2, 65, 8, 2), (1, 150, 8, 1), (1, 9, 130, 1), (1, 5, 200, 1)]
-    {
-        let qkv = rng.vec_f32(b * t * 3 * c, -1.0, 1.0);
+    // (B, T, C, NH, NKV): T past two 64-key tiles, HS past one and three 64-wide channel
+    // slots; then grouped-query attention (NKV < NH, a kv head's dk and dv summed over its
+    // group), multi-query (NKV = 1) and HS = 130 / 200, not multiples of the tile
+    for (b, t, c, nh, nkv) in [
+        (1, 1, 4, 1, 1),
+        (2, 7, 12, 3, 3),
+        (1, 33, 16, 2, 2),
+        (2, 65, 8, 2, 2),
+        (1, 150, 8, 1, 1),
+        (1, 9, 130, 1, 1),
+        (1, 5, 200, 1, 1),
+        (2, 7, 16, 4, 2),
+        (1, 70, 24, 4, 2),
+        (2, 9, 18, 6, 1),
+        (1, 66, 12, 6, 1),
+        (1, 9, 260, 2, 1),
+        (1, 5, 600, 3, 1),
+    ] {
+        let w = cpu::attention::qkv_width(c, nh, nkv);
+        let qkv = rng.vec_f32(b * t * w, -1.0, 1.0);
         let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
         let (mut out_ref, mut lse_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-        let (mut dqkv_ref, mut delta_ref) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
+        let (mut dqkv_ref, mut delta_ref) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
         let qkv64 = f64s(&qkv);
-        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &qkv64, b, t, c, nh, 0, t);
+        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &qkv64, b, t, c, nh, nkv, 0, t);
         cpu::attention::attention_backward(
             &mut dqkv_ref,
             &mut delta_ref,
@@ -176,44 +191,60 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
             t,
             c,
             nh,
+            nkv,
         );
 
         let (gqkv, gdout) = (gpu.upload(&qkv)?, gpu.upload(&dout)?);
         let (gout, glse) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t)?);
-        let (gdqkv, gdelta) = (gpu.zeros(b * t * 3 * c)?, gpu.zeros(b * nh * t)?);
+        let (gdqkv, gdelta) = (gpu.zeros(b * t * w)?, gpu.zeros(b * nh * t)?);
         let mut batch = gpu.begin();
-        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, 0, t);
-        gpu::attention::attention_backward(&mut batch, &gdqkv, &gdelta, &gdout, &gqkv, &gout, &glse, b, t, c, nh);
+        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, nkv, 0, t);
+        gpu::attention::attention_backward(&mut batch, &gdqkv, &gdelta, &gdout, &gqkv, &gout, &glse, b, t, c, nh, nkv);
         gpu.submit(batch);
         let (out, lse) = (gpu.read_f32(&gout).await?, gpu.read_f32(&glse).await?);
         let (dqkv, delta) = (gpu.read_f32(&gdqkv).await?, gpu.read_f32(&gdelta).await?);
-        let case = format!("B={b} T={t} C={c} NH={nh}");
+        let mut case = format!("B={b} T={t} C={c} NH={nh}");
+        if nkv != nh {
+            case += &format!(" NKV={nkv}");
+        }
         checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
         checks.push(check("attention_backward", case.clone(), &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
         // the CPU backend's gemm path, in f32, against the same reference
         let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, 0, t);
-        let (mut dqkv, mut delta) = (vec![0.0; b * t * 3 * c], vec![0.0; b * nh * t]);
-        cpu::attention::attention_backward_gemm(&mut dqkv, &mut delta, &dout, &qkv, &out, &lse, b, t, c, nh);
+        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, nkv, 0, t);
+        let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
+        cpu::attention::attention_backward_gemm(&mut dqkv, &mut delta, &dout, &qkv, &out, &lse, b, t, c, nh, nkv);
         checks.push(check("attention_forward_gemm (cpu)", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
         checks.push(check("attention_backward_gemm (cpu)", case, &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
     }
-    // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap
-    for (b, t, c, nh, t0, t_cap) in [(1, 1, 8, 2, 0, 4), (2, 9, 8, 2, 8, 12), (1, 70, 16, 4, 65, 80)] {
-        let qkv = rng.vec_f32(b * t_cap * 3 * c, -1.0, 1.0);
+    // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap;
+    // the last two with grouped-query and multi-query caches
+    for (b, t, c, nh, nkv, t0, t_cap) in [
+        (1, 1, 8, 2, 2, 0, 4),
+        (2, 9, 8, 2, 2, 8, 12),
+        (1, 70, 16, 4, 4, 65, 80),
+        (2, 9, 16, 4, 2, 8, 12),
+        (1, 70, 18, 6, 1, 65, 80),
+    ] {
+        let w = cpu::attention::qkv_width(c, nh, nkv);
+        let qkv = rng.vec_f32(b * t_cap * w, -1.0, 1.0);
         let out0 = rng.vec_f32(b * t_cap * c, -1.0, 1.0); // rows outside t0..T stay as they were
         let rows = t - t0;
         let (mut out_ref, mut lse_ref) = (f64s(&out0), vec![0.0; b * nh * rows]);
-        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &f64s(&qkv), b, t, c, nh, t0, t_cap);
+        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &f64s(&qkv), b, t, c, nh, nkv, t0, t_cap);
         let (gqkv, gout, glse) = (gpu.upload(&qkv)?, gpu.upload(&out0)?, gpu.zeros(b * nh * rows)?);
         let mut batch = gpu.begin();
-        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, t0, t_cap);
+        gpu::attention::attention_forward(&mut batch, &gout, &glse, &gqkv, b, t, c, nh, nkv, t0, t_cap);
         gpu.submit(batch);
         let (out, lse) = (gpu.read_f32(&gout).await?, gpu.read_f32(&glse).await?);
-        let case = format!("decode B={b} T={t} C={c} NH={nh} t0={t0} cap={t_cap}");
+        let mut case = format!("decode B={b} T={t} C={c} NH={nh}");
+        if nkv != nh {
+            case += &format!(" NKV={nkv}");
+        }
+        case += &format!(" t0={t0} cap={t_cap}");
         checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
         let (mut out, mut lse) = (out0.clone(), vec![0.0; b * nh * rows]);
-        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, t0, t_cap);
+        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, nkv, t0, t_cap);
         checks.push(check("attention_forward_gemm (cpu)", case, &[(&out, &out_ref), (&lse, &lse_ref)]));
     }
     Ok(checks)
@@ -385,8 +416,11 @@ async fn residual(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
 
 async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
-    // (B, T, C, V): few distinct tokens (many repeats) and many
-    for (b, t, c, v) in [(1, 1, 1, 1), (2, 7, 33, 5), (3, 33, 16, 65), (2, 65, 8, 1000)] {
+    // (B, T, C, V, a position table?): few distinct tokens (many repeats) and many; the
+    // rotary families have no position table
+    let cases =
+        [(1, 1, 1, 1, true), (2, 7, 33, 5, true), (3, 33, 16, 65, true), (2, 65, 8, 1000, true), (2, 9, 12, 30, false)];
+    for (b, t, c, v, positions) in cases {
         let (wte_at, wpe_at) = (2, 2 + v * c); // both inside one flat parameter buffer
         let params = rng.vec_f32(wpe_at + t * c, -1.0, 1.0);
         let grads0 = rng.vec_f32(wpe_at + t * c, -1.0, 1.0);
@@ -394,20 +428,22 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
         let params64 = f64s(&params);
         let mut out_ref = vec![0.0; b * t * c];
-        cpu::embedding::embedding_forward(&mut out_ref, &tokens, &params64[wte_at..], &params64[wpe_at..], b, t, c);
+        let wpe64 = positions.then(|| &params64[wpe_at..]);
+        cpu::embedding::embedding_forward(&mut out_ref, &tokens, &params64[wte_at..], wpe64, b, t, c);
         let mut grads_ref = f64s(&grads0);
         let (dwte, dwpe) = grads_ref[wte_at..].split_at_mut(v * c);
-        cpu::embedding::embedding_backward(dwte, dwpe, &f64s(&dout), &tokens, b, t, c);
+        cpu::embedding::embedding_backward(dwte, positions.then_some(dwpe), &f64s(&dout), &tokens, b, t, c);
 
         let (gparams, ggrads, gtokens) = (gpu.upload(&params)?, gpu.upload(&grads0)?, gpu.upload(&tokens)?);
         let (gdout, gout) = (gpu.upload(&dout)?, gpu.zeros(b * t * c)?);
         let mut batch = gpu.begin();
         let buckets = gpu::embedding::TokenBuckets::new(&mut batch, &tokens)?;
-        gpu::embedding::embedding_forward(&mut batch, &gout, &gtokens, gparams.at(wte_at), gparams.at(wpe_at), b, t, c);
+        let wpe = positions.then(|| gparams.at(wpe_at));
+        gpu::embedding::embedding_forward(&mut batch, &gout, &gtokens, gparams.at(wte_at), wpe, b, t, c);
         gpu::embedding::embedding_backward(
             &mut batch,
             ggrads.at(wte_at),
-            ggrads.at(wpe_at),
+            positions.then(|| ggrads.at(wpe_at)),
             &gdout,
             &buckets,
             b,
@@ -416,7 +452,7 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         )?;
         gpu.submit(batch);
         let (out, grads) = (gpu.read_f32(&gout).await?, gpu.read_f32(&ggrads).await?);
-        let case = format!("B={b} T={t} C={c} V={v}");
+        let case = format!("B={b} T={t} C={c} V={v}{}", if positions { "" } else { ", no positions" });
         checks.push(check("embedding_forward", case.clone(), &[(&out, &out_ref)]));
         checks.push(check("embedding_backward", case, &[(&grads, &grads_ref)]));
     }

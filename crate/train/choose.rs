@@ -82,7 +82,7 @@ pub async fn warm_up(gpu: &Gpu) -> Result<()> {
     use crate::data::TokenBatch;
     use crate::model::{Activations, Gpt};
     let mut be = GpuBackend::new(gpu.clone());
-    let config = GptConfig { vocab_size: 16, block_size: 8, n_layer: 1, n_head: 2, n_embd: 8 };
+    let config = GptConfig::gpt2(16, 8, 1, 2, 8);
     let (b, t) = (2, config.block_size);
     let ids: Vec<u32> = (0..b * t).map(|i| (i % 16) as u32).collect();
     let batch = TokenBatch { b, t, tokens: ids.clone(), targets: ids, weights: vec![1.0 / (b * t) as f32; b * t] };
