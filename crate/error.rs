@@ -18,6 +18,9 @@ pub enum KilnError {
     Checkpoint(String),
     /// Reading or writing a file failed.
     Io(String),
+    /// An imported model's chat template that cannot be used: too large, not Jinja, over its
+    /// render budget, or refusing the conversation (its own `raise_exception` message).
+    Template(String),
     /// A model whose outputs are unusable (NaN or infinite logits while sampling).
     Model(String),
     /// Training kept diverging after the divergence guard's rollbacks (train::guard).
@@ -40,6 +43,7 @@ impl KilnError {
             KilnError::Tokenizer(m) => KilnError::Tokenizer(at(m)),
             KilnError::Checkpoint(m) => KilnError::Checkpoint(at(m)),
             KilnError::Io(m) => KilnError::Io(at(m)),
+            KilnError::Template(m) => KilnError::Template(at(m)),
             KilnError::Model(m) => KilnError::Model(at(m)),
             other => other,
         }
@@ -56,6 +60,7 @@ impl KilnError {
             | KilnError::Tokenizer(m)
             | KilnError::Checkpoint(m)
             | KilnError::Io(m)
+            | KilnError::Template(m)
             | KilnError::Model(m) => m.clone(),
             other => other.to_string(),
         }
@@ -71,6 +76,7 @@ impl fmt::Display for KilnError {
             KilnError::Tokenizer(m) => write!(f, "tokenizer: {m}"),
             KilnError::Checkpoint(m) => write!(f, "checkpoint: {m}"),
             KilnError::Io(m) => write!(f, "{m}"),
+            KilnError::Template(m) => write!(f, "chat template: {m}"),
             KilnError::Model(m) => write!(f, "model: {m}"),
             KilnError::Diverged(m) => write!(f, "training diverged: {m}"),
             KilnError::NonFiniteLoss { step, loss } => write!(

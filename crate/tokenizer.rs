@@ -42,9 +42,31 @@ pub enum TokenizerKind {
     Char,
 }
 
+/// The largest imported tokenizer.json Kiln reads (Llama-3's is 9 MB, Gemma-3's 33 MB).
+pub const MAX_PRETRAINED_JSON_BYTES: usize = 64 << 20;
+/// The largest imported vocabulary: every id below it (Gemma-3's 262,144 is the biggest in use).
+pub const MAX_PRETRAINED_VOCAB: usize = 262_144;
+
+/// Each token's byte range in the text it was encoded from.
+pub type Offsets = Vec<(usize, usize)>;
+
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Imported exactly as it came ([`Tokenizer::from_pretrained`]): none of Kiln's special
+    /// tokens, and its own control-token strings in text become those tokens, as in
+    /// transformers.
+    pretrained: bool,
+}
+
+/// An added token of a tokenizer (its control tokens, and extra words such as Qwen's
+/// `<tool_call>`), as tokenizer.json's `added_tokens` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedTokenInfo {
+    pub id: u32,
+    pub content: String,
+    /// A control token: decoding skips it.
+    pub special: bool,
 }
 
 fn err(e: impl std::fmt::Display) -> KilnError {
@@ -72,7 +94,59 @@ impl Tokenizer {
             .build()
             .map_err(err)?;
         inner.with_post_processor(Some(template));
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer { inner, pretrained: false })
+    }
+
+    /// An imported model's `tokenizer.json` (Llama-3, Qwen2.5, SmolLM2 …), kept exactly as it
+    /// came: no Kiln special tokens, its vocabulary and ids untouched, its own control tokens
+    /// matched in text. Encoding gives the ids transformers' `tokenizer(text,
+    /// add_special_tokens=False)` gives, which is how `apply_chat_template` tokenizes. Refused:
+    /// files over 64 MiB, models other than BPE, ids past 262,144 or given twice, and
+    /// post-processors other than ByteLevel and TemplateProcessing (which add nothing without
+    /// special tokens, so they cannot change the ids). Truncation and padding saved in the file
+    /// are dropped: transformers sets them per call, and Kiln encodes whole texts.
+    pub fn from_pretrained(json: &str) -> Result<Tokenizer> {
+        check_pretrained_shape(json)?;
+        let mut inner = parse(json)?;
+        inner.with_truncation(None).map_err(err)?;
+        inner.with_padding(None);
+        Ok(Tokenizer { inner, pretrained: true })
+    }
+
+    /// Imported by [`Tokenizer::from_pretrained`].
+    pub fn is_pretrained(&self) -> bool {
+        self.pretrained
+    }
+
+    /// The id of a token given by its string (`"<|im_end|>"`, `"<|eot_id|>"` …).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The string of a token as the vocabulary stores it (byte-level tokens in GPT-2's alphabet).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// Every added token, by id.
+    pub fn added_tokens(&self) -> Vec<AddedTokenInfo> {
+        let mut tokens: Vec<AddedTokenInfo> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .map(|(id, t)| AddedTokenInfo { id, content: t.content, special: t.special })
+            .collect();
+        tokens.sort_by_key(|t| t.id);
+        tokens
+    }
+
+    /// The first control-token string found in `text` (an imported tokenizer turns it into that
+    /// token, as transformers does): for callers that refuse or flag such text in a user's data.
+    pub fn control_token_in(&self, text: &str) -> Option<String> {
+        self.added_tokens()
+            .into_iter()
+            .filter(|t| t.special && !t.content.is_empty())
+            .find_map(|t| text.contains(&t.content).then_some(t.content))
     }
 
     /// Trains a tokenizer on `documents`. For BPE `vocab_size` is the exact size wanted
@@ -257,10 +331,19 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Token ids of `text`. Special-token strings in the text are ordinary text here: a
-    /// user's document cannot inject a `<|eos|>` or a chat turn.
+    /// Token ids of `text`. With Kiln's own tokenizers special-token strings in the text are
+    /// ordinary text: a user's document cannot inject a `<|eos|>` or a chat turn. An imported
+    /// tokenizer ([`Tokenizer::from_pretrained`]) encodes as transformers does, its control
+    /// tokens' strings becoming those tokens ([`Tokenizer::control_token_in`] finds them).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+    }
+
+    /// As [`Tokenizer::encode`], with each token's byte range in `text` (a token holding part
+    /// of a character covers the whole character).
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Offsets)> {
+        let encoding = self.inner.encode(text, false).map_err(err)?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     /// Text of `ids`, without special tokens.
@@ -292,9 +375,10 @@ impl Tokenizer {
     }
 
     /// A control token (Kiln's `<|bos|>` …, or an imported tokenizer's own, such as GPT-2's
-    /// `<|endoftext|>`): decoding skips it, and typed text never becomes it.
+    /// `<|endoftext|>`): decoding skips it, and with Kiln's tokenizers typed text never
+    /// becomes it. An imported tokenizer's ids 0..8 are ordinary tokens.
     pub fn is_special(&self, id: u32) -> bool {
-        (id as usize) < SPECIAL_TOKENS.len()
+        (!self.pretrained && (id as usize) < SPECIAL_TOKENS.len())
             || self.inner.get_added_tokens_decoder().get(&id).is_some_and(|token| token.special)
     }
 
@@ -380,4 +464,85 @@ fn check_shape(json: &str) -> Result<()> {
         return bad(format!("gives {token:?} id {id}, past its {n} tokens (ids must run 0..{n})"));
     }
     Ok(())
+}
+
+/// An imported tokenizer.json, checked before the library builds it: its size, a BPE model,
+/// every id (vocabulary and added tokens) below [`MAX_PRETRAINED_VOCAB`] and given to one
+/// token only, and a post-processor that adds nothing when special tokens are not asked for.
+fn check_pretrained_shape(json: &str) -> Result<()> {
+    let bad = |m: String| Err(KilnError::Tokenizer(format!("tokenizer.json {m}")));
+    if json.len() > MAX_PRETRAINED_JSON_BYTES {
+        return bad(format!(
+            "is {:.1} MiB, over the {} MiB Kiln reads",
+            json.len() as f64 / (1 << 20) as f64,
+            MAX_PRETRAINED_JSON_BYTES >> 20
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| KilnError::Tokenizer(format!("tokenizer.json is not JSON: {e}")))?;
+    match v.pointer("/model/type").and_then(|t| t.as_str()) {
+        Some("BPE") => {}
+        other => {
+            return bad(format!(
+                "has a {} model; Kiln imports BPE tokenizers (Llama, Qwen, SmolLM2, Mistral, GPT-2)",
+                other.unwrap_or("missing")
+            ))
+        }
+    }
+    check_post_processor(v.get("post_processor"))?;
+    let vocab = v
+        .pointer("/model/vocab")
+        .and_then(|x| x.as_object())
+        .ok_or_else(|| KilnError::Tokenizer("tokenizer.json has no model vocabulary (model.vocab)".into()))?;
+    let mut ids: HashMap<u64, &str> = HashMap::with_capacity(vocab.len());
+    for (token, id) in vocab {
+        claim_id(&mut ids, id.as_u64(), token, false)?;
+    }
+    for added in v.get("added_tokens").and_then(|a| a.as_array()).into_iter().flatten() {
+        let content = added.get("content").and_then(|x| x.as_str()).unwrap_or("");
+        if content.is_empty() {
+            return bad("has an added token without content".into());
+        }
+        claim_id(&mut ids, added.get("id").and_then(|x| x.as_u64()), content, true)?;
+    }
+    Ok(())
+}
+
+/// Gives `id` to `token`, refusing a missing id, one past [`MAX_PRETRAINED_VOCAB`] and one
+/// already given to another token (an added token may repeat its own vocabulary entry).
+fn claim_id<'a>(ids: &mut HashMap<u64, &'a str>, id: Option<u64>, token: &'a str, added: bool) -> Result<()> {
+    let Some(id) = id else {
+        return Err(KilnError::Tokenizer(format!("tokenizer.json: the id of {token:?} is not a whole number")));
+    };
+    if id >= MAX_PRETRAINED_VOCAB as u64 {
+        return Err(KilnError::Tokenizer(format!(
+            "tokenizer.json gives {token:?} id {id}, past the {MAX_PRETRAINED_VOCAB} tokens Kiln imports"
+        )));
+    }
+    match ids.insert(id, token) {
+        Some(other) if !(added && other == token) => {
+            Err(KilnError::Tokenizer(format!("tokenizer.json gives id {id} to both {other:?} and {token:?}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Post-processors that add tokens only when asked for special tokens, which Kiln (like
+/// transformers' apply_chat_template) never asks for: ByteLevel (offsets only) and
+/// TemplateProcessing, alone or in a Sequence.
+fn check_post_processor(processor: Option<&serde_json::Value>) -> Result<()> {
+    let Some(p) = processor.filter(|p| !p.is_null()) else { return Ok(()) };
+    match p.get("type").and_then(|t| t.as_str()) {
+        Some("ByteLevel" | "TemplateProcessing") => Ok(()),
+        Some("Sequence") => {
+            let parts = p.get("processors").and_then(|x| x.as_array()).ok_or_else(|| {
+                KilnError::Tokenizer("tokenizer.json has a Sequence post-processor without processors".into())
+            })?;
+            parts.iter().try_for_each(|part| check_post_processor(Some(part)))
+        }
+        other => Err(KilnError::Tokenizer(format!(
+            "tokenizer.json has a {} post-processor; Kiln imports ByteLevel and TemplateProcessing ones",
+            other.unwrap_or("untyped")
+        ))),
+    }
 }

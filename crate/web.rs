@@ -48,6 +48,7 @@ fn kiln_error(e: KilnError) -> JsValue {
         KilnError::Tokenizer(_) => "tokenizer",
         KilnError::Checkpoint(_) => "checkpoint",
         KilnError::Io(_) => "io",
+        KilnError::Template(_) => "template",
         KilnError::Model(_) => "model",
         KilnError::NonFiniteLoss { .. } | KilnError::Diverged(_) => "diverged",
         KilnError::Cancelled => "cancelled",

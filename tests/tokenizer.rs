@@ -156,3 +156,87 @@ fn special_tokens_added_to_a_foreign_tokenizer_keep_their_ids_after_saving() {
     let once = again.encode("Once").unwrap()[0];
     assert!(!again.is_special(once));
 }
+
+/// An imported model's tokenizer.json (a small Llama-3-shaped one from the chat-template
+/// fixtures: Llama-3's split regex and ByteLevel, its 11 control tokens after the merges).
+fn llama3_json() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/chat_templates/llama-3.3-instruct/tokenizer.json"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_pretrained_tokenizer_stays_exactly_as_it_came() {
+    let json = llama3_json();
+    let file: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let tok = Tokenizer::from_pretrained(&json).unwrap();
+    assert!(tok.is_pretrained());
+    let in_file = file["model"]["vocab"].as_object().unwrap().len() + file["added_tokens"].as_array().unwrap().len();
+    assert_eq!(tok.vocab_size(), in_file, "nothing added");
+    assert_eq!(tok.token_to_id("<|bos|>"), None, "no Kiln specials");
+    assert!((0..8).all(|id| !tok.is_special(id)), "ids 0..8 are ordinary tokens here");
+    let eot = tok.token_to_id("<|eot_id|>").unwrap();
+    assert_eq!(tok.id_to_token(eot).as_deref(), Some("<|eot_id|>"));
+    assert!(tok.is_special(eot));
+    let added = tok.added_tokens();
+    assert_eq!(added.len(), 11);
+    assert_eq!((added[9].content.as_str(), added[9].id, added[9].special), ("<|eot_id|>", eot, true));
+    // its control tokens are matched in text, as transformers' tokenizer(text, add_special_tokens=False)
+    // does; no <|begin_of_text|> is added (the post-processor adds it only when asked)
+    let (ids, offsets) = tok.encode_with_offsets("Hello<|eot_id|>").unwrap();
+    assert_eq!(*ids.last().unwrap(), eot);
+    assert_eq!(*offsets.last().unwrap(), (5, 15));
+    assert_ne!(ids[0], tok.token_to_id("<|begin_of_text|>").unwrap());
+    assert_eq!(tok.control_token_in("a <|start_header_id|> b"), Some("<|start_header_id|>".into()));
+    assert_eq!(tok.control_token_in("plain text"), None);
+    // saved and read again, it encodes the same
+    let again = Tokenizer::from_pretrained(&tok.to_json().unwrap()).unwrap();
+    let text = "你好！ The capital of France is Paris.<|eot_id|>";
+    assert_eq!(again.encode(text).unwrap(), tok.encode(text).unwrap());
+    assert_eq!(tok.decode(&tok.encode("naïve café 12345").unwrap()).unwrap(), "naïve café 12345");
+    // Kiln's own reader still wants Kiln's specials
+    assert!(Tokenizer::from_json(&json).is_err());
+}
+
+#[test]
+fn a_pretrained_tokenizer_drops_saved_truncation_and_padding() {
+    let mut file: serde_json::Value = serde_json::from_str(&llama3_json()).unwrap();
+    file["truncation"] =
+        serde_json::json!({"direction": "Right", "max_length": 3, "strategy": "LongestFirst", "stride": 0});
+    file["padding"] = serde_json::json!({"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": null,
+        "pad_id": 0, "pad_type_id": 0, "pad_token": "!"});
+    let tok = Tokenizer::from_pretrained(&file.to_string()).unwrap();
+    let ids = tok.encode("The quick brown fox jumps over the lazy dog.").unwrap();
+    assert!(ids.len() > 3 && ids.len() < 64, "{ids:?}");
+}
+
+#[test]
+fn hostile_pretrained_tokenizers_are_refused_clearly() {
+    let base: serde_json::Value = serde_json::from_str(&llama3_json()).unwrap();
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), want: &str| {
+        let mut file = base.clone();
+        edit(&mut file);
+        let err = Tokenizer::from_pretrained(&file.to_string()).err().expect(want);
+        assert!(matches!(err, KilnError::Tokenizer(ref m) if m.contains(want)), "{err}");
+    };
+    refused(&|f| f["model"]["vocab"]["far"] = 262_144.into(), "past the 262144 tokens");
+    refused(&|f| f["added_tokens"][0]["id"] = 262_200.into(), "past the 262144 tokens");
+    refused(&|f| f["model"]["vocab"]["again"] = 5.into(), "gives id 5 to both");
+    refused(&|f| f["added_tokens"][1]["id"] = 0.into(), "gives id 0 to both");
+    refused(&|f| f["model"]["type"] = "WordPiece".into(), "WordPiece model");
+    refused(
+        &|f| f["post_processor"] = serde_json::json!({"type": "RobertaProcessing"}),
+        "RobertaProcessing post-processor",
+    );
+    refused(
+        &|f| f["post_processor"] = serde_json::json!({"type": "Sequence", "processors": [{"type": "BertProcessing"}]}),
+        "BertProcessing post-processor",
+    );
+    refused(&|f| f["model"]["vocab"]["x"] = "7".into(), "not a whole number");
+    let huge = format!("{}{}", " ".repeat(kiln::tokenizer::MAX_PRETRAINED_JSON_BYTES), base);
+    let err = Tokenizer::from_pretrained(&huge).err().unwrap();
+    assert!(err.to_string().contains("over the 64 MiB"), "{err}");
+    assert!(Tokenizer::from_pretrained("{\"model\": ").is_err());
+}

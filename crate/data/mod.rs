@@ -8,6 +8,7 @@ pub mod corpus;
 pub mod instruct;
 pub mod jsonl;
 pub mod preference;
+pub mod template;
 
 use std::collections::HashMap;
 

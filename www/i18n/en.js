@@ -283,6 +283,7 @@ export default {
   'error.code.gpu-out-of-memory': 'GPU memory',
   'error.code.checkpoint': 'checkpoint',
   'error.code.io': 'io',
+  'error.code.template': 'chat template',
   'error.code.model': 'model',
   'error.code.diverged': 'diverged',
   'error.code.busy': 'busy',

@@ -278,6 +278,7 @@ export default {
   'error.code.gpu-out-of-memory': 'GPU 内存',
   'error.code.checkpoint': '检查点',
   'error.code.io': '读写',
+  'error.code.template': '对话模板',
   'error.code.model': '模型',
   'error.code.diverged': '训练发散',
   'error.code.busy': '忙碌',

@@ -239,7 +239,7 @@ export interface GenerateOptions { maxTokens?: number; temperature?: number; top
 export class KilnError extends Error {
   /** 'device-lost', 'gpu-out-of-memory', 'RuntimeError' (the WebAssembly instance trapped)
    * and 'worker': the worker cannot go on, and a training run restarts it from its autosave. */
-  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'device-lost' | 'gpu-out-of-memory' | 'checkpoint' | 'model' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'RuntimeError' | 'io' | 'error';
+  code: 'data' | 'tokenizer' | 'config' | 'gpu' | 'device-lost' | 'gpu-out-of-memory' | 'checkpoint' | 'template' | 'model' | 'diverged' | 'busy' | 'cancelled' | 'worker' | 'RuntimeError' | 'io' | 'error';
 }
 
 export class Kiln {
