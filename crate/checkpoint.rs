@@ -16,11 +16,12 @@ use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::data::template::{special_tokens_from_config, ChatTemplate};
 use crate::error::{KilnError, Result};
 use crate::model::hf_config::{config_from_hf, hf_config};
 use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
-use crate::sample::{SampleConfig, NEVER, STOP};
-use crate::tokenizer::{Tokenizer, BOS, EOS, PAD, SPECIAL_TOKENS};
+use crate::sample::SampleConfig;
+use crate::tokenizer::{TokenRoles, Tokenizer, BOS, EOS, PAD, SPECIAL_TOKENS};
 
 pub use crate::data::Files;
 
@@ -155,9 +156,9 @@ pub fn kiln_generation_config() -> serde_json::Value {
     let s = SampleConfig::default();
     let mut v = serde_json::json!({
         "bos_token_id": crate::tokenizer::BOS,
-        "eos_token_id": STOP,
+        "eos_token_id": TokenRoles::kiln().stop,
         "pad_token_id": crate::tokenizer::PAD,
-        "suppress_tokens": NEVER,
+        "suppress_tokens": TokenRoles::kiln().never,
         "max_new_tokens": s.max_tokens,
         "do_sample": s.temperature > 0.0,
     });
@@ -182,7 +183,7 @@ pub fn generation_config(kept: Option<&serde_json::Value>) -> serde_json::Value 
         Some(id @ serde_json::Value::Number(_)) => vec![id.clone()],
         _ => Vec::new(),
     };
-    for id in STOP.map(serde_json::Value::from) {
+    for id in TokenRoles::kiln().stop.into_iter().map(serde_json::Value::from) {
         if !eos.contains(&id) {
             eos.push(id);
         }
@@ -353,6 +354,10 @@ pub struct LoadedModel {
     pub layout: ParamLayout,
     /// What Kiln changed to make the folder usable (special tokens added …).
     pub notes: Vec<String>,
+    /// Which ids start, end and pad a generation: Kiln's, or an imported model's own.
+    pub roles: TokenRoles,
+    /// An imported model's own chat template (None: Kiln's, `data::chat`).
+    pub chat_template: Option<ChatTemplate>,
     /// The folder's own generation_config.json, when it had one that is not Kiln's own:
     /// kept to be written back on export ([`model_files_keeping`]), its token ids moved
     /// with the vocabulary. Never read for Kiln's own sampling.
@@ -369,6 +374,9 @@ pub(crate) fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
 /// 0..8: the embedding grows by 8 rows, each the mean of the old rows, above them.
 pub fn load_model(files: &Files) -> Result<LoadedModel> {
     let mut config = config_from_hf(file(files, "config.json")?)?;
+    if config.llama().is_some() {
+        return load_pretrained(files, config);
+    }
     let tokenizer_json =
         std::str::from_utf8(file(files, "tokenizer.json")?).map_err(|_| bad("tokenizer.json is not UTF-8"))?;
     let (tokenizer, added) = Tokenizer::from_json_adding_specials(tokenizer_json)?;
@@ -413,7 +421,106 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         Some(kind) => ParamLayout::with_scalar_head(&config, kind),
         None => ParamLayout::new(&config),
     };
-    Ok(LoadedModel { config, tokenizer, params, layout, notes, generation_config })
+    Ok(LoadedModel {
+        config,
+        tokenizer,
+        params,
+        layout,
+        notes,
+        roles: TokenRoles::kiln(),
+        chat_template: None,
+        generation_config,
+    })
+}
+
+/// A Llama-family folder as people bring it from the Hub: its tokenizer kept exactly (no
+/// Kiln tokens added), its chat template, and the roles its files give its tokens —
+/// tokenizer_config.json's bos/eos/pad tokens, the eos ids of config.json and
+/// generation_config.json (every one of them stops a generation, as transformers' generate
+/// stops on each).
+fn load_pretrained(files: &Files, config: GptConfig) -> Result<LoadedModel> {
+    let text = |name: &str| std::str::from_utf8(file(files, name)?).map_err(|_| bad(format!("{name} is not UTF-8")));
+    let tokenizer = Tokenizer::from_pretrained(text("tokenizer.json")?)?;
+    // Hub models often round their embedding up (Qwen2.5: 151,936 rows for 151,665 tokens)
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(bad(format!(
+            "tokenizer.json has {} tokens but config.json's vocab_size is {}",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
+    }
+    let tokenizer_config = files.get("tokenizer_config.json").map(|_| text("tokenizer_config.json")).transpose()?;
+    let jinja = files.get("chat_template.jinja").map(|_| text("chat_template.jinja")).transpose()?;
+    let chat_template = match (tokenizer_config, jinja) {
+        (Some(cfg), jinja) if jinja.is_some() || has_chat_template(cfg) => {
+            Some(ChatTemplate::from_tokenizer_config(cfg, jinja)?)
+        }
+        (None, Some(jinja)) => Some(ChatTemplate::from_tokenizer_config("{}", Some(jinja))?),
+        _ => None,
+    };
+    let special = match tokenizer_config {
+        Some(cfg) => special_tokens_from_config(cfg)?,
+        None => Vec::new(),
+    };
+    let token =
+        |name: &str| special.iter().find(|(n, _)| n == name).and_then(|(_, content)| tokenizer.token_to_id(content));
+    let in_vocab = |id: &u64| *id < config.vocab_size as u64;
+    let ids_of = |v: Option<&serde_json::Value>| -> Vec<u32> {
+        match v {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().filter(in_vocab).map(|id| vec![id as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|x| x.as_u64()).filter(in_vocab).map(|id| id as u32).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let json = |name: &str| -> Option<serde_json::Value> {
+        files.get(name).filter(|b| b.len() as u64 <= MAX_GENERATION_CONFIG).and_then(|b| serde_json::from_slice(b).ok())
+    };
+    let (model_json, generation_json) = (json("config.json"), json(GENERATION_CONFIG));
+    let mut stop: Vec<u32> = Vec::new();
+    for id in token("eos_token")
+        .into_iter()
+        .chain(ids_of(model_json.as_ref().and_then(|v| v.get("eos_token_id"))))
+        .chain(ids_of(generation_json.as_ref().and_then(|v| v.get("eos_token_id"))))
+    {
+        if !stop.contains(&id) {
+            stop.push(id);
+        }
+    }
+    let mut notes = Vec::new();
+    if stop.is_empty() {
+        notes.push("the model names no end-of-text token: generations run to their token limit".to_string());
+    }
+    let bos =
+        token("bos_token").or_else(|| ids_of(model_json.as_ref().and_then(|v| v.get("bos_token_id"))).first().copied());
+    let pad = token("pad_token").or(stop.first().copied()).unwrap_or(0);
+    let roles = TokenRoles { bos, pad, stop, never: Vec::new() };
+    let weights = Weights::open(files, &config)?;
+    let layout = ParamLayout::new(&config);
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.tensors {
+        let values = weights.read(std::slice::from_ref(&t.name), &t.shape)?;
+        params[t.offset..t.offset + t.len()].copy_from_slice(&values);
+    }
+    Ok(LoadedModel {
+        config,
+        tokenizer,
+        params,
+        layout,
+        notes,
+        roles,
+        chat_template,
+        generation_config: generation_json,
+    })
+}
+
+/// Whether a tokenizer_config.json carries a chat template.
+fn has_chat_template(config: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(config)
+        .is_ok_and(|v| v.get("chat_template").is_some_and(|t| !t.is_null()))
 }
 
 /// Parameters with `added` new token-embedding rows (the mean of the old rows) placed
@@ -435,11 +542,13 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 18] = [
+    const NAMES: [&str; 19] = [
         "model.safetensors",
         "config.json",
         "tokenizer.json",
         "tokenizer_config.json",
+        // an imported model's chat template (transformers 5 saves it beside tokenizer_config.json)
+        "chat_template.jinja",
         GENERATION_CONFIG,
         "optimizer.safetensors",
         "trainer.json",
@@ -593,6 +702,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         "optimizer.safetensors" => Some(tensors(2)),
         GENERATION_CONFIG => Some(MAX_GENERATION_CONFIG),
         "config.json"
+        | "chat_template.jinja"
         | "tokenizer.json"
         | "tokenizer_config.json"
         | "trainer.json"

@@ -10,7 +10,6 @@ use crate::error::{KilnError, Result};
 use crate::model::gpt::{block_forward, final_norm, LayerActivations, LmHead, Rows};
 use crate::model::Gpt;
 use crate::rng::Rng;
-use crate::tokenizer::{ASSISTANT, BOS, END, EOS, PAD, SYSTEM, UNK, USER};
 
 /// How to sample (camelCase in JSON, as the JS API gives it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,18 +60,12 @@ impl SampleConfig {
     }
 }
 
-/// Tokens generation never produces: padding, markers that only the data pipeline or the
-/// chat template places. (An exported model's generation_config.json suppresses them.)
-pub const NEVER: [u32; 6] = [PAD, BOS, UNK, SYSTEM, USER, ASSISTANT];
-/// Tokens that end a generation: the end of a text and the end of a chat turn. (An
-/// exported model's generation_config.json lists them as its `eos_token_id`.)
-pub const STOP: [u32; 2] = [EOS, END];
-
-/// Picks the next token from one row of logits. NaN and infinite logits are never
+/// Picks the next token from one row of logits, never one of `never` (the model's
+/// [`TokenRoles::never`](crate::tokenizer::TokenRoles)). NaN and infinite logits are never
 /// picked; a row with no finite one left (a model with broken or huge weights) is an
 /// error, not a panic.
-pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng) -> Result<u32> {
-    let allowed = |i: usize| !NEVER.contains(&(i as u32));
+pub fn sample_logits(logits: &[f32], cfg: &SampleConfig, never: &[u32], rng: &mut Rng) -> Result<u32> {
+    let allowed = |i: usize| !never.contains(&(i as u32));
     if !logits.iter().enumerate().any(|(i, l)| allowed(i) && l.is_finite()) {
         return Err(KilnError::Model(
             "its outputs are NaN or infinite, so nothing can be sampled: its weights are broken or too large; retrain it or load another".into(),
@@ -212,10 +205,11 @@ impl Candidate {
     }
 }
 
-/// The prompt a decoder feeds: `<|bos|>` when empty; its end, leaving room for one new
-/// token, when longer than the context.
-fn in_context(prompt: &[u32], t_cap: usize) -> Vec<u32> {
-    let prompt = if prompt.is_empty() { &[BOS][..] } else { prompt };
+/// The prompt a decoder feeds: the model's start token (`<|bos|>`) when empty; its end,
+/// leaving room for one new token, when longer than the context.
+fn in_context(prompt: &[u32], t_cap: usize, start: u32) -> Vec<u32> {
+    let start = [start];
+    let prompt = if prompt.is_empty() { &start[..] } else { prompt };
     prompt[prompt.len().saturating_sub(t_cap - 1)..].to_vec()
 }
 
@@ -229,7 +223,7 @@ pub async fn sample_candidates<B: Backend>(
     cfg: &SampleConfig,
 ) -> Result<Vec<Candidate>> {
     let (k, t_cap, v) = (decoder.seqs(), model.config.block_size, model.config.vocab_size);
-    let prompt = in_context(prompt, t_cap);
+    let prompt = in_context(prompt, t_cap, model.roles.start());
     for (pos, &token) in prompt.iter().enumerate() {
         decoder.step_rows(be, model, &vec![token; k], pos);
     }
@@ -239,17 +233,17 @@ pub async fn sample_candidates<B: Backend>(
     let mut pos = prompt.len();
     while active.iter().any(|&a| a) {
         let logits = decoder.logits(be).await?;
-        let mut next = vec![PAD; k];
+        let mut next = vec![model.roles.pad; k];
         for r in 0..k {
             if !active[r] {
                 continue;
             }
             let row = &logits[r * v..][..v];
-            let token = sample_logits(row, cfg, &mut rngs[r])?;
+            let token = sample_logits(row, cfg, &model.roles.never, &mut rngs[r])?;
             let cand = &mut out[r];
             cand.ids.push(token);
             cand.logprobs.push(log_prob(row, token));
-            if STOP.contains(&token) {
+            if model.roles.stop.contains(&token) {
                 cand.ended = true;
                 active[r] = false;
             } else if cand.ids.len() >= cfg.max_tokens || pos >= t_cap {
@@ -287,7 +281,7 @@ impl Generation {
         cfg: &SampleConfig,
     ) -> Generation {
         let t_cap = model.config.block_size;
-        let prompt = in_context(prompt, t_cap);
+        let prompt = in_context(prompt, t_cap, model.roles.start());
         for (pos, &token) in prompt.iter().enumerate() {
             decoder.step(be, model, token, pos);
         }
@@ -306,7 +300,7 @@ impl Generation {
         self.stop
     }
 
-    /// The next token; None once a stop token ([`STOP`]), `max_tokens` or the end of the
+    /// The next token; None once a stop token (the model's stop tokens), `max_tokens` or the end of the
     /// context is reached.
     pub async fn next<B: Backend>(
         &mut self,
@@ -318,8 +312,8 @@ impl Generation {
             return Ok(None);
         }
         let logits = decoder.logits(be).await?;
-        let next = sample_logits(&logits, &self.cfg, &mut self.rng)?;
-        if STOP.contains(&next) {
+        let next = sample_logits(&logits, &self.cfg, &model.roles.never, &mut self.rng)?;
+        if model.roles.stop.contains(&next) {
             self.done = true;
             self.stop = Some(next);
             return Ok(None);
@@ -335,7 +329,7 @@ impl Generation {
     }
 }
 
-/// Continues `prompt` until `<|eos|>` or `<|end|>` ([`STOP`]), `max_tokens` or the end of
+/// Continues `prompt` until `<|eos|>` or `<|end|>` (the model's stop tokens), `max_tokens` or the end of
 /// the context. `on_token` sees each new token as it is chosen (return false to stop).
 /// Returns the new tokens.
 pub async fn generate<B: Backend>(

@@ -29,6 +29,38 @@ pub const USER: u32 = 5;
 pub const ASSISTANT: u32 = 6;
 pub const END: u32 = 7;
 
+/// The ids that play a part in generation. Kiln's own vocabularies have them at fixed ids
+/// ([`TokenRoles::kiln`]); an imported model names its own (tokenizer_config.json's
+/// bos/eos/pad tokens, config.json's and generation_config.json's eos ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRoles {
+    /// Fed first when a prompt is empty (None: the model has no such token).
+    pub bos: Option<u32>,
+    /// What fills a batch past a sequence's end.
+    pub pad: u32,
+    /// Tokens that end a generation: the end of a text, the end of a chat turn.
+    pub stop: Vec<u32>,
+    /// Tokens generation never picks (markers only the data pipeline places).
+    pub never: Vec<u32>,
+}
+
+impl TokenRoles {
+    /// Kiln's eight special tokens' roles.
+    pub fn kiln() -> TokenRoles {
+        TokenRoles {
+            bos: Some(BOS),
+            pad: PAD,
+            stop: vec![EOS, END],
+            never: vec![PAD, BOS, UNK, SYSTEM, USER, ASSISTANT],
+        }
+    }
+
+    /// The token a generation starts from when its prompt is empty.
+    pub fn start(&self) -> u32 {
+        self.bos.or(self.stop.first().copied()).unwrap_or(self.pad)
+    }
+}
+
 /// The smallest byte-level BPE vocabulary: 256 bytes and the special tokens.
 pub const MIN_BPE_VOCAB: usize = 256 + SPECIAL_TOKENS.len();
 pub const MAX_VOCAB: usize = 8192;

@@ -13,8 +13,9 @@ use kiln::data::documents;
 use kiln::data::instruct::{instruction_set, Split};
 use kiln::data::preference::{rankings_jsonl, Ranking, Verdict};
 use kiln::model::{GptConfig, ParamLayout};
-use kiln::sample::{SampleConfig, NEVER, STOP};
+use kiln::sample::SampleConfig;
 use kiln::session::{Session, StageData};
+use kiln::tokenizer::TokenRoles;
 use kiln::tokenizer::{Tokenizer, TokenizerKind, SPECIAL_TOKENS};
 use kiln::train::{StageKind, TrainConfig};
 use kiln::with_run;
@@ -54,7 +55,7 @@ fn the_written_generation_config_stops_where_kiln_stops() {
     // the stop ids are the tokenizer's <|eos|> and <|end|>, the ones Kiln's sampler stops on
     let eos = ids(&g["eos_token_id"]);
     assert_eq!(eos.iter().map(|&id| tok.token_text(id)).collect::<Vec<_>>(), ["<|eos|>", "<|end|>"]);
-    assert_eq!(eos, STOP);
+    assert_eq!(eos, TokenRoles::kiln().stop);
     assert_eq!(tok.token_text(g["pad_token_id"].as_u64().unwrap() as u32), "<|pad|>");
     assert_eq!(tok.token_text(g["bos_token_id"].as_u64().unwrap() as u32), "<|bos|>");
     // config.json agrees on the ids it names
@@ -65,7 +66,7 @@ fn the_written_generation_config_stops_where_kiln_stops() {
     assert!(eos.contains(&(config["eos_token_id"].as_u64().unwrap() as u32)));
     // what Kiln's sampler never picks, generate never picks either
     let suppressed = ids(&g["suppress_tokens"]);
-    assert_eq!(suppressed, NEVER);
+    assert_eq!(suppressed, TokenRoles::kiln().never);
     let names: Vec<String> = suppressed.iter().map(|&id| tok.token_text(id)).collect();
     assert_eq!(names, ["<|pad|>", "<|bos|>", "<|unk|>", "<|system|>", "<|user|>", "<|assistant|>"]);
     // the sampler's defaults, floats in their shortest form (0.8, not 0.800000011920929)
@@ -223,7 +224,7 @@ fn a_malformed_generation_config_never_breaks_an_import() {
         // fields Kiln does not know, or knows but never reads, are kept opaque, whatever they hold
         assert_eq!(loaded.generation_config, Some(json!({"pad_token_id": 0, "temperature": "hot", "top_k": [1, 2]})));
         let written = kiln::checkpoint::generation_config(loaded.generation_config.as_ref());
-        assert_eq!(written["eos_token_id"], json!(STOP), "{bad}: Kiln's stops are written");
+        assert_eq!(written["eos_token_id"], json!(TokenRoles::kiln().stop), "{bad}: Kiln's stops are written");
     }
     // larger than any generation config: refused by size before it is read, as every
     // checkpoint file over its cap is

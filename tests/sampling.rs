@@ -7,7 +7,7 @@ use kiln::gpu::Gpu;
 use kiln::model::{forward, Activations, Family, Gpt, GptConfig, LlamaArch, LlamaShape};
 use kiln::rng::Rng;
 use kiln::sample::{generate, sample_logits, Decoder, SampleConfig};
-use kiln::tokenizer::{BOS, EOS, PAD};
+use kiln::tokenizer::{TokenRoles, BOS, EOS, PAD};
 use pollster::block_on;
 
 const CONFIG: GptConfig = GptConfig::gpt2(50, 24, 2, 2, 32);
@@ -106,15 +106,16 @@ fn sampling_respects_temperature_top_k_and_top_p() {
     logits[9] = 3.0;
     logits[10] = 2.9;
     logits[11] = 2.8;
+    let never = TokenRoles::kiln().never;
     let mut rng = Rng::new(1);
     let greedy = SampleConfig { temperature: 0.0, ..Default::default() };
-    assert_eq!(sample_logits(&logits, &greedy, &mut rng).unwrap(), 9);
+    assert_eq!(sample_logits(&logits, &greedy, &never, &mut rng).unwrap(), 9);
     let top1 = SampleConfig { temperature: 1.0, top_k: 1, ..Default::default() };
-    assert!((0..50).all(|_| sample_logits(&logits, &top1, &mut rng).unwrap() == 9));
+    assert!((0..50).all(|_| sample_logits(&logits, &top1, &never, &mut rng).unwrap() == 9));
     let top3 = SampleConfig { temperature: 1.0, top_k: 3, ..Default::default() };
     let seen: std::collections::BTreeSet<u32> =
-        (0..300).map(|_| sample_logits(&logits, &top3, &mut rng).unwrap()).collect();
+        (0..300).map(|_| sample_logits(&logits, &top3, &never, &mut rng).unwrap()).collect();
     assert_eq!(seen, [9, 10, 11].into());
     let nucleus = SampleConfig { temperature: 1.0, top_k: 0, top_p: 0.3, ..Default::default() };
-    assert!((0..50).all(|_| sample_logits(&logits, &nucleus, &mut rng).unwrap() == 9));
+    assert!((0..50).all(|_| sample_logits(&logits, &nucleus, &never, &mut rng).unwrap() == 9));
 }

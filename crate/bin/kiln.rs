@@ -22,7 +22,7 @@ use kiln::model::ScalarHeadKind;
 use kiln::sample::{generate, SampleConfig};
 use kiln::session::{Session, StageInput};
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
-use kiln::train::sft::{answer_report, chat_prompt};
+use kiln::train::sft::answer_report;
 use kiln::train::stage::{Frozen, Input};
 use kiln::train::{Progress, StageKind, TrainConfig, Trainer};
 use kiln::with_run;
@@ -602,7 +602,10 @@ fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
     for note in &loaded.notes {
         eprintln!("{dir}: {note}");
     }
-    Trainer::with_layout(be, loaded.tokenizer, loaded.config, loaded.layout, Some(&loaded.params), 0)
+    let mut run = Trainer::with_layout(be, loaded.tokenizer, loaded.config, loaded.layout, Some(&loaded.params), 0)?;
+    run.model.roles = loaded.roles;
+    run.chat_template = loaded.chat_template;
+    Ok(run)
 }
 
 /// Prompts (each ending with the user's turn) from `--prompts` (conversations JSONL:
@@ -887,7 +890,7 @@ fn chat(o: &Options) -> CliResult {
                 }
                 text => messages.push(Message { role: Role::User, content: text.to_string() }),
             }
-            let ids = chat_prompt(&run.tokenizer, &messages, run.model.config.block_size)?;
+            let ids = run.chat_prompt(&messages)?;
             let answer = stream(&mut run, &ids, &cfg)?;
             answers += 1;
             eprintln!("[answer {answers}: {} characters]", answer.chars().count());
@@ -904,13 +907,22 @@ fn chat_ids(o: &Options) -> CliResult {
         serde_json::from_str(json).map_err(|e| KilnError::Data(format!("--json is not a list of messages: {e}")))?;
     let dir = o.get("ckpt").ok_or_else(|| usage("chat-ids needs --ckpt DIR"))?;
     let loaded = load_model(&read_dir(Path::new(dir))?)?;
-    let (ids, supervised) = if o.contains_key("generation-prompt") {
-        let ids = render_prompt(&loaded.tokenizer, &messages)?;
-        let flags = vec![false; ids.len()];
-        (ids, flags)
-    } else {
-        let r = render(&loaded.tokenizer, &messages)?;
-        (r.ids, r.supervised)
+    let generation_prompt = o.contains_key("generation-prompt");
+    let (ids, supervised) = match (&loaded.chat_template, generation_prompt) {
+        // an imported model's own template; with the generation prompt, no answer is supervised
+        (Some(template), _) => {
+            let r = template.encode_with(&loaded.tokenizer, &messages, generation_prompt)?;
+            (r.ids, r.supervised)
+        }
+        (None, true) => {
+            let ids = render_prompt(&loaded.tokenizer, &messages)?;
+            let flags = vec![false; ids.len()];
+            (ids, flags)
+        }
+        (None, false) => {
+            let r = render(&loaded.tokenizer, &messages)?;
+            (r.ids, r.supervised)
+        }
     };
     println!("{}", serde_json::json!({ "ids": ids, "supervised": supervised }));
     Ok(())

@@ -175,12 +175,22 @@ pub fn render_text(conv: &[Message], add_generation_prompt: bool) -> String {
 /// A chat's prompt ids ending in `<|assistant|>`, the oldest exchanges dropped (the system
 /// turn kept) until it leaves room for an answer in the context of `t` tokens.
 pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[Message], t: usize) -> Result<Vec<u32>> {
+    chat_prompt_by(messages, t, |conv| render_prompt(tokenizer, conv))
+}
+
+/// [`chat_prompt`] with the prompt ids of a conversation given by `render` (an imported
+/// model's own template, say).
+pub fn chat_prompt_by(
+    messages: &[Message],
+    t: usize,
+    render: impl Fn(&[Message]) -> Result<Vec<u32>>,
+) -> Result<Vec<u32>> {
     let room = (t / 4).clamp(1, 32);
     let system = messages.first().filter(|m| m.role == Role::System).cloned();
     let mut turns: Vec<_> = messages.iter().filter(|m| m.role != Role::System).cloned().collect();
     loop {
         let conv: Vec<_> = system.iter().cloned().chain(turns.iter().cloned()).collect();
-        let mut ids = render_prompt(tokenizer, &conv)?;
+        let mut ids = render(&conv)?;
         if ids.len() + room <= t {
             return Ok(ids);
         }

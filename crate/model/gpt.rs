@@ -12,6 +12,7 @@ use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::cpu::rope::rope_inv_freq;
 use crate::error::Result;
+use crate::tokenizer::TokenRoles;
 
 /// The model's parameters and their gradients on a backend.
 pub struct Gpt<B: Backend> {
@@ -22,6 +23,8 @@ pub struct Gpt<B: Backend> {
     grads: Option<B::Buf>,
     /// RoPE's inv_freq (HS/2) for the rotary families, None for GPT-2.
     rope: Option<B::Buf>,
+    /// Which of its vocabulary's ids start, end and pad a generation (Kiln's unless set).
+    pub roles: TokenRoles,
 }
 
 impl<B: Backend> Gpt<B> {
@@ -55,7 +58,7 @@ impl<B: Backend> Gpt<B> {
             Some(l) => Some(be.upload(&rope_inv_freq(config.head_size(), l.rope_theta, l.rope_scaling))?),
             None => None,
         };
-        Ok(Gpt { config, layout, params, grads, rope })
+        Ok(Gpt { config, layout, params, grads, rope, roles: TokenRoles::kiln() })
     }
 
     /// The gradient buffer (same layout as the parameters).

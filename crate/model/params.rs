@@ -116,6 +116,21 @@ pub struct ScalarHeadParams {
     pub bias: usize,   // (1)
 }
 
+/// Lays tensors out one after another from `total` on (weight decay on matrices, not on
+/// vectors), returning each one's offset.
+fn appender<'a>(
+    tensors: &'a mut Vec<ParamTensor>,
+    total: &'a mut usize,
+) -> impl FnMut(String, Vec<usize>) -> usize + 'a {
+    move |name, shape| {
+        let decay = shape.len() >= 2;
+        let offset = *total;
+        *total += shape.iter().product::<usize>();
+        tensors.push(ParamTensor { name, shape, offset, decay });
+        offset
+    }
+}
+
 impl ParamLayout {
     pub fn new(cfg: &GptConfig) -> ParamLayout {
         match &cfg.family {
@@ -126,15 +141,8 @@ impl ParamLayout {
 
     fn gpt2(cfg: &GptConfig) -> ParamLayout {
         let (v, t, c) = (cfg.vocab_size, cfg.block_size, cfg.n_embd);
-        let mut tensors = Vec::new();
-        let mut total = 0;
-        let mut add = |name: String, shape: Vec<usize>| {
-            let decay = shape.len() >= 2;
-            let offset = total;
-            total += shape.iter().product::<usize>();
-            tensors.push(ParamTensor { name, shape, offset, decay });
-            offset
-        };
+        let (mut tensors, mut total) = (Vec::new(), 0);
+        let mut add = appender(&mut tensors, &mut total);
         let wte = add("wte.weight".into(), vec![v, c]);
         let wpe = add("wpe.weight".into(), vec![t, c]);
         let mut layers = Vec::new();
@@ -157,6 +165,7 @@ impl ParamLayout {
         }
         let ln_f_weight = add("ln_f.weight".into(), vec![c]);
         let ln_f_bias = add("ln_f.bias".into(), vec![c]);
+        drop(add); // gives tensors and total back
         debug_assert_eq!(total, cfg.num_params());
         ParamLayout {
             tensors,
@@ -177,15 +186,8 @@ impl ParamLayout {
     fn llama(cfg: &GptConfig, shape: &LlamaShape) -> ParamLayout {
         let (v, c, h) = (cfg.vocab_size, cfg.n_embd, shape.intermediate_size);
         let kvc = shape.n_kv_head * cfg.head_size();
-        let mut tensors = Vec::new();
-        let mut total = 0;
-        let mut add = |name: String, shape: Vec<usize>| {
-            let decay = shape.len() >= 2;
-            let offset = total;
-            total += shape.iter().product::<usize>();
-            tensors.push(ParamTensor { name, shape, offset, decay });
-            offset
-        };
+        let (mut tensors, mut total) = (Vec::new(), 0);
+        let mut add = appender(&mut tensors, &mut total);
         let wte = add("model.embed_tokens.weight".into(), vec![v, c]);
         let mut layers = Vec::new();
         for l in 0..cfg.n_layer {
@@ -217,6 +219,7 @@ impl ParamLayout {
         }
         let ln_f_weight = add("model.norm.weight".into(), vec![c]);
         let lm_head = if shape.tie_word_embeddings { wte } else { add("lm_head.weight".into(), vec![v, c]) };
+        drop(add); // gives tensors and total back
         debug_assert_eq!(total, cfg.num_params());
         ParamLayout { tensors, total, wte, wpe: None, layers, ln_f_weight, ln_f_bias: None, lm_head, scalar_head: None }
     }

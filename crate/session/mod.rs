@@ -220,6 +220,13 @@ impl Session {
     /// (special tokens added, say).
     pub fn import(&mut self, files: &Files, cfg: Option<TrainConfig>) -> Result<Vec<String>> {
         let loaded = load_model(files)?;
+        if let Some(l) = loaded.config.llama() {
+            // its own vocabulary's roles and chat template do not reach the stages yet
+            return Err(KilnError::Model(format!(
+                "{} models run in the CLI (kiln sample, kiln chat --ckpt DIR) for now; importing one into a session to fine-tune comes next",
+                l.arch.names().0
+            )));
+        }
         let previous = self.tokenizer.replace(loaded.tokenizer.clone());
         let made = (|| {
             let seed = cfg.as_ref().map_or(0, |c| c.seed);

@@ -16,6 +16,8 @@ use super::{Metrics, StageKind};
 use crate::backend::Backend;
 use crate::clock::now_s;
 use crate::cpu::adamw::AdamWConfig;
+use crate::data::chat::{chat_prompt, chat_prompt_by, Message};
+use crate::data::template::ChatTemplate;
 use crate::error::{KilnError, Result};
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
@@ -77,6 +79,8 @@ pub struct Trainer<B: Backend> {
     /// `checkpoint::model_files_keeping`); None: Kiln's own is written. Never read for
     /// Kiln's sampling.
     pub generation_config: Option<serde_json::Value>,
+    /// An imported model's own chat template (None: Kiln's).
+    pub chat_template: Option<ChatTemplate>,
     acts: Option<Activations<B::Buf>>,
     eval_acts: Option<Activations<B::Buf>>,
     val: Vec<TokenBatch>,
@@ -155,7 +159,12 @@ impl<B: Backend> Trainer<B> {
         seed: u64,
     ) -> Result<Trainer<B>> {
         model_cfg.validate()?;
-        if model_cfg.vocab_size != tokenizer.vocab_size() {
+        // an imported model may have more embedding rows than tokens (rounded up), never fewer
+        let fits = match tokenizer.is_pretrained() {
+            true => tokenizer.vocab_size() <= model_cfg.vocab_size,
+            false => tokenizer.vocab_size() == model_cfg.vocab_size,
+        };
+        if !fits {
             return Err(KilnError::Config(format!(
                 "the model's vocabulary ({}) differs from the tokenizer's ({})",
                 model_cfg.vocab_size,
@@ -189,6 +198,7 @@ impl<B: Backend> Trainer<B> {
             step: 0,
             history: Vec::new(),
             generation_config: None,
+            chat_template: None,
             acts: None,
             eval_acts: None,
             val: Vec::new(),
@@ -689,9 +699,19 @@ impl<B: Backend> Trainer<B> {
 
     /// Token ids a prompt starts from: `<|bos|>` and the prompt's tokens.
     pub fn prompt_ids(&self, prompt: &str) -> Result<Vec<u32>> {
-        let mut ids = vec![crate::tokenizer::BOS];
+        let mut ids: Vec<u32> = self.model.roles.bos.into_iter().collect();
         ids.extend(self.tokenizer.encode(prompt)?);
         Ok(ids)
+    }
+
+    /// A chat's prompt ids in the model's own template (Kiln's, or an imported model's),
+    /// ending where the assistant's answer begins, cut to leave room for one.
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let t = self.model.config.block_size;
+        match &self.chat_template {
+            Some(template) => chat_prompt_by(messages, t, |conv| template.encode_prompt(&self.tokenizer, conv)),
+            None => chat_prompt(&self.tokenizer, messages, t),
+        }
     }
 
     /// Text generated from `prompt` by the current model.
