@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
-use crate::backend::{Backend, CpuBackend};
+use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::checkpoint::{self, Files};
 use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
@@ -737,4 +737,39 @@ pub async fn check_kernels(family: String) -> Result<JsValue, JsValue> {
     let checks = selftest::check_family(&gpu, &family).await.map_err(js_error)?;
     let results: Vec<CheckResult> = checks.into_iter().map(CheckResult::from).collect();
     serde_wasm_bindgen::to_value(&results).map_err(js_error)
+}
+
+// ---------------------------------------------------------------- golden parity
+
+/// A fixture folder's files, {fileName: Uint8Array}, as the core's [`Files`].
+fn files_from_js(files: &JsValue) -> Result<Files, JsValue> {
+    let mut out = Files::new();
+    for entry in js_sys::Object::entries(&js_sys::Object::from(files.clone())).iter() {
+        let pair = js_sys::Array::from(&entry);
+        let name = pair.get(0).as_string().ok_or_else(|| js_error("a file name is not a string"))?;
+        out.insert(name, js_sys::Uint8Array::new(&pair.get(1)).to_vec());
+    }
+    Ok(out)
+}
+
+/// Golden parity with transformers on this browser's `backend` ("cpu": WebAssembly, or
+/// "gpu": WebGPU) for a fixture folder's files (tests/golden/llama_gqa/ …): how far Kiln's
+/// logits, gradients and AdamW steps are from PyTorch's float64 ones, and whether within
+/// the tolerances. Run by tests/browser/golden.test.mjs.
+#[wasm_bindgen(js_name = goldenCheck)]
+pub async fn golden_check(files: JsValue, backend: String) -> Result<JsValue, JsValue> {
+    use crate::train::golden::{golden_check, GoldenFixture};
+    let fixture = GoldenFixture::from_files(&files_from_js(&files)?).map_err(kiln_error)?;
+    let report = match backend.as_str() {
+        "gpu" => {
+            let gpu = (*selftest_gpu().await?).clone();
+            golden_check(&mut GpuBackend::new(gpu), &fixture).await
+        }
+        "cpu" => golden_check(&mut CpuBackend::new(), &fixture).await,
+        other => return Err(js_error(format!("backend {other:?}: choose cpu or gpu"))),
+    }
+    .map_err(kiln_error)?;
+    let out = to_js(&report)?;
+    js_sys::Reflect::set(&out, &"passed".into(), &report.passed().into())?;
+    Ok(out)
 }

@@ -8,6 +8,7 @@
 
 pub mod choose;
 pub mod config;
+pub mod golden;
 pub mod guard;
 pub mod metrics;
 pub mod optimizer;
