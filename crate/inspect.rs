@@ -63,7 +63,7 @@ pub async fn next_token<B: Backend>(
     }
     let ids = ids[ids.len().saturating_sub(cfg.block_size)..].to_vec();
     let (t, v) = (ids.len(), cfg.vocab_size);
-    let acts = Activations::new(be, cfg, 1, t)?;
+    let acts = Activations::for_model(be, model, 1, t)?;
     be.write_u32(&acts.tokens, 0, &ids);
     be.write_u32(&acts.targets, 0, &ids);
     be.write(&acts.weights, 0, &vec![0.0; t]);
@@ -170,7 +170,7 @@ pub async fn row_losses<B: Backend>(be: &mut B, model: &Gpt<B>, row: &Row) -> Re
         return Err(KilnError::Data("this row has no targets".into()));
     }
     let batch = make_batch(&[row], 1, t);
-    let acts = Activations::new(be, &model.config, 1, t)?;
+    let acts = Activations::for_model(be, model, 1, t)?;
     be.write_u32(&acts.tokens, 0, &batch.tokens);
     be.write_u32(&acts.targets, 0, &batch.targets);
     be.write(&acts.weights, 0, &vec![1.0; t]);

@@ -34,6 +34,7 @@ pub mod error;
 pub mod gpu;
 pub mod inspect;
 pub mod model;
+pub mod peft;
 pub mod rng;
 pub mod sample;
 pub mod selftest;

@@ -134,7 +134,8 @@ impl<T> Decoder<T> {
     pub fn batched<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>, seqs: usize) -> Result<Decoder<T>> {
         let cfg = &model.config;
         let (c, s) = (cfg.n_embd, seqs);
-        let layers = (0..cfg.n_layer).map(|_| LayerActivations::for_decoding(be, cfg, s)).collect::<Result<_>>()?;
+        let layers =
+            (0..cfg.n_layer).map(|l| LayerActivations::for_decoding(be, model, l, s)).collect::<Result<_>>()?;
         Ok(Decoder {
             seqs,
             layers,
@@ -165,8 +166,8 @@ impl<T> Decoder<T> {
         be.write_u32(&self.tokens, 0, tokens);
         be.embedding_forward(&self.x, &self.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe + pos * c)), s, 1, c);
         let mut residual = &self.x;
-        for (w, d) in l.layers.iter().zip(&self.layers) {
-            block_forward(be, model, w, d, residual, Rows::decoding(s, pos, t_cap));
+        for (i, d) in self.layers.iter().enumerate() {
+            block_forward(be, model, i, d, residual, Rows::decoding(s, pos, t_cap));
             residual = &d.res3;
         }
         let [out, mean, rstd] = &self.lnf;

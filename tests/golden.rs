@@ -7,7 +7,9 @@
 //! config.json reader. On both backends Kiln must match the logits and loss within 1e-5,
 //! every gradient tensor within 1e-4, and the losses of 10 AdamW steps (with clipping)
 //! within 1e-4 — all relative to the largest magnitude of the reference tensor
-//! (`kiln::train::golden`, which the browser test runs too).
+//! (`kiln::train::golden`, which the browser test runs too). tests/golden/llama_gqa_lora/
+//! and qwen2_bias_lora/ (tests/golden/make_lora_fixtures.py) are PEFT adapter folders on
+//! those two: the gradients compared are the adapters' alone, the base frozen.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
 use kiln::checkpoint::Files;
@@ -32,6 +34,10 @@ fn files(dir: &str) -> Files {
 /// tiny/ keeps Kiln's sizes and its settings in config.json and the weights in
 /// params.safetensors; the others are Hugging Face folders with a fixture.json.
 fn fixture(dir: &str) -> GoldenFixture {
+    // a PEFT adapter folder on the base its fixture.json names
+    if let Some(base) = dir.strip_suffix("_lora") {
+        return fixture(base).with_adapter(&files(dir)).unwrap();
+    }
     let files = files(dir);
     if dir != "tiny" {
         return GoldenFixture::from_files(&files).unwrap();
@@ -90,4 +96,16 @@ fn llama_with_grouped_query_attention_matches_transformers() {
 fn qwen2_with_biases_and_its_own_output_layer_matches_transformers() {
     block_on(check(&mut CpuBackend::new(), "cpu", "qwen2_bias"));
     block_on(check(&mut gpu(), "gpu", "qwen2_bias"));
+}
+
+#[test]
+fn lora_on_every_linear_layer_matches_peft() {
+    block_on(check(&mut CpuBackend::new(), "cpu", "llama_gqa_lora"));
+    block_on(check(&mut gpu(), "gpu", "llama_gqa_lora"));
+}
+
+#[test]
+fn lora_on_q_and_v_matches_peft() {
+    block_on(check(&mut CpuBackend::new(), "cpu", "qwen2_bias_lora"));
+    block_on(check(&mut gpu(), "gpu", "qwen2_bias_lora"));
 }

@@ -151,6 +151,26 @@ impl Backend for CpuBackend {
             Ok(())
         })
     }
+    fn axpy(
+        &mut self,
+        out: At<CpuBuf>,
+        os: usize,
+        src: At<CpuBuf>,
+        ss: usize,
+        r: usize,
+        w: usize,
+        alpha: f32,
+        acc: bool,
+    ) {
+        self.op("axpy", || {
+            if r == 0 || w == 0 {
+                return;
+            }
+            // src may be the same buffer as out (disjoint rows): copy what is read first
+            let s = src.buf.borrow()[src.offset..src.offset + (r - 1) * ss + w].to_vec();
+            cpu::axpy::axpy(&mut out.buf.borrow_mut()[out.offset..], os, &s, ss, r, w, alpha, acc);
+        })
+    }
     fn embedding_forward(
         &mut self,
         out: &CpuBuf,

@@ -103,6 +103,19 @@ impl Backend for GpuBackend {
     fn sum_rows(&mut self, out: At<Buffer>, src: At<Buffer>, r: usize, w: usize, acc: bool) -> Result<()> {
         Ok(gpu::sum_rows::sum_rows(self.batch(), v(out), v(src), r, w, acc)?)
     }
+    fn axpy(
+        &mut self,
+        out: At<Buffer>,
+        os: usize,
+        src: At<Buffer>,
+        ss: usize,
+        r: usize,
+        w: usize,
+        alpha: f32,
+        acc: bool,
+    ) {
+        gpu::axpy::axpy(self.batch(), v(out), os, v(src), ss, r, w, alpha, acc);
+    }
     fn embedding_forward(
         &mut self,
         out: &Buffer,

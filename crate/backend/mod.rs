@@ -108,6 +108,19 @@ pub trait Backend {
         accumulate: bool,
     );
     fn sum_rows(&mut self, out: At<Self::Buf>, src: At<Self::Buf>, r: usize, w: usize, accumulate: bool) -> Result<()>;
+    /// out[r·out_stride + w] (+)= α · src[r·src_stride + w] for r < R, w < W.
+    #[allow(clippy::too_many_arguments)]
+    fn axpy(
+        &mut self,
+        out: At<Self::Buf>,
+        out_stride: usize,
+        src: At<Self::Buf>,
+        src_stride: usize,
+        r: usize,
+        w: usize,
+        alpha: f32,
+        accumulate: bool,
+    );
     fn embedding_forward(
         &mut self,
         out: &Self::Buf,

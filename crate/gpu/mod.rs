@@ -26,7 +26,7 @@ macro_rules! kernel_families {
     ($then:ident) => {
         $then! {
             matmul attention cross_entropy layernorm gelu residual embedding sum_rows adamw grad_norm
-            rmsnorm rope swiglu
+            rmsnorm rope swiglu axpy
         }
     };
 }

@@ -6,8 +6,9 @@
 //! (4C, or Llama's gate|up 2H), H its activation's width (4C, or H).
 
 use super::config::GptConfig;
-use super::layers::{BlockParts, NormStats};
-use super::params::{LayerParams, ParamLayout};
+use super::layers::{BlockParts, GradsTo, NormStats};
+use super::lora::{Lora, LoraConfig, LoraLayout, LoraScratch, Slot};
+use super::params::ParamLayout;
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::cpu::rope::rope_inv_freq;
@@ -19,8 +20,14 @@ pub struct Gpt<B: Backend> {
     pub config: GptConfig,
     pub layout: ParamLayout,
     pub params: B::Buf,
-    /// None for a frozen model (PPO's reference and reward models): no gradient buffer.
+    /// None for a frozen model (PPO's reference and reward models) and under LoRA: no
+    /// gradient buffer.
     grads: Option<B::Buf>,
+    /// Low-rank adapters on the frozen parameters, trained in their place.
+    pub lora: Option<Lora<B>>,
+    /// Where a frozen norm's weight gradient goes under LoRA (2C, never read): the norm
+    /// kernels always write one, and the input gradient is what the adapters below need.
+    sink: Option<B::Buf>,
     /// RoPE's inv_freq (HS/2) for the rotary families, None for GPT-2.
     rope: Option<B::Buf>,
     /// Which of its vocabulary's ids start, end and pad a generation (Kiln's unless set).
@@ -58,14 +65,59 @@ impl<B: Backend> Gpt<B> {
             Some(l) => Some(be.upload(&rope_inv_freq(config.head_size(), l.rope_theta, l.rope_scaling))?),
             None => None,
         };
-        Ok(Gpt { config, layout, params, grads, rope, roles: TokenRoles::kiln() })
+        Ok(Gpt { config, layout, params, grads, lora: None, sink: None, rope, roles: TokenRoles::kiln() })
     }
 
-    /// The gradient buffer (same layout as the parameters).
+    /// The model frozen, with new adapters (PEFT's initialisation from `seed`) or the
+    /// given adapter values trained in its place.
+    pub fn with_lora(mut self, be: &mut B, config: LoraConfig, values: Option<&[f32]>, seed: u64) -> Result<Gpt<B>> {
+        let layout = LoraLayout::new(&self.config, &self.layout.layers, config)?;
+        let values = match values {
+            Some(v) => v.to_vec(),
+            None => layout.init(seed),
+        };
+        self.lora = Some(Lora::new(be, layout, &values)?);
+        self.grads = None;
+        self.sink = Some(be.zeros(2 * self.config.n_embd)?);
+        Ok(self)
+    }
+
+    /// The gradients of what trains: the adapters' under LoRA, else the parameters'.
     pub fn grads(&self) -> &B::Buf {
-        self.grads.as_ref().expect("a frozen model has no gradients")
+        match &self.lora {
+            Some(lora) => &lora.grads,
+            None => self.grads.as_ref().expect("a frozen model has no gradients"),
+        }
+    }
+
+    /// What trains, its values and its tensors (AdamW's weight-decay mask reads them).
+    pub fn trainable(&self) -> (&B::Buf, &[super::params::ParamTensor], usize) {
+        match &self.lora {
+            Some(lora) => (&lora.params, &lora.layout.tensors, lora.layout.total),
+            None => (&self.params, &self.layout.tensors, self.layout.total),
+        }
+    }
+
+    /// Where the base parameters' gradients go (nowhere under LoRA).
+    fn base_grads(&self) -> GradsTo<'_, B::Buf> {
+        match (&self.grads, &self.sink) {
+            (Some(g), _) => GradsTo::Buffer(g),
+            (None, Some(sink)) => GradsTo::Frozen { sink },
+            (None, None) => panic!("a frozen model has no gradients"),
+        }
+    }
+
+    /// A slot's adapter and its scratch in block `layer`, when adapters are on.
+    fn adapter<'a>(&'a self, layer: usize, slot: Slot, x: &'a LayerActivations<B::Buf>) -> Option<Adapted<'a, B>> {
+        let lora = self.lora.as_ref()?;
+        let sa = lora.active(layer, slot)?;
+        let scratch = x.lora[slot as usize].as_ref().expect("activations made without the model's LoRA scratch");
+        Some((lora, sa, scratch))
     }
 }
+
+/// A slot's adapter, its place in the adapters' buffer and its scratch.
+type Adapted<'a, B> = (&'a Lora<B>, &'a super::lora::SlotAdapter, &'a LoraScratch<<B as Backend>::Buf>);
 
 /// What one block saves in the forward pass for the backward pass. The norms' stats are
 /// LayerNorm's mean and rstd, or RMSNorm's rstd (its mean buffer unused).
@@ -89,18 +141,32 @@ pub struct LayerActivations<T> {
     /// attention output, before they are scattered into (gathered from) the caches,
     /// where each sequence's rows lie T_cap apart.
     pub new_rows: Option<(T, T)>,
+    /// LoRA's buffers per slot (`Slot` order), where the model has adapters there.
+    pub lora: [Option<LoraScratch<T>>; 4],
 }
 
 impl<T> LayerActivations<T> {
     /// One block's buffers for B × T rows; `kv_rows` rows of qkv and attention output
     /// (B·T in training, the whole context for a KV cache).
-    fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, rows: usize, kv_rows: usize, lse: usize) -> Result<Self> {
+    fn new<B: Backend<Buf = T>>(
+        be: &mut B,
+        cfg: &GptConfig,
+        lora: Option<&[super::lora::SlotAdapter]>,
+        rows: usize,
+        kv_rows: usize,
+        lse: usize,
+    ) -> Result<Self> {
         let (c, qkv, fc, h) = (cfg.n_embd, cfg.qkv_width(), cfg.mlp_in_width(), cfg.mlp_width());
+        let lora = match lora {
+            Some(slots) => LoraScratch::for_block(be, slots, rows)?,
+            None => [None, None, None, None],
+        };
         let new_rows =
             if rows > 1 && kv_rows > rows { Some((be.zeros(rows * qkv)?, be.zeros(rows * c)?)) } else { None };
         let mut z = |n: usize| be.zeros(n);
         Ok(LayerActivations {
             new_rows,
+            lora,
             ln1: z(rows * c)?,
             ln1_mean: z(rows)?,
             ln1_rstd: z(rows)?,
@@ -119,11 +185,12 @@ impl<T> LayerActivations<T> {
         })
     }
 
-    /// One block's KV caches (the context's keys and values) for `seqs` sequences
+    /// Block `layer`'s KV caches (the context's keys and values) for `seqs` sequences
     /// decoded together, and scratch for one new row each.
-    pub fn for_decoding<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, seqs: usize) -> Result<Self> {
-        let t = cfg.block_size;
-        Self::new(be, cfg, seqs, seqs * t, seqs * cfg.n_head * t)
+    pub fn for_decoding<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>, layer: usize, seqs: usize) -> Result<Self> {
+        let (cfg, t) = (&model.config, model.config.block_size);
+        let lora = model.lora.as_ref().map(|l| l.layout.layers[layer].as_slice());
+        Self::new(be, cfg, lora, seqs, seqs * t, seqs * cfg.n_head * t)
     }
 }
 
@@ -155,12 +222,29 @@ pub struct Activations<T> {
 }
 
 impl<T> Activations<T> {
+    /// A model's activations for B × T (with its adapters' buffers, if it has any).
+    pub fn for_model<B: Backend<Buf = T>>(be: &mut B, model: &Gpt<B>, b: usize, t: usize) -> Result<Activations<T>> {
+        Self::with_lora(be, &model.config, model.lora.as_ref().map(|l| &l.layout), b, t)
+    }
+
+    /// Activations for a model without adapters.
     pub fn new<B: Backend<Buf = T>>(be: &mut B, cfg: &GptConfig, b: usize, t: usize) -> Result<Activations<T>> {
+        Self::with_lora(be, cfg, None, b, t)
+    }
+
+    fn with_lora<B: Backend<Buf = T>>(
+        be: &mut B,
+        cfg: &GptConfig,
+        lora: Option<&LoraLayout>,
+        b: usize,
+        t: usize,
+    ) -> Result<Activations<T>> {
         let (c, v, nh, bt) = (cfg.n_embd, cfg.vocab_size, cfg.n_head, b * t);
         let (qkv, fc, h) = (cfg.qkv_width(), cfg.mlp_in_width(), cfg.mlp_width());
         let mut layers = Vec::new();
-        for _ in 0..cfg.n_layer {
-            layers.push(LayerActivations::new(be, cfg, bt, bt, b * nh * t)?);
+        for l in 0..cfg.n_layer {
+            let slots = lora.map(|lora| lora.layers[l].as_slice());
+            layers.push(LayerActivations::new(be, cfg, slots, bt, bt, b * nh * t)?);
         }
         let mut z = |n: usize| be.zeros(n);
         Ok(Activations {
@@ -225,14 +309,21 @@ impl Rows {
 pub fn block_forward<B: Backend>(
     be: &mut B,
     model: &Gpt<B>,
-    w: &LayerParams,
+    layer: usize,
     x: &LayerActivations<B::Buf>,
     residual: &B::Buf,
     rows: Rows,
 ) {
     let cfg = &model.config;
     let (c, nh, nkv, qkv, n, p) = (cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width(), rows.n(), &model.params);
-    let parts = w.parts(cfg);
+    let parts = model.layout.layers[layer].parts(cfg);
+    // a linear layer, and its adapter where it has one
+    let linear = |be: &mut B, slot: Slot, out: At<B::Buf>, inp: At<B::Buf>| {
+        slot.linear(&parts).forward(be, p, out, inp, n);
+        if let Some((lora, sa, scratch)) = model.adapter(layer, slot, x) {
+            lora.forward(be, sa, scratch, out, inp, n);
+        }
+    };
     parts.norm1.forward(be, p, &x.ln1, NormStats { mean: &x.ln1_mean, rstd: &x.ln1_rstd }, residual, n, c);
     // q and k of `t` rows per sequence at positions t0.., turned in place (rotary families)
     let rope = |be: &mut B, rows_at: At<B::Buf>, b: usize, t: usize, pos0: usize| {
@@ -242,14 +333,14 @@ pub fn block_forward<B: Backend>(
     };
     if rows.b == 1 || rows.t0 == 0 && rows.t == rows.t_cap {
         // The new rows lie together in the (B, T_cap, QKV) cache: write them in place.
-        parts.qkv.forward(be, p, at(&x.qkv, rows.t0 * qkv), at(&x.ln1, 0), n);
+        linear(be, Slot::Qkv, at(&x.qkv, rows.t0 * qkv), at(&x.ln1, 0));
         rope(be, at(&x.qkv, rows.t0 * qkv), rows.b, rows.t - rows.t0, rows.t0);
         be.attention_forward(&x.atty, &x.lse, &x.qkv, rows.b, rows.t, c, nh, nkv, rows.t0, rows.t_cap);
-        parts.attn_out.forward(be, p, at(&x.attproj, 0), at(&x.atty, rows.t0 * c), n);
+        linear(be, Slot::AttnOut, at(&x.attproj, 0), at(&x.atty, rows.t0 * c));
     } else {
         // B sequences at position t0: sequence b's row is b·T_cap + t0 of its cache.
         let (new_qkv, new_atty) = x.new_rows.as_ref().expect("decoding scratch");
-        parts.qkv.forward(be, p, at(new_qkv, 0), at(&x.ln1, 0), n);
+        linear(be, Slot::Qkv, at(new_qkv, 0), at(&x.ln1, 0));
         rope(be, at(new_qkv, 0), rows.b, 1, rows.t0);
         for b in 0..rows.b {
             be.copy(at(new_qkv, b * qkv), at(&x.qkv, (b * rows.t_cap + rows.t0) * qkv), qkv);
@@ -258,13 +349,13 @@ pub fn block_forward<B: Backend>(
         for b in 0..rows.b {
             be.copy(at(&x.atty, (b * rows.t_cap + rows.t0) * c), at(new_atty, b * c), c);
         }
-        parts.attn_out.forward(be, p, at(&x.attproj, 0), at(new_atty, 0), n);
+        linear(be, Slot::AttnOut, at(&x.attproj, 0), at(new_atty, 0));
     }
     be.residual_forward(&x.res2, residual, &x.attproj, n * c);
     parts.norm2.forward(be, p, &x.ln2, NormStats { mean: &x.ln2_mean, rstd: &x.ln2_rstd }, &x.res2, n, c);
-    parts.mlp_in.forward(be, p, at(&x.fch, 0), at(&x.ln2, 0), n);
+    linear(be, Slot::MlpIn, at(&x.fch, 0), at(&x.ln2, 0));
     parts.activation.forward(be, &x.fch_act, &x.fch, n, cfg.mlp_width());
-    parts.mlp_out.forward(be, p, at(&x.fcproj, 0), at(&x.fch_act, 0), n);
+    linear(be, Slot::MlpOut, at(&x.fcproj, 0), at(&x.fch_act, 0));
     be.residual_forward(&x.res3, &x.res2, &x.fcproj, n * c);
 }
 
@@ -283,8 +374,8 @@ pub fn trunk_forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::
     let (p, l) = (&model.params, &model.layout);
     be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe)), b, t, c);
     let mut residual = &a.encoded;
-    for (w, x) in l.layers.iter().zip(&a.layers) {
-        block_forward(be, model, w, x, residual, Rows::training(b, t));
+    for (i, x) in a.layers.iter().enumerate() {
+        block_forward(be, model, i, x, residual, Rows::training(b, t));
         residual = &x.res3;
     }
     final_norm(be, model, [&a.lnf, &a.lnf_mean, &a.lnf_rstd], residual, b * t);
@@ -320,11 +411,13 @@ impl LmHead {
     /// into `a.dln` (overwritten).
     pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
-        let (p, g, l) = (&model.params, model.grads(), &model.layout);
+        let (p, l) = (&model.params, &model.layout);
         // the gradient overwrites the logits (which the forward pass is done with)
         be.cross_entropy_backward(&a.logits, &a.targets, &a.weights, bt, v);
         let dlogits = &a.logits;
-        be.matmul(at(g, l.lm_head), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+        if let GradsTo::Buffer(g) = model.base_grads() {
+            be.matmul(at(g, l.lm_head), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
+        }
         be.matmul(at(&a.dln, 0), at(dlogits, 0), at(p, l.lm_head), None, MatmulShape::nn(bt, c, v), false);
     }
 }
@@ -365,9 +458,11 @@ impl ScalarHead {
         into_trunk: bool,
     ) -> Result<()> {
         let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
-        let (p, g) = (&model.params, model.grads());
-        be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
-        be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
+        let p = &model.params;
+        if let GradsTo::Buffer(g) = model.base_grads() {
+            be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
+            be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
+        }
         if into_trunk {
             be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), at(p, h.weight), None, MatmulShape::nn(bt, c, 1), accumulate);
         } else if !accumulate {
@@ -396,8 +491,17 @@ pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B:
     let cfg = &model.config;
     let (b, t, c, nh, nkv, qkv) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width());
     let bt = b * t;
-    let (p, g, l) = (&model.params, model.grads(), &model.layout);
+    let (p, g, l) = (&model.params, model.base_grads(), &model.layout);
     let pg = (p, g);
+    // a linear layer's backward pass, and its adapter's where it has one
+    let linear =
+        |be: &mut B, i: usize, x: &LayerActivations<B::Buf>, slot: Slot, dx: &B::Buf, inp: &B::Buf, dy: &B::Buf| {
+            slot.linear(&l.layers[i].parts(cfg)).backward(be, pg, dx, inp, dy, bt)?;
+            if let Some((lora, sa, scratch)) = model.adapter(i, slot, x) {
+                lora.backward(be, sa, scratch, dx, inp, dy, bt);
+            }
+            Ok::<(), crate::error::KilnError>(())
+        };
     let last = a.layers.last().map_or(&a.encoded, |x| &x.res3);
     be.clear(&a.dres);
     let lnf_stats = NormStats { mean: &a.lnf_mean, rstd: &a.lnf_rstd };
@@ -405,23 +509,28 @@ pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B:
 
     for (i, (w, x)) in l.layers.iter().zip(&a.layers).enumerate().rev() {
         let input = if i == 0 { &a.encoded } else { &a.layers[i - 1].res3 };
-        let BlockParts { norm1, qkv: qkv_linear, attn_out, norm2, mlp_in, activation, mlp_out } = w.parts(cfg);
+        let BlockParts { norm1, norm2, activation, .. } = w.parts(cfg);
         // res3 = res2 + fcproj: dres reaches both unchanged (dres2 = dres stays in place)
-        mlp_out.backward(be, pg, &a.dfch_act, &x.fch_act, &a.dres, bt)?;
+        linear(be, i, x, Slot::MlpOut, &a.dfch_act, &x.fch_act, &a.dres)?;
         activation.backward(be, &a.dfch, &x.fch, &a.dfch_act, bt, cfg.mlp_width());
-        mlp_in.backward(be, pg, &a.dln, &x.ln2, &a.dfch, bt)?;
+        linear(be, i, x, Slot::MlpIn, &a.dln, &x.ln2, &a.dfch)?;
         // dres += the gradient through norm2 of res2
         norm2.backward(be, pg, &a.dres, &a.dln, &x.res2, NormStats { mean: &x.ln2_mean, rstd: &x.ln2_rstd }, bt, c)?;
         // res2 = input + attproj
-        attn_out.backward(be, pg, &a.datty, &x.atty, &a.dres, bt)?;
+        linear(be, i, x, Slot::AttnOut, &a.datty, &x.atty, &a.dres)?;
         be.attention_backward(&a.dqkv, &a.delta, &a.datty, &x.qkv, &x.atty, &x.lse, b, t, c, nh, nkv);
         if let Some(inv_freq) = &model.rope {
             // the gradient of the unrotated q and k: turned back by the same angles
             be.rope_backward(at(&a.dqkv, 0), inv_freq, b, t, qkv, nh + nkv, cfg.head_size(), 0);
         }
-        qkv_linear.backward(be, pg, &a.dln, &x.ln1, &a.dqkv, bt)?;
+        linear(be, i, x, Slot::Qkv, &a.dln, &x.ln1, &a.dqkv)?;
         // now dres is the gradient of the block's input
         norm1.backward(be, pg, &a.dres, &a.dln, input, NormStats { mean: &x.ln1_mean, rstd: &x.ln1_rstd }, bt, c)?;
     }
-    be.embedding_backward(at(g, l.wte), l.wpe.map(|wpe| at(g, wpe)), &a.dres, tokens, b, t, c)
+    match g {
+        GradsTo::Buffer(g) => {
+            be.embedding_backward(at(g, l.wte), l.wpe.map(|wpe| at(g, wpe)), &a.dres, tokens, b, t, c)
+        }
+        GradsTo::Frozen { .. } => Ok(()),
+    }
 }

@@ -14,6 +14,21 @@ use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::error::Result;
 
+/// Where a layer's parameter gradients go: the model's gradient buffer, or nowhere when
+/// the parameters are frozen (LoRA's base). A norm's kernels always write its weight's
+/// gradient, so a frozen norm writes it to `sink` (2C, never read).
+pub enum GradsTo<'a, T> {
+    Buffer(&'a T),
+    Frozen { sink: &'a T },
+}
+
+impl<T> Clone for GradsTo<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for GradsTo<'_, T> {}
+
 /// A linear layer's place in the parameter buffer.
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {
@@ -36,24 +51,27 @@ impl Linear {
         be.matmul(out, inp, at(p, self.weight), self.bias.map(|b| at(p, b)), shape, false);
     }
 
-    /// dW += the weight's gradient, db += Σ_rows dy, and dx (n, in) overwritten.
+    /// dW += the weight's gradient, db += Σ_rows dy (unless frozen), and dx (n, in)
+    /// overwritten.
     pub fn backward<B: Backend>(
         self,
         be: &mut B,
-        (p, g): (&B::Buf, &B::Buf),
+        (p, g): (&B::Buf, GradsTo<B::Buf>),
         dx: &B::Buf,
         x: &B::Buf,
         dy: &B::Buf,
         n: usize,
     ) -> Result<()> {
         let (inp, out) = (self.inp, self.out);
-        if self.out_by_in {
-            be.matmul(at(g, self.weight), at(dy, 0), at(x, 0), None, MatmulShape::tn(out, inp, n), true);
-        } else {
-            be.matmul(at(g, self.weight), at(x, 0), at(dy, 0), None, MatmulShape::tn(inp, out, n), true);
-        }
-        if let Some(bias) = self.bias {
-            be.sum_rows(at(g, bias), at(dy, 0), n, out, true)?;
+        if let GradsTo::Buffer(g) = g {
+            if self.out_by_in {
+                be.matmul(at(g, self.weight), at(dy, 0), at(x, 0), None, MatmulShape::tn(out, inp, n), true);
+            } else {
+                be.matmul(at(g, self.weight), at(x, 0), at(dy, 0), None, MatmulShape::tn(inp, out, n), true);
+            }
+            if let Some(bias) = self.bias {
+                be.sum_rows(at(g, bias), at(dy, 0), n, out, true)?;
+            }
         }
         let shape = if self.out_by_in { MatmulShape::nn(n, inp, out) } else { MatmulShape::nt(n, inp, out) };
         be.matmul(at(dx, 0), at(dy, 0), at(p, self.weight), None, shape, false);
@@ -101,7 +119,7 @@ impl Norm {
     pub fn backward<B: Backend>(
         self,
         be: &mut B,
-        (p, g): (&B::Buf, &B::Buf),
+        (p, g): (&B::Buf, GradsTo<B::Buf>),
         dinp: &B::Buf,
         dout: &B::Buf,
         inp: &B::Buf,
@@ -109,11 +127,23 @@ impl Norm {
         n: usize,
         c: usize,
     ) -> Result<()> {
-        match self {
-            Norm::Layer { weight, bias } => be.layernorm_backward(
+        // frozen: the weight's (and bias's) gradient into the sink, the parameters read
+        // where they are
+        let (g, grad_norm) = match g {
+            GradsTo::Buffer(g) => (g, self),
+            GradsTo::Frozen { sink } => (
+                sink,
+                match self {
+                    Norm::Layer { .. } => Norm::Layer { weight: 0, bias: c },
+                    Norm::Rms { eps, .. } => Norm::Rms { weight: 0, eps },
+                },
+            ),
+        };
+        match (self, grad_norm) {
+            (Norm::Layer { weight, .. }, Norm::Layer { weight: gw, bias: gb }) => be.layernorm_backward(
                 dinp,
-                at(g, weight),
-                at(g, bias),
+                at(g, gw),
+                at(g, gb),
                 dout,
                 inp,
                 at(p, weight),
@@ -122,9 +152,10 @@ impl Norm {
                 n,
                 c,
             ),
-            Norm::Rms { weight, .. } => {
-                be.rmsnorm_backward(dinp, at(g, weight), dout, inp, at(p, weight), stats.rstd, n, c)
+            (Norm::Rms { weight, .. }, Norm::Rms { weight: gw, .. }) => {
+                be.rmsnorm_backward(dinp, at(g, gw), dout, inp, at(p, weight), stats.rstd, n, c)
             }
+            _ => unreachable!("the same norm"),
         }
     }
 }

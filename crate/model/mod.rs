@@ -5,6 +5,7 @@ pub mod config;
 pub mod gpt;
 pub mod hf_config;
 pub mod layers;
+pub mod lora;
 pub mod params;
 
 pub use config::{Family, GptConfig, LlamaArch, LlamaShape, MemoryEstimate, ModelOptions, PRESETS};

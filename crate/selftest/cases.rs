@@ -678,3 +678,32 @@ async fn swiglu(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
     }
     Ok(checks)
 }
+
+// ---------------------------------------------------------------- axpy (LoRA)
+
+async fn axpy(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    // (R, W, src stride, out stride): whole rows, a column window of a wider row (LoRA's
+    // q or v slice of q|k|v), past one workgroup
+    // (and stride 0: one source row for every output row, how LoRA clears B's off-blocks)
+    for (r, w, ss, os, alpha, accumulate) in [
+        (1, 1, 1, 1, 1.0, false),
+        (7, 33, 33, 100, 2.0, true),
+        (65, 8, 40, 8, -0.5, false),
+        (300, 70, 71, 210, 0.125, true),
+        (9, 5, 0, 12, 0.0, false),
+    ] {
+        let src = rng.vec_f32(3 + (r - 1) * ss + w, -1.0, 1.0);
+        let out0 = rng.vec_f32(2 + (r - 1) * os + w + 5, -1.0, 1.0);
+        let mut reference = f64s(&out0);
+        cpu::axpy::axpy(&mut reference[2..], os, &f64s(&src[3..]), ss, r, w, alpha as f64, accumulate);
+        let (gsrc, gout) = (gpu.upload(&src)?, gpu.upload(&out0)?);
+        let mut batch = gpu.begin();
+        gpu::axpy::axpy(&mut batch, gout.at(2), os, gsrc.at(3), ss, r, w, alpha, accumulate);
+        gpu.submit(batch);
+        let out = gpu.read_f32(&gout).await?;
+        let case = format!("R={r} W={w} strides {ss}→{os} α={alpha}{}", if accumulate { " +=" } else { "" });
+        checks.push(check("axpy", case, &[(&out, &reference)]));
+    }
+    Ok(checks)
+}

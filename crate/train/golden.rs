@@ -29,6 +29,9 @@ pub struct GoldenFixture {
     pub adamw: AdamWConfig,
     pub max_norm: f32,
     pub steps: usize,
+    /// LoRA adapters on the model (a PEFT folder): what trains, and whose gradients the
+    /// expected file holds.
+    pub adapter: Option<crate::peft::Adapter>,
 }
 
 /// How far Kiln is from the reference.
@@ -134,7 +137,43 @@ impl GoldenFixture {
             },
             max_norm: f(&o["max_norm"])? as f32,
             steps: u(&o["steps"])?,
+            adapter: None,
         })
+    }
+
+    /// A PEFT adapter fixture (adapter_config.json, adapter_model.safetensors,
+    /// fixture.json, expected.safetensors) on this fixture's model and batch: its expected
+    /// values and optimizer replace the base's.
+    pub fn with_adapter(self, files: &Files) -> Result<GoldenFixture> {
+        let adapter = crate::peft::read_adapter(files, &self.config, &ParamLayout::new(&self.config))?;
+        let get = |name: &str| files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")));
+        let json: serde_json::Value =
+            serde_json::from_slice(get("fixture.json")?).map_err(|e| bad(format!("fixture.json: {e}")))?;
+        let o = &json["optimizer"];
+        let f = |v: &serde_json::Value| v.as_f64().ok_or_else(|| bad("fixture.json: an optimizer setting"));
+        Ok(GoldenFixture {
+            expected: read_tensors(get("expected.safetensors")?, "expected.safetensors")?,
+            adamw: AdamWConfig {
+                lr: f(&o["lr"])?,
+                beta1: f(&o["beta1"])?,
+                beta2: f(&o["beta2"])?,
+                eps: f(&o["eps"])?,
+                weight_decay: f(&o["weight_decay"])?,
+            },
+            max_norm: f(&o["max_norm"])? as f32,
+            steps: o["steps"].as_u64().ok_or_else(|| bad("fixture.json: steps"))? as usize,
+            adapter: Some(adapter),
+            ..self
+        })
+    }
+
+    /// The fixture's model on `be` (with its adapters, if it has any).
+    fn model<B: Backend>(&self, be: &mut B) -> Result<Gpt<B>> {
+        let model = Gpt::from_params(be, self.config, &self.params)?;
+        match &self.adapter {
+            Some(a) => model.with_lora(be, a.layout.config.clone(), Some(&a.values), 0),
+            None => Ok(model),
+        }
     }
 
     fn expected(&self, name: &str) -> Result<&[f64]> {
@@ -146,8 +185,8 @@ impl GoldenFixture {
 pub async fn golden_check<B: Backend>(be: &mut B, fx: &GoldenFixture) -> Result<GoldenReport> {
     let rel = crate::selftest::max_rel_err;
     let (b, t) = (fx.batch.b, fx.batch.t);
-    let model = Gpt::from_params(be, fx.config, &fx.params)?;
-    let acts = Activations::new(be, &fx.config, b, t)?;
+    let model = fx.model(be)?;
+    let acts = Activations::for_model(be, &model, b, t)?;
     be.write_u32(&acts.tokens, 0, &fx.batch.tokens);
     be.write_u32(&acts.targets, 0, &fx.batch.targets);
     be.write(&acts.weights, 0, &fx.batch.weights);
@@ -160,17 +199,31 @@ pub async fn golden_check<B: Backend>(be: &mut B, fx: &GoldenFixture) -> Result<
     be.clear(model.grads());
     backward(be, &model, &acts, &fx.batch.tokens)?;
     let grads = be.read(model.grads()).await?;
+    // (name in the expected file, Kiln's gradient): the model's tensors, or PEFT's
+    let named: Vec<(String, Vec<f32>)> = match &model.lora {
+        Some(lora) => lora
+            .layout
+            .peft_tensors(&grads)
+            .into_iter()
+            .map(|(name, _, g)| (format!("base_model.model.{name}"), g))
+            .collect(),
+        None => model
+            .layout
+            .tensors
+            .iter()
+            .map(|t| (t.name.clone(), grads[t.offset..t.offset + t.len()].to_vec()))
+            .collect(),
+    };
     let mut worst = (0.0f64, String::new());
-    for tensor in &model.layout.tensors {
-        let want = fx.expected(&format!("grad.{}", tensor.name))?;
-        let err = rel(&grads[tensor.offset..tensor.offset + tensor.len()], want);
+    for (name, got) in &named {
+        let err = rel(got, fx.expected(&format!("grad.{name}"))?);
         if err >= worst.0 {
-            worst = (err, tensor.name.clone());
+            worst = (err, name.clone());
         }
     }
 
     // the steps, with clipping, through the trainer's step
-    let model = Gpt::from_params(be, fx.config, &fx.params)?;
+    let model = fx.model(be)?;
     let mut opt = AdamW::new(be, &model)?;
     let mut step_losses = Vec::new();
     for _ in 0..fx.steps {
@@ -183,7 +236,7 @@ pub async fn golden_check<B: Backend>(be: &mut B, fx: &GoldenFixture) -> Result<
         logits: rel(&logits, fx.expected("logits")?),
         losses: rel(&losses, fx.expected("losses")?),
         loss: (loss - want_loss).abs() / want_loss.abs(),
-        gradient_tensors: model.layout.tensors.len(),
+        gradient_tensors: named.len(),
         worst_gradient: worst.0,
         worst_gradient_tensor: worst.1,
         steps: rel(&step_losses, &reference_step_losses),

@@ -45,9 +45,9 @@ pub struct AdamW<B: Backend> {
 
 impl<B: Backend> AdamW<B> {
     pub fn new(be: &mut B, model: &Gpt<B>) -> Result<AdamW<B>> {
-        let n = model.layout.total;
+        let (_, tensors, n) = model.trainable();
         let mut mask = vec![0u32; n.div_ceil(32).max(1)];
-        for t in model.layout.tensors.iter().filter(|t| t.decay) {
+        for t in tensors.iter().filter(|t| t.decay) {
             for i in t.offset..t.offset + t.len() {
                 mask[i / 32] |= 1 << (i % 32);
             }
@@ -62,11 +62,11 @@ impl<B: Backend> AdamW<B> {
     }
 
     /// Clips the gradients to `max_norm` (≤ 0: no clipping) and applies one update to
-    /// every parameter at once.
+    /// every trainable parameter at once (the adapters alone under LoRA).
     pub fn update(&mut self, be: &mut B, model: &Gpt<B>, cfg: AdamWConfig, max_norm: f32) -> Result<()> {
-        let n = model.layout.total;
+        let (params, _, n) = model.trainable();
         be.grad_norm(&self.norm, model.grads(), n, max_norm)?;
         self.step += 1;
-        be.adamw(&model.params, model.grads(), &self.m, &self.v, &self.norm, &self.decay, n, cfg, self.step)
+        be.adamw(params, model.grads(), &self.m, &self.v, &self.norm, &self.decay, n, cfg, self.step)
     }
 }

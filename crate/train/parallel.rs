@@ -108,7 +108,7 @@ impl<B: Backend> SharedStep<B> {
         }
         let (b, t) = (self.local[0].b, model.config.block_size);
         if self.acts.as_ref().map(|a| a.b) != Some(b) {
-            self.acts = Some(Activations::new(be, &model.config, b, t)?);
+            self.acts = Some(Activations::for_model(be, model, b, t)?);
         }
         let acts = self.acts.as_ref().expect("just made");
         accumulate_gradients(be, model, acts, &self.local, true)?;
@@ -212,7 +212,7 @@ impl<B: Backend> Helper<B> {
         }
         self.be.write(&self.model.params, 0, params);
         if self.acts.as_ref().map(|a| a.b) != Some(b) {
-            self.acts = Some(Activations::new(&mut self.be, &self.model.config, b, t)?);
+            self.acts = Some(Activations::for_model(&mut self.be, &self.model, b, t)?);
         }
         let acts = self.acts.as_ref().expect("just made");
         accumulate_gradients(&mut self.be, &self.model, acts, shares, true)?;

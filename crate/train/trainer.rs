@@ -255,7 +255,7 @@ impl<B: Backend> Trainer<B> {
             let total: f64 = val.iter().map(TokenBatch::weight_sum).sum();
             val = val.iter().map(|b| b.scaled((1.0 / total.max(1.0)) as f32)).collect();
         }
-        self.acts = Some(Activations::new(&mut self.be, &self.model.config, cfg.batch_size, t)?);
+        self.acts = Some(Activations::for_model(&mut self.be, &self.model, cfg.batch_size, t)?);
         self.eval_acts = None;
         self.parallel = None;
         self.guard = Default::default();
@@ -660,7 +660,7 @@ impl<B: Backend> Trainer<B> {
     fn eval_acts(&mut self) -> Result<()> {
         if self.acts.is_none() && self.eval_acts.is_none() {
             let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
-            self.eval_acts = Some(Activations::new(&mut self.be, &self.model.config, b, t)?);
+            self.eval_acts = Some(Activations::for_model(&mut self.be, &self.model, b, t)?);
         }
         Ok(())
     }
