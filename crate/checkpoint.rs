@@ -542,8 +542,11 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 19] = [
+    const NAMES: [&str; 21] = [
         "model.safetensors",
+        // LoRA adapters, as a PEFT folder holds them (a LoRA run's resume checkpoint too)
+        crate::peft::ADAPTER_CONFIG,
+        crate::peft::ADAPTER_WEIGHTS,
         "config.json",
         "tokenizer.json",
         "tokenizer_config.json",
@@ -697,7 +700,9 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
     let model = 4 * (config.num_params() as u64 + config.n_embd as u64 + 1);
     let tensors = |copies: u64| copies * model + (copies * model) / 8 + SAFETENSORS_SLACK;
     match name {
-        "model.safetensors" | "reference.safetensors" | "reward.safetensors" => Some(tensors(1)),
+        "model.safetensors" | "reference.safetensors" | "reward.safetensors" | crate::peft::ADAPTER_WEIGHTS => {
+            Some(tensors(1))
+        }
         _ if is_shard(name) => Some(tensors(1)),
         "optimizer.safetensors" => Some(tensors(2)),
         GENERATION_CONFIG => Some(MAX_GENERATION_CONFIG),
@@ -708,6 +713,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         | "trainer.json"
         | "dpo-reference.json"
         | "session.json"
+        | crate::peft::ADAPTER_CONFIG
         | SHARD_INDEX => Some(MAX_JSON),
         _ if is_checkpoint_file(name) => Some(MAX_DATA),
         _ => None,

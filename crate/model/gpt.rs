@@ -68,9 +68,9 @@ impl<B: Backend> Gpt<B> {
         Ok(Gpt { config, layout, params, grads, lora: None, sink: None, rope, roles: TokenRoles::kiln() })
     }
 
-    /// The model frozen, with new adapters (PEFT's initialisation from `seed`) or the
-    /// given adapter values trained in its place.
-    pub fn with_lora(mut self, be: &mut B, config: LoraConfig, values: Option<&[f32]>, seed: u64) -> Result<Gpt<B>> {
+    /// Freezes the model and trains adapters in its place: new ones (PEFT's
+    /// initialisation from `seed`) or the given values.
+    pub fn add_lora(&mut self, be: &mut B, config: LoraConfig, values: Option<&[f32]>, seed: u64) -> Result<()> {
         let layout = LoraLayout::new(&self.config, &self.layout.layers, config)?;
         let values = match values {
             Some(v) => v.to_vec(),
@@ -79,6 +79,12 @@ impl<B: Backend> Gpt<B> {
         self.lora = Some(Lora::new(be, layout, &values)?);
         self.grads = None;
         self.sink = Some(be.zeros(2 * self.config.n_embd)?);
+        Ok(())
+    }
+
+    /// [`Gpt::add_lora`] on a model given and returned.
+    pub fn with_lora(mut self, be: &mut B, config: LoraConfig, values: Option<&[f32]>, seed: u64) -> Result<Gpt<B>> {
+        self.add_lora(be, config, values, seed)?;
         Ok(self)
     }
 

@@ -81,10 +81,13 @@ impl LoraConfig {
 
     pub fn validate(&self) -> Result<()> {
         if !(1..=256).contains(&self.r) {
-            return Err(KilnError::Config(format!("LoRA rank {} must be between 1 and 256", self.r)));
+            return Err(KilnError::Config(format!(
+                "loraRank must be 1 to 256 for LoRA (0 trains every weight), not {}",
+                self.r
+            )));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(KilnError::Config(format!("LoRA alpha {} must be a positive number", self.alpha)));
+            return Err(KilnError::Config(format!("loraAlpha must be a positive number, not {}", self.alpha)));
         }
         Ok(())
     }

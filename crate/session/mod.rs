@@ -287,6 +287,7 @@ impl Session {
     pub async fn begin_stage(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         if !stage.kind().def().from_reference {
             let held_out = stage.held_out().to_vec();
+            with_run!(self.run_mut()?, r => r.fit_lora(&cfg).await)?;
             with_run!(self.run_mut()?, r => r.begin(stage, cfg))?;
             self.generation = None;
             if !held_out.is_empty() {
@@ -308,8 +309,28 @@ impl Session {
             _ => reference = Some(params[..config.num_params()].to_vec()),
         }
         let base = reference.as_deref().expect("just set");
+        // LoRA fine-tuning's adapters go on training (the stage's reference is the model
+        // with them, its outputs computed before the first step), so one adapter holds
+        // all the tuning on top of the imported weights
+        let adapter = match (current.and_then(|k| k.def().head), cfg.lora()?) {
+            (None, Some(wanted)) => {
+                let run = self.run_mut()?;
+                match with_run!(run, r => r.adapter().await)? {
+                    Some((lora, values)) if lora.config == wanted => {
+                        let frozen = with_run!(run, r => r.base_params().await)?;
+                        Some((lora.config, values, frozen))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let kept = with_run!(self.run()?, r => r.generation_config.clone());
-        let mut run = self.new_run(config, ParamLayout::new(&config), Some(base), cfg.seed)?;
+        let start = adapter.as_ref().map_or(base, |a| &a.2[..config.num_params()]);
+        let mut run = self.new_run(config, ParamLayout::new(&config), Some(start), cfg.seed)?;
+        if let Some((lora, values, _)) = adapter {
+            with_run!(&mut run, r => r.set_adapter(lora, &values))?;
+        }
         with_run!(&mut run, r => r.generation_config = kept);
         // the current model stays until the new stage has begun: a failure loses nothing
         with_run!(&mut run, r => begin_preference(r, stage, cfg, base, reward.as_deref()).await)?;

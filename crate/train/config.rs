@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::optimizer::Schedule;
 use super::StageKind;
 use crate::error::{KilnError, Result};
+use crate::model::lora::{LoraConfig, LoraTargets};
 use crate::sample::SampleConfig;
 
 /// The largest learning rate a run accepts.
@@ -43,6 +44,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Share of the documents (or conversations, or ranked prompts) held out for validation.
     pub val_fraction: f64,
+    /// LoRA's rank: 0 trains every weight; above 0 freezes them and trains low-rank
+    /// adapters instead (PEFT's LoRA), which needs a fraction of the memory.
+    pub lora_rank: usize,
+    /// LoRA's α: the adapters' product is scaled by α / rank (PEFT's lora_alpha).
+    pub lora_alpha: f64,
+    /// Which linear layers get adapters: "attention" (PEFT's default for the family:
+    /// q_proj and v_proj, or GPT-2's c_attn), "all-linear", or module names separated by
+    /// commas ("q_proj,k_proj,v_proj,o_proj").
+    pub lora_targets: String,
     /// The preference stages' own options.
     #[serde(flatten)]
     pub align: AlignConfig,
@@ -153,6 +163,9 @@ impl TrainConfig {
             log_every: 10,
             seed: 1337,
             val_fraction: 0.1,
+            lora_rank: 0,
+            lora_alpha: 16.0,
+            lora_targets: "attention".into(),
             align: AlignConfig::default(),
         }
     }
@@ -231,7 +244,37 @@ impl TrainConfig {
             let most = crate::data::preference::MAX_ANSWERS;
             return Err(KilnError::Config(format!("answersPerPrompt must be 2 to {most}, not {k}")));
         }
+        self.lora()?;
         Ok(())
+    }
+
+    /// The adapters this run trains, None for full fine-tuning.
+    pub fn lora(&self) -> Result<Option<LoraConfig>> {
+        if self.lora_rank == 0 {
+            return Ok(None);
+        }
+        let targets = match self.lora_targets.trim() {
+            "attention" => LoraTargets::Attention,
+            "all-linear" => LoraTargets::AllLinear,
+            list => {
+                let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
+                let ok = |n: &String| {
+                    !n.is_empty()
+                        && n.len() <= 128
+                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                };
+                if names.len() > 64 || !names.iter().all(ok) {
+                    return Err(KilnError::Config(format!(
+                        "loraTargets must be \"attention\", \"all-linear\" or module names separated by commas (\"q_proj,v_proj\"), not {:?}",
+                        self.lora_targets
+                    )));
+                }
+                LoraTargets::Modules(names)
+            }
+        };
+        let cfg = LoraConfig { r: self.lora_rank, alpha: self.lora_alpha, targets };
+        cfg.validate()?;
+        Ok(Some(cfg))
     }
 
     pub fn schedule(&self) -> Schedule {

@@ -10,6 +10,7 @@ use crate::backend::Backend;
 use crate::checkpoint::{bad, f32_bytes, file, load_model, model_files_keeping, read_f32, safetensors_of};
 use crate::data::{BatcherState, Files};
 use crate::error::Result;
+use crate::peft::{adapter_files, is_adapter, read_adapter};
 
 /// What a resume checkpoint holds beside the model folder and the stage's data.
 #[derive(Serialize, Deserialize)]
@@ -40,7 +41,12 @@ pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     let v = run.be.read(&run.opt.v).await?;
     let kept = run.generation_config.as_ref();
     let mut files = model_files_keeping(&run.model.config, &run.model.layout, &run.tokenizer, &params, kept)?;
-    let n = vec![params.len()];
+    // under LoRA the folder holds the frozen weights, the adapters beside them as a PEFT
+    // folder's files, and the optimizer's moments are the adapters'
+    if let Some((lora, values)) = run.adapter().await? {
+        files.extend(adapter_files(&lora, &values, "", "")?);
+    }
+    let n = vec![m.len()];
     files.insert(
         "optimizer.safetensors".into(),
         safetensors_of(vec![("adamw.m".into(), n.clone(), f32_bytes(&m)), ("adamw.v".into(), n, f32_bytes(&v))])?,
@@ -67,7 +73,11 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     state.train.validate()?;
     let opt_bytes = file(files, "optimizer.safetensors")?;
     let st = SafeTensors::deserialize(opt_bytes).map_err(|e| bad(format!("optimizer.safetensors is corrupt: {e}")))?;
-    let n = [loaded.params.len()];
+    let adapter = match is_adapter(files) {
+        true => Some(read_adapter(files, &loaded.config, &loaded.layout)?),
+        false => None,
+    };
+    let n = [adapter.as_ref().map_or(loaded.params.len(), |a| a.layout.total)];
     let m = read_f32(&st, &["adamw.m".into()], &n, "optimizer.safetensors", f32::MAX)?;
     let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors", f32::MAX)?;
 
@@ -81,6 +91,9 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
         Some(&loaded.params),
         state.train.seed,
     )?;
+    if let Some(a) = adapter {
+        run.set_adapter(a.layout.config, &a.values)?;
+    }
     run.be.write(&run.opt.m, 0, &m);
     run.be.write(&run.opt.v, 0, &v);
     run.opt.step = state.adam_step;

@@ -19,6 +19,7 @@ use crate::cpu::adamw::AdamWConfig;
 use crate::data::chat::{chat_prompt, chat_prompt_by, Message};
 use crate::data::template::ChatTemplate;
 use crate::error::{KilnError, Result};
+use crate::model::lora::{LoraConfig, LoraLayout};
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
 use crate::tokenizer::Tokenizer;
@@ -230,10 +231,31 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Starts `stage` on the model as it is: a fresh optimizer, step 0, a new history.
+    /// With `cfg.lora_rank` above 0 the model's weights freeze and adapters train: new
+    /// ones on a model without, the same ones on a model that has them (merge others
+    /// first: [`Trainer::fit_lora`]).
     pub fn begin(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         cfg.validate()?;
         let t = self.model.config.block_size;
         check_fits(&self.be, &self.model.config, cfg.batch_size, t)?;
+        let wanted = cfg.lora()?;
+        let has = self.model.lora.as_ref().map(|l| &l.layout.config);
+        if has != wanted.as_ref() {
+            if has.is_some() {
+                return Err(KilnError::Config(
+                    "the model trains other LoRA adapters; merge them into it first (fit_lora)".into(),
+                ));
+            }
+            if self.model.layout.scalar_head.is_some() {
+                return Err(KilnError::Config(
+                    "LoRA trains language models for now; train the reward model and PPO with loraRank 0".into(),
+                ));
+            }
+            let lora = wanted.expect("differs from none");
+            self.model.add_lora(&mut self.be, lora, None, cfg.seed)?;
+            self.decoder = None;
+            self.batched_decoder = None;
+        }
         self.opt = AdamW::new(&mut self.be, &self.model)?;
         self.resume_stage(stage, cfg, 0, Vec::new())
     }
@@ -387,7 +409,7 @@ impl<B: Backend> Trainer<B> {
     /// Keeps the run as it is now as the state a rollback returns to (guard.rs).
     async fn keep_good_state(&mut self) -> Result<()> {
         self.guard.keep(GoodState {
-            params: self.be.read(&self.model.params).await?,
+            params: self.be.read(self.model.trainable().0).await?,
             m: self.be.read(&self.opt.m).await?,
             v: self.be.read(&self.opt.v).await?,
             adam_step: self.opt.step,
@@ -401,7 +423,7 @@ impl<B: Backend> Trainer<B> {
     /// happened (guard.rs).
     fn roll_back(&mut self, what: &str) -> Result<String> {
         let good = self.guard.roll_back(what, self.cfg.lr)?;
-        self.be.write(&self.model.params, 0, &good.params);
+        self.be.write(self.model.trainable().0, 0, &good.params);
         self.be.write(&self.opt.m, 0, &good.m);
         self.be.write(&self.opt.v, 0, &good.v);
         self.opt.step = good.adam_step;
@@ -439,9 +461,10 @@ impl<B: Backend> Trainer<B> {
 
     /// Begins a step shared by `workers` (this trainer and `workers − 1` helpers;
     /// parallel.rs). None when it cannot be shared: one worker, a stage with a
-    /// forward-dependent loss, a model with a scalar head, or a batch of one row.
+    /// forward-dependent loss, a model with a scalar head or LoRA adapters, or a batch of
+    /// one row.
     pub async fn share_step(&mut self, workers: usize) -> Result<Option<StepShares>> {
-        let plain = self.model.layout.scalar_head.is_none();
+        let plain = self.model.layout.scalar_head.is_none() && self.model.lora.is_none();
         let fixed = self.stage.as_ref().is_some_and(|s| s.heads().is_none());
         if workers < 2 || !plain || !fixed || self.done() || self.cfg.batch_size < 2 {
             return Ok(None);
@@ -520,9 +543,60 @@ impl<B: Backend> Trainer<B> {
         Ok(loss as f32)
     }
 
-    /// The model's parameters: GPT-2's, then a scalar head's when it has one.
+    /// The model's parameters: GPT-2's, then a scalar head's when it has one; its
+    /// adapters merged in when it trains LoRA.
     pub async fn params(&mut self) -> Result<Vec<f32>> {
+        let mut values = self.be.read(&self.model.params).await?;
+        if let Some((lora, adapters)) = self.adapter().await? {
+            lora.merge(&self.model.config, &self.model.layout.layers, &mut values, &adapters);
+        }
+        Ok(values)
+    }
+
+    /// The frozen parameters under the adapters (all of them without LoRA).
+    pub async fn base_params(&mut self) -> Result<Vec<f32>> {
         self.be.read(&self.model.params).await
+    }
+
+    /// The LoRA adapters the model trains, and their values.
+    pub async fn adapter(&mut self) -> Result<Option<(LoraLayout, Vec<f32>)>> {
+        match &self.model.lora {
+            Some(lora) => Ok(Some((lora.layout.clone(), self.be.read(&lora.params).await?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the model ready for `cfg`'s LoRA: adapters that differ from what it wants
+    /// (other ones, or none: full fine-tuning) are merged into the weights first.
+    pub async fn fit_lora(&mut self, cfg: &TrainConfig) -> Result<()> {
+        let wanted = cfg.lora()?;
+        match &self.model.lora {
+            Some(lora) if Some(&lora.layout.config) != wanted.as_ref() => {}
+            _ => return Ok(()),
+        }
+        let values = self.params().await?;
+        let layout = self.model.layout.clone();
+        let roles = self.model.roles.clone();
+        self.model = Gpt::from_layout(&mut self.be, self.model.config, layout, &values, true)?;
+        self.model.roles = roles;
+        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        self.acts = None;
+        self.eval_acts = None;
+        self.decoder = None;
+        self.batched_decoder = None;
+        Ok(())
+    }
+
+    /// Puts adapters on the model (a resume, or a preference stage continuing the
+    /// fine-tuning's adapters) and a fresh optimizer for them.
+    pub fn set_adapter(&mut self, config: LoraConfig, values: &[f32]) -> Result<()> {
+        self.model.add_lora(&mut self.be, config, Some(values), 0)?;
+        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        self.acts = None;
+        self.eval_acts = None;
+        self.decoder = None;
+        self.batched_decoder = None;
+        Ok(())
     }
 
     /// Gives the model a fresh scalar head (GPT-2's initialisation for it, from `seed`)
