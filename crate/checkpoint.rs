@@ -13,6 +13,7 @@
 //! crash never leaves half a checkpoint.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -357,11 +358,91 @@ pub struct LoadedModel {
     /// Which ids start, end and pad a generation: Kiln's, or an imported model's own.
     pub roles: TokenRoles,
     /// An imported model's own chat template (None: Kiln's, `data::chat`).
-    pub chat_template: Option<ChatTemplate>,
+    pub chat_template: Option<Arc<ChatTemplate>>,
     /// The folder's own generation_config.json, when it had one that is not Kiln's own:
     /// kept to be written back on export ([`model_files_keeping`]), its token ids moved
     /// with the vocabulary. Never read for Kiln's own sampling.
     pub generation_config: Option<serde_json::Value>,
+    /// A Llama-family folder's own tokenizer files ([`OWN_FILES`]) as they came, written
+    /// back unchanged on export ([`pretrained_model_files`]); empty for Kiln's models.
+    pub own_files: Files,
+}
+
+/// What a model folder says beside its weights and tokenizer, which a model keeps through
+/// training (from run to run in a session) and its export writes back.
+#[derive(Clone)]
+pub struct ModelExtras {
+    pub roles: TokenRoles,
+    pub chat_template: Option<Arc<ChatTemplate>>,
+    pub generation_config: Option<serde_json::Value>,
+    pub own_files: Files,
+}
+
+impl Default for ModelExtras {
+    /// A Kiln model's: its eight special tokens, its template, its own generation config.
+    fn default() -> ModelExtras {
+        ModelExtras { roles: TokenRoles::kiln(), chat_template: None, generation_config: None, own_files: Files::new() }
+    }
+}
+
+impl LoadedModel {
+    pub fn extras(&self) -> ModelExtras {
+        ModelExtras {
+            roles: self.roles.clone(),
+            chat_template: self.chat_template.clone(),
+            generation_config: self.generation_config.clone(),
+            own_files: self.own_files.clone(),
+        }
+    }
+}
+
+/// The files of an imported Llama-family folder that say how its text becomes tokens and
+/// where a generation stops: kept byte for byte, so transformers reads the export as it
+/// read the original.
+pub const OWN_FILES: [&str; 4] = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", GENERATION_CONFIG];
+
+/// An imported Llama-family model's folder: its weights (f32), config.json with its own
+/// bos/eos/pad ids (`roles`), and its own tokenizer files (`own`, [`OWN_FILES`]) unchanged:
+/// no Kiln token, template or stop id added.
+pub fn pretrained_model_files(
+    cfg: &GptConfig,
+    layout: &ParamLayout,
+    params: &[f32],
+    roles: &TokenRoles,
+    own: &Files,
+) -> Result<Files> {
+    let tensors = layout
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone(), f32_bytes(&params[t.offset..t.offset + t.len()])))
+        .collect();
+    let mut config = hf_config(cfg, roles.bos.unwrap_or(0), roles.end_of_text(), roles.pad);
+    // the ids as the folder gave them: no bos (Qwen), every stop id where there are several
+    config["bos_token_id"] = roles.bos.into();
+    if roles.stop.len() > 1 {
+        config["eos_token_id"] = roles.stop.clone().into();
+    }
+    let mut files = Files::from([
+        ("model.safetensors".to_string(), safetensors_of(tensors)?),
+        ("config.json".to_string(), serde_json::to_vec_pretty(&config).expect("JSON")),
+    ]);
+    files.extend(OWN_FILES.iter().filter_map(|&name| Some((name.to_string(), own.get(name)?.clone()))));
+    Ok(files)
+}
+
+/// The model folder of a model with `extras`: an imported Llama-family model's own
+/// ([`pretrained_model_files`]), else Kiln's ([`model_files_keeping`]).
+pub fn model_files_with(
+    cfg: &GptConfig,
+    layout: &ParamLayout,
+    tokenizer: &Tokenizer,
+    params: &[f32],
+    extras: &ModelExtras,
+) -> Result<Files> {
+    match cfg.llama() {
+        Some(_) => pretrained_model_files(cfg, layout, params, &extras.roles, &extras.own_files),
+        None => model_files_keeping(cfg, layout, tokenizer, params, extras.generation_config.as_ref()),
+    }
 }
 
 pub(crate) fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
@@ -373,6 +454,25 @@ pub(crate) fn file<'a>(files: &'a Files, name: &str) -> Result<&'a [u8]> {
 /// whose tokenizer lacks Kiln's special tokens (a Hugging Face GPT-2) gets them at ids
 /// 0..8: the embedding grows by 8 rows, each the mean of the old rows, above them.
 pub fn load_model(files: &Files) -> Result<LoadedModel> {
+    let mut loaded = load_weights(files)?;
+    // LoRA adapters beside the weights (a PEFT adapter folder's two files, or a LoRA
+    // run's checkpoint): the model they make, merged
+    if crate::peft::is_adapter(files) {
+        let adapter = crate::peft::read_adapter(files, &loaded.config, &loaded.layout)?;
+        let layers = loaded.layout.layers.clone();
+        adapter.layout.merge(&loaded.config, &layers, &mut loaded.params, &adapter.values);
+        loaded.notes.push(format!(
+            "merged the LoRA adapters of {} ({} modules, rank {}) into the weights",
+            crate::peft::ADAPTER_WEIGHTS,
+            adapter.layout.peft_tensors(&adapter.values).len() / 2,
+            adapter.layout.config.r
+        ));
+    }
+    Ok(loaded)
+}
+
+/// [`load_model`] without merging adapters: the weights as the files hold them.
+pub fn load_weights(files: &Files) -> Result<LoadedModel> {
     let mut config = config_from_hf(file(files, "config.json")?)?;
     if config.llama().is_some() {
         return load_pretrained(files, config);
@@ -430,6 +530,7 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
         roles: TokenRoles::kiln(),
         chat_template: None,
         generation_config,
+        own_files: Files::new(),
     })
 }
 
@@ -453,9 +554,9 @@ fn load_pretrained(files: &Files, config: GptConfig) -> Result<LoadedModel> {
     let jinja = files.get("chat_template.jinja").map(|_| text("chat_template.jinja")).transpose()?;
     let chat_template = match (tokenizer_config, jinja) {
         (Some(cfg), jinja) if jinja.is_some() || has_chat_template(cfg) => {
-            Some(ChatTemplate::from_tokenizer_config(cfg, jinja)?)
+            Some(Arc::new(ChatTemplate::from_tokenizer_config(cfg, jinja)?))
         }
-        (None, Some(jinja)) => Some(ChatTemplate::from_tokenizer_config("{}", Some(jinja))?),
+        (None, Some(jinja)) => Some(Arc::new(ChatTemplate::from_tokenizer_config("{}", Some(jinja))?)),
         _ => None,
     };
     let special = match tokenizer_config {
@@ -499,7 +600,14 @@ fn load_pretrained(files: &Files, config: GptConfig) -> Result<LoadedModel> {
     let pad = token("pad_token").or(stop.first().copied()).unwrap_or(0);
     let roles = TokenRoles { bos, pad, stop, never: Vec::new() };
     let weights = Weights::open(files, &config)?;
-    let layout = ParamLayout::new(&config);
+    // a reward model or PPO policy fine-tuned from it in a session keeps its scalar head
+    let head = [ScalarHeadKind::Reward, ScalarHeadKind::Value]
+        .into_iter()
+        .find(|k| weights.has(&format!("{}.weight", k.prefix())));
+    let layout = match head {
+        Some(kind) => ParamLayout::with_scalar_head(&config, kind),
+        None => ParamLayout::new(&config),
+    };
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
         let values = weights.read(std::slice::from_ref(&t.name), &t.shape)?;
@@ -514,6 +622,7 @@ fn load_pretrained(files: &Files, config: GptConfig) -> Result<LoadedModel> {
         roles,
         chat_template,
         generation_config: generation_json,
+        own_files: OWN_FILES.iter().filter_map(|&n| Some((n.to_string(), files.get(n)?.clone()))).collect(),
     })
 }
 

@@ -55,6 +55,11 @@ impl TokenRoles {
         }
     }
 
+    /// The token that ends a document (Kiln's `<|eos|>`; an imported model's first stop).
+    pub fn end_of_text(&self) -> u32 {
+        self.stop.first().copied().unwrap_or(self.pad)
+    }
+
     /// The token a generation starts from when its prompt is empty.
     pub fn start(&self) -> u32 {
         self.bos.or(self.stop.first().copied()).unwrap_or(self.pad)

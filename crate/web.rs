@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::checkpoint::{self, Files};
-use crate::data::chat::Message;
+use crate::data::chat::{ChatFormat, Message};
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use crate::data::instruct::{instruction_set, Split};
 use crate::data::preference::read_rankings;
@@ -22,7 +22,6 @@ use crate::sample::SampleConfig;
 use crate::selftest::{self, Check};
 use crate::session::{AdapterDescription, InspectOptions, Piece, Session as CoreSession, StageData, DEFAULT_THREADS};
 use crate::tokenizer::{Tokenizer, TokenizerKind};
-use crate::train::sft::chat_prompt;
 use crate::train::StageKind;
 use crate::train::TrainConfig;
 use crate::with_run;
@@ -521,8 +520,9 @@ fn sample_config(options: JsValue, base: SampleConfig) -> Result<SampleConfig, J
 #[wasm_bindgen(js_name = generateStart)]
 pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsValue> {
     let cfg = sample_config(options, SampleConfig::default())?;
-    let prompt = |tok: &Tokenizer, _| {
-        let mut ids = vec![crate::tokenizer::BOS];
+    // the model's own bos first (an imported model may have none)
+    let prompt = |tok: &Tokenizer, format: &ChatFormat, _| {
+        let mut ids: Vec<u32> = format.roles.bos.into_iter().collect();
         ids.extend(tok.encode(&prompt)?);
         Ok(ids)
     };
@@ -535,7 +535,11 @@ pub async fn generate_start(prompt: String, options: JsValue) -> Result<(), JsVa
 pub async fn chat_start(messages: JsValue, options: JsValue) -> Result<(), JsValue> {
     let messages: Vec<Message> = from_js(messages)?;
     let cfg = sample_config(options, SampleConfig::for_chat())?;
-    session().borrow_mut().core.start_generation(|tok, t| chat_prompt(tok, &messages, t), &cfg).map_err(kiln_error)
+    session()
+        .borrow_mut()
+        .core
+        .start_generation(|tok, format: &ChatFormat, t| format.chat_prompt(tok, &messages, t), &cfg)
+        .map_err(kiln_error)
 }
 
 /// The next piece of generated text (possibly empty while a character is incomplete), or

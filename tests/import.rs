@@ -95,13 +95,3 @@ fn an_imported_llama_answers_as_transformers_does_on_the_cpu() {
 fn an_imported_llama_answers_as_transformers_does_on_the_gpu() {
     answers_as_transformers(GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")), "gpu");
 }
-
-#[test]
-fn a_session_refuses_an_imported_llama_by_name_and_keeps_what_it_had() {
-    let mut session = kiln::session::Session::new(None, kiln::backend::BackendKind::Cpu);
-    let err = session.import(&read_dir(std::path::Path::new(DIR)).unwrap(), None).unwrap_err();
-    println!("{err}");
-    assert!(matches!(err, kiln::error::KilnError::Model(_)), "{err:?}");
-    assert!(err.to_string().contains("LlamaForCausalLM"), "{err}");
-    assert!(session.run().is_err() && session.tokenizer.is_none(), "nothing replaced");
-}

@@ -602,9 +602,9 @@ fn load<B: Backend>(be: B, o: &Options) -> Result<Trainer<B>, KilnError> {
     for note in &loaded.notes {
         eprintln!("{dir}: {note}");
     }
+    let extras = loaded.extras();
     let mut run = Trainer::with_layout(be, loaded.tokenizer, loaded.config, loaded.layout, Some(&loaded.params), 0)?;
-    run.model.roles = loaded.roles;
-    run.chat_template = loaded.chat_template;
+    run.set_extras(extras);
     Ok(run)
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
-use crate::tokenizer::{Tokenizer, BOS, EOS, PAD};
+use crate::tokenizer::{TokenRoles, Tokenizer, PAD};
 
 /// Named files, name → contents: a checkpoint folder, a stage's data, an autosave.
 pub type Files = HashMap<String, Vec<u8>>;
@@ -144,11 +144,17 @@ pub fn windows(stream: &[u32], t: usize) -> Vec<Row> {
 /// Documents packed one after another, each `<|bos|> doc <|eos|>` (nanoGPT and llm.c
 /// do the same): rows are full, so no batch position is wasted on padding.
 pub fn pack(docs: &[&[u32]]) -> Vec<u32> {
+    pack_by(docs, &TokenRoles::kiln())
+}
+
+/// [`pack`] with a model's own markers: its bos before each document when it has one (Qwen
+/// has none), its end of text after each.
+pub fn pack_by(docs: &[&[u32]], roles: &TokenRoles) -> Vec<u32> {
     let mut stream = Vec::with_capacity(docs.iter().map(|d| d.len() + 2).sum());
     for d in docs {
-        stream.push(BOS);
+        stream.extend(roles.bos);
         stream.extend_from_slice(d);
-        stream.push(EOS);
+        stream.push(roles.end_of_text());
     }
     stream
 }
@@ -180,6 +186,18 @@ impl Dataset {
     /// validation, each side packed into one stream and cut into rows; a single document's
     /// stream is split at its tail instead.
     pub fn packed(tokenizer: &Tokenizer, text: &str, t: usize, val_fraction: f64, seed: u64) -> Result<Dataset> {
+        Dataset::packed_by(tokenizer, &TokenRoles::kiln(), text, t, val_fraction, seed)
+    }
+
+    /// [`Dataset::packed`] with a model's own document markers ([`pack_by`]).
+    pub fn packed_by(
+        tokenizer: &Tokenizer,
+        roles: &TokenRoles,
+        text: &str,
+        t: usize,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Dataset> {
         let docs = documents(text);
         if docs.is_empty() {
             return Err(KilnError::Data("the text is empty".into()));
@@ -188,7 +206,8 @@ impl Dataset {
         for d in &docs {
             encoded.push(tokenizer.encode(d)?);
         }
-        let total: usize = encoded.iter().map(|ids| ids.len() + 2).sum();
+        let markers = 1 + usize::from(roles.bos.is_some());
+        let total: usize = encoded.iter().map(|ids| ids.len() + markers).sum();
         if total < t + 2 {
             return Err(KilnError::Data(format!(
                 "the text is {total} tokens long (with document markers), shorter than one context of {} plus a token to hold out for validation; give more text or choose a smaller context",
@@ -199,10 +218,10 @@ impl Dataset {
         shuffle(&mut order, &mut Rng::new(seed));
         let (train, val) = if encoded.len() >= 2 {
             let n_val = ((encoded.len() as f64 * val_fraction).ceil() as usize).clamp(1, encoded.len() - 1);
-            let side = |ids: &[usize]| pack(&ids.iter().map(|&d| encoded[d].as_slice()).collect::<Vec<_>>());
+            let side = |ids: &[usize]| pack_by(&ids.iter().map(|&d| encoded[d].as_slice()).collect::<Vec<_>>(), roles);
             (side(&order[n_val..]), side(&order[..n_val]))
         } else {
-            let stream = pack(&[&encoded[0]]);
+            let stream = pack_by(&[&encoded[0]], roles);
             let n_val = ((stream.len() as f64 * val_fraction).ceil() as usize).clamp(2, (stream.len() - t - 1).max(2));
             let cut = stream.len() - n_val;
             (stream[..cut].to_vec(), stream[cut - 1..].to_vec())

@@ -18,7 +18,6 @@ use crate::data::chat::{validate, Conversation, Message, Role};
 use crate::data::jsonl::{list_errors, messages_of, object_of_line, read_lines, LineError};
 use crate::data::Row;
 use crate::error::{KilnError, Result};
-use crate::tokenizer::PAD;
 
 /// Most answers ranked for one prompt.
 pub const MAX_ANSWERS: usize = 6;
@@ -182,13 +181,13 @@ fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, Strin
     Ok(ranking)
 }
 
-/// The row `prompt + answer + <|pad|>`, the answer cut to fit T + 1 tokens: the padding
-/// token makes the answer's last token an input (where a reward is read); the answer's
-/// tokens are the supervised targets.
-pub fn answer_row(prompt: &[u32], answer: &[u32], t: usize) -> Row {
+/// The row `prompt + answer + pad` (Kiln's `<|pad|>`, an imported model's own), the answer
+/// cut to fit T + 1 tokens: the padding token makes the answer's last token an input (where
+/// a reward is read); the answer's tokens are the supervised targets.
+pub fn answer_row(prompt: &[u32], answer: &[u32], t: usize, pad: u32) -> Row {
     let mut ids = prompt.to_vec();
     ids.extend(answer.iter().take((t + 1).saturating_sub(prompt.len() + 1)));
-    ids.push(PAD);
+    ids.push(pad);
     let supervised = (0..ids.len()).map(|i| i >= prompt.len() && i + 1 < ids.len()).collect();
     Row { ids, supervised }
 }

@@ -179,6 +179,11 @@ fn llama_from_hf(v: &Value, arch: LlamaArch) -> Result<GptConfig> {
     })
 }
 
+/// The transformers class a model of `cfg` loads as.
+pub fn architecture(cfg: &GptConfig) -> &'static str {
+    cfg.llama().map_or("GPT2LMHeadModel", |l| l.arch.names().0)
+}
+
 /// transformers' config for a model of `cfg`, with the special tokens' ids given.
 pub fn hf_config(cfg: &GptConfig, bos: u32, eos: u32, pad: u32) -> Value {
     let Some(l) = cfg.llama() else {

@@ -15,9 +15,8 @@ pub use backend::{AdapterDescription, BackendInfo, ModelInfo, DEFAULT_THREADS, M
 pub use view::{Attention, HeadChoice, InspectOptions, NextToken, Piece, RowView, TopPiece};
 
 use crate::backend::{BackendKind, CpuBackend, GpuBackend};
-use crate::checkpoint::{load_model, params_file, read_params_file};
-use crate::data::chat::Message;
-use crate::data::chat::{chat_prompt, Conversation};
+use crate::checkpoint::{load_model, params_file, read_params_file, ModelExtras};
+use crate::data::chat::{ChatFormat, Conversation, Message};
 use crate::data::corpus::Language;
 use crate::data::jsonl::{read_conversations, to_jsonl};
 use crate::data::preference::{read_rankings, Ranking, MAX_ANSWERS};
@@ -180,10 +179,18 @@ impl Session {
         self.corpus = Some(text.into());
     }
 
-    /// A model of `layout` (fresh from `seed`, or `params`) on the session's backend.
-    fn new_run(&self, config: GptConfig, layout: ParamLayout, params: Option<&[f32]>, seed: u64) -> Result<Run> {
+    /// A model of `layout` (fresh from `seed`, or `params`) on the session's backend, with
+    /// what its folder said beside its weights (`extras`: Kiln's, or an imported model's).
+    fn new_run(
+        &self,
+        config: GptConfig,
+        layout: ParamLayout,
+        params: Option<&[f32]>,
+        seed: u64,
+        extras: ModelExtras,
+    ) -> Result<Run> {
         let tok = self.tokenizer()?.clone();
-        Ok(match (&self.gpu, self.backend) {
+        let mut run = match (&self.gpu, self.backend) {
             (Some(gpu), BackendKind::Gpu) => Run::Gpu(Box::new(Trainer::with_layout(
                 GpuBackend::new(gpu.clone()),
                 tok,
@@ -193,19 +200,22 @@ impl Session {
                 seed,
             )?)),
             _ => Run::Cpu(Box::new(Trainer::with_layout(CpuBackend::new(), tok, config, layout, params, seed)?)),
-        })
+        };
+        with_run!(&mut run, r => r.set_extras(extras));
+        Ok(run)
     }
 
-    /// Pretraining on the corpus, for a model of context `t`.
-    fn pretrain_stage(&self, t: usize, cfg: &TrainConfig) -> Result<Box<dyn Stage>> {
+    /// Pretraining on the corpus, for a model of context `t` whose conversations and
+    /// documents are in `format`.
+    fn pretrain_stage(&self, t: usize, cfg: &TrainConfig, format: &ChatFormat) -> Result<Box<dyn Stage>> {
         let input = StageInput::builtin(Language::English); // pretraining reads the corpus, in any language
-        Ok(self.build_for(StageKind::Pretrain, t, input, cfg)?.stage)
+        Ok(self.build_for(StageKind::Pretrain, t, input, cfg, format)?.stage)
     }
 
     /// A new model of `config` and its pretraining run on the corpus.
     pub fn create_model(&mut self, config: GptConfig, cfg: TrainConfig) -> Result<()> {
-        let stage = self.pretrain_stage(config.block_size, &cfg)?;
-        let mut run = self.new_run(config, ParamLayout::new(&config), None, cfg.seed)?;
+        let stage = self.pretrain_stage(config.block_size, &cfg, &ChatFormat::kiln())?;
+        let mut run = self.new_run(config, ParamLayout::new(&config), None, cfg.seed, ModelExtras::default())?;
         with_run!(&mut run, r => r.begin(stage, cfg))?;
         self.run = Some(run);
         self.generation = None;
@@ -215,25 +225,48 @@ impl Session {
         Ok(())
     }
 
-    /// Replaces the model and tokenizer with a model folder's; the kept models go. With
-    /// `cfg` and a corpus, pretraining on it is begun at once. Returns what Kiln changed
-    /// (special tokens added, say).
+    /// A PEFT adapter folder (adapter_config.json, adapter_model.safetensors) onto the
+    /// current model, its base: the adapters are the model's from now on, and a LoRA stage
+    /// of their rank, α and targets trains them on. The session is unchanged on failure.
+    pub fn import_adapter(&mut self, files: &Files) -> Result<()> {
+        let run = self.run_mut()?;
+        let adapter = with_run!(run, r => crate::peft::read_adapter(files, &r.model.config, &r.model.layout))?;
+        if with_run!(run, r => r.model.lora.is_some() || r.model.layout.scalar_head.is_some()) {
+            return Err(KilnError::Config(
+                "adapters go onto a language model without adapters: import the base model first".into(),
+            ));
+        }
+        with_run!(run, r => r.set_adapter(adapter.layout.config, &adapter.values))?;
+        self.generation = None;
+        Ok(())
+    }
+
+    /// The current model's LoRA adapters as a PEFT adapter folder on `base_model` (the
+    /// base's Hub id or folder, written into adapter_config.json).
+    pub async fn adapter_files(&mut self, base_model: &str) -> Result<Files> {
+        let run = self.run_mut()?;
+        let arch = with_run!(run, r => crate::model::hf_config::architecture(&r.model.config));
+        let adapter = with_run!(run, r => r.adapter().await)?;
+        let (lora, values) = adapter.ok_or_else(|| {
+            KilnError::Config("the model has no LoRA adapters: fine-tune it with loraRank above 0 first".into())
+        })?;
+        crate::peft::adapter_files(&lora, &values, base_model, arch)
+    }
+
+    /// Replaces the model and tokenizer with a model folder's; the kept models go. A
+    /// Llama-family folder keeps its own tokenizer, chat template and token roles, which
+    /// every stage then renders and pads with. With `cfg` and a corpus, pretraining on it
+    /// is begun at once. Returns what Kiln changed (special tokens added, say).
     pub fn import(&mut self, files: &Files, cfg: Option<TrainConfig>) -> Result<Vec<String>> {
         let loaded = load_model(files)?;
-        if let Some(l) = loaded.config.llama() {
-            // its own vocabulary's roles and chat template do not reach the stages yet
-            return Err(KilnError::Model(format!(
-                "{} models run in the CLI (kiln sample, kiln chat --ckpt DIR) for now; importing one into a session to fine-tune comes next",
-                l.arch.names().0
-            )));
-        }
         let previous = self.tokenizer.replace(loaded.tokenizer.clone());
         let made = (|| {
             let seed = cfg.as_ref().map_or(0, |c| c.seed);
-            let mut run = self.new_run(loaded.config, loaded.layout.clone(), Some(&loaded.params), seed)?;
-            with_run!(&mut run, r => r.generation_config = loaded.generation_config.clone());
+            let (config, layout) = (loaded.config, loaded.layout.clone());
+            let mut run = self.new_run(config, layout, Some(&loaded.params), seed, loaded.extras())?;
             if let (Some(cfg), true) = (cfg, self.corpus.is_some()) {
-                let stage = self.pretrain_stage(loaded.config.block_size, &cfg)?;
+                let format = with_run!(&run, r => r.chat_format());
+                let stage = self.pretrain_stage(config.block_size, &cfg, &format)?;
                 with_run!(&mut run, r => r.begin(stage, cfg))?;
             }
             Ok(run)
@@ -264,14 +297,23 @@ impl Session {
         Ok(skipped)
     }
 
-    /// Builds stage `kind` on `input` for the current model's context.
+    /// Builds stage `kind` on `input` for the current model's context and chat format.
     pub fn build(&self, kind: StageKind, input: StageInput, cfg: &TrainConfig) -> Result<Built> {
-        self.build_for(kind, self.run()?.config().block_size, input, cfg)
+        let (t, format) = with_run!(self.run()?, r => (r.model.config.block_size, r.chat_format()));
+        self.build_for(kind, t, input, cfg, &format)
     }
 
-    fn build_for(&self, kind: StageKind, t: usize, input: StageInput, cfg: &TrainConfig) -> Result<Built> {
+    fn build_for(
+        &self,
+        kind: StageKind,
+        t: usize,
+        input: StageInput,
+        cfg: &TrainConfig,
+        format: &ChatFormat,
+    ) -> Result<Built> {
         (kind.def().build)(BuildInput {
             tokenizer: self.tokenizer()?,
+            format,
             t,
             cfg,
             lang: input.lang,
@@ -325,13 +367,12 @@ impl Session {
             }
             _ => None,
         };
-        let kept = with_run!(self.run()?, r => r.generation_config.clone());
+        let extras = with_run!(self.run()?, r => r.extras());
         let start = adapter.as_ref().map_or(base, |a| &a.2[..config.num_params()]);
-        let mut run = self.new_run(config, ParamLayout::new(&config), Some(start), cfg.seed)?;
+        let mut run = self.new_run(config, ParamLayout::new(&config), Some(start), cfg.seed, extras)?;
         if let Some((lora, values, _)) = adapter {
             with_run!(&mut run, r => r.set_adapter(lora, &values))?;
         }
-        with_run!(&mut run, r => r.generation_config = kept);
         // the current model stays until the new stage has begun: a failure loses nothing
         with_run!(&mut run, r => begin_preference(r, stage, cfg, base, reward.as_deref()).await)?;
         (self.reference, self.reward) = (reference, reward);
@@ -492,8 +533,8 @@ impl Session {
         let reference = reference || reward_model;
         match (&self.reference, reference) {
             (Some(params), true) => {
-                let config = run.config();
-                self.new_run(config, ParamLayout::new(&config), Some(params), 0).map(Some)
+                let (config, extras) = (run.config(), with_run!(run, r => r.extras()));
+                self.new_run(config, ParamLayout::new(&config), Some(params), 0, extras).map(Some)
             }
             _ => Ok(None),
         }
@@ -533,7 +574,7 @@ impl Session {
         with_run!(run, r => {
             let mut out = Vec::with_capacity(prompts.len());
             for p in prompts {
-                let ids = chat_prompt(&r.tokenizer, p, r.model.config.block_size)?;
+                let ids = r.chat_prompt(p)?;
                 out.push(r.continue_ids(&ids, &cfg).await?);
             }
             Ok(out)

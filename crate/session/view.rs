@@ -5,8 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Run, Session};
-use crate::backend::Backend;
-use crate::checkpoint;
+use crate::data::chat::ChatFormat;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::inspect::{next_token, row_losses, top_tokens, HeadRef, TOP_K};
@@ -95,15 +94,15 @@ pub struct RowView {
 }
 
 impl Session {
-    /// Starts generating after the ids `prompt` makes from the run's tokenizer and context;
-    /// then [`Session::generate_next`] until it returns None.
+    /// Starts generating after the ids `prompt` makes from the run's tokenizer, chat format
+    /// and context; then [`Session::generate_next`] until it returns None.
     pub fn start_generation(
         &mut self,
-        prompt: impl Fn(&Tokenizer, usize) -> Result<Vec<u32>>,
+        prompt: impl Fn(&Tokenizer, &ChatFormat, usize) -> Result<Vec<u32>>,
         cfg: &SampleConfig,
     ) -> Result<()> {
         let generation = with_run!(self.run_mut()?, r => {
-            let ids = prompt(&r.tokenizer, r.model.config.block_size)?;
+            let ids = prompt(&r.tokenizer, &r.chat_format(), r.model.config.block_size)?;
             let (be, model, decoder) = r.generator()?;
             Generation::start(be, model, decoder, &ids, cfg)
         });
@@ -188,8 +187,5 @@ impl Session {
 }
 
 async fn model_files(run: &mut Run) -> Result<Files> {
-    with_run!(run, r => {
-        let params = r.be.read(&r.model.params).await?;
-        checkpoint::model_files_keeping(&r.model.config, &r.model.layout, &r.tokenizer, &params, r.generation_config.as_ref())
-    })
+    with_run!(run, r => crate::train::resume::model_folder(r).await)
 }

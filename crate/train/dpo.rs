@@ -18,6 +18,7 @@ use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
+use crate::data::chat::ChatFormat;
 use crate::tokenizer::Tokenizer;
 
 pub const DEF: StageDef = StageDef {
@@ -34,7 +35,7 @@ pub const DEF: StageDef = StageDef {
     },
     restore: |r| {
         let a = &r.cfg.align;
-        Ok(Box::new(Dpo::restore(r.files, r.tokenizer, r.t, (a.dpo_beta, a.rpo_alpha), r.position)?))
+        Ok(Box::new(Dpo::restore(r.files, (r.tokenizer, r.format), r.t, (a.dpo_beta, a.rpo_alpha), r.position)?))
     },
 };
 
@@ -82,12 +83,12 @@ impl Dpo {
 
     pub fn restore(
         files: &Files,
-        tokenizer: &Tokenizer,
+        vocabulary: (&Tokenizer, &ChatFormat),
         t: usize,
         (beta, rpo_alpha): (f64, f64),
         position: BatcherState,
     ) -> Result<Dpo> {
-        let mut dpo = Dpo::new(PreferenceRows::restore(files, tokenizer, t, position)?, beta, rpo_alpha);
+        let mut dpo = Dpo::new(PreferenceRows::restore(files, vocabulary, t, position)?, beta, rpo_alpha);
         let bytes =
             files.get(REFERENCE_FILE).ok_or_else(|| KilnError::Checkpoint(format!("{REFERENCE_FILE} is missing")))?;
         let reference: Reference =

@@ -16,7 +16,7 @@
 use super::stage::{BuildInput, Built, Frozen, Input, Phase, RolloutRequest, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind, TrainConfig};
-use crate::data::chat::{Conversation, Role};
+use crate::data::chat::{ChatFormat, Conversation, Role};
 use crate::data::jsonl::to_jsonl;
 use crate::data::Files;
 use crate::data::{make_batch, Batcher, BatcherState, Row};
@@ -24,9 +24,8 @@ use crate::data::instruct::{instruction_set, Split};
 use crate::error::{KilnError, Result};
 use crate::model::ScalarHeadKind;
 use crate::sample::Candidate;
-use crate::tokenizer::{Tokenizer, END, EOS};
+use crate::tokenizer::Tokenizer;
 use crate::train::preference::{answer_row, answer_span};
-use crate::train::sft::chat_prompt;
 
 pub const DEF: StageDef = StageDef {
     name: "ppo",
@@ -55,7 +54,7 @@ pub const DEF: StageDef = StageDef {
     frozen: &[Frozen::Reference, Frozen::Reward],
     from_reference: true,
     build,
-    restore: |r| Ok(Box::new(Ppo::restore(r.files, r.t, r.cfg.align.clone(), r.position)?)),
+    restore: |r| Ok(Box::new(Ppo::restore(r.files, r.t, r.cfg.align.clone(), r.position)?.in_format(r.format))),
 };
 
 /// The most prompts PPO reads from built-in questions or conversations.
@@ -75,7 +74,7 @@ fn build(i: BuildInput<'_>) -> Result<Built> {
             instruction_set(i.lang, Split::Train, MAX_PROMPTS).into_iter().map(|c| c[..1].to_vec()).collect()
         }
     };
-    Ok(Built::new(Ppo::new(prompts, i.t, i.cfg.align.clone(), i.cfg.seed)?))
+    Ok(Built::new(Ppo::new(prompts, i.t, i.cfg.align.clone(), i.cfg.seed)?.in_format(i.format)))
 }
 
 /// One batch of rollouts and what the updates need of it, per row.
@@ -115,6 +114,8 @@ pub struct Ppo {
     /// (question, answer ids, score) of the latest rollouts, for the log, until shown.
     pub latest: Vec<(String, Vec<u32>, f64)>,
     pending: Vec<usize>,
+    /// The model's template and tokens: prompts, padding, and the stops shown answers lose.
+    format: ChatFormat,
 }
 
 /// Advantages and returns of one answer by GAE: rewards r_t and values V_t per token.
@@ -186,7 +187,13 @@ impl Ppo {
             stats: PpoStats::default(),
             latest: Vec::new(),
             pending: Vec::new(),
+            format: ChatFormat::kiln(),
         })
+    }
+
+    /// The same stage for a model of its own `format` (an imported model's template).
+    pub fn in_format(self, format: &ChatFormat) -> Ppo {
+        Ppo { format: format.clone(), ..self }
     }
 
     /// PPO from a checkpoint: its prompts (ppo-prompts.jsonl) in the saved order. The next
@@ -251,7 +258,7 @@ impl Stage for Ppo {
 
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
         let p = &self.prompts[0];
-        Ok((chat_prompt(tokenizer, p, self.t)?, format!("{} → ", p.last().map_or("", |m| m.content.as_str()))))
+        Ok((self.format.chat_prompt(tokenizer, p, self.t)?, format!("{} → ", p.last().map_or("", |m| m.content.as_str()))))
     }
 
     fn heads(&self) -> Option<Heads> {
@@ -275,7 +282,7 @@ impl Stage for Ppo {
         let mut prompts = Vec::with_capacity(self.pending.len());
         for (i, &p) in self.pending.iter().enumerate() {
             let sc = a.sample_config(seed ^ ((i as u64) << 8));
-            prompts.push((chat_prompt(tokenizer, &self.prompts[p], self.t)?, sc));
+            prompts.push((self.format.chat_prompt(tokenizer, &self.prompts[p], self.t)?, sc));
         }
         Ok(Some(RolloutRequest { prompts, answers: a.answers_per_prompt }))
     }
@@ -284,7 +291,7 @@ impl Stage for Ppo {
     fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> Result<TokenBatch> {
         let mut rows = Vec::new();
         for (prompt, cands) in prompts.iter().zip(answers) {
-            rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t)));
+            rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t, self.format.roles.pad)));
         }
         let refs: Vec<&Row> = rows.iter().collect();
         let batch = make_batch(&refs, b, self.t);
@@ -350,7 +357,7 @@ impl Stage for Ppo {
         let mut lines = Vec::new();
         for (q, ids, score) in std::mem::take(&mut self.latest) {
             let question = q.lines().last().unwrap_or("");
-            let answer: Vec<u32> = ids.iter().copied().filter(|&id| id != END && id != EOS).collect();
+            let answer: Vec<u32> = ids.iter().copied().filter(|&id| !self.format.is_stop(id)).collect();
             lines.push(format!("{question} → {} ({score:+.2})", tokenizer.decode(&answer)?));
         }
         Ok(Some(lines.join("\n")))

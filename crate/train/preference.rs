@@ -5,16 +5,17 @@
 //!   answer positions  the positions whose targets are the answer's tokens and `<|end|>`
 //!                     (weight 1: their nll is read back; DPO's log-probability is −Σ nll)
 //!   last position     the position whose input is `<|end|>` (the reward is read there)
+//! An imported model's rows are its own template's prompt (with the generation prompt),
+//! the answer, its own end of turn and its own padding.
 
-use crate::data::chat::chat_prompt;
-use crate::data::chat::Role;
+use crate::data::chat::{ChatFormat, Role};
 pub use crate::data::preference::{answer_row, answer_span};
 use crate::data::preference::{rankings_jsonl, read_rankings, Ranking};
 use crate::data::Files;
 use crate::data::{make_batch, shuffle, Batcher, BatcherState, Row};
 use crate::error::{KilnError, Result};
 use crate::rng::Rng;
-use crate::tokenizer::{Tokenizer, END};
+use crate::tokenizer::Tokenizer;
 use crate::train::stage::BuildInput;
 use crate::train::TokenBatch;
 
@@ -33,11 +34,16 @@ impl Group {
     /// teach nothing and, held out, would read as wrong at every evaluation. None when no
     /// pair is left.
     pub fn of(tokenizer: &Tokenizer, ranking: &Ranking, t: usize) -> Result<Option<Group>> {
+        Group::of_in(&ChatFormat::kiln(), tokenizer, ranking, t)
+    }
+
+    /// [`Group::of`] in the model's own `format`.
+    pub fn of_in(format: &ChatFormat, tokenizer: &Tokenizer, ranking: &Ranking, t: usize) -> Result<Option<Group>> {
         let pairs = ranking.pairs();
         if pairs.is_empty() {
             return Ok(None);
         }
-        let prompt = chat_prompt(tokenizer, &ranking.prompt, t)?;
+        let prompt = format.chat_prompt(tokenizer, &ranking.prompt, t)?;
         let room = (t + 1).saturating_sub(prompt.len() + 2);
         if room == 0 {
             return Err(KilnError::Data(format!(
@@ -49,8 +55,8 @@ impl Group {
         for answer in &ranking.answers {
             let mut ids = tokenizer.encode(answer)?;
             ids.truncate(room);
-            ids.push(END);
-            rows.push(answer_row(&prompt, &ids, t));
+            ids.push(format.end_of_turn());
+            rows.push(answer_row(&prompt, &ids, t, format.roles.pad));
         }
         let pairs: Vec<_> = pairs.into_iter().filter(|&(c, r)| rows[c].ids != rows[r].ids).collect();
         Ok((!pairs.is_empty()).then_some(Group { rows, pairs }))
@@ -99,13 +105,16 @@ pub struct PreferenceRows {
     t: usize,
     /// The groups of the training batch handed out last.
     pub last: Vec<(usize, usize)>,
+    /// The model's template and tokens the rows are rendered with.
+    format: ChatFormat,
 }
 
 impl PreferenceRows {
     /// The rankings stage `name` was given, split by the run's options and checked against
     /// its batch size.
     pub fn from_input(mut i: BuildInput<'_>, name: &str) -> Result<Self> {
-        let rows = Self::split(i.tokenizer, i.rankings(name)?, i.t, i.cfg.val_fraction, i.cfg.seed)?;
+        let rankings = i.rankings(name)?;
+        let rows = Self::split_in(i.format, i.tokenizer, rankings, i.t, i.cfg.val_fraction, i.cfg.seed)?;
         rows.check_batch(i.cfg.batch_size)?;
         Ok(rows)
     }
@@ -119,9 +128,21 @@ impl PreferenceRows {
         val_fraction: f64,
         seed: u64,
     ) -> Result<Self> {
+        Self::split_in(&ChatFormat::kiln(), tokenizer, rankings, t, val_fraction, seed)
+    }
+
+    /// [`PreferenceRows::split`] in the model's own `format`.
+    pub fn split_in(
+        format: &ChatFormat,
+        tokenizer: &Tokenizer,
+        rankings: Vec<Ranking>,
+        t: usize,
+        val_fraction: f64,
+        seed: u64,
+    ) -> Result<Self> {
         let mut kept = Vec::with_capacity(rankings.len());
         for r in rankings {
-            if Group::of(tokenizer, &r, t)?.is_some() {
+            if Group::of_in(format, tokenizer, &r, t)?.is_some() {
                 kept.push(r);
             }
         }
@@ -135,7 +156,7 @@ impl PreferenceRows {
         shuffle(&mut rankings, &mut Rng::new(seed));
         let n_val = ((rankings.len() as f64 * val_fraction).ceil() as usize).clamp(1, rankings.len() - 1);
         let train = rankings.split_off(n_val);
-        Self::new(tokenizer, train, rankings, t, BatcherState { seed, epoch: 0, position: 0 })
+        Self::new_in(format, tokenizer, train, rankings, t, BatcherState { seed, epoch: 0, position: 0 })
     }
 
     pub fn new(
@@ -145,10 +166,22 @@ impl PreferenceRows {
         t: usize,
         position: BatcherState,
     ) -> Result<Self> {
+        Self::new_in(&ChatFormat::kiln(), tokenizer, train, val, t, position)
+    }
+
+    /// [`PreferenceRows::new`] in the model's own `format`.
+    pub fn new_in(
+        format: &ChatFormat,
+        tokenizer: &Tokenizer,
+        train: Vec<Ranking>,
+        val: Vec<Ranking>,
+        t: usize,
+        position: BatcherState,
+    ) -> Result<Self> {
         let groups = |rs: &[Ranking]| -> Result<Vec<Group>> {
             Ok(rs
                 .iter()
-                .map(|r| Group::of(tokenizer, r, t))
+                .map(|r| Group::of_in(format, tokenizer, r, t))
                 .collect::<Result<Vec<_>>>()?
                 .into_iter()
                 .flatten()
@@ -171,16 +204,22 @@ impl PreferenceRows {
             batcher,
             t,
             last: Vec::new(),
+            format: format.clone(),
         })
     }
 
-    /// Rebuilds from a checkpoint's rankings files.
-    pub fn restore(files: &Files, tokenizer: &Tokenizer, t: usize, position: BatcherState) -> Result<Self> {
+    /// Rebuilds from a checkpoint's rankings files, in the model's own `format`.
+    pub fn restore(
+        files: &Files,
+        (tokenizer, format): (&Tokenizer, &ChatFormat),
+        t: usize,
+        position: BatcherState,
+    ) -> Result<Self> {
         let read = |name: &str| -> Result<Vec<Ranking>> {
             let bytes = files.get(name).ok_or_else(|| KilnError::Checkpoint(format!("{name} is missing")))?;
             read_rankings(bytes).map(|r| r.items).map_err(|e| KilnError::Checkpoint(format!("{name}: {e}")))
         };
-        Self::new(tokenizer, read("rankings-train.jsonl")?, read("rankings-val.jsonl")?, t, position)
+        Self::new_in(format, tokenizer, read("rankings-train.jsonl")?, read("rankings-val.jsonl")?, t, position)
     }
 
     pub fn data_files(&self) -> Files {
@@ -255,7 +294,7 @@ impl PreferenceRows {
     pub fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
         let r = &self.rankings.1[0];
         debug_assert_eq!(r.prompt.last().map(|m| m.role), Some(Role::User));
-        Ok((chat_prompt(tokenizer, &r.prompt, self.t)?, format!("{} → ", r.question())))
+        Ok((self.format.chat_prompt(tokenizer, &r.prompt, self.t)?, format!("{} → ", r.question())))
     }
 }
 

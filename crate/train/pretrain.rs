@@ -1,12 +1,13 @@
 //! Pretraining: next-token prediction on the user's text. Documents are packed into full
-//! rows (`<|bos|> doc <|eos|>` one after another), every target weighs the same.
+//! rows (`<|bos|> doc <|eos|>` one after another, an imported model's own markers in
+//! their place), every target weighs the same.
 
 use super::stage::{Built, Input, RowStage, StageDef, TokenRows};
 use super::{StageKind, TrainConfig};
 use crate::data::Files;
 use crate::data::{BatcherState, Dataset};
 use crate::error::{KilnError, Result};
-use crate::tokenizer::{Tokenizer, BOS};
+use crate::tokenizer::{TokenRoles, Tokenizer};
 
 pub const DEF: StageDef = StageDef {
     name: "pretrain",
@@ -16,33 +17,40 @@ pub const DEF: StageDef = StageDef {
     head: None,
     frozen: &[],
     from_reference: false,
-    build: |i| Ok(Built::new(Pretrain::new(i.tokenizer, i.corpus()?, i.t, i.cfg)?)),
-    restore: |r| Ok(Box::new(Pretrain::restore(r.files, r.tokenizer, r.t, r.cfg, r.position)?)),
+    build: |i| Ok(Built::new(Pretrain::by(i.tokenizer, &i.format.roles, i.corpus()?, i.t, i.cfg)?)),
+    restore: |r| Ok(Box::new(Pretrain::restore(r.files, (r.tokenizer, &r.format.roles), r.t, r.cfg, r.position)?)),
 };
 
 pub struct Pretrain {
     pub rows: TokenRows,
     corpus: String,
+    /// The model's document markers; a sample continues its bos (or end of text).
+    roles: TokenRoles,
 }
 
 impl Pretrain {
     /// `text` split into documents, held out by `cfg.val_fraction` and `cfg.seed`.
     pub fn new(tokenizer: &Tokenizer, text: &str, t: usize, cfg: &TrainConfig) -> Result<Pretrain> {
-        let data = Dataset::packed(tokenizer, text, t, cfg.val_fraction, cfg.seed)?;
-        Ok(Pretrain { rows: TokenRows::new(data, cfg.seed), corpus: text.to_string() })
+        Pretrain::by(tokenizer, &TokenRoles::kiln(), text, t, cfg)
+    }
+
+    /// [`Pretrain::new`] for a model whose documents start and end with `roles`' tokens.
+    pub fn by(tokenizer: &Tokenizer, roles: &TokenRoles, text: &str, t: usize, cfg: &TrainConfig) -> Result<Pretrain> {
+        let data = Dataset::packed_by(tokenizer, roles, text, t, cfg.val_fraction, cfg.seed)?;
+        Ok(Pretrain { rows: TokenRows::new(data, cfg.seed), corpus: text.to_string(), roles: roles.clone() })
     }
 
     pub fn restore(
         files: &Files,
-        tokenizer: &Tokenizer,
+        (tokenizer, roles): (&Tokenizer, &TokenRoles),
         t: usize,
         cfg: &TrainConfig,
         position: BatcherState,
     ) -> Result<Pretrain> {
         let bytes = files.get("corpus.txt").ok_or_else(|| KilnError::Checkpoint("corpus.txt is missing".into()))?;
         let corpus = std::str::from_utf8(bytes).map_err(|_| KilnError::Checkpoint("corpus.txt is not UTF-8".into()))?;
-        let data = Dataset::packed(tokenizer, corpus, t, cfg.val_fraction, cfg.seed)?;
-        Ok(Pretrain { rows: TokenRows::resume(data, position)?, corpus: corpus.to_string() })
+        let data = Dataset::packed_by(tokenizer, roles, corpus, t, cfg.val_fraction, cfg.seed)?;
+        Ok(Pretrain { rows: TokenRows::resume(data, position)?, corpus: corpus.to_string(), roles: roles.clone() })
     }
 }
 
@@ -64,6 +72,6 @@ impl RowStage for Pretrain {
     }
 
     fn sample_prompt(&self, _: &Tokenizer) -> Result<(Vec<u32>, String)> {
-        Ok((vec![BOS], String::new()))
+        Ok((vec![self.roles.start()], String::new()))
     }
 }

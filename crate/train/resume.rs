@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{LossPoint, StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
-use crate::checkpoint::{bad, f32_bytes, file, load_model, model_files_keeping, read_f32, safetensors_of};
+use crate::checkpoint::{bad, f32_bytes, file, load_weights, model_files_with, read_f32, safetensors_of};
+use crate::data::chat::ChatFormat;
 use crate::data::{BatcherState, Files};
 use crate::error::Result;
 use crate::peft::{adapter_files, is_adapter, read_adapter};
@@ -31,6 +32,13 @@ fn pretrain_stage() -> StageKind {
     StageKind::Pretrain
 }
 
+/// The run's model as a Hugging Face folder: Kiln's, or an imported model's own files.
+pub async fn model_folder<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
+    // with its adapters merged in, under LoRA
+    let params = run.params().await?;
+    model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())
+}
+
 /// A resume checkpoint of a run: the model folder plus optimizer.safetensors,
 /// trainer.json (which stage, where in it) and the stage's data files.
 pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
@@ -39,8 +47,7 @@ pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     let params = run.be.read(&run.model.params).await?;
     let m = run.be.read(&run.opt.m).await?;
     let v = run.be.read(&run.opt.v).await?;
-    let kept = run.generation_config.as_ref();
-    let mut files = model_files_keeping(&run.model.config, &run.model.layout, &run.tokenizer, &params, kept)?;
+    let mut files = model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())?;
     // under LoRA the folder holds the frozen weights, the adapters beside them as a PEFT
     // folder's files, and the optimizer's moments are the adapters'
     if let Some((lora, values)) = run.adapter().await? {
@@ -67,7 +74,7 @@ pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
 
 /// Continues a run from a resume checkpoint, in the stage it was in.
 pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
-    let loaded = load_model(files)?;
+    let loaded = load_weights(files)?;
     let state: TrainerState = serde_json::from_slice(file(files, "trainer.json")?)
         .map_err(|e| bad(format!("trainer.json is not a Kiln trainer state: {e}")))?;
     state.train.validate()?;
@@ -82,7 +89,10 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     let v = read_f32(&st, &["adamw.v".into()], &n, "optimizer.safetensors", f32::MAX)?;
 
     let t = loaded.config.block_size;
-    let stage = super::stages::restore(state.stage, files, &loaded.tokenizer, t, &state.train, state.batcher)?;
+    let extras = loaded.extras();
+    let format = ChatFormat::of(&loaded.tokenizer, extras.roles.clone(), extras.chat_template.clone());
+    let vocabulary = (&loaded.tokenizer, &format);
+    let stage = super::stages::restore(state.stage, files, vocabulary, t, &state.train, state.batcher)?;
     let mut run = Trainer::with_layout(
         be,
         loaded.tokenizer,
@@ -97,7 +107,7 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
     run.be.write(&run.opt.m, 0, &m);
     run.be.write(&run.opt.v, 0, &v);
     run.opt.step = state.adam_step;
-    run.generation_config = loaded.generation_config;
+    run.set_extras(extras);
     run.resume_stage(stage, state.train, state.step, state.history)?;
     Ok(run)
 }

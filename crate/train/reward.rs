@@ -15,6 +15,7 @@ use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::Result;
 use crate::model::ScalarHeadKind;
+use crate::data::chat::ChatFormat;
 use crate::tokenizer::Tokenizer;
 
 pub const DEF: StageDef = StageDef {
@@ -31,7 +32,7 @@ pub const DEF: StageDef = StageDef {
     },
     restore: |r| {
         let center = r.cfg.align.reward_center;
-        Ok(Box::new(Reward::restore(r.files, r.tokenizer, r.t, center, r.position)?))
+        Ok(Box::new(Reward::restore(r.files, (r.tokenizer, r.format), r.t, center, r.position)?))
     },
 };
 
@@ -98,12 +99,12 @@ impl Reward {
 
     pub fn restore(
         files: &Files,
-        tokenizer: &Tokenizer,
+        vocabulary: (&Tokenizer, &ChatFormat),
         t: usize,
         center: f64,
         position: BatcherState,
     ) -> Result<Reward> {
-        Ok(Reward::new(PreferenceRows::restore(files, tokenizer, t, position)?, center))
+        Ok(Reward::new(PreferenceRows::restore(files, vocabulary, t, position)?, center))
     }
 }
 

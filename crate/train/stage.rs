@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::metrics::Metrics;
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{StageKind, TrainConfig};
-use crate::data::chat::Conversation;
+use crate::data::chat::{ChatFormat, Conversation};
 use crate::data::corpus::Language;
 use crate::data::preference::Ranking;
 use crate::data::{Batcher, BatcherState, Dataset, Files, Row};
@@ -70,10 +70,12 @@ pub enum Frozen {
     Reward,
 }
 
-/// What a stage is built from for a new run: the model's tokenizer and context `t`, the
-/// run's options, and the input its [`StageDef::input`] asks for, read.
+/// What a stage is built from for a new run: the model's tokenizer, chat format and
+/// context `t`, the run's options, and the input its [`StageDef::input`] asks for, read.
 pub struct BuildInput<'a> {
     pub tokenizer: &'a Tokenizer,
+    /// The model's template and token roles (Kiln's, or an imported model's own).
+    pub format: &'a ChatFormat,
     pub t: usize,
     pub cfg: &'a TrainConfig,
     /// The language of the built-in data, when the stage uses it.
@@ -107,11 +109,12 @@ impl Built {
     }
 }
 
-/// What a stage is rebuilt from: its checkpoint files, the model's tokenizer and context,
-/// the run's options, and where its data order was.
+/// What a stage is rebuilt from: its checkpoint files, the model's tokenizer, chat format
+/// and context, the run's options, and where its data order was.
 pub struct RestoreInput<'a> {
     pub files: &'a Files,
     pub tokenizer: &'a Tokenizer,
+    pub format: &'a ChatFormat,
     pub t: usize,
     pub cfg: &'a TrainConfig,
     pub position: BatcherState,

@@ -5,6 +5,7 @@
 use super::stage::{Frozen, RestoreInput, Stage};
 use super::{StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
+use crate::data::chat::ChatFormat;
 use crate::data::{BatcherState, Files};
 use crate::error::{KilnError, Result};
 use crate::model::ScalarHeadKind;
@@ -14,12 +15,12 @@ use crate::tokenizer::Tokenizer;
 pub fn restore(
     kind: StageKind,
     files: &Files,
-    tokenizer: &Tokenizer,
+    (tokenizer, format): (&Tokenizer, &ChatFormat),
     t: usize,
     cfg: &TrainConfig,
     position: BatcherState,
 ) -> Result<Box<dyn Stage>> {
-    (kind.def().restore)(RestoreInput { files, tokenizer, t, cfg, position })
+    (kind.def().restore)(RestoreInput { files, tokenizer, format, t, cfg, position })
 }
 
 /// The head a stage trains beside the language model's: the reward model's score, PPO's

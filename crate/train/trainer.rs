@@ -4,6 +4,8 @@
 //! `begin` starts a stage on the model as it is (pretraining, then SFT, …), with a fresh
 //! optimizer and schedule.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
@@ -14,10 +16,12 @@ use super::stage::{Phase, Stage};
 use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, TokenBatch};
 use super::{Metrics, StageKind};
 use crate::backend::Backend;
+use crate::checkpoint::ModelExtras;
 use crate::clock::now_s;
 use crate::cpu::adamw::AdamWConfig;
-use crate::data::chat::{chat_prompt, chat_prompt_by, Message};
+use crate::data::chat::{ChatFormat, Message};
 use crate::data::template::ChatTemplate;
+use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::model::lora::{LoraConfig, LoraLayout};
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
@@ -81,7 +85,10 @@ pub struct Trainer<B: Backend> {
     /// Kiln's sampling.
     pub generation_config: Option<serde_json::Value>,
     /// An imported model's own chat template (None: Kiln's).
-    pub chat_template: Option<ChatTemplate>,
+    pub chat_template: Option<Arc<ChatTemplate>>,
+    /// An imported Llama-family model's own tokenizer files, written back on export
+    /// (`checkpoint::pretrained_model_files`); empty for Kiln's models.
+    pub own_files: Files,
     acts: Option<Activations<B::Buf>>,
     eval_acts: Option<Activations<B::Buf>>,
     val: Vec<TokenBatch>,
@@ -200,6 +207,7 @@ impl<B: Backend> Trainer<B> {
             history: Vec::new(),
             generation_config: None,
             chat_template: None,
+            own_files: Files::new(),
             acts: None,
             eval_acts: None,
             val: Vec::new(),
@@ -607,7 +615,9 @@ impl<B: Backend> Trainer<B> {
         values.truncate(cfg.num_params());
         let layout = ParamLayout::with_scalar_head(&cfg, kind);
         values.extend_from_slice(&layout.init(&cfg, seed)[cfg.num_params()..]);
+        let roles = self.model.roles.clone();
         self.model = Gpt::from_layout(&mut self.be, cfg, layout, &values, true)?;
+        self.model.roles = roles; // the same vocabulary: its tokens keep their roles
         self.opt = AdamW::new(&mut self.be, &self.model)?;
         self.stage = None;
         self.decoder = None;
@@ -684,7 +694,7 @@ impl<B: Backend> Trainer<B> {
                 crate::data::preference::MAX_ANSWERS
             )));
         }
-        let ids = crate::data::chat::chat_prompt(&self.tokenizer, messages, self.model.config.block_size)?;
+        let ids = self.chat_prompt(messages)?;
         if self.batched_decoder.as_ref().map(Decoder::seqs) != Some(k) {
             self.batched_decoder = Some(Decoder::batched(&mut self.be, &self.model, k)?);
         }
@@ -695,12 +705,12 @@ impl<B: Backend> Trainer<B> {
     /// log p(answer | prompt) of each answer (token ids, the stop token included) under
     /// this model: one forward pass per B answers.
     pub async fn answer_logps(&mut self, prompt: &[u32], answers: &[Vec<u32>]) -> Result<Vec<f64>> {
-        let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
+        let (b, t, pad) = (self.cfg.batch_size, self.model.config.block_size, self.model.roles.pad);
         self.eval_acts()?;
         let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let mut out = Vec::with_capacity(answers.len());
         for chunk in answers.chunks(b) {
-            let rows: Vec<_> = chunk.iter().map(|a| crate::data::preference::answer_row(prompt, a, t)).collect();
+            let rows: Vec<_> = chunk.iter().map(|a| crate::data::preference::answer_row(prompt, a, t, pad)).collect();
             let refs: Vec<&crate::data::Row> = rows.iter().collect();
             let batch = crate::data::make_batch(&refs, b, t);
             let nll = forward_outputs(&mut self.be, &self.model, acts, &batch, Heads::LM).await?.nll;
@@ -781,11 +791,31 @@ impl<B: Backend> Trainer<B> {
     /// A chat's prompt ids in the model's own template (Kiln's, or an imported model's),
     /// ending where the assistant's answer begins, cut to leave room for one.
     pub fn chat_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let t = self.model.config.block_size;
-        match &self.chat_template {
-            Some(template) => chat_prompt_by(messages, t, |conv| template.encode_prompt(&self.tokenizer, conv)),
-            None => chat_prompt(&self.tokenizer, messages, t),
+        self.chat_format().chat_prompt(&self.tokenizer, messages, self.model.config.block_size)
+    }
+
+    /// How this model's conversations become ids: its template and its tokens' roles, what
+    /// every stage it trains in is built with.
+    pub fn chat_format(&self) -> ChatFormat {
+        ChatFormat::of(&self.tokenizer, self.model.roles.clone(), self.chat_template.clone())
+    }
+
+    /// What the model's folder said beside its weights and tokenizer.
+    pub fn extras(&self) -> ModelExtras {
+        ModelExtras {
+            roles: self.model.roles.clone(),
+            chat_template: self.chat_template.clone(),
+            generation_config: self.generation_config.clone(),
+            own_files: self.own_files.clone(),
         }
+    }
+
+    /// Gives the model `extras` (a folder's, or another run's of the same model).
+    pub fn set_extras(&mut self, extras: ModelExtras) {
+        self.model.roles = extras.roles;
+        self.chat_template = extras.chat_template;
+        self.generation_config = extras.generation_config;
+        self.own_files = extras.own_files;
     }
 
     /// Text generated from `prompt` by the current model.
