@@ -425,16 +425,20 @@ fn ckpt_spec(o: &Options) -> Result<(Tokenizer, GptConfig), KilnError> {
 fn train_config(o: &Options, stage: StageKind) -> Result<TrainConfig, KilnError> {
     let mut given = serde_json::Map::new();
     let mut said: HashMap<String, String> = HashMap::new();
-    for (flag, key, _) in training_flags(stage) {
+    for (flag, key, default) in training_flags(stage) {
         if let Some(v) = o.get(&flag) {
             if let Some(other) = said.insert(key.clone(), flag.clone()) {
                 return Err(usage(&format!("--{other} and --{flag} are the same option: give one")));
             }
-            let number: serde_json::Value = serde_json::from_str(v)
-                .ok()
-                .filter(serde_json::Value::is_number)
-                .ok_or_else(|| usage(&format!("--{flag} {v:?} is not a number")))?;
-            given.insert(key, number);
+            // an option whose default is text takes the flag's text as it is
+            let value: serde_json::Value = match default.is_string() {
+                true => v.as_str().into(),
+                false => serde_json::from_str(v)
+                    .ok()
+                    .filter(serde_json::Value::is_number)
+                    .ok_or_else(|| usage(&format!("--{flag} {v:?} is not a number")))?,
+            };
+            given.insert(key, value);
         }
     }
     TrainConfig::from_options(stage, &given.into())
