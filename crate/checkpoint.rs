@@ -790,6 +790,25 @@ pub fn read_dir(dir: &std::path::Path) -> Result<Files> {
     })
 }
 
+/// A file's name without the folders before it ("SmolLM2/config.json" → "config.json"),
+/// as a browser's folder input gives them.
+pub fn base_name(name: &str) -> &str {
+    name.rsplit(['/', '\\']).next().unwrap_or(name)
+}
+
+/// A model folder from its files as (name, bytes), the names possibly under folders (a
+/// browser's folder input): the files Kiln reads, checked and capped as a .zip's are;
+/// the rest left out.
+pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<Files> {
+    let files: Vec<(String, Vec<u8>)> = files.into_iter().map(|(n, b)| (base_name(&n).to_string(), b)).collect();
+    let entries = files
+        .iter()
+        .enumerate()
+        .map(|(index, (name, bytes))| Entry { name: name.clone(), declared: bytes.len() as u64, index })
+        .collect();
+    read_checkpoint(entries, |e, _| Ok(files[e.index].1.clone()))
+}
+
 /// Caps on what Kiln reads of a checkpoint, by file, so that a hostile archive or folder
 /// cannot exhaust memory: JSON (config, tokenizer with up to 2^18 tokens, trainer state),
 /// a stage's data, everything together.

@@ -22,6 +22,38 @@ const MAX_CONFIG: usize = 1 << 20;
 /// Adapter weights stay small; past this they are not LoRA factors of a trained model.
 const MAX_ADAPTER_WEIGHT: f32 = 1e4;
 
+/// The largest adapter_model.safetensors Kiln reads: rank 256 on every linear layer of a
+/// model of a few billion parameters stays well within it.
+const MAX_WEIGHTS_FILE: usize = 1 << 30;
+
+/// An adapter folder from its files as (name, bytes), the names possibly under folders (a
+/// browser's folder input): its two files, size-checked; the rest left out.
+pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<Files> {
+    let mut out = Files::new();
+    for (name, bytes) in files {
+        let name = crate::checkpoint::base_name(&name);
+        let cap = match name {
+            ADAPTER_CONFIG => MAX_CONFIG,
+            ADAPTER_WEIGHTS => MAX_WEIGHTS_FILE,
+            _ => continue,
+        };
+        if bytes.len() > cap {
+            return Err(bad(format!("{name} is {} bytes, past the {cap} Kiln reads for it", bytes.len())));
+        }
+        if out.insert(name.to_string(), bytes).is_some() {
+            return Err(bad(format!("{name} is there twice; an adapter folder has one of each")));
+        }
+    }
+    for name in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
+        if !out.contains_key(name) {
+            return Err(bad(format!(
+                "{name} is missing: an adapter folder holds {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}"
+            )));
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the files are a PEFT adapter folder (rather than a model folder).
 pub fn is_adapter(files: &Files) -> bool {
     files.contains_key(ADAPTER_CONFIG)

@@ -10,8 +10,9 @@ use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::checkpoint::{self, Files};
-use crate::data::chat::{ChatFormat, Message};
+use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
+use crate::data::format::ChatFormat;
 use crate::data::instruct::{instruction_set, Split};
 use crate::data::preference::read_rankings;
 use crate::data::{documents, text_from_bytes};
@@ -684,6 +685,66 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
     let info = run_info(&s)?;
     js_sys::Reflect::set(&info, &"notes".into(), &to_js(&notes)?)?;
     Ok(info)
+}
+
+/// Loads a model from a folder's files, {name: Uint8Array} (the page's folder input, or
+/// several files chosen together): a Hugging Face folder of GPT-2, Llama, Qwen2 or Mistral
+/// (its adapter's files beside it are merged in). Names may carry their folder
+/// ("SmolLM2/config.json"); files Kiln does not read are left out, the rest checked as a
+/// .zip's are. Otherwise as `importZip`.
+#[wasm_bindgen(js_name = importFiles)]
+pub fn import_files(files: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
+    let files = checkpoint::from_named(named_files(&files)?).map_err(kiln_error)?;
+    let cfg = training_config(StageKind::Pretrain, training)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    let notes = s.core.import(&files, Some(cfg)).map_err(kiln_error)?;
+    let info = run_info(&s)?;
+    js_sys::Reflect::set(&info, &"notes".into(), &to_js(&notes)?)?;
+    Ok(info)
+}
+
+/// Whether a model or adapter folder's file is one Kiln reads (the page reads only those).
+#[wasm_bindgen(js_name = isModelFile)]
+pub fn is_model_file(name: String) -> bool {
+    checkpoint::is_checkpoint_file(checkpoint::base_name(&name))
+}
+
+/// A PEFT adapter folder's files (adapter_config.json, adapter_model.safetensors) onto the
+/// current model, its base; a LoRA stage of the same rank, α and targets trains them on.
+/// Returns the run's info.
+#[wasm_bindgen(js_name = importAdapter)]
+pub fn import_adapter(files: JsValue) -> Result<JsValue, JsValue> {
+    let files = crate::peft::from_named(named_files(&files)?).map_err(kiln_error)?;
+    let s = session();
+    let mut s = s.borrow_mut();
+    s.core.import_adapter(&files).map_err(kiln_error)?;
+    run_info(&s)
+}
+
+/// The model's LoRA adapters as a PEFT adapter folder, {fileName: Uint8Array}, naming
+/// `baseModel` (the base's Hub id or folder) in adapter_config.json.
+#[wasm_bindgen(js_name = exportAdapter)]
+pub async fn export_adapter(base_model: String) -> Result<JsValue, JsValue> {
+    let mut core = take_core();
+    let files = core.adapter_files(&base_model).await;
+    put_core(core);
+    let out = js_sys::Object::new();
+    for (name, bytes) in files.map_err(kiln_error)? {
+        js_sys::Reflect::set(&out, &JsValue::from_str(&name), &js_sys::Uint8Array::from(bytes.as_slice()))?;
+    }
+    Ok(out.into())
+}
+
+/// {name: Uint8Array} as (name, bytes) pairs.
+fn named_files(files: &JsValue) -> Result<Vec<(String, Vec<u8>)>, JsValue> {
+    let mut out = Vec::new();
+    for entry in js_sys::Object::entries(&js_sys::Object::from(files.clone())).iter() {
+        let pair = js_sys::Array::from(&entry);
+        let name = pair.get(0).as_string().ok_or_else(|| js_error("a file name is not a string"))?;
+        out.push((name, js_sys::Uint8Array::new(&pair.get(1)).to_vec()));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- kernel self-test

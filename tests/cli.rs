@@ -383,15 +383,17 @@ fn every_training_option_is_a_flag_that_takes_effect() {
             }
             taken.insert(key.clone());
             // a valid value other than the default: half of it (exact in binary), or one more
-            let value = match default.as_u64() {
-                Some(n) => serde_json::json!(n + 1),
-                None => {
+            let value = match (default.as_u64(), default.as_str()) {
+                (Some(n), _) => serde_json::json!(n + 1),
+                (None, Some(_)) => serde_json::json!("all-linear"), // the one text option: LoRA's targets
+                (None, None) => {
                     let x = default.as_f64().unwrap();
                     serde_json::json!(if x == 0.0 { 0.25 } else { x / 2.0 })
                 }
             };
-            let got = config(&["config", stage, &flag, &value.to_string()]);
-            assert_eq!(got[key].as_f64(), value.as_f64(), "kiln config {stage} {flag} {value}");
+            let given = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            let got = config(&["config", stage, &flag, &given]);
+            assert_eq!(got[key], value, "kiln config {stage} {flag} {value}");
             checked += 1;
         }
         println!("{stage}: {checked} training options pass through as flags");

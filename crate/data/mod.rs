@@ -5,6 +5,7 @@
 
 pub mod chat;
 pub mod corpus;
+pub mod format;
 pub mod instruct;
 pub mod jsonl;
 pub mod preference;

@@ -16,8 +16,9 @@ pub use view::{Attention, HeadChoice, InspectOptions, NextToken, Piece, RowView,
 
 use crate::backend::{BackendKind, CpuBackend, GpuBackend};
 use crate::checkpoint::{load_model, params_file, read_params_file, ModelExtras};
-use crate::data::chat::{ChatFormat, Conversation, Message};
+use crate::data::chat::{Conversation, Message};
 use crate::data::corpus::Language;
+use crate::data::format::ChatFormat;
 use crate::data::jsonl::{read_conversations, to_jsonl};
 use crate::data::preference::{read_rankings, Ranking, MAX_ANSWERS};
 use crate::data::Files;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Run, Session};
-use crate::data::chat::ChatFormat;
+use crate::data::format::ChatFormat;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::inspect::{next_token, row_losses, top_tokens, HeadRef, TOP_K};

@@ -18,7 +18,7 @@ use super::{StageKind, TrainConfig};
 use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
-use crate::data::chat::ChatFormat;
+use crate::data::format::ChatFormat;
 use crate::tokenizer::Tokenizer;
 
 pub const DEF: StageDef = StageDef {

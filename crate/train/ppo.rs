@@ -16,7 +16,8 @@
 use super::stage::{BuildInput, Built, Frozen, Input, Phase, RolloutRequest, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind, TrainConfig};
-use crate::data::chat::{ChatFormat, Conversation, Role};
+use crate::data::chat::{Conversation, Role};
+use crate::data::format::ChatFormat;
 use crate::data::jsonl::to_jsonl;
 use crate::data::Files;
 use crate::data::{make_batch, Batcher, BatcherState, Row};

@@ -8,7 +8,8 @@
 //! An imported model's rows are its own template's prompt (with the generation prompt),
 //! the answer, its own end of turn and its own padding.
 
-use crate::data::chat::{ChatFormat, Role};
+use crate::data::chat::Role;
+use crate::data::format::ChatFormat;
 pub use crate::data::preference::{answer_row, answer_span};
 use crate::data::preference::{rankings_jsonl, read_rankings, Ranking};
 use crate::data::Files;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{LossPoint, StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
 use crate::checkpoint::{bad, f32_bytes, file, load_weights, model_files_with, read_f32, safetensors_of};
-use crate::data::chat::ChatFormat;
+use crate::data::format::ChatFormat;
 use crate::data::{BatcherState, Files};
 use crate::error::Result;
 use crate::peft::{adapter_files, is_adapter, read_adapter};

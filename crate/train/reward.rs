@@ -15,7 +15,7 @@ use crate::data::BatcherState;
 use crate::data::Files;
 use crate::error::Result;
 use crate::model::ScalarHeadKind;
-use crate::data::chat::ChatFormat;
+use crate::data::format::ChatFormat;
 use crate::tokenizer::Tokenizer;
 
 pub const DEF: StageDef = StageDef {

@@ -7,7 +7,8 @@
 use super::stage::{BuildInput, Built, Input, RowStage, StageDef, TokenRows};
 use super::{StageKind, TrainConfig};
 pub use crate::data::chat::chat_prompt;
-use crate::data::chat::{ChatFormat, Conversation, Role};
+use crate::data::chat::{Conversation, Role};
+use crate::data::format::ChatFormat;
 use crate::data::corpus::Language;
 use crate::data::instruct::{instruction_set, Split, DEFAULT_HELD_OUT, DEFAULT_TRAIN};
 use crate::data::jsonl::{read_conversations, to_jsonl};

@@ -5,7 +5,7 @@
 use super::stage::{Frozen, RestoreInput, Stage};
 use super::{StageKind, TrainConfig, Trainer};
 use crate::backend::Backend;
-use crate::data::chat::ChatFormat;
+use crate::data::format::ChatFormat;
 use crate::data::{BatcherState, Files};
 use crate::error::{KilnError, Result};
 use crate::model::ScalarHeadKind;

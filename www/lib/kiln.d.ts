@@ -75,6 +75,13 @@ export interface TrainingOptions {
   topK?: number;
   topP?: number;
   answerTokens?: number;
+  /** LoRA: the rank of low-rank adapters that train in place of the frozen weights
+   * (PEFT's LoRA; zero trains every weight), α (the adapters' scale is α / rank) and the
+   * layers adapted: 'attention' (q_proj and v_proj, or GPT-2's c_attn), 'all-linear', or
+   * module names separated by commas. */
+  loraRank?: number;
+  loraAlpha?: number;
+  loraTargets?: string;
 }
 
 export interface GptConfig { vocab_size: number; block_size: number; n_layer: number; n_head: number; n_embd: number; }
@@ -282,7 +289,12 @@ export class Kiln {
   instructionExamples(lang?: 'en' | 'zh', split?: 'train' | 'heldout', n?: number): Promise<Message[][]>;
   exportModel(): Promise<Record<string, Uint8Array>>;
   exportZip(): Promise<Uint8Array>;
-  importModel(zip: Uint8Array | ArrayBuffer | Blob, training?: TrainingOptions): Promise<ModelInfo>;
+  /** A .zip of a model folder, or a folder's files (a folder input's FileList, File[], or {name: bytes}). */
+  importModel(input: Uint8Array | ArrayBuffer | Blob | FileList | File[] | Record<string, Uint8Array>, training?: TrainingOptions): Promise<ModelInfo>;
+  /** A PEFT adapter folder onto the current model (its base). */
+  importAdapter(files: FileList | File[] | Record<string, Uint8Array>): Promise<ModelInfo>;
+  /** The trained LoRA adapters as a PEFT adapter folder naming `baseModel`. */
+  exportAdapter(baseModel?: string): Promise<Record<string, Uint8Array>>;
   /** The autosaves in this browser, newest first (the newest three runs are kept). */
   listAutosaves(): Promise<AutosaveInfo[]>;
   /** Continues an autosave bit for bit: model, optimizer, stage, data position, tokenizer, corpus. */

@@ -30,6 +30,21 @@ function sizeOf(input) {
   return input?.byteLength ?? 0;
 }
 
+/** Whether `input` is a folder's files rather than one .zip. */
+function isFolder(input) {
+  return Array.isArray(input) || isFileList(input) || (input !== null && typeof input === 'object'
+    && !(input instanceof Blob) && !(input instanceof ArrayBuffer) && !ArrayBuffer.isView(input));
+}
+
+function isFileList(input) {
+  return typeof FileList !== 'undefined' && input instanceof FileList;
+}
+
+/** The buffers of {name: Uint8Array}, moved to the worker rather than copied. */
+function transfers(files) {
+  return Object.values(files).map((b) => b.buffer);
+}
+
 async function bytesOf(input) {
   if (input instanceof Uint8Array) return input;
   if (input instanceof ArrayBuffer) return new Uint8Array(input);
@@ -344,15 +359,52 @@ export class Kiln {
   /** The same folder as one .zip (Uint8Array). */
   exportZip() { return this.#call('exportZip'); }
 
-  /** Loads a model from a .zip of a model folder (as exportZip makes, or a Hugging Face
-   * GPT-2 folder: Kiln's special tokens are added if missing, said in `notes`). Any stage
-   * can then train it; with a corpus set, pretraining continues on it. Corrupt files are
-   * refused with KilnError('checkpoint') and change nothing. */
-  async importModel(zip, training = {}) {
-    const bytes = await this.#bytes(zip, 'model');
-    const info = await this.#call('importZip', [bytes, trainingOptions(training)], {}, [bytes.buffer]);
+  /** Loads a model from a .zip of a model folder (as exportZip makes), or from a
+   * folder's files (a folder input's FileList, File[], or {name: bytes}): a Hugging Face
+   * folder of GPT-2 (Kiln's special tokens are added if missing, said in `notes`), Llama,
+   * Qwen2 or Mistral (kept as they are: tokenizer, chat template, special tokens). Only
+   * the files Kiln reads are read. Any stage can then train it; with a corpus set,
+   * pretraining continues on it. Corrupt files are refused with KilnError('checkpoint')
+   * and change nothing. */
+  async importModel(input, training = {}) {
+    let info;
+    if (isFolder(input)) {
+      const files = await this.#folder(input);
+      info = await this.#call('importFiles', [files, trainingOptions(training)], {}, transfers(files));
+    } else {
+      const bytes = await this.#bytes(input, 'model');
+      info = await this.#call('importZip', [bytes, trainingOptions(training)], {}, [bytes.buffer]);
+    }
     this.#lastAutosave = null;
     return info;
+  }
+
+  /** Puts a PEFT adapter folder (adapter_config.json, adapter_model.safetensors: a
+   * FileList, File[] or {name: bytes}) onto the current model, its base. A LoRA stage of
+   * the same loraRank, loraAlpha and loraTargets trains it on. */
+  async importAdapter(files) {
+    const record = await this.#folder(files);
+    return this.#call('importAdapter', [record], {}, transfers(record));
+  }
+
+  /** The LoRA adapters trained (loraRank above 0) as a PEFT adapter folder:
+   * {'adapter_config.json', 'adapter_model.safetensors'}; `baseModel` (a Hub id or folder
+   * name) goes into its base_model_name_or_path. */
+  exportAdapter(baseModel = '') { return this.#call('exportAdapter', [baseModel]); }
+
+  /** {name: Uint8Array} of the files of a folder Kiln reads (each name without its
+   * folders), each refused by size before it is read. */
+  async #folder(input) {
+    const entries = Array.isArray(input) || isFileList(input)
+      ? Array.from(input).map((f) => [f.webkitRelativePath || f.name, f])
+      : Object.entries(input);
+    const out = {};
+    for (const [path, data] of entries) {
+      const name = path.split(/[\\/]/).pop();
+      if (!(await this.#call('isModelFile', [name]))) continue;
+      out[name] = await this.#bytes(data, 'model');
+    }
+    return out;
   }
 
   /** The bytes of `input`, refused first by its size alone (`kind`: text, jsonl or model;

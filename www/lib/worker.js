@@ -9,7 +9,8 @@ import * as autosave from './autosave.js';
 const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'tokenizeWith', 'inspectNext', 'inspectRow',
-  'createModel', 'exportModel', 'exportZip', 'importZip', 'defaults', 'currentStage', 'renderChat',
+  'createModel', 'exportModel', 'exportZip', 'importZip', 'importFiles', 'isModelFile', 'importAdapter',
+  'exportAdapter', 'defaults', 'currentStage', 'renderChat',
   'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault',
   'checkTraining', 'heldOut', 'answerMatches']);
 
@@ -198,7 +199,7 @@ onmessage = async ({ data }) => {
     }
     else if (CALLS.has(method)) {
       result = await exclusive(() => wasm[method](...args));
-      if (method === 'createModel' || method === 'importZip') newRun();
+      if (method === 'createModel' || method === 'importZip' || method === 'importFiles') newRun();
     }
     else throw new Error(`unknown method ${method}`);
     reply(result);

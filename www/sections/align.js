@@ -88,7 +88,9 @@ async function align(stage) {
     };
     let last;
     try {
-      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), restart: true, onStage, onProgress: onAlignProgress, onAutosave });
+      // LoRA for DPO (the reward model and PPO train every weight for now)
+      const lora = stage === 'dpo' ? { loraRank: numberField('align-lora') } : {};
+      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), ...lora, restart: true, onStage, onProgress: onAlignProgress, onAutosave });
     } catch (error) {
       if (!begun) putBack();
       throw error;

@@ -111,7 +111,7 @@ async function fineTune() {
     try {
       await app.kiln.train({
         stage: 'sft', ...(unfinished ? {} : { ...sftData(), restart: true }),
-        steps: numberField('sft-steps'), lr: numberField('sft-lr'), ...PAGE_CADENCE, sampleEvery: 25,
+        steps: numberField('sft-steps'), lr: numberField('sft-lr'), loraRank: numberField('sft-lora'), ...PAGE_CADENCE, sampleEvery: 25,
         onProgress, onAutosave,
         onStage: (info) => {
           begun = true;
@@ -135,8 +135,8 @@ async function fineTune() {
 /** The examples' source, the file, the table's rows, Fine-tune. */
 export function wireSft() {
   for (const radio of document.querySelectorAll('input[name=sft-source]')) radio.addEventListener('change', () => guard(showSftExample));
-  for (const id of ['sft-steps', 'sft-lr']) {
-    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('sft', { steps: numberField('sft-steps'), lr: numberField('sft-lr') })));
+  for (const id of ['sft-steps', 'sft-lr', 'sft-lora']) {
+    $(id).addEventListener('change', () => guard(() => app.kiln?.checkTraining('sft', { steps: numberField('sft-steps'), lr: numberField('sft-lr'), loraRank: numberField('sft-lora') })));
   }
   $('sft-file').addEventListener('change', () => guard(showSftExample));
   $('sft-add-row').addEventListener('click', () => addExampleRow());
