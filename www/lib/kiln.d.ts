@@ -77,7 +77,7 @@ export interface TrainingOptions {
   answerTokens?: number;
   /** LoRA: the rank of low-rank adapters that train in place of the frozen weights
    * (PEFT's LoRA; zero trains every weight), α (the adapters' scale is α / rank) and the
-   * layers adapted: 'attention' (q_proj and v_proj, or GPT-2's c_attn), 'all-linear', or
+   * layers adapted: 'attention' (q_proj and v_proj, or the c_attn of GPT models), 'all-linear', or
    * module names separated by commas. */
   loraRank?: number;
   loraAlpha?: number;
