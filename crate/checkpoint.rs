@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::data::template::{special_tokens_from_config, ChatTemplate};
 use crate::error::{KilnError, Result};
@@ -30,61 +30,11 @@ pub(crate) fn bad(m: impl std::fmt::Display) -> KilnError {
     KilnError::Checkpoint(m.to_string())
 }
 
-pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// A safetensors file of named f32 tensors, with the metadata transformers expects.
-pub(crate) fn safetensors_of(tensors: Vec<(String, Vec<usize>, Vec<u8>)>) -> Result<Vec<u8>> {
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            Ok((name.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(bad)?))
-        })
-        .collect::<Result<_>>()?;
-    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    safetensors::tensor::serialize(views, metadata).map_err(bad)
-}
+pub(crate) use crate::tensors::{f32_bytes, read_f32, safetensors_of};
 
 /// The largest weight magnitude a model file may hold. Trained GPT-2 weights stay within
 /// tens; weights of 1e30 are finite but overflow the first layer to infinity.
 const MAX_WEIGHT: f32 = 1e5;
-
-/// Reads one tensor of the expected shape as f32, refusing NaN, infinity and magnitudes
-/// past `max_abs`.
-pub(crate) fn read_f32(
-    st: &SafeTensors,
-    names: &[String],
-    shape: &[usize],
-    file: &str,
-    max_abs: f32,
-) -> Result<Vec<f32>> {
-    let view = names
-        .iter()
-        .find_map(|n| st.tensor(n).ok())
-        .ok_or_else(|| bad(format!("{file} has no tensor {}", names[0])))?;
-    if view.shape() != shape {
-        return Err(bad(format!("{} in {file} has shape {:?}, the config says {shape:?}", names[0], view.shape())));
-    }
-    let data = view.data();
-    // f16 and bf16 (how Hub models ship) widen to f32 exactly
-    let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(bad(format!("{} in {file} is {other:?}; Kiln reads f32, f16 and bf16", names[0]))),
-    };
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!("{} in {file} holds {} at element {i}", names[0], values[i])));
-    }
-    if let Some(i) = values.iter().position(|v| v.abs() > max_abs) {
-        return Err(bad(format!(
-            "{} in {file} holds {:e} at element {i}, past the ±{max_abs:e} a trained model's weights stay within",
-            names[0], values[i]
-        )));
-    }
-    Ok(values)
-}
 
 /// One flat f32 tensor ("params") as a safetensors file: the models a session keeps beside
 /// the one training (the fine-tuned reference, the reward model).
@@ -790,17 +740,12 @@ pub fn read_dir(dir: &std::path::Path) -> Result<Files> {
     })
 }
 
-/// A file's name without the folders before it ("SmolLM2/config.json" → "config.json"),
-/// as a browser's folder input gives them.
-pub fn base_name(name: &str) -> &str {
-    name.rsplit(['/', '\\']).next().unwrap_or(name)
-}
-
 /// A model folder from its files as (name, bytes), the names possibly under folders (a
 /// browser's folder input): the files Kiln reads, checked and capped as a .zip's are;
 /// the rest left out.
 pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<Files> {
-    let files: Vec<(String, Vec<u8>)> = files.into_iter().map(|(n, b)| (base_name(&n).to_string(), b)).collect();
+    let files: Vec<(String, Vec<u8>)> =
+        files.into_iter().map(|(n, b)| (crate::data::base_name(&n).to_string(), b)).collect();
     let entries = files
         .iter()
         .enumerate()

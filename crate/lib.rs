@@ -39,6 +39,7 @@ pub mod rng;
 pub mod sample;
 pub mod selftest;
 pub mod session;
+pub mod tensors;
 pub mod tokenizer;
 pub mod train;
 

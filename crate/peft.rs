@@ -9,10 +9,12 @@
 use safetensors::SafeTensors;
 use serde_json::{json, Value};
 
-use crate::checkpoint::{bad, f32_bytes, read_f32, safetensors_of, Files};
+use crate::data::{base_name, Files};
+use crate::error::KilnError;
 use crate::error::Result;
 use crate::model::lora::{LoraConfig, LoraLayout, LoraTargets};
 use crate::model::{GptConfig, ParamLayout};
+use crate::tensors::{f32_bytes, read_f32, safetensors_of};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -21,6 +23,10 @@ const PREFIX: &str = "base_model.model.";
 const MAX_CONFIG: usize = 1 << 20;
 /// Adapter weights stay small; past this they are not LoRA factors of a trained model.
 const MAX_ADAPTER_WEIGHT: f32 = 1e4;
+
+fn bad(m: impl std::fmt::Display) -> KilnError {
+    KilnError::Checkpoint(m.to_string())
+}
 
 /// The largest adapter_model.safetensors Kiln reads: rank 256 on every linear layer of a
 /// model of a few billion parameters stays well within it.
@@ -31,7 +37,7 @@ const MAX_WEIGHTS_FILE: usize = 1 << 30;
 pub fn from_named(files: Vec<(String, Vec<u8>)>) -> Result<Files> {
     let mut out = Files::new();
     for (name, bytes) in files {
-        let name = crate::checkpoint::base_name(&name);
+        let name = base_name(&name);
         let cap = match name {
             ADAPTER_CONFIG => MAX_CONFIG,
             ADAPTER_WEIGHTS => MAX_WEIGHTS_FILE,

@@ -412,7 +412,8 @@ pub fn render_chat(messages: JsValue) -> Result<JsValue, JsValue> {
     let s = session();
     let s = s.borrow();
     let tok = tokenizer(&s)?;
-    let r = crate::data::chat::render(tok, &messages).map_err(kiln_error)?;
+    // in the model's own template (an imported model's), else Kiln's
+    let r = s.core.chat_format().render(tok, &messages).map_err(kiln_error)?;
     let pieces: Vec<_> = r
         .ids
         .iter()
@@ -707,7 +708,7 @@ pub fn import_files(files: JsValue, training: JsValue) -> Result<JsValue, JsValu
 /// Whether a model or adapter folder's file is one Kiln reads (the page reads only those).
 #[wasm_bindgen(js_name = isModelFile)]
 pub fn is_model_file(name: String) -> bool {
-    checkpoint::is_checkpoint_file(checkpoint::base_name(&name))
+    checkpoint::is_checkpoint_file(crate::data::base_name(&name))
 }
 
 /// A PEFT adapter folder's files (adapter_config.json, adapter_model.safetensors) onto the

@@ -85,6 +85,9 @@ usage:
                                  JSON (pretraining and SFT; GPU and CPU)
   kiln bench align                rollout tokens/s (K answers together vs one row at a
                                  time) and the time of a PPO and a DPO update, as JSON
+  kiln bench lora [--batch 4] [--steps 3] [--no-gpu]   LoRA on SmolLM2-135M's shape
+                                 (context 512): memory estimated and measured (GPU
+                                 backend), LoRA and full; LoRA SFT tokens/s on the CPU
   kiln bench profile [--preset P] [--backend gpu|cpu]   time per kernel (GPU) or op (CPU)
                                  over 3 training steps, as JSON";
 
@@ -164,10 +167,13 @@ fn run(args: &[String]) -> CliResult {
                     options("bench train", rest, &["quick", "presets", "backend"], None).and_then(|o| bench_train(&o))
                 }
                 Some("align") => options("bench align", rest, &[], None).and_then(|_| bench_align()),
+                Some("lora") => {
+                    options("bench lora", rest, &["batch", "steps", "no-gpu"], None).and_then(|o| bench_lora(&o))
+                }
                 Some("profile") => {
                     options("bench profile", rest, &["preset", "backend"], None).and_then(|o| bench_profile(&o))
                 }
-                _ => Err(usage("bench what? kiln bench matmul | train | align | profile")),
+                _ => Err(usage("bench what? kiln bench matmul | train | align | lora | profile")),
             }
         }
         Some("help" | "--help" | "-h") | None => {
@@ -1010,6 +1016,12 @@ fn bench_train(o: &Options) -> CliResult {
     };
     let gpu = if backends.contains(&"gpu") { Some(block_on(Gpu::new())?) } else { None };
     print_json(&kiln::bench::bench_train(gpu.as_ref(), &presets, &backends, |s| eprintln!("{s}"))?)
+}
+
+fn bench_lora(o: &Options) -> CliResult {
+    let gpu = if o.contains_key("no-gpu") { None } else { Some(block_on(Gpu::new())?) };
+    let (b, steps) = (get(o, "batch", 4usize)?, get(o, "steps", 3usize)?);
+    print_json(&kiln::bench::lora::bench_lora(gpu.as_ref(), b, steps, |s| eprintln!("{s}"))?)
 }
 
 fn bench_align() -> CliResult {

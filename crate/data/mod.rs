@@ -327,3 +327,9 @@ impl Batcher {
         make_batch(&rows, b, data.t)
     }
 }
+
+/// A file's name without the folders before it ("SmolLM2/config.json" → "config.json"),
+/// as a browser's folder input gives them.
+pub fn base_name(name: &str) -> &str {
+    name.rsplit(['/', '\\']).next().unwrap_or(name)
+}

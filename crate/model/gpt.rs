@@ -88,6 +88,15 @@ impl<B: Backend> Gpt<B> {
         Ok(self)
     }
 
+    /// Gives a frozen model (one made without gradients to stay small until it is known
+    /// whether it trains with LoRA) its gradient buffer; nothing under LoRA.
+    pub fn ensure_grads(&mut self, be: &mut B) -> Result<()> {
+        if self.grads.is_none() && self.lora.is_none() {
+            self.grads = Some(be.zeros(self.layout.total)?);
+        }
+        Ok(())
+    }
+
     /// The gradients of what trains: the adapters' under LoRA, else the parameters'.
     pub fn grads(&self) -> &B::Buf {
         match &self.lora {

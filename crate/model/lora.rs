@@ -354,6 +354,23 @@ impl LoraLayout {
     }
 }
 
+/// Device memory training `cfg` with these adapters takes at B × T: the frozen weights;
+/// the adapters, their gradients and AdamW's moments; the activations, as full training
+/// keeps them, plus each adapted slot's three (B·T, R) buffers.
+pub fn memory(cfg: &GptConfig, lora: &LoraConfig, b: usize, t: usize) -> Result<super::config::MemoryEstimate> {
+    let layout = LoraLayout::new(cfg, &super::params::ParamLayout::new(cfg).layers, lora.clone())?;
+    let full = cfg.memory(b, t);
+    let (f, n, bt) = (4u64, layout.total as u64, (b * t) as u64);
+    let scratch: u64 = layout.layers.iter().flatten().map(|s| 3 * bt * s.rank as u64).sum();
+    Ok(super::config::MemoryEstimate {
+        params: full.params + f * n,
+        // the adapters' gradients, and the frozen norms' weight gradients' sink
+        grads: f * (n + 2 * cfg.n_embd as u64),
+        optimizer: 2 * f * n + f * n.div_ceil(32),
+        activations: full.activations + f * scratch,
+    })
+}
+
 /// The adapters on a backend: values, gradients, and whether the model uses them (off:
 /// the base itself, which is DPO's and PPO's reference, as TRL does with PEFT).
 pub struct Lora<B: Backend> {

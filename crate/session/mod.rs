@@ -226,6 +226,14 @@ impl Session {
         Ok(())
     }
 
+    /// How the current model renders conversations (Kiln's format before there is one).
+    pub fn chat_format(&self) -> ChatFormat {
+        match self.run() {
+            Ok(run) => with_run!(run, r => r.chat_format()),
+            Err(_) => ChatFormat::kiln(),
+        }
+    }
+
     /// A PEFT adapter folder (adapter_config.json, adapter_model.safetensors) onto the
     /// current model, its base: the adapters are the model's from now on, and a LoRA stage
     /// of their rank, α and targets trains them on. The session is unchanged on failure.

@@ -61,6 +61,17 @@ impl<B: Backend> AdamW<B> {
         })
     }
 
+    /// A placeholder until a stage begins (no moments: the model is not yet training).
+    pub fn empty(be: &mut B) -> Result<AdamW<B>> {
+        Ok(AdamW {
+            m: be.zeros(1)?,
+            v: be.zeros(1)?,
+            norm: be.zeros(STEP_VALUES)?,
+            decay: be.upload_u32(&[0])?,
+            step: 0,
+        })
+    }
+
     /// Clips the gradients to `max_norm` (≤ 0: no clipping) and applies one update to
     /// every trainable parameter at once (the adapters alone under LoRA).
     pub fn update(&mut self, be: &mut B, model: &Gpt<B>, cfg: AdamWConfig, max_norm: f32) -> Result<()> {

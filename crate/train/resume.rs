@@ -101,8 +101,9 @@ pub fn resume<B: Backend>(be: B, files: &Files) -> Result<Trainer<B>> {
         Some(&loaded.params),
         state.train.seed,
     )?;
-    if let Some(a) = adapter {
-        run.set_adapter(a.layout.config, &a.values)?;
+    match adapter {
+        Some(a) => run.set_adapter(a.layout.config, &a.values)?,
+        None => run.train_every_weight()?,
     }
     run.be.write(&run.opt.m, 0, &m);
     run.be.write(&run.opt.v, 0, &v);

@@ -25,6 +25,7 @@ use crate::data::template::ChatTemplate;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::model::lora::{LoraConfig, LoraLayout};
+
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
 use crate::tokenizer::Tokenizer;
@@ -114,6 +115,21 @@ pub fn check_fits<B: Backend>(be: &B, model: &GptConfig, b: usize, t: usize) -> 
     check_fits_within(be.max_buffer_bytes(), be.memory_budget_bytes(), model, b, t)
 }
 
+/// [`check_fits`] for training with `lora` (None: every weight trains).
+pub fn check_fits_lora<B: Backend>(
+    be: &B,
+    model: &GptConfig,
+    lora: Option<&LoraConfig>,
+    b: usize,
+    t: usize,
+) -> Result<()> {
+    let memory = match lora {
+        Some(lora) => crate::model::lora::memory(model, lora, b, t)?,
+        None => model.memory(b, t),
+    };
+    check_fits_memory(be.max_buffer_bytes(), be.memory_budget_bytes(), model, memory, b, t)
+}
+
 /// [`check_fits`] against limits known without a backend at hand (the page's estimate).
 pub fn check_fits_within(
     max_buffer: Option<u64>,
@@ -122,8 +138,19 @@ pub fn check_fits_within(
     b: usize,
     t: usize,
 ) -> Result<()> {
+    check_fits_memory(max_buffer, budget, model, model.memory(b, t), b, t)
+}
+
+fn check_fits_memory(
+    max_buffer: Option<u64>,
+    budget: Option<u64>,
+    model: &GptConfig,
+    memory: crate::model::MemoryEstimate,
+    b: usize,
+    t: usize,
+) -> Result<()> {
     if let Some(budget) = budget {
-        let need = model.memory(b, t).total();
+        let need = memory.total();
         if need > budget {
             return Err(KilnError::Config(format!(
                 "a model of {model} at batch {b} needs {} MiB in all, over the {} MiB this backend can use; choose a smaller model, batch or context",
@@ -180,7 +207,8 @@ impl<B: Backend> Trainer<B> {
                 tokenizer.vocab_size()
             )));
         }
-        check_fits(&be, &model_cfg, 1, model_cfg.block_size)?;
+        // the least a run of it needs (LoRA's); a stage checks its own when it begins
+        check_fits_lora(&be, &model_cfg, Some(&LoraConfig::default()), 1, model_cfg.block_size)?;
         if let Some(values) = params {
             if values.len() != layout.total {
                 return Err(KilnError::Config(format!(
@@ -194,8 +222,9 @@ impl<B: Backend> Trainer<B> {
             Some(values) => values.to_vec(),
             None => layout.init(&model_cfg, seed),
         };
-        let model = Gpt::from_layout(&mut be, model_cfg, layout, &values, true)?;
-        let opt = AdamW::new(&mut be, &model)?;
+        // no gradients or moments yet: a stage gives them to what it trains ([`Trainer::begin`])
+        let model = Gpt::from_layout(&mut be, model_cfg, layout, &values, false)?;
+        let opt = AdamW::empty(&mut be)?;
         let started = now_s();
         Ok(Trainer {
             be,
@@ -246,8 +275,8 @@ impl<B: Backend> Trainer<B> {
     pub fn begin(&mut self, stage: Box<dyn Stage>, cfg: TrainConfig) -> Result<()> {
         cfg.validate()?;
         let t = self.model.config.block_size;
-        check_fits(&self.be, &self.model.config, cfg.batch_size, t)?;
         let wanted = cfg.lora()?;
+        check_fits_lora(&self.be, &self.model.config, wanted.as_ref(), cfg.batch_size, t)?;
         let has = self.model.lora.as_ref().map(|l| &l.layout.config);
         if has != wanted.as_ref() {
             if has.is_some() {
@@ -265,6 +294,7 @@ impl<B: Backend> Trainer<B> {
             self.decoder = None;
             self.batched_decoder = None;
         }
+        self.model.ensure_grads(&mut self.be)?;
         self.opt = AdamW::new(&mut self.be, &self.model)?;
         self.resume_stage(stage, cfg, 0, Vec::new())
     }
@@ -279,7 +309,8 @@ impl<B: Backend> Trainer<B> {
         history: Vec<LossPoint>,
     ) -> Result<()> {
         let t = self.model.config.block_size;
-        check_fits(&self.be, &self.model.config, cfg.batch_size, t)?;
+        let lora = self.model.lora.as_ref().map(|l| &l.layout.config);
+        check_fits_lora(&self.be, &self.model.config, lora, cfg.batch_size, t)?;
         let mut val = stage.val_batches(cfg.batch_size, cfg.eval_batches);
         if stage.heads().is_none() {
             // fixed weights: the mean over the counted tokens of all validation batches
@@ -586,9 +617,9 @@ impl<B: Backend> Trainer<B> {
         let values = self.params().await?;
         let layout = self.model.layout.clone();
         let roles = self.model.roles.clone();
-        self.model = Gpt::from_layout(&mut self.be, self.model.config, layout, &values, true)?;
+        self.model = Gpt::from_layout(&mut self.be, self.model.config, layout, &values, false)?;
         self.model.roles = roles;
-        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        self.opt = AdamW::empty(&mut self.be)?;
         self.acts = None;
         self.eval_acts = None;
         self.decoder = None;
@@ -608,8 +639,16 @@ impl<B: Backend> Trainer<B> {
         Ok(())
     }
 
+    /// Gradients and AdamW's moments for every weight (a resume of full training).
+    pub fn train_every_weight(&mut self) -> Result<()> {
+        self.model.ensure_grads(&mut self.be)?;
+        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        Ok(())
+    }
+
     /// Gives the model a fresh scalar head (GPT-2's initialisation for it, from `seed`)
-    /// after its GPT-2 tensors, replacing one it has; a fresh optimizer; no stage.
+    /// after its GPT-2 tensors, replacing one it has; no optimizer and no stage until one
+    /// begins.
     pub async fn add_scalar_head(&mut self, kind: ScalarHeadKind, seed: u64) -> Result<()> {
         let cfg = self.model.config;
         let mut values = self.params().await?;
@@ -617,9 +656,9 @@ impl<B: Backend> Trainer<B> {
         let layout = ParamLayout::with_scalar_head(&cfg, kind);
         values.extend_from_slice(&layout.init(&cfg, seed)[cfg.num_params()..]);
         let roles = self.model.roles.clone();
-        self.model = Gpt::from_layout(&mut self.be, cfg, layout, &values, true)?;
+        self.model = Gpt::from_layout(&mut self.be, cfg, layout, &values, false)?;
         self.model.roles = roles; // the same vocabulary: its tokens keep their roles
-        self.opt = AdamW::new(&mut self.be, &self.model)?;
+        self.opt = AdamW::empty(&mut self.be)?;
         self.stage = None;
         self.decoder = None;
         self.batched_decoder = None;

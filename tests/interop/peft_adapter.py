@@ -16,6 +16,11 @@ its ChatML template, made by tests/golden/make_llama_folder.py):
    SFT is the imported folder; for DPO, the SFT model that PEFT itself made by merging
    the SFT adapters.
 Prints each comparison's max relative error and fails past 1e-4.
+
+With --adapter DIR (a PEFT folder the page exported on smollm2_like, as
+tests/browser/own_model.test.mjs keeps with KILN_ADAPTER_OUT=DIR), checks that adapter
+instead: PEFT on the base against `kiln logits` on the base folder with the adapter's two
+files beside it.
 """
 
 import argparse
@@ -77,8 +82,18 @@ def check(name, kiln, base_model, folder):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--kiln", default=os.path.join(ROOT, "target", "debug", "kiln"))
-    kiln = p.parse_args().kiln
+    p.add_argument("--adapter", help="a PEFT folder exported on smollm2_like (the page's)")
+    args = p.parse_args()
+    kiln = args.kiln
     work = tempfile.mkdtemp(prefix="kiln-peft-")
+    if args.adapter:
+        folder = base_only(BASE, os.path.join(work, "with-adapter"))
+        for name in ADAPTER_FILES:
+            shutil.copy(os.path.join(args.adapter, name), folder)
+        base = AutoModelForCausalLM.from_pretrained(BASE, dtype=torch.float32)
+        check(os.path.basename(os.path.normpath(args.adapter)), kiln, base, folder)
+        shutil.rmtree(work)
+        return
     chats = [("Hi", "Hello there."), ("Name a colour.", "Blue."), ("Two plus two?", "Four."),
              ("Bye", "Goodbye!"), ("Say yes.", "Yes."), ("Greet me.", "Hello!")]
     pairs = [("Say yes.", "Yes.", "No."), ("Greet me.", "Hello!", "Go away."),

@@ -559,3 +559,6 @@ fn profiled_run<B: crate::backend::Backend>(
         TrainConfig { steps: 1000, eval_every: u64::MAX, sample_every: 0, log_every: u64::MAX, ..Default::default() };
     Trainer::pretrain(be, tokenizer, &text, model, cfg)
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod lora;

@@ -1,0 +1,155 @@
+//! LoRA on a model of SmolLM2-135M's shape (Kiln-initialised from its config: 30 blocks,
+//! 576 wide, 9 query and 3 key/value heads, SwiGLU 1536, 49,152 tokens, tied, context
+//! 512): the memory the estimate says and the memory a step takes on the GPU backend, for
+//! LoRA and for full fine-tuning; and LoRA SFT's training tokens/s on the CPU backend
+//! (tests/bench/torch_lora.py times PyTorch + PEFT on the same shapes, rank and batch;
+//! tests/bench/lora.sh prints both side by side).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, CpuBackend, GpuBackend};
+use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::rope::RopeScaling;
+use crate::data::TokenBatch;
+use crate::error::KilnError;
+use crate::gpu::Gpu;
+use crate::model::lora::{memory, LoraConfig, LoraTargets};
+use crate::model::{Activations, Family, Gpt, GptConfig, LlamaArch, LlamaShape, ParamLayout};
+use crate::rng::Rng;
+use crate::train::{train_step, AdamW};
+
+/// SmolLM2-135M's config.json, as Kiln reads it, with the context given.
+pub fn smollm2_135m(context: usize) -> GptConfig {
+    let shape = LlamaShape {
+        arch: LlamaArch::Llama,
+        n_kv_head: 3,
+        intermediate_size: 1536,
+        qkv_bias: false,
+        tie_word_embeddings: true,
+        rms_norm_eps: 1e-5,
+        rope_theta: 100_000.0,
+        rope_scaling: RopeScaling::None,
+    };
+    GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(49_152, context, 30, 9, 576) }
+}
+
+#[derive(Debug, Serialize)]
+pub struct MemoryRow {
+    pub training: &'static str,
+    pub trainable_params: usize,
+    pub estimate_mib: f64,
+    /// The GPU backend's peak of allocated buffers over one step (None: not measured).
+    pub measured_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoraReport {
+    pub benchmark: &'static str,
+    pub model: String,
+    pub params: usize,
+    pub lora: LoraConfig,
+    pub batch: usize,
+    pub context: usize,
+    pub memory: Vec<MemoryRow>,
+    pub gpu_adapter: Option<String>,
+    /// LoRA SFT on the CPU backend: tokens/s over `steps` steps after one warm-up step.
+    pub cpu_lora_tokens_per_s: f64,
+    pub steps: usize,
+}
+
+fn mib(bytes: u64) -> f64 {
+    (bytes as f64 / (1u64 << 20) as f64 * 10.0).round() / 10.0
+}
+
+/// A batch of random tokens, every position weighted (SFT's cost does not depend on which
+/// positions count).
+fn batch(cfg: &GptConfig, b: usize, t: usize) -> TokenBatch {
+    let mut rng = Rng::new(7);
+    let ids: Vec<u32> = (0..b * t + 1).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+    TokenBatch {
+        b,
+        t,
+        tokens: ids[..b * t].to_vec(),
+        targets: ids[1..].to_vec(),
+        weights: vec![1.0 / (b * t) as f32; b * t],
+    }
+}
+
+/// The model on `be`, with adapters when `lora` is given (else every weight trains).
+fn model<B: Backend>(
+    be: &mut B,
+    cfg: GptConfig,
+    values: &[f32],
+    lora: Option<&LoraConfig>,
+) -> Result<Gpt<B>, KilnError> {
+    let model = Gpt::from_layout(be, cfg, ParamLayout::new(&cfg), values, lora.is_none())?;
+    match lora {
+        Some(l) => model.with_lora(be, l.clone(), None, 1),
+        None => Ok(model),
+    }
+}
+
+/// `steps` timed training steps (after one warm-up) on `be`: tokens/s.
+fn time_steps<B: Backend>(be: &mut B, model: &Gpt<B>, batch: &TokenBatch, steps: usize) -> Result<f64, KilnError> {
+    let acts = Activations::for_model(be, model, batch.b, batch.t)?;
+    let mut opt = AdamW::new(be, model)?;
+    let one = std::slice::from_ref(batch);
+    pollster::block_on(train_step(be, model, &acts, &mut opt, one, AdamWConfig::default(), 1.0, true))?;
+    let start = Instant::now();
+    for _ in 0..steps {
+        pollster::block_on(train_step(be, model, &acts, &mut opt, one, AdamWConfig::default(), 1.0, true))?;
+    }
+    Ok((steps * batch.b * batch.t) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The report; `gpu` measures the memory of one step of each kind on it.
+pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&str)) -> Result<LoraReport, KilnError> {
+    let t = 512;
+    let cfg = smollm2_135m(t);
+    let lora = LoraConfig { r: 8, alpha: 16.0, targets: LoraTargets::Attention };
+    let values = ParamLayout::new(&cfg).init(&cfg, 1);
+    let batch = batch(&cfg, b, t);
+    let lora_params = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg).layers, lora.clone())?.total;
+    let mut rows = Vec::new();
+    for (training, with) in [("lora", Some(&lora)), ("full", None)] {
+        let estimate = match with {
+            Some(l) => memory(&cfg, l, b, t)?,
+            None => cfg.memory(b, t),
+        };
+        let measured = match gpu {
+            Some(gpu) => {
+                progress(&format!("one {training} step on the gpu backend, for its memory"));
+                let mut be = GpuBackend::new(gpu.clone());
+                let m = model(&mut be, cfg, &values, with)?;
+                time_steps(&mut be, &m, &batch, 0)?;
+                be.memory_peak_bytes().map(mib)
+            }
+            None => None,
+        };
+        let trainable_params = if with.is_some() { lora_params } else { cfg.num_params() };
+        rows.push(MemoryRow {
+            training,
+            trainable_params,
+            estimate_mib: mib(estimate.total()),
+            measured_mib: measured,
+        });
+    }
+    progress(&format!("{steps} LoRA SFT steps on the cpu backend"));
+    let mut be = CpuBackend::new();
+    let m = model(&mut be, cfg, &values, Some(&lora))?;
+    let cpu_lora_tokens_per_s = time_steps(&mut be, &m, &batch, steps)?;
+    Ok(LoraReport {
+        benchmark: "lora",
+        model: format!("SmolLM2-135M's shape: {cfg}"),
+        params: cfg.num_params(),
+        lora,
+        batch: b,
+        context: t,
+        memory: rows,
+        gpu_adapter: gpu.map(Gpu::adapter_name),
+        cpu_lora_tokens_per_s,
+        steps,
+    })
+}
