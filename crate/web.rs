@@ -678,7 +678,11 @@ pub fn check_file_size(size: f64, kind: String) -> Result<(), JsValue> {
 /// changed, e.g. special tokens added).
 #[wasm_bindgen(js_name = importZip)]
 pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
-    let files = checkpoint::from_zip(bytes).map_err(kiln_error)?;
+    import(checkpoint::from_zip(bytes).map_err(kiln_error)?, training)
+}
+
+/// A model folder's files into the session: the run's info and `notes`.
+fn import(files: Files, training: JsValue) -> Result<JsValue, JsValue> {
     let cfg = training_config(StageKind::Pretrain, training)?;
     let s = session();
     let mut s = s.borrow_mut();
@@ -695,14 +699,7 @@ pub fn import_zip(bytes: &[u8], training: JsValue) -> Result<JsValue, JsValue> {
 /// .zip's are. Otherwise as `importZip`.
 #[wasm_bindgen(js_name = importFiles)]
 pub fn import_files(files: JsValue, training: JsValue) -> Result<JsValue, JsValue> {
-    let files = checkpoint::from_named(named_files(&files)?).map_err(kiln_error)?;
-    let cfg = training_config(StageKind::Pretrain, training)?;
-    let s = session();
-    let mut s = s.borrow_mut();
-    let notes = s.core.import(&files, Some(cfg)).map_err(kiln_error)?;
-    let info = run_info(&s)?;
-    js_sys::Reflect::set(&info, &"notes".into(), &to_js(&notes)?)?;
-    Ok(info)
+    import(checkpoint::from_named(named_files(&files)?).map_err(kiln_error)?, training)
 }
 
 /// Whether a model or adapter folder's file is one Kiln reads (the page reads only those).

@@ -1,7 +1,9 @@
 //! LoRA on a model of SmolLM2-135M's shape (Kiln-initialised from its config: 30 blocks,
 //! 576 wide, 9 query and 3 key/value heads, SwiGLU 1536, 49,152 tokens, tied, context
-//! 512): the memory the estimate says and the memory a step takes on the GPU backend, for
-//! LoRA and for full fine-tuning; and LoRA SFT's training tokens/s on the CPU backend
+//! 512): the memory the estimate says and the memory a step takes on the CPU backend (the
+//! process's peak resident memory over the step, less what it held before the model was
+//! made) and, where the GPU takes the model's buffers, on the GPU backend, for LoRA and
+//! for full fine-tuning; and LoRA SFT's training tokens/s on the CPU backend
 //! (tests/bench/torch_lora.py times PyTorch + PEFT on the same shapes, rank and batch;
 //! tests/bench/lora.sh prints both side by side).
 
@@ -40,8 +42,25 @@ pub struct MemoryRow {
     pub training: &'static str,
     pub trainable_params: usize,
     pub estimate_mib: f64,
-    /// The GPU backend's peak of allocated buffers over one step (None: not measured).
-    pub measured_mib: Option<f64>,
+    /// The CPU backend's: peak resident memory over one step less that before the model.
+    pub measured_cpu_mib: Option<f64>,
+    /// The GPU backend's peak of allocated buffers over one step, or why not measured.
+    pub measured_gpu_mib: Result<f64, String>,
+}
+
+/// This process's resident memory now and its peak since the last reset (Linux), bytes.
+fn rss() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmHWM:")?))
+}
+
+/// Resets the peak resident memory to the current (Linux's clear_refs 5).
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[derive(Debug, Serialize)]
@@ -111,30 +130,38 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
     let lora = LoraConfig { r: 8, alpha: 16.0, targets: LoraTargets::Attention };
     let values = ParamLayout::new(&cfg).init(&cfg, 1);
     let batch = batch(&cfg, b, t);
-    let lora_params = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg).layers, lora.clone())?.total;
+    // PEFT's count: each module's A (r, in) and B (out, r); the fused storage holds zeros besides
+    let lora_layout = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg).layers, lora.clone())?;
+    let lora_params: usize = lora_layout.peft_tensors(&vec![0.0; lora_layout.total]).iter().map(|t| t.2.len()).sum();
     let mut rows = Vec::new();
     for (training, with) in [("lora", Some(&lora)), ("full", None)] {
         let estimate = match with {
             Some(l) => memory(&cfg, l, b, t)?,
             None => cfg.memory(b, t),
         };
-        let measured = match gpu {
+        progress(&format!("one {training} step on the cpu backend, for its memory"));
+        reset_peak();
+        let before = rss();
+        {
+            let mut be = CpuBackend::new();
+            let m = model(&mut be, cfg, &values, with)?;
+            time_steps(&mut be, &m, &batch, 0)?;
+        }
+        let measured_cpu_mib = before.zip(rss()).map(|((now, _), (_, peak))| mib(peak.saturating_sub(now)));
+        let measured_gpu_mib = match gpu {
             Some(gpu) => {
                 progress(&format!("one {training} step on the gpu backend, for its memory"));
                 let mut be = GpuBackend::new(gpu.clone());
-                let m = model(&mut be, cfg, &values, with)?;
-                time_steps(&mut be, &m, &batch, 0)?;
-                be.memory_peak_bytes().map(mib)
+                model(&mut be, cfg, &values, with)
+                    .and_then(|m| time_steps(&mut be, &m, &batch, 0))
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| be.memory_peak_bytes().map(mib).ok_or_else(|| "not tracked".to_string()))
             }
-            None => None,
+            None => Err("no GPU asked for".into()),
         };
         let trainable_params = if with.is_some() { lora_params } else { cfg.num_params() };
-        rows.push(MemoryRow {
-            training,
-            trainable_params,
-            estimate_mib: mib(estimate.total()),
-            measured_mib: measured,
-        });
+        let estimate_mib = mib(estimate.total());
+        rows.push(MemoryRow { training, trainable_params, estimate_mib, measured_cpu_mib, measured_gpu_mib });
     }
     progress(&format!("{steps} LoRA SFT steps on the cpu backend"));
     let mut be = CpuBackend::new();

@@ -60,6 +60,20 @@ impl GoldenReport {
     }
 }
 
+/// fixture.json's "optimizer": AdamW's settings, the clipping norm and the steps.
+fn optimizer(json: &serde_json::Value) -> Result<(AdamWConfig, f32, usize)> {
+    let o = &json["optimizer"];
+    let f = |k: &str| o[k].as_f64().ok_or_else(|| bad(format!("fixture.json: optimizer.{k}")));
+    let adamw = AdamWConfig {
+        lr: f("lr")?,
+        beta1: f("beta1")?,
+        beta2: f("beta2")?,
+        eps: f("eps")?,
+        weight_decay: f("weight_decay")?,
+    };
+    Ok((adamw, f("max_norm")? as f32, f("steps")? as usize))
+}
+
 fn bad(m: impl Into<String>) -> KilnError {
     KilnError::Data(m.into())
 }
@@ -111,7 +125,6 @@ impl GoldenFixture {
         let get = |name: &str| files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")));
         let b = read_tensors(get("batch.safetensors")?, "batch.safetensors")?;
         let u = |v: &serde_json::Value| v.as_u64().map(|x| x as usize).ok_or_else(|| bad("fixture.json: a size"));
-        let f = |v: &serde_json::Value| v.as_f64().ok_or_else(|| bad("fixture.json: an optimizer setting"));
         let ids = |name: &str| b.get(name).map(|t| t.1.iter().map(|&x| x as u32).collect::<Vec<u32>>());
         let (tokens, targets) = ids("tokens").zip(ids("targets")).ok_or_else(|| bad("batch.safetensors"))?;
         let weights = b.get("weights").ok_or_else(|| bad("batch.safetensors lacks weights"))?;
@@ -122,21 +135,15 @@ impl GoldenFixture {
             targets,
             weights: weights.1.iter().map(|&x| x as f32).collect(),
         };
-        let o = &json["optimizer"];
+        let (adamw, max_norm, steps) = optimizer(json)?;
         Ok(GoldenFixture {
             config,
             params,
             batch,
             expected: read_tensors(get("expected.safetensors")?, "expected.safetensors")?,
-            adamw: AdamWConfig {
-                lr: f(&o["lr"])?,
-                beta1: f(&o["beta1"])?,
-                beta2: f(&o["beta2"])?,
-                eps: f(&o["eps"])?,
-                weight_decay: f(&o["weight_decay"])?,
-            },
-            max_norm: f(&o["max_norm"])? as f32,
-            steps: u(&o["steps"])?,
+            adamw,
+            max_norm,
+            steps,
             adapter: None,
         })
     }
@@ -149,19 +156,12 @@ impl GoldenFixture {
         let get = |name: &str| files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")));
         let json: serde_json::Value =
             serde_json::from_slice(get("fixture.json")?).map_err(|e| bad(format!("fixture.json: {e}")))?;
-        let o = &json["optimizer"];
-        let f = |v: &serde_json::Value| v.as_f64().ok_or_else(|| bad("fixture.json: an optimizer setting"));
+        let (adamw, max_norm, steps) = optimizer(&json)?;
         Ok(GoldenFixture {
             expected: read_tensors(get("expected.safetensors")?, "expected.safetensors")?,
-            adamw: AdamWConfig {
-                lr: f(&o["lr"])?,
-                beta1: f(&o["beta1"])?,
-                beta2: f(&o["beta2"])?,
-                eps: f(&o["eps"])?,
-                weight_decay: f(&o["weight_decay"])?,
-            },
-            max_norm: f(&o["max_norm"])? as f32,
-            steps: o["steps"].as_u64().ok_or_else(|| bad("fixture.json: steps"))? as usize,
+            adamw,
+            max_norm,
+            steps,
             adapter: Some(adapter),
             ..self
         })

@@ -61,7 +61,7 @@ def main():
         "benchmark": "torch_lora",
         "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
         "threads": a.threads, "batch": a.batch, "context": T,
-        "params": sum(p.numel() for p in base.parameters()),
+        "params": sum(p.numel() for p in base.parameters() if not p.requires_grad),
         "trainable_params": sum(p.numel() for p in trainable),
         "tokens_per_s": a.steps * a.batch * T / elapsed,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
