@@ -99,12 +99,18 @@ pub fn read_tensors(bytes: &[u8], file: &str) -> Result<Tensors> {
 impl GoldenFixture {
     /// A Hugging Face folder (config.json, model.safetensors) with the fixture's
     /// fixture.json, batch.safetensors and expected.safetensors.
+    /// With a PEFT adapter's files among them (and the adapter fixture's fixture.json and
+    /// expected.safetensors in place of the base's), the adapter's fixture on that base.
     pub fn from_files(files: &Files) -> Result<GoldenFixture> {
         let get = |name: &str| files.get(name).map(Vec::as_slice).ok_or_else(|| bad(format!("{name} is missing")));
         let config = config_from_hf(get("config.json")?)?;
         let json: serde_json::Value =
             serde_json::from_slice(get("fixture.json")?).map_err(|e| bad(format!("fixture.json: {e}")))?;
-        Self::new(config, &read_tensors(get("model.safetensors")?, "model.safetensors")?, &json, files)
+        let fixture = Self::new(config, &read_tensors(get("model.safetensors")?, "model.safetensors")?, &json, files)?;
+        match crate::peft::is_adapter(files) {
+            true => fixture.with_adapter(files),
+            false => Ok(fixture),
+        }
     }
 
     /// The fixture of `config` with its initial weights, its settings (fixture.json's

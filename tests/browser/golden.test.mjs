@@ -1,7 +1,7 @@
 // Golden parity with transformers in Chromium: the fixture folders of tests/golden/ (a
 // Llama with grouped-query attention, tied embeddings and llama3-scaled rotary positions; a
-// Qwen2 with q/k/v biases and its own output layer; Kiln's GPT-2) given to the wasm's
-// goldenCheck, which runs the model's forward pass, gradients and 10 AdamW steps on the
+// Qwen2 with q/k/v biases and its own output layer; PEFT's LoRA adapters on each) given to
+// the wasm's goldenCheck, which runs the model's forward pass, gradients and 10 AdamW steps on the
 // browser's CPU path (WebAssembly) and on WebGPU (SwiftShader), against PyTorch's float64.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,10 +13,11 @@ import { launch, serveWww, watchRequests, isLocal } from './chromium.mjs';
 const GOLDEN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'golden');
 const site = serveWww();
 
-/** A fixture folder's files, base64 (what page.evaluate can carry). */
+/** A fixture folder's files, base64 (what page.evaluate can carry); an adapter fixture's
+ * (NAME_lora: PEFT's folder, made by make_lora_fixtures.py) over its base's. */
 function fixture(name) {
-  const dir = path.join(GOLDEN, name);
-  return Object.fromEntries(fs.readdirSync(dir).map((f) => [f, fs.readFileSync(path.join(dir, f)).toString('base64')]));
+  const read = (dir) => Object.fromEntries(fs.readdirSync(path.join(GOLDEN, dir)).map((f) => [f, fs.readFileSync(path.join(GOLDEN, dir, f)).toString('base64')]));
+  return name.endsWith('_lora') ? { ...read(name.replace(/_lora$/, '')), ...read(name) } : read(name);
 }
 
 test('the Llama and Qwen2 families match transformers in Chromium, on WebAssembly and on WebGPU', async () => {
@@ -25,7 +26,7 @@ test('the Llama and Qwen2 families match transformers in Chromium, on WebAssembl
     const page = await browser.newPage();
     const requests = watchRequests(page);
     await page.goto(`${site.origin}/kernels.css`); // any page of the origin, for the module import
-    for (const name of ['llama_gqa', 'qwen2_bias']) {
+    for (const name of ['llama_gqa', 'qwen2_bias', 'llama_gqa_lora', 'qwen2_bias_lora']) {
       for (const backend of ['cpu', 'gpu']) {
         const report = await page.evaluate(async ({ files, backend }) => {
           const kiln = await import('/pkg/kiln.js');
@@ -38,7 +39,8 @@ test('the Llama and Qwen2 families match transformers in Chromium, on WebAssembl
           + `${report.stepLosses.length} AdamW steps ${report.stepLosses[0].toFixed(5)} → ${report.stepLosses.at(-1).toFixed(5)} `
           + `(PyTorch ${report.referenceStepLosses[0].toFixed(5)} → ${report.referenceStepLosses.at(-1).toFixed(5)}) ${report.steps.toExponential(2)}`);
         assert.equal(report.passed, true, `${name} on ${backend}: ${JSON.stringify(report)}`);
-        assert.ok(report.gradientTensors >= 20, 'every tensor checked');
+        // every tensor: the model's, or the adapters' (PEFT's A and B of each module)
+        assert.ok(report.gradientTensors >= (name.endsWith('_lora') ? 8 : 20), 'every tensor checked');
       }
     }
     const adapter = await page.evaluate(async () => (await import('/pkg/kiln.js')).adapterName());
