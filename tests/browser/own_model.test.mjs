@@ -59,7 +59,9 @@ async function ownModel(backend) {
     await waitFor(page, () => /Imported smollm2_like/.test(document.getElementById('files-stats').textContent) || window.kilnApp.error, 120_000);
     await noError(page);
     assert.equal(await app(page, () => window.kilnApp.model.config.vocab_size), 700);
-    assert.equal(await page.inputValue('#sft-lora'), '8', 'an imported model fine-tunes with LoRA by default');
+    // an imported model fine-tunes with LoRA by default: the fields are set once the import is done
+    await waitFor(page, () => document.getElementById('sft-lora').value === '8' || window.kilnApp.error, 60_000);
+    await noError(page);
     const rendered = await app(page, () => window.kilnApp.kiln.renderChat([{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello.' }]));
     const text = rendered.map((t) => t.text).join('');
     assert.ok(text.startsWith('<|im_start|>system\n'), `SmolLM2's own template: ${JSON.stringify(text)}`);
