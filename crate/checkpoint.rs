@@ -409,12 +409,12 @@ pub fn load_model(files: &Files) -> Result<LoadedModel> {
     // run's checkpoint): the model they make, merged
     if crate::peft::is_adapter(files) {
         let adapter = crate::peft::read_adapter(files, &loaded.config, &loaded.layout)?;
-        let layers = loaded.layout.layers.clone();
-        adapter.layout.merge(&loaded.config, &layers, &mut loaded.params, &adapter.values);
+        let layout = loaded.layout.clone();
+        adapter.layout.merge(&loaded.config, &layout, &mut loaded.params, &adapter.values);
         loaded.notes.push(format!(
             "merged the LoRA adapters of {} ({} modules, rank {}) into the weights",
             crate::peft::ADAPTER_WEIGHTS,
-            adapter.layout.peft_tensors(&adapter.values).len() / 2,
+            adapter.layout.layers.iter().flatten().map(|s| s.modules.len()).sum::<usize>(),
             adapter.layout.config.r
         ));
     }

@@ -13,7 +13,7 @@ use crate::data::{base_name, Files};
 use crate::error::KilnError;
 use crate::error::Result;
 use crate::model::lora::{LoraConfig, LoraLayout, LoraTargets};
-use crate::model::{GptConfig, ParamLayout};
+use crate::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use crate::tensors::{f32_bytes, read_f32, safetensors_of};
 
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -72,8 +72,16 @@ pub struct Adapter {
     pub base_model: String,
 }
 
+/// What adapter_config.json says: LoRA's settings, the base model it names, and the
+/// modules it trains in full (`modules_to_save`: a scalar head, or none).
+pub struct AdapterConfig {
+    pub lora: LoraConfig,
+    pub base_model: String,
+    pub modules_to_save: Vec<String>,
+}
+
 /// adapter_config.json's LoRA settings, each one Kiln cannot honour refused by name.
-pub fn read_adapter_config(bytes: &[u8]) -> Result<(LoraConfig, String)> {
+pub fn read_adapter_config(bytes: &[u8]) -> Result<AdapterConfig> {
     if bytes.len() > MAX_CONFIG {
         return Err(bad(format!(
             "{ADAPTER_CONFIG} is {} bytes, past the {MAX_CONFIG} an adapter's needs",
@@ -105,7 +113,6 @@ pub fn read_adapter_config(bytes: &[u8]) -> Result<(LoraConfig, String)> {
     }
     let empty = |x: &Value| x.as_object().is_some_and(|o| o.is_empty()) || x.as_array().is_some_and(|a| a.is_empty());
     for k in [
-        "modules_to_save",
         "rank_pattern",
         "alpha_pattern",
         "layers_to_transform",
@@ -133,29 +140,55 @@ pub fn read_adapter_config(bytes: &[u8]) -> Result<(LoraConfig, String)> {
         ),
         Some(other) => return Err(bad(format!("{ADAPTER_CONFIG}: target_modules {other} is not a list of names"))),
     };
-    let config = LoraConfig { r: r as usize, alpha, targets };
-    config.validate().map_err(|e| bad(format!("{ADAPTER_CONFIG}: {e}")))?;
-    let base = field("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").chars().take(512).collect();
-    Ok((config, base))
+    // a scalar head trained in full is the one module Kiln trains beside the adapters
+    let modules_to_save: Vec<String> = match field("modules_to_save") {
+        None => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|m| m.as_str().filter(|s| HEADS.contains(s)).map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                bad(format!(
+                    "{ADAPTER_CONFIG}: modules_to_save {} names a module Kiln does not train in full (it trains a scalar head: {HEADS:?})",
+                    v["modules_to_save"]
+                ))
+            })?,
+        Some(other) => return Err(bad(format!("{ADAPTER_CONFIG}: modules_to_save {other} is not a list of names"))),
+    };
+    let lora = LoraConfig { r: r as usize, alpha, targets };
+    lora.validate().map_err(|e| bad(format!("{ADAPTER_CONFIG}: {e}")))?;
+    let base_model = field("base_model_name_or_path").and_then(Value::as_str).unwrap_or("").chars().take(512).collect();
+    Ok(AdapterConfig { lora, base_model, modules_to_save })
 }
+
+/// The scalar heads' module names (the reward model's "score", PPO's "v_head").
+const HEADS: [&str; 2] = ["score", "v_head"];
 
 /// The adapter in `files` for a base of `cfg` and `layout`: every module the config
 /// targets must have its two tensors, of their shapes, and the file nothing else.
 pub fn read_adapter(files: &Files, cfg: &GptConfig, layout: &ParamLayout) -> Result<Adapter> {
     let config_bytes = files.get(ADAPTER_CONFIG).ok_or_else(|| bad(format!("{ADAPTER_CONFIG} is missing")))?;
-    let (config, base_model) = read_adapter_config(config_bytes)?;
-    let lora = LoraLayout::new(cfg, &layout.layers, config).map_err(|e| bad(format!("{ADAPTER_CONFIG}: {e}")))?;
+    let AdapterConfig { lora: config, base_model, modules_to_save } = read_adapter_config(config_bytes)?;
+    let head: Vec<String> = layout.scalar_head.iter().map(|h| h.kind.prefix().to_string()).collect();
+    if modules_to_save != head {
+        return Err(bad(format!(
+            "{ADAPTER_CONFIG}: modules_to_save {modules_to_save:?}, but the model's head is {head:?}: the adapter was trained on another kind of model"
+        )));
+    }
+    let lora = LoraLayout::new(cfg, layout, config).map_err(|e| bad(format!("{ADAPTER_CONFIG}: {e}")))?;
     let bytes = files.get(ADAPTER_WEIGHTS).ok_or_else(|| bad(format!("{ADAPTER_WEIGHTS} is missing")))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{ADAPTER_WEIGHTS} is corrupt: {e}")))?;
     let mut used = 0;
     let values = lora.from_peft(|name, shape| {
         used += 1;
         // PEFT saves without the adapter's name; an older one may keep ".default"
-        let (module, weight) = name.rsplit_once(".lora_").expect("a LoRA tensor name");
-        let names = [
-            format!("{PREFIX}{name}"),
-            format!("{PREFIX}{module}.lora_{}", weight.replace(".weight", ".default.weight")),
-        ];
+        let names = match name.rsplit_once(".lora_") {
+            Some((module, weight)) => vec![
+                format!("{PREFIX}{name}"),
+                format!("{PREFIX}{module}.lora_{}", weight.replace(".weight", ".default.weight")),
+            ],
+            None => vec![format!("{PREFIX}{name}")],
+        };
         read_f32(&st, &names, shape, ADAPTER_WEIGHTS, MAX_ADAPTER_WEIGHT)
     })?;
     if st.len() != used {
@@ -172,6 +205,7 @@ pub fn read_adapter(files: &Files, cfg: &GptConfig, layout: &ParamLayout) -> Res
 /// A PEFT adapter folder for these adapters on `base_model` (a Hub id or a folder).
 pub fn adapter_files(lora: &LoraLayout, values: &[f32], base_model: &str, arch: &str) -> Result<Files> {
     let tensors = lora.peft_tensors(values);
+    let head = lora.head.map(|h| h.kind);
     let modules: Vec<String> = {
         let mut m: Vec<String> =
             tensors.iter().filter_map(|t| t.0.strip_suffix(".lora_A.weight").map(str::to_string)).collect();
@@ -180,7 +214,8 @@ pub fn adapter_files(lora: &LoraLayout, values: &[f32], base_model: &str, arch: 
     };
     let config = json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        // a reward model's score head makes it a sequence classifier
+        "task_type": if head == Some(ScalarHeadKind::Reward) { "SEQ_CLS" } else { "CAUSAL_LM" },
         "base_model_name_or_path": base_model,
         "r": lora.config.r,
         "lora_alpha": lora.config.alpha,
@@ -191,7 +226,7 @@ pub fn adapter_files(lora: &LoraLayout, values: &[f32], base_model: &str, arch: 
         "fan_in_fan_out": arch == "GPT2LMHeadModel",
         "use_rslora": false,
         "use_dora": false,
-        "modules_to_save": null,
+        "modules_to_save": head.map(|k| vec![k.prefix()]),
         "init_lora_weights": true,
         "inference_mode": true,
         "auto_mapping": {"base_model_class": arch, "parent_library": "transformers.models"},

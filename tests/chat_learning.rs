@@ -250,7 +250,7 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     // PPO
     let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
     block_on(policy.add_scalar_head(ScalarHeadKind::Value, 2)).unwrap();
-    policy.set_frozen(&[(&sft_params, None), (&reward_params, Some(ScalarHeadKind::Reward))]).unwrap();
+    policy.set_frozen(&[(Some(&sft_params), None), (Some(&reward_params), Some(ScalarHeadKind::Reward))]).unwrap();
     let cfg = options(StageKind::Ppo);
     let prompts: Vec<Conversation> = questions.iter().map(|c| c[..1].to_vec()).collect();
     assert!(prompts.iter().all(|p| p[0].role == Role::User));

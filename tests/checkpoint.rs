@@ -212,7 +212,7 @@ fn ppo_resumes_bit_exactly_from_a_save_point() {
     let policy = || {
         let mut run = Trainer::with_model(CpuBackend::new(), tok.clone(), model, Some(&base), 1).unwrap();
         block_on(run.add_scalar_head(ScalarHeadKind::Value, 3)).unwrap();
-        run.set_frozen(&[(&base, None), (&reward, Some(ScalarHeadKind::Reward))]).unwrap();
+        run.set_frozen(&[(Some(&base), None), (Some(&reward), Some(ScalarHeadKind::Reward))]).unwrap();
         run.begin(Box::new(Ppo::new(prompts.clone(), model.block_size, cfg.align.clone(), 9).unwrap()), cfg.clone())
             .unwrap();
         run
@@ -233,7 +233,7 @@ fn ppo_resumes_bit_exactly_from_a_save_point() {
         block_on(resume_files(&mut run)).unwrap()
     };
     let mut run = resume(CpuBackend::new(), &files).unwrap();
-    run.set_frozen(&[(&base, None), (&reward, Some(ScalarHeadKind::Reward))]).unwrap();
+    run.set_frozen(&[(Some(&base), None), (Some(&reward), Some(ScalarHeadKind::Reward))]).unwrap();
     assert_eq!(run.step, 4);
     let resumed = log(&mut run, 4);
     println!("PPO straight {straight:?}\nPPO resumed  {resumed:?}");

@@ -153,6 +153,84 @@ fn lora_sft_then_dpo_trains_the_adapters_alone_and_round_trips_as_peft() {
     assert_eq!(a, b);
 }
 
+/// Rankings for the reward model and PPO's prompts.
+fn rankings() -> Vec<u8> {
+    let mut ranked = pairs();
+    ranked.extend(jsonl(vec![serde_json::json!({"prompt": "Thank me.", "chosen": "Thank you!", "rejected": "No."})]));
+    ranked
+}
+
+#[test]
+fn lora_reward_model_and_ppo_train_adapters_and_their_head_on_the_frozen_base() {
+    let mut session = imported();
+    let run = session.run_mut().unwrap();
+    let original = with_run!(run, r => block_on(r.base_params())).unwrap();
+
+    // the reward model: adapters and the score head (PEFT's modules_to_save) train
+    begin(&mut session, StageKind::Reward, &rankings(), 30);
+    let run = session.run_mut().unwrap();
+    let (_, start) = with_run!(run, r => block_on(r.adapter())).unwrap().expect("the reward model trains adapters");
+    let losses = finish(&mut session);
+    println!("LoRA reward model losses {losses:?}");
+    let (early, late) = (losses[0], losses[losses.len() - 1]);
+    assert!(late < 0.5 * early, "the reward model learns its pairs: {early} → {late}");
+    let run = session.run_mut().unwrap();
+    let (lora, adapters) = with_run!(run, r => block_on(r.adapter())).unwrap().unwrap();
+    let head = lora.head.expect("the score head trains beside the adapters");
+    let c = with_run!(run, r => r.model.config.n_embd);
+    assert_ne!(adapters[head.weight..head.weight + c], start[head.weight..head.weight + c], "the head trained");
+    let frozen = with_run!(run, r => block_on(r.base_params())).unwrap();
+    assert_eq!(frozen[..original.len()], original[..], "the imported weights stay as they were");
+    // its adapter as PEFT writes a sequence classifier's: the head among modules_to_save
+    let peft = block_on(session.adapter_files("base")).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&peft["adapter_config.json"]).unwrap();
+    assert_eq!(
+        (config["modules_to_save"].clone(), config["task_type"].clone()),
+        (serde_json::json!(["score"]), "SEQ_CLS".into())
+    );
+    // and it resumes with its head: the snapshot restores the trained reward model
+    let snapshot = block_on(session.snapshot()).unwrap().unwrap();
+    let mut restored = Session::new(None, BackendKind::Cpu);
+    restored.restore(&snapshot).unwrap();
+    let run = restored.run_mut().unwrap();
+    assert_eq!(with_run!(run, r => block_on(r.adapter())).unwrap().unwrap().1, adapters);
+
+    // PPO: fresh adapters and a value head on the merged fine-tuned model; its reference
+    // is that model with the adapters off (no second copy)
+    let mut cfg = options(StageKind::Ppo, 6);
+    cfg.lr = 1e-2;
+    cfg.batch_size = 4;
+    cfg.align.rollout_prompts = 2;
+    cfg.align.answers_per_prompt = 2;
+    cfg.align.ppo_epochs = 2;
+    cfg.align.answer_tokens = 6;
+    let data = StageData { bytes: Some(&rankings()), lang: Language::English };
+    block_on(session.begin(StageKind::Ppo, data, cfg)).unwrap();
+    let run = session.run_mut().unwrap();
+    let (ppo, _) = with_run!(run, r => block_on(r.adapter())).unwrap().expect("PPO trains adapters");
+    assert_eq!(ppo.head.map(|h| h.kind), Some(kiln::model::ScalarHeadKind::Value));
+    let mut kl = Vec::new();
+    while let Some(p) = block_on(session.train_step(None)).unwrap() {
+        kl.extend(p.metrics.kl);
+    }
+    println!("LoRA PPO: KL to the reference per rollout round {kl:?}");
+    // the first rollouts come from the untrained adapters (B = 0): exactly the reference
+    assert_eq!(kl[0], 0.0, "{kl:?}");
+    assert!(kl[1..].iter().any(|&k| k != 0.0), "the policy moves away from the reference: {kl:?}");
+    let run = session.run_mut().unwrap();
+    let frozen = with_run!(run, r => block_on(r.base_params())).unwrap();
+    assert_eq!(frozen[..original.len()], original[..], "PPO leaves the imported weights as they were");
+    // the policy's adapter goes out without the value head, as a causal LM's
+    let peft = block_on(session.adapter_files("base")).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&peft["adapter_config.json"]).unwrap();
+    assert_eq!(
+        (config["modules_to_save"].clone(), config["task_type"].clone()),
+        (serde_json::Value::Null, "CAUSAL_LM".into())
+    );
+    let mut other = imported();
+    other.import_adapter(&peft).unwrap();
+}
+
 #[test]
 fn hostile_or_unsupported_adapters_are_refused_by_name() {
     let mut session = imported();
@@ -177,6 +255,7 @@ fn hostile_or_unsupported_adapters_are_refused_by_name() {
         (with("target_modules", serde_json::json!(["fc9"])), "name none"),
         (with("peft_type", "IA3".into()), "LoRA"),
         (with("modules_to_save", serde_json::json!(["lm_head"])), "modules_to_save"),
+        (with("modules_to_save", serde_json::json!(["score"])), "another kind of model"),
     ] {
         let err = session.import_adapter(&files).unwrap_err().to_string();
         assert!(err.contains(says), "{says}: {err}");

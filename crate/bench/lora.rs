@@ -76,6 +76,17 @@ pub struct LoraReport {
     /// LoRA SFT on the CPU backend: tokens/s over `steps` steps after one warm-up step.
     pub cpu_lora_tokens_per_s: f64,
     pub steps: usize,
+    /// Where one more LoRA step's time goes on the CPU backend, by op, largest first (each
+    /// op timed on its own, so the total runs a little over a step).
+    pub cpu_lora_profile: Vec<OpTime>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpTime {
+    pub op: String,
+    pub calls: u32,
+    pub seconds: f64,
+    pub share: f64,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -131,7 +142,7 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
     let values = ParamLayout::new(&cfg).init(&cfg, 1);
     let batch = batch(&cfg, b, t);
     // PEFT's count: each module's A (r, in) and B (out, r); the fused storage holds zeros besides
-    let lora_layout = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg).layers, lora.clone())?;
+    let lora_layout = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg), lora.clone())?;
     let lora_params: usize = lora_layout.peft_tensors(&vec![0.0; lora_layout.total]).iter().map(|t| t.2.len()).sum();
     let mut rows = Vec::new();
     for (training, with) in [("lora", Some(&lora)), ("full", None)] {
@@ -167,6 +178,15 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
     let mut be = CpuBackend::new();
     let m = model(&mut be, cfg, &values, Some(&lora))?;
     let cpu_lora_tokens_per_s = time_steps(&mut be, &m, &batch, steps)?;
+    be.set_profiling(true);
+    time_steps(&mut be, &m, &batch, 0)?;
+    let times = be.set_profiling(false).unwrap_or_default();
+    let total: f64 = times.values().map(|t| t.1).sum();
+    let mut cpu_lora_profile: Vec<OpTime> = times
+        .into_iter()
+        .map(|(op, (calls, seconds))| OpTime { op: op.to_string(), calls, seconds, share: seconds / total })
+        .collect();
+    cpu_lora_profile.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     Ok(LoraReport {
         benchmark: "lora",
         model: format!("SmolLM2-135M's shape: {cfg}"),
@@ -178,5 +198,6 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
         gpu_adapter: gpu.map(Gpu::adapter_name),
         cpu_lora_tokens_per_s,
         steps,
+        cpu_lora_profile,
     })
 }

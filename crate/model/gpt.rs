@@ -8,7 +8,7 @@
 use super::config::GptConfig;
 use super::layers::{BlockParts, GradsTo, NormStats};
 use super::lora::{Lora, LoraConfig, LoraLayout, LoraScratch, Slot};
-use super::params::ParamLayout;
+use super::params::{ParamLayout, ScalarHeadParams};
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::cpu::rope::rope_inv_freq;
@@ -69,14 +69,22 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Freezes the model and trains adapters in its place: new ones (PEFT's
-    /// initialisation from `seed`) or the given values.
+    /// initialisation from `seed`, a scalar head starting as the base's) or the given
+    /// values.
     pub fn add_lora(&mut self, be: &mut B, config: LoraConfig, values: Option<&[f32]>, seed: u64) -> Result<()> {
-        let layout = LoraLayout::new(&self.config, &self.layout.layers, config)?;
-        let values = match values {
-            Some(v) => v.to_vec(),
-            None => layout.init(seed),
+        let layout = LoraLayout::new(&self.config, &self.layout, config)?;
+        let lora = match values {
+            Some(v) => Lora::new(be, layout, v)?,
+            None => {
+                let lora = Lora::new(be, layout.clone(), &layout.init(seed))?;
+                if let (Some(to), Some(from)) = (layout.head, self.layout.scalar_head) {
+                    be.copy(at(&self.params, from.weight), at(&lora.params, to.weight), self.config.n_embd);
+                    be.copy(at(&self.params, from.bias), at(&lora.params, to.bias), 1);
+                }
+                lora
+            }
         };
-        self.lora = Some(Lora::new(be, layout, &values)?);
+        self.lora = Some(lora);
         self.grads = None;
         self.sink = Some(be.zeros(2 * self.config.n_embd)?);
         Ok(())
@@ -110,6 +118,16 @@ impl<B: Backend> Gpt<B> {
         match &self.lora {
             Some(lora) => (&lora.params, &lora.layout.tensors, lora.layout.total),
             None => (&self.params, &self.layout.tensors, self.layout.total),
+        }
+    }
+
+    /// The scalar head's offsets, the buffer holding them and the one its gradient goes
+    /// to: the adapters' under LoRA (the head trains in full beside them), else the
+    /// model's own (None for a frozen model).
+    fn head(&self) -> (ScalarHeadParams, &B::Buf, Option<&B::Buf>) {
+        match self.lora.as_ref().and_then(|l| Some((l, l.layout.head?))) {
+            Some((lora, h)) => (h, &lora.params, Some(&lora.grads)),
+            None => (self.layout.scalar_head.expect("the model has a scalar head"), &self.params, self.grads.as_ref()),
         }
     }
 
@@ -444,14 +462,10 @@ impl LmHead {
 pub struct ScalarHead;
 
 impl ScalarHead {
-    fn params<B: Backend>(model: &Gpt<B>) -> crate::model::params::ScalarHeadParams {
-        model.layout.scalar_head.expect("the model has a scalar head")
-    }
-
     /// values (BT) from the trunk's features `a.lnf`.
     pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
-        let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
-        let p = &model.params;
+        let (bt, c) = (a.b * a.t, model.config.n_embd);
+        let (h, p, _) = model.head();
         be.matmul(
             at(&a.values, 0),
             at(&a.lnf, 0),
@@ -472,9 +486,9 @@ impl ScalarHead {
         accumulate: bool,
         into_trunk: bool,
     ) -> Result<()> {
-        let (bt, c, h) = (a.b * a.t, model.config.n_embd, Self::params(model));
-        let p = &model.params;
-        if let GradsTo::Buffer(g) = model.base_grads() {
+        let (bt, c) = (a.b * a.t, model.config.n_embd);
+        let (h, p, grads) = model.head();
+        if let Some(g) = grads {
             be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
             be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
         }

@@ -19,6 +19,10 @@
 //! Backward, from dy (n, OUT), after the frozen layer has written dx:
 //!   dB += dyᵀ · us,  then B's off-block entries of dB cleared
 //!   du = s · (dy · B) (n, R);   dA += duᵀ · x;   dx += du · A
+//!
+//! A model with a scalar head (the reward model, PPO's value) trains the head in full
+//! beside the adapters, as PEFT's `modules_to_save` does: its weight (1, C) and bias (1)
+//! follow the adapters in their buffer, and the base's copy of them is not read.
 
 use std::cell::Cell;
 
@@ -26,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::GptConfig;
 use super::layers::Linear;
-use super::params::{LayerParams, ParamTensor};
+use super::params::{LayerParams, ParamLayout, ParamTensor, ScalarHeadParams};
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::error::{KilnError, Result};
@@ -148,6 +152,8 @@ pub struct LoraLayout {
     pub total: usize,
     /// The widest slot rank (the size of the zero row B's clearing reads).
     pub max_rank: usize,
+    /// The base's scalar head, trained in full: its place after the adapters.
+    pub head: Option<ScalarHeadParams>,
 }
 
 /// A linear module: (slot, path, short name, col0, width).
@@ -219,8 +225,11 @@ fn off_blocks(out: usize, rank: usize, modules: &[Module], r: usize) -> Vec<(usi
 }
 
 impl LoraLayout {
-    pub fn new(cfg: &GptConfig, layers: &[LayerParams], config: LoraConfig) -> Result<LoraLayout> {
+    /// Adapters on `base`'s blocks as `config` targets them, and its scalar head when
+    /// it has one.
+    pub fn new(cfg: &GptConfig, base: &ParamLayout, config: LoraConfig) -> Result<LoraLayout> {
         config.validate()?;
+        let layers = &base.layers;
         let r = config.r;
         let (mut tensors, mut total, mut max_rank) = (Vec::new(), 0, 0);
         let mut out_layers = Vec::new();
@@ -270,7 +279,32 @@ impl LoraLayout {
                 config.targets
             )));
         }
-        Ok(LoraLayout { config, layers: out_layers, tensors, total, max_rank })
+        let head = base.scalar_head.map(|h| {
+            let c = cfg.n_embd;
+            let prefix = h.kind.prefix();
+            let (weight, bias) = (total, total + c);
+            tensors.push(ParamTensor {
+                name: format!("{prefix}.weight"),
+                shape: vec![1, c],
+                offset: weight,
+                decay: true,
+            });
+            tensors.push(ParamTensor { name: format!("{prefix}.bias"), shape: vec![1], offset: bias, decay: false });
+            total += c + 1;
+            ScalarHeadParams { kind: h.kind, weight, bias }
+        });
+        Ok(LoraLayout { config, layers: out_layers, tensors, total, max_rank, head })
+    }
+
+    /// The same adapters without the scalar head (a policy's adapters without PPO's
+    /// value head): the first `total` values of this layout's are theirs.
+    pub fn without_head(&self) -> LoraLayout {
+        let Some(h) = self.head else { return self.clone() };
+        let mut out = self.clone();
+        out.tensors.retain(|t| t.offset < h.weight);
+        out.total = h.weight;
+        out.head = None;
+        out
     }
 
     /// PEFT's initialisation: A uniform in ±1/√in (kaiming-uniform with a = √5), B zero.
@@ -307,7 +341,18 @@ impl LoraLayout {
                 out.push((format!("{}.lora_B.weight", m.name), vec![m.width, r], b));
             }
         }
+        for t in self.head_tensors() {
+            out.push((t.name.clone(), t.shape.clone(), values[t.offset..t.offset + t.len()].to_vec()));
+        }
         out
+    }
+
+    /// The scalar head's tensors (PEFT's `modules_to_save` names: "score.weight", …).
+    fn head_tensors(&self) -> &[ParamTensor] {
+        match self.head {
+            Some(h) => &self.tensors[self.tensors.iter().position(|t| t.offset == h.weight).expect("laid out")..],
+            None => &[],
+        }
     }
 
     /// The fused buffer from PEFT's tensors, looked up by `get(name)` (without PEFT's
@@ -326,14 +371,23 @@ impl LoraLayout {
                 }
             }
         }
+        for t in self.head_tensors() {
+            values[t.offset..t.offset + t.len()].copy_from_slice(&get(&t.name, &t.shape)?);
+        }
         Ok(values)
     }
 
-    /// The base's values with every adapter merged in: W += s · B·A for each slot's
-    /// (OUT, in) product, transposed into Conv1D's (in, OUT) storage.
-    pub fn merge(&self, cfg: &GptConfig, layers: &[LayerParams], base: &mut [f32], values: &[f32]) {
+    /// The base's values (of `layout`) with every adapter merged in: W += s · B·A for each
+    /// slot's (OUT, in) product, transposed into Conv1D's (in, OUT) storage; the trained
+    /// scalar head in place of the base's.
+    pub fn merge(&self, cfg: &GptConfig, layout: &ParamLayout, base: &mut [f32], values: &[f32]) {
         let s = self.config.scale();
-        for (lp, slots) in layers.iter().zip(&self.layers) {
+        if let (Some(h), Some(to)) = (self.head, layout.scalar_head) {
+            let c = cfg.n_embd;
+            base[to.weight..to.weight + c].copy_from_slice(&values[h.weight..h.weight + c]);
+            base[to.bias] = values[h.bias];
+        }
+        for (lp, slots) in layout.layers.iter().zip(&self.layers) {
             let parts = lp.parts(cfg);
             for sa in slots {
                 let linear = sa.slot.linear(&parts);
@@ -358,7 +412,7 @@ impl LoraLayout {
 /// the adapters, their gradients and AdamW's moments; the activations, as full training
 /// keeps them, plus each adapted slot's three (B·T, R) buffers.
 pub fn memory(cfg: &GptConfig, lora: &LoraConfig, b: usize, t: usize) -> Result<super::config::MemoryEstimate> {
-    let layout = LoraLayout::new(cfg, &super::params::ParamLayout::new(cfg).layers, lora.clone())?;
+    let layout = LoraLayout::new(cfg, &ParamLayout::new(cfg), lora.clone())?;
     let full = cfg.memory(b, t);
     let (f, n, bt) = (4u64, layout.total as u64, (b * t) as u64);
     let scratch: u64 = layout.layers.iter().flatten().map(|s| 3 * bt * s.rank as u64).sum();
@@ -494,8 +548,7 @@ mod tests {
             for targets in [LoraTargets::Attention, LoraTargets::AllLinear] {
                 let layout = ParamLayout::new(&cfg);
                 let lora =
-                    LoraLayout::new(&cfg, &layout.layers, LoraConfig { r: 2, alpha: 4.0, targets: targets.clone() })
-                        .unwrap();
+                    LoraLayout::new(&cfg, &layout, LoraConfig { r: 2, alpha: 4.0, targets: targets.clone() }).unwrap();
                 for s in lora.layers.iter().flatten() {
                     let mut owner = vec![0u8; s.out * s.rank];
                     for m in &s.modules {
@@ -523,8 +576,7 @@ mod tests {
         let cfg = llama();
         let layout = ParamLayout::new(&cfg);
         let lora =
-            LoraLayout::new(&cfg, &layout.layers, LoraConfig { r: 2, alpha: 4.0, targets: LoraTargets::AllLinear })
-                .unwrap();
+            LoraLayout::new(&cfg, &layout, LoraConfig { r: 2, alpha: 4.0, targets: LoraTargets::AllLinear }).unwrap();
         let mut values = lora.init(1);
         // B's blocks filled, off-blocks left zero
         for (name, shape, _) in lora.peft_tensors(&values.clone()) {

@@ -259,6 +259,15 @@ impl Session {
         let (lora, values) = adapter.ok_or_else(|| {
             KilnError::Config("the model has no LoRA adapters: fine-tune it with loraRank above 0 first".into())
         })?;
+        // a policy's adapters go out without PPO's value head, which only its training reads
+        let (lora, values) = match lora.head {
+            Some(h) if h.kind == ScalarHeadKind::Value => {
+                let policy = lora.without_head();
+                let n = policy.total;
+                (policy, values[..n].to_vec())
+            }
+            _ => (lora, values),
+        };
         crate::peft::adapter_files(&lora, &values, base_model, arch)
     }
 
@@ -360,11 +369,15 @@ impl Session {
             _ => reference = Some(params[..config.num_params()].to_vec()),
         }
         let base = reference.as_deref().expect("just set");
-        // LoRA fine-tuning's adapters go on training (the stage's reference is the model
-        // with them, its outputs computed before the first step), so one adapter holds
-        // all the tuning on top of the imported weights
+        // LoRA fine-tuning's adapters go on training into DPO (the stage's reference is
+        // the model with them, its outputs computed before the first step), so one
+        // adapter holds all the tuning on top of the imported weights. A stage with a
+        // head, or one reading the reference as it trains (PPO: the base with its
+        // adapters off), starts fresh adapters on the merged model.
+        let def = stage.kind().def();
+        let continues = def.head.is_none() && def.frozen.is_empty();
         let adapter = match (current.and_then(|k| k.def().head), cfg.lora()?) {
-            (None, Some(wanted)) => {
+            (None, Some(wanted)) if continues => {
                 let run = self.run_mut()?;
                 match with_run!(run, r => r.adapter().await)? {
                     Some((lora, values)) if lora.config == wanted => {
@@ -508,7 +521,10 @@ impl Session {
                 )));
             }
             let base = reference.as_deref().unwrap_or_default();
-            with_run!(&mut run, r => set_frozen(r, kind, base, reward.as_deref()))?;
+            with_run!(&mut run, r => {
+                let lora = r.model.lora.is_some();
+                set_frozen(r, kind, base, reward.as_deref(), lora)
+            })?;
         }
         let (tokenizer, step, history) = with_run!(&run, r => (r.tokenizer.clone(), r.step, r.history.clone()));
         let held_out = match files.get("held-out.jsonl") {

@@ -45,7 +45,8 @@ pub struct TrainConfig {
     /// Share of the documents (or conversations, or ranked prompts) held out for validation.
     pub val_fraction: f64,
     /// LoRA's rank: 0 trains every weight; above 0 freezes them and trains low-rank
-    /// adapters instead (PEFT's LoRA), which needs a fraction of the memory.
+    /// adapters instead (PEFT's LoRA), which needs a fraction of the memory. A reward
+    /// model's or PPO's head trains in full beside them.
     pub lora_rank: usize,
     /// LoRA's α: the adapters' product is scaled by α / rank (PEFT's lora_alpha).
     pub lora_alpha: f64,

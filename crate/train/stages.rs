@@ -44,18 +44,20 @@ pub async fn begin_preference<B: Backend>(
     if let Some(head) = scalar_head(kind) {
         run.add_scalar_head(head, cfg.seed).await?;
     }
-    set_frozen(run, kind, reference, reward)?;
+    set_frozen(run, kind, reference, reward, cfg.lora_rank > 0)?;
     run.begin(stage, cfg)
 }
 
 /// Gives `run` the models stage `kind` reads but does not train (its
 /// [`super::StageDef::frozen`]: PPO's are the fine-tuned reference, then the reward
-/// model); none for most stages.
+/// model); none for most stages. Under `lora` the reference is the run's own base with
+/// its adapters off (the run must start from `reference`).
 pub fn set_frozen<B: Backend>(
     run: &mut Trainer<B>,
     kind: StageKind,
     reference: &[f32],
     reward: Option<&[f32]>,
+    lora: bool,
 ) -> Result<()> {
     let frozen = kind.def().frozen;
     if frozen.is_empty() {
@@ -64,8 +66,8 @@ pub fn set_frozen<B: Backend>(
     let models = frozen
         .iter()
         .map(|f| match f {
-            Frozen::Reference => Ok((reference, None)),
-            Frozen::Reward => reward.map(|r| (r, Some(ScalarHeadKind::Reward))).ok_or_else(|| {
+            Frozen::Reference => Ok(((!lora).then_some(reference), None)),
+            Frozen::Reward => reward.map(|r| (Some(r), Some(ScalarHeadKind::Reward))).ok_or_else(|| {
                 KilnError::Config(format!(
                     "{} needs a reward model: train one on your rankings first",
                     kind.name().to_uppercase()

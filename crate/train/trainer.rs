@@ -71,6 +71,15 @@ pub struct LossPoint {
     pub val_loss: Option<f32>,
 }
 
+/// A model a stage reads but does not train.
+enum FrozenModel<B: Backend> {
+    /// A copy on the device: the reward model, or the reference under full training.
+    Copy(Box<Gpt<B>>),
+    /// The trained model itself with its adapters off: under LoRA the base is the
+    /// reference (as TRL does with PEFT), so no second copy is held.
+    AdaptersOff,
+}
+
 /// A model, its optimizer and the stage it is in; `Checkpoint` saves and restores it.
 pub struct Trainer<B: Backend> {
     pub be: B,
@@ -96,7 +105,7 @@ pub struct Trainer<B: Backend> {
     val: Vec<TokenBatch>,
     decoder: Option<Decoder<B::Buf>>,
     /// Models the stage reads but does not train ([`Trainer::set_frozen`]).
-    frozen: Vec<Gpt<B>>,
+    frozen: Vec<FrozenModel<B>>,
     /// The K-row decoder of rollouts and candidate answers.
     batched_decoder: Option<Decoder<B::Buf>>,
     /// (time, step) when tokens/s was last measured.
@@ -282,11 +291,6 @@ impl<B: Backend> Trainer<B> {
             if has.is_some() {
                 return Err(KilnError::Config(
                     "the model trains other LoRA adapters; merge them into it first (fit_lora)".into(),
-                ));
-            }
-            if self.model.layout.scalar_head.is_some() {
-                return Err(KilnError::Config(
-                    "LoRA trains language models for now; train the reward model and PPO with loraRank 0".into(),
                 ));
             }
             let lora = wanted.expect("differs from none");
@@ -588,7 +592,7 @@ impl<B: Backend> Trainer<B> {
     pub async fn params(&mut self) -> Result<Vec<f32>> {
         let mut values = self.be.read(&self.model.params).await?;
         if let Some((lora, adapters)) = self.adapter().await? {
-            lora.merge(&self.model.config, &self.model.layout.layers, &mut values, &adapters);
+            lora.merge(&self.model.config, &self.model.layout, &mut values, &adapters);
         }
         Ok(values)
     }
@@ -667,11 +671,16 @@ impl<B: Backend> Trainer<B> {
 
     /// Models the stage reads but does not train (PPO: the fine-tuned reference, then the
     /// reward model with its head), each of this model's shape with the given head; no
-    /// gradient or optimizer buffers.
-    pub fn set_frozen(&mut self, models: &[(&[f32], Option<ScalarHeadKind>)]) -> Result<()> {
+    /// gradient or optimizer buffers. None: this model's base with its adapters off (the
+    /// reference under LoRA, which the stage trains on top of it).
+    pub fn set_frozen(&mut self, models: &[(Option<&[f32]>, Option<ScalarHeadKind>)]) -> Result<()> {
         let cfg = self.model.config;
         let mut frozen = Vec::with_capacity(models.len());
         for &(values, head) in models {
+            let Some(values) = values else {
+                frozen.push(FrozenModel::AdaptersOff);
+                continue;
+            };
             let layout = match head {
                 Some(kind) => ParamLayout::with_scalar_head(&cfg, kind),
                 None => ParamLayout::new(&cfg),
@@ -683,7 +692,7 @@ impl<B: Backend> Trainer<B> {
                     layout.total
                 )));
             }
-            frozen.push(Gpt::from_layout(&mut self.be, cfg, layout, values, false)?);
+            frozen.push(FrozenModel::Copy(Box::new(Gpt::from_layout(&mut self.be, cfg, layout, values, false)?)));
         }
         self.frozen = frozen;
         Ok(())
@@ -713,8 +722,21 @@ impl<B: Backend> Trainer<B> {
         let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
         let mut frozen = Vec::with_capacity(self.frozen.len());
         for model in &self.frozen {
-            let heads = if model.layout.scalar_head.is_some() { Heads::SCALAR } else { Heads::LM };
-            frozen.push(forward_outputs(&mut self.be, model, acts, &batch, heads).await?);
+            frozen.push(match model {
+                FrozenModel::Copy(model) => {
+                    let heads = if model.layout.scalar_head.is_some() { Heads::SCALAR } else { Heads::LM };
+                    forward_outputs(&mut self.be, model, acts, &batch, heads).await?
+                }
+                FrozenModel::AdaptersOff => {
+                    let lora = self.model.lora.as_ref().ok_or_else(|| {
+                        KilnError::Config("the stage reads the base under the adapters, but the model has none".into())
+                    })?;
+                    lora.on.set(false);
+                    let out = forward_outputs(&mut self.be, &self.model, acts, &batch, Heads::LM).await;
+                    lora.on.set(true);
+                    out?
+                }
+            });
         }
         let own = forward_outputs(&mut self.be, &self.model, acts, &batch, heads).await?;
         self.stage.as_mut().expect("checked").score_rollouts(&frozen, &own, &ended)

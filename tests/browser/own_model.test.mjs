@@ -3,7 +3,8 @@
 // ChatML template) chosen with the folder input; LoRA fine-tuning on a JSONL file (the
 // imported weights frozen, rank 8 by default for a model made elsewhere); a chat in the
 // model's own template; answers ranked; DPO with LoRA on the rankings, going on with the
-// fine-tuning's adapters; the adapter exported as a PEFT folder. The exported adapter is
+// fine-tuning's adapters; the adapter exported as a PEFT folder; on the CPU, the reward
+// model and PPO with LoRA too (their heads as PEFT's modules_to_save). The exported adapter is
 // the one `tests/interop/peft_adapter.py --adapter DIR` loads with PEFT by hand
 // (KILN_ADAPTER_OUT=DIR keeps it there).
 import { test } from 'node:test';
@@ -142,11 +143,32 @@ async function ownModel(backend) {
     assert.notDeepEqual([...weights], [...sftAdapter['adapter_model.safetensors']], 'DPO moved the adapters');
     console.log(`[${backend}] exported the adapter to ${out}: ${Object.keys(header).length - 1} tensors`);
 
+    // 7. (CPU) the reward model and PPO with LoRA: their heads train in full beside the adapters
+    if (backend === 'cpu') {
+      for (const [stage, n] of [['reward', 3], ['ppo', 2]]) {
+        await page.fill('#align-steps', String(n));
+        await page.click(`#${stage}-start`);
+        await idle(page);
+        await noError(page);
+        const progress = await app(page, () => window.kilnApp.progress);
+        assert.equal(progress.at(-1).stage, stage);
+        assert.equal(progress.at(-1).step, n);
+        const key = stage === 'reward' ? 'pairAccuracy' : 'kl';
+        assert.ok(progress.some((p) => Number.isFinite(p.metrics?.[key])), `${stage} reports ${key}`);
+        const saved = await app(page, async () => {
+          const files = await window.kilnApp.kiln.exportAdapter('smollm2_like');
+          return JSON.parse(new TextDecoder().decode(files['adapter_config.json']));
+        });
+        assert.deepEqual(saved.modules_to_save, stage === 'reward' ? ['score'] : null, `${stage}'s adapter`);
+        mark(`${stage} with LoRA: loss ${progress.map((p) => p.loss?.toFixed(3)).join(' ')}`);
+      }
+    }
+
     for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {
     await browser.close();
   }
 }
 
-test('own model on the CPU (WebAssembly): import a folder, LoRA SFT, chat, rank, DPO with LoRA, export the adapter', () => ownModel('cpu'));
+test('own model on the CPU (WebAssembly): import a folder, LoRA SFT, chat, rank, DPO with LoRA, export the adapter, reward model and PPO with LoRA', () => ownModel('cpu'));
 test('own model on WebGPU: the same clicks', () => ownModel('gpu'));

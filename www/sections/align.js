@@ -88,9 +88,8 @@ async function align(stage) {
     };
     let last;
     try {
-      // LoRA for DPO (the reward model and PPO train every weight for now)
-      const lora = stage === 'dpo' ? { loraRank: numberField('align-lora') } : {};
-      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), ...lora, restart: true, onStage, onProgress: onAlignProgress, onAutosave });
+      // LoRA for every preference stage (the reward model's and PPO's heads train in full beside the adapters)
+      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), loraRank: numberField('align-lora'), restart: true, onStage, onProgress: onAlignProgress, onAutosave });
     } catch (error) {
       if (!begun) putBack();
       throw error;
