@@ -6,7 +6,7 @@
 //! grouped-query attention, kv head j serving query heads j·G .. j·G + G − 1 (G = NH / NKV,
 //! transformers' repeat_kv). NKV = NH is GPT-2's multi-head attention, (B, T, 3C).
 
-use super::{cst, for_chunks2, Float};
+use super::{cst, for_chunks, for_chunks2, Float};
 
 /// x·y over eight running sums: a float sum taken in order cannot be vectorised (its
 /// rounding would change), eight independent ones can (SIMD natively and in wasm).
@@ -199,8 +199,10 @@ unsafe fn gemm_into(
 
 /// The same attention as [`attention_forward`], f32 only, with each query head's products
 /// through `gemm` (S = Q·Kᵀ, then out = P·V, K and V those of its kv head): what the CPU
-/// backend runs. It keeps one (T − t0, T) score matrix per sequence being worked on as
-/// scratch, never the whole batch's; selftest holds it to the twin.
+/// backend runs. One task per (sequence, head), so a batch of one still fills every
+/// thread; each keeps one (T − t0, T) score matrix as scratch and writes its head's rows
+/// (T − t0, HS) into a (B, NH, T − t0, HS) buffer that is then copied into place.
+/// selftest holds it to the twin.
 pub fn attention_forward_gemm(
     out: &mut [f32],
     lse: &mut [f32],
@@ -217,26 +219,33 @@ pub fn attention_forward_gemm(
     let scale = 1.0 / (hs as f32).sqrt();
     let rows = t_size - t0;
     assert!(qkv.len() >= b_size * t_cap * w && out.len() >= b_size * t_cap * c && lse.len() >= b_size * nh * rows);
-    for_chunks2(&mut out[..b_size * t_cap * c], t_cap * c, &mut lse[..b_size * nh * rows], nh * rows, |b, out, lse| {
+    let mut heads = vec![0.0f32; b_size * nh * rows * hs];
+    for_chunks2(&mut heads, rows * hs, &mut lse[..b_size * nh * rows], rows, |bh, o, lse| {
+        let (b, h) = (bh / nh, bh % nh);
         let qkv = &qkv[b * t_cap * w..][..t_cap * w];
+        let (k0, v0) = kv_channels(h, c, hs, nkv, group);
         let mut p = vec![0.0f32; rows * t_size]; // (T − t0, T) scores, then probabilities
+        // SAFETY: Q rows t0..T of head h, K and V rows 0..T of its kv head lie in qkv
+        // (T_cap ≥ T rows of QKV); p is rows × T; o is rows × HS and overlaps neither.
+        unsafe {
+            let q = (qkv[t0 * w + h * hs..].as_ptr(), w, 1);
+            let k_t = (qkv[k0..].as_ptr(), 1, w); // Kᵀ (HS, T)
+            gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale, false);
+        }
+        for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
+            lse[i] = causal_softmax(row, t0 + i);
+        }
+        unsafe {
+            let v = (qkv[v0..].as_ptr(), w, 1);
+            gemm_into((rows, hs, t_size), o.as_mut_ptr(), hs, (p.as_ptr(), t_size, 1), v, 1.0, false);
+        }
+    });
+    // each sequence's rows t0..T: the heads side by side
+    for_chunks(&mut out[..b_size * t_cap * c], t_cap * c, |b, out| {
         for h in 0..nh {
-            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
-            // SAFETY: Q rows t0..T of head h, K and V rows 0..T of its kv head lie in qkv
-            // (T_cap ≥ T rows of QKV); p is rows × T; out rows t0..T of head h lie in out.
-            unsafe {
-                let q = (qkv[t0 * w + h * hs..].as_ptr(), w, 1);
-                let k_t = (qkv[k0..].as_ptr(), 1, w); // Kᵀ (HS, T)
-                gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale, false);
-            }
-            for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
-                lse[h * rows + i] = causal_softmax(row, t0 + i);
-            }
-            // SAFETY: as above; out does not overlap p or qkv.
-            unsafe {
-                let v = (qkv[v0..].as_ptr(), w, 1);
-                let dst = out[t0 * c + h * hs..].as_mut_ptr();
-                gemm_into((rows, hs, t_size), dst, c, (p.as_ptr(), t_size, 1), v, 1.0, false);
+            let head = &heads[(b * nh + h) * rows * hs..][..rows * hs];
+            for (i, x) in head.chunks_exact(hs).enumerate() {
+                out[(t0 + i) * c + h * hs..][..hs].copy_from_slice(x);
             }
         }
     });
@@ -244,10 +253,10 @@ pub fn attention_forward_gemm(
 
 /// The same backward as [`attention_backward`], f32 only, each query head's products
 /// through `gemm`: S = Q·Kᵀ and P = exp(S − lse) again, dP = dout·Vᵀ, dS = P ⊙ (dP − delta),
-/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. A kv head's dk and dv are sums over
-/// its group: the group's first query head writes them, the others add theirs in head
-/// order, so a run repeats bit for bit. Two (T, T) matrices per sequence being worked on
-/// as scratch.
+/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. One task per (sequence, head), each
+/// with two (T, T) matrices as scratch, writing its head's dq, dk and dv (T, HS) into a
+/// (B, NH, 3, T, HS) buffer; then a kv head's dk and dv are the sums over its group, in
+/// head order, so a run repeats bit for bit whatever the threads.
 pub fn attention_backward_gemm(
     dqkv: &mut [f32],
     delta: &mut [f32],
@@ -266,42 +275,57 @@ pub fn attention_backward_gemm(
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(qkv.len() >= b_size * t * w && dout.len() >= b_size * t * c && out.len() >= b_size * t * c);
     assert!(dqkv.len() >= b_size * t * w && delta.len() >= b_size * nh * t && lse.len() >= b_size * nh * t);
-    for_chunks2(&mut dqkv[..b_size * t * w], t * w, &mut delta[..b_size * nh * t], nh * t, |b, dqkv, delta| {
+    let th = t * hs;
+    let mut parts = vec![0.0f32; b_size * nh * 3 * th];
+    for_chunks2(&mut parts, 3 * th, &mut delta[..b_size * nh * t], t, |bh, part, delta| {
+        let (b, h) = (bh / nh, bh % nh);
         let qkv = &qkv[b * t * w..][..t * w];
-        let (dout, out, lse) = (&dout[b * t * c..][..t * c], &out[b * t * c..][..t * c], &lse[b * nh * t..][..nh * t]);
+        let (dout, out, lse) = (&dout[b * t * c..][..t * c], &out[b * t * c..][..t * c], &lse[bh * t..][..t]);
+        let (k0, v0) = kv_channels(h, c, hs, nkv, group);
+        let (q, k, v) = (&qkv[h * hs..], &qkv[k0..], &qkv[v0..]);
+        let g = &dout[h * hs..];
         let (mut p, mut ds) = (vec![0.0f32; t * t], vec![0.0f32; t * t]);
-        for h in 0..nh {
-            let (k0, v0) = kv_channels(h, c, hs, nkv, group);
-            let (q, k, v) = (&qkv[h * hs..], &qkv[k0..], &qkv[v0..]);
-            let g = &dout[h * hs..];
-            // SAFETY (every block below): Q, K, V (rows of QKV) and dout (rows of C) hold
-            // T rows of head h (K and V: of its kv head); p and ds are T × T; dqkv's q
-            // columns of head h and k and v columns of its kv head are written, and overlap
-            // none of the inputs.
-            unsafe {
-                gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), w, 1), (k.as_ptr(), 1, w), scale, false);
-                gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, w), 1.0, false);
+        // SAFETY (every block below): Q, K, V (rows of QKV) and dout (rows of C) hold T
+        // rows of head h (K and V: of its kv head); p and ds are T × T; part's dq, dk
+        // and dv are T × HS each and overlap none of the inputs.
+        unsafe {
+            gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), w, 1), (k.as_ptr(), 1, w), scale, false);
+            gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, w), 1.0, false);
+        }
+        for i in 0..t {
+            let d = dot(&dout[i * c + h * hs..][..hs], &out[i * c + h * hs..][..hs]);
+            delta[i] = d;
+            let l = lse[i];
+            let (pr, dr) = (&mut p[i * t..][..t], &mut ds[i * t..][..t]);
+            for j in 0..t {
+                let pij = if j <= i { (pr[j] - l).exp() } else { 0.0 };
+                pr[j] = pij;
+                dr[j] = pij * (dr[j] - d);
             }
-            for i in 0..t {
-                let d = dot(&dout[i * c + h * hs..][..hs], &out[i * c + h * hs..][..hs]);
-                delta[h * t + i] = d;
-                let l = lse[h * t + i];
-                let (pr, dr) = (&mut p[i * t..][..t], &mut ds[i * t..][..t]);
-                for j in 0..t {
-                    let pij = if j <= i { (pr[j] - l).exp() } else { 0.0 };
-                    pr[j] = pij;
-                    dr[j] = pij * (dr[j] - d);
+        }
+        let (dq, rest) = part.split_at_mut(th);
+        let (dk, dv) = rest.split_at_mut(th);
+        unsafe {
+            gemm_into((t, hs, t), dq.as_mut_ptr(), hs, (ds.as_ptr(), t, 1), (k.as_ptr(), w, 1), scale, false);
+            gemm_into((t, hs, t), dk.as_mut_ptr(), hs, (ds.as_ptr(), 1, t), (q.as_ptr(), w, 1), scale, false);
+            gemm_into((t, hs, t), dv.as_mut_ptr(), hs, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0, false);
+        }
+    });
+    // each sequence's rows: dq per query head; dk, dv per kv head, summed over its group
+    for_chunks(&mut dqkv[..b_size * t * w], t * w, |b, dqkv| {
+        let part = |h: usize, which: usize, i: usize| &parts[((b * nh + h) * 3 + which) * th + i * hs..][..hs];
+        for (i, row) in dqkv.chunks_exact_mut(w).enumerate() {
+            for h in 0..nh {
+                row[h * hs..][..hs].copy_from_slice(part(h, 0, i));
+            }
+            for j in 0..nkv {
+                for (which, col) in [(1, c + j * hs), (2, c + (nkv + j) * hs)] {
+                    let sum = &mut row[col..][..hs];
+                    sum.copy_from_slice(part(j * group, which, i));
+                    for h in j * group + 1..(j + 1) * group {
+                        sum.iter_mut().zip(part(h, which, i)).for_each(|(x, &y)| *x += y);
+                    }
                 }
-            }
-            // the group's first query head overwrites its kv head's dk and dv, the rest add
-            let add = h % group != 0;
-            unsafe {
-                let dq = dqkv[h * hs..].as_mut_ptr();
-                gemm_into((t, hs, t), dq, w, (ds.as_ptr(), t, 1), (k.as_ptr(), w, 1), scale, false);
-                let dk = dqkv[k0..].as_mut_ptr();
-                gemm_into((t, hs, t), dk, w, (ds.as_ptr(), 1, t), (q.as_ptr(), w, 1), scale, add);
-                let dv = dqkv[v0..].as_mut_ptr();
-                gemm_into((t, hs, t), dv, w, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0, add);
             }
         }
     });
