@@ -160,6 +160,13 @@ fn rankings() -> Vec<u8> {
     ranked
 }
 
+/// The current model's adapter folder, and its config's modules_to_save and task_type.
+fn head_and_task(session: &mut Session) -> (Files, (serde_json::Value, serde_json::Value)) {
+    let peft = block_on(session.adapter_files("base")).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&peft["adapter_config.json"]).unwrap();
+    (peft, (config["modules_to_save"].clone(), config["task_type"].clone()))
+}
+
 #[test]
 fn lora_reward_model_and_ppo_train_adapters_and_their_head_on_the_frozen_base() {
     let mut session = imported();
@@ -182,12 +189,7 @@ fn lora_reward_model_and_ppo_train_adapters_and_their_head_on_the_frozen_base() 
     let frozen = with_run!(run, r => block_on(r.base_params())).unwrap();
     assert_eq!(frozen[..original.len()], original[..], "the imported weights stay as they were");
     // its adapter as PEFT writes a sequence classifier's: the head among modules_to_save
-    let peft = block_on(session.adapter_files("base")).unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&peft["adapter_config.json"]).unwrap();
-    assert_eq!(
-        (config["modules_to_save"].clone(), config["task_type"].clone()),
-        (serde_json::json!(["score"]), "SEQ_CLS".into())
-    );
+    assert_eq!(head_and_task(&mut session).1, (serde_json::json!(["score"]), "SEQ_CLS".into()));
     // and it resumes with its head: the snapshot restores the trained reward model
     let snapshot = block_on(session.snapshot()).unwrap().unwrap();
     let mut restored = Session::new(None, BackendKind::Cpu);
@@ -221,12 +223,8 @@ fn lora_reward_model_and_ppo_train_adapters_and_their_head_on_the_frozen_base() 
     let frozen = with_run!(run, r => block_on(r.base_params())).unwrap();
     assert_eq!(frozen[..original.len()], original[..], "PPO leaves the imported weights as they were");
     // the policy's adapter goes out without the value head, as a causal LM's
-    let peft = block_on(session.adapter_files("base")).unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&peft["adapter_config.json"]).unwrap();
-    assert_eq!(
-        (config["modules_to_save"].clone(), config["task_type"].clone()),
-        (serde_json::Value::Null, "CAUSAL_LM".into())
-    );
+    let (peft, saved) = head_and_task(&mut session);
+    assert_eq!(saved, (serde_json::Value::Null, "CAUSAL_LM".into()));
     let mut other = imported();
     other.import_adapter(&peft).unwrap();
 }

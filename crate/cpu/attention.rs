@@ -197,11 +197,16 @@ unsafe fn gemm_into(
     );
 }
 
+/// Query rows per block in the gemm paths: a block's rows attend to the keys up to its
+/// last row only, so the causal half of the score matrix is mostly never computed.
+const BLOCK: usize = 64;
+
 /// The same attention as [`attention_forward`], f32 only, with each query head's products
 /// through `gemm` (S = Q·Kᵀ, then out = P·V, K and V those of its kv head): what the CPU
-/// backend runs. One task per (sequence, head), so a batch of one still fills every
-/// thread; each keeps one (T − t0, T) score matrix as scratch and writes its head's rows
-/// (T − t0, HS) into a (B, NH, T − t0, HS) buffer that is then copied into place.
+/// backend runs, a block of query rows at a time. One task per (sequence, head), so a
+/// batch of one still fills every thread; each keeps one block's scores as scratch and
+/// writes its head's rows (T − t0, HS) into a (B, NH, T − t0, HS) buffer that is then
+/// copied into place.
 /// selftest holds it to the twin.
 pub fn attention_forward_gemm(
     out: &mut [f32],
@@ -224,20 +229,26 @@ pub fn attention_forward_gemm(
         let (b, h) = (bh / nh, bh % nh);
         let qkv = &qkv[b * t_cap * w..][..t_cap * w];
         let (k0, v0) = kv_channels(h, c, hs, nkv, group);
-        let mut p = vec![0.0f32; rows * t_size]; // (T − t0, T) scores, then probabilities
-        // SAFETY: Q rows t0..T of head h, K and V rows 0..T of its kv head lie in qkv
-        // (T_cap ≥ T rows of QKV); p is rows × T; o is rows × HS and overlaps neither.
-        unsafe {
-            let q = (qkv[t0 * w + h * hs..].as_ptr(), w, 1);
-            let k_t = (qkv[k0..].as_ptr(), 1, w); // Kᵀ (HS, T)
-            gemm_into((rows, t_size, hs), p.as_mut_ptr(), t_size, q, k_t, scale, false);
-        }
-        for (i, row) in p.chunks_exact_mut(t_size).enumerate() {
-            lse[i] = causal_softmax(row, t0 + i);
-        }
-        unsafe {
-            let v = (qkv[v0..].as_ptr(), w, 1);
-            gemm_into((rows, hs, t_size), o.as_mut_ptr(), hs, (p.as_ptr(), t_size, 1), v, 1.0, false);
+        let mut p = vec![0.0f32; BLOCK.min(rows) * t_size]; // a block's scores, then probabilities
+        for r0 in (0..rows).step_by(BLOCK) {
+            // query rows t0 + r0 .. t0 + r1 see keys 0 .. t0 + r1 at most
+            let (r1, keys) = ((r0 + BLOCK).min(rows), t0 + (r0 + BLOCK).min(rows));
+            let n = r1 - r0;
+            // SAFETY: Q rows t0 + r0 .. t0 + r1 of head h, K and V rows 0..keys of its kv
+            // head lie in qkv (T_cap ≥ T rows of QKV); p holds n × keys; o's rows r0..r1
+            // (HS each) overlap neither.
+            unsafe {
+                let q = (qkv[(t0 + r0) * w + h * hs..].as_ptr(), w, 1);
+                let k_t = (qkv[k0..].as_ptr(), 1, w); // Kᵀ (HS, keys)
+                gemm_into((n, keys, hs), p.as_mut_ptr(), keys, q, k_t, scale, false);
+            }
+            for (i, row) in p[..n * keys].chunks_exact_mut(keys).enumerate() {
+                lse[r0 + i] = causal_softmax(row, t0 + r0 + i);
+            }
+            unsafe {
+                let v = (qkv[v0..].as_ptr(), w, 1);
+                gemm_into((n, hs, keys), o[r0 * hs..].as_mut_ptr(), hs, (p.as_ptr(), keys, 1), v, 1.0, false);
+            }
         }
     });
     // each sequence's rows t0..T: the heads side by side
@@ -253,10 +264,11 @@ pub fn attention_forward_gemm(
 
 /// The same backward as [`attention_backward`], f32 only, each query head's products
 /// through `gemm`: S = Q·Kᵀ and P = exp(S − lse) again, dP = dout·Vᵀ, dS = P ⊙ (dP − delta),
-/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout. One task per (sequence, head), each
-/// with two (T, T) matrices as scratch, writing its head's dq, dk and dv (T, HS) into a
-/// (B, NH, 3, T, HS) buffer; then a kv head's dk and dv are the sums over its group, in
-/// head order, so a run repeats bit for bit whatever the threads.
+/// dq = scale·dS·K, dk = scale·dSᵀ·Q, dv = Pᵀ·dout, a block of query rows at a time. One
+/// task per (sequence, head), each with a block's P and dS as scratch, writing its head's
+/// dq, dk and dv (T, HS) into a (B, NH, 3, T, HS) buffer; then a kv head's dk and dv are
+/// the sums over its group, in head order, so a run repeats bit for bit whatever the
+/// threads.
 pub fn attention_backward_gemm(
     dqkv: &mut [f32],
     delta: &mut [f32],
@@ -284,31 +296,42 @@ pub fn attention_backward_gemm(
         let (k0, v0) = kv_channels(h, c, hs, nkv, group);
         let (q, k, v) = (&qkv[h * hs..], &qkv[k0..], &qkv[v0..]);
         let g = &dout[h * hs..];
-        let (mut p, mut ds) = (vec![0.0f32; t * t], vec![0.0f32; t * t]);
-        // SAFETY (every block below): Q, K, V (rows of QKV) and dout (rows of C) hold T
-        // rows of head h (K and V: of its kv head); p and ds are T × T; part's dq, dk
-        // and dv are T × HS each and overlap none of the inputs.
-        unsafe {
-            gemm_into((t, t, hs), p.as_mut_ptr(), t, (q.as_ptr(), w, 1), (k.as_ptr(), 1, w), scale, false);
-            gemm_into((t, t, hs), ds.as_mut_ptr(), t, (g.as_ptr(), c, 1), (v.as_ptr(), 1, w), 1.0, false);
-        }
-        for i in 0..t {
-            let d = dot(&dout[i * c + h * hs..][..hs], &out[i * c + h * hs..][..hs]);
-            delta[i] = d;
-            let l = lse[i];
-            let (pr, dr) = (&mut p[i * t..][..t], &mut ds[i * t..][..t]);
-            for j in 0..t {
-                let pij = if j <= i { (pr[j] - l).exp() } else { 0.0 };
-                pr[j] = pij;
-                dr[j] = pij * (dr[j] - d);
-            }
-        }
         let (dq, rest) = part.split_at_mut(th);
         let (dk, dv) = rest.split_at_mut(th);
-        unsafe {
-            gemm_into((t, hs, t), dq.as_mut_ptr(), hs, (ds.as_ptr(), t, 1), (k.as_ptr(), w, 1), scale, false);
-            gemm_into((t, hs, t), dk.as_mut_ptr(), hs, (ds.as_ptr(), 1, t), (q.as_ptr(), w, 1), scale, false);
-            gemm_into((t, hs, t), dv.as_mut_ptr(), hs, (p.as_ptr(), 1, t), (g.as_ptr(), c, 1), 1.0, false);
+        let block = BLOCK.min(t);
+        let (mut p, mut ds) = (vec![0.0f32; block * t], vec![0.0f32; block * t]);
+        for r0 in (0..t).step_by(BLOCK) {
+            // query rows r0..r1 see keys 0..r1 at most
+            let r1 = (r0 + BLOCK).min(t);
+            let (n, keys) = (r1 - r0, r1);
+            // SAFETY (both blocks): Q, K, V (rows of QKV) and dout (rows of C) hold T rows
+            // of head h (K and V: of its kv head); p and ds hold n × keys; dq's rows
+            // r0..r1 and dk's and dv's rows 0..keys (HS each) overlap none of the inputs.
+            unsafe {
+                let (qb, gb) = ((q[r0 * w..].as_ptr(), w, 1), (g[r0 * c..].as_ptr(), c, 1));
+                gemm_into((n, keys, hs), p.as_mut_ptr(), keys, qb, (k.as_ptr(), 1, w), scale, false);
+                gemm_into((n, keys, hs), ds.as_mut_ptr(), keys, gb, (v.as_ptr(), 1, w), 1.0, false);
+            }
+            for i in 0..n {
+                let row = r0 + i;
+                let d = dot(&dout[row * c + h * hs..][..hs], &out[row * c + h * hs..][..hs]);
+                delta[row] = d;
+                let l = lse[row];
+                let (pr, dr) = (&mut p[i * keys..][..keys], &mut ds[i * keys..][..keys]);
+                for j in 0..keys {
+                    let pij = if j <= row { (pr[j] - l).exp() } else { 0.0 };
+                    pr[j] = pij;
+                    dr[j] = pij * (dr[j] - d);
+                }
+            }
+            // dq's rows r0..r1 once; dk and dv gather every block's share, in block order
+            unsafe {
+                let (qb, gb) = ((q[r0 * w..].as_ptr(), w, 1), (g[r0 * c..].as_ptr(), c, 1));
+                let dq = dq[r0 * hs..].as_mut_ptr();
+                gemm_into((n, hs, keys), dq, hs, (ds.as_ptr(), keys, 1), (k.as_ptr(), w, 1), scale, false);
+                gemm_into((keys, hs, n), dk.as_mut_ptr(), hs, (ds.as_ptr(), 1, keys), qb, scale, true);
+                gemm_into((keys, hs, n), dv.as_mut_ptr(), hs, (p.as_ptr(), 1, keys), gb, 1.0, true);
+            }
         }
     });
     // each sequence's rows: dq per query head; dk, dv per kv head, summed over its group
