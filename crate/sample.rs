@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{at, Backend};
+use crate::backend::Backend;
 use crate::error::{KilnError, Result};
 use crate::model::gpt::{block_forward, final_norm, LayerActivations, LmHead, Rows};
 use crate::model::Gpt;
@@ -162,9 +162,9 @@ impl<T> Decoder<T> {
         let (c, t_cap, s) = (model.config.n_embd, model.config.block_size, self.seqs);
         assert!(pos < t_cap, "position {pos} is past the context of {t_cap}");
         assert_eq!(tokens.len(), s, "one token per sequence");
-        let (p, l) = (&model.params, &model.layout);
+        let (p, l) = (&model.weights, &model.layout);
         be.write_u32(&self.tokens, 0, tokens);
-        be.embedding_forward(&self.x, &self.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe + pos * c)), s, 1, c);
+        be.embedding_forward(&self.x, &self.tokens, p.matrix(l.wte), l.wpe.map(|wpe| p.matrix(wpe + pos * c)), s, 1, c);
         let mut residual = &self.x;
         for (i, d) in self.layers.iter().enumerate() {
             block_forward(be, model, i, d, residual, Rows::decoding(s, pos, t_cap));

@@ -649,7 +649,7 @@ pub fn inject_fault(kind: String) -> Result<(), JsValue> {
     match kind.as_str() {
         "nan" => {
             let run = s.core.run.as_mut().ok_or_else(|| js_error("create a model first"))?;
-            with_run!(run, r => r.be.write(&r.model.params, 0, &[f32::NAN]));
+            with_run!(run, r => r.be.write(r.model.weights.vectors_buf(), 0, &[f32::NAN]));
         }
         "lose-device" => s.core.gpu.as_ref().ok_or_else(|| js_error("this session has no WebGPU device"))?.destroy(),
         "trap" => panic!("a trap injected by injectFault"),

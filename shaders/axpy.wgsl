@@ -5,11 +5,11 @@
 
 struct Params {
   R: u32, W: u32, src_offset: u32, src_stride: u32,
-  out_offset: u32, out_stride: u32, alpha: f32, accumulate: u32,
+  out_offset: u32, out_stride: u32, alpha: f32, flags: u32,  // 1 = accumulate, 2·code = src's format
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<u32>;  // f32 bits, or 16-bit pairs (a frozen weight)
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(64)
@@ -19,7 +19,9 @@ fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let r = i / p.W;
   let w = i % p.W;
   let o = p.out_offset + r * p.out_stride + w;
-  var y = p.alpha * src[p.src_offset + r * p.src_stride + w];
-  if (p.accumulate != 0u) { y += out[o]; }
+  let j = p.src_offset + r * p.src_stride + w;
+  let code = p.flags >> 1u;
+  var y = p.alpha * widen16(src[word16(j, code)], j, code);
+  if ((p.flags & 1u) != 0u) { y += out[o]; }
   out[o] = y;
 }

@@ -1,6 +1,7 @@
 // Token + position embedding.
 //   forward:  out[b, t, :] = wte[tokens[b, t], :] + wpe[t, :]          (B, T, C)
-//             (the wpe term only when p.positions = 1: rotary models have no table)
+//             (the wpe term only when p.positions = 1: rotary models have no table;
+//             the tables in f32 or 16 bits, p.format being half16.wgsl's code)
 //   backward: dwte[v, :] += Σ_{(b,t): tokens[b,t] = v} dout[b, t, :]
 // The backward pass is deterministic without float atomics: the caller groups the
 // positions by token on the CPU (it knows the tokens) into `buckets`:
@@ -12,13 +13,13 @@
 
 struct Params {
   B: u32, T: u32, C: u32, n_buckets: u32,
-  wte_offset: u32, wpe_offset: u32, positions: u32, _p1: u32,
+  wte_offset: u32, wpe_offset: u32, positions: u32, format: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var<storage, read> wte: array<f32>;
-@group(0) @binding(3) var<storage, read> wpe: array<f32>;
+@group(0) @binding(2) var<storage, read> wte: array<u32>;  // f32 bits, or 16-bit pairs
+@group(0) @binding(3) var<storage, read> wpe: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> dout: array<f32>;
 @group(0) @binding(6) var<storage, read_write> dwte: array<f32>;
@@ -31,8 +32,12 @@ fn embedding_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
   let c = i % p.C;
   let bt = i / p.C;
   let t = bt % p.T;
-  var e = wte[p.wte_offset + tokens[bt] * p.C + c];
-  if (p.positions != 0u) { e += wpe[p.wpe_offset + t * p.C + c]; }
+  let j = p.wte_offset + tokens[bt] * p.C + c;
+  var e = widen16(wte[word16(j, p.format)], j, p.format);
+  if (p.positions != 0u) {
+    let k = p.wpe_offset + t * p.C + c;
+    e += widen16(wpe[word16(k, p.format)], k, p.format);
+  }
   out[i] = e;
 }
 

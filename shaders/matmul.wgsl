@@ -6,6 +6,7 @@
 //   Aᵀ·B  — a linear layer's weight gradient dW = dYᵀ · X
 // Element A(m, k) = a[a_offset + z*a_batch + m*a_row + k*a_col]; B(k, n) likewise.
 // out is row-major: out[out_offset + z*out_batch + m*N + n].
+// B may be a frozen weight stored in 16 bits (flags bits 2–3: half16.wgsl's code).
 //
 // Tiling: a 16×16 workgroup computes a 64×64 block of out; invocation (x, y) owns the
 // 4×4 sub-block at rows 4y.., columns 4x.., held in four vec4 accumulators (named
@@ -16,7 +17,7 @@
 // an invocation multiplies, 16 FMAs for two loads. Edges are zero-filled, so any M, N, K works.
 
 struct Params {
-  M: u32, N: u32, K: u32, flags: u32,        // flags: 1 = add bias, 2 = accumulate into out
+  M: u32, N: u32, K: u32, flags: u32,        // flags: 1 = add bias, 2 = accumulate into out, 4·code = B's format
   a_offset: u32, a_batch: u32, a_row: u32, a_col: u32,
   b_offset: u32, b_batch: u32, b_row: u32, b_col: u32,
   out_offset: u32, out_batch: u32, bias_offset: u32, _pad: u32,
@@ -24,7 +25,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;  // f32 bits, or 16-bit pairs
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
@@ -45,8 +46,9 @@ fn load_a(z: u32, m: u32, k: u32) -> f32 {
 
 fn load_b(z: u32, k: u32, n: u32) -> f32 {
   let inside = k < p.K && n < p.N;
-  let v = b[p.b_offset + z * p.b_batch + min(k, p.K - 1u) * p.b_row + min(n, p.N - 1u) * p.b_col];
-  return select(0.0, v, inside);
+  let j = p.b_offset + z * p.b_batch + min(k, p.K - 1u) * p.b_row + min(n, p.N - 1u) * p.b_col;
+  let code = p.flags >> 2u;
+  return select(0.0, widen16(b[word16(j, code)], j, code), inside);
 }
 
 fn store(z: u32, m: u32, n: u32, acc: f32) {

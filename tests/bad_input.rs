@@ -106,7 +106,7 @@ fn nan_rolls_back_then_stops<B: Backend>(be: B, name: &str) {
     // a poisoned weight (as from an overflowing update) makes the next loss NaN
     let poison = |run: &mut Trainer<B>| {
         let offset = run.model.layout.get("h.0.ln_1.weight").unwrap().offset;
-        run.be.write(&run.model.params, offset, &[f32::NAN]);
+        run.be.write(run.model.weights.all_f32(), offset, &[f32::NAN]);
     };
     poison(&mut run);
     let p = block_on(run.train_one()).expect("a NaN is rolled back, not fatal");

@@ -40,7 +40,7 @@ fn finish<B: Backend>(run: &mut Trainer<B>) -> (Vec<StepLog>, Vec<f32>) {
         let p = block_on(run.train_one()).unwrap();
         log.push((p.step, p.loss.unwrap(), p.val_loss));
     }
-    let params = block_on(run.be.read(&run.model.params)).unwrap();
+    let params = block_on(run.be.read(run.model.weights.all_f32())).unwrap();
     (log, params)
 }
 

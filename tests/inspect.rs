@@ -55,7 +55,7 @@ fn next_token_and_attention_agree_on_both_backends() {
     let long = GptConfig { block_size: 160, ..CONFIG };
     for (config, n) in [(CONFIG, 13), (long, 150)] {
         let model = Gpt::new(&mut cpu, config, 5).unwrap();
-        let params = block_on(cpu.read(&model.params)).unwrap();
+        let params = block_on(cpu.read(model.weights.all_f32())).unwrap();
         let ids = prompt(n);
         for head in [HeadRef { layer: 0, head: 1 }, HeadRef { layer: 1, head: 0 }] {
             let g = look(&mut gpu, config, &params, &ids, head);

@@ -245,13 +245,13 @@ fn check_stage_gradient(stage: &mut dyn Stage, layout: ParamLayout, config: GptC
     let mut worst = 0.0f64;
     for &i in order.iter().take(12) {
         let loss_at = |be: &mut CpuBackend, x: f32, stage: &mut dyn Stage| {
-            be.write(&model.params, i, &[x]);
+            be.write(model.weights.all_f32(), i, &[x]);
             let out = block_on(forward_outputs(be, &model, &acts, &batch, heads)).unwrap();
             stage.weigh(&batch, &out, Phase::Train).unwrap().loss
         };
         let x = values[i];
         let fd = (loss_at(&mut be, x + eps, stage) - loss_at(&mut be, x - eps, stage)) / (2.0 * eps as f64);
-        be.write(&model.params, i, &[x]);
+        be.write(model.weights.all_f32(), i, &[x]);
         let err = (fd - analytic[i] as f64).abs() / (analytic[i].abs() as f64).max(1e-3);
         worst = worst.max(err);
     }

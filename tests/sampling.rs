@@ -82,7 +82,7 @@ fn greedy_decoding_is_deterministic_and_stops_at_the_context() {
     assert!(a.len() <= CONFIG.block_size - prompt.len() + 1);
     // the CPU backend decodes the same tokens
     let mut cpu = CpuBackend::new();
-    let params = block_on(be.read(&model.params)).unwrap();
+    let params = block_on(be.read(model.weights.all_f32())).unwrap();
     let cpu_model = Gpt::from_params(&mut cpu, CONFIG, &params).unwrap();
     let cpu_decoder = Decoder::new(&mut cpu, &cpu_model).unwrap();
     let c = block_on(generate(&mut cpu, &cpu_model, &cpu_decoder, &prompt, &greedy, |_| true)).unwrap();

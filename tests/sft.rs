@@ -118,7 +118,7 @@ fn sft_accumulation_over_micro_batches_equals_one_big_batch() {
         while !run.done() {
             losses.push(block_on(run.train_one()).unwrap().loss.unwrap());
         }
-        (losses, block_on(run.be.read(&run.model.params)).unwrap())
+        (losses, block_on(run.be.read(run.model.weights.all_f32())).unwrap())
     };
     let (l_acc, p_acc) = run_with(2, 3);
     let (l_big, p_big) = run_with(6, 1);
@@ -140,7 +140,7 @@ fn finish<B: Backend>(run: &mut Trainer<B>) -> (Vec<StepLog>, Vec<u32>) {
         let p = block_on(run.train_one()).unwrap();
         log.push((p.step, p.loss.unwrap().to_bits(), p.val_loss.map(f32::to_bits)));
     }
-    (log, bits(&block_on(run.be.read(&run.model.params)).unwrap()))
+    (log, bits(&block_on(run.be.read(run.model.weights.all_f32())).unwrap()))
 }
 
 fn resume_mid_sft_is_bit_exact<B: Backend>(make: impl Fn() -> B, name: &str) {

@@ -70,7 +70,8 @@ fn a_step_is_one_submit_and_accumulation_matches_one_big_batch() {
     }
     let loss_big =
         block_on(train_step(&mut be, &model_big, &acts_big, &mut opt_big, &[big], adamw, 1.0, true)).unwrap().unwrap();
-    let (a, b) = (block_on(be.read(&model.params)).unwrap(), block_on(be.read(&model_big.params)).unwrap());
+    let (a, b) =
+        (block_on(be.read(model.weights.all_f32())).unwrap(), block_on(be.read(model_big.weights.all_f32())).unwrap());
     let expected: Vec<f64> = b.iter().map(|&x| x as f64).collect();
     let err = kiln::selftest::max_rel_err(&a, &expected);
     println!(

@@ -14,6 +14,16 @@ use crate::error::Result;
 /// A CPU buffer: f32 values (u32 token ids are stored by their bits).
 pub type CpuBuf = Rc<RefCell<Vec<f32>>>;
 
+/// `f` of `len` elements of `at` as f32: a slice of its buffer, or its 16-bit values
+/// widened (the kernels' reading of a frozen matrix kept in 16 bits).
+fn with_f32<R>(at: At<CpuBuf>, len: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+    let buf = at.buf.borrow();
+    match at.half {
+        None => f(&buf[at.offset..at.offset + len]),
+        Some(format) => f(&cpu::half16::widen(&buf, at.offset, len, format)),
+    }
+}
+
 #[derive(Default)]
 pub struct CpuBackend {
     /// Per-op (calls, seconds) while profiling (`kiln bench profile --backend cpu`).
@@ -137,11 +147,13 @@ impl Backend for CpuBackend {
         acc: bool,
     ) {
         self.op("matmul", || {
-            let (a_buf, b_buf) = (a.buf.borrow(), b.buf.borrow());
+            let a_buf = a.buf.borrow();
             let bias_buf = bias.map(|x| x.buf.borrow());
             let bias_slice = bias_buf.as_ref().zip(bias).map(|(buf, at)| &buf[at.offset..at.offset + s.n]);
-            let mut o = out.buf.borrow_mut();
-            cpu::matmul::matmul_gemm(&mut o[out.offset..], &a_buf[a.offset..], &b_buf[b.offset..], bias_slice, s, acc);
+            with_f32(b, s.batch * s.b_len(), |b| {
+                let mut o = out.buf.borrow_mut();
+                cpu::matmul::matmul_gemm(&mut o[out.offset..], &a_buf[a.offset..], b, bias_slice, s, acc);
+            });
         })
     }
     fn sum_rows(&mut self, out: At<CpuBuf>, src: At<CpuBuf>, r: usize, w: usize, acc: bool) -> Result<()> {
@@ -167,7 +179,7 @@ impl Backend for CpuBackend {
                 return;
             }
             // src may be the same buffer as out (disjoint rows): copy what is read first
-            let s = src.buf.borrow()[src.offset..src.offset + (r - 1) * ss + w].to_vec();
+            let s = with_f32(src, (r - 1) * ss + w, <[f32]>::to_vec);
             cpu::axpy::axpy(&mut out.buf.borrow_mut()[out.offset..], os, &s, ss, r, w, alpha, acc);
         })
     }
@@ -182,17 +194,14 @@ impl Backend for CpuBackend {
         c: usize,
     ) {
         self.op("embedding_forward", || {
-            let (tok, e) = (tokens.borrow(), wte.buf.borrow());
-            let p = wpe.map(|wpe| (wpe.buf.borrow(), wpe.offset));
-            cpu::embedding::embedding_forward(
-                &mut out.borrow_mut(),
-                u32s(&tok),
-                &e[wte.offset..],
-                p.as_ref().map(|(p, offset)| &p[*offset..]),
-                b,
-                t,
-                c,
-            );
+            let tok = tokens.borrow();
+            let rows = 1 + u32s(&tok)[..b * t].iter().copied().max().unwrap_or(0) as usize;
+            with_f32(wte, rows * c, |e| match wpe {
+                Some(wpe) => with_f32(wpe, t * c, |p| {
+                    cpu::embedding::embedding_forward(&mut out.borrow_mut(), u32s(&tok), e, Some(p), b, t, c)
+                }),
+                None => cpu::embedding::embedding_forward(&mut out.borrow_mut(), u32s(&tok), e, None, b, t, c),
+            });
         })
     }
     fn embedding_backward(

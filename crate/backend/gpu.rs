@@ -42,7 +42,11 @@ impl GpuBackend {
 }
 
 fn v<'a>(at: At<'a, Buffer>) -> View<'a> {
-    at.buf.at(at.offset)
+    match at.half {
+        None => at.buf.at(at.offset),
+        // offsets count 16-bit elements: the kernel's check holds them to the buffer
+        Some(_) => View { buf: at.buf, offset: at.offset, half: at.half },
+    }
 }
 
 impl Backend for GpuBackend {
@@ -57,6 +61,9 @@ impl Backend for GpuBackend {
     }
     fn memory_peak_bytes(&self) -> Option<u64> {
         Some(self.gpu.memory().1)
+    }
+    fn half_storage(&self) -> bool {
+        self.gpu.half_storage()
     }
     fn zeros(&mut self, len: usize) -> Result<Buffer> {
         Ok(self.gpu.zeros(len)?)

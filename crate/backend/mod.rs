@@ -46,10 +46,15 @@ impl std::str::FromStr for BackendChoice {
     }
 }
 
-/// A tensor that starts at `offset` elements into `buf` (parameters live in one flat buffer).
+pub use crate::cpu::half16::HalfFormat;
+
+/// A tensor that starts at `offset` elements into `buf` (parameters live in one flat
+/// buffer): f32 elements, or, with `half`, 16-bit ones two to a word (a frozen model's
+/// matrices; only matmul's B, the embedding tables and axpy's source read those).
 pub struct At<'a, T> {
     pub buf: &'a T,
     pub offset: usize,
+    pub half: Option<HalfFormat>,
 }
 
 impl<T> Clone for At<'_, T> {
@@ -61,7 +66,12 @@ impl<T> Copy for At<'_, T> {}
 
 /// `buf` from element `offset`.
 pub fn at<T>(buf: &T, offset: usize) -> At<'_, T> {
-    At { buf, offset }
+    At { buf, offset, half: None }
+}
+
+/// Element `offset` of 16-bit values packed two to a word in `buf`.
+pub fn at16<T>(buf: &T, offset: usize, format: HalfFormat) -> At<'_, T> {
+    At { buf, offset, half: Some(format) }
 }
 
 /// The kernels of `shaders/` (and their CPU twins), as the model sees them. Argument
@@ -85,6 +95,11 @@ pub trait Backend {
     /// as on the CPU, where buffers are ordinary memory).
     fn memory_peak_bytes(&self) -> Option<u64> {
         None
+    }
+    /// Whether a frozen model's matrices are kept in 16 bits where their values allow
+    /// (on the GPU, where memory is scarcest; the CPU keeps f32).
+    fn half_storage(&self) -> bool {
+        false
     }
     fn zeros(&mut self, len: usize) -> Result<Self::Buf>;
     fn upload(&mut self, data: &[f32]) -> Result<Self::Buf>;

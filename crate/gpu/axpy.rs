@@ -13,7 +13,7 @@ params! {
         out_offset: u32,
         out_stride: u32,
         alpha: f32,
-        accumulate: u32,
+        flags: u32, // 1: accumulate; src's format (`View::format`) times 2
     }
 }
 
@@ -30,6 +30,7 @@ pub fn axpy(
     alpha: f32,
     accumulate: bool,
 ) {
+    assert!(out.half.is_none(), "axpy writes f32");
     // src stride 0 reads one row for every output row
     assert!(w <= out_stride && (w <= src_stride || src_stride == 0), "axpy rows overlap");
     if r == 0 || w == 0 {
@@ -45,7 +46,7 @@ pub fn axpy(
         out_offset,
         out_stride: out_stride as u32,
         alpha,
-        accumulate: accumulate as u32,
+        flags: accumulate as u32 | src.format() << 1,
     };
     let groups = batch.grid(r * w, 64);
     batch.dispatch(SHADER, "axpy", &params, &[("src", src.buf), ("out", out.buf)], groups);

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use super::shaders::{Layout, Shader};
+use crate::cpu::half16::HalfFormat;
 
 /// What can go wrong talking to the GPU, worded for the person who has to fix it.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,13 +185,13 @@ impl Buffer {
 
     /// The whole buffer, from element 0.
     pub fn view(&self) -> View<'_> {
-        View { buf: self, offset: 0 }
+        View { buf: self, offset: 0, half: None }
     }
 
     /// The buffer from element `offset` on (a tensor inside a flat parameter buffer).
     pub fn at(&self, offset: usize) -> View<'_> {
         assert!(offset <= self.len, "offset {offset} past a buffer of {}", self.len);
-        View { buf: self, offset }
+        View { buf: self, offset, half: None }
     }
 }
 
@@ -201,18 +202,25 @@ impl Buffer {
 pub struct View<'a> {
     pub buf: &'a Buffer,
     pub offset: usize,
+    /// 16-bit elements two to a word (`crate/cpu/half16.rs`); offsets count elements.
+    pub half: Option<HalfFormat>,
 }
 
 impl View<'_> {
     /// Panics (a bug in the caller, never user input) when `len` elements do not fit.
     pub fn check(&self, len: usize, what: &str) -> u32 {
+        let room = if self.half.is_some() { 2 * self.buf.len() } else { self.buf.len() };
         assert!(
-            self.offset + len <= self.buf.len(),
-            "{what}: needs {len} elements from offset {}, buffer has {}",
+            self.offset + len <= room,
+            "{what}: needs {len} elements from offset {}, buffer has {room}",
             self.offset,
-            self.buf.len()
         );
         self.offset as u32
+    }
+
+    /// The kernels' code for the elements' format (0 f32, 1 f16, 2 bf16).
+    pub fn format(&self) -> u32 {
+        HalfFormat::code(self.half)
     }
 }
 
@@ -223,6 +231,9 @@ pub struct Gpu {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     pub(crate) limits: wgpu::Limits,
+    /// Frozen models' matrices kept in 16 bits where their values allow (on unless a
+    /// comparison with f32 storage turns it off).
+    half_storage: std::cell::Cell<bool>,
     info: wgpu::AdapterInfo,
     meter: Rc<MemoryMeter>,
     /// Why the device was lost, once it is; or the first error WebGPU reported outside any
@@ -291,6 +302,7 @@ impl Gpu {
             device,
             queue,
             limits: required_limits,
+            half_storage: std::cell::Cell::new(true),
             info: adapter.get_info(),
             meter: Rc::default(),
             lost,
@@ -344,6 +356,16 @@ impl Gpu {
         } else {
             format!("{name} ({:?})", i.backend)
         }
+    }
+
+    /// Whether frozen models made on this device (and its clones made after) keep 16-bit
+    /// matrices in 16 bits (`model::weights`).
+    pub fn half_storage(&self) -> bool {
+        self.half_storage.get()
+    }
+
+    pub fn set_half_storage(&self, on: bool) {
+        self.half_storage.set(on);
     }
 
     pub fn limits(&self) -> &wgpu::Limits {

@@ -14,7 +14,7 @@ params! {
         wte_offset: u32,
         wpe_offset: u32,
         positions: u32, // 1: add wpe; 0: no position table (rotary families)
-        _pad: u32,
+        format: u32,    // the tables' (`View::format`): f32 or 16 bits
     }
 }
 
@@ -70,6 +70,7 @@ pub fn embedding_forward(
     c: usize,
 ) {
     assert!(out.len() >= b * t * c && tokens.len() >= b * t);
+    assert!(wpe.is_none_or(|wpe| wpe.half == wte.half), "both tables in one format");
     let params = Params {
         b: b as u32,
         t: t as u32,
@@ -78,7 +79,7 @@ pub fn embedding_forward(
         wte_offset: wte.check(c, "wte"),
         wpe_offset: wpe.map_or(0, |wpe| wpe.check(t * c, "wpe")),
         positions: wpe.is_some() as u32,
-        _pad: 0,
+        format: wte.format(),
     };
     // without a position table the binding still needs a buffer: wte, never read through it
     let wpe_buf = wpe.map_or(wte.buf, |wpe| wpe.buf);
@@ -112,7 +113,7 @@ pub fn embedding_backward(
         wte_offset: dwte.check(c, "dwte"),
         wpe_offset: 0,
         positions: dwpe.is_some() as u32,
-        _pad: 0,
+        format: 0,
     };
     let groups = batch.grid(tokens.n_buckets * c, 64);
     batch.dispatch(

@@ -28,8 +28,11 @@ params! {
 
 const FLAG_BIAS: u32 = 1;
 const FLAG_ACCUMULATE: u32 = 2;
+/// B's format (`View::format`) in the flags' bits 2–3.
+const FORMAT_SHIFT: u32 = 2;
 
-/// out (batch, M, N) = A · B + bias (N), accumulated into out when `accumulate`.
+/// out (batch, M, N) = A · B + bias (N), accumulated into out when `accumulate`; B may
+/// hold 16-bit values.
 /// Tiled: 64×64 outputs per workgroup, 4×4 per invocation.
 pub fn matmul(batch: &mut Batch, out: View, a: View, b: View, bias: Option<View>, s: MatmulShape, accumulate: bool) {
     let groups = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32, s.batch as u32];
@@ -61,13 +64,16 @@ fn record(
     s: MatmulShape,
     accumulate: bool,
 ) {
+    assert!(a.half.is_none() && out.half.is_none() && bias.is_none_or(|v| v.half.is_none()), "only B is read in 16 bits");
     let (a_row, a_col) = s.a_strides();
     let (b_row, b_col) = s.b_strides();
     let params = Params {
         m: s.m as u32,
         n: s.n as u32,
         k: s.k as u32,
-        flags: if bias.is_some() { FLAG_BIAS } else { 0 } | if accumulate { FLAG_ACCUMULATE } else { 0 },
+        flags: if bias.is_some() { FLAG_BIAS } else { 0 }
+            | if accumulate { FLAG_ACCUMULATE } else { 0 }
+            | b.format() << FORMAT_SHIFT,
         a_offset: a.check(s.batch * s.a_len(), "matmul A"),
         a_batch: s.a_len() as u32,
         a_row: a_row as u32,

@@ -32,16 +32,21 @@ impl std::hash::Hash for Shader {
 
 /// The workgroup reductions the row-wise kernels share (WGSL has no #include).
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
+/// The reading of weights stored in 16 bits, shared the same way.
+const HALF16: &str = include_str!("../../shaders/half16.wgsl");
 
 impl Shader {
-    /// The WGSL to compile: the op family's file, plus the shared reductions when it calls
-    /// them.
+    /// The WGSL to compile: the op family's file, plus the shared reductions and the
+    /// 16-bit reading when it calls them.
     pub fn source(self) -> String {
+        let mut source = self.wgsl.to_string();
         if self.wgsl.contains("reduce_sum(") || self.wgsl.contains("reduce_max(") {
-            format!("{}\n{REDUCE}", self.wgsl)
-        } else {
-            self.wgsl.to_string()
+            source = format!("{source}\n{REDUCE}");
         }
+        if self.wgsl.contains("widen16(") {
+            source = format!("{source}\n{HALF16}");
+        }
+        source
     }
 
     /// Its `@compute` entry points, in file order.

@@ -8,7 +8,8 @@
 use super::config::GptConfig;
 use super::layers::{BlockParts, GradsTo, NormStats};
 use super::lora::{Lora, LoraConfig, LoraLayout, LoraScratch, Slot};
-use super::params::{ParamLayout, ScalarHeadParams};
+use super::params::ParamLayout;
+use super::weights::Weights;
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::cpu::rope::rope_inv_freq;
@@ -19,7 +20,8 @@ use crate::tokenizer::TokenRoles;
 pub struct Gpt<B: Backend> {
     pub config: GptConfig,
     pub layout: ParamLayout,
-    pub params: B::Buf,
+    /// Its parameters: f32, or a frozen model's matrices in 16 bits (`weights.rs`).
+    pub weights: Weights<B::Buf>,
     /// None for a frozen model (PPO's reference and reward models) and under LoRA: no
     /// gradient buffer.
     grads: Option<B::Buf>,
@@ -59,13 +61,13 @@ impl<B: Backend> Gpt<B> {
     ) -> Result<Gpt<B>> {
         config.validate()?;
         assert_eq!(values.len(), layout.total, "parameter count");
-        let params = be.upload(values)?;
+        let weights = Weights::upload(be, &layout, values, !trainable)?;
         let grads = if trainable { Some(be.zeros(layout.total)?) } else { None };
         let rope = match config.llama() {
             Some(l) => Some(be.upload(&rope_inv_freq(config.head_size(), l.rope_theta, l.rope_scaling))?),
             None => None,
         };
-        Ok(Gpt { config, layout, params, grads, lora: None, sink: None, rope, roles: TokenRoles::kiln() })
+        Ok(Gpt { config, layout, weights, grads, lora: None, sink: None, rope, roles: TokenRoles::kiln() })
     }
 
     /// Freezes the model and trains adapters in its place: new ones (PEFT's
@@ -78,8 +80,8 @@ impl<B: Backend> Gpt<B> {
             None => {
                 let lora = Lora::new(be, layout.clone(), &layout.init(seed))?;
                 if let (Some(to), Some(from)) = (layout.head, self.layout.scalar_head) {
-                    be.copy(at(&self.params, from.weight), at(&lora.params, to.weight), self.config.n_embd);
-                    be.copy(at(&self.params, from.bias), at(&lora.params, to.bias), 1);
+                    be.copy(self.weights.vector(from.weight), at(&lora.params, to.weight), self.config.n_embd);
+                    be.copy(self.weights.vector(from.bias), at(&lora.params, to.bias), 1);
                 }
                 lora
             }
@@ -97,9 +99,13 @@ impl<B: Backend> Gpt<B> {
     }
 
     /// Gives a frozen model (one made without gradients to stay small until it is known
-    /// whether it trains with LoRA) its gradient buffer; nothing under LoRA.
+    /// whether it trains with LoRA) its gradient buffer, and its weights in f32 if they
+    /// were kept in 16 bits; nothing under LoRA.
     pub fn ensure_grads(&mut self, be: &mut B) -> Result<()> {
         if self.grads.is_none() && self.lora.is_none() {
+            if self.weights.format().is_some() {
+                self.weights = self.weights.widened(be, &self.layout)?;
+            }
             self.grads = Some(be.zeros(self.layout.total)?);
         }
         Ok(())
@@ -117,17 +123,25 @@ impl<B: Backend> Gpt<B> {
     pub fn trainable(&self) -> (&B::Buf, &[super::params::ParamTensor], usize) {
         match &self.lora {
             Some(lora) => (&lora.params, &lora.layout.tensors, lora.layout.total),
-            None => (&self.params, &self.layout.tensors, self.layout.total),
+            None => (self.weights.all_f32(), &self.layout.tensors, self.layout.total),
         }
     }
 
-    /// The scalar head's offsets, the buffer holding them and the one its gradient goes
-    /// to: the adapters' under LoRA (the head trains in full beside them), else the
-    /// model's own (None for a frozen model).
-    fn head(&self) -> (ScalarHeadParams, &B::Buf, Option<&B::Buf>) {
+    /// The scalar head's weight and bias, and where their gradients go: the adapters'
+    /// buffers under LoRA (the head trains in full beside them), else the model's own
+    /// (None for a frozen model).
+    #[allow(clippy::type_complexity)]
+    fn head(&self) -> ([At<'_, B::Buf>; 2], Option<[At<'_, B::Buf>; 2]>) {
         match self.lora.as_ref().and_then(|l| Some((l, l.layout.head?))) {
-            Some((lora, h)) => (h, &lora.params, Some(&lora.grads)),
-            None => (self.layout.scalar_head.expect("the model has a scalar head"), &self.params, self.grads.as_ref()),
+            Some((lora, h)) => (
+                [at(&lora.params, h.weight), at(&lora.params, h.bias)],
+                Some([at(&lora.grads, h.weight), at(&lora.grads, h.bias)]),
+            ),
+            None => {
+                let h = self.layout.scalar_head.expect("the model has a scalar head");
+                let grads = self.grads.as_ref().map(|g| [at(g, h.weight), at(g, h.bias)]);
+                ([self.weights.vector(h.weight), self.weights.vector(h.bias)], grads)
+            }
         }
     }
 
@@ -348,7 +362,7 @@ pub fn block_forward<B: Backend>(
     rows: Rows,
 ) {
     let cfg = &model.config;
-    let (c, nh, nkv, qkv, n, p) = (cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width(), rows.n(), &model.params);
+    let (c, nh, nkv, qkv, n, p) = (cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width(), rows.n(), &model.weights);
     let parts = model.layout.layers[layer].parts(cfg);
     // a linear layer, and its adapter where it has one
     let linear = |be: &mut B, slot: Slot, out: At<B::Buf>, inp: At<B::Buf>| {
@@ -396,7 +410,7 @@ pub fn block_forward<B: Backend>(
 pub fn final_norm<B: Backend>(be: &mut B, model: &Gpt<B>, lnf: [&B::Buf; 3], residual: &B::Buf, n: usize) {
     let [out, mean, rstd] = lnf;
     let norm = model.layout.final_norm(&model.config);
-    norm.forward(be, &model.params, out, NormStats { mean, rstd }, residual, n, model.config.n_embd);
+    norm.forward(be, &model.weights, out, NormStats { mean, rstd }, residual, n, model.config.n_embd);
 }
 
 /// The trunk: token (+ position) embeddings, the blocks, the final norm, leaving the
@@ -404,8 +418,8 @@ pub fn final_norm<B: Backend>(be: &mut B, model: &Gpt<B>, lnf: [&B::Buf; 3], res
 /// value) reads chosen rows of the same features.
 pub fn trunk_forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
     let (b, t, c) = (a.b, a.t, model.config.n_embd);
-    let (p, l) = (&model.params, &model.layout);
-    be.embedding_forward(&a.encoded, &a.tokens, at(p, l.wte), l.wpe.map(|wpe| at(p, wpe)), b, t, c);
+    let (p, l) = (&model.weights, &model.layout);
+    be.embedding_forward(&a.encoded, &a.tokens, p.matrix(l.wte), l.wpe.map(|wpe| p.matrix(wpe)), b, t, c);
     let mut residual = &a.encoded;
     for (i, x) in a.layers.iter().enumerate() {
         block_forward(be, model, i, x, residual, Rows::training(b, t));
@@ -426,7 +440,7 @@ impl LmHead {
         be.matmul(
             at(logits, 0),
             at(features, 0),
-            at(&model.params, model.layout.lm_head),
+            model.weights.matrix(model.layout.lm_head),
             None,
             MatmulShape::nt(n, v, c),
             false,
@@ -444,14 +458,14 @@ impl LmHead {
     /// into `a.dln` (overwritten).
     pub fn backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c, v) = (a.b * a.t, model.config.n_embd, model.config.vocab_size);
-        let (p, l) = (&model.params, &model.layout);
+        let (p, l) = (&model.weights, &model.layout);
         // the gradient overwrites the logits (which the forward pass is done with)
         be.cross_entropy_backward(&a.logits, &a.targets, &a.weights, bt, v);
         let dlogits = &a.logits;
         if let GradsTo::Buffer(g) = model.base_grads() {
             be.matmul(at(g, l.lm_head), at(dlogits, 0), at(&a.lnf, 0), None, MatmulShape::tn(v, c, bt), true);
         }
-        be.matmul(at(&a.dln, 0), at(dlogits, 0), at(p, l.lm_head), None, MatmulShape::nn(bt, c, v), false);
+        be.matmul(at(&a.dln, 0), at(dlogits, 0), p.matrix(l.lm_head), None, MatmulShape::nn(bt, c, v), false);
     }
 }
 
@@ -465,15 +479,8 @@ impl ScalarHead {
     /// values (BT) from the trunk's features `a.lnf`.
     pub fn forward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B::Buf>) {
         let (bt, c) = (a.b * a.t, model.config.n_embd);
-        let (h, p, _) = model.head();
-        be.matmul(
-            at(&a.values, 0),
-            at(&a.lnf, 0),
-            at(p, h.weight),
-            Some(at(p, h.bias)),
-            MatmulShape::nt(bt, 1, c),
-            false,
-        );
+        let ([weight, bias], _) = model.head();
+        be.matmul(at(&a.values, 0), at(&a.lnf, 0), weight, Some(bias), MatmulShape::nt(bt, 1, c), false);
     }
 
     /// From d loss/d values in `a.dvalues`: dw += dvaluesᵀ · features, db += Σ dvalues,
@@ -487,13 +494,13 @@ impl ScalarHead {
         into_trunk: bool,
     ) -> Result<()> {
         let (bt, c) = (a.b * a.t, model.config.n_embd);
-        let (h, p, grads) = model.head();
-        if let Some(g) = grads {
-            be.matmul(at(g, h.weight), at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
-            be.sum_rows(at(g, h.bias), at(&a.dvalues, 0), bt, 1, true)?;
+        let ([weight, _], grads) = model.head();
+        if let Some([dweight, dbias]) = grads {
+            be.matmul(dweight, at(&a.dvalues, 0), at(&a.lnf, 0), None, MatmulShape::tn(1, c, bt), true);
+            be.sum_rows(dbias, at(&a.dvalues, 0), bt, 1, true)?;
         }
         if into_trunk {
-            be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), at(p, h.weight), None, MatmulShape::nn(bt, c, 1), accumulate);
+            be.matmul(at(&a.dln, 0), at(&a.dvalues, 0), weight, None, MatmulShape::nn(bt, c, 1), accumulate);
         } else if !accumulate {
             be.clear(&a.dln);
         }
@@ -520,7 +527,7 @@ pub fn trunk_backward<B: Backend>(be: &mut B, model: &Gpt<B>, a: &Activations<B:
     let cfg = &model.config;
     let (b, t, c, nh, nkv, qkv) = (a.b, a.t, cfg.n_embd, cfg.n_head, cfg.n_kv_head(), cfg.qkv_width());
     let bt = b * t;
-    let (p, g, l) = (&model.params, model.base_grads(), &model.layout);
+    let (p, g, l) = (&model.weights, model.base_grads(), &model.layout);
     let pg = (p, g);
     // a linear layer's backward pass, and its adapter's where it has one
     let linear =

@@ -10,6 +10,7 @@
 
 use super::config::GptConfig;
 use super::params::{LayerParams, ParamLayout};
+use super::weights::Weights;
 use crate::backend::{at, At, Backend};
 use crate::cpu::matmul::MatmulShape;
 use crate::error::Result;
@@ -42,13 +43,13 @@ pub struct Linear {
 
 impl Linear {
     /// out (n, out) = inp (n, in) · W (+ b).
-    pub fn forward<B: Backend>(self, be: &mut B, p: &B::Buf, out: At<B::Buf>, inp: At<B::Buf>, n: usize) {
+    pub fn forward<B: Backend>(self, be: &mut B, p: &Weights<B::Buf>, out: At<B::Buf>, inp: At<B::Buf>, n: usize) {
         let shape = if self.out_by_in {
             MatmulShape::nt(n, self.out, self.inp)
         } else {
             MatmulShape::nn(n, self.out, self.inp)
         };
-        be.matmul(out, inp, at(p, self.weight), self.bias.map(|b| at(p, b)), shape, false);
+        be.matmul(out, inp, p.matrix(self.weight), self.bias.map(|b| p.vector(b)), shape, false);
     }
 
     /// dW += the weight's gradient, db += Σ_rows dy (unless frozen), and dx (n, in)
@@ -56,7 +57,7 @@ impl Linear {
     pub fn backward<B: Backend>(
         self,
         be: &mut B,
-        (p, g): (&B::Buf, GradsTo<B::Buf>),
+        (p, g): (&Weights<B::Buf>, GradsTo<B::Buf>),
         dx: &B::Buf,
         x: &B::Buf,
         dy: &B::Buf,
@@ -74,7 +75,7 @@ impl Linear {
             }
         }
         let shape = if self.out_by_in { MatmulShape::nn(n, inp, out) } else { MatmulShape::nt(n, inp, out) };
-        be.matmul(at(dx, 0), at(dy, 0), at(p, self.weight), None, shape, false);
+        be.matmul(at(dx, 0), at(dy, 0), p.matrix(self.weight), None, shape, false);
         Ok(())
     }
 }
@@ -99,7 +100,7 @@ impl Norm {
     pub fn forward<B: Backend>(
         self,
         be: &mut B,
-        p: &B::Buf,
+        p: &Weights<B::Buf>,
         out: &B::Buf,
         stats: NormStats<B::Buf>,
         inp: &B::Buf,
@@ -108,9 +109,9 @@ impl Norm {
     ) {
         match self {
             Norm::Layer { weight, bias } => {
-                be.layernorm_forward(out, stats.mean, stats.rstd, inp, at(p, weight), at(p, bias), n, c)
+                be.layernorm_forward(out, stats.mean, stats.rstd, inp, p.vector(weight), p.vector(bias), n, c)
             }
-            Norm::Rms { weight, eps } => be.rmsnorm_forward(out, stats.rstd, inp, at(p, weight), n, c, eps),
+            Norm::Rms { weight, eps } => be.rmsnorm_forward(out, stats.rstd, inp, p.vector(weight), n, c, eps),
         }
     }
 
@@ -119,7 +120,7 @@ impl Norm {
     pub fn backward<B: Backend>(
         self,
         be: &mut B,
-        (p, g): (&B::Buf, GradsTo<B::Buf>),
+        (p, g): (&Weights<B::Buf>, GradsTo<B::Buf>),
         dinp: &B::Buf,
         dout: &B::Buf,
         inp: &B::Buf,
@@ -146,14 +147,14 @@ impl Norm {
                 at(g, gb),
                 dout,
                 inp,
-                at(p, weight),
+                p.vector(weight),
                 stats.mean,
                 stats.rstd,
                 n,
                 c,
             ),
             (Norm::Rms { weight, .. }, Norm::Rms { weight: gw, .. }) => {
-                be.rmsnorm_backward(dinp, at(g, gw), dout, inp, at(p, weight), stats.rstd, n, c)
+                be.rmsnorm_backward(dinp, at(g, gw), dout, inp, p.vector(weight), stats.rstd, n, c)
             }
             _ => unreachable!("the same norm"),
         }

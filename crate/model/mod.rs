@@ -7,6 +7,7 @@ pub mod hf_config;
 pub mod layers;
 pub mod lora;
 pub mod params;
+pub mod weights;
 
 pub use config::{Family, GptConfig, LlamaArch, LlamaShape, MemoryEstimate, ModelOptions, PRESETS};
 pub use gpt::{backward, forward, trunk_backward, trunk_forward, Activations, Gpt, LmHead, ScalarHead};

@@ -4,8 +4,9 @@
 use super::{max_rel_err, Check, TOLERANCE};
 use crate::cpu;
 use crate::cpu::adamw::AdamWConfig;
+use crate::cpu::half16::{self, HalfFormat};
 use crate::cpu::matmul::MatmulShape;
-use crate::gpu::{self, Gpu, GpuError};
+use crate::gpu::{self, Gpu, GpuError, View};
 use crate::rng::Rng;
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -30,6 +31,18 @@ macro_rules! families {
 }
 crate::kernel_families!(families);
 
+/// `values` rounded to a 16-bit format, some scaled far down (f16's subnormals, which
+/// must widen exactly too).
+fn in_format(values: &[f32], format: HalfFormat) -> Vec<f32> {
+    let scaled: Vec<f32> = values.iter().enumerate().map(|(i, &x)| if i % 5 == 0 { x * 1e-6 } else { x }).collect();
+    half16::widen(
+        &half16::pack(&scaled, format).into_iter().map(f32::from_bits).collect::<Vec<_>>(),
+        0,
+        values.len(),
+        format,
+    )
+}
+
 fn f64s(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
@@ -50,19 +63,29 @@ async fn matmul(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (33, 7, 127), (130, 260, 70)];
         for (m, n, k) in sizes {
             for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
-                checks.push(matmul_case(gpu, rng, s, false, false, 0, kernel).await?);
+                checks.push(matmul_case(gpu, rng, s, false, false, 0, kernel, None).await?);
             }
         }
         // bias, accumulation, batching and offsets into flat buffers
-        checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, kernel).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, kernel).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, kernel).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, kernel).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::tn(130, 260, 70), true, true, 2, kernel).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, kernel, None).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, kernel, None).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, kernel, None).await?);
+        checks
+            .push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, kernel, None).await?);
+        checks.push(matmul_case(gpu, rng, MatmulShape::tn(130, 260, 70), true, true, 2, kernel, None).await?);
+    }
+    // B a frozen weight kept in 16 bits, at odd offsets (a word's high half first): the
+    // forward (A·Bᵀ) and input-gradient (A·B) products of a linear layer
+    for format in [HalfFormat::F16, HalfFormat::Bf16] {
+        for (s, offset) in
+            [(MatmulShape::nt(65, 33, 127), 3), (MatmulShape::nn(7, 129, 70), 0), (MatmulShape::nt(1, 7, 5), 1)]
+        {
+            checks.push(matmul_case(gpu, rng, s, offset > 0, offset == 1, offset, Matmul::Tiled, Some(format)).await?);
+        }
     }
     // the benchmark's baseline kernel is held to the same standard
-    checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, Matmul::Naive).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, Matmul::Naive).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, Matmul::Naive, None).await?);
+    checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, Matmul::Naive, None).await?);
     Ok(checks)
 }
 
@@ -77,6 +100,7 @@ enum Matmul {
     Gemm,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn matmul_case(
     gpu: &Gpu,
     rng: &mut Rng,
@@ -85,9 +109,15 @@ async fn matmul_case(
     accumulate: bool,
     offset: usize,
     kernel: Matmul,
+    half: Option<HalfFormat>,
 ) -> Result<Check> {
     let a = rng.vec_f32(offset + s.batch * s.a_len(), -1.0, 1.0);
     let b = rng.vec_f32(offset + s.batch * s.b_len(), -1.0, 1.0);
+    // B as a frozen weight kept in 16 bits: its values are the format's
+    let b = match half {
+        Some(format) => in_format(&b, format),
+        None => b,
+    };
     let bias = rng.vec_f32(offset + s.n, -1.0, 1.0);
     let out0 = rng.vec_f32(offset + s.batch * s.out_len(), -1.0, 1.0);
 
@@ -108,14 +138,18 @@ async fn matmul_case(
         cpu::matmul::matmul_gemm(&mut out[offset..], &a[offset..], &b[offset..], bias, s, accumulate);
         out
     } else {
-        let (ga, gb, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&b)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
+        let (ga, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
+        let gb = match half {
+            Some(format) => gpu.upload(&half16::pack(&b, format))?,
+            None => gpu.upload(&b)?,
+        };
         let mut batch = gpu.begin();
         let wgsl = if kernel == Matmul::Naive { gpu::matmul::matmul_naive } else { gpu::matmul::matmul };
         wgsl(
             &mut batch,
             gout.at(offset),
             ga.at(offset),
-            gb.at(offset),
+            View { buf: &gb, offset, half },
             with_bias.then(|| gbias.at(offset)),
             s,
             accumulate,
@@ -142,6 +176,9 @@ async fn matmul_case(
     }
     if offset > 0 {
         case += &format!(" offset={offset}");
+    }
+    if let Some(format) = half {
+        case += &format!(" B in {format:?}");
     }
     let name = match kernel {
         Matmul::Tiled => "matmul",
@@ -456,6 +493,29 @@ async fn embedding(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         checks.push(check("embedding_forward", case.clone(), &[(&out, &out_ref)]));
         checks.push(check("embedding_backward", case, &[(&grads, &grads_ref)]));
     }
+    // the tables of a frozen model kept in 16 bits, from an odd offset
+    for (format, positions) in [(HalfFormat::F16, true), (HalfFormat::Bf16, true), (HalfFormat::Bf16, false)] {
+        let (b, t, c, v) = (2, 9, 13, 30);
+        let (wte_at, wpe_at) = (1, 1 + v * c);
+        let params = in_format(&rng.vec_f32(wpe_at + t * c, -1.0, 1.0), format);
+        let tokens: Vec<u32> = (0..b * t).map(|_| rng.below(v as u64) as u32).collect();
+        let params64 = f64s(&params);
+        let mut out_ref = vec![0.0; b * t * c];
+        let wpe64 = positions.then(|| &params64[wpe_at..]);
+        cpu::embedding::embedding_forward(&mut out_ref, &tokens, &params64[wte_at..], wpe64, b, t, c);
+        let (gparams, gtokens) = (gpu.upload(&half16::pack(&params, format))?, gpu.upload(&tokens)?);
+        let gout = gpu.zeros(b * t * c)?;
+        let mut batch = gpu.begin();
+        let half = Some(format);
+        let wpe = positions.then_some(View { buf: &gparams, offset: wpe_at, half });
+        let wte = View { buf: &gparams, offset: wte_at, half };
+        gpu::embedding::embedding_forward(&mut batch, &gout, &gtokens, wte, wpe, b, t, c);
+        gpu.submit(batch);
+        let out = gpu.read_f32(&gout).await?;
+        let case =
+            format!("B={b} T={t} C={c} V={v}{}, tables in {format:?}", if positions { "" } else { ", no positions" });
+        checks.push(check("embedding_forward", case, &[(&out, &out_ref)]));
+    }
     Ok(checks)
 }
 
@@ -703,6 +763,23 @@ async fn axpy(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         gpu.submit(batch);
         let out = gpu.read_f32(&gout).await?;
         let case = format!("R={r} W={w} strides {ss}→{os} α={alpha}{}", if accumulate { " +=" } else { "" });
+        checks.push(check("axpy", case, &[(&out, &reference)]));
+    }
+    // a source kept in 16 bits from an odd offset: α = 1 widens it, exactly
+    for (format, r, w, ss, alpha, accumulate) in
+        [(HalfFormat::F16, 1, 301, 301, 1.0, false), (HalfFormat::Bf16, 7, 33, 35, -0.5, true)]
+    {
+        let src = in_format(&rng.vec_f32(3 + (r - 1) * ss + w, -1.0, 1.0), format);
+        let out0 = rng.vec_f32(r * w, -1.0, 1.0);
+        let mut reference = f64s(&out0);
+        cpu::axpy::axpy(&mut reference, w, &f64s(&src[3..]), ss, r, w, alpha as f64, accumulate);
+        let (gsrc, gout) = (gpu.upload(&half16::pack(&src, format))?, gpu.upload(&out0)?);
+        let mut batch = gpu.begin();
+        let view = View { buf: &gsrc, offset: 3, half: Some(format) };
+        gpu::axpy::axpy(&mut batch, gout.at(0), w, view, ss, r, w, alpha, accumulate);
+        gpu.submit(batch);
+        let out = gpu.read_f32(&gout).await?;
+        let case = format!("R={r} W={w} src in {format:?} α={alpha}{}", if accumulate { " +=" } else { "" });
         checks.push(check("axpy", case, &[(&out, &reference)]));
     }
     Ok(checks)

@@ -210,7 +210,7 @@ impl<B: Backend> Helper<B> {
         if shares.iter().any(|s| s.tokens.iter().chain(&s.targets).any(|&id| id >= v)) {
             return Err(KilnError::Config("a share holds a token id past the vocabulary".into()));
         }
-        self.be.write(&self.model.params, 0, params);
+        self.be.write(self.model.weights.all_f32(), 0, params);
         if self.acts.as_ref().map(|a| a.b) != Some(b) {
             self.acts = Some(Activations::for_model(&mut self.be, &self.model, b, t)?);
         }

@@ -44,7 +44,7 @@ pub async fn model_folder<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
 pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     let stage = run.stage()?;
     let (kind, position, data) = (stage.kind(), stage.position(), stage.data_files());
-    let params = run.be.read(&run.model.params).await?;
+    let params = run.model.weights.read(&mut run.be, &run.model.layout).await?;
     let m = run.be.read(&run.opt.m).await?;
     let v = run.be.read(&run.opt.v).await?;
     let mut files = model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())?;

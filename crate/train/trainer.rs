@@ -517,7 +517,7 @@ impl<B: Backend> Trainer<B> {
         let acts = self.parallel.take().and_then(SharedStep::into_acts);
         let (step, shares) = SharedStep::split(&micro, workers, acts);
         self.parallel = Some(step);
-        let params = self.be.read(&self.model.params).await?;
+        let params = self.model.weights.read(&mut self.be, &self.model.layout).await?;
         Ok(Some(StepShares { config: self.model.config, params, shares }))
     }
 
@@ -590,7 +590,7 @@ impl<B: Backend> Trainer<B> {
     /// The model's parameters: GPT-2's, then a scalar head's when it has one; its
     /// adapters merged in when it trains LoRA.
     pub async fn params(&mut self) -> Result<Vec<f32>> {
-        let mut values = self.be.read(&self.model.params).await?;
+        let mut values = self.model.weights.read(&mut self.be, &self.model.layout).await?;
         if let Some((lora, adapters)) = self.adapter().await? {
             lora.merge(&self.model.config, &self.model.layout, &mut values, &adapters);
         }
@@ -599,7 +599,7 @@ impl<B: Backend> Trainer<B> {
 
     /// The frozen parameters under the adapters (all of them without LoRA).
     pub async fn base_params(&mut self) -> Result<Vec<f32>> {
-        self.be.read(&self.model.params).await
+        self.model.weights.read(&mut self.be, &self.model.layout).await
     }
 
     /// The LoRA adapters the model trains, and their values.
