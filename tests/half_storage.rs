@@ -124,17 +124,17 @@ fn a_model_that_came_in_16_bits_is_kept_in_16_bits_on_the_gpu_with_the_same_resu
         assert_eq!(self::format(&mut half), Some(format), "kept in {format:?}");
         assert_eq!(self::format(&mut full), None);
 
-        // the weights' memory: the matrices' 4 bytes an element become 2 (less the
-        // vectors' unused places in the 16-bit buffer)
+        // the weights' memory: the matrices' 4 bytes an element become 2 (each run of
+        // adjacent matrices rounded up to whole words)
         let vectors: usize =
             loaded.layout.tensors.iter().filter(|t| t.shape.len() < 2 || t.shape.contains(&1)).map(|t| t.len()).sum();
         let matrices = loaded.layout.total - vectors;
-        let (saved, expected) = (full_gpu.memory().0 - half_gpu.memory().0, 2 * (matrices - vectors) as u64);
+        let (saved, expected) = (full_gpu.memory().0 - half_gpu.memory().0, 2 * matrices as u64);
         println!(
             "{format:?}: {} of {} parameters in matrices; {saved} bytes saved (expected {expected})",
             matrices, loaded.layout.total
         );
-        assert!(saved.abs_diff(expected) <= 4, "{saved} bytes saved, expected {expected}");
+        assert!(saved.abs_diff(expected) <= 64, "{saved} bytes saved, expected {expected}");
 
         // what the frozen weights hold, read back: the folder's values exactly
         let base = |s: &mut Session| with_run!(s.run_mut().unwrap(), r => block_on(r.base_params())).unwrap();

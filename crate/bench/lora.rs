@@ -2,8 +2,8 @@
 //! 576 wide, 9 query and 3 key/value heads, SwiGLU 1536, 49,152 tokens, tied, context
 //! 512): the memory the estimate says and the memory a step takes on the CPU backend (the
 //! process's peak resident memory over the step, less what it held before the model was
-//! made) and, where the GPU takes the model's buffers, on the GPU backend, for LoRA and
-//! for full fine-tuning; and LoRA SFT's training tokens/s on the CPU backend
+//! made) and, where the GPU takes the model's buffers, on the GPU backend (which keeps
+//! LoRA's frozen weights in bf16, as they come), for LoRA and for full fine-tuning; and LoRA SFT's training tokens/s on the CPU backend
 //! (tests/bench/torch_lora.py times PyTorch + PEFT on the same shapes, rank and batch;
 //! tests/bench/lora.sh prints both side by side).
 
@@ -18,6 +18,7 @@ use crate::data::TokenBatch;
 use crate::error::KilnError;
 use crate::gpu::Gpu;
 use crate::model::lora::{memory, LoraConfig, LoraTargets};
+use crate::model::weights::estimate_in_16_bits;
 use crate::model::{Activations, Family, Gpt, GptConfig, LlamaArch, LlamaShape, ParamLayout};
 use crate::rng::Rng;
 use crate::train::{train_step, AdamW};
@@ -42,6 +43,8 @@ pub struct MemoryRow {
     pub training: &'static str,
     pub trainable_params: usize,
     pub estimate_mib: f64,
+    /// On the GPU, where LoRA's frozen bf16 weights stay in 16 bits (`model::weights`).
+    pub estimate_gpu_mib: f64,
     /// The CPU backend's: peak resident memory over one step less that before the model.
     pub measured_cpu_mib: Option<f64>,
     /// The GPU backend's peak of allocated buffers over one step, or why not measured.
@@ -139,7 +142,9 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
     let t = 512;
     let cfg = smollm2_135m(t);
     let lora = LoraConfig { r: 8, alpha: 16.0, targets: LoraTargets::Attention };
-    let values = ParamLayout::new(&cfg).init(&cfg, 1);
+    // in bf16, as SmolLM2 ships: the GPU keeps the frozen weights so under LoRA
+    let values: Vec<f32> =
+        ParamLayout::new(&cfg).init(&cfg, 1).into_iter().map(|x| half::bf16::from_f32(x).to_f32()).collect();
     let batch = batch(&cfg, b, t);
     // PEFT's count: each module's A (r, in) and B (out, r); the fused storage holds zeros besides
     let lora_layout = crate::model::lora::LoraLayout::new(&cfg, &ParamLayout::new(&cfg), lora.clone())?;
@@ -172,7 +177,18 @@ pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&
         };
         let trainable_params = if with.is_some() { lora_params } else { cfg.num_params() };
         let estimate_mib = mib(estimate.total());
-        rows.push(MemoryRow { training, trainable_params, estimate_mib, measured_cpu_mib, measured_gpu_mib });
+        let estimate_gpu_mib = match with {
+            Some(_) => mib(estimate_in_16_bits(estimate, &cfg).total()),
+            None => estimate_mib,
+        };
+        rows.push(MemoryRow {
+            training,
+            trainable_params,
+            estimate_mib,
+            estimate_gpu_mib,
+            measured_cpu_mib,
+            measured_gpu_mib,
+        });
     }
     progress(&format!("{steps} LoRA SFT steps on the cpu backend"));
     let mut be = CpuBackend::new();

@@ -28,6 +28,14 @@ impl HalfFormat {
             .then_some(HalfFormat::F16)
     }
 
+    /// "f16" or "bf16".
+    pub fn name(self) -> &'static str {
+        match self {
+            HalfFormat::F16 => "f16",
+            HalfFormat::Bf16 => "bf16",
+        }
+    }
+
     /// The kernels' code for it in their Params (0 is f32).
     pub fn code(format: Option<HalfFormat>) -> u32 {
         match format {

@@ -281,10 +281,16 @@ impl GptConfig {
     /// The largest single buffer training at B × T allocates (checked against the
     /// device's maxStorageBufferBindingSize).
     pub fn largest_buffer(&self, b: usize, t: usize) -> u64 {
+        let params = self.num_params() as u64;
+        (4 * params).max(self.largest_activation(b, t))
+    }
+
+    /// The largest activation buffer training at B × T allocates: the logits (BT, V) or
+    /// the MLP's first product (BT, FC).
+    pub fn largest_activation(&self, b: usize, t: usize) -> u64 {
         // in u64: on wasm32 a product of usizes wraps past 4 Gi
         let (b, t, v, fc) = (b as u64, t as u64, self.vocab_size as u64, self.mlp_in_width() as u64);
-        let params = self.num_params() as u64;
-        4 * params.max(b * t * v).max(b * t * fc)
+        4 * (b * t * v).max(b * t * fc)
     }
 }
 

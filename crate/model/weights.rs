@@ -5,6 +5,7 @@
 //! (norms, biases, a scalar head) in a small f32 buffer of their own: half the memory,
 //! and since the kernels widen the same values, bit for bit the results of f32 storage.
 
+use super::config::{GptConfig, MemoryEstimate};
 use super::params::{ParamLayout, ParamTensor};
 use crate::backend::{at, at16, At, Backend, HalfFormat};
 use crate::cpu::half16;
@@ -17,8 +18,11 @@ pub struct Weights<T> {
 }
 
 struct Half<T> {
-    /// Every element of the layout in 16 bits (the vectors' places unused).
-    words: T,
+    /// Each run of adjacent matrices (layout offset, length) in 16 bits, a buffer of its
+    /// own: no buffer is larger than the largest run (the token embedding, or one block's
+    /// attention or MLP weights), so a model whose f32 weights pass a device's binding
+    /// limit can still fit, and a fused product (q|k|v, gate|up) reads one buffer.
+    runs: Vec<(usize, usize, T)>,
     format: HalfFormat,
     /// (layout offset, length, offset in the f32 buffer) of each vector, in layout order.
     vectors: Vec<(usize, usize, usize)>,
@@ -30,28 +34,72 @@ fn is_matrix(t: &ParamTensor) -> bool {
     t.shape.len() == 2 && t.shape.iter().all(|&d| d > 1)
 }
 
+/// The runs of adjacent matrices, (layout offset, length), in layout order.
+fn matrix_runs(layout: &ParamLayout) -> Vec<(usize, usize)> {
+    let mut tensors: Vec<&ParamTensor> = layout.tensors.iter().collect();
+    tensors.sort_by_key(|t| t.offset);
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut open = false; // whether the last tensor was a matrix
+    for t in tensors {
+        match (is_matrix(t), open, runs.last_mut()) {
+            (true, true, Some((start, len))) if *start + *len == t.offset => *len += t.len(),
+            (true, _, _) => runs.push((t.offset, t.len())),
+            (false, _, _) => {}
+        }
+        open = is_matrix(t);
+    }
+    runs
+}
+
+/// The bytes a model's weights take on a backend, and its largest weight buffer: f32,
+/// or (`half`) the matrices in 16 bits, run by run, and the vectors in f32.
+pub fn stored_bytes(layout: &ParamLayout, half: bool) -> (u64, u64) {
+    if !half {
+        return (4 * layout.total as u64, 4 * layout.total as u64);
+    }
+    let runs = matrix_runs(layout);
+    let matrices: u64 = runs.iter().map(|&(_, len)| len as u64).sum();
+    let vectors = layout.total as u64 - matrices;
+    let largest = runs.iter().map(|&(_, len)| 2 * len as u64).max().unwrap_or(0);
+    (2 * matrices + 4 * vectors, largest.max(4 * vectors))
+}
+
+/// `memory` (an estimate with f32 weights) with the weights kept in 16 bits instead.
+pub fn estimate_in_16_bits(mut memory: MemoryEstimate, cfg: &GptConfig) -> MemoryEstimate {
+    let (bytes, _) = stored_bytes(&ParamLayout::new(cfg), true);
+    memory.params = memory.params + bytes - 4 * cfg.num_params() as u64;
+    memory
+}
+
 impl<T> Weights<T> {
     /// `values` (the layout's) on the backend: in 16 bits where `frozen`, the backend keeps
     /// 16-bit storage and every matrix value fits a 16-bit format exactly; f32 otherwise.
     pub fn upload<B: Backend<Buf = T>>(be: &mut B, layout: &ParamLayout, values: &[f32], frozen: bool) -> Result<Self> {
-        let matrices = layout.tensors.iter().filter(|t| is_matrix(t)).map(|t| &values[t.offset..t.offset + t.len()]);
-        let format = if frozen && be.half_storage() { HalfFormat::exact_for(matrices) } else { None };
-        let Some(format) = format else {
+        let Some(format) = Self::format_for(be, layout, values, frozen) else {
             return Ok(Weights { f32: be.upload(values)?, half: None });
         };
-        let mut words = vec![0u32; layout.total.div_ceil(2)];
-        let (mut small, mut vectors) = (Vec::new(), Vec::new());
-        for t in &layout.tensors {
-            let v = &values[t.offset..t.offset + t.len()];
-            if is_matrix(t) {
-                half16::pack_into(&mut words, t.offset, v, format);
-            } else {
-                vectors.push((t.offset, t.len(), small.len()));
-                small.extend_from_slice(v);
-            }
+        let mut runs = Vec::new();
+        for (start, len) in matrix_runs(layout) {
+            runs.push((start, len, be.upload_u32(&half16::pack(&values[start..start + len], format))?));
         }
-        let words = be.upload_u32(&words)?;
-        Ok(Weights { f32: be.upload(&small)?, half: Some(Half { words, format, vectors }) })
+        let mut tensors: Vec<&ParamTensor> = layout.tensors.iter().filter(|t| !is_matrix(t)).collect();
+        tensors.sort_by_key(|t| t.offset);
+        let (mut small, mut vectors) = (Vec::new(), Vec::new());
+        for t in tensors {
+            vectors.push((t.offset, t.len(), small.len()));
+            small.extend_from_slice(&values[t.offset..t.offset + t.len()]);
+        }
+        Ok(Weights { f32: be.upload(&small)?, half: Some(Half { runs, format, vectors }) })
+    }
+
+    /// The 16-bit format [`Weights::upload`] keeps these values in (None: f32).
+    pub fn format_for<B: Backend>(be: &B, layout: &ParamLayout, values: &[f32], frozen: bool) -> Option<HalfFormat> {
+        let matrices = layout.tensors.iter().filter(|t| is_matrix(t)).map(|t| &values[t.offset..t.offset + t.len()]);
+        if frozen && be.half_storage() {
+            HalfFormat::exact_for(matrices)
+        } else {
+            None
+        }
     }
 
     /// The 16-bit format the matrices are kept in (None: f32).
@@ -62,7 +110,12 @@ impl<T> Weights<T> {
     /// A matrix's elements from `offset` (a layout offset, possibly inside the tensor).
     pub fn matrix(&self, offset: usize) -> At<'_, T> {
         match &self.half {
-            Some(h) => at16(&h.words, offset, h.format),
+            Some(h) => {
+                let i = h.runs.partition_point(|&(start, _, _)| start <= offset);
+                let (start, len, buf) = &h.runs[i.checked_sub(1).expect("a matrix's offset")];
+                assert!(offset < start + len, "offset {offset} is in a vector, not a matrix");
+                at16(buf, offset - start, h.format)
+            }
             None => at(&self.f32, offset),
         }
     }
@@ -95,7 +148,10 @@ impl<T> Weights<T> {
     /// Every tensor's values, in the layout, as f32.
     pub async fn read<B: Backend<Buf = T>>(&self, be: &mut B, layout: &ParamLayout) -> Result<Vec<f32>> {
         let Some(h) = &self.half else { return be.read(&self.f32).await };
-        let mut values = half16::widen(&be.read(&h.words).await?, 0, layout.total, h.format);
+        let mut values = vec![0.0; layout.total];
+        for (start, len, buf) in &h.runs {
+            values[*start..start + len].copy_from_slice(&half16::widen(&be.read(buf).await?, 0, *len, h.format));
+        }
         let small = be.read(&self.f32).await?;
         for &(start, len, from) in &h.vectors {
             values[start..start + len].copy_from_slice(&small[from..from + len]);
@@ -109,10 +165,60 @@ impl<T> Weights<T> {
         let h = self.half.as_ref().expect("weights kept in 16 bits");
         let all = be.zeros(layout.total)?;
         // 1 · x is x exactly: the 16-bit values arrive as they were
-        be.axpy(at(&all, 0), layout.total, at16(&h.words, 0, h.format), layout.total, 1, layout.total, 1.0, false);
+        for (start, len, buf) in &h.runs {
+            be.axpy(at(&all, *start), *len, at16(buf, 0, h.format), *len, 1, *len, 1.0, false);
+        }
         for &(start, len, from) in &h.vectors {
             be.copy(at(&self.f32, from), at(&all, start), len);
         }
         Ok(Weights { f32: all, half: None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::rope::RopeScaling;
+    use crate::model::{Family, LlamaArch, LlamaShape};
+
+    /// SmolLM2-135M's config.
+    fn smollm2_135m() -> GptConfig {
+        let shape = LlamaShape {
+            arch: LlamaArch::Llama,
+            n_kv_head: 3,
+            intermediate_size: 1536,
+            qkv_bias: false,
+            tie_word_embeddings: true,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            rope_scaling: RopeScaling::None,
+        };
+        GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(49_152, 512, 30, 9, 576) }
+    }
+
+    #[test]
+    fn matrices_split_into_runs_that_never_cut_a_fused_product() {
+        // SmolLM2-135M: the embedding, then each block's q|k|v|o and gate|up|down (norms between)
+        let cfg = smollm2_135m();
+        let layout = ParamLayout::new(&cfg);
+        let runs = matrix_runs(&layout);
+        assert_eq!(runs.len(), 1 + 2 * cfg.n_layer);
+        assert_eq!(runs[0], (layout.wte, cfg.vocab_size * cfg.n_embd));
+        let (c, h, kv) = (cfg.n_embd, cfg.mlp_width(), cfg.n_kv_head() * cfg.head_size());
+        assert_eq!(runs[1].1, c * (c + 2 * kv) + c * c);
+        assert_eq!(runs[2].1, 3 * c * h);
+        let (bytes, largest) = stored_bytes(&layout, true);
+        let matrices: usize = runs.iter().map(|r| r.1).sum();
+        assert_eq!(bytes, 2 * matrices as u64 + 4 * (layout.total - matrices) as u64);
+        // the 49,152 × 576 embedding: 54 MiB, under the 128 MiB a binding may hold anywhere
+        assert_eq!(largest, 2 * (cfg.vocab_size * cfg.n_embd) as u64);
+        assert!(largest < 128 << 20 && stored_bytes(&layout, false).1 > 128 << 20);
+
+        // GPT-2: wte and wpe together; each linear layer's weight alone (biases between)
+        let cfg = GptConfig::gpt2(65, 16, 2, 2, 8);
+        let layout = ParamLayout::new(&cfg);
+        let runs = matrix_runs(&layout);
+        assert_eq!(runs.len(), 1 + 4 * cfg.n_layer);
+        assert_eq!(runs[0], (layout.wte, (65 + 16) * 8));
     }
 }

@@ -154,6 +154,9 @@ pub struct RunInfo {
     pub train_rows: usize,
     pub val_rows: usize,
     pub backend: Option<BackendInfo>,
+    /// How the weights are held: "f32", or a frozen model's matrices in "bf16" or "f16"
+    /// (on the GPU, for a model that came in 16 bits: `model::weights`).
+    pub weights: &'static str,
 }
 
 impl Session {
@@ -274,7 +277,7 @@ impl Session {
     /// Replaces the model and tokenizer with a model folder's; the kept models go. A
     /// Llama-family folder keeps its own tokenizer, chat template and token roles, which
     /// every stage then renders and pads with. With `cfg` and a corpus, pretraining on it
-    /// is begun at once. Returns what Kiln changed (special tokens added, say).
+    /// is begun at once (unless the weights are kept in 16 bits). Returns what Kiln changed (special tokens added, say).
     pub fn import(&mut self, files: &Files, cfg: Option<TrainConfig>) -> Result<Vec<String>> {
         let loaded = load_model(files)?;
         let previous = self.tokenizer.replace(loaded.tokenizer.clone());
@@ -282,7 +285,11 @@ impl Session {
             let seed = cfg.as_ref().map_or(0, |c| c.seed);
             let (config, layout) = (loaded.config, loaded.layout.clone());
             let mut run = self.new_run(config, layout, Some(&loaded.params), seed, loaded.extras())?;
-            if let (Some(cfg), true) = (cfg, self.corpus.is_some()) {
+            // a model kept in 16 bits (a Hub model on the GPU) waits for the stage chosen:
+            // pretraining begun now would widen it and give every weight gradients and
+            // moments, three more copies of a model most people fine-tune with LoRA
+            let small = with_run!(&run, r => r.model.weights.format().is_none());
+            if let (Some(cfg), true, true) = (cfg, self.corpus.is_some(), small) {
                 let format = with_run!(&run, r => r.chat_format());
                 let stage = self.pretrain_stage(config.block_size, &cfg, &format)?;
                 with_run!(&mut run, r => r.begin(stage, cfg))?;
@@ -405,15 +412,17 @@ impl Session {
 
     /// The current model and its run.
     pub fn run_info(&self) -> Result<RunInfo> {
-        let (config, batch, rows, stage) = with_run!(self.run()?, r => (
+        let (config, batch, rows, stage, format) = with_run!(self.run()?, r => (
             r.model.config,
             r.cfg.batch_size,
             r.stage.as_ref().map(|st| st.rows()),
             r.stage.as_ref().map(|st| st.kind()),
+            r.model.weights.format(),
         ));
         let (train_rows, val_rows) = rows.unwrap_or((0, 0));
         let model = self.estimate(config, batch);
-        Ok(RunInfo { model, stage, train_rows, val_rows, backend: self.info.clone() })
+        let weights = format.map_or("f32", |f| f.name());
+        Ok(RunInfo { model, stage, train_rows, val_rows, backend: self.info.clone(), weights })
     }
 
     /// Changes the length of the run (more steps continue it; the schedule stretches).

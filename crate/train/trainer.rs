@@ -25,6 +25,7 @@ use crate::data::template::ChatTemplate;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::model::lora::{LoraConfig, LoraLayout};
+use crate::model::weights::Weights;
 
 use crate::model::{Activations, Gpt, GptConfig, ParamLayout, ScalarHeadKind};
 use crate::sample::{generate, sample_candidates, Decoder, SampleConfig};
@@ -125,18 +126,26 @@ pub fn check_fits<B: Backend>(be: &B, model: &GptConfig, b: usize, t: usize) -> 
 }
 
 /// [`check_fits`] for training with `lora` (None: every weight trains).
+/// `half`: the frozen weights are kept in 16 bits (`model::weights`), which LoRA leaves
+/// them in; training every weight holds them in f32.
 pub fn check_fits_lora<B: Backend>(
     be: &B,
     model: &GptConfig,
     lora: Option<&LoraConfig>,
+    half: bool,
     b: usize,
     t: usize,
 ) -> Result<()> {
-    let memory = match lora {
-        Some(lora) => crate::model::lora::memory(model, lora, b, t)?,
-        None => model.memory(b, t),
+    let (mut memory, mut largest) = match lora {
+        Some(lora) => (crate::model::lora::memory(model, lora, b, t)?, model.largest_buffer(b, t)),
+        None => (model.memory(b, t), model.largest_buffer(b, t)),
     };
-    check_fits_memory(be.max_buffer_bytes(), be.memory_budget_bytes(), model, memory, b, t)
+    if let (true, Some(_)) = (half, lora) {
+        memory = crate::model::weights::estimate_in_16_bits(memory, model);
+        let (_, weights_largest) = crate::model::weights::stored_bytes(&ParamLayout::new(model), true);
+        largest = weights_largest.max(model.largest_activation(b, t));
+    }
+    check_fits_memory(be.max_buffer_bytes(), be.memory_budget_bytes(), model, memory, largest, b)
 }
 
 /// [`check_fits`] against limits known without a backend at hand (the page's estimate).
@@ -147,7 +156,7 @@ pub fn check_fits_within(
     b: usize,
     t: usize,
 ) -> Result<()> {
-    check_fits_memory(max_buffer, budget, model, model.memory(b, t), b, t)
+    check_fits_memory(max_buffer, budget, model, model.memory(b, t), model.largest_buffer(b, t), b)
 }
 
 fn check_fits_memory(
@@ -155,8 +164,8 @@ fn check_fits_memory(
     budget: Option<u64>,
     model: &GptConfig,
     memory: crate::model::MemoryEstimate,
+    need: u64,
     b: usize,
-    t: usize,
 ) -> Result<()> {
     if let Some(budget) = budget {
         let need = memory.total();
@@ -168,7 +177,6 @@ fn check_fits_memory(
             )));
         }
     }
-    let need = model.largest_buffer(b, t);
     if let Some(limit) = max_buffer {
         if need > limit {
             return Err(KilnError::Config(format!(
@@ -217,7 +225,6 @@ impl<B: Backend> Trainer<B> {
             )));
         }
         // the least a run of it needs (LoRA's); a stage checks its own when it begins
-        check_fits_lora(&be, &model_cfg, Some(&LoraConfig::default()), 1, model_cfg.block_size)?;
         if let Some(values) = params {
             if values.len() != layout.total {
                 return Err(KilnError::Config(format!(
@@ -227,6 +234,8 @@ impl<B: Backend> Trainer<B> {
                 )));
             }
         }
+        let half = params.is_some_and(|v| Weights::<B::Buf>::format_for(&be, &layout, v, true).is_some());
+        check_fits_lora(&be, &model_cfg, Some(&LoraConfig::default()), half, 1, model_cfg.block_size)?;
         let values = match params {
             Some(values) => values.to_vec(),
             None => layout.init(&model_cfg, seed),
@@ -285,7 +294,8 @@ impl<B: Backend> Trainer<B> {
         cfg.validate()?;
         let t = self.model.config.block_size;
         let wanted = cfg.lora()?;
-        check_fits_lora(&self.be, &self.model.config, wanted.as_ref(), cfg.batch_size, t)?;
+        let half = self.model.weights.format().is_some();
+        check_fits_lora(&self.be, &self.model.config, wanted.as_ref(), half, cfg.batch_size, t)?;
         let has = self.model.lora.as_ref().map(|l| &l.layout.config);
         if has != wanted.as_ref() {
             if has.is_some() {
@@ -314,7 +324,8 @@ impl<B: Backend> Trainer<B> {
     ) -> Result<()> {
         let t = self.model.config.block_size;
         let lora = self.model.lora.as_ref().map(|l| &l.layout.config);
-        check_fits_lora(&self.be, &self.model.config, lora, cfg.batch_size, t)?;
+        let half = self.model.weights.format().is_some();
+        check_fits_lora(&self.be, &self.model.config, lora, half, cfg.batch_size, t)?;
         let mut val = stage.val_batches(cfg.batch_size, cfg.eval_batches);
         if stage.heads().is_none() {
             // fixed weights: the mean over the counted tokens of all validation batches

@@ -60,6 +60,8 @@ async function ownModel(backend) {
     await waitFor(page, () => /Imported smollm2_like/.test(document.getElementById('files-stats').textContent) || window.kilnApp.error, 120_000);
     await noError(page);
     assert.equal(await app(page, () => window.kilnApp.model.config.vocab_size), 700);
+    // the folder's bf16 weights stay bf16 on the GPU (half the memory), f32 on the CPU
+    assert.equal(await app(page, () => window.kilnApp.model.weights), backend === 'gpu' ? 'bf16' : 'f32');
     // an imported model fine-tunes with LoRA by default: the fields are set once the import is done
     await waitFor(page, () => document.getElementById('sft-lora').value === '8' || window.kilnApp.error, 60_000);
     await noError(page);

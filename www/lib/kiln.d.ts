@@ -106,6 +106,9 @@ export interface ModelInfo {
   memory: string;
   trainRows: number;
   valRows: number;
+  /** How the weights are held: single precision, or, for a frozen model that came in half
+   * precision, its matrices in that format on the GPU (half the memory, the same results). */
+  weights: 'f32' | 'bf16' | 'f16';
   /** The backend the model trains on (auto: just timed, see BackendInfo.reason). */
   backend?: BackendInfo;
   /** importModel: what Kiln changed to use the folder (e.g. special tokens added). */
