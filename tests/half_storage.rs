@@ -3,7 +3,7 @@
 //! rounded to each), on lavapipe, against the same folder kept in f32 on the same device.
 //! The weights take about half the memory, and everything else is bit for bit the same:
 //! the logits, LoRA SFT's losses and adapters, the frozen weights read back, and full
-//! fine-tuning from the 16-bit copy widened on the device.
+//! fine-tuning from the 16-bit copy widened on the device (bf16).
 
 use kiln::backend::{BackendKind, HalfFormat};
 use kiln::checkpoint::{load_model, read_dir, Files};
@@ -67,7 +67,7 @@ fn imported(files: &Files, half: bool) -> (Session, Gpu) {
 
 fn options(lora_rank: usize) -> TrainConfig {
     TrainConfig {
-        steps: 3,
+        steps: 2,
         batch_size: 2,
         eval_every: 100,
         eval_batches: 1,
@@ -156,6 +156,10 @@ fn a_model_that_came_in_16_bits_is_kept_in_16_bits_on_the_gpu_with_the_same_resu
         assert_eq!(after, logits(&mut full), "{format:?}: logits with the adapters");
 
         // full fine-tuning: the 16-bit copy widened to f32 on the device, then trained
+        // (once: the f16 widening is the selftest's axpy case)
+        if format == HalfFormat::F16 {
+            continue;
+        }
         let (mut half, _) = imported(&files, true);
         let (mut full, _) = imported(&files, false);
         let (a, b) = (sft(&mut half, 0), sft(&mut full, 0));
