@@ -13,30 +13,14 @@ use serde::Serialize;
 
 use crate::backend::{Backend, CpuBackend, GpuBackend};
 use crate::cpu::adamw::AdamWConfig;
-use crate::cpu::rope::RopeScaling;
 use crate::data::TokenBatch;
 use crate::error::KilnError;
 use crate::gpu::Gpu;
 use crate::model::lora::{memory, LoraConfig, LoraTargets};
 use crate::model::weights::estimate_in_16_bits;
-use crate::model::{Activations, Family, Gpt, GptConfig, LlamaArch, LlamaShape, ParamLayout};
+use crate::model::{Activations, Gpt, GptConfig, ParamLayout};
 use crate::rng::Rng;
 use crate::train::{train_step, AdamW};
-
-/// SmolLM2-135M's config.json, as Kiln reads it, with the context given.
-pub fn smollm2_135m(context: usize) -> GptConfig {
-    let shape = LlamaShape {
-        arch: LlamaArch::Llama,
-        n_kv_head: 3,
-        intermediate_size: 1536,
-        qkv_bias: false,
-        tie_word_embeddings: true,
-        rms_norm_eps: 1e-5,
-        rope_theta: 100_000.0,
-        rope_scaling: RopeScaling::None,
-    };
-    GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(49_152, context, 30, 9, 576) }
-}
 
 #[derive(Debug, Serialize)]
 pub struct MemoryRow {
@@ -140,7 +124,7 @@ fn time_steps<B: Backend>(be: &mut B, model: &Gpt<B>, batch: &TokenBatch, steps:
 /// The report; `gpu` measures the memory of one step of each kind on it.
 pub fn bench_lora(gpu: Option<&Gpu>, b: usize, steps: usize, progress: impl Fn(&str)) -> Result<LoraReport, KilnError> {
     let t = 512;
-    let cfg = smollm2_135m(t);
+    let cfg = GptConfig::smollm2_135m(t);
     let lora = LoraConfig { r: 8, alpha: 16.0, targets: LoraTargets::Attention };
     // in bf16, as SmolLM2 ships: the GPU keeps the frozen weights so under LoRA
     let values: Vec<f32> =

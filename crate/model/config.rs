@@ -285,6 +285,22 @@ impl GptConfig {
         (4 * params).max(self.largest_activation(b, t))
     }
 
+    /// SmolLM2-135M's config.json, as Kiln reads it, with the context given (the
+    /// benchmarks' model of a real size).
+    pub fn smollm2_135m(context: usize) -> GptConfig {
+        let shape = LlamaShape {
+            arch: LlamaArch::Llama,
+            n_kv_head: 3,
+            intermediate_size: 1536,
+            qkv_bias: false,
+            tie_word_embeddings: true,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            rope_scaling: RopeScaling::None,
+        };
+        GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(49_152, context, 30, 9, 576) }
+    }
+
     /// The largest activation buffer training at B × T allocates: the logits (BT, V) or
     /// the MLP's first product (BT, FC).
     pub fn largest_activation(&self, b: usize, t: usize) -> u64 {

@@ -178,28 +178,11 @@ impl<T> Weights<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::rope::RopeScaling;
-    use crate::model::{Family, LlamaArch, LlamaShape};
-
-    /// SmolLM2-135M's config.
-    fn smollm2_135m() -> GptConfig {
-        let shape = LlamaShape {
-            arch: LlamaArch::Llama,
-            n_kv_head: 3,
-            intermediate_size: 1536,
-            qkv_bias: false,
-            tie_word_embeddings: true,
-            rms_norm_eps: 1e-5,
-            rope_theta: 100_000.0,
-            rope_scaling: RopeScaling::None,
-        };
-        GptConfig { family: Family::Llama(shape), ..GptConfig::gpt2(49_152, 512, 30, 9, 576) }
-    }
 
     #[test]
     fn matrices_split_into_runs_that_never_cut_a_fused_product() {
         // SmolLM2-135M: the embedding, then each block's q|k|v|o and gate|up|down (norms between)
-        let cfg = smollm2_135m();
+        let cfg = GptConfig::smollm2_135m(512);
         let layout = ParamLayout::new(&cfg);
         let runs = matrix_runs(&layout);
         assert_eq!(runs.len(), 1 + 2 * cfg.n_layer);
