@@ -601,7 +601,7 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 21] = [
+    const NAMES: [&str; 25] = [
         "model.safetensors",
         // LoRA adapters, as a PEFT folder holds them (a LoRA run's resume checkpoint too)
         crate::peft::ADAPTER_CONFIG,
@@ -621,6 +621,10 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "rankings-val.jsonl",
         "dpo-reference.json",
         "ppo-prompts.jsonl",
+        "kto-train.jsonl",
+        "kto-val.jsonl",
+        "kto-reference.json",
+        "group-prompts.jsonl",
         // a browser session's autosave: the models a preference stage keeps, and its backend
         "reference.safetensors",
         "reward.safetensors",
@@ -785,6 +789,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         | "tokenizer_config.json"
         | "trainer.json"
         | "dpo-reference.json"
+        | "kto-reference.json"
         | "session.json"
         | crate::peft::ADAPTER_CONFIG
         | SHARD_INDEX => Some(MAX_JSON),

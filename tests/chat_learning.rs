@@ -11,6 +11,16 @@
 //!   raise the rule's rate on held-out questions by 30 points or more, lose at most 5
 //!   points of exact-match accuracy, and stay near the fine-tuned model (KL reported).
 //!
+//! - rules as rewards, from the same fine-tuned model with no ranking at all: RLOO and GRPO
+//!   on the rule "ends with !" + "is the reference answer" (weight 1 each), which must
+//!   raise the scripted rule's rate on held-out questions by 30 points or more and keep
+//!   exact match within 5 points.
+//!
+//! - thumbs, from the same fine-tuned model: the scripted person gives a thumb up to an
+//!   answer that is correct and exclaimed and down to any other, on sampled answers to
+//!   training questions; KTO on them must raise the rule's rate by 30 points and keep exact
+//!   match within 5.
+//!
 //! On the CPU backend, which computes what the GPU backend does (tests/golden.rs holds
 //! both against PyTorch) about ten times faster on this machine; `KILN_TEST_BACKEND=gpu`
 //! runs the same on the GPU backend (lavapipe here: about an hour).
@@ -24,11 +34,15 @@ use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES
 use kiln::data::documents;
 use kiln::data::instruct::{answer_matches, has_style, instruction_set, scripted_ranks, Split};
 use kiln::data::preference::{Ranking, Verdict};
+use kiln::data::rule::Rule;
+use kiln::data::thumbs::Thumb;
 use kiln::gpu::Gpu;
 use kiln::model::{GptConfig, ParamLayout, ScalarHeadKind};
 use kiln::sample::SampleConfig;
 use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::dpo::Dpo;
+use kiln::train::group::{Baseline, GroupPolicy, Prompt};
+use kiln::train::kto::Kto;
 use kiln::train::ppo::Ppo;
 use kiln::train::preference::PreferenceRows;
 use kiln::train::resume::resume_files;
@@ -198,7 +212,7 @@ fn rank_with_script<B: Backend>(run: &mut Trainer<B>, questions: &[Conversation]
         let cands = block_on(run.sample_answers(&conv[..1], K, &cfg)).unwrap();
         let answers: Vec<String> = cands.iter().map(|c| run.tokenizer.decode(c.content()).unwrap()).collect();
         let ranks = scripted_ranks(&conv[1].content, &answers);
-        out.push(Ranking { prompt: conv[..1].to_vec(), answers, ranks, verdict: Verdict::Ranked });
+        out.push(Ranking { prompt: conv[..1].to_vec(), answers, ranks, verdict: Verdict::Ranked, annotator: None });
     }
     out
 }
@@ -307,5 +321,138 @@ fn ranking_aligns_the_model_with_ppo_and_with_dpo() {
         align(|| GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")))
     } else {
         align(CpuBackend::new)
+    }
+}
+
+/// RLOO and GRPO from the fine-tuned model on the rule alone: every training question with
+/// its answer, no ranking.
+fn rules<B: Backend>(make: impl Fn() -> B) {
+    let language = Language::English;
+    let tuned = fine_tuned();
+    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
+    let sft_params = tuned.params.clone();
+    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
+    let mut reference =
+        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let mut base = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let before = measure(&mut base, &mut reference, &held_out);
+    print("fine-tuned (SFT)", &before);
+    let prompts: Vec<Prompt> = instruction_set(language, Split::Train, 1000)
+        .into_iter()
+        .map(|c| Prompt { messages: c[..1].to_vec(), reference: Some(c[1].content.clone()) })
+        .collect();
+    let mut summary = Vec::new();
+    for (kind, baseline) in [(StageKind::Rloo, Baseline::LeaveOneOut), (StageKind::Grpo, Baseline::GroupNormalised)] {
+        let mut run = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+        run.set_frozen(&[(Some(&sft_params), None)]).unwrap();
+        let mut cfg = options(kind);
+        cfg.align.rule = Rule::exclaimed_and_correct().to_json();
+        let stage = GroupPolicy::new(kind, baseline, prompts.clone(), config.block_size, cfg.align.clone(), cfg.seed);
+        run.begin(Box::new(stage.unwrap()), cfg).unwrap();
+        train(&mut run);
+        let after = measure(&mut run, &mut reference, &held_out);
+        print(&format!("after {kind}"), &after);
+        summary.push(format!(
+            "{kind} rule {:.1}% acc {:.1}% KL {:.3}",
+            100.0 * after.rule,
+            100.0 * after.accuracy,
+            after.kl
+        ));
+        assert!(
+            after.rule >= before.rule + 0.30,
+            "{kind} raises the rule's rate by 30 points with no label: {} → {}",
+            before.rule,
+            after.rule
+        );
+        assert!(
+            after.accuracy >= before.accuracy - 0.05,
+            "{kind} keeps task accuracy: {} → {}",
+            before.accuracy,
+            after.accuracy
+        );
+    }
+    println!(
+        "SUMMARY base rule {:.1}% acc {:.1}% | {}",
+        100.0 * before.rule,
+        100.0 * before.accuracy,
+        summary.join(" | ")
+    );
+}
+
+#[test]
+fn a_rule_aligns_the_model_with_rloo_and_with_grpo() {
+    if backend_is_gpu() {
+        rules(|| GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")))
+    } else {
+        rules(CpuBackend::new)
+    }
+}
+
+/// Thumbs given by the scripted person: up when the answer is correct and exclaimed.
+fn thumbs_with_script<B: Backend>(run: &mut Trainer<B>, questions: &[Conversation], per: usize) -> Vec<Thumb> {
+    let mut out = Vec::new();
+    for (i, conv) in questions.iter().enumerate() {
+        let cfg =
+            SampleConfig { max_tokens: 16, temperature: 1.0, top_k: 0, top_p: 1.0, seed: 50_000 + (i * per) as u64 };
+        for c in block_on(run.sample_answers(&conv[..1], per, &cfg)).unwrap() {
+            let completion = run.tokenizer.decode(c.content()).unwrap();
+            let label = c.ended && answer_matches(&conv[1].content, &completion) && has_style(&completion);
+            out.push(Thumb { prompt: conv[..1].to_vec(), completion, label, annotator: None });
+        }
+    }
+    out
+}
+
+fn kto<B: Backend>(make: impl Fn() -> B) {
+    let language = Language::English;
+    let tuned = fine_tuned();
+    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
+    let sft_params = tuned.params.clone();
+    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
+    let mut reference =
+        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let mut run = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let before = measure(&mut run, &mut reference, &held_out);
+    print("fine-tuned (SFT)", &before);
+    let questions = instruction_set(language, Split::Train, RANKED);
+    let thumbs = thumbs_with_script(&mut run, &questions, 2);
+    let up = thumbs.iter().filter(|t| t.label).count();
+    println!("{} thumbs: {up} up, {} down", thumbs.len(), thumbs.len() - up);
+    let cfg = options(StageKind::Kto);
+    let stage =
+        Kto::split(&kiln::data::format::ChatFormat::kiln(), &tokenizer, thumbs, config.block_size, &cfg).unwrap();
+    println!("KTO weights (desirable, undesirable): {:?}", stage.weights());
+    run.begin(Box::new(stage), cfg).unwrap();
+    train(&mut run);
+    let after = measure(&mut run, &mut reference, &held_out);
+    print("after KTO", &after);
+    println!(
+        "SUMMARY base rule {:.1}% acc {:.1}% | kto rule {:.1}% acc {:.1}% KL {:.3}",
+        100.0 * before.rule,
+        100.0 * before.accuracy,
+        100.0 * after.rule,
+        100.0 * after.accuracy,
+        after.kl
+    );
+    assert!(
+        after.rule >= before.rule + 0.30,
+        "KTO raises the rule's rate by 30 points: {} → {}",
+        before.rule,
+        after.rule
+    );
+    assert!(
+        after.accuracy >= before.accuracy - 0.05,
+        "KTO keeps task accuracy: {} → {}",
+        before.accuracy,
+        after.accuracy
+    );
+}
+
+#[test]
+fn thumbs_align_the_model_with_kto() {
+    if backend_is_gpu() {
+        kto(|| GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")))
+    } else {
+        kto(CpuBackend::new)
     }
 }

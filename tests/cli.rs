@@ -366,7 +366,7 @@ fn every_training_option_is_a_flag_that_takes_effect() {
     };
     let mut taken = std::collections::BTreeSet::new();
     let mut all = std::collections::BTreeSet::new();
-    for stage in ["pretrain", "sft", "reward", "dpo", "ppo"] {
+    for stage in ["pretrain", "sft", "reward", "dpo", "ppo", "kto", "rloo", "grpo"] {
         let defaults = config(&["config", stage]);
         let (ok, help, err) = kiln(&["help", stage]);
         assert!(ok, "{err}");
@@ -385,7 +385,9 @@ fn every_training_option_is_a_flag_that_takes_effect() {
             // a valid value other than the default: half of it (exact in binary), or one more
             let value = match (default.as_u64(), default.as_str()) {
                 (Some(n), _) => serde_json::json!(n + 1),
-                (None, Some(_)) => serde_json::json!("all-linear"), // the one text option: LoRA's targets
+                // the text options: a rule (RLOO, GRPO) and LoRA's targets
+                (None, Some(_)) if key == "rule" => serde_json::json!(r#"[{"check":"maxWords","words":3}]"#),
+                (None, Some(_)) => serde_json::json!("all-linear"),
                 (None, None) => {
                     let x = default.as_f64().unwrap();
                     serde_json::json!(if x == 0.0 { 0.25 } else { x / 2.0 })
@@ -414,4 +416,147 @@ fn every_training_option_is_a_flag_that_takes_effect() {
     assert!(!ok && err.contains("--beta \"strong\" is not a number"), "{err}");
     let (ok, _, err) = kiln(&["sample", "--ckpt", "nowhere", "--temprature", "0"]);
     assert!(!ok && err.contains("did you mean --temperature?"), "{err}");
+}
+
+/// Several people's rankings: one file a person, or one file whose lines name their
+/// annotator. The library's hand-computed case (three people, ties, a skipped prompt,
+/// answers in another order, TRL pair lines) gives its figures through `kiln agreement`,
+/// and --combine majority writes one ranking per prompt.
+#[test]
+fn agreement_of_several_ranking_files() {
+    let dir = temp("agreement");
+    std::fs::create_dir_all(&dir).unwrap();
+    let alice = r#"{"prompt": "P1", "answers": ["x", "y", "z"], "ranks": [1, 2, 3], "verdict": "ranked"}
+{"prompt": "P2", "answers": ["u", "v", "w"], "ranks": [1, 2, 2], "verdict": "ranked"}
+{"prompt": "P3", "chosen": "p", "rejected": "q"}
+"#;
+    let others = r#"{"prompt": "P1", "answers": ["z", " y", "x "], "ranks": [3, 1, 1], "annotator": "bob"}
+{"prompt": "P2", "answers": ["u", "v", "w"], "ranks": [1, 2, 3], "annotator": "bob"}
+{"prompt": "P3", "chosen": "q", "rejected": "p", "annotator": "bob"}
+{"prompt": "P1", "answers": ["x", "y", "z"], "ranks": [2, 1, 3], "annotator": "cy"}
+{"prompt": "P2", "answers": ["u", "v", "w"], "ranks": [1, 1, 1], "annotator": "cy"}
+{"prompt": "P3", "answers": ["p", "q"], "ranks": [1, 2], "verdict": "skipped", "annotator": "cy"}
+"#;
+    let (a, b) = (dir.join("alice.jsonl"), dir.join("others.jsonl"));
+    std::fs::write(&a, alice).unwrap();
+    std::fs::write(&b, others).unwrap();
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let (ok, out, err) = kiln(&["agreement", a, b, "--json"]);
+    assert!(ok, "agreement failed: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["annotators"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "cy"]);
+    let close = |x: &serde_json::Value, want: f64| {
+        assert!((x.as_f64().unwrap() - want).abs() < 1e-9, "{x} against {want}\n{out}");
+    };
+    // the figures computed by hand in data::agreement's test
+    close(&v["krippendorffAlpha"], 5939.0 / 21780.0);
+    close(&v["between"][0]["pairwiseAgreement"], 4.0 / 7.0);
+    close(&v["between"][0]["meanTauB"], (4.0 / 6f64.sqrt() - 1.0) / 3.0);
+    close(&v["between"][1]["meanTauB"], 1.0 / 3.0);
+    assert_eq!((v["between"][1]["tauSkipped"].as_u64(), v["disagreementCount"].as_u64()), (Some(1), Some(3)));
+    let (ok, table, err) = kiln(&["agreement", a, b]);
+    assert!(ok && table.contains("alice – bob") && table.contains("57.1%") && table.contains("0.273"), "{table}{err}");
+
+    let combined = dir.join("majority.jsonl");
+    let (ok, _, err) = kiln(&["agreement", a, b, "--combine", "majority", "--out", combined.to_str().unwrap()]);
+    assert!(ok && err.contains("3 rankings"), "{err}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&combined).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["ranks"], serde_json::json!([1, 1, 3]), "P1 by mean rank");
+    assert_eq!(lines[0]["annotator"], "majority");
+    let (ok, _, err) = kiln(&["agreement", a, b, "--combine", "dan", "--out", combined.to_str().unwrap()]);
+    assert!(!ok && err.contains("alice, bob, cy"), "{err}");
+    let (ok, _, err) = kiln(&["agreement", a]);
+    assert!(!ok && err.contains("two people"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// KTO on a feedback file (thumbs and a ranking), and GRPO and RLOO on a rule file, from
+/// the command line: each trains and reports its own measures, GRPO resumes bit for bit
+/// from a save point, and a rule that cannot be used is refused before anything runs.
+#[test]
+fn kto_on_thumbs_and_grpo_and_rloo_on_a_rule_from_the_command_line() {
+    let dirs = ["fb-sft", "fb-kto", "fb-grpo", "fb-grpo-straight", "fb-rloo"].map(temp);
+    let [sft, kto, grpo, straight, rloo] = dirs.each_ref().map(|d| d.to_str().unwrap().to_string());
+    let cpu = ["--backend", "cpu", "--sample-every", "0"];
+    let (ok, _, err) = kiln(&[&["pretrain", "--steps", "10", "--out", &sft][..], &cpu].concat());
+    assert!(ok, "pretrain failed: {err}");
+    let file = |name: &str, text: &str| {
+        let path = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // thumbs in TRL's unpaired format, and a ranking read as thumbs (best up, worst down)
+    let mut lines: Vec<String> = (0..6)
+        .map(|i| {
+            let line = serde_json::json!({"prompt": format!("Who is {i}?"), "completion": format!("Tom{}", "!".repeat(i % 2)), "label": i % 2 == 1});
+            line.to_string()
+        })
+        .collect();
+    lines.push(r#"{"prompt": "Where?", "answers": ["Home!", "Away", "Here"], "ranks": [1, 3, 2]}"#.into());
+    let thumbs = file("thumbs.jsonl", &(lines.join("\n") + "\n"));
+    let args = ["kto", "--ckpt", &sft, "--data", thumbs.to_str().unwrap(), "--steps", "3", "--eval", "0"];
+    let (ok, _, err) = kiln(&[&args[..], &["--batch-size", "4", "--out", &kto], &cpu].concat());
+    println!("{err}");
+    assert!(ok, "kto failed: {err}");
+    assert!(err.contains("logpChosen") && dirs[1].join("kto-reference.json").is_file(), "{err}");
+    let train = std::fs::read_to_string(dirs[1].join("kto-train.jsonl")).unwrap().lines().count();
+    assert_eq!(train + 1, 8, "6 thumbs and the ranking's 2, one held out");
+    let (ok, _, err) = kiln(&["resume", &kto, "--steps", "5", "--backend", "cpu"]);
+    assert!(ok && err.contains("kto") && err.contains("step 5"), "resume failed: {err}");
+
+    let rule = file("rule.json", r#"[{"check": "endsWith", "text": "!"}, {"check": "equalsReference", "weight": 2}]"#);
+    let grpo_args = |steps: &str, out: &str| {
+        let args = ["grpo", "--ckpt", &sft, "--rule", rule.to_str().unwrap(), "--generations", "4"];
+        let more = ["--rollout-prompts", "2", "--batch-size", "8", "--eval-every", "2", "--log-json"];
+        kiln(&[&args[..], &more, &["--steps", steps, "--eval", "2", "--out", out], &cpu].concat())
+    };
+    let (ok, _, err) = grpo_args("4", &grpo);
+    println!("{err}");
+    assert!(ok, "grpo failed: {err}");
+    assert!(err.contains("zeroStdShare") && err.contains("held-out questions after"), "{err}");
+    let saved = trainer_json(&dirs[2]);
+    assert_eq!(saved["train"]["generations"], 4, "--generations took effect");
+    assert!(saved["train"]["rule"].as_str().unwrap().contains("endsWith"), "the rule file was read: {saved}");
+    let (ok, straight_out, err) = grpo_args("8", &straight);
+    assert!(ok, "grpo failed: {err}");
+    let (ok, resumed, err) = kiln(&["resume", &grpo, "--steps", "8", "--log-json", "--backend", "cpu"]);
+    assert!(ok, "resuming GRPO failed: {err}");
+    let losses = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["step"].as_u64().is_some_and(|s| s > 4) && v.get("loss").is_some())
+            .map(|v| format!("{} {}", v["step"], v["loss"]))
+            .collect()
+    };
+    let (straight_losses, resumed) = (losses(&straight_out), losses(&resumed));
+    println!("GRPO straight {straight_losses:?}\nGRPO resumed  {resumed:?}");
+    assert_eq!(straight_losses.len(), 4, "steps 5 to 8 logged");
+    assert_eq!(resumed, straight_losses, "kiln resume continues GRPO bit for bit");
+
+    // RLOO on the person's own prompts, whose completions are the reference answers
+    let prompts = file(
+        "prompts.jsonl",
+        "{\"prompt\": \"Who?\", \"completion\": \"Tom\"}\n{\"prompt\": \"Where?\", \"completion\": \"Home\"}\n",
+    );
+    let args = ["rloo", "--ckpt", &sft, "--rule", rule.to_str().unwrap(), "--prompts", prompts.to_str().unwrap()];
+    let (ok, _, err) = kiln(&[&args[..], &["--steps", "2", "--eval", "0", "--out", &rloo], &cpu].concat());
+    println!("{err}");
+    assert!(ok && err.contains("meanReward"), "rloo failed: {err}");
+
+    // rules that cannot be used: named by what is wrong, before anything trains
+    let bad = file("bad-rule.json", r#"[{"check": "matches", "pattern": "(a{1000}){1000}"}]"#);
+    let (ok, _, err) =
+        kiln(&[&["grpo", "--ckpt", &sft, "--rule", bad.to_str().unwrap(), "--out", &rloo][..], &cpu].concat());
+    assert!(!ok && err.contains("check 1") && err.contains("too large"), "{err}");
+    let (ok, _, err) =
+        kiln(&[&["grpo", "--ckpt", &sft, "--rule", "[{\"check\": \"rhymes\"}]", "--out", &rloo][..], &cpu].concat());
+    assert!(!ok && err.contains("unknown check \"rhymes\""), "{err}");
+    for dir in &dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    for f in [thumbs, rule, prompts, bad] {
+        std::fs::remove_file(f).unwrap();
+    }
 }

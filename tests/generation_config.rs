@@ -163,6 +163,7 @@ fn an_imported_generation_config_is_kept_through_import_and_export() {
             answers: vec![format!("{}!", c[1].content), "no".into()],
             ranks: vec![1, 2],
             verdict: Verdict::Ranked,
+            annotator: None,
         })
         .collect();
     let data = rankings_jsonl(&rankings).into_bytes();

@@ -1,8 +1,8 @@
-//! The preference stages' parts: pairs from rankings with ties, rankings files, the
-//! Bradley-Terry loss and the reward model's gradient against finite differences, DPO
-//! against a hand-computed case and through the model against finite differences, GAE
-//! and the clipped PPO objective, the batched decoder against K single-row decodes, and
-//! the held-out pair accuracy of rankings that repeat an answer.
+//! The preference stages' parts: pairs from rankings with ties, rankings files (with who
+//! ranked them), the Bradley-Terry loss and the reward model's gradient against finite
+//! differences, DPO against a hand-computed case and through the model against finite
+//! differences, GAE and the clipped PPO objective, the batched decoder against K single-row
+//! decodes, and the held-out pair accuracy of rankings that repeat an answer.
 
 use kiln::backend::{Backend, CpuBackend, GpuBackend};
 use kiln::data::chat::{Message, Role};
@@ -32,6 +32,7 @@ fn ranking(question: &str, answers: &[&str], ranks: &[u32]) -> Ranking {
         answers: answers.iter().map(|a| a.to_string()).collect(),
         ranks: ranks.to_vec(),
         verdict: Verdict::Ranked,
+        annotator: None,
     }
 }
 
@@ -63,6 +64,26 @@ fn exported_pairs_never_prefer_an_answer_to_itself() {
     for p in &pairs {
         assert_ne!(p.answers[0].trim(), p.answers[1].trim(), "{exported}");
     }
+}
+
+#[test]
+fn who_ranked_travels_with_rankings_and_pairs() {
+    let rs =
+        vec![Ranking { annotator: Some("Ana".into()), ..ranking("Who came?", &["Mia.", "Tom!", "Sam."], &[1, 2, 3]) }];
+    assert_eq!(read_rankings(rankings_jsonl(&rs).as_bytes()).unwrap().items, rs);
+    let pairs = read_rankings(pairs_jsonl(&rs).as_bytes()).unwrap().items;
+    assert!(pairs.len() == 3 && pairs.iter().all(|p| p.annotator.as_deref() == Some("Ana")));
+    // a name, not a document; and not a number
+    let long = format!(
+        "{{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\", \"annotator\": \"{}\"}}\n",
+        "x".repeat(201)
+    );
+    let err = read_rankings(long.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("line 1") && err.contains("1 to 200 characters"), "{err}");
+    let odd = "{\"prompt\": \"q\", \"answers\": [\"a\", \"b\"], \"ranks\": [1, 2], \"annotator\": 7}\n";
+    assert!(read_rankings(odd.as_bytes()).is_err());
+    // no annotator: the line is as before
+    assert!(!rankings_jsonl(&[ranking("q", &["a", "b"], &[1, 2])]).contains("annotator"));
 }
 
 #[test]

@@ -34,6 +34,7 @@ fn rankings() -> Vec<u8> {
             answers: vec![format!("{}!", c[1].content), c[1].content.clone(), "no".into()],
             ranks: vec![1, 2, 3],
             verdict: Verdict::Ranked,
+            annotator: None,
         })
         .collect();
     rankings_jsonl(&rankings).into_bytes()

@@ -446,7 +446,13 @@ mod native {
                 cands.iter().map(|c| run.tokenizer.decode(c.content())).collect::<Result<_, _>>()?;
             // ranked by position: an untrained model's answers would tie under a rule
             let ranks = (1..=k as u32).collect();
-            rankings.push(Ranking { prompt: q[..1].to_vec(), answers, ranks, verdict: Verdict::Ranked });
+            rankings.push(Ranking {
+                prompt: q[..1].to_vec(),
+                answers,
+                ranks,
+                verdict: Verdict::Ranked,
+                annotator: None,
+            });
         }
         let batched = batched_tokens as f64 / start.elapsed().as_secs_f64();
         let (mut single_tokens, start) = (0, Instant::now());

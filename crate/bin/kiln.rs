@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use kiln::backend::{Backend, BackendChoice, BackendKind, CpuBackend, GpuBackend};
 use kiln::checkpoint::{is_checkpoint_file, load_model, read_dir, write_dir};
+use kiln::data::agreement::{agreement, combine, Agreement, Combine};
 use kiln::data::chat::{render, render_prompt, Conversation, Message, Role};
 use kiln::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use kiln::data::instruct::{answer_matches, has_style, instruction_set, scripted_ranks, Split};
 use kiln::data::jsonl::{read_conversations, MAX_JSONL_BYTES};
-use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict};
+use kiln::data::preference::{rankings_jsonl, read_rankings, Ranking, Verdict, MAX_ANNOTATOR_CHARS};
 use kiln::data::Files;
 use kiln::data::{documents, text_from_bytes};
 use kiln::error::KilnError;
@@ -51,15 +52,28 @@ usage:
                                  unranked lines are skipped); --rank script ranks the
                                  built-in questions' answers by a rule (correct and
                                  exclaimed first), standing in for a person
+  kiln agreement FILES… [--json] [--combine union|majority|NAME --out FILE.jsonl]
+                                 several people's rankings, a file each (or named by the
+                                 lines' \"annotator\"): counts, pairwise agreement, Kendall's
+                                 τ-b, Krippendorff's α (ordinal), the prompts they disagree
+                                 on; --combine writes the rankings to train on: everyone's,
+                                 the majority's (mean rank), or one person's
   kiln reward --ckpt SFT_DIR --rankings FILE.jsonl --out DIR   a reward model from the
                                  rankings (or TRL prompt/chosen/rejected pairs)
   kiln dpo --ckpt SFT_DIR --rankings FILE.jsonl --out DIR   align with DPO on the pairs
   kiln ppo --ckpt SFT_DIR --reward RM_DIR --out DIR [--rankings FILE | --prompts FILE]
                                  align with PPO against the reward model (prompts from the
                                  rankings, a JSONL file, or the built-in questions)
-      --eval N                   (dpo, ppo) held-out built-in questions measured before and
-                                 after: exact match and the scripted rule's rate
-  training options (pretrain, sft, reward, dpo, ppo): every field of the stage's training
+  kiln rloo|grpo --ckpt SFT_DIR --rule FILE.json --out DIR [--prompts FILE | --rankings FILE]
+                                 align with RLOO or GRPO on a rule, no reward model and no
+                                 ranking: the rule is a JSON list of checks with weights,
+                                 [{\"check\":\"endsWith\",\"text\":\"!\"},{\"check\":\"equalsReference\"}]
+                                 (contains, notContains, endsWith, matches (a regular
+                                 expression), maxWords, equalsReference: the prompts' own
+                                 answers, from --prompts or the built-in questions)
+      --eval N                   (dpo, ppo, rloo, grpo) held-out built-in questions measured
+                                 before and after: exact match and the scripted rule's rate
+  training options (every stage): every field of the stage's training
   configuration, as --kebab-case (kiln help STAGE lists them with their defaults), e.g.
       --steps N  --batch-size N (--batch)  --grad-accum N (--accum)  --lr X  --seed N
       --log-every N  --eval-every N  --sample-every N (0: no samples)
@@ -144,6 +158,7 @@ fn run(args: &[String]) -> CliResult {
             const FLAGS: &[&str] = &["ckpt", "out", "prompts", "lang", "n", "k", "rank", "backend"];
             options("candidates", rest, &[FLAGS, SAMPLING].concat(), None).and_then(|o| candidates(&o))
         }
+        Some("agreement") => agreement_cmd(rest),
         Some("chat") => {
             options("chat", rest, &[&["ckpt", "system", "backend"], SAMPLING].concat(), None).and_then(|o| chat(&o))
         }
@@ -235,6 +250,7 @@ fn stage_flags(stage: StageKind) -> Vec<&'static str> {
         Input::Corpus => vec!["corpus", "preset", "tokenizer", "vocab"],
         Input::Conversations => vec!["ckpt", "data", "eval"],
         Input::Rankings => vec!["ckpt", "rankings", "eval"],
+        Input::Feedback => vec!["ckpt", "data", "eval"],
         Input::Prompts => vec!["ckpt", "rankings", "prompts", "eval"],
     };
     if stage.def().frozen.contains(&Frozen::Reward) {
@@ -436,8 +452,13 @@ fn train_config(o: &Options, stage: StageKind) -> Result<TrainConfig, KilnError>
             if let Some(other) = said.insert(key.clone(), flag.clone()) {
                 return Err(usage(&format!("--{other} and --{flag} are the same option: give one")));
             }
-            // an option whose default is text takes the flag's text as it is
+            // an option whose default is text takes the flag's text as it is; a rule that
+            // is not JSON names its file
             let value: serde_json::Value = match default.is_string() {
+                true if key == "rule" && !v.trim_start().starts_with(['[', '{']) => {
+                    let bytes = read_text_file(v, kiln::data::rule::MAX_RULE_BYTES as u64, "the rule")?;
+                    String::from_utf8(bytes).map_err(|_| usage(&format!("{v} is not UTF-8 text")))?.into()
+                }
                 true => v.as_str().into(),
                 false => serde_json::from_str(v)
                     .ok()
@@ -679,7 +700,7 @@ fn candidates(o: &Options) -> CliResult {
             } else {
                 ((1..=k as u32).collect(), Verdict::Skipped)
             };
-            rankings.push(Ranking { prompt: prompt.clone(), answers, ranks, verdict });
+            rankings.push(Ranking { prompt: prompt.clone(), answers, ranks, verdict, annotator: None });
         }
         std::fs::write(&out, rankings_jsonl(&rankings)).map_err(io_error(&out))?;
         let pairs: usize = rankings.iter().map(|r| r.pairs().len()).sum();
@@ -750,6 +771,16 @@ fn stage_input(o: &Options, kind: StageKind) -> Result<StageInput, KilnError> {
             input.conversations = o.get("data").map(|p| read_conversations_file(p, "instruction data")).transpose()?
         }
         Input::Rankings => input.rankings = Some(read_rankings_file(o)?),
+        Input::Feedback => {
+            let path =
+                o.get("data").ok_or_else(|| usage(&format!("{kind} needs --data FILE.jsonl (thumbs, or rankings)")))?;
+            let bytes = read_text_file(path, kiln::data::jsonl::MAX_JSONL_BYTES, "feedback")?;
+            let read = kiln::data::thumbs::read_feedback(&bytes).map_err(|e| e.at(path))?;
+            for skipped in &read.skipped {
+                eprintln!("{path}: skipped {skipped}");
+            }
+            input.thumbs = Some(read.items)
+        }
         Input::Prompts if o.contains_key("rankings") => input.rankings = Some(read_rankings_file(o)?),
         Input::Prompts => {
             input.conversations =
@@ -1027,4 +1058,130 @@ fn bench_lora(o: &Options) -> CliResult {
 fn bench_align() -> CliResult {
     let gpu = block_on(Gpu::new())?;
     print_json(&kiln::bench::bench_align(&gpu, |s| eprintln!("{s}"))?)
+}
+
+/// `kiln agreement FILES… [--json] [--combine HOW --out FILE]`: several people's rankings,
+/// one person a file (named by its stem) unless the lines name their annotator.
+fn agreement_cmd(args: &[String]) -> CliResult {
+    let (mut files, mut flags, mut json) = (Vec::new(), Vec::new(), false);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        if arg == "--json" {
+            json = true;
+        } else if arg.starts_with("--") {
+            flags.push(arg.clone());
+            flags.extend(it.next().cloned());
+        } else {
+            files.push(arg.as_str());
+        }
+    }
+    let o = options("agreement", &flags, &["json", "combine", "out"], None)?;
+    let annotators = annotators_of(&files)?;
+    if annotators.len() < 2 {
+        return Err(usage(
+            "agreement needs two people's rankings: give a file each, or lines that name their \"annotator\"",
+        ));
+    }
+    match (o.get("combine"), o.get("out")) {
+        (Some(how), Some(out)) => {
+            let combined = combine(&annotators, &Combine::parse(how))?;
+            std::fs::write(out, rankings_jsonl(&combined)).map_err(io_error(Path::new(out)))?;
+            let pairs: usize = combined.iter().map(|r| r.pairs().len()).sum();
+            eprintln!("{} rankings ({pairs} pairs) combined by {how} written to {out}", combined.len());
+        }
+        (Some(_), None) => return Err(usage("--combine needs --out FILE.jsonl for the rankings")),
+        (None, Some(_)) => return Err(usage("--out writes combined rankings: say which with --combine")),
+        (None, None) => {}
+    }
+    let report = agreement(&annotators);
+    if json {
+        return print_json(&report);
+    }
+    print!("{}", agreement_table(&report));
+    Ok(())
+}
+
+/// Each person's rankings: a file each, named by its stem (its path where two stems are
+/// alike), or by the lines' `annotator` where they give one.
+fn annotators_of(files: &[&str]) -> Result<Vec<(String, Vec<Ranking>)>, KilnError> {
+    if files.is_empty() {
+        return Err(usage("kiln agreement FILES…: one rankings file per person"));
+    }
+    let stem = |path: &str| Path::new(path).file_stem().map_or(path.to_string(), |s| s.to_string_lossy().into_owned());
+    let mut people: Vec<(String, Vec<Ranking>)> = Vec::new();
+    for &path in files {
+        let bytes = read_text_file(path, MAX_JSONL_BYTES, "rankings")?;
+        let read = read_rankings(&bytes).map_err(|e| e.at(path))?;
+        for skipped in &read.skipped {
+            eprintln!("{path}: skipped {skipped}");
+        }
+        let alike = files.iter().filter(|&&other| stem(other) == stem(path)).count() > 1;
+        let file_name = printable(if alike { path.to_string() } else { stem(path) }, MAX_ANNOTATOR_CHARS);
+        for ranking in read.items {
+            let name = ranking.annotator.clone().unwrap_or_else(|| file_name.clone());
+            match people.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, rankings)) => rankings.push(ranking),
+                None => people.push((name, vec![ranking])),
+            }
+        }
+    }
+    Ok(people)
+}
+
+/// `text` without control characters (a stranger's file must not drive the terminal), cut
+/// to `chars` characters.
+fn printable(text: String, chars: usize) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    match clean.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &clean[..at]),
+        None => clean,
+    }
+}
+
+/// The agreement report as a table.
+fn agreement_table(report: &Agreement) -> String {
+    const SHOWN: usize = 5;
+    let figure = |x: Option<f64>, digits: usize| x.map_or("–".to_string(), |x| format!("{x:.digits$}"));
+    let mut out = format!("{:<24} {:>8} {:>7} {:>8} {:>8}\n", "annotator", "rankings", "pairs", "skipped", "all bad");
+    for a in &report.annotators {
+        out += &format!("{:<24} {:>8} {:>7} {:>8} {:>8}\n", a.name, a.rankings, a.pairs, a.skipped, a.all_bad);
+    }
+    out +=
+        &format!("\n{:<24} {:>8} {:>12} {:>10} {:>9}\n", "between", "prompts", "answer pairs", "agreement", "mean τ-b");
+    for p in &report.between {
+        let share = p.pairwise_agreement.map_or("–".to_string(), |x| format!("{:.1}%", 100.0 * x));
+        let mut line = format!(
+            "{:<24} {:>8} {:>12} {:>10} {:>9}",
+            format!("{} – {}", p.annotators[0], p.annotators[1]),
+            p.shared_prompts,
+            p.answer_pairs,
+            share,
+            figure(p.mean_tau_b, 3)
+        );
+        if p.tau_skipped > 0 {
+            line += &format!("  ({} without τ-b: one of them ties every answer)", p.tau_skipped);
+        }
+        out += &(line + "\n");
+    }
+    out += &format!(
+        "\nKrippendorff's α (ordinal, everyone): {} over {} prompts ranked by two people or more\n",
+        figure(report.krippendorff_alpha, 3),
+        report.shared_prompts
+    );
+    if report.disagreement_count > 0 {
+        out += &format!(
+            "{} prompts disagreed on (best answers differ, or τ-b < 0); the least agreed first:\n",
+            report.disagreement_count
+        );
+    }
+    for d in report.disagreements.iter().take(SHOWN) {
+        let answers: Vec<String> = d.answers.iter().map(|a| printable(a.clone(), 30)).collect();
+        out += &format!("  {:?}: {}\n", printable(d.question.clone(), 60), answers.join(" | "));
+        for r in &d.ranks {
+            let ranks: Vec<String> = r.ranks.iter().map(u32::to_string).collect();
+            let ranks = if r.all_bad { "all bad".to_string() } else { ranks.join(" ") };
+            out += &format!("      {:<20} {ranks}\n", r.annotator);
+        }
+    }
+    out
 }

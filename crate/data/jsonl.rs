@@ -112,7 +112,7 @@ fn read_line(raw: &[u8]) -> std::result::Result<Option<Conversation>, String> {
 }
 
 /// The object's turns, from whichever format it is in.
-fn conversation_of(object: &Map<String, Value>) -> std::result::Result<Conversation, String> {
+pub(crate) fn conversation_of(object: &Map<String, Value>) -> std::result::Result<Conversation, String> {
     let has = |key: &str| object.contains_key(key);
     if has("messages") {
         if has("prompt") || has("completion") {

@@ -3,13 +3,16 @@
 //! supervised flag per target (SFT masks prompts), and seeded, resumable batching with
 //! padding masked out of the loss.
 
+pub mod agreement;
 pub mod chat;
 pub mod corpus;
 pub mod format;
 pub mod instruct;
 pub mod jsonl;
 pub mod preference;
+pub mod rule;
 pub mod template;
+pub mod thumbs;
 
 use std::collections::HashMap;
 

@@ -9,7 +9,9 @@
 //! conversational preference format,
 //!   {"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}.
 //! Reading takes either kind of line (a pair is a ranking of two answers), with prompt,
-//! chosen and rejected as strings or as message lists.
+//! chosen and rejected as strings or as message lists. Either kind may name who ranked it,
+//! `"annotator": str` (several people's rankings are compared in `data::agreement`); TRL's
+//! readers ignore the extra field.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -21,6 +23,9 @@ use crate::error::{KilnError, Result};
 
 /// Most answers ranked for one prompt.
 pub const MAX_ANSWERS: usize = 6;
+
+/// Longest annotator name, in characters: a name, not a document.
+pub const MAX_ANNOTATOR_CHARS: usize = 200;
 
 /// What the person made of a prompt's answers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +49,9 @@ pub struct Ranking {
     pub ranks: Vec<u32>,
     #[serde(default)]
     pub verdict: Verdict,
+    /// Who ranked it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotator: Option<String>,
 }
 
 impl Ranking {
@@ -87,8 +95,22 @@ impl Ranking {
         }
         let mut conv = self.prompt.clone();
         conv.push(Message { role: Role::Assistant, content: self.answers[0].clone() });
-        validate(&conv).map_err(|e| e.to_string())
+        validate(&conv).map_err(|e| e.to_string())?;
+        self.annotator.as_deref().map_or(Ok(()), check_annotator)
     }
+}
+
+/// An annotator's name: 1 to MAX_ANNOTATOR_CHARS characters, no control characters (it is
+/// printed in tables).
+fn check_annotator(name: &str) -> std::result::Result<(), String> {
+    let chars = name.chars().count();
+    if !(1..=MAX_ANNOTATOR_CHARS).contains(&chars) {
+        return Err(format!("\"annotator\" must be 1 to {MAX_ANNOTATOR_CHARS} characters, not {chars}"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("\"annotator\" must not hold control characters".into());
+    }
+    Ok(())
 }
 
 /// Every pair of every ranking, as (ranking index, chosen, rejected).
@@ -101,15 +123,19 @@ pub fn rankings_jsonl(rankings: &[Ranking]) -> String {
     rankings.iter().map(|r| serde_json::to_string(r).expect("a ranking serialises") + "\n").collect()
 }
 
-/// The pairs in TRL's conversational preference format, one per line.
+/// The pairs in TRL's conversational preference format, one per line (with the ranking's
+/// annotator, when known).
 pub fn pairs_jsonl(rankings: &[Ranking]) -> String {
     let assistant = |text: &str| json!([{ "role": "assistant", "content": text }]);
     all_pairs(rankings)
         .into_iter()
         .map(|(i, c, j)| {
             let r = &rankings[i];
-            let line =
+            let mut line =
                 json!({ "prompt": r.prompt, "chosen": assistant(&r.answers[c]), "rejected": assistant(&r.answers[j]) });
+            if let Some(name) = &r.annotator {
+                line["annotator"] = json!(name);
+            }
             line.to_string() + "\n"
         })
         .collect()
@@ -140,7 +166,7 @@ pub fn read_rankings(bytes: &[u8]) -> Result<Rankings> {
     Ok(Rankings { items, skipped })
 }
 
-fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, String> {
+pub(crate) fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, String> {
     let ranking = if object.contains_key("answers") {
         let mut full = object.clone();
         if let Some(p @ Value::String(_)) = full.get("prompt").cloned() {
@@ -165,11 +191,17 @@ fn ranking_of(object: &Map<String, Value>) -> std::result::Result<Ranking, Strin
                 }
             }
         };
+        let annotator = match object.get("annotator") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name.clone()),
+            Some(_) => return Err("\"annotator\" must be a string".into()),
+        };
         Ranking {
             prompt,
             answers: vec![answer("chosen")?, answer("rejected")?],
             ranks: vec![1, 2],
             verdict: Verdict::Ranked,
+            annotator,
         }
     } else {
         return Err(

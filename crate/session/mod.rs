@@ -21,6 +21,7 @@ use crate::data::corpus::Language;
 use crate::data::format::ChatFormat;
 use crate::data::jsonl::{read_conversations, to_jsonl};
 use crate::data::preference::{read_rankings, Ranking, MAX_ANSWERS};
+use crate::data::thumbs::{read_feedback, Thumb};
 use crate::data::Files;
 use crate::error::{KilnError, Result};
 use crate::gpu::Gpu;
@@ -83,12 +84,13 @@ pub struct StageInput {
     pub lang: Language,
     pub conversations: Option<Vec<Conversation>>,
     pub rankings: Option<Vec<Ranking>>,
+    pub thumbs: Option<Vec<Thumb>>,
 }
 
 impl StageInput {
     /// No input of the person's: the corpus, or the built-in data in `lang`.
     pub fn builtin(lang: Language) -> StageInput {
-        StageInput { lang, conversations: None, rankings: None }
+        StageInput { lang, conversations: None, rankings: None, thumbs: None }
     }
 
     /// `data` read as stage `kind` takes it, and the lines skipped with why.
@@ -102,11 +104,29 @@ impl StageInput {
                 input.conversations = Some(read.items);
                 read.skipped
             }
-            Input::Rankings | Input::Prompts => {
+            Input::Feedback => {
+                let read = read_feedback(bytes)?;
+                input.thumbs = Some(read.items);
+                read.skipped
+            }
+            Input::Rankings => {
                 let read = read_rankings(bytes)?;
                 input.rankings = Some(read.items);
                 read.skipped
             }
+            // prompts come from rankings, or from conversations (TRL's prompt/completion or
+            // messages), whose answers a rule may compare with
+            Input::Prompts => match read_rankings(bytes) {
+                Ok(read) => {
+                    input.rankings = Some(read.items);
+                    read.skipped
+                }
+                Err(_) => {
+                    let read = read_conversations(bytes)?;
+                    input.conversations = Some(read.items);
+                    read.skipped
+                }
+            },
         };
         Ok((input, skipped.iter().map(|e| e.to_string()).collect()))
     }
@@ -345,6 +365,7 @@ impl Session {
             corpus: self.corpus.as_deref(),
             conversations: input.conversations,
             rankings: input.rankings,
+            thumbs: input.thumbs,
         })
     }
 

@@ -70,9 +70,11 @@ pub struct AlignConfig {
     pub rpo_alpha: f64,
     /// The reward model's centring coefficient λ (TRL's center_rewards_coefficient; 0: off).
     pub reward_center: f64,
-    /// PPO's KL penalty β per token (TRL: 0.05).
+    /// PPO's KL penalty β per token (TRL: 0.05); RLOO's on each answer's reward (TRL:
+    /// 0.05), GRPO's on its per-token KL estimate (TRL: 0).
     pub kl_coef: f64,
-    /// PPO's clip range ε for the probability ratio (TRL: 0.2) and for the value.
+    /// PPO's (and GRPO's, RLOO's) clip range ε for the probability ratio (TRL: 0.2), and
+    /// PPO's for the value.
     pub clip_range: f64,
     pub value_clip: f64,
     /// Discount γ (TRL: 1) and GAE's λ (TRL: 0.95).
@@ -93,6 +95,21 @@ pub struct AlignConfig {
     pub top_k: usize,
     pub top_p: f32,
     pub answer_tokens: usize,
+    /// RLOO's and GRPO's reward: a rule as JSON, a list of checks with weights
+    /// (`data::rule`: contains, notContains, endsWith, matches, maxWords,
+    /// equalsReference).
+    pub rule: String,
+    /// Answers sampled per prompt in RLOO and GRPO, the group each is compared with (TRL's
+    /// num_generations).
+    pub generations: usize,
+    /// Optimizer steps on each round of RLOO's or GRPO's rollouts (TRL's num_iterations).
+    pub iterations: u64,
+    /// KTO's β (TRL: 0.1).
+    pub kto_beta: f64,
+    /// KTO's weights on thumbs up and on thumbs down (0: balance the counts, so that
+    /// λ_D·n_D = λ_U·n_U with the rarer kind at 1).
+    pub desirable_weight: f64,
+    pub undesirable_weight: f64,
 }
 
 impl Default for AlignConfig {
@@ -115,6 +132,12 @@ impl Default for AlignConfig {
             top_k: 0,
             top_p: 1.0,
             answer_tokens: 16,
+            rule: r#"[{"check":"equalsReference"}]"#.into(),
+            generations: 4,
+            iterations: 1,
+            kto_beta: 0.1,
+            desirable_weight: 0.0,
+            undesirable_weight: 0.0,
         }
     }
 }
@@ -246,6 +269,7 @@ impl TrainConfig {
             return Err(KilnError::Config(format!("answersPerPrompt must be 2 to {most}, not {k}")));
         }
         self.lora()?;
+        crate::data::rule::Rule::parse(&self.align.rule)?;
         Ok(())
     }
 

@@ -27,11 +27,14 @@ metrics! {
     /// The same on the held-out rankings, at each validation.
     val_pair_accuracy,
     val_reward_margin,
-    /// PPO, per answer of the last rollouts: the reward model's score, the KL to the
+    /// PPO, per answer of the last rollouts: the reward model's score (RLOO, GRPO: the rule's), the KL to the
     /// fine-tuned model (nats), and the share that ended by themselves.
     mean_reward,
     kl,
     ended_share,
+    /// RLOO and GRPO: the share of prompts whose answers all scored alike (they teach
+    /// nothing; near 1, the run has stalled: TRL's frac_reward_zero_std).
+    zero_std_share,
     /// PPO, per answer token of the last updates: the share clipped, −mean log π (an
     /// estimate of the policy's entropy), and the value and policy losses.
     clip_fraction,

@@ -1,6 +1,6 @@
 //! Training: each stage's options ([`config`]), the optimizer and schedule, the one
 //! training step every stage shares, the [`Trainer`], and the stages — pretraining,
-//! supervised fine-tuning, the reward model, DPO and PPO — each a short file that supplies
+//! supervised fine-tuning, the reward model, DPO, PPO, KTO on thumbs, and RLOO and GRPO on a rule — each a short file that supplies
 //! batches with a loss weight per position and describes itself in a [`StageDef`],
 //! registered below. Below the trainer: the divergence guard ([`guard`]) and the CPU step
 //! shared across workers ([`parallel`]); beside it, the backend probe ([`choose`]),
@@ -9,6 +9,7 @@
 pub mod choose;
 pub mod config;
 pub mod golden;
+pub mod group;
 pub mod guard;
 pub mod metrics;
 pub mod optimizer;
@@ -65,4 +66,10 @@ register_stages! {
     Dpo => dpo,
     /// PPO against the reward model, with a KL penalty to the fine-tuned model.
     Ppo => ppo,
+    /// KTO on thumbs up and down (rankings read as thumbs).
+    Kto => kto,
+    /// REINFORCE with the other answers to the prompt as baseline, scored by a rule.
+    Rloo => rloo,
+    /// Group-normalised advantages and a clipped ratio, scored by a rule.
+    Grpo => grpo,
 }

@@ -18,10 +18,10 @@ use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind, TrainConfig};
 use crate::data::chat::{Conversation, Role};
 use crate::data::format::ChatFormat;
+use crate::data::instruct::{instruction_set, Split};
 use crate::data::jsonl::to_jsonl;
 use crate::data::Files;
 use crate::data::{make_batch, Batcher, BatcherState, Row};
-use crate::data::instruct::{instruction_set, Split};
 use crate::error::{KilnError, Result};
 use crate::model::ScalarHeadKind;
 use crate::sample::Candidate;
@@ -259,7 +259,10 @@ impl Stage for Ppo {
 
     fn sample_prompt(&self, tokenizer: &Tokenizer) -> Result<(Vec<u32>, String)> {
         let p = &self.prompts[0];
-        Ok((self.format.chat_prompt(tokenizer, p, self.t)?, format!("{} → ", p.last().map_or("", |m| m.content.as_str()))))
+        Ok((
+            self.format.chat_prompt(tokenizer, p, self.t)?,
+            format!("{} → ", p.last().map_or("", |m| m.content.as_str())),
+        ))
     }
 
     fn heads(&self) -> Option<Heads> {
@@ -289,7 +292,13 @@ impl Stage for Ppo {
     }
 
     /// The rollouts as a batch of B rows: prompt + answer (+ its stop token) + padding.
-    fn rollout_batch(&mut self, prompts: &[Vec<u32>], answers: &[Vec<Candidate>], b: usize) -> Result<TokenBatch> {
+    fn rollout_batch(
+        &mut self,
+        _tokenizer: &Tokenizer,
+        prompts: &[Vec<u32>],
+        answers: &[Vec<Candidate>],
+        b: usize,
+    ) -> Result<TokenBatch> {
         let mut rows = Vec::new();
         for (prompt, cands) in prompts.iter().zip(answers) {
             rows.extend(cands.iter().map(|cand| answer_row(prompt, &cand.ids, self.t, self.format.roles.pad)));

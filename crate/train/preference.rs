@@ -71,7 +71,7 @@ pub struct GroupBatch {
 }
 
 /// Groups in order, packed into batches of at most `b` rows.
-fn pack(groups: &[Group], b: usize) -> Vec<Vec<usize>> {
+pub(crate) fn pack(groups: &[Group], b: usize) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut rows = 0;
     for (g, group) in groups.iter().enumerate() {
@@ -87,7 +87,7 @@ fn pack(groups: &[Group], b: usize) -> Vec<Vec<usize>> {
     out
 }
 
-fn batch_of(groups: &[Group], chosen: &[usize], b: usize, t: usize) -> GroupBatch {
+pub(crate) fn batch_of(groups: &[Group], chosen: &[usize], b: usize, t: usize) -> GroupBatch {
     let mut rows = Vec::with_capacity(b);
     let mut placed = Vec::with_capacity(chosen.len());
     for &g in chosen {

@@ -14,6 +14,7 @@ use crate::data::chat::Conversation;
 use crate::data::corpus::Language;
 use crate::data::format::ChatFormat;
 use crate::data::preference::Ranking;
+use crate::data::thumbs::Thumb;
 use crate::data::{Batcher, BatcherState, Dataset, Files, Row};
 use crate::error::{KilnError, Result};
 use crate::model::ScalarHeadKind;
@@ -57,6 +58,9 @@ pub enum Input {
     Conversations,
     /// Rankings (JSONL, or TRL's prompt/chosen/rejected pairs).
     Rankings,
+    /// Thumbs up and down on single answers (TRL's unpaired prompt/completion/label), or
+    /// rankings and pairs read as thumbs.
+    Feedback,
     /// Prompts to answer: the rankings' prompts, conversations up to their last user
     /// turn, or the built-in questions.
     Prompts,
@@ -84,6 +88,7 @@ pub struct BuildInput<'a> {
     pub corpus: Option<&'a str>,
     pub conversations: Option<Vec<Conversation>>,
     pub rankings: Option<Vec<Ranking>>,
+    pub thumbs: Option<Vec<Thumb>>,
 }
 
 impl BuildInput<'_> {
@@ -220,7 +225,13 @@ pub trait Stage {
     }
     /// The answers to [`Stage::rollout_request`] (per prompt, its answers) as one batch
     /// of `b` rows, which the trainer runs through every frozen model and the model itself.
-    fn rollout_batch(&mut self, _prompts: &[Vec<u32>], _answers: &[Vec<Candidate>], _b: usize) -> Result<TokenBatch> {
+    fn rollout_batch(
+        &mut self,
+        _tokenizer: &Tokenizer,
+        _prompts: &[Vec<u32>],
+        _answers: &[Vec<Candidate>],
+        _b: usize,
+    ) -> Result<TokenBatch> {
         Err(KilnError::Config(format!("the {} stage samples no rollouts", self.kind())))
     }
     /// The outputs on that batch: each frozen model's (`Trainer::set_frozen`, in order),

@@ -727,7 +727,7 @@ impl<B: Backend> Trainer<B> {
         let ended: Vec<bool> = answers.iter().flatten().map(|c| c.ended).collect();
         let prompts: Vec<Vec<u32>> = request.prompts.into_iter().map(|(ids, _)| ids).collect();
         let stage = self.stage.as_mut().expect("checked");
-        let batch = stage.rollout_batch(&prompts, &answers, b)?;
+        let batch = stage.rollout_batch(&self.tokenizer, &prompts, &answers, b)?;
         let heads = stage.heads().unwrap_or(Heads::LM);
         self.eval_acts()?;
         let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");

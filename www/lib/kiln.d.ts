@@ -75,6 +75,19 @@ export interface TrainingOptions {
   topK?: number;
   topP?: number;
   answerTokens?: number;
+  /** RLOO and GRPO: the rule that scores answers (JSON, a list of checks such as
+   * `[{"check": "endsWith", "text": "!"}, {"check": "equalsReference", "weight": 2}]`;
+   * checks: contains, notContains, endsWith, matches, maxWords, equalsReference), answers
+   * sampled per prompt (the group), and optimizer steps per round of rollouts. Their KL
+   * weight is klCoef, GRPO's ratio clip clipRange. */
+  rule?: string;
+  generations?: number;
+  iterations?: number;
+  /** KTO on thumbs (or rankings read as thumbs: the best answers up, the worst down):
+   * β, and the weights on thumbs up and down (zero balances them by their counts). */
+  ktoBeta?: number;
+  desirableWeight?: number;
+  undesirableWeight?: number;
   /** LoRA: the rank of low-rank adapters that train in place of the frozen weights
    * (PEFT's LoRA; zero trains every weight), α (the adapters' scale is α / rank) and the
    * layers adapted: 'attention' (q_proj and v_proj, or the c_attn of GPT models), 'all-linear', or
@@ -95,7 +108,7 @@ export interface ModelEstimate {
   problem: string | null;
 }
 
-export type StageName = 'pretrain' | 'sft' | 'reward' | 'dpo' | 'ppo';
+export type StageName = 'pretrain' | 'sft' | 'reward' | 'dpo' | 'ppo' | 'kto' | 'rloo' | 'grpo';
 
 export interface ModelInfo {
   /** The stage begun on the model, or null (an imported model before any stage). */
@@ -233,10 +246,12 @@ export interface Metrics {
   /** The same on the held-out rankings. */
   valPairAccuracy?: number;
   valRewardMargin?: number;
-  /** PPO, per answer of the last rollouts: reward-model score, KL to the fine-tuned model, share that ended. */
+  /** PPO, per answer of the last rollouts: reward-model score (RLOO, GRPO: the rule's), KL to the fine-tuned model, share that ended. */
   meanReward?: number;
   kl?: number;
   endedShare?: number;
+  /** RLOO and GRPO: share of prompts whose answers all scored alike (near one, the run has stalled). */
+  zeroStdShare?: number;
   /** PPO, per answer token of the last updates. */
   clipFraction?: number;
   entropy?: number;

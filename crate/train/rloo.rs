@@ -1,0 +1,55 @@
+//! RLOO (Ahmadian et al. 2024, "Back to basics"): REINFORCE with each answer's baseline
+//! the mean reward of the other answers to its prompt, the reward a rule's score minus
+//! β times the answer's KL to the fine-tuned model. TRL's defaults: 2 answers a prompt,
+//! β 0.05. The round, the loss and the measures are [`super::group`]'s.
+
+use super::group::{prompts_of, Baseline, GroupPolicy};
+use super::stage::{Built, Frozen, Input, StageDef};
+use super::{AlignConfig, StageKind, TrainConfig};
+
+pub const DEF: StageDef = StageDef {
+    name: "rloo",
+    input: Input::Prompts,
+    // eight prompts of two answers a batch; one update a round
+    defaults: || TrainConfig {
+        steps: 200,
+        lr: 3e-5,
+        min_lr: 3e-5,
+        batch_size: 16,
+        align: AlignConfig { generations: 2, rollout_prompts: 8, kl_coef: 0.05, ..AlignConfig::default() },
+        ..TrainConfig::preference()
+    },
+    options: &[
+        "rule",
+        "generations",
+        "rolloutPrompts",
+        "iterations",
+        "klCoef",
+        "clipRange",
+        "missingEndPenalty",
+        "temperature",
+        "topK",
+        "topP",
+        "answerTokens",
+    ],
+    head: None,
+    frozen: &[Frozen::Reference],
+    from_reference: true,
+    build: |mut i| {
+        let prompts = prompts_of(&mut i);
+        let stage =
+            GroupPolicy::new(StageKind::Rloo, Baseline::LeaveOneOut, prompts, i.t, i.cfg.align.clone(), i.cfg.seed)?;
+        Ok(Built::new(stage.in_format(i.format)))
+    },
+    restore: |r| {
+        let stage = GroupPolicy::restore(
+            StageKind::Rloo,
+            Baseline::LeaveOneOut,
+            r.files,
+            r.t,
+            r.cfg.align.clone(),
+            r.position,
+        )?;
+        Ok(Box::new(stage.in_format(r.format)))
+    },
+};
