@@ -21,6 +21,12 @@
 //!   training questions; KTO on them must raise the rule's rate by 30 points and keep exact
 //!   match within 5.
 //!
+//! - online DPO, from the same fine-tuned model: the scripted ranker ranks K answers to
+//!   one training question at a time, sampled from the model as it is then; every few
+//!   rankings a few DPO steps on all the rankings so far. With at most 100 ranked prompts
+//!   (a third of the batch DPO's 300) it must reach batch DPO's bar: the rule's rate up 30
+//!   points, exact match within 5.
+//!
 //! On the CPU backend, which computes what the GPU backend does (tests/golden.rs holds
 //! both against PyTorch) about ten times faster on this machine; `KILN_TEST_BACKEND=gpu`
 //! runs the same on the GPU backend (lavapipe here: about an hour).
@@ -43,6 +49,7 @@ use kiln::tokenizer::{Tokenizer, TokenizerKind};
 use kiln::train::dpo::Dpo;
 use kiln::train::group::{Baseline, GroupPolicy, Prompt};
 use kiln::train::kto::Kto;
+use kiln::train::online::{self, OnlineDpo};
 use kiln::train::ppo::Ppo;
 use kiln::train::preference::PreferenceRows;
 use kiln::train::resume::resume_files;
@@ -454,5 +461,76 @@ fn thumbs_align_the_model_with_kto() {
         kto(|| GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")))
     } else {
         kto(CpuBackend::new)
+    }
+}
+
+/// Ranked prompts online DPO may use.
+const ONLINE_RANKED: usize = 100;
+
+fn online<B: Backend>(make: impl Fn() -> B) {
+    let language = Language::English;
+    let tuned = fine_tuned();
+    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
+    let sft_params = tuned.params.clone();
+    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
+    let mut reference =
+        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let before = measure(&mut policy, &mut reference, &held_out);
+    print("fine-tuned (SFT)", &before);
+    let cfg = options(StageKind::Dpo);
+    let every = std::env::var("KILN_ONLINE_EVERY").map_or(online::DEFAULT_EVERY, |v| v.parse().unwrap());
+    let steps = std::env::var("KILN_ONLINE_STEPS").map_or(online::DEFAULT_STEPS, |v| v.parse().unwrap());
+    let mut online = OnlineDpo::new(every, steps);
+    let started = std::time::Instant::now();
+    for (i, conv) in instruction_set(language, Split::Train, ONLINE_RANKED).iter().enumerate() {
+        // the answers come from the model as it is now
+        let sc = SampleConfig { max_tokens: 16, temperature: 1.0, top_k: 0, top_p: 1.0, seed: (i * K) as u64 };
+        let cands = block_on(policy.sample_answers(&conv[..1], K, &sc)).unwrap();
+        let answers: Vec<String> = cands.iter().map(|c| tokenizer.decode(c.content()).unwrap()).collect();
+        let ranks = scripted_ranks(&conv[1].content, &answers);
+        let ranking = Ranking { prompt: conv[..1].to_vec(), answers, ranks, verdict: Verdict::Ranked, annotator: None };
+        if online.add(ranking) {
+            if let Some(u) = block_on(online.update(&mut policy, &mut reference, &cfg)).unwrap() {
+                if online.updates.len() % 5 == 0 {
+                    println!("online update {} after {} rankings: {u:?}", online.updates.len(), u.rankings);
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let after = measure(&mut policy, &mut reference, &held_out);
+    print("after online DPO", &after);
+    println!(
+        "SUMMARY base rule {:.1}% acc {:.1}% | online DPO ({} rankings, {} updates of {steps} steps, {seconds:.0} s) rule {:.1}% acc {:.1}% KL {:.3}",
+        100.0 * before.rule,
+        100.0 * before.accuracy,
+        online.rankings.len(),
+        online.updates.len(),
+        100.0 * after.rule,
+        100.0 * after.accuracy,
+        after.kl
+    );
+    assert!(online.rankings.len() <= 100, "a third of batch DPO's rankings at most");
+    assert!(
+        after.rule >= before.rule + 0.30,
+        "online DPO raises the rule's rate by 30 points: {} → {}",
+        before.rule,
+        after.rule
+    );
+    assert!(
+        after.accuracy >= before.accuracy - 0.05,
+        "online DPO keeps task accuracy: {} → {}",
+        before.accuracy,
+        after.accuracy
+    );
+}
+
+#[test]
+fn online_dpo_learns_while_the_script_ranks() {
+    if backend_is_gpu() {
+        online(|| GpuBackend::new(block_on(Gpu::new()).expect("a GPU adapter (lavapipe)")))
+    } else {
+        online(CpuBackend::new)
     }
 }

@@ -560,3 +560,35 @@ fn kto_on_thumbs_and_grpo_and_rloo_on_a_rule_from_the_command_line() {
         std::fs::remove_file(f).unwrap();
     }
 }
+
+/// `kiln candidates --online`: the person ranks on stdin, the model updates every two
+/// rankings (online DPO), the rankings are written as they come and the updated model is
+/// saved; a skip and an "all bad" are kept as such.
+#[test]
+fn online_ranking_on_stdin_updates_the_model_as_it_goes() {
+    let dirs = ["online-sft", "online-model"].map(temp);
+    let [sft, model] = dirs.each_ref().map(|d| d.to_str().unwrap().to_string());
+    let (ok, _, err) = kiln(&["pretrain", "--steps", "10", "--out", &sft, "--backend", "cpu", "--sample-every", "0"]);
+    assert!(ok, "pretrain failed: {err}");
+    let out = std::env::temp_dir().join(format!("kiln-cli-online-{}.jsonl", std::process::id()));
+    let args =
+        ["candidates", "--online", "--ckpt", &sft, "--n", "7", "--k", "3", "--every", "2", "--update-steps", "1"];
+    let more = ["--save", &model, "--out", out.to_str().unwrap(), "--backend", "cpu"];
+    // a typo is asked again; the fifth prompt is skipped, the sixth all bad
+    let stdin = "1 2 3\n3 1 2\n1 1 2\nbest\n2 3 1\ns\nx\n1 3 2\n";
+    let (ok, _, err) = kiln_with_stdin(&[&args[..], &more].concat(), stdin);
+    println!("{err}");
+    assert!(ok, "online candidates failed: {err}");
+    assert!(err.contains("give 3 ranks from 1 to 3"), "{err}");
+    assert!(err.contains("update 1 after 2 rankings") && err.contains("update 3 after 6 rankings"), "{err}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let verdicts: Vec<&str> = lines.iter().map(|l| l["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, ["ranked", "ranked", "ranked", "ranked", "skipped", "all_bad", "ranked"]);
+    assert_eq!(lines[1]["ranks"], serde_json::json!([3, 1, 2]));
+    assert!(dirs[1].join("model.safetensors").is_file() && dirs[1].join("trainer.json").is_file());
+    for dir in &dirs {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    std::fs::remove_file(&out).unwrap();
+}

@@ -155,7 +155,20 @@ fn run(args: &[String]) -> CliResult {
             _ => Err(usage(&format!("config of which stage? kiln config {} [options]", stage_names().join("|")))),
         },
         Some("candidates") => {
-            const FLAGS: &[&str] = &["ckpt", "out", "prompts", "lang", "n", "k", "rank", "backend"];
+            const FLAGS: &[&str] = &[
+                "ckpt",
+                "out",
+                "prompts",
+                "lang",
+                "n",
+                "k",
+                "rank",
+                "backend",
+                "online",
+                "save",
+                "every",
+                "update-steps",
+            ];
             options("candidates", rest, &[FLAGS, SAMPLING].concat(), None).and_then(|o| candidates(&o))
         }
         Some("agreement") => agreement_cmd(rest),
@@ -233,7 +246,7 @@ fn read_text_file(path: &str, cap: u64, what: &str) -> Result<Vec<u8>, KilnError
 }
 
 /// The flags that take no value.
-const SWITCHES: &[&str] = &["log-json", "quick", "large", "generation-prompt"];
+const SWITCHES: &[&str] = &["log-json", "quick", "large", "generation-prompt", "online"];
 
 /// The sampling flags of the commands that generate (SampleConfig's fields).
 const SAMPLING: &[&str] = &["tokens", "temperature", "top-k", "top-p", "seed"];
@@ -688,6 +701,9 @@ fn candidates(o: &Options) -> CliResult {
     };
     let cfg = sample_config(o, defaults)?;
     let (prompts, expected) = prompts(o, get(o, "n", 100usize)?)?;
+    if o.contains_key("online") {
+        return candidates_online(o, &out, k, cfg, (prompts, expected), scripted);
+    }
     with_backend!(o, ckpt_spec(o), be => {
         let mut run = load(be, o)?;
         let mut rankings = Vec::with_capacity(prompts.len());
@@ -708,6 +724,95 @@ fn candidates(o: &Options) -> CliResult {
             if scripted { ", ranked by the script" } else { "; rank them, then set \"verdict\" to \"ranked\"" });
         Ok(())
     })
+}
+
+/// `kiln candidates --online`: each prompt's answers sampled from the model as it is,
+/// ranked (by the script, or by the person on stdin), and every `--every` rankings a few
+/// DPO steps (online DPO, the reference the model given); the rankings are written as
+/// they come, the updated model to `--save DIR` at the end.
+fn candidates_online(
+    o: &Options,
+    out: &Path,
+    k: usize,
+    sample: SampleConfig,
+    (prompts, expected): (Vec<Conversation>, Vec<String>),
+    scripted: bool,
+) -> CliResult {
+    let save = PathBuf::from(
+        o.get("save").ok_or_else(|| usage("candidates --online needs --save DIR for the model it trains"))?,
+    );
+    check_out(&save)?;
+    let every = get(o, "every", kiln::train::online::DEFAULT_EVERY)?;
+    let steps = get(o, "update-steps", kiln::train::online::DEFAULT_STEPS)?;
+    let cfg = TrainConfig::for_stage(StageKind::Dpo);
+    let mut online = kiln::train::online::OnlineDpo::new(every, steps);
+    let mut lines = std::io::stdin().lines();
+    with_backend!(o, ckpt_spec(o), be => {
+        let mut policy = load(be, o)?;
+        let (tokenizer, config, params) = (policy.tokenizer.clone(), policy.model.config, block_on(policy.params())?);
+        let mut reference = Trainer::with_model(CpuBackend::new(), tokenizer, config, Some(&params), 0)?;
+        for (i, prompt) in prompts.iter().enumerate() {
+            let sc = SampleConfig { seed: sample.seed + (i * k) as u64, ..sample.clone() };
+            let cands = block_on(policy.sample_answers(prompt, k, &sc))?;
+            let answers: Vec<String> = cands.iter().map(|c| policy.tokenizer.decode(c.content())).collect::<Result<_, _>>()?;
+            let (ranks, verdict) = if scripted {
+                (scripted_ranks(&expected[i], &answers), Verdict::Ranked)
+            } else {
+                eprintln!("\n{}", prompt.last().map_or("", |m| m.content.as_str()));
+                for (j, a) in answers.iter().enumerate() {
+                    eprintln!("  {}. {a}", j + 1);
+                }
+                match ask_ranks(&mut lines, k)? {
+                    Some(answer) => answer,
+                    None => break,
+                }
+            };
+            let ranking = Ranking { prompt: prompt.clone(), answers, ranks, verdict, annotator: None };
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(out).map_err(io_error(out))?;
+            std::io::Write::write_all(&mut file, rankings_jsonl(std::slice::from_ref(&ranking)).as_bytes())
+                .map_err(io_error(out))?;
+            if online.add(ranking) {
+                if let Some(u) = block_on(online.update(&mut policy, &mut reference, &cfg))? {
+                    let agreement = u.val_pair_accuracy.map_or("-".into(), |a| format!("{:.0}%", 100.0 * a));
+                    eprintln!(
+                        "update {} after {} rankings: {steps} DPO steps on {}, loss {:.3}, agreement with the {} held back {agreement}",
+                        online.updates.len(), u.rankings, u.trained_on, u.loss.unwrap_or(f32::NAN), u.held_back
+                    );
+                }
+            }
+        }
+        eprintln!("{} rankings written to {}, {} updates", online.rankings.len(), out.display(), online.updates.len());
+        if online.updates.is_empty() {
+            return Err(usage("no update was made: rank more prompts (an update needs rankings that prefer one answer to another)"));
+        }
+        write_dir(&save, &block_on(kiln::train::resume::resume_files(&mut policy))?)?;
+        eprintln!("the updated model is in {}", save.display());
+        Ok(())
+    })
+}
+
+/// The person's ranks of `k` answers, typed on one line ("2 1 3": the first answer
+/// second best …), "s" to skip, "x" when all are bad; None at the end of input.
+fn ask_ranks(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    k: usize,
+) -> Result<Option<(Vec<u32>, Verdict)>, KilnError> {
+    loop {
+        eprint!("ranks (1 best, one per answer, ties allowed; s skip, x all bad): ");
+        let Some(line) = lines.next() else { return Ok(None) };
+        let line = line.map_err(|e| KilnError::Io(e.to_string()))?;
+        match line.trim() {
+            "s" => return Ok(Some(((1..=k as u32).collect(), Verdict::Skipped))),
+            "x" => return Ok(Some((vec![1; k], Verdict::AllBad))),
+            text => {
+                let ranks: Vec<u32> = text.split_whitespace().filter_map(|r| r.parse().ok()).collect();
+                if ranks.len() == k && ranks.iter().all(|&r| (1..=k as u32).contains(&r)) {
+                    return Ok(Some((ranks, Verdict::Ranked)));
+                }
+                eprintln!("give {k} ranks from 1 to {k}, separated by spaces");
+            }
+        }
+    }
 }
 
 /// The rankings `--rankings` names (bad lines reported and skipped).

@@ -12,6 +12,7 @@ pub mod golden;
 pub mod group;
 pub mod guard;
 pub mod metrics;
+pub mod online;
 pub mod optimizer;
 pub mod parallel;
 pub mod preference;

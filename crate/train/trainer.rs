@@ -13,7 +13,7 @@ use super::guard::{GoodState, Guard, MAX_ROLLBACKS, SPIKE_FACTOR};
 use super::optimizer::{lr_at, AdamW};
 use super::parallel::{ShareResult, SharedStep, StepShares};
 use super::stage::{Phase, Stage};
-use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, TokenBatch};
+use super::step::{backward_with, evaluate, forward_outputs, train_step, Heads, Outputs, TokenBatch};
 use super::{Metrics, StageKind};
 use crate::backend::Backend;
 use crate::checkpoint::ModelExtras;
@@ -793,6 +793,19 @@ impl<B: Backend> Trainer<B> {
             }
         }
         Ok(out)
+    }
+
+    /// The outputs of `batch` under this model (no step): what a frozen model gives a
+    /// stage that keeps reference outputs computed elsewhere (online DPO's reference).
+    pub async fn outputs(&mut self, batch: &TokenBatch, heads: Heads) -> Result<Outputs> {
+        let t = self.model.config.block_size;
+        let fits = |a: &&Activations<B::Buf>| a.b == batch.b && a.t == t;
+        if let Some(acts) = self.acts.as_ref().filter(fits).or(self.eval_acts.as_ref().filter(fits)) {
+            return forward_outputs(&mut self.be, &self.model, acts, batch, heads).await;
+        }
+        // another batch size than this model's runs: activations for this pass only
+        let acts = Activations::for_model(&mut self.be, &self.model, batch.b, t)?;
+        forward_outputs(&mut self.be, &self.model, &acts, batch, heads).await
     }
 
     /// Gives a stage that keeps reference outputs (DPO) those of the model as it is now.
