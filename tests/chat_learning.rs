@@ -232,18 +232,36 @@ fn options(stage: StageKind) -> TrainConfig {
     TrainConfig::from_options(stage, &given).unwrap()
 }
 
-fn align<B: Backend>(make: impl Fn() -> B) {
-    let language = Language::English;
+/// What each alignment test starts from: the fine-tuned model's tokenizer, shape and
+/// weights, a trainer of it on the test's backend, a frozen copy on the CPU (the reference
+/// KL is measured against), the held-out questions, and how the fine-tuned model does on
+/// them.
+struct Start<B: Backend> {
+    tokenizer: Tokenizer,
+    config: GptConfig,
+    sft_params: Vec<f32>,
+    run: Trainer<B>,
+    reference: Trainer<CpuBackend>,
+    held_out: Vec<Conversation>,
+    before: Measure,
+}
+
+fn start<B: Backend>(make: &impl Fn() -> B) -> Start<B> {
     let tuned = fine_tuned();
-    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
-    let t = config.block_size;
-    let sft_params = tuned.params.clone();
-    let mut run = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
+    let (config, tokenizer, sft_params) = (tuned.config, tuned.tokenizer.clone(), tuned.params.clone());
+    let held_out = instruction_set(Language::English, Split::HeldOut, HELD_OUT);
     let mut reference =
         Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
+    let mut run = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
     let before = measure(&mut run, &mut reference, &held_out);
     print("fine-tuned (SFT)", &before);
+    Start { tokenizer, config, sft_params, run, reference, held_out, before }
+}
+
+fn align<B: Backend>(make: impl Fn() -> B) {
+    let language = Language::English;
+    let Start { tokenizer, config, sft_params, mut run, mut reference, held_out, before } = start(&make);
+    let t = config.block_size;
 
     // the scripted ranker ranks K sampled answers to each of RANKED training questions
     let questions = instruction_set(language, Split::Train, RANKED);
@@ -258,6 +276,7 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     let rows = PreferenceRows::split(&tokenizer, rankings.clone(), t, cfg.val_fraction, cfg.seed).unwrap();
     rm.begin(Box::new(Reward::new(rows, cfg.align.reward_center)), cfg).unwrap();
     let mut val_accuracy = 0.0;
+    let started = std::time::Instant::now();
     while !rm.done() {
         let p = block_on(rm.train_one()).unwrap();
         if let Some(a) = p.metrics.val_pair_accuracy {
@@ -265,6 +284,7 @@ fn align<B: Backend>(make: impl Fn() -> B) {
             println!("reward step {:>4} loss {:?} held-out pair accuracy {:.1}%", p.step, p.loss, 100.0 * a);
         }
     }
+    let reward_s = started.elapsed().as_secs_f64();
     let reward_params = block_on(rm.params()).unwrap();
     assert_eq!(reward_params.len(), ParamLayout::with_scalar_head(&config, ScalarHeadKind::Reward).total);
 
@@ -277,7 +297,9 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     assert!(prompts.iter().all(|p| p[0].role == Role::User));
     let stage = Ppo::new(prompts, t, cfg.align.clone(), cfg.seed).unwrap();
     policy.begin(Box::new(stage), cfg).unwrap();
+    let started = std::time::Instant::now();
     train(&mut policy);
+    let ppo_s = started.elapsed().as_secs_f64();
     let after_ppo = measure(&mut policy, &mut reference, &held_out);
     print("after PPO", &after_ppo);
 
@@ -287,14 +309,17 @@ fn align<B: Backend>(make: impl Fn() -> B) {
     let rows = PreferenceRows::split(&tokenizer, rankings, t, cfg.val_fraction, cfg.seed).unwrap();
     let stage = Dpo::new(rows, cfg.align.dpo_beta, cfg.align.rpo_alpha);
     dpo.begin(Box::new(stage), cfg).unwrap();
+    let started = std::time::Instant::now();
     train(&mut dpo);
+    let dpo_s = started.elapsed().as_secs_f64();
     let after_dpo = measure(&mut dpo, &mut reference, &held_out);
     print("after DPO", &after_dpo);
 
     println!(
-        "SUMMARY base rule {:.1}% acc {:.1}% | reward held-out pair accuracy {:.1}% | PPO rule {:.1}% acc {:.1}% KL {:.3} | DPO rule {:.1}% acc {:.1}% KL {:.3}",
+        "SUMMARY base rule {:.1}% acc {:.1}% | {} rankings, {pairs} pairs | reward held-out pair accuracy {:.1}% ({reward_s:.0} s) | PPO rule {:.1}% acc {:.1}% KL {:.3} ({ppo_s:.0} s) | DPO rule {:.1}% acc {:.1}% KL {:.3} ({dpo_s:.0} s)",
         100.0 * before.rule,
         100.0 * before.accuracy,
+        RANKED,
         100.0 * val_accuracy,
         100.0 * after_ppo.rule,
         100.0 * after_ppo.accuracy,
@@ -335,15 +360,7 @@ fn ranking_aligns_the_model_with_ppo_and_with_dpo() {
 /// its answer, no ranking.
 fn rules<B: Backend>(make: impl Fn() -> B) {
     let language = Language::English;
-    let tuned = fine_tuned();
-    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
-    let sft_params = tuned.params.clone();
-    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
-    let mut reference =
-        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let mut base = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let before = measure(&mut base, &mut reference, &held_out);
-    print("fine-tuned (SFT)", &before);
+    let Start { tokenizer, config, sft_params, mut reference, held_out, before, .. } = start(&make);
     let prompts: Vec<Prompt> = instruction_set(language, Split::Train, 1000)
         .into_iter()
         .map(|c| Prompt { messages: c[..1].to_vec(), reference: Some(c[1].content.clone()) })
@@ -356,11 +373,13 @@ fn rules<B: Backend>(make: impl Fn() -> B) {
         cfg.align.rule = Rule::exclaimed_and_correct().to_json();
         let stage = GroupPolicy::new(kind, baseline, prompts.clone(), config.block_size, cfg.align.clone(), cfg.seed);
         run.begin(Box::new(stage.unwrap()), cfg).unwrap();
+        let started = std::time::Instant::now();
         train(&mut run);
+        let seconds = started.elapsed().as_secs_f64();
         let after = measure(&mut run, &mut reference, &held_out);
         print(&format!("after {kind}"), &after);
         summary.push(format!(
-            "{kind} rule {:.1}% acc {:.1}% KL {:.3}",
+            "{kind} rule {:.1}% acc {:.1}% KL {:.3} ({seconds:.0} s)",
             100.0 * after.rule,
             100.0 * after.accuracy,
             after.kl
@@ -412,31 +431,26 @@ fn thumbs_with_script<B: Backend>(run: &mut Trainer<B>, questions: &[Conversatio
 
 fn kto<B: Backend>(make: impl Fn() -> B) {
     let language = Language::English;
-    let tuned = fine_tuned();
-    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
-    let sft_params = tuned.params.clone();
-    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
-    let mut reference =
-        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let mut run = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let before = measure(&mut run, &mut reference, &held_out);
-    print("fine-tuned (SFT)", &before);
+    let Start { tokenizer, config, mut run, mut reference, held_out, before, .. } = start(&make);
     let questions = instruction_set(language, Split::Train, RANKED);
     let thumbs = thumbs_with_script(&mut run, &questions, 2);
-    let up = thumbs.iter().filter(|t| t.label).count();
+    let (up, thumbs_n) = (thumbs.iter().filter(|t| t.label).count(), thumbs.len());
     println!("{} thumbs: {up} up, {} down", thumbs.len(), thumbs.len() - up);
     let cfg = options(StageKind::Kto);
     let stage =
         Kto::split(&kiln::data::format::ChatFormat::kiln(), &tokenizer, thumbs, config.block_size, &cfg).unwrap();
     println!("KTO weights (desirable, undesirable): {:?}", stage.weights());
     run.begin(Box::new(stage), cfg).unwrap();
+    let started = std::time::Instant::now();
     train(&mut run);
+    let seconds = started.elapsed().as_secs_f64();
     let after = measure(&mut run, &mut reference, &held_out);
     print("after KTO", &after);
     println!(
-        "SUMMARY base rule {:.1}% acc {:.1}% | kto rule {:.1}% acc {:.1}% KL {:.3}",
+        "SUMMARY base rule {:.1}% acc {:.1}% | kto ({up} up, {} down) rule {:.1}% acc {:.1}% KL {:.3} ({seconds:.0} s)",
         100.0 * before.rule,
         100.0 * before.accuracy,
+        thumbs_n - up,
         100.0 * after.rule,
         100.0 * after.accuracy,
         after.kl
@@ -469,15 +483,7 @@ const ONLINE_RANKED: usize = 100;
 
 fn online<B: Backend>(make: impl Fn() -> B) {
     let language = Language::English;
-    let tuned = fine_tuned();
-    let (config, tokenizer) = (tuned.config, tuned.tokenizer.clone());
-    let sft_params = tuned.params.clone();
-    let held_out = instruction_set(language, Split::HeldOut, HELD_OUT);
-    let mut reference =
-        Trainer::with_model(CpuBackend::new(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let mut policy = Trainer::with_model(make(), tokenizer.clone(), config, Some(&sft_params), 0).unwrap();
-    let before = measure(&mut policy, &mut reference, &held_out);
-    print("fine-tuned (SFT)", &before);
+    let Start { tokenizer, run: mut policy, mut reference, held_out, before, .. } = start(&make);
     let cfg = options(StageKind::Dpo);
     let every = std::env::var("KILN_ONLINE_EVERY").map_or(online::DEFAULT_EVERY, |v| v.parse().unwrap());
     let steps = std::env::var("KILN_ONLINE_STEPS").map_or(online::DEFAULT_STEPS, |v| v.parse().unwrap());

@@ -16,6 +16,7 @@ import { addExampleRow, wireSft } from './sections/sft.js';
 import { loadRankings, showRankings, restoreRankingInProgress, wireRanking } from './sections/rank.js';
 import { restoreRankSource } from './sections/rank_source.js';
 import { wireAlignment } from './sections/align.js';
+import { wireRules } from './sections/rules.js';
 import { wireChat } from './sections/chat.js';
 import { wirePlayground } from './sections/playground.js';
 import { wireFiles } from './sections/files.js';
@@ -47,6 +48,7 @@ function wire() {
   wirePlayground();
   wireRanking();
   wireAlignment();
+  wireRules();
   wireFiles();
 }
 

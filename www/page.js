@@ -171,7 +171,7 @@ export const skippedLines = (skipped) => (skipped?.length
 export function setButtons(state) {
   // While a run is going, the text, tokenizer and model stay as they are.
   for (const id of ['train-tokenizer', 'create-model', 'import', 'use-text', 'file', 'sft-start', 'sft-file',
-    'reward-start', 'ppo-start', 'dpo-start', 'rank-sample', 'compare']) $(id).disabled = state !== 'idle';
+    'reward-start', 'ppo-start', 'dpo-start', 'kto-start', 'rloo-start', 'grpo-start', 'rank-sample', 'compare']) $(id).disabled = state !== 'idle';
   for (const radio of document.querySelectorAll('input[name=source], input[name=sft-source]')) radio.disabled = state !== 'idle';
   $('start').disabled = state !== 'idle';
   $('pause').disabled = state !== 'running';

@@ -18,7 +18,7 @@
 //! Through the weighted cross-entropy backward a token's weight is −d loss/d log π.
 
 use super::ppo::clipped_objective;
-use super::stage::{BuildInput, Phase, RolloutRequest, Stage};
+use super::stage::{BuildInput, Built, Phase, RestoreInput, RolloutRequest, Stage};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind};
 use crate::data::chat::{Conversation, Role};
@@ -75,6 +75,34 @@ pub fn prompts_of(i: &mut BuildInput<'_>) -> Vec<Prompt> {
             .map(|c| Prompt { messages: c[..1].to_vec(), reference: c.get(1).map(|m| m.content.clone()) })
             .collect(),
     }
+}
+
+/// The options RLOO and GRPO take (their defaults differ, in each one's `DEF`).
+pub const OPTIONS: &[&str] = &[
+    "rule",
+    "generations",
+    "rolloutPrompts",
+    "iterations",
+    "klCoef",
+    "clipRange",
+    "missingEndPenalty",
+    "temperature",
+    "topK",
+    "topP",
+    "answerTokens",
+];
+
+/// Stage `kind` for a new run: its prompts read, its rule from the options.
+pub fn build(mut i: BuildInput<'_>, kind: StageKind, baseline: Baseline) -> Result<Built> {
+    let prompts = prompts_of(&mut i);
+    let stage = GroupPolicy::new(kind, baseline, prompts, i.t, i.cfg.align.clone(), i.cfg.seed)?;
+    Ok(Built::new(stage.in_format(i.format)))
+}
+
+/// Stage `kind` again from its checkpoint files.
+pub fn restore(r: RestoreInput<'_>, kind: StageKind, baseline: Baseline) -> Result<Box<dyn Stage>> {
+    let stage = GroupPolicy::restore(kind, baseline, r.files, r.t, r.cfg.align.clone(), r.position)?;
+    Ok(Box::new(stage.in_format(r.format)))
 }
 
 /// One round of rollouts and what the updates need of it, per row.
@@ -273,20 +301,11 @@ impl Stage for GroupPolicy {
         if self.iterations_left > 0 {
             return Ok(None);
         }
-        let a = &self.align;
-        if a.rollout_prompts * a.generations > b {
-            return Err(KilnError::Config(format!(
-                "{} prompts × {} generations do not fit a batch of {b} rows: raise batchSize or lower rolloutPrompts",
-                a.rollout_prompts, a.generations
-            )));
-        }
-        self.pending = (0..a.rollout_prompts).map(|_| self.order.take()).collect();
-        let mut prompts = Vec::with_capacity(self.pending.len());
-        for (i, &p) in self.pending.iter().enumerate() {
-            let sc = a.sample_config(seed ^ ((i as u64) << 8));
-            prompts.push((self.format.chat_prompt(tokenizer, &self.prompts[p].messages, self.t)?, sc));
-        }
-        Ok(Some(RolloutRequest { prompts, answers: a.generations }))
+        let (a, format, prompts, t) = (&self.align, &self.format, &self.prompts, self.t);
+        RolloutRequest::draw((&mut self.order, &mut self.pending), a, a.generations, (b, seed), |p| {
+            format.chat_prompt(tokenizer, &prompts[p].messages, t)
+        })
+        .map(Some)
     }
 
     /// The rollouts as a batch of B rows, each answer scored by the rule as it is placed.

@@ -4,8 +4,8 @@
 //! fine-tuned model is still reported), clip 0.2. The round, the loss and the measures
 //! are [`super::group`]'s.
 
-use super::group::{prompts_of, Baseline, GroupPolicy};
-use super::stage::{Built, Frozen, Input, StageDef};
+use super::group::{self, Baseline};
+use super::stage::{Frozen, Input, StageDef};
 use super::{AlignConfig, StageKind, TrainConfig};
 
 pub const DEF: StageDef = StageDef {
@@ -20,43 +20,10 @@ pub const DEF: StageDef = StageDef {
         align: AlignConfig { generations: 8, rollout_prompts: 2, kl_coef: 0.0, ..AlignConfig::default() },
         ..TrainConfig::preference()
     },
-    options: &[
-        "rule",
-        "generations",
-        "rolloutPrompts",
-        "iterations",
-        "klCoef",
-        "clipRange",
-        "missingEndPenalty",
-        "temperature",
-        "topK",
-        "topP",
-        "answerTokens",
-    ],
+    options: group::OPTIONS,
     head: None,
     frozen: &[Frozen::Reference],
     from_reference: true,
-    build: |mut i| {
-        let prompts = prompts_of(&mut i);
-        let stage = GroupPolicy::new(
-            StageKind::Grpo,
-            Baseline::GroupNormalised,
-            prompts,
-            i.t,
-            i.cfg.align.clone(),
-            i.cfg.seed,
-        )?;
-        Ok(Built::new(stage.in_format(i.format)))
-    },
-    restore: |r| {
-        let stage = GroupPolicy::restore(
-            StageKind::Grpo,
-            Baseline::GroupNormalised,
-            r.files,
-            r.t,
-            r.cfg.align.clone(),
-            r.position,
-        )?;
-        Ok(Box::new(stage.in_format(r.format)))
-    },
+    build: |i| group::build(i, StageKind::Grpo, Baseline::GroupNormalised),
+    restore: |r| group::restore(r, StageKind::Grpo, Baseline::GroupNormalised),
 };

@@ -275,20 +275,15 @@ impl Stage for Ppo {
         if self.epochs_left > 0 {
             return Ok(None);
         }
-        let a = &self.align;
-        if a.rollout_prompts * a.answers_per_prompt > b {
-            return Err(KilnError::Config(format!(
-                "{} prompts × {} answers do not fit a batch of {b} rows",
-                a.rollout_prompts, a.answers_per_prompt
-            )));
-        }
-        self.pending = (0..a.rollout_prompts).map(|_| self.order.take()).collect();
-        let mut prompts = Vec::with_capacity(self.pending.len());
-        for (i, &p) in self.pending.iter().enumerate() {
-            let sc = a.sample_config(seed ^ ((i as u64) << 8));
-            prompts.push((self.format.chat_prompt(tokenizer, &self.prompts[p], self.t)?, sc));
-        }
-        Ok(Some(RolloutRequest { prompts, answers: a.answers_per_prompt }))
+        let (a, format, prompts, t) = (&self.align, &self.format, &self.prompts, self.t);
+        RolloutRequest::draw(
+            (&mut self.order, &mut self.pending),
+            a,
+            a.answers_per_prompt,
+            (b, seed),
+            |p| format.chat_prompt(tokenizer, &prompts[p], t),
+        )
+        .map(Some)
     }
 
     /// The rollouts as a batch of B rows: prompt + answer (+ its stop token) + padding.

@@ -3,8 +3,8 @@
 //! β times the answer's KL to the fine-tuned model. TRL's defaults: 2 answers a prompt,
 //! β 0.05. The round, the loss and the measures are [`super::group`]'s.
 
-use super::group::{prompts_of, Baseline, GroupPolicy};
-use super::stage::{Built, Frozen, Input, StageDef};
+use super::group::{self, Baseline};
+use super::stage::{Frozen, Input, StageDef};
 use super::{AlignConfig, StageKind, TrainConfig};
 
 pub const DEF: StageDef = StageDef {
@@ -19,37 +19,10 @@ pub const DEF: StageDef = StageDef {
         align: AlignConfig { generations: 2, rollout_prompts: 8, kl_coef: 0.05, ..AlignConfig::default() },
         ..TrainConfig::preference()
     },
-    options: &[
-        "rule",
-        "generations",
-        "rolloutPrompts",
-        "iterations",
-        "klCoef",
-        "clipRange",
-        "missingEndPenalty",
-        "temperature",
-        "topK",
-        "topP",
-        "answerTokens",
-    ],
+    options: group::OPTIONS,
     head: None,
     frozen: &[Frozen::Reference],
     from_reference: true,
-    build: |mut i| {
-        let prompts = prompts_of(&mut i);
-        let stage =
-            GroupPolicy::new(StageKind::Rloo, Baseline::LeaveOneOut, prompts, i.t, i.cfg.align.clone(), i.cfg.seed)?;
-        Ok(Built::new(stage.in_format(i.format)))
-    },
-    restore: |r| {
-        let stage = GroupPolicy::restore(
-            StageKind::Rloo,
-            Baseline::LeaveOneOut,
-            r.files,
-            r.t,
-            r.cfg.align.clone(),
-            r.position,
-        )?;
-        Ok(Box::new(stage.in_format(r.format)))
-    },
+    build: |i| group::build(i, StageKind::Rloo, Baseline::LeaveOneOut),
+    restore: |r| group::restore(r, StageKind::Rloo, Baseline::LeaveOneOut),
 };

@@ -274,6 +274,34 @@ pub struct RolloutRequest {
     pub answers: usize,
 }
 
+impl RolloutRequest {
+    /// A round of `align.rollout_prompts` prompts drawn from `order` (their indices into
+    /// `pending`), prompt i rendered by `render` and sampled as `align` says with seed
+    /// `seed ^ (i << 8)`, `answers` answers each; refused when they do not fit a batch of
+    /// `b` rows.
+    pub fn draw(
+        (order, pending): (&mut Batcher, &mut Vec<usize>),
+        align: &super::AlignConfig,
+        answers: usize,
+        (b, seed): (usize, u64),
+        render: impl Fn(usize) -> Result<Vec<u32>>,
+    ) -> Result<RolloutRequest> {
+        let n = align.rollout_prompts;
+        if n * answers > b {
+            return Err(KilnError::Config(format!(
+                "{n} prompts × {answers} answers do not fit a batch of {b} rows: raise batchSize or lower rolloutPrompts"
+            )));
+        }
+        *pending = (0..n).map(|_| order.take()).collect();
+        let prompts = pending
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| Ok((render(p)?, align.sample_config(seed ^ ((i as u64) << 8)))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RolloutRequest { prompts, answers })
+    }
+}
+
 /// Which batch a forward-dependent stage weighs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

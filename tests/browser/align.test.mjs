@@ -3,7 +3,8 @@
 // dragging, by digit keys (with a tie), submitted unchanged (which asks first), skipped
 // and marked all bad; a reload finds the rankings kept; then the reward model trains on
 // them, and a few PPO and DPO updates run, with the charts and the before/after view
-// holding real numbers and text. The model is too briefly trained for its answers to be
+// holding real numbers and text; KTO on the rankings read as thumbs; and GRPO on a rule
+// built in the page, with no ranking. The model is too briefly trained for its answers to be
 // good: tests/align_learning.rs measures that alignment works; this test shows the page
 // and the WebGPU path do it.
 import { test } from 'node:test';
@@ -63,7 +64,7 @@ function sampledRanks(answers) {
 
 const stored = (page) => app(page, () => JSON.parse(localStorage.getItem('kiln.rankings') ?? '[]'));
 
-test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, train the reward model, PPO and DPO', async () => {
+test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, train the reward model, PPO, DPO and KTO, and GRPO on a rule', async () => {
   const browser = await launch({ webgpu: true });
   try {
     const page = await browser.newPage();
@@ -209,6 +210,45 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
     console.log(`DPO: loss ${dpo.map((p) => p.loss?.toFixed(3)).join(' ')}, logp chosen ${dpo.at(-1).metrics.logpChosen.toFixed(2)}, rejected ${dpo.at(-1).metrics.logpRejected.toFixed(2)}`);
     await page.locator('#align-section').screenshot({ path: path.join(ARTIFACTS, 'align-dpo.png') });
+
+    // 10. KTO on the same rankings, read as thumbs (the best answers up, the worst down)
+    await app(page, () => { window.kilnApp.compared = null; });
+    await page.fill('#align-steps', '3');
+    await page.click('#kto-start');
+    await idle(page);
+    await noError(page);
+    const kto = await app(page, () => window.kilnApp.progress);
+    assert.equal(kto.at(-1).stage, 'kto');
+    assert.equal(kto.at(-1).step, 3);
+    assert.ok(kto.every((p) => Number.isFinite(p.loss)), `KTO losses ${kto.map((p) => p.loss)}`);
+    await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
+
+    // 11. no rankings: a rule built in the page. An incomplete check is refused beside the
+    // buttons; a pattern the engine cannot bound is refused by the core, naming the check;
+    // then GRPO on the rule, which reports how many groups scored alike
+    await page.click('#rule-box summary');
+    assert.deepEqual(await page.locator('#rule-checks .rule-check').evaluateAll((s) => s.map((e) => e.value)), ['endsWith', 'equalsReference']);
+    await page.click('#rule-add');
+    await page.click('#grpo-start');
+    await waitFor(page, () => /check 3 of the rule is missing/.test(document.getElementById('align-section-error')?.textContent ?? ''), 60_000);
+    await page.selectOption('#rule-checks li:nth-child(3) .rule-check', 'matches');
+    await page.fill('#rule-checks li:nth-child(3) .rule-value', '(a{1000}){1000}');
+    await page.click('#grpo-start');
+    await waitFor(page, () => /check 3: the pattern .* is too large/.test(document.getElementById('align-section-error')?.textContent ?? ''), 120_000);
+    await idle(page);
+    await page.click('#rule-checks li:nth-child(3) .rule-remove');
+    await app(page, () => { window.kilnApp.compared = null; });
+    await page.fill('#align-steps', '2');
+    await page.click('#grpo-start');
+    await idle(page);
+    await noError(page);
+    const grpo = await app(page, () => window.kilnApp.progress);
+    assert.equal(grpo.at(-1).stage, 'grpo');
+    const round = grpo.find((p) => p.metrics?.zeroStdShare != null);
+    assert.ok(round && round.metrics.zeroStdShare >= 0 && round.metrics.zeroStdShare <= 1 && Number.isFinite(round.metrics.meanReward), JSON.stringify(grpo.at(-1)));
+    assert.match(await page.textContent('#align-stats'), /groups all alike/);
+    await waitFor(page, () => window.kilnApp.compared || window.kilnApp.error, 300_000);
+    console.log(`KTO: loss ${kto.map((p) => p.loss?.toFixed(3)).join(' ')}; GRPO: meanReward ${round.metrics.meanReward.toFixed(3)}, zeroStdShare ${round.metrics.zeroStdShare}`);
 
     for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {

@@ -1,12 +1,13 @@
-// The alignment section: a reward model, then PPO or DPO from the person's rankings, with
-// their own chart (reward, KL, pair accuracy) and the before/after answers to held-out
-// questions.
+// The alignment section: a reward model, then PPO or DPO from the person's rankings, KTO
+// from them read as thumbs, or RLOO and GRPO on a rule with no ranking; with their own chart
+// (reward, KL, pair accuracy) and the before/after answers to held-out questions.
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
 import { $, app, views, viewsRead, say, sayForNow, guard, pageError, fmt, stageName, setButtons, numberField } from '../page.js';
 import { remakeChart, stepLine, showStage, STEP_TICKS } from './train.js';
 import { onAutosave } from './autosave.js';
 import { BEFORE_AFTER, rankingsJsonl } from './rank.js';
+import { ruleJson } from './rules.js';
 
 const alignChart = () => ({
   width: Math.min(960, document.body.clientWidth - 40), height: 220,
@@ -71,11 +72,16 @@ async function align(stage) {
   await guard(async () => {
     if (!app.model) throw pageError('error.modelBeforeAlign', 'config');
     const ranked = app.rankings.filter((r) => r.verdict === 'ranked');
-    if (stage !== 'ppo' && ranked.length < 2) {
-      throw pageError('error.rankTwo', 'data', { count: ranked.length });
+    // KTO also learns from "all bad" (every answer a thumb down); RLOO and GRPO from the rule alone
+    const judged = stage === 'kto' ? app.rankings.filter((r) => r.verdict !== 'skipped') : ranked;
+    const onRule = RULE_STAGES.includes(stage);
+    if (!onRule && stage !== 'ppo' && judged.length < 2) {
+      throw pageError('error.rankTwo', 'data', { count: judged.length });
     }
+    const rule = onRule ? ruleJson() : undefined;
     app.training = true;
-    const data = ranked.length ? rankingsJsonl() : undefined;
+    // RLOO and GRPO answer the built-in questions, whose answers a rule may compare with
+    const data = !onRule && judged.length ? rankingsJsonl() : undefined;
     // until the stage has begun, a refusal leaves the chart, the samples and this line as they were
     const putBack = sayForNow('align-stats', () => t('align.starting', { stage: stageName(stage) }));
     let begun = false;
@@ -89,7 +95,7 @@ async function align(stage) {
     let last;
     try {
       // LoRA for every preference stage (the reward model's and PPO's heads train in full beside the adapters)
-      last = await app.kiln.train({ stage, data, steps: numberField('align-steps'), loraRank: numberField('align-lora'), restart: true, onStage, onProgress: onAlignProgress, onAutosave });
+      last = await app.kiln.train({ stage, data, rule, steps: numberField('align-steps'), loraRank: numberField('align-lora'), restart: true, onStage, onProgress: onAlignProgress, onAutosave });
     } catch (error) {
       if (!begun) putBack();
       throw error;
@@ -103,6 +109,9 @@ async function align(stage) {
   setButtons('idle');
   await viewsRead(views.refresh('done'));
 }
+
+/** The stages that learn from the rule rather than from rankings. */
+const RULE_STAGES = ['rloo', 'grpo'];
 
 /** The typed questions the before/after table answers at most (each is two generations). */
 const MAX_TYPED = 8;
@@ -136,6 +145,7 @@ export function wireAlignment() {
   $('reward-start').addEventListener('click', () => align('reward'));
   $('ppo-start').addEventListener('click', () => align('ppo'));
   $('dpo-start').addEventListener('click', () => align('dpo'));
+  for (const stage of ['kto', ...RULE_STAGES]) $(`${stage}-start`).addEventListener('click', () => align(stage));
   $('align-pause').addEventListener('click', () => { setButtons('paused'); guard(() => app.kiln.pause()); });
   $('align-resume').addEventListener('click', () => { setButtons('running'); guard(() => app.kiln.resume()); });
   $('align-stop').addEventListener('click', () => guard(() => app.kiln.stop()));

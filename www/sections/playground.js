@@ -6,7 +6,7 @@ import { $, app, guard, pageError, say } from '../page.js';
 
 /** The model learnt to answer in the chat template (fine-tuned, or aligned after that). */
 const isChatModel = () => Boolean(app.done?.sft || app.done?.align)
-  || ['sft', 'reward', 'ppo', 'dpo'].includes(app.stage ?? app.model?.stage);
+  || ['sft', 'reward', 'ppo', 'dpo', 'kto', 'rloo', 'grpo'].includes(app.stage ?? app.model?.stage);
 
 async function generate() {
   $('generate').disabled = true;

@@ -43,7 +43,7 @@ export function resetChart() {
 /** `x` written by `write`, or '–' when it is not known. */
 const known = (x, write) => (x == null || Number.isNaN(x) ? '–' : write(x));
 
-const STAGE_LABELS = { pretrain: 'train.stagePretrain', sft: 'train.stageSft', reward: 'train.stageReward', ppo: 'train.stagePpo', dpo: 'train.stageDpo' };
+const STAGE_LABELS = { pretrain: 'train.stagePretrain', sft: 'train.stageSft', reward: 'train.stageReward', ppo: 'train.stagePpo', dpo: 'train.stageDpo', kto: 'train.stageKto', rloo: 'train.stageRloo', grpo: 'train.stageGrpo' };
 
 /** The stage beside section 4's heading: the model's current stage (none for a new model). */
 export function showStage(stage) {
