@@ -21,7 +21,7 @@ const SCRIPTS = ['app.js', 'page.js', ...SECTIONS, 'kernels.js', 'views.js'];
 /** Keys whose Chinese may be the English: symbols and formats with no words in them. */
 const SAME_IN_BOTH = new Set(['sft.removeRow', 'train.event']);
 /** Keys the scripts build from data (`error.code.${code}` …), by prefix. */
-const DYNAMIC = ['error.code.', 'stage.', 'align.metric.', 'rank.verdict.', 'rank.submitted.', 'inside.kind.', 'map.state.'];
+const DYNAMIC = ['error.code.', 'stage.', 'align.metric.', 'rules.check.', 'rules.field.', 'rank.verdict.', 'rank.submitted.', 'inside.kind.', 'map.state.'];
 
 const placeholders = (text) => [...text.matchAll(/\{(\w+)\}/g)].map((m) => m[1]).sort();
 
