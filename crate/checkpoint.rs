@@ -601,7 +601,7 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 25] = [
+    const NAMES: [&str; 26] = [
         "model.safetensors",
         // LoRA adapters, as a PEFT folder holds them (a LoRA run's resume checkpoint too)
         crate::peft::ADAPTER_CONFIG,
@@ -629,6 +629,8 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         "reference.safetensors",
         "reward.safetensors",
         "session.json",
+        // learning as the person ranks: the rankings so far and the updates
+        "online.json",
         // the conversations fine-tuning held out, which before/after checks ask
         "held-out.jsonl",
     ];
@@ -791,6 +793,7 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         | "dpo-reference.json"
         | "kto-reference.json"
         | "session.json"
+        | "online.json"
         | crate::peft::ADAPTER_CONFIG
         | SHARD_INDEX => Some(MAX_JSON),
         _ if is_checkpoint_file(name) => Some(MAX_DATA),

@@ -334,6 +334,36 @@ pub async fn sample_candidates(messages: JsValue, k: usize, options: JsValue) ->
     to_js(&out)
 }
 
+/// Adds a ranking ({prompt, answers, ranks, verdict}) to the loop that learns as the
+/// person ranks; `options`: `every` (rankings per update), `steps` (DPO steps per update),
+/// and DPO's training options. The update that landed ({rankings, trainedOn, heldBack,
+/// loss, valPairAccuracy}), or null when none was due.
+#[wasm_bindgen(js_name = rankOnline)]
+pub async fn rank_online(ranking: JsValue, options: JsValue) -> Result<JsValue, JsValue> {
+    let ranking: crate::data::preference::Ranking = from_js(ranking)?;
+    let mut options: serde_json::Value =
+        if options.is_undefined() || options.is_null() { serde_json::json!({}) } else { from_js(options)? };
+    let take =
+        |o: &mut serde_json::Value, key: &str| o.as_object_mut().and_then(|m| m.remove(key)).and_then(|v| v.as_u64());
+    let every = take(&mut options, "every").map_or(crate::train::online::DEFAULT_EVERY, |v| v as usize);
+    let steps = take(&mut options, "steps").unwrap_or(crate::train::online::DEFAULT_STEPS);
+    let cfg = TrainConfig::from_options(StageKind::Dpo, &options).map_err(kiln_error)?;
+    let mut core = take_core();
+    let result = core.rank_online(ranking, (every, steps), &cfg).await;
+    put_core(core);
+    to_js(&result.map_err(kiln_error)?)
+}
+
+/// Puts back the model as it was before the last update of that loop: whether there was
+/// one to undo.
+#[wasm_bindgen(js_name = undoOnline)]
+pub fn undo_online() -> Result<bool, JsValue> {
+    let mut core = take_core();
+    let result = core.undo_online();
+    put_core(core);
+    result.map_err(kiln_error)
+}
+
 /// Greedy answers to each of `prompts` (lists of messages) by `which` model: "current"
 /// (the model as it is) or "reference" (the fine-tuned model the preference stages
 /// started from): [text] — the before/after view.

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use serde::Serialize;
 
 mod backend;
+pub mod online;
 mod view;
 pub use backend::{AdapterDescription, BackendInfo, ModelInfo, DEFAULT_THREADS, MAX_THREADS};
 pub use view::{Attention, HeadChoice, InspectOptions, NextToken, Piece, RowView, TopPiece};
@@ -158,6 +159,8 @@ pub struct Session {
     /// questions with their stories): what before/after checks ask, kept through the
     /// preference stages.
     pub held_out: Vec<Conversation>,
+    /// Learning as the person ranks: the rankings so far and the updates made.
+    pub online: Option<online::Online>,
     /// The text generation in progress.
     generation: Option<view::TextGeneration>,
     /// Which backend and why, for a session begun with [`Session::start`].
@@ -245,6 +248,7 @@ impl Session {
         self.generation = None;
         // the kept models were another model's: a preference stage of this one keeps its own
         (self.reference, self.reward) = (None, None);
+        self.online = None;
         self.held_out.clear();
         Ok(())
     }
@@ -321,6 +325,7 @@ impl Session {
                 self.run = Some(run);
                 self.generation = None;
                 (self.reference, self.reward) = (None, None);
+                self.online = None;
                 self.held_out.clear();
                 Ok(loaded.notes)
             }
@@ -502,6 +507,9 @@ impl Session {
         if !self.held_out.is_empty() {
             files.insert("held-out.jsonl".into(), to_jsonl(&self.held_out).into_bytes());
         }
+        if let Some(online) = &self.online {
+            files.extend(online.files());
+        }
         files.insert(
             "session.json".into(),
             serde_json::to_vec(&serde_json::json!({ "backend": backend })).expect("JSON"),
@@ -563,6 +571,7 @@ impl Session {
             }
             None => with_run!(&run, r => r.stage.as_ref().map(|s| s.held_out().to_vec())).unwrap_or_default(),
         };
+        let online = files.get(online::ONLINE_FILE).map(|b| online::Online::restore(b)).transpose()?;
         if let Some(corpus) = files.get("corpus.txt") {
             self.corpus = Some(String::from_utf8_lossy(corpus).into());
         }
@@ -572,6 +581,7 @@ impl Session {
         }
         self.tokenizer = Some(tokenizer);
         (self.reference, self.reward) = (reference, reward);
+        self.online = online;
         self.held_out = held_out;
         self.run = Some(run);
         self.generation = None;

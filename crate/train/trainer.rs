@@ -621,6 +621,30 @@ impl<B: Backend> Trainer<B> {
         }
     }
 
+    /// The values this run trains, as [`Trainer::put_trained`] takes them back: the
+    /// adapters (and a head beside them) under LoRA, else every weight.
+    pub async fn trained_values(&mut self) -> Result<Vec<f32>> {
+        match &self.model.lora {
+            Some(lora) => self.be.read(&lora.params).await,
+            None => self.base_params().await,
+        }
+    }
+
+    /// Puts back values [`Trainer::trained_values`] read, in place (the stage and the
+    /// optimizer as they are): an undo.
+    pub fn put_trained(&mut self, values: &[f32]) -> Result<()> {
+        let (buf, len) = match &self.model.lora {
+            Some(lora) => (&lora.params, lora.layout.total),
+            None if self.model.weights.format().is_none() => (self.model.weights.all_f32(), self.model.layout.total),
+            None => return Err(KilnError::Config("a model held in 16 bits trains only adapters".into())),
+        };
+        if values.len() != len {
+            return Err(KilnError::Config(format!("{} values for a model that trains {len}", values.len())));
+        }
+        self.be.write(buf, 0, values);
+        Ok(())
+    }
+
     /// Makes the model ready for `cfg`'s LoRA: adapters that differ from what it wants
     /// (other ones, or none: full fine-tuning) are merged into the weights first.
     pub async fn fit_lora(&mut self, cfg: &TrainConfig) -> Result<()> {

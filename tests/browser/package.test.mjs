@@ -52,6 +52,12 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
     assert.equal(typeof result.answer, 'string');
     assert.equal(result.candidates.length, 4);
     assert.ok(result.candidates.every((c) => typeof c.text === 'string' && c.logprobs.every((l) => l <= 0)));
+    // learning as the person ranks: nothing after one ranking, an update after two, one undo
+    const [waited, update, undone, again] = result.online;
+    assert.equal(waited, null);
+    assert.deepEqual([update.rankings, update.trainedOn, update.heldBack], [2, 1, 1]);
+    assert.ok(update.valPairAccuracy >= 0 && update.valPairAccuracy <= 1 && Number.isFinite(update.loss));
+    assert.deepEqual([undone, again], [true, false]);
     assert.equal(result.reward.stage, 'reward');
     assert.ok(Number.isFinite(result.reward.metrics.valPairAccuracy));
     // the reward model exports with its score head after GPT-2's tensors

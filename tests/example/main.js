@@ -16,6 +16,11 @@ try {
   // (a person ranks answers in a page; here two prompts' answers in the order sampled)
   const rankingsJsonl = ['Where did Lily go?', 'Who came to play?'].map((q) => JSON.stringify({
     prompt: [{ role: 'user', content: q }], answers: answers.map((a) => a.text), ranks: [1, 2, 3, 4], verdict: 'ranked' })).join('\n');
+  // (beyond the README: learning as the person ranks, an update every two rankings, then undone)
+  const ranked = (q) => ({ prompt: [{ role: 'user', content: q }], answers: ['Home!', 'Home.', 'A park'], ranks: [1, 2, 3], verdict: 'ranked' });
+  const online = [await kiln.learnFromRanking(ranked('Where did Lily go?'), { every: 2, steps: 2 })];
+  online.push(await kiln.learnFromRanking(ranked('Who came to play?'), { every: 2, steps: 2 }), await kiln.undoUpdate(), await kiln.undoUpdate());
+  window.result.online = online;
   await kiln.train({ stage: 'reward', data: rankingsJsonl, steps: 2, onProgress: (p) => window.result.reward = p });
   const files = await kiln.exportModel();
   // ---------------------------------

@@ -76,8 +76,9 @@ export interface TrainingOptions {
   topP?: number;
   answerTokens?: number;
   /** RLOO and GRPO: the rule that scores answers (JSON, a list of checks such as
-   * `[{"check": "endsWith", "text": "!"}, {"check": "equalsReference", "weight": 2}]`;
-   * checks: contains, notContains, endsWith, matches, maxWords, equalsReference), answers
+   * `[{"check": "endsWith", "text": "!"}, {"check": "equalsReference"}]`; checks:
+   * contains, notContains, endsWith, matches, maxWords, equalsReference, each with an
+   * optional weight), answers
    * sampled per prompt (the group), and optimizer steps per round of rollouts. Their KL
    * weight is klCoef, GRPO's ratio clip clipRange. */
   rule?: string;
@@ -231,6 +232,19 @@ export interface Ranking {
   answers: string[];
   ranks: number[];
   verdict: 'ranked' | 'skipped' | 'all_bad';
+  /** Who ranked it (kept in exports; TRL's readers ignore it). */
+  annotator?: string;
+}
+
+/** An update of the loop that learns as the person ranks: after how many rankings, how
+ * many it trained on and held back, its last loss, and its implicit reward's agreement
+ * with the held-back rankings. */
+export interface OnlineUpdate {
+  rankings: number;
+  trainedOn: number;
+  heldBack: number;
+  loss: number | null;
+  valPairAccuracy: number | null;
 }
 
 export interface Candidate { text: string; ended: boolean; logprobs: number[]; }
@@ -301,6 +315,12 @@ export class Kiln {
   chat(messages: Message[], options?: GenerateOptions): AsyncGenerator<string, void, undefined>;
   renderChat(messages: Message[]): Promise<{ id: number; text: string; supervised: boolean }[]>;
   sampleCandidates(messages: Message[], options?: GenerateOptions & { k?: number }): Promise<Candidate[]>;
+  /** Adds a ranking to the loop that learns as the person ranks; every `every` rankings,
+   * `steps` DPO steps from the current model, held near the fine-tuned one. The update
+   * that landed, or null. Options: every, steps, and DPO's training options. */
+  learnFromRanking(ranking: Ranking, options?: TrainingOptions & { every?: number; steps?: number }): Promise<OnlineUpdate | null>;
+  /** Puts back the model as it was before the last update, bit for bit: whether there was one. */
+  undoUpdate(): Promise<boolean>;
   answers(prompts: Message[][], which?: 'current' | 'reference'): Promise<string[]>;
   rankingPairs(rankings: string | Uint8Array | Blob): Promise<string>;
   checkRankings(rankings: string | Uint8Array | Blob): Promise<{ rankings: Ranking[]; pairs: number; skipped: string[] }>;

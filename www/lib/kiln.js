@@ -329,6 +329,16 @@ export class Kiln {
     return this.#call('sampleCandidates', [messages, k, options]);
   }
 
+  /** Learning as the person ranks: adds `ranking` ({prompt, answers, ranks, verdict}) and,
+   * every `every` rankings, runs `steps` DPO steps on all of them so far from the current
+   * model, held near the fine-tuned one (every fifth usable ranking held back to measure
+   * agreement). Options: every, steps, and DPO's training options. Resolves to the update
+   * that landed ({rankings, trainedOn, heldBack, loss, valPairAccuracy}) or null. */
+  learnFromRanking(ranking, options = {}) { return this.#call('rankOnline', [ranking, trainingOptions(options)]); }
+
+  /** Puts back the model as it was before the last update (bit for bit): whether there was one. */
+  undoUpdate() { return this.#call('undoOnline', []); }
+
   /** Greedy answers to each prompt (a list of messages) by the 'current' model or the
    * 'reference' (the fine-tuned model the preference stages began from): [text]. */
   answers(prompts, which = 'current') { return this.#call('answers', [prompts, which]); }
