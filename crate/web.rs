@@ -665,6 +665,9 @@ pub fn restore(bytes: &[u8]) -> Result<JsValue, JsValue> {
     js_sys::Reflect::set(&info, &"step".into(), &JsValue::from_f64(restored.step as f64))?;
     js_sys::Reflect::set(&info, &"history".into(), &to_js(&restored.history)?)?;
     js_sys::Reflect::set(&info, &"note".into(), &to_js(&restored.note)?)?;
+    // the updates learnt while ranking, when the session was doing so
+    let online = s.core.online.as_ref().map(|o| o.dpo.updates.clone());
+    js_sys::Reflect::set(&info, &"online".into(), &to_js(&online)?)?;
     Ok(info)
 }
 

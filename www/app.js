@@ -17,6 +17,7 @@ import { loadRankings, showRankings, restoreRankingInProgress, wireRanking } fro
 import { restoreRankSource } from './sections/rank_source.js';
 import { wireAlignment } from './sections/align.js';
 import { wireRules } from './sections/rules.js';
+import { wireOnline } from './sections/online.js';
 import { wireChat } from './sections/chat.js';
 import { wirePlayground } from './sections/playground.js';
 import { wireFiles } from './sections/files.js';
@@ -49,6 +50,7 @@ function wire() {
   wireRanking();
   wireAlignment();
   wireRules();
+  wireOnline();
   wireFiles();
 }
 

@@ -200,6 +200,8 @@ onmessage = async ({ data }) => {
     else if (CALLS.has(method)) {
       result = await exclusive(() => wasm[method](...args));
       if (method === 'createModel' || method === 'importZip' || method === 'importFiles') newRun();
+      // an update learnt while ranking, or one undone, is kept as a run's step is
+      if ((method === 'rankOnline' || method === 'undoOnline') && result) autosaveNow(id, null);
     }
     else throw new Error(`unknown method ${method}`);
     reply(result);

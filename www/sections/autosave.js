@@ -9,6 +9,7 @@ import { restoreText } from './text.js';
 import { saveContext, loadContext, pruneContexts, modelTrainedOn } from './context.js';
 import { sftSource } from './sft.js';
 import { showTokens } from './tokenizer.js';
+import { restoreOnline } from './online.js';
 
 /** Says where the last autosave stands (each train call passes this as onAutosave). */
 export function onAutosave(saved) {
@@ -74,6 +75,7 @@ async function restoreRun(saved) {
   }
   if (saved.steps) $(info.stage === 'sft' ? 'sft-steps' : 'steps').value = String(saved.steps);
   app.restored = info;
+  restoreOnline(info.online);
   app.stage = info.stage;
   showStage(info.stage);
   // the stages done before this one, as the page had them (older autosaves: this one only)

@@ -5,6 +5,7 @@ import { t, tParts, content, hasMessage, onLanguageChange } from '../i18n.js';
 import { $, app, views, say, sayForNow, guard, pageError, skippedLines, numberField } from '../page.js';
 import { rankSource, nextPrompt, promptUsed, wireRankSource } from './rank_source.js';
 import { cardsOf, cardRanks, answerRanks, shownOrder, moveCard, parseOrder, allTied } from './rank_order.js';
+import { learnFrom } from './online.js';
 
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
@@ -250,6 +251,7 @@ function submitRanking(verdict) {
   if (edited) list[rank.editing] = entry;
   else list.push(entry);
   saveRankings(list);
+  if (!edited) learnFrom(entry);
   localStorage.removeItem(IN_PROGRESS_KEY);
   rank.current = null;
   rank.editing = null;

@@ -1,0 +1,119 @@
+// Learning as you rank, in the real page on the CPU backend: with the box ticked, a
+// scripted person ranks by keyboard alone (the order typed, Enter); after every fourth
+// ranking the worker runs a few DPO updates while the ranking goes on, each update a point
+// on the chart; the page answers clicks during an update; undo takes the last update back;
+// a reload resumes the loop from its autosave.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
+
+const site = serveWww();
+
+const app = (page, fn, arg) => page.evaluate(fn, arg);
+const waitFor = (page, fn, arg, timeout = 600_000) => page.waitForFunction(fn, arg, { timeout, polling: 250 });
+const noError = async (page) => assert.equal(await app(page, () => window.kilnApp.error), null);
+const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error);
+
+/** Waits for the next prompt's cards (two or more; one card, all answers alike, is sampled again). */
+async function nextCards(page, count) {
+  for (;;) {
+    await waitFor(page, (n) => (window.kilnApp.rankShown ?? 0) > n || window.kilnApp.error, count);
+    await noError(page);
+    if (await page.locator('#rank-cards li').count() >= 2) return;
+    count = await app(page, () => window.kilnApp.rankShown ?? 0);
+    await page.click('#rank-sample');
+  }
+}
+
+test('on the CPU: learn as I rank, by keyboard, with updates charted as they land, undo, and a reload that goes on', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const page = await browser.newPage();
+    const requests = watchRequests(page);
+    await page.goto(`${site.origin}/index.html?backend=cpu`);
+    await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error);
+    await noError(page);
+    await app(page, () => localStorage.removeItem('kiln.rankings'));
+    await page.click('#train-tokenizer');
+    await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error);
+    await page.fill('#steps', '5');
+    await page.click('#start');
+    await idle(page);
+    await page.fill('#sft-steps', '5');
+    await page.click('#sft-start');
+    await idle(page);
+    await noError(page);
+
+    await page.check('#rank-online');
+    assert.equal(await page.isVisible('#online-box'), true);
+    let count = await app(page, () => window.kilnApp.rankShown ?? 0);
+    await page.click('#rank-sample');
+    // eight rankings, each by keys alone: the second card first, Enter
+    for (let i = 0; i < 8; i += 1) {
+      await nextCards(page, count);
+      count = await app(page, () => window.kilnApp.rankShown ?? 0);
+      await page.focus('#rank-order');
+      await page.keyboard.type('21');
+      await page.keyboard.press('Enter');
+      if (i === 3) {
+        // the fourth ranking starts an update in the worker; the page answers a click
+        // meanwhile (how soon is printed, not asserted: tests do not time)
+        const seen = await app(page, () => new Promise((resolve) => {
+          const summary = document.querySelector('#rank-section details summary');
+          const t0 = performance.now();
+          summary.addEventListener('click', () => resolve({ ms: performance.now() - t0, pending: window.kilnApp.online.pending }), { once: true });
+          summary.click();
+        }));
+        console.log(`a click during the update: handled after ${seen.ms.toFixed(1)} ms, updates in flight ${seen.pending}`);
+      }
+    }
+    await nextCards(page, count);
+    await waitFor(page, () => window.kilnApp.online.updates.length >= 2 && window.kilnApp.online.pending === 0 || window.kilnApp.online.error);
+    const online = await app(page, () => ({ ...window.kilnApp.online, chart: window.kilnApp.onlinePlot.data }));
+    assert.equal(online.error, null);
+    assert.deepEqual(online.updates.map((u) => u.rankings), [4, 8]);
+    assert.ok(online.updates.every((u) => u.valPairAccuracy >= 0 && u.valPairAccuracy <= 1 && Number.isFinite(u.loss)), JSON.stringify(online.updates));
+    assert.deepEqual(online.chart[0], [4, 8], 'a point a update');
+    assert.match(await page.textContent('#online-stats'), /2 updates, the last after 8 rankings/);
+    const rankings = await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')));
+    assert.equal(rankings.length, 8);
+    await page.locator('#rank-section').screenshot({ path: path.join(ARTIFACTS, 'rank-online.png') });
+
+    // undo: the last update taken back, its point gone; the rankings stay
+    await page.click('#rank-undo');
+    await waitFor(page, () => window.kilnApp.online.updates.length === 1 || window.kilnApp.error);
+    await noError(page);
+    assert.deepEqual(await app(page, () => window.kilnApp.onlinePlot.data[0]), [4]);
+    assert.equal((await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')))).length, 8);
+
+    // a reload: the autosave after the undo holds the model and the loop; resumed, the
+    // chart has its one point and the loop goes on, the next update after the 12th ranking
+    await page.reload();
+    await waitFor(page, () => window.kilnApp?.ready || window.kilnApp?.error);
+    await waitFor(page, () => !document.getElementById('autosave-offer').hidden, null, 60_000);
+    await page.click('#autosave-resume');
+    await waitFor(page, () => window.kilnApp.model || window.kilnApp.error);
+    await noError(page);
+    assert.deepEqual(await app(page, () => window.kilnApp.online.updates.map((u) => u.rankings)), [4]);
+    assert.equal(await page.isChecked('#rank-online'), true);
+    assert.deepEqual(await app(page, () => window.kilnApp.onlinePlot.data[0]), [4]);
+    count = await app(page, () => window.kilnApp.rankShown ?? 0);
+    await page.click('#rank-sample');
+    for (let i = 0; i < 4; i += 1) {
+      await nextCards(page, count);
+      count = await app(page, () => window.kilnApp.rankShown ?? 0);
+      await page.focus('#rank-order');
+      await page.keyboard.type('21');
+      await page.keyboard.press('Enter');
+    }
+    await waitFor(page, () => window.kilnApp.online.updates.length >= 2 && window.kilnApp.online.pending === 0 || window.kilnApp.online.error);
+    const resumed = await app(page, () => window.kilnApp.online);
+    assert.equal(resumed.error, null);
+    assert.deepEqual(resumed.updates.map((u) => u.rankings), [4, 12]);
+    console.log(`online updates: ${JSON.stringify(online.updates)}; after the reload: ${JSON.stringify(resumed.updates.at(-1))}`);
+    for (const url of requests) assert.ok(isLocal(site, url), url);
+  } finally {
+    await browser.close();
+  }
+});
