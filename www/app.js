@@ -18,6 +18,7 @@ import { restoreRankSource } from './sections/rank_source.js';
 import { wireAlignment } from './sections/align.js';
 import { wireRules } from './sections/rules.js';
 import { wireOnline } from './sections/online.js';
+import { wireThumbs } from './sections/thumbs.js';
 import { wireChat } from './sections/chat.js';
 import { wirePlayground } from './sections/playground.js';
 import { wireFiles } from './sections/files.js';
@@ -51,6 +52,7 @@ function wire() {
   wireAlignment();
   wireRules();
   wireOnline();
+  wireThumbs();
   wireFiles();
 }
 

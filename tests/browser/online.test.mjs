@@ -2,9 +2,11 @@
 // scripted person ranks by keyboard alone (the order typed, Enter); after every fourth
 // ranking the worker runs a few DPO updates while the ranking goes on, each update a point
 // on the chart; the page answers clicks during an update; undo takes the last update back;
-// a reload resumes the loop from its autosave.
+// a reload resumes the loop from its autosave; thumbs on cards and chat answers, exported
+// as TRL's KTO lines, and KTO on them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
 
@@ -112,6 +114,37 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     assert.equal(resumed.error, null);
     assert.deepEqual(resumed.updates.map((u) => u.rankings), [4, 12]);
     console.log(`online updates: ${JSON.stringify(online.updates)}; after the reload: ${JSON.stringify(resumed.updates.at(-1))}`);
+
+    // thumbs: + on a focused card, a card's − button, a thumb down on a chat answer; the
+    // same thumb twice takes it back; exported in TRL's unpaired (KTO) format
+    await nextCards(page, count);
+    const cards = await page.locator('#rank-cards li .text').allTextContents();
+    await page.focus('#rank-cards li:nth-child(1)');
+    await page.keyboard.press('+');
+    await page.click('#rank-cards li:nth-child(2) .thumb-down');
+    await page.click('#rank-cards li:nth-child(2) .thumb-up');
+    await page.click('#rank-cards li:nth-child(2) .thumb-up');
+    assert.equal(await page.getAttribute('#rank-cards li:nth-child(1) .thumb-up', 'aria-pressed'), 'true');
+    await page.fill('#chat-input', 'Who came to play?');
+    await page.click('#chat-send');
+    await waitFor(page, () => window.kilnApp.lastAnswer != null || window.kilnApp.error);
+    await page.click('#chat-log .msg.assistant .thumb-down');
+    const thumbs = await app(page, () => JSON.parse(localStorage.getItem('kiln.thumbs')));
+    assert.deepEqual(thumbs.map((a) => [a.completion[0].content, a.label]), [[cards[0], true], [await app(page, () => window.kilnApp.lastAnswer), false]]);
+    assert.match(await page.textContent('#thumbs-count'), /^1 thumbs up, 1 down/);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#thumbs-export')]);
+    const lines = fs.readFileSync(await download.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => Object.keys(l).sort()), [['completion', 'label', 'prompt'], ['completion', 'label', 'prompt']]);
+    assert.equal(lines[1].prompt.at(-1).content, 'Who came to play?');
+
+    // KTO on the thumbs and the rankings (read as thumbs)
+    await page.fill('#align-steps', '2');
+    await page.click('#kto-start');
+    await idle(page);
+    await noError(page);
+    const kto = await app(page, () => window.kilnApp.progress);
+    assert.equal(kto.at(-1).stage, 'kto');
+    assert.ok(kto.every((p) => Number.isFinite(p.loss)));
     for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {
     await browser.close();

@@ -8,6 +8,7 @@ import { remakeChart, stepLine, showStage, STEP_TICKS } from './train.js';
 import { onAutosave } from './autosave.js';
 import { BEFORE_AFTER, rankingsJsonl } from './rank.js';
 import { ruleJson } from './rules.js';
+import { thumbsJsonl } from './thumbs.js';
 
 const alignChart = () => ({
   width: Math.min(960, document.body.clientWidth - 40), height: 220,
@@ -75,13 +76,15 @@ async function align(stage) {
     // KTO also learns from "all bad" (every answer a thumb down); RLOO and GRPO from the rule alone
     const judged = stage === 'kto' ? app.rankings.filter((r) => r.verdict !== 'skipped') : ranked;
     const onRule = RULE_STAGES.includes(stage);
-    if (!onRule && stage !== 'ppo' && judged.length < 2) {
+    // KTO also learns from the thumbs given in the chat and on the cards
+    const thumbs = stage === 'kto' ? app.thumbs.length : 0;
+    if (!onRule && stage !== 'ppo' && judged.length + thumbs < 2) {
       throw pageError('error.rankTwo', 'data', { count: judged.length });
     }
     const rule = onRule ? ruleJson() : undefined;
     app.training = true;
     // RLOO and GRPO answer the built-in questions, whose answers a rule may compare with
-    const data = !onRule && judged.length ? rankingsJsonl() : undefined;
+    const data = (onRule ? [] : [judged.length ? rankingsJsonl() : '', thumbs ? thumbsJsonl() : '']).join('') || undefined;
     // until the stage has begun, a refusal leaves the chart, the samples and this line as they were
     const putBack = sayForNow('align-stats', () => t('align.starting', { stage: stageName(stage) }));
     let begun = false;

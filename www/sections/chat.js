@@ -3,6 +3,7 @@
 import { t, tParts, content as contentOf } from '../i18n.js';
 import { $, app, guard, pageError, say } from '../page.js';
 import { sftSource } from './sft.js';
+import { thumbButtons } from './thumbs.js';
 
 function chatBubble(role, text) {
   const div = document.createElement('div');
@@ -30,6 +31,7 @@ async function sendChat() {
       answer += piece;
       bubble.textContent = answer;
     }
+    bubble.append(thumbButtons(messages.slice(), answer));
     app.chat.push({ role: 'assistant', content: answer });
     app.lastAnswer = answer;
     if (app.expectedAnswer != null && content === app.heldOutQuestion) {

@@ -6,6 +6,7 @@ import { $, app, views, say, sayForNow, guard, pageError, skippedLines, numberFi
 import { rankSource, nextPrompt, promptUsed, wireRankSource } from './rank_source.js';
 import { cardsOf, cardRanks, answerRanks, shownOrder, moveCard, parseOrder, allTied } from './rank_order.js';
 import { learnFrom } from './online.js';
+import { thumbButtons, thumbKey } from './thumbs.js';
 
 // The person's rankings: kept in this browser (localStorage) across reloads, editable,
 // exported and imported as JSONL ({prompt, answers, ranks, verdict}, rank 1 best).
@@ -160,7 +161,7 @@ function renderCards(focusCard) {
     const number = Object.assign(document.createElement('span'), { className: 'number', textContent: `#${k + 1}` });
     const text = Object.assign(document.createElement('span'), { className: 'text' });
     text.append(card.text ? content(card.text) : t('rank.empty'));
-    li.append(badge, number, text);
+    li.append(badge, number, text, thumbButtons(c.prompt, card.text));
     if (card.members.length > 1) li.append(Object.assign(document.createElement('span'), { className: 'times', textContent: `×${card.members.length}` }));
     const label = card.members.length > 1 ? 'rank.cardLabelTimes' : 'rank.cardLabel';
     li.setAttribute('aria-label', t(label, { rank: c.cardRanks[k], number: k + 1, times: card.members.length, answer: card.text }));
@@ -196,7 +197,7 @@ function onCardKey(event) {
     cards[Math.max(at - 1, 0)].focus();
   } else if (event.key === 'Enter') {
     guard(() => submitRanking('ranked'));
-  } else {
+  } else if (!thumbKey(event, li)) {
     return;
   }
   event.preventDefault();
