@@ -69,6 +69,7 @@ fn updates_land_as_rankings_arrive_undo_is_exact_and_a_reload_goes_on() {
     let first = block_on(session.rank_online(ranking(1), (EVERY, STEPS), &cfg)).unwrap().expect("an update");
     assert_eq!((first.rankings, first.trained_on, first.held_back), (2, 1, 1));
     assert!(first.val_pair_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+    assert!(first.kl.is_some_and(f64::is_finite), "the KL to the fine-tuned model is measured: {first:?}");
     let after_first = params(&mut session);
     assert_ne!(after_first, fine_tuned, "the update changed the model");
     assert_eq!(

@@ -24,9 +24,13 @@ pub const HOLD_BACK_ONE_IN: usize = 5;
 /// within 4 over three seeds).
 pub const DEFAULT_EVERY: usize = 4;
 pub const DEFAULT_STEPS: u64 = 4;
+/// The KL after an update is measured on this many held-back prompts, this many answers each.
+const KL_PROMPTS: usize = 4;
+const KL_ANSWERS: usize = 4;
 
 /// What one update did: after how many rankings, its last loss, the agreement of its
-/// implicit reward with the held-back rankings, and the rankings it trained on.
+/// implicit reward with the held-back rankings, the KL to the reference, and the rankings
+/// it trained on.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Update {
@@ -35,6 +39,10 @@ pub struct Update {
     pub held_back: usize,
     pub loss: Option<f32>,
     pub val_pair_accuracy: Option<f64>,
+    /// The KL of the updated model to the reference, nats per answer: Σ (log π − log π_ref)
+    /// over answers it samples to the newest held-back prompts.
+    #[serde(default)]
+    pub kl: Option<f64>,
 }
 
 /// The rankings so far and when the next update is due.
@@ -100,6 +108,7 @@ impl OnlineDpo {
             return Ok(None);
         }
         let (trained_on, held_back) = (train.len(), val.len());
+        let kl_prompts: Vec<_> = val.iter().rev().take(KL_PROMPTS).map(|r| r.prompt.clone()).collect();
         // each update draws its own order
         let position = BatcherState { seed: cfg.seed ^ self.updates.len() as u64, epoch: 0, position: 0 };
         let rows = PreferenceRows::new_in(&format, &tokenizer, train, val, t, position)?;
@@ -123,12 +132,21 @@ impl OnlineDpo {
                 metrics = p.metrics;
             }
         }
+        // how far the model has moved: answers to the newest held-back prompts, sampled
+        let mut kl = 0.0;
+        for (i, prompt) in kl_prompts.iter().enumerate() {
+            let sample = cfg.align.sample_config(cfg.seed ^ ((self.rankings.len() * KL_PROMPTS + i) as u64));
+            let answers = policy.sample_answers(prompt, KL_ANSWERS, &sample).await?;
+            let ids = format.chat_prompt(&tokenizer, prompt, t)?;
+            kl += sampled_kl(reference, &ids, &answers).await? / kl_prompts.len() as f64;
+        }
         let update = Update {
             rankings: self.rankings.len(),
             trained_on,
             held_back,
             loss,
             val_pair_accuracy: metrics.val_pair_accuracy,
+            kl: Some(kl),
         };
         self.updates.push(update.clone());
         Ok(Some(update))

@@ -75,7 +75,8 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     const online = await app(page, () => ({ ...window.kilnApp.online, chart: window.kilnApp.onlinePlot.data }));
     assert.equal(online.error, null);
     assert.deepEqual(online.updates.map((u) => u.rankings), [4, 8]);
-    assert.ok(online.updates.every((u) => u.valPairAccuracy >= 0 && u.valPairAccuracy <= 1 && Number.isFinite(u.loss)), JSON.stringify(online.updates));
+    assert.ok(online.updates.every((u) => u.valPairAccuracy >= 0 && u.valPairAccuracy <= 1 && Number.isFinite(u.loss) && Number.isFinite(u.kl)), JSON.stringify(online.updates));
+    assert.deepEqual(online.chart[2], online.updates.map((u) => u.kl), 'the KL is charted');
     assert.deepEqual(online.chart[0], [4, 8], 'a point a update');
     assert.match(await page.textContent('#online-stats'), /2 updates, the last after 8 rankings/);
     const rankings = await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')));
@@ -128,7 +129,7 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     await page.fill('#chat-input', 'Who came to play?');
     await page.click('#chat-send');
     await waitFor(page, () => window.kilnApp.lastAnswer != null || window.kilnApp.error);
-    await page.click('#chat-log .msg.assistant .thumb-down');
+    await page.click('#chat-log .msg.assistant + .thumbs .thumb-down');
     const thumbs = await app(page, () => JSON.parse(localStorage.getItem('kiln.thumbs')));
     assert.deepEqual(thumbs.map((a) => [a.completion[0].content, a.label]), [[cards[0], true], [await app(page, () => window.kilnApp.lastAnswer), false]]);
     assert.match(await page.textContent('#thumbs-count'), /^1 thumbs up, 1 down/);

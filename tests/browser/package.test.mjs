@@ -56,7 +56,7 @@ test('a page outside the repo installs the packed kiln-llm and trains from the R
     const [waited, update, undone, again] = result.online;
     assert.equal(waited, null);
     assert.deepEqual([update.rankings, update.trainedOn, update.heldBack], [2, 1, 1]);
-    assert.ok(update.valPairAccuracy >= 0 && update.valPairAccuracy <= 1 && Number.isFinite(update.loss));
+    assert.ok(update.valPairAccuracy >= 0 && update.valPairAccuracy <= 1 && Number.isFinite(update.loss) && Number.isFinite(update.kl));
     assert.deepEqual([undone, again], [true, false]);
     assert.equal(result.reward.stage, 'reward');
     assert.ok(Number.isFinite(result.reward.metrics.valPairAccuracy));

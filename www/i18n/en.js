@@ -189,7 +189,7 @@ export default {
   'online.agreement': 'agreement with held-back rankings',
   'online.waiting': 'The first update comes after 4 rankings (one in five is held back to measure it).',
   'online.updating': 'Updating…',
-  'online.stats': '{updates} updates, the last after {rankings} rankings: trained on {trained}, agreement with the {held} held back {agreement}.',
+  'online.stats': '{updates} updates, the last after {rankings} rankings: trained on {trained}, agreement with the {held} held back {agreement}, KL to the fine-tuned model {kl}.',
   'online.busy': 'a training run is going on: the ranking is kept, and the updates wait until it ends',
   'online.failed': 'The update failed: {message}',
   'thumbs.up': 'thumb up: a good answer',

@@ -187,7 +187,7 @@ export default {
   'online.agreement': '与保留排序的一致率',
   'online.waiting': '第一次更新在 4 次排序之后（每五次排序保留一次用于衡量）。',
   'online.updating': '正在更新…',
-  'online.stats': '已更新 {updates} 次，最近一次在 {rankings} 次排序之后：用 {trained} 次训练，与保留的 {held} 次的一致率 {agreement}。',
+  'online.stats': '已更新 {updates} 次，最近一次在 {rankings} 次排序之后：用 {trained} 次训练，与保留的 {held} 次的一致率 {agreement}，与微调模型的 KL {kl}。',
   'online.busy': '正在训练：排序已保存，更新等训练结束后再进行',
   'online.failed': '更新失败：{message}',
   'thumbs.up': '赞：好回答',

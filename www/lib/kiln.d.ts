@@ -237,14 +237,16 @@ export interface Ranking {
 }
 
 /** An update of the loop that learns as the person ranks: after how many rankings, how
- * many it trained on and held back, its last loss, and its implicit reward's agreement
- * with the held-back rankings. */
+ * many it trained on and held back, its last loss, its implicit reward's agreement with
+ * the held-back rankings, and its KL to the fine-tuned model. */
 export interface OnlineUpdate {
   rankings: number;
   trainedOn: number;
   heldBack: number;
   loss: number | null;
   valPairAccuracy: number | null;
+  /** The KL to the fine-tuned model, nats per answer, on answers to held-back prompts. */
+  kl: number | null;
 }
 
 export interface Candidate { text: string; ended: boolean; logprobs: number[]; }

@@ -31,7 +31,8 @@ async function sendChat() {
       answer += piece;
       bubble.textContent = answer;
     }
-    bubble.append(thumbButtons(messages.slice(), answer));
+    // beside the answer, not in it: the bubble's text is the answer's
+    bubble.after(thumbButtons(messages.slice(), answer));
     app.chat.push({ role: 'assistant', content: answer });
     app.lastAnswer = answer;
     if (app.expectedAnswer != null && content === app.heldOutQuestion) {

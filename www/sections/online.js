@@ -3,7 +3,7 @@
 // online DPO, held near the fine-tuned model). The page does not wait: the person ranks
 // on, and the next prompt's answers, asked of the worker after the update, come from the
 // updated model. Each update is a point on this chart (its agreement with the rankings
-// held back from training); the last ones can be undone.
+// held back from training, and its KL to the fine-tuned model); the last ones can be undone.
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, onLanguageChange } from '../i18n.js';
 import { $, app, say, fmt, guard, pageError } from '../page.js';
@@ -11,9 +11,10 @@ import { remakeChart, STEP_TICKS } from './train.js';
 
 const chart = () => ({
   width: Math.min(640, document.body.clientWidth - 40), height: 160,
-  scales: { x: { time: false }, y: { range: [0, 1] } },
-  axes: [{ label: t('online.axisRankings'), incrs: STEP_TICKS }, { label: t('online.axisAgreement') }],
-  series: [{ label: t('online.axisRankings') }, { label: t('online.agreement'), stroke: '#2166ac', width: 2, points: { show: true } }],
+  scales: { x: { time: false }, y: { range: [0, 1] }, kl: { auto: true } },
+  axes: [{ label: t('online.axisRankings'), incrs: STEP_TICKS }, { label: t('online.axisAgreement') }, { scale: 'kl', side: 1, label: 'KL', grid: { show: false } }],
+  series: [{ label: t('online.axisRankings') }, { label: t('online.agreement'), stroke: '#2166ac', width: 2, points: { show: true } },
+    { label: 'KL', scale: 'kl', stroke: '#6a3d9a', width: 2, points: { show: true } }],
 });
 
 app.online = { updates: [], pending: 0, error: null };
@@ -23,14 +24,14 @@ function show() {
   const { updates, pending, error } = app.online;
   $('online-box').hidden = !$('rank-online').checked && !updates.length;
   $('rank-undo').disabled = !updates.length || pending > 0;
-  plot ??= new uPlot(chart(), [[], []], $('online-chart'));
-  plot.setData([updates.map((u) => u.rankings), updates.map((u) => u.valPairAccuracy)]);
+  plot ??= new uPlot(chart(), [[], [], []], $('online-chart'));
+  plot.setData([updates.map((u) => u.rankings), updates.map((u) => u.valPairAccuracy), updates.map((u) => u.kl)]);
   app.onlinePlot = plot;
   const last = updates.at(-1);
   say('online-stats', () => {
     if (error) return tParts('online.failed', { message: error });
     const parts = last
-      ? t('online.stats', { updates: updates.length, rankings: last.rankings, trained: last.trainedOn, held: last.heldBack, agreement: fmt(last.valPairAccuracy, 2) })
+      ? t('online.stats', { updates: updates.length, rankings: last.rankings, trained: last.trainedOn, held: last.heldBack, agreement: fmt(last.valPairAccuracy, 2), kl: fmt(last.kl, 3) })
       : t('online.waiting');
     return pending ? `${parts} ${t('online.updating')}` : parts;
   });

@@ -161,7 +161,7 @@ function renderCards(focusCard) {
     const number = Object.assign(document.createElement('span'), { className: 'number', textContent: `#${k + 1}` });
     const text = Object.assign(document.createElement('span'), { className: 'text' });
     text.append(card.text ? content(card.text) : t('rank.empty'));
-    li.append(badge, number, text, thumbButtons(c.prompt, card.text));
+    li.append(badge, number, text, thumbButtons(c.prompt, card.text, true));
     if (card.members.length > 1) li.append(Object.assign(document.createElement('span'), { className: 'times', textContent: `×${card.members.length}` }));
     const label = card.members.length > 1 ? 'rank.cardLabelTimes' : 'rank.cardLabel';
     li.setAttribute('aria-label', t(label, { rank: c.cardRanks[k], number: k + 1, times: card.members.length, answer: card.text }));

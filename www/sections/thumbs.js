@@ -42,13 +42,16 @@ function showThumbCount() {
   $('thumbs-export').disabled = !app.thumbs.length;
 }
 
-/** Two buttons, up and down, for `completion` after `prompt`, showing its thumb. */
-export function thumbButtons(prompt, completion) {
+/** Two buttons, up and down, for `completion` after `prompt`, showing its thumb. On a
+ * ranking card (`inCard`) they are no tab stops: + and − on the focused card press them,
+ * and Tab goes from card to card as before. */
+export function thumbButtons(prompt, completion, inCard = false) {
   const span = Object.assign(document.createElement('span'), { className: 'thumbs' });
   const draw = (given) => span.querySelectorAll('button').forEach((b) => b.setAttribute('aria-pressed', String(given === (b.dataset.label === 'up'))));
   for (const [label, sign, name] of [['up', '+', 'thumbs.up'], ['down', '−', 'thumbs.down']]) {
     const b = Object.assign(document.createElement('button'), { type: 'button', textContent: sign, className: `thumb-${label}` });
     b.dataset.label = label;
+    if (inCard) b.tabIndex = -1;
     b.setAttribute('aria-label', t(name));
     b.addEventListener('click', (event) => {
       event.stopPropagation();
