@@ -545,6 +545,27 @@ fn kto_on_thumbs_and_grpo_and_rloo_on_a_rule_from_the_command_line() {
     println!("{err}");
     assert!(ok && err.contains("meanReward"), "rloo failed: {err}");
 
+    // a trained reward model as part of the rule: its score times the check's weight
+    let ranked: String = ["Who?", "Where?", "When?"]
+        .iter()
+        .map(|q| serde_json::json!({"prompt": q, "answers": ["Yes!", "no"], "ranks": [1, 2]}).to_string() + "\n")
+        .collect();
+    let rankings = file("rm-rankings.jsonl", &ranked);
+    let rm = temp("fb-rm");
+    let args =
+        ["reward", "--ckpt", &sft, "--rankings", rankings.to_str().unwrap(), "--steps", "2", "--batch-size", "4"];
+    let (ok, _, err) = kiln(&[&args[..], &["--out", rm.to_str().unwrap()], &cpu].concat());
+    assert!(ok, "reward failed: {err}");
+    let with_rm = r#"[{"check": "rewardModel", "weight": 0.5}, {"check": "endsWith", "text": "!"}]"#;
+    let args = ["grpo", "--ckpt", &sft, "--rule", with_rm, "--generations", "4", "--rollout-prompts", "2"];
+    let more = ["--batch-size", "8", "--steps", "2", "--eval", "0", "--out", &rloo];
+    let (ok, _, err) = kiln(&[&args[..], &more, &["--reward", rm.to_str().unwrap()], &cpu].concat());
+    assert!(ok && err.contains("meanReward"), "grpo on a rule with the reward model failed: {err}");
+    let (ok, _, err) = kiln(&[&args[..], &more, &cpu].concat());
+    assert!(!ok && err.contains("the rule asks the reward model, but there is none"), "{err}");
+    std::fs::remove_dir_all(&rm).unwrap();
+    std::fs::remove_file(&rankings).unwrap();
+
     // rules that cannot be used: named by what is wrong, before anything trains
     let bad = file("bad-rule.json", r#"[{"check": "matches", "pattern": "(a{1000}){1000}"}]"#);
     let (ok, _, err) =

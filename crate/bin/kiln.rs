@@ -266,7 +266,7 @@ fn stage_flags(stage: StageKind) -> Vec<&'static str> {
         Input::Feedback => vec!["ckpt", "data", "eval"],
         Input::Prompts => vec!["ckpt", "rankings", "prompts", "eval"],
     };
-    if stage.def().frozen.contains(&Frozen::Reward) {
+    if stage.def().frozen.iter().any(|f| matches!(f, Frozen::Reward | Frozen::RewardIfAny)) {
         flags.push("reward");
     }
     flags.extend(["lang", "out", "log-json", "backend"]);
@@ -895,12 +895,17 @@ fn stage_input(o: &Options, kind: StageKind) -> Result<StageInput, KilnError> {
     Ok(input)
 }
 
-/// The reward model `--reward` names, for a stage that reads one.
+/// The reward model `--reward` names, for a stage that reads one (RLOO and GRPO: when
+/// their rule asks it).
 fn reward_model(o: &Options, kind: StageKind) -> Result<Option<Vec<f32>>, KilnError> {
-    if !kind.def().frozen.contains(&Frozen::Reward) {
-        return Ok(None);
-    }
-    let dir = o.get("reward").ok_or_else(|| usage(&format!("{kind} needs --reward DIR (a model from kiln reward)")))?;
+    let frozen = kind.def().frozen;
+    let dir = match o.get("reward") {
+        Some(dir) if frozen.iter().any(|f| matches!(f, Frozen::Reward | Frozen::RewardIfAny)) => dir,
+        _ if frozen.contains(&Frozen::Reward) => {
+            return Err(usage(&format!("{kind} needs --reward DIR (a model from kiln reward)")))
+        }
+        _ => return Ok(None),
+    };
     let rm = load_model(&read_dir(Path::new(dir))?)?;
     if rm.layout.scalar_head.map(|h| h.kind) != Some(ScalarHeadKind::Reward) {
         return Err(usage(&format!("{dir} is not a reward model (it has no score head)")));

@@ -4,7 +4,9 @@
 //!   [{"check": "endsWith", "text": "!"},
 //!    {"check": "equalsReference", "weight": 2},
 //!    {"check": "matches", "pattern": "^[A-Z]"},
-//!    {"check": "maxWords", "words": 12}]
+//!    {"check": "maxWords", "words": 12},
+//!    {"check": "rewardModel", "weight": 0.5}]
+//! (`rewardModel` adds a trained reward model's score of the answer, times its weight.)
 //! The file is a stranger's: its size, the number of checks, each text and pattern are
 //! bounded, and patterns run on a regular-expression engine without backtracking (time
 //! linear in the answer, however the pattern nests), its compiled size capped.
@@ -39,6 +41,8 @@ pub enum Check {
     /// The answer is the data's reference answer (case, surrounding space and a final
     /// . 。 ! ！ ignored): a JSONL's completion, or the built-in question's answer.
     EqualsReference,
+    /// The trained reward model's score of the answer (times the weight), not a yes or no.
+    RewardModel,
 }
 
 /// A check with its weight (1 when the file gives none).
@@ -64,7 +68,7 @@ struct Written {
     weight: Option<f64>,
 }
 
-const KINDS: &str = "contains, notContains, endsWith, matches, maxWords or equalsReference";
+const KINDS: &str = "contains, notContains, endsWith, matches, maxWords, equalsReference or rewardModel";
 
 impl TryFrom<Written> for Weighted {
     type Error = String;
@@ -84,6 +88,7 @@ impl TryFrom<Written> for Weighted {
             "matches" => ("pattern", Check::Matches { pattern: w.pattern.clone().ok_or("matches needs \"pattern\"")? }),
             "maxWords" => ("words", Check::MaxWords { words: w.words.ok_or("maxWords needs \"words\"")? }),
             "equalsReference" => ("", Check::EqualsReference),
+            "rewardModel" => ("", Check::RewardModel),
             other => return Err(format!("unknown check {other:?}: choose {KINDS}")),
         };
         let given = [("text", w.text.is_some()), ("pattern", w.pattern.is_some()), ("words", w.words.is_some())];
@@ -104,6 +109,7 @@ impl From<Weighted> for Written {
             Check::Matches { pattern } => ("matches", None, Some(pattern), None),
             Check::MaxWords { words } => ("maxWords", None, None, Some(words)),
             Check::EqualsReference => ("equalsReference", None, None, None),
+            Check::RewardModel => ("rewardModel", None, None, None),
         };
         Written { check: check.into(), text, pattern, words, weight }
     }
@@ -174,7 +180,7 @@ impl Rule {
             let text = match &w.check {
                 Check::Contains { text } | Check::NotContains { text } | Check::EndsWith { text } => Some(text),
                 Check::Matches { pattern } => Some(pattern),
-                Check::MaxWords { .. } | Check::EqualsReference => None,
+                Check::MaxWords { .. } | Check::EqualsReference | Check::RewardModel => None,
             };
             if let Some(text) = text {
                 let n = text.chars().count();
@@ -205,8 +211,16 @@ impl Rule {
         self.checks.iter().any(|w| w.check == Check::EqualsReference)
     }
 
-    /// The score of `answer`: Σ weight over the checks that hold. `reference`: the data's
-    /// answer to the prompt, when it has one (an `equalsReference` check fails without).
+    /// Σ weight of the `rewardModel` checks: what the reward model's score is multiplied by
+    /// in an answer's score (0: the rule does not ask it).
+    pub fn reward_weight(&self) -> f64 {
+        self.checks.iter().filter(|w| w.check == Check::RewardModel).map(|w| w.weight).sum()
+    }
+
+    /// The score of `answer` from its text: Σ weight over the checks that hold (the reward
+    /// model's part, [`Rule::reward_weight`] times its score, is added by the stage that
+    /// runs it). `reference`: the data's answer to the prompt, when it has one (an
+    /// `equalsReference` check fails without).
     pub fn score(&self, answer: &str, reference: Option<&str>) -> f64 {
         self.checks
             .iter()
@@ -230,6 +244,7 @@ fn holds(check: &Check, pattern: Option<&regex::Regex>, answer: &str, reference:
         Check::Matches { .. } => pattern.is_some_and(|re| re.is_match(answer)),
         Check::MaxWords { words } => answer.split_whitespace().count() <= *words,
         Check::EqualsReference => reference.is_some_and(|r| answer_matches(r, answer)),
+        Check::RewardModel => false,
     }
 }
 
@@ -267,6 +282,11 @@ mod tests {
         assert_eq!(rule.score("a dog and a cat sat", Some("x")), 1.0);
         assert_eq!(Rule::parse(&rule.to_json()).unwrap(), rule);
         assert!(rule.needs_reference());
+        assert_eq!(rule.reward_weight(), 0.0);
+        let with_rm =
+            Rule::parse(r#"[{"check": "rewardModel", "weight": 0.5}, {"check": "endsWith", "text": "!"}]"#).unwrap();
+        assert_eq!((with_rm.reward_weight(), with_rm.score("Yes!", None)), (0.5, 1.0));
+        assert_eq!(Rule::parse(&with_rm.to_json()).unwrap(), with_rm);
     }
 
     #[test]

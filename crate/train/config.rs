@@ -97,7 +97,7 @@ pub struct AlignConfig {
     pub answer_tokens: usize,
     /// RLOO's and GRPO's reward: a rule as JSON, a list of checks with weights
     /// (`data::rule`: contains, notContains, endsWith, matches, maxWords,
-    /// equalsReference).
+    /// equalsReference, rewardModel).
     pub rule: String,
     /// Answers sampled per prompt in RLOO and GRPO, the group each is compared with (TRL's
     /// num_generations).

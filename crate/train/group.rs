@@ -341,17 +341,33 @@ impl Stage for GroupPolicy {
         Ok(batch)
     }
 
-    /// The reference's and the policy's log-probabilities of the rollouts, then each
-    /// answer's advantage.
+    /// The reference's and the policy's log-probabilities of the rollouts (and the reward
+    /// model's scores, when the session has one: a rule may ask it), then each answer's
+    /// advantage.
     fn score_rollouts(&mut self, frozen: &[Outputs], policy: &Outputs, ended: &[bool]) -> Result<()> {
-        let [reference] = frozen else {
-            return Err(KilnError::Config(format!("{} needs the reference model (Trainer::set_frozen)", self.kind)));
+        let (reference, reward) = match frozen {
+            [reference] => (reference, None),
+            [reference, reward] => (reference, Some(reward)),
+            _ => {
+                return Err(KilnError::Config(format!("{} needs the reference model (Trainer::set_frozen)", self.kind)))
+            }
         };
+        let reward_weight = self.rule.reward_weight();
+        if reward_weight != 0.0 && reward.is_none() {
+            return Err(KilnError::Config("the rule asks the reward model, but there is none: train one first".into()));
+        }
         let mut r = self.rollouts.take().expect("rollout_batch comes first");
         let t = r.batch.t;
         let mut kls = Vec::with_capacity(r.rows.len());
         for (k, row) in r.rows.iter().enumerate() {
-            let (first, last, _) = answer_span(row);
+            let (first, last, end_input) = answer_span(row);
+            if let (Some(reward), true) = (reward, reward_weight != 0.0) {
+                let part = reward_weight * reward.values[k * t + end_input] as f64;
+                r.scores[k] += part;
+                if let Some(shown) = self.latest.get_mut(k) {
+                    shown.2 += part;
+                }
+            }
             let logp: Vec<f64> = (first..=last).map(|p| -policy.nll[k * t + p] as f64).collect();
             let ref_logp: Vec<f64> = (first..=last).map(|p| -reference.nll[k * t + p] as f64).collect();
             kls.push(logp.iter().zip(&ref_logp).map(|(l, r)| l - r).sum::<f64>());

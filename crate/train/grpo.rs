@@ -22,7 +22,7 @@ pub const DEF: StageDef = StageDef {
     },
     options: group::OPTIONS,
     head: None,
-    frozen: &[Frozen::Reference],
+    frozen: &[Frozen::Reference, Frozen::RewardIfAny],
     from_reference: true,
     build: |i| group::build(i, StageKind::Grpo, Baseline::GroupNormalised),
     restore: |r| group::restore(r, StageKind::Grpo, Baseline::GroupNormalised),

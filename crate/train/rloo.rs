@@ -21,7 +21,7 @@ pub const DEF: StageDef = StageDef {
     },
     options: group::OPTIONS,
     head: None,
-    frozen: &[Frozen::Reference],
+    frozen: &[Frozen::Reference, Frozen::RewardIfAny],
     from_reference: true,
     build: |i| group::build(i, StageKind::Rloo, Baseline::LeaveOneOut),
     restore: |r| group::restore(r, StageKind::Rloo, Baseline::LeaveOneOut),

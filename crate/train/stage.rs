@@ -73,6 +73,9 @@ pub enum Frozen {
     Reference,
     /// The reward model, with its score head.
     Reward,
+    /// The reward model when the session has one (a rule may ask it: RLOO, GRPO); after
+    /// the reference when both are read.
+    RewardIfAny,
 }
 
 /// What a stage is built from for a new run: the model's tokenizer, chat format and

@@ -41,6 +41,16 @@ pub async fn begin_preference<B: Backend>(
     reward: Option<&[f32]>,
 ) -> Result<()> {
     let kind = stage.kind();
+    // a rule that asks the reward model, with none trained, is refused before anything runs
+    if kind.def().frozen.contains(&Frozen::RewardIfAny)
+        && reward.is_none()
+        && crate::data::rule::Rule::parse(&cfg.align.rule)?.reward_weight() != 0.0
+    {
+        return Err(KilnError::Config(format!(
+            "the rule asks the reward model, but there is none: train one on your rankings first, or give {} a rule without rewardModel",
+            kind.name().to_uppercase()
+        )));
+    }
     if let Some(head) = scalar_head(kind) {
         run.add_scalar_head(head, cfg.seed).await?;
     }
@@ -65,14 +75,15 @@ pub fn set_frozen<B: Backend>(
     }
     let models = frozen
         .iter()
-        .map(|f| match f {
-            Frozen::Reference => Ok(((!lora).then_some(reference), None)),
-            Frozen::Reward => reward.map(|r| (Some(r), Some(ScalarHeadKind::Reward))).ok_or_else(|| {
+        .filter_map(|f| match f {
+            Frozen::Reference => Some(Ok(((!lora).then_some(reference), None))),
+            Frozen::Reward => Some(reward.map(|r| (Some(r), Some(ScalarHeadKind::Reward))).ok_or_else(|| {
                 KilnError::Config(format!(
                     "{} needs a reward model: train one on your rankings first",
                     kind.name().to_uppercase()
                 ))
-            }),
+            })),
+            Frozen::RewardIfAny => reward.map(|r| Ok((Some(r), Some(ScalarHeadKind::Reward)))),
         })
         .collect::<Result<Vec<_>>>()?;
     run.set_frozen(&models)

@@ -225,7 +225,8 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
 
     // 11. no rankings: a rule built in the page. An incomplete check is refused beside the
     // buttons; a pattern the engine cannot bound is refused by the core, naming the check;
-    // then GRPO on the rule, which reports how many groups scored alike
+    // then GRPO on the rule with the reward model as one of its checks, which reports how
+    // many groups scored alike
     await page.click('#rule-box summary');
     assert.deepEqual(await page.locator('#rule-checks .rule-check').evaluateAll((s) => s.map((e) => e.value)), ['endsWith', 'equalsReference']);
     await page.click('#rule-add');
@@ -236,7 +237,10 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     await page.click('#grpo-start');
     await waitFor(page, () => /check 3: the pattern .* is too large/.test(document.getElementById('align-section-error')?.textContent ?? ''), 120_000);
     await idle(page);
-    await page.click('#rule-checks li:nth-child(3) .rule-remove');
+    // the third check becomes the reward model trained above, its score weighed by a half
+    await page.selectOption('#rule-checks li:nth-child(3) .rule-check', 'rewardModel');
+    assert.equal(await page.isHidden('#rule-checks li:nth-child(3) .rule-value'), true);
+    await page.fill('#rule-checks li:nth-child(3) .rule-weight', '0.5');
     await app(page, () => { window.kilnApp.compared = null; });
     await page.fill('#align-steps', '2');
     await page.click('#grpo-start');

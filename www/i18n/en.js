@@ -253,6 +253,7 @@ export default {
   'rules.check.matches': 'matches the pattern',
   'rules.check.maxWords': 'has at most (words)',
   'rules.check.equalsReference': 'is the expected answer',
+  'rules.check.rewardModel': 'the reward model\u2019s score',
   'rules.field.text': 'text',
   'rules.field.pattern': 'regular expression',
   'rules.field.words': 'words',

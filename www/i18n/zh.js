@@ -251,6 +251,7 @@ export default {
   'rules.check.matches': '匹配正则表达式',
   'rules.check.maxWords': '最多词数',
   'rules.check.equalsReference': '等于标准答案',
+  'rules.check.rewardModel': '奖励模型的打分',
   'rules.field.text': '文本',
   'rules.field.pattern': '正则表达式',
   'rules.field.words': '词数',

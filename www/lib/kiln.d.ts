@@ -77,8 +77,8 @@ export interface TrainingOptions {
   answerTokens?: number;
   /** RLOO and GRPO: the rule that scores answers (JSON, a list of checks such as
    * `[{"check": "endsWith", "text": "!"}, {"check": "equalsReference"}]`; checks:
-   * contains, notContains, endsWith, matches, maxWords, equalsReference, each with an
-   * optional weight), answers
+   * contains, notContains, endsWith, matches, maxWords, equalsReference, and rewardModel,
+   * the trained reward model's score, each with an optional weight), answers
    * sampled per prompt (the group), and optimizer steps per round of rollouts. Their KL
    * weight is klCoef, GRPO's ratio clip clipRange. */
   rule?: string;

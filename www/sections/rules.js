@@ -1,12 +1,13 @@
 // A rule as the reward, stated without code: checks an answer can pass (ends with, contains,
-// a pattern, a word limit, the data's own answer), each with a weight. RLOO and GRPO learn
+// a pattern, a word limit, the data's own answer), each with a weight, and the reward
+// model trained on the rankings (its score times the weight). RLOO and GRPO learn
 // from it with no ranking; the core checks the rule (and bounds its patterns) when a run
 // begins, so this section only builds the JSON the core reads.
 import { t, onLanguageChange } from '../i18n.js';
 import { $, pageError } from '../page.js';
 
 /** The checks, in the core's names, and the field each takes ('' for none). */
-const CHECKS = { endsWith: 'text', contains: 'text', notContains: 'text', matches: 'pattern', maxWords: 'words', equalsReference: '' };
+const CHECKS = { endsWith: 'text', contains: 'text', notContains: 'text', matches: 'pattern', maxWords: 'words', equalsReference: '', rewardModel: '' };
 
 /** The rule the page starts with: the built-in task's (exclaimed, and correct). */
 const START = [{ check: 'endsWith', text: '!' }, { check: 'equalsReference' }];
