@@ -14,7 +14,7 @@ use crate::data::chat::Message;
 use crate::data::corpus::{default_corpus, Language, DEFAULT_SEED, DEFAULT_STORIES};
 use crate::data::format::ChatFormat;
 use crate::data::instruct::{instruction_set, Split};
-use crate::data::preference::read_rankings;
+use crate::data::preference::{rankings_jsonl, read_rankings};
 use crate::data::{documents, text_from_bytes};
 use crate::error::KilnError;
 use crate::gpu::{Gpu, GpuError};
@@ -362,6 +362,39 @@ pub fn undo_online() -> Result<bool, JsValue> {
     let result = core.undo_online();
     put_core(core);
     result.map_err(kiln_error)
+}
+
+/// Several people's rankings, one file each (`files`: [{name, text}]; a line naming its
+/// `annotator` is that person's): {agreement (counts, pairwise agreement, Kendall's τ-b,
+/// Krippendorff's α, disagreements), skipped: ["NAME: line N: why"], combined: rankings
+/// JSONL when `combine` ("union", "majority" or a person's name) is given}.
+#[wasm_bindgen]
+pub fn agreement(files: JsValue, combine: Option<String>) -> Result<JsValue, JsValue> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        name: String,
+        text: String,
+    }
+    let files: Vec<File> = from_js(files)?;
+    let (mut read, mut skipped) = (Vec::with_capacity(files.len()), Vec::new());
+    for f in files {
+        let rankings = read_rankings(f.text.as_bytes()).map_err(|e| kiln_error(e.at(&f.name)))?;
+        skipped.extend(rankings.skipped.iter().map(|e| format!("{}: {e}", f.name)));
+        read.push((f.name, rankings.items));
+    }
+    let people = crate::data::agreement::people(read);
+    if people.len() < 2 {
+        return Err(kiln_error(KilnError::Data(
+            "agreement needs two people's rankings: a file each, or lines that name their \"annotator\"".into(),
+        )));
+    }
+    let combined = combine
+        .map(|how| crate::data::agreement::combine(&people, &crate::data::agreement::Combine::parse(&how)))
+        .transpose()
+        .map_err(kiln_error)?
+        .map(|r| rankings_jsonl(&r));
+    let report = crate::data::agreement::agreement(&people);
+    to_js(&serde_json::json!({ "agreement": report, "skipped": skipped, "combined": combined }))
 }
 
 /// Greedy answers to each of `prompts` (lists of messages) by `which` model: "current"

@@ -19,6 +19,7 @@ import { wireAlignment } from './sections/align.js';
 import { wireRules } from './sections/rules.js';
 import { wireOnline } from './sections/online.js';
 import { wireThumbs } from './sections/thumbs.js';
+import { wirePeople } from './sections/people.js';
 import { wireChat } from './sections/chat.js';
 import { wirePlayground } from './sections/playground.js';
 import { wireFiles } from './sections/files.js';
@@ -53,6 +54,7 @@ function wire() {
   wireRules();
   wireOnline();
   wireThumbs();
+  wirePeople();
   wireFiles();
 }
 

@@ -1218,7 +1218,7 @@ fn annotators_of(files: &[&str]) -> Result<Vec<(String, Vec<Ranking>)>, KilnErro
         return Err(usage("kiln agreement FILES…: one rankings file per person"));
     }
     let stem = |path: &str| Path::new(path).file_stem().map_or(path.to_string(), |s| s.to_string_lossy().into_owned());
-    let mut people: Vec<(String, Vec<Ranking>)> = Vec::new();
+    let mut read_files = Vec::with_capacity(files.len());
     for &path in files {
         let bytes = read_text_file(path, MAX_JSONL_BYTES, "rankings")?;
         let read = read_rankings(&bytes).map_err(|e| e.at(path))?;
@@ -1227,15 +1227,9 @@ fn annotators_of(files: &[&str]) -> Result<Vec<(String, Vec<Ranking>)>, KilnErro
         }
         let alike = files.iter().filter(|&&other| stem(other) == stem(path)).count() > 1;
         let file_name = printable(if alike { path.to_string() } else { stem(path) }, MAX_ANNOTATOR_CHARS);
-        for ranking in read.items {
-            let name = ranking.annotator.clone().unwrap_or_else(|| file_name.clone());
-            match people.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, rankings)) => rankings.push(ranking),
-                None => people.push((name, vec![ranking])),
-            }
-        }
+        read_files.push((file_name, read.items));
     }
-    Ok(people)
+    Ok(kiln::data::agreement::people(read_files))
 }
 
 /// `text` without control characters (a stranger's file must not drive the terminal), cut

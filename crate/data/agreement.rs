@@ -119,6 +119,23 @@ pub struct AnnotatorRanks {
     pub all_bad: bool,
 }
 
+/// Each person's rankings from files of rankings, (file name, rankings) each: a ranking
+/// is its `annotator`'s when it names one, else its file's, so a file may hold one person or
+/// several.
+pub fn people(files: Vec<(String, Vec<Ranking>)>) -> Vec<(String, Vec<Ranking>)> {
+    let mut people: Vec<(String, Vec<Ranking>)> = Vec::new();
+    for (file_name, rankings) in files {
+        for ranking in rankings {
+            let name = ranking.annotator.clone().unwrap_or_else(|| file_name.clone());
+            match people.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, list)) => list.push(ranking),
+                None => people.push((name, vec![ranking])),
+            }
+        }
+    }
+    people
+}
+
 /// Which rankings to train on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Combine {

@@ -3,7 +3,8 @@
 // ranking the worker runs a few DPO updates while the ranking goes on, each update a point
 // on the chart; the page answers clicks during an update; undo takes the last update back;
 // a reload resumes the loop from its autosave; thumbs on cards and chat answers, exported
-// as TRL's KTO lines, and KTO on them.
+// as TRL's KTO lines, and KTO on them; several people's agreement, and the majority's
+// rankings added.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -146,6 +147,34 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     const kto = await app(page, () => window.kilnApp.progress);
     assert.equal(kto.at(-1).stage, 'kto');
     assert.ok(kto.every((p) => Number.isFinite(p.loss)));
+
+    // several people: ana and bo order two prompts' answers alike, cy the other way round;
+    // then the majority's rankings are added to the page's own
+    const prompt = (q) => [{ role: 'user', content: q }];
+    const person = (ranks) => ['Who?', 'Where?'].map((q) => JSON.stringify({ prompt: prompt(q), answers: ['a', 'b', 'c'], ranks, verdict: 'ranked' })).join('\n');
+    const dir = fs.mkdtempSync(path.join(ARTIFACTS, 'people-'));
+    const named = ['ana', 'bo', 'cy'].map((name, i) => {
+      const file = path.join(dir, `${name}.jsonl`);
+      fs.writeFileSync(file, person(i < 2 ? [1, 2, 3] : [3, 2, 1]));
+      return file;
+    });
+    await page.click('#people-box summary');
+    await page.setInputFiles('#people-files', named);
+    await waitFor(page, () => window.kilnApp.people || window.kilnApp.error);
+    await noError(page);
+    const people = await app(page, () => window.kilnApp.people.agreement);
+    assert.deepEqual(people.annotators.map((p) => [p.name, p.rankings, p.pairs]), [['ana', 2, 6], ['bo', 2, 6], ['cy', 2, 6]]);
+    assert.deepEqual(people.between.map((b) => [b.annotators.join('-'), b.pairwiseAgreement, b.meanTauB]), [['ana-bo', 1, 1], ['ana-cy', 0, -1], ['bo-cy', 0, -1]]);
+    // the krippendorff package (PyPI) gives -0.2592592592592593 for these ranks: -7/27
+    assert.ok(Math.abs(people.krippendorffAlpha + 7 / 27) < 1e-12, `two against one, reversed: alpha ${people.krippendorffAlpha}`);
+    assert.equal(await page.locator('#people-between tbody tr').count(), 3);
+    const before = (await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')))).length;
+    await page.selectOption('#people-combine', 'majority');
+    await page.click('#people-add');
+    await waitFor(page, (n) => JSON.parse(localStorage.getItem('kiln.rankings')).length > n || window.kilnApp.error, before);
+    const added = (await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')))).slice(before);
+    assert.deepEqual(added.map((r) => [r.ranks, r.annotator]), [[[1, 2, 3], 'majority'], [[1, 2, 3], 'majority']]);
+    console.log(`people: ${JSON.stringify(people.between)}, alpha ${people.krippendorffAlpha}`);
     for (const url of requests) assert.ok(isLocal(site, url), url);
   } finally {
     await browser.close();

@@ -236,6 +236,16 @@ export interface Ranking {
   annotator?: string;
 }
 
+/** How far several people's rankings agree. */
+export interface Agreement {
+  annotators: { name: string; rankings: number; pairs: number; skipped: number; allBad: number }[];
+  between: { annotators: [string, string]; sharedPrompts: number; answerPairs: number; pairwiseAgreement: number | null; meanTauB: number | null; tauPrompts: number; tauSkipped: number }[];
+  sharedPrompts: number;
+  krippendorffAlpha: number | null;
+  disagreementCount: number;
+  disagreements: { question: string; answers: string[]; ranks: { annotator: string; ranks: number[]; allBad: boolean }[]; agreement: number }[];
+}
+
 /** An update of the loop that learns as the person ranks: after how many rankings, how
  * many it trained on and held back, its last loss, its implicit reward's agreement with
  * the held-back rankings, and its KL to the fine-tuned model. */
@@ -321,6 +331,11 @@ export class Kiln {
    * `steps` DPO steps from the current model, held near the fine-tuned one. The update
    * that landed, or null. Options: every, steps, and DPO's training options. */
   learnFromRanking(ranking: Ranking, options?: TrainingOptions & { every?: number; steps?: number }): Promise<OnlineUpdate | null>;
+  /** Several people's rankings, a file each (lines naming their annotator are that
+   * person's): counts, pairwise agreement, Kendall's tau-b, Krippendorff's alpha (ordinal)
+   * and the prompts they disagree on; with `combine` ('union', 'majority' or a person's
+   * name) also the rankings JSONL to train on. */
+  agreement(files: Array<File | { name: string; text: string }>, combine?: string): Promise<{ agreement: Agreement; skipped: string[]; combined: string | null }>;
   /** Puts back the model as it was before the last update, bit for bit: whether there was one. */
   undoUpdate(): Promise<boolean>;
   answers(prompts: Message[][], which?: 'current' | 'reference'): Promise<string[]>;

@@ -336,6 +336,16 @@ export class Kiln {
    * that landed ({rankings, trainedOn, heldBack, loss, valPairAccuracy}) or null. */
   learnFromRanking(ranking, options = {}) { return this.#call('rankOnline', [ranking, trainingOptions(options)]); }
 
+  /** Several people's rankings, a file (File, or {name, text}) each; lines naming their
+   * `annotator` are that person's: {agreement: {annotators, between, krippendorffAlpha …},
+   * skipped, combined} — `combined`, when `combine` is 'union', 'majority' or a person's
+   * name, is the rankings JSONL to train on. */
+  async agreement(files, combine) {
+    // each person is named by the file's name without its extension, as the CLI names them
+    const read = await Promise.all([...files].map(async (f) => ({ name: f.name.replace(/\.[^.]*$/, '') || f.name, text: typeof f.text === 'function' ? await f.text() : f.text })));
+    return this.#call('agreement', [read, combine ?? undefined]);
+  }
+
   /** Puts back the model as it was before the last update (bit for bit): whether there was one. */
   undoUpdate() { return this.#call('undoOnline', []); }
 

@@ -302,7 +302,11 @@ function download(name, text) {
 }
 
 async function importRankings(file) {
-  const read = await app.kiln.checkRankings(file);
+  addRankings(await app.kiln.checkRankings(file));
+}
+
+/** Rankings read by the core (`checkRankings`) added after the page's own, and said. */
+export function addRankings(read) {
   saveRankings([...app.rankings, ...read.rankings]);
   showRankCount(() => [...tParts('rank.imported', { count: read.rankings.length, pairs: read.pairs }), ...[skippedLines(read.skipped)].flat()]);
 }
