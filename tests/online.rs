@@ -41,8 +41,8 @@ fn finish(session: &mut Session) {
     }
 }
 
-#[test]
-fn updates_land_as_rankings_arrive_undo_is_exact_and_a_reload_goes_on() {
+/// A session with a tiny model, briefly pretrained and fine-tuned, and its weights' bits.
+fn fine_tuned_session() -> (Session, Vec<u32>) {
     let text = default_corpus(Language::English, 60, 3);
     let mut session = Session::new(None, BackendKind::Cpu);
     session.tokenizer = Some(Tokenizer::train(&documents(&text), TokenizerKind::Bpe, Some(512)).unwrap());
@@ -55,13 +55,13 @@ fn updates_land_as_rankings_arrive_undo_is_exact_and_a_reload_goes_on() {
         .unwrap();
     finish(&mut session);
     let fine_tuned = params(&mut session);
-    let cfg = TrainConfig::for_stage(StageKind::Dpo);
+    (session, fine_tuned)
+}
 
-    // LoRA is refused by name before anything changes
-    let lora = TrainConfig { lora_rank: 4, ..cfg.clone() };
-    let err = block_on(session.rank_online(ranking(0), (EVERY, STEPS), &lora)).unwrap_err();
-    assert!(err.to_string().contains("loraRank"), "{err}");
-    assert!(session.online.is_none());
+#[test]
+fn updates_land_as_rankings_arrive_undo_is_exact_and_a_reload_goes_on() {
+    let (mut session, fine_tuned) = fine_tuned_session();
+    let cfg = TrainConfig::for_stage(StageKind::Dpo);
 
     // the first ranking waits; the second brings the first update
     assert_eq!(block_on(session.rank_online(ranking(0), (EVERY, STEPS), &cfg)).unwrap(), None);
@@ -109,4 +109,25 @@ fn updates_land_as_rankings_arrive_undo_is_exact_and_a_reload_goes_on() {
     assert!(reloaded.undo_online().unwrap());
     assert_eq!(params(&mut reloaded), after_first);
     assert!(!reloaded.undo_online().unwrap(), "an update from before the reload cannot be undone");
+}
+
+/// Under LoRA the updates train adapters (fresh at the first update, the same ones after):
+/// undo puts back the adapters each update began from, so the model is bit for bit the one
+/// before it.
+#[test]
+fn under_lora_updates_train_adapters_and_undo_is_exact() {
+    let (mut session, fine_tuned) = fine_tuned_session();
+    let cfg = TrainConfig { lora_rank: 4, ..TrainConfig::for_stage(StageKind::Dpo) };
+    block_on(session.rank_online(ranking(0), (EVERY, STEPS), &cfg)).unwrap();
+    block_on(session.rank_online(ranking(1), (EVERY, STEPS), &cfg)).unwrap().expect("an update");
+    assert!(with_run!(session.run().unwrap(), r => r.model.lora.is_some()), "the update trained adapters");
+    let after_first = params(&mut session);
+    assert_ne!(after_first, fine_tuned);
+    block_on(session.rank_online(ranking(2), (EVERY, STEPS), &cfg)).unwrap();
+    block_on(session.rank_online(ranking(3), (EVERY, STEPS), &cfg)).unwrap().expect("an update");
+    assert_ne!(params(&mut session), after_first);
+    assert!(session.undo_online().unwrap());
+    assert_eq!(params(&mut session), after_first, "the second update undone");
+    assert!(session.undo_online().unwrap());
+    assert_eq!(params(&mut session), fine_tuned, "the first update undone: fresh adapters change nothing");
 }

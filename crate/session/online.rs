@@ -1,8 +1,8 @@
 //! Learning as the person ranks, in the session: each submitted ranking joins the online
 //! DPO loop ([`crate::train::online`]); when an update is due it runs on the current model,
 //! held near the fine-tuned one (the session's reference), so the next prompt's answers
-//! come from the updated model. The model before each update is kept, so the last updates
-//! can be undone exactly; the rankings and updates travel in the session's snapshot
+//! come from the updated model; under LoRA (`cfg.lora_rank`) the updates train adapters.
+//! What each update began from is kept, so the last updates can be undone exactly; the rankings and updates travel in the session's snapshot
 //! (online.json), so a reload goes on with the loop.
 
 use serde::{Deserialize, Serialize};
@@ -26,8 +26,8 @@ pub const UNDO_DEPTH: usize = 4;
 #[derive(Default)]
 pub struct Online {
     pub dpo: OnlineDpo,
-    /// What the model trained held before each of the last updates (its weights, or its
-    /// adapters under LoRA), oldest first.
+    /// What the model trained held as each of the last updates began (its weights, or its
+    /// adapters under LoRA: fresh ones at the first update), oldest first.
     undo: Vec<Vec<f32>>,
 }
 
@@ -75,9 +75,6 @@ impl Session {
         (every, steps): (usize, u64),
         cfg: &TrainConfig,
     ) -> Result<Option<Update>> {
-        if cfg.lora_rank > 0 {
-            return Err(KilnError::Config("learning as you rank trains every weight: set loraRank to 0".into()));
-        }
         let run = self.run()?;
         if run.stage_kind().is_some_and(|k| k.def().head.is_some()) {
             return Err(KilnError::Config(
@@ -113,8 +110,7 @@ impl Session {
         .await;
         match result {
             Ok(Some(update)) => {
-                // every weight trains (no LoRA, no head): the model before is `params`
-                online.undo.push(params);
+                online.undo.push(online.dpo.take_before().expect("an update keeps what it began from"));
                 if online.undo.len() > UNDO_DEPTH {
                     online.undo.remove(0);
                 }
@@ -126,7 +122,9 @@ impl Session {
             // no usable ranking yet, or a failure: the model as it was
             other => {
                 if on {
-                    with_run!(&mut policy, r => r.put_trained(&params))?;
+                    if let Some(before) = online.dpo.take_before() {
+                        with_run!(&mut policy, r => r.put_trained(&before))?;
+                    }
                     self.run = Some(policy);
                 }
                 other.map(|_| None)

@@ -55,11 +55,20 @@ pub struct OnlineDpo {
     pub steps: u64,
     /// Updates so far.
     pub updates: Vec<Update>,
+    /// What the last update's model trained held as that update began (its weights, or its
+    /// adapters under LoRA): the state an undo puts back, until taken.
+    before: Option<Vec<f32>>,
 }
 
 impl OnlineDpo {
     pub fn new(every: usize, steps: u64) -> OnlineDpo {
-        OnlineDpo { rankings: Vec::new(), every: every.max(1), steps: steps.max(1), updates: Vec::new() }
+        OnlineDpo { rankings: Vec::new(), every: every.max(1), steps: steps.max(1), updates: Vec::new(), before: None }
+    }
+
+    /// What the model trained held before the last update (its weights, or its adapters
+    /// under LoRA), for [`super::Trainer::put_trained`] to put back; once.
+    pub fn take_before(&mut self) -> Option<Vec<f32>> {
+        self.before.take()
     }
 
     /// Adds a ranking; true when an update is due.
@@ -124,6 +133,8 @@ impl OnlineDpo {
         let run =
             TrainConfig { steps, warmup_steps: 0, eval_every: steps, log_every: steps, sample_every: 0, ..cfg.clone() };
         policy.begin(Box::new(dpo), run)?;
+        // after `begin`: under LoRA the adapters exist (fresh ones at the first update)
+        self.before = Some(policy.trained_values().await?);
         let (mut loss, mut metrics) = (None, Metrics::default());
         while !policy.done() {
             let p = policy.train_one().await?;

@@ -6,7 +6,7 @@
 // held back from training, and its KL to the fine-tuned model); the last ones can be undone.
 import uPlot from '../vendor/uPlot.esm.js';
 import { t, tParts, onLanguageChange } from '../i18n.js';
-import { $, app, say, fmt, guard, pageError } from '../page.js';
+import { $, app, say, fmt, guard, pageError, numberField } from '../page.js';
 import { remakeChart, STEP_TICKS } from './train.js';
 
 const chart = () => ({
@@ -57,7 +57,8 @@ export function learnFrom(ranking) {
   app.online.pending += 1;
   app.online.error = null;
   show();
-  app.kiln.learnFromRanking(ranking)
+  // with LoRA when the alignment section asks for it (the adapters train, the weights stay)
+  app.kiln.learnFromRanking(ranking, { loraRank: numberField('align-lora') })
     .then((update) => { if (update) app.online.updates = [...app.online.updates, update]; })
     .catch((error) => { app.online.error = error.message; })
     .finally(() => { app.online.pending -= 1; show(); });
