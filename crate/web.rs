@@ -354,6 +354,19 @@ pub async fn rank_online(ranking: JsValue, options: JsValue) -> Result<JsValue, 
     to_js(&result.map_err(kiln_error)?)
 }
 
+/// How sure the current model is of the order of its answers to each of `prompts` (lists
+/// of messages; `options`: `k` and the sampling options): [spread], the smallest the one
+/// whose ranking teaches it the most.
+#[wasm_bindgen(js_name = orderSpreads)]
+pub async fn order_spreads(prompts: JsValue, k: usize, options: JsValue) -> Result<JsValue, JsValue> {
+    let prompts: Vec<Vec<Message>> = from_js(prompts)?;
+    let cfg = sample_config(options, TrainConfig::for_stage(StageKind::Ppo).align.sample_config(0))?;
+    let mut core = take_core();
+    let result = core.order_spreads(&prompts, k, &cfg).await;
+    put_core(core);
+    to_js(&result.map_err(kiln_error)?)
+}
+
 /// Puts back the model as it was before the last update of that loop: whether there was
 /// one to undo.
 #[wasm_bindgen(js_name = undoOnline)]

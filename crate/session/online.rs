@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Session;
 use crate::backend::CpuBackend;
+use crate::data::chat::Message;
 use crate::data::preference::Ranking;
 use crate::data::Files;
 use crate::error::{KilnError, Result};
-use crate::model::ParamLayout;
-use crate::train::online::{OnlineDpo, Update};
+use crate::model::{ParamLayout, ScalarHeadKind};
+use crate::sample::SampleConfig;
+use crate::train::online::{order_spread, OnlineDpo, Update};
 use crate::train::{StageKind, TrainConfig, Trainer};
 use crate::with_run;
 
@@ -65,10 +67,10 @@ impl Online {
 impl Session {
     /// Adds the person's `ranking` to the loop (begun with an update every `every`
     /// rankings of `steps` DPO steps, `cfg` DPO's options); when an update is due, runs it
-    /// and returns it. The first update starts from the fine-tuned model (the current one,
-    /// unless a preference stage has run: then the session's reference), which stays the
-    /// reference throughout. A failed update leaves the model as it was; the ranking is
-    /// kept.
+    /// and returns it. It trains the current model (a policy PPO trained goes on without its
+    /// value head), held near the session's reference, the fine-tuned model: before any
+    /// preference stage, the current model becomes it. A failed update leaves the model as
+    /// it was; the ranking is kept.
     pub async fn rank_online(
         &mut self,
         ranking: Ranking,
@@ -76,7 +78,7 @@ impl Session {
         cfg: &TrainConfig,
     ) -> Result<Option<Update>> {
         let run = self.run()?;
-        if run.stage_kind().is_some_and(|k| k.def().head.is_some()) {
+        if run.stage_kind().is_some_and(|k| k.def().head == Some(ScalarHeadKind::Reward)) {
             return Err(KilnError::Config(
                 "the current model is a reward model: learning as you rank trains the fine-tuned model; import or fine-tune it again first".into(),
             ));
@@ -86,19 +88,22 @@ impl Session {
         if !online.dpo.add(ranking) {
             return Ok(None);
         }
-        // the loop goes on from the last update's model, held near the session's reference;
-        // its first update starts from the fine-tuned model, which becomes the reference
-        let on = stage == Some(StageKind::Dpo) && self.reference.is_some();
+        // after a preference stage the reference is the session's; before one, the current
+        // model is the fine-tuned one and becomes it. The loop's own model (a DPO run) goes
+        // on as it is, its adapters too; any other starts a run of its GPT-2 tensors.
+        let aligned = stage.is_some_and(|k| k.def().from_reference) && self.reference.is_some();
+        let on = aligned && stage == Some(StageKind::Dpo);
         let params = with_run!(self.run_mut()?, r => r.params().await)?;
-        let reference = match (&self.reference, on) {
+        let params = &params[..config.num_params()];
+        let reference = match (&self.reference, aligned) {
             (Some(reference), true) => reference.clone(),
-            _ => params[..config.num_params()].to_vec(),
+            _ => params.to_vec(),
         };
         let mut policy = match on {
             true => self.run.take().expect("checked"),
             false => {
                 let extras = with_run!(self.run()?, r => r.extras());
-                self.new_run(config, ParamLayout::new(&config), Some(&params), cfg.seed, extras)?
+                self.new_run(config, ParamLayout::new(&config), Some(params), cfg.seed, extras)?
             }
         };
         let tokenizer = self.tokenizer()?.clone();
@@ -130,6 +135,19 @@ impl Session {
                 other.map(|_| None)
             }
         }
+    }
+
+    /// How sure the current model is of the order of its answers to each of `prompts`
+    /// (`k` answers sampled as `cfg` says): [`order_spread`], smallest first to be asked.
+    pub async fn order_spreads(&mut self, prompts: &[Vec<Message>], k: usize, cfg: &SampleConfig) -> Result<Vec<f64>> {
+        let mut spreads = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let sample = SampleConfig { seed: cfg.seed.wrapping_add(i as u64), ..cfg.clone() };
+            let answers: Vec<_> =
+                self.sample_candidates(prompt, k, &sample).await?.into_iter().map(|(_, c)| c).collect();
+            spreads.push(order_spread(&answers));
+        }
+        Ok(spreads)
     }
 
     /// Puts back the model as it was before the last update (bit for bit) and forgets

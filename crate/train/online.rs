@@ -164,6 +164,21 @@ impl OnlineDpo {
     }
 }
 
+/// How sure the model is of the order of `answers` it sampled to one prompt: the spread
+/// (largest minus smallest) of their mean log-probability per token. Answers it finds
+/// about equally likely are the ones it cannot tell apart, so a ranking of them teaches it
+/// the most; the prompts with the smallest spread are asked first.
+pub fn order_spread(answers: &[Candidate]) -> f64 {
+    let means =
+        answers.iter().map(|c| c.logprobs.iter().map(|&l| l as f64).sum::<f64>() / c.logprobs.len().max(1) as f64);
+    let (lo, hi) = means.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), m| (lo.min(m), hi.max(m)));
+    if lo.is_finite() {
+        hi - lo
+    } else {
+        0.0
+    }
+}
+
 /// The mean KL estimate Σ_t (log π − log π_ref) of sampled answers to `prompt` (ids ending
 /// where the answer starts), π their own log-probabilities as sampled.
 pub async fn sampled_kl<C: Backend>(reference: &mut Trainer<C>, prompt: &[u32], answers: &[Candidate]) -> Result<f64> {
@@ -172,4 +187,23 @@ pub async fn sampled_kl<C: Backend>(reference: &mut Trainer<C>, prompt: &[u32], 
     let kl: f64 =
         answers.iter().zip(ref_logps).map(|(c, r)| c.logprobs.iter().map(|&l| l as f64).sum::<f64>() - r).sum();
     Ok(kl / answers.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(logprobs: &[f32]) -> Candidate {
+        Candidate { ids: vec![0; logprobs.len()], logprobs: logprobs.to_vec(), ended: true }
+    }
+
+    #[test]
+    fn the_spread_is_of_the_mean_log_probability_per_token() {
+        // means −1, −0.5 and −2: the spread is 1.5
+        let answers = [answer(&[-1.0, -1.0]), answer(&[-0.5]), answer(&[-3.0, -1.0, -2.0])];
+        assert_eq!(order_spread(&answers), 1.5);
+        // answers alike in likelihood: nothing tells them apart
+        assert_eq!(order_spread(&[answer(&[-1.0]), answer(&[-0.5, -1.5])]), 0.0);
+        assert_eq!(order_spread(&[]), 0.0);
+    }
 }

@@ -148,6 +148,20 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     assert.equal(kto.at(-1).stage, 'kto');
     assert.ok(kto.every((p) => Number.isFinite(p.loss)));
 
+    // least sure first: of the next 4 built-in questions, the one whose answers the model
+    // finds most alike in likelihood is asked
+    await page.check('#rank-doubt');
+    count = await app(page, () => window.kilnApp.rankShown ?? 0);
+    await page.focus('#rank-order');
+    await page.keyboard.type('21');
+    await page.keyboard.press('Enter');
+    await nextCards(page, count);
+    const doubt = await app(page, () => window.kilnApp.doubt);
+    assert.equal(doubt.spreads.length, 4);
+    assert.ok(doubt.spreads.every((s) => s >= 0) && doubt.spreads[doubt.pick] === Math.min(...doubt.spreads), JSON.stringify(doubt.spreads));
+    assert.equal(await page.textContent('#rank-question'), doubt.window[doubt.pick].at(-1).content);
+    console.log(`least sure first: spreads ${doubt.spreads.map((s) => s.toFixed(3)).join(' ')}, asked ${doubt.pick + 1} of 4`);
+
     // several people: ana and bo order two prompts' answers alike, cy the other way round;
     // then the majority's rankings are added to the page's own
     const prompt = (q) => [{ role: 'user', content: q }];

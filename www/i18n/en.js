@@ -213,6 +213,7 @@ export default {
   'people.one': '{name}\u2019s only',
   'people.trainOn': 'Add to my rankings',
   'people.add': 'Add',
+  'rank.doubtFirst': 'Least sure first: of the next 4 prompts, the one whose answers the model can least tell apart',
   'rank.count': '{ranked} prompts ranked.',
   'rank.countWithOther': '{ranked} prompts ranked, {other} skipped or all bad.',
   'rank.promptsRead': '{name}: {count} prompts.',

@@ -211,6 +211,7 @@ export default {
   'people.one': '只用 {name} 的',
   'people.trainOn': '加入我的排序',
   'people.add': '加入',
+  'rank.doubtFirst': '最没把握的优先：在接下来的 4 个提示词中，选模型最难区分其回答的那一个',
   'rank.count': '已排序 {ranked} 个提示词。',
   'rank.countWithOther': '已排序 {ranked} 个提示词，另有 {other} 个跳过或全部不好。',
   'rank.promptsRead': '{name}：{count} 个提示词。',

@@ -336,6 +336,9 @@ export class Kiln {
    * and the prompts they disagree on; with `combine` ('union', 'majority' or a person's
    * name) also the rankings JSONL to train on. */
   agreement(files: Array<File | { name: string; text: string }>, combine?: string): Promise<{ agreement: Agreement; skipped: string[]; combined: string | null }>;
+  /** How sure the current model is of the order of its answers to each prompt: the spread
+   * of their mean log-probability per token (the smallest: the prompt to rank first). */
+  orderSpreads(prompts: Message[][], options?: GenerateOptions & { k?: number }): Promise<number[]>;
   /** Puts back the model as it was before the last update, bit for bit: whether there was one. */
   undoUpdate(): Promise<boolean>;
   answers(prompts: Message[][], which?: 'current' | 'reference'): Promise<string[]>;

@@ -346,6 +346,11 @@ export class Kiln {
     return this.#call('agreement', [read, combine ?? undefined]);
   }
 
+  /** How sure the current model is of the order of its answers to each prompt (lists of
+   * messages; `k` answers sampled with the sampling options): [spread of their mean
+   * log-probability per token]; the smallest is the prompt whose ranking teaches the most. */
+  orderSpreads(prompts, { k = 4, ...options } = {}) { return this.#call('orderSpreads', [prompts, k, options]); }
+
   /** Puts back the model as it was before the last update (bit for bit): whether there was one. */
   undoUpdate() { return this.#call('undoOnline', []); }
 

@@ -12,7 +12,7 @@ const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'token
   'createModel', 'exportModel', 'exportZip', 'importZip', 'importFiles', 'isModelFile', 'importAdapter',
   'exportAdapter', 'defaults', 'currentStage', 'renderChat',
   'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault',
-  'checkTraining', 'heldOut', 'answerMatches', 'rankOnline', 'undoOnline', 'agreement']);
+  'checkTraining', 'heldOut', 'answerMatches', 'rankOnline', 'undoOnline', 'agreement', 'orderSpreads']);
 
 let chain = Promise.resolve();
 /** Runs `fn` after every earlier wasm call has finished. */

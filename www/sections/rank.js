@@ -106,8 +106,9 @@ async function sampleAnswers() {
   try {
     // the preference stages' own options (2 to 6 answers …), checked before a prompt is taken
     const s = await app.kiln.checkTraining('ppo', samplingOptions());
-    const prompt = await nextPrompt();
-    const options = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP, seed: Date.now() % 1e9 };
+    const sampling = { k: s.answersPerPrompt, temperature: s.temperature, topK: s.topK, topP: s.topP };
+    const prompt = await nextPrompt(sampling);
+    const options = { ...sampling, seed: Date.now() % 1e9 };
     const candidates = await app.kiln.sampleCandidates(prompt, options);
     if (ticket !== rank.ticket) return;
     promptUsed();

@@ -13,11 +13,29 @@ const KEEP_PROMPTS_CHARS = 2_000_000;
 /** The file's prompts and the built-in ones, each with its place (the next to ask). */
 const file = { name: null, prompts: [], next: 0 };
 const builtin = { prompts: [], next: 0 };
+/** With "least sure first": how many of the next prompts are weighed against each other. */
+const DOUBT_WINDOW = 4;
 
 export const rankSource = () => document.querySelector('input[name=rank-source]:checked').value;
 
-/** The next prompt to rank, as messages ending with the user's turn (the same one until promptUsed). */
-export async function nextPrompt() {
+/** With "least sure first" ticked, brings forward the one of the next DOUBT_WINDOW prompts
+ * whose answers the model can least tell apart (the smallest spread of their likelihoods,
+ * sampled as `sampling` says), once per place in the list. */
+async function leastSureFirst(from, sampling) {
+  if (!$('rank-doubt').checked || from.weighed === from.next) return;
+  const n = Math.min(DOUBT_WINDOW, from.prompts.length);
+  const at = (i) => (from.next + i) % from.prompts.length;
+  const window = Array.from({ length: n }, (_, i) => from.prompts[at(i)]);
+  const spreads = await app.kiln.orderSpreads(window, sampling);
+  const pick = spreads.indexOf(Math.min(...spreads));
+  [from.prompts[at(0)], from.prompts[at(pick)]] = [from.prompts[at(pick)], from.prompts[at(0)]];
+  from.weighed = from.next;
+  app.doubt = { window, spreads, pick };
+}
+
+/** The next prompt to rank, as messages ending with the user's turn (the same one until
+ * promptUsed); `sampling` ({k, temperature, topK, topP}) for "least sure first". */
+export async function nextPrompt(sampling) {
   const source = rankSource();
   if (source === 'typed') {
     const text = $('rank-typed').value.trim();
@@ -32,6 +50,7 @@ export async function nextPrompt() {
     builtin.prompts = convs.slice(BEFORE_AFTER).map((c) => c.slice(0, c.findLastIndex((m) => m.role === 'user') + 1));
   }
   const from = source === 'file' ? file : builtin;
+  await leastSureFirst(from, sampling);
   return from.prompts[from.next % from.prompts.length];
 }
 
