@@ -18,7 +18,7 @@
 //! Through the weighted cross-entropy backward a token's weight is −d loss/d log π.
 
 use super::ppo::clipped_objective;
-use super::stage::{BuildInput, Built, Phase, RestoreInput, RolloutRequest, Stage};
+use super::stage::{stage_over_rollouts, BuildInput, Built, Phase, RestoreInput, RolloutRequest, Stage};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind};
 use crate::data::chat::{Conversation, Role};
@@ -255,28 +255,7 @@ impl Stage for GroupPolicy {
         self.kind
     }
 
-    /// The current rollouts again (one of `iterations` steps on them).
-    fn next_batch(&mut self, _b: usize) -> TokenBatch {
-        self.iterations_left = self.iterations_left.saturating_sub(1);
-        self.rollouts.as_ref().expect("rollouts come first").batch.clone()
-    }
-
-    fn at_save_point(&self) -> bool {
-        self.iterations_left == 0
-    }
-
-    /// No fixed validation set: the measures come from the rollouts.
-    fn val_batches(&self, _b: usize, _max_batches: usize) -> Vec<TokenBatch> {
-        Vec::new()
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.prompts.len(), 0)
-    }
-
-    fn position(&self) -> BatcherState {
-        self.order.state()
-    }
+    stage_over_rollouts!(iterations_left);
 
     fn data_files(&self) -> Files {
         let lines: String = self.prompts.iter().map(|p| serde_json::to_string(p).expect("JSON") + "\n").collect();

@@ -13,7 +13,7 @@
 //! The policy term reaches the model through the weighted cross-entropy backward: a token's
 //! weight is −d loss/d log π = A·ρ/N where the unclipped term is the larger, else 0.
 
-use super::stage::{BuildInput, Built, Frozen, Input, Phase, RolloutRequest, Stage, StageDef};
+use super::stage::{stage_over_rollouts, BuildInput, Built, Frozen, Input, Phase, RolloutRequest, Stage, StageDef};
 use super::step::{Gradients, Heads, Outputs, TokenBatch};
 use super::{AlignConfig, Metrics, StageKind, TrainConfig};
 use crate::data::chat::{Conversation, Role};
@@ -230,28 +230,7 @@ impl Stage for Ppo {
         StageKind::Ppo
     }
 
-    /// The current rollouts again (one of `ppo_epochs` steps on them).
-    fn next_batch(&mut self, _b: usize) -> TokenBatch {
-        self.epochs_left = self.epochs_left.saturating_sub(1);
-        self.rollouts.as_ref().expect("rollouts come first").batch.clone()
-    }
-
-    fn at_save_point(&self) -> bool {
-        self.epochs_left == 0
-    }
-
-    /// PPO has no fixed validation set: its measures come from the rollouts.
-    fn val_batches(&self, _b: usize, _max_batches: usize) -> Vec<TokenBatch> {
-        Vec::new()
-    }
-
-    fn rows(&self) -> (usize, usize) {
-        (self.prompts.len(), 0)
-    }
-
-    fn position(&self) -> BatcherState {
-        self.order.state()
-    }
+    stage_over_rollouts!(epochs_left);
 
     fn data_files(&self) -> Files {
         Files::from([("ppo-prompts.jsonl".to_string(), to_jsonl(&self.prompts).into_bytes())])

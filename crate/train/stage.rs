@@ -305,6 +305,37 @@ impl RolloutRequest {
     }
 }
 
+/// The [`Stage`] methods a stage that learns from its own rollouts (PPO, RLOO, GRPO) takes
+/// from its fields `prompts`, `order` (their seeded order) and `rollouts` (the round's
+/// batch), with `$left` the optimizer steps still to take on that round: each step trains
+/// on the round's batch again; a checkpoint resumes bit for bit between rounds; there is no
+/// fixed validation set (the measures come with each round).
+macro_rules! stage_over_rollouts {
+    ($left:ident) => {
+        fn next_batch(&mut self, _b: usize) -> TokenBatch {
+            self.$left = self.$left.saturating_sub(1);
+            self.rollouts.as_ref().expect("rollouts come first").batch.clone()
+        }
+
+        fn at_save_point(&self) -> bool {
+            self.$left == 0
+        }
+
+        fn val_batches(&self, _b: usize, _max_batches: usize) -> Vec<TokenBatch> {
+            Vec::new()
+        }
+
+        fn rows(&self) -> (usize, usize) {
+            (self.prompts.len(), 0)
+        }
+
+        fn position(&self) -> BatcherState {
+            self.order.state()
+        }
+    };
+}
+pub(crate) use stage_over_rollouts;
+
 /// Which batch a forward-dependent stage weighs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
