@@ -191,6 +191,8 @@ export default {
   'online.updating': 'Updating…',
   'online.stats': '{updates} updates, the last after {rankings} rankings: trained on {trained}, agreement with the {held} held back {agreement}, KL to the fine-tuned model {kl}.',
   'online.busy': 'a training run is going on: the ranking is kept, and the updates wait until it ends',
+  'online.statsOne': 'One update, after {rankings} rankings: trained on {trained}, agreement with the {held} held back {agreement}, KL to the fine-tuned model {kl}.',
+  'online.allUndone': 'Every update was undone; the rankings stay, and the next update comes with the next ones.',
   'online.failed': 'The update failed: {message}',
   'thumbs.up': 'thumb up: a good answer',
   'thumbs.down': 'thumb down: a bad answer',

@@ -189,6 +189,8 @@ export default {
   'online.updating': '正在更新…',
   'online.stats': '已更新 {updates} 次，最近一次在 {rankings} 次排序之后：用 {trained} 次训练，与保留的 {held} 次的一致率 {agreement}，与微调模型的 KL {kl}。',
   'online.busy': '正在训练：排序已保存，更新等训练结束后再进行',
+  'online.statsOne': '已更新 1 次，在 {rankings} 次排序之后：用 {trained} 次训练，与保留的 {held} 次的一致率 {agreement}，与微调模型的 KL {kl}。',
+  'online.allUndone': '所有更新都已撤销；排序仍保留，下一次更新随后续排序进行。',
   'online.failed': '更新失败：{message}',
   'thumbs.up': '赞：好回答',
   'thumbs.down': '踩：坏回答',

@@ -30,9 +30,8 @@ function show() {
   const last = updates.at(-1);
   say('online-stats', () => {
     if (error) return tParts('online.failed', { message: error });
-    const parts = last
-      ? t('online.stats', { updates: updates.length, rankings: last.rankings, trained: last.trainedOn, held: last.heldBack, agreement: fmt(last.valPairAccuracy, 2), kl: fmt(last.kl, 3) })
-      : t('online.waiting');
+    const vars = last && { updates: updates.length, rankings: last.rankings, trained: last.trainedOn, held: last.heldBack, agreement: fmt(last.valPairAccuracy, 2), kl: fmt(last.kl, 3) };
+    const parts = last ? t(updates.length === 1 ? 'online.statsOne' : 'online.stats', vars) : t(app.online.undone ? 'online.allUndone' : 'online.waiting');
     return pending ? `${parts} ${t('online.updating')}` : parts;
   });
 }
@@ -68,7 +67,10 @@ export function wireOnline() {
   $('rank-online').addEventListener('change', show);
   $('rank-undo').addEventListener('click', () => guard(async () => {
     if (app.training) throw pageError('online.busy', 'config');
-    if (await app.kiln.undoUpdate()) app.online.updates = app.online.updates.slice(0, -1);
+    if (await app.kiln.undoUpdate()) {
+      app.online.updates = app.online.updates.slice(0, -1);
+      app.online.undone = true;
+    }
     show();
   }));
   onLanguageChange(() => {

@@ -45,9 +45,11 @@ function readChecks() {
     const check = li.querySelector('.rule-check').value;
     const field = CHECKS[check];
     const raw = li.querySelector('.rule-value').value;
-    const weight = Number(li.querySelector('.rule-weight').value);
+    // an empty number field is missing, not 0
+    const typed = li.querySelector('.rule-weight').value.trim();
+    const weight = typed === '' ? NaN : Number(typed);
     const out = { check };
-    if (field === 'words') out.words = Number(raw);
+    if (field === 'words') out.words = raw.trim() === '' ? NaN : Number(raw);
     else if (field) out[field] = raw;
     if (weight !== 1) out.weight = weight;
     return out;
