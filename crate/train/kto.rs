@@ -192,8 +192,10 @@ impl Kto {
         let a = &cfg.align;
         let up = train.iter().filter(|t| t.label).count() as f64;
         let down = train.len() as f64 - up;
-        // balanced: the more numerous kind weighs less, so that λ_D·n_D = λ_U·n_U
-        let balanced = (if up > down && up > 0.0 { down.max(1.0) / up } else { 1.0 }, if down > up { up.max(1.0) / down } else { 1.0 });
+        // balanced: the more numerous kind weighs less, so that λ_D·n_D = λ_U·n_U; with
+        // thumbs of one kind only there is nothing to balance
+        let weigh = |more: f64, fewer: f64| if more > fewer && fewer > 0.0 { fewer / more } else { 1.0 };
+        let balanced = (weigh(up, down), weigh(down, up));
         let weights = (
             if a.desirable_weight > 0.0 { a.desirable_weight } else { balanced.0 },
             if a.undesirable_weight > 0.0 { a.undesirable_weight } else { balanced.1 },
