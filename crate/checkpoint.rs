@@ -64,11 +64,22 @@ pub fn model_files_keeping(
     params: &[f32],
     kept: Option<&serde_json::Value>,
 ) -> Result<Files> {
+    let reward = layout.scalar_head.filter(|h| h.kind == ScalarHeadKind::Reward);
+    let classifier = reward.map(|head| fold_score_bias(layout, head, params));
+    let values = classifier.as_ref().map_or(params, |c| &c.params);
     let tensors = layout
         .tensors
         .iter()
-        .map(|t| (t.name.clone(), t.shape.clone(), f32_bytes(&params[t.offset..t.offset + t.len()])))
+        .filter(|t| classifier.is_none() || t.name != "score.bias")
+        .map(|t| (t.name.clone(), t.shape.clone(), f32_bytes(&values[t.offset..t.offset + t.len()])))
         .collect();
+    let mut config = hf_config(cfg, BOS, EOS, PAD);
+    if classifier.is_some() {
+        config["architectures"] = serde_json::json!(["GPT2ForSequenceClassification"]);
+        config["num_labels"] = 1.into();
+        config["id2label"] = serde_json::json!({"0": "LABEL_0"});
+        config["label2id"] = serde_json::json!({"LABEL_0": 0});
+    }
     let tokenizer_config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": SPECIAL_TOKENS[crate::tokenizer::BOS as usize],
@@ -79,13 +90,72 @@ pub fn model_files_keeping(
         "chat_template": crate::data::chat::CHAT_TEMPLATE,
     });
     let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON");
-    Ok(HashMap::from([
+    let mut files = HashMap::from([
         ("model.safetensors".to_string(), safetensors_of(tensors)?),
-        ("config.json".to_string(), json(&hf_config(cfg, BOS, EOS, PAD))),
+        ("config.json".to_string(), json(&config)),
         ("tokenizer.json".to_string(), tokenizer.to_json()?.into_bytes()),
         ("tokenizer_config.json".to_string(), json(&tokenizer_config)),
         (GENERATION_CONFIG.to_string(), json(&generation_config(kept))),
-    ]))
+    ]);
+    if let Some(c) = classifier {
+        files.insert(REWARD_HEAD.to_string(), c.exact);
+    }
+    Ok(files)
+}
+
+/// Beside a reward model folder: the final LayerNorm's bias and the score's bias exactly as
+/// trained, with the folded bias they became (`folded`), so Kiln puts them back bit for
+/// bit (a resumed run continues exactly) while the folder stays transformers' classifier.
+pub const REWARD_HEAD: &str = "kiln-reward-head.safetensors";
+
+/// A reward model's parameters with the score's bias folded away, and the exact values.
+struct Classifier {
+    params: Vec<f32>,
+    exact: Vec<u8>,
+}
+
+/// transformers' GPT2ForSequenceClassification scores with `score.weight` alone (no bias):
+/// score = w · (n ⊙ γ + β) + b, where n is the normalised features and β `ln_f.bias`. The
+/// bias moves into β along w: β' = β + b·w / (w·w), so w · β' = w · β + b and every score
+/// stays the same (to f32 rounding). Only the score head reads β' in a classifier (it
+/// has no language-model head). A zero w leaves nothing to fold into (b is dropped).
+fn fold_score_bias(layout: &ParamLayout, head: crate::model::params::ScalarHeadParams, params: &[f32]) -> Classifier {
+    let c = layout.tensors.iter().find(|t| t.offset == layout.ln_f_weight).map_or(0, |t| t.len());
+    let beta = layout.ln_f_bias.expect("GPT-2 has a final LayerNorm bias");
+    let w = &params[head.weight..head.weight + c];
+    let b = params[head.bias] as f64;
+    let ww: f64 = w.iter().map(|&x| x as f64 * x as f64).sum();
+    let mut folded = params.to_vec();
+    if ww > 0.0 {
+        for (i, &wi) in w.iter().enumerate() {
+            folded[beta + i] = (params[beta + i] as f64 + b * wi as f64 / ww) as f32;
+        }
+    }
+    let exact = safetensors_of(vec![
+        ("ln_f.bias".into(), vec![c], f32_bytes(&params[beta..beta + c])),
+        ("score.bias".into(), vec![1], f32_bytes(&params[head.bias..head.bias + 1])),
+        ("folded".into(), vec![c], f32_bytes(&folded[beta..beta + c])),
+    ])
+    .expect("three small tensors");
+    Classifier { params: folded, exact }
+}
+
+/// Puts a reward model's exact biases back ([`REWARD_HEAD`]) when the folder's `ln_f.bias`
+/// is still the folded one Kiln wrote (a folder trained further elsewhere keeps its own).
+fn unfold_score_bias(files: &Files, layout: &ParamLayout, params: &mut [f32]) -> Result<()> {
+    let (Some(bytes), Some(head), Some(beta)) = (files.get(REWARD_HEAD), layout.scalar_head, layout.ln_f_bias) else {
+        return Ok(());
+    };
+    let c = layout.tensors.iter().find(|t| t.offset == beta).map_or(0, |t| t.len());
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{REWARD_HEAD} is corrupt: {e}")))?;
+    let read = |name: &str, n: usize| read_f32(&st, &[name.into()], &[n], REWARD_HEAD, MAX_WEIGHT);
+    let folded = read("folded", c)?;
+    if folded.iter().zip(&params[beta..beta + c]).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        return Ok(());
+    }
+    params[beta..beta + c].copy_from_slice(&read("ln_f.bias", c)?);
+    params[head.bias] = read("score.bias", 1)?[0];
+    Ok(())
 }
 
 /// The file transformers' `generate` reads its defaults from.
@@ -447,10 +517,15 @@ pub fn load_weights(files: &Files) -> Result<LoadedModel> {
     };
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.tensors {
+        // a classifier's score has no bias (transformers' GPT2ForSequenceClassification)
+        if t.name == "score.bias" && !weights.has("score.bias") {
+            continue;
+        }
         let names = [t.name.clone(), format!("transformer.{}", t.name)];
         let values = weights.read(&names, &t.shape)?;
         params[t.offset..t.offset + t.len()].copy_from_slice(&values);
     }
+    unfold_score_bias(files, &layout, &mut params)?;
     let mut notes = Vec::new();
     let generation_config =
         files.get(GENERATION_CONFIG).and_then(|b| read_generation_config(b, config.vocab_size, added, &mut notes));
@@ -601,8 +676,10 @@ fn grow_embedding(config: &GptConfig, params: &[f32], added: usize) -> Vec<f32> 
 /// Files a Kiln checkpoint folder holds (the model folder, the resume state and each
 /// stage's data); an output folder with anything else is the user's, not Kiln's.
 pub fn is_checkpoint_file(name: &str) -> bool {
-    const NAMES: [&str; 26] = [
+    const NAMES: [&str; 27] = [
         "model.safetensors",
+        // a reward model's biases as trained (its folder is transformers' classifier)
+        REWARD_HEAD,
         // LoRA adapters, as a PEFT folder holds them (a LoRA run's resume checkpoint too)
         crate::peft::ADAPTER_CONFIG,
         crate::peft::ADAPTER_WEIGHTS,
@@ -782,6 +859,8 @@ fn file_cap(name: &str, config: &GptConfig) -> Option<u64> {
         "model.safetensors" | "reference.safetensors" | "reward.safetensors" | crate::peft::ADAPTER_WEIGHTS => {
             Some(tensors(1))
         }
+        // two vectors of C and one value
+        REWARD_HEAD => Some(4 * (3 * config.n_embd as u64 + 1) + SAFETENSORS_SLACK),
         _ if is_shard(name) => Some(tensors(1)),
         "optimizer.safetensors" => Some(tensors(2)),
         GENERATION_CONFIG => Some(MAX_GENERATION_CONFIG),

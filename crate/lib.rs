@@ -31,6 +31,7 @@ pub mod clock;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod inspect;
 pub mod model;

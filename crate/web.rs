@@ -672,6 +672,16 @@ pub async fn export_zip() -> Result<Vec<u8>, JsValue> {
     checkpoint::to_zip(&model_files().await?).map_err(kiln_error)
 }
 
+/// The model as one GGUF file (llama.cpp, Ollama): `encoding` "f32", "f16" or "q8_0".
+#[wasm_bindgen(js_name = exportGguf)]
+pub async fn export_gguf(encoding: String) -> Result<Vec<u8>, JsValue> {
+    let encoding = crate::gguf::model::parse_encoding(&encoding).map_err(kiln_error)?;
+    let mut core = take_core();
+    let bytes = core.model_gguf(encoding).await;
+    put_core(core);
+    bytes.map_err(kiln_error)
+}
+
 async fn model_files() -> Result<Files, JsValue> {
     let mut core = take_core();
     let files = core.model_files().await;

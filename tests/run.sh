@@ -17,4 +17,10 @@ cargo test -- --nocapture --test-threads=1
 echo "== wasm build (release: the browser tests train for minutes, and npm pack needs it anyway)"
 bash www/build.sh --release
 echo "== browser tests (headless Chromium, WebGPU on SwiftShader)"
-node --test tests/browser/
+log="$(mktemp)"
+if ! node --test tests/browser/ 2>&1 | tee "$log"; then
+  # a CI log keeps its head and its tail: the failures again, last, with their errors
+  echo "== failed browser tests"
+  awk '/^not ok/ { on = 1 } on { print } on && /^  \.\.\.$/ { on = 0 }' "$log"
+  exit 1
+fi

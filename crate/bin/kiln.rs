@@ -91,6 +91,12 @@ usage:
                                        ids, logits and the next token's probabilities as JSON
   kiln chat-ids --ckpt DIR --json MESSAGES [--generation-prompt]   the chat template's
                                  ids and supervised flags as JSON (for checks)
+  kiln score --ckpt RM_DIR --data FILE.jsonl   a reward model's score of each pair's
+                                 chosen and rejected answer (rankings or TRL pairs), a JSON
+                                 line each: {chosen_ids, chosen, rejected_ids, rejected}
+  kiln export --ckpt DIR --gguf FILE.gguf [--type f32|f16|q8_0]   the model (adapters
+                                 merged) as one GGUF file for llama.cpp and Ollama: its
+                                 tokenizer and chat template inside (default type f16)
   kiln corpus [--lang en|zh] [--stories N] [--seed N]   print the built-in stories
   kiln info                      the GPU adapter and its limits
   kiln bench matmul [--quick] [--large]   matmul GFLOP/s as JSON (tiled WGSL, naive
@@ -184,6 +190,8 @@ fn run(args: &[String]) -> CliResult {
         Some("logits") => {
             options("logits", rest, &["ckpt", "text", "top-k", "temperature", "backend"], None).and_then(|o| logits(&o))
         }
+        Some("score") => options("score", rest, &["ckpt", "data", "backend"], None).and_then(|o| score(&o)),
+        Some("export") => options("export", rest, &["ckpt", "gguf", "type"], None).and_then(|o| export(&o)),
         Some("info") => options("info", rest, &[], None).and_then(|_| info()),
         Some("corpus") => options("corpus", rest, &["lang", "stories", "seed"], None).and_then(|o| corpus(&o)),
         Some("bench") => {
@@ -1016,6 +1024,57 @@ fn sample(o: &Options) -> CliResult {
         print!("{prompt}");
         stream(&mut run, &ids, &cfg).map(|_| ())
     })
+}
+
+/// A reward model's scores of every pair in a rankings or pairs file, with the ids it
+/// scored (the prompt in the model's template, the answer, the end of the turn).
+fn score(o: &Options) -> CliResult {
+    let path = o.get("data").ok_or_else(|| usage("score needs --data FILE.jsonl (rankings or TRL pairs)"))?;
+    let bytes = std::fs::read(path).map_err(|e| KilnError::Io(format!("{path}: {e}")))?;
+    let read = read_rankings(&bytes)?;
+    with_backend!(o, ckpt_spec(o), be => {
+        let mut run = load(be, o)?;
+        let format = run.chat_format();
+        let t = run.model.config.block_size;
+        let mut pairs = 0;
+        for ranking in &read.items {
+            let Some(group) = kiln::train::preference::Group::of_in(&format, &run.tokenizer, ranking, t)? else { continue };
+            let scores = block_on(run.row_rewards(&group.rows))?;
+            // the row ends with a padding target; the model reads the ids before it
+            let ids = |k: usize| &group.rows[k].ids[..group.rows[k].ids.len() - 1];
+            for &(c, r) in &group.pairs {
+                println!("{}", serde_json::json!({
+                    "chosen_ids": ids(c), "chosen": scores[c], "rejected_ids": ids(r), "rejected": scores[r],
+                }));
+                pairs += 1;
+            }
+        }
+        eprintln!("{path}: {pairs} pairs scored ({} lines skipped)", read.skipped.len());
+        Ok(())
+    })
+}
+
+/// A model folder as one GGUF file.
+fn export(o: &Options) -> CliResult {
+    let (Some(dir), Some(out)) = (o.get("ckpt"), o.get("gguf")) else {
+        return Err(usage("export needs the model and the file to write: kiln export --ckpt DIR --gguf FILE.gguf"));
+    };
+    let encoding = kiln::gguf::model::parse_encoding(o.get("type").map_or("f16", String::as_str))?;
+    let name = Path::new(dir).file_name().map_or("Kiln model".into(), |n| n.to_string_lossy().into_owned());
+    let bytes = kiln::gguf::model::folder_gguf(&read_dir(Path::new(dir))?, encoding, &name)?;
+    // written beside the target and renamed into place: never half a file under its name
+    let part = Path::new(out).with_extension("gguf.part");
+    std::fs::write(&part, &bytes)
+        .and_then(|_| std::fs::rename(&part, out))
+        .map_err(|e| KilnError::Io(format!("{out}: {e}")))?;
+    let g = kiln::gguf::read(&bytes)?;
+    eprintln!(
+        "wrote {out}: {} tensors, {} keys, {:.1} MiB",
+        g.tensors.len(),
+        g.kv.len(),
+        bytes.len() as f64 / (1 << 20) as f64
+    );
+    Ok(())
 }
 
 /// A conversation on stdin: each line is the user's turn, the answer streams back.

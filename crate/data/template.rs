@@ -75,6 +75,8 @@ pub struct LocalTime {
 /// A chat template ready to render: the compiled source and the special-token strings it sees.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The source the environment compiled (generation marks taken out).
+    source: String,
     special_tokens: BTreeMap<String, String>,
     generation: bool,
 }
@@ -95,8 +97,8 @@ impl ChatTemplate {
         let special_tokens = check_special_tokens(special_tokens)?;
         let (source, generation) = rewrite_generation_tags(source);
         let mut env = environment();
-        env.add_template_owned(NAME, source).map_err(|e| template_error(&e))?;
-        Ok(ChatTemplate { env, special_tokens, generation })
+        env.add_template_owned(NAME, source.clone()).map_err(|e| template_error(&e))?;
+        Ok(ChatTemplate { env, source, special_tokens, generation })
     }
 
     /// The template of a model folder: `chat_template_jinja` (recent transformers save it
@@ -118,6 +120,12 @@ impl ChatTemplate {
     pub fn with_time(mut self, time: LocalTime) -> ChatTemplate {
         set_clock(&mut self.env, Some(time));
         self
+    }
+
+    /// The template's Jinja source as it runs (`{% generation %}` marks taken out): what a
+    /// GGUF file carries as `tokenizer.chat_template`.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The special-token strings the template sees.

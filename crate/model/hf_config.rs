@@ -24,14 +24,15 @@ fn arch_of(v: &Value) -> Result<Arch> {
     let class = v.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
     let model_type = v.get("model_type").and_then(Value::as_str);
     let arch = match (class, model_type) {
-        (Some("GPT2LMHeadModel"), _) | (None, Some("gpt2")) => Arch::Gpt2,
+        // a reward model is GPT-2 with a score head (its tensors say which)
+        (Some("GPT2LMHeadModel" | "GPT2ForSequenceClassification"), _) | (None, Some("gpt2")) => Arch::Gpt2,
         (Some("LlamaForCausalLM"), _) | (None, Some("llama")) => Arch::Llama(LlamaArch::Llama),
         (Some("Qwen2ForCausalLM"), _) | (None, Some("qwen2")) => Arch::Llama(LlamaArch::Qwen2),
         (Some("MistralForCausalLM"), _) | (None, Some("mistral")) => Arch::Llama(LlamaArch::Mistral),
         _ => {
             let named = class.or(model_type).unwrap_or("no architecture");
             return Err(bad(format!(
-                "config.json names {named:?}; Kiln reads GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM"
+                "config.json names {named:?}; Kiln reads GPT2LMHeadModel, GPT2ForSequenceClassification, LlamaForCausalLM, Qwen2ForCausalLM and MistralForCausalLM"
             )));
         }
     };

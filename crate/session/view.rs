@@ -186,6 +186,14 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The model as one GGUF file (llama.cpp, Ollama), its matrices in `encoding`.
+    pub async fn model_gguf(&mut self, encoding: crate::gguf::Encoding) -> Result<Vec<u8>> {
+        let run = self.run_mut()?;
+        with_run!(run, r => crate::train::resume::model_gguf(r, encoding).await)
+    }
+}
+
 async fn model_files(run: &mut Run) -> Result<Files> {
     with_run!(run, r => crate::train::resume::model_folder(r).await)
 }

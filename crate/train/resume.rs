@@ -39,6 +39,24 @@ pub async fn model_folder<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())
 }
 
+/// The run's model as one GGUF file for llama.cpp (adapters merged in), its matrices in
+/// `encoding`.
+pub async fn model_gguf<B: Backend>(run: &mut Trainer<B>, encoding: crate::gguf::Encoding) -> Result<Vec<u8>> {
+    let params = run.params().await?;
+    let extras = run.extras();
+    let chat_template = extras.chat_template.as_ref().map_or(crate::data::chat::CHAT_TEMPLATE, |t| t.source());
+    let model = crate::gguf::model::GgufModel {
+        name: "Kiln model",
+        config: &run.model.config,
+        layout: &run.model.layout,
+        params: &params,
+        tokenizer: &run.tokenizer,
+        roles: &extras.roles,
+        chat_template,
+    };
+    crate::gguf::model::model_gguf(&model, encoding)
+}
+
 /// A resume checkpoint of a run: the model folder plus optimizer.safetensors,
 /// trainer.json (which stage, where in it) and the stage's data files.
 pub async fn resume_files<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {

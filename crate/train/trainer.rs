@@ -819,6 +819,28 @@ impl<B: Backend> Trainer<B> {
         Ok(out)
     }
 
+    /// A reward model's score of each row (prompt, answer, `<|end|>`, as
+    /// [`crate::data::preference::answer_row`] lays them out): its score head at the answer's
+    /// last token, one forward pass per B rows.
+    pub async fn row_rewards(&mut self, rows: &[crate::data::Row]) -> Result<Vec<f64>> {
+        if self.model.layout.scalar_head.is_none() {
+            return Err(KilnError::Config("this model has no score head: score with a reward model's folder".into()));
+        }
+        let (b, t) = (self.cfg.batch_size, self.model.config.block_size);
+        self.eval_acts()?;
+        let acts = self.acts.as_ref().or(self.eval_acts.as_ref()).expect("just made");
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(b) {
+            let refs: Vec<&crate::data::Row> = chunk.iter().collect();
+            let batch = crate::data::make_batch(&refs, b, t);
+            let values = forward_outputs(&mut self.be, &self.model, acts, &batch, Heads::SCALAR).await?.values;
+            for (k, row) in chunk.iter().enumerate() {
+                out.push(values[k * t + crate::data::preference::answer_span(row).2] as f64);
+            }
+        }
+        Ok(out)
+    }
+
     /// The outputs of `batch` under this model (no step): what a frozen model gives a
     /// stage that keeps reference outputs computed elsewhere (online DPO's reference).
     pub async fn outputs(&mut self, batch: &TokenBatch, heads: Heads) -> Result<Outputs> {

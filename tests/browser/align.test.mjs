@@ -9,6 +9,7 @@
 // and the WebGPU path do it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { launch, watchRequests, serveWww, isLocal, ARTIFACTS } from './chromium.mjs';
 
@@ -143,6 +144,20 @@ test('on WebGPU: rank answers by mouse and keyboard, keep them across a reload, 
     const zip = path.join(ARTIFACTS, 'align-sft-model.zip');
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
     await download.saveAs(zip);
+    // and as GGUF in 8-bit blocks: llama.cpp's header (magic, version 3), GPT-2's tensors
+    // (4, 12 a layer, the output layer), the architecture its first key
+    await page.selectOption('#gguf-type', 'q8_0');
+    const [gguf] = await Promise.all([page.waitForEvent('download'), page.click('#export-gguf')]);
+    assert.equal(gguf.suggestedFilename(), 'kiln-model-q8_0.gguf');
+    const bytes = fs.readFileSync(await gguf.path());
+    const layers = await app(page, () => window.kilnApp.model.config.n_layer);
+    assert.equal(bytes.subarray(0, 4).toString('latin1'), 'GGUF');
+    assert.equal(bytes.readUInt32LE(4), 3);
+    assert.equal(Number(bytes.readBigUInt64LE(8)), 4 + 12 * layers + 1);
+    const keyLength = Number(bytes.readBigUInt64LE(24));
+    assert.equal(bytes.subarray(32, 32 + keyLength).toString(), 'general.architecture');
+    assert.match(await page.textContent('#files-stats'), /kiln-model-q8_0\.gguf/);
+    console.log(`GGUF (q8_0): ${bytes.length} bytes beside the .zip's ${fs.statSync(zip).size}`);
     await page.reload();
     await ready(page);
     assert.equal((await stored(page)).length, 5);

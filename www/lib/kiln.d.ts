@@ -329,7 +329,7 @@ export class Kiln {
   sampleCandidates(messages: Message[], options?: GenerateOptions & { k?: number }): Promise<Candidate[]>;
   /** Adds a ranking to the loop that learns as the person ranks; every `every` rankings,
    * `steps` DPO steps from the current model, held near the fine-tuned one. The update
-   * that landed, or null. Options: every, steps, and DPO's training options. */
+   * that landed, or null, once it is autosaved. Options: every, steps, and DPO's training options. */
   learnFromRanking(ranking: Ranking, options?: TrainingOptions & { every?: number; steps?: number }): Promise<OnlineUpdate | null>;
   /** Several people's rankings, a file each (lines naming their annotator are that
    * person's): counts, pairwise agreement, Kendall's tau-b, Krippendorff's alpha (ordinal)
@@ -339,7 +339,8 @@ export class Kiln {
   /** How sure the current model is of the order of its answers to each prompt: the spread
    * of their mean log-probability per token (the smallest: the prompt to rank first). */
   orderSpreads(prompts: Message[][], options?: GenerateOptions & { k?: number }): Promise<number[]>;
-  /** Puts back the model as it was before the last update, bit for bit: whether there was one. */
+  /** Puts back the model as it was before the last update, bit for bit: whether there was
+   * one. Resolves once the undone model is autosaved. */
   undoUpdate(): Promise<boolean>;
   answers(prompts: Message[][], which?: 'current' | 'reference'): Promise<string[]>;
   rankingPairs(rankings: string | Uint8Array | Blob): Promise<string>;
@@ -347,6 +348,9 @@ export class Kiln {
   instructionExamples(lang?: 'en' | 'zh', split?: 'train' | 'heldout', n?: number): Promise<Message[][]>;
   exportModel(): Promise<Record<string, Uint8Array>>;
   exportZip(): Promise<Uint8Array>;
+  /** The model (adapters merged) as one GGUF file for llama.cpp and Ollama, its tokenizer
+   * and chat template inside; matrices in f16 (the default), f32 or 8-bit blocks. */
+  exportGguf(type?: 'f32' | 'f16' | 'q8_0'): Promise<Uint8Array>;
   /** A .zip of a model folder, or a folder's files (a folder input's FileList, File[], or {name: bytes}). */
   importModel(input: Uint8Array | ArrayBuffer | Blob | FileList | File[] | Record<string, Uint8Array>, training?: TrainingOptions): Promise<ModelInfo>;
   /** A PEFT adapter folder onto the current model (its base). */

@@ -333,7 +333,8 @@ export class Kiln {
    * every `every` rankings, runs `steps` DPO steps on all of them so far from the current
    * model, held near the fine-tuned one (every fifth usable ranking held back to measure
    * agreement). Options: every, steps, and DPO's training options. Resolves to the update
-   * that landed ({rankings, trainedOn, heldBack, loss, valPairAccuracy}) or null. */
+   * that landed ({rankings, trainedOn, heldBack, loss, valPairAccuracy}) or null, once the
+   * update is autosaved. */
   learnFromRanking(ranking, options = {}) { return this.#call('rankOnline', [ranking, trainingOptions(options)]); }
 
   /** Several people's rankings, a file (File, or {name, text}) each; lines naming their
@@ -351,7 +352,8 @@ export class Kiln {
    * log-probability per token]; the smallest is the prompt whose ranking teaches the most. */
   orderSpreads(prompts, { k = 4, ...options } = {}) { return this.#call('orderSpreads', [prompts, k, options]); }
 
-  /** Puts back the model as it was before the last update (bit for bit): whether there was one. */
+  /** Puts back the model as it was before the last update (bit for bit): whether there was
+   * one. Resolves once the undone model is autosaved. */
   undoUpdate() { return this.#call('undoOnline', []); }
 
   /** Greedy answers to each prompt (a list of messages) by the 'current' model or the
@@ -383,6 +385,11 @@ export class Kiln {
 
   /** The same folder as one .zip (Uint8Array). */
   exportZip() { return this.#call('exportZip'); }
+
+  /** The model (LoRA adapters merged in) as one GGUF file (Uint8Array) for llama.cpp,
+   * Ollama and LM Studio: its tokenizer and chat template inside, the matrices in
+   * `type` 'f16' (the default), 'f32' or 'q8_0' (8-bit blocks, a quarter of f32's size). */
+  exportGguf(type = 'f16') { return this.#call('exportGguf', [type]); }
 
   /** Loads a model from a .zip of a model folder (as exportZip makes), or from a
    * folder's files (a folder input's FileList, File[], or {name: bytes}): a Hugging Face

@@ -10,7 +10,7 @@ const ready = init();
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'tokenizeWith', 'inspectNext', 'inspectRow',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'importFiles', 'isModelFile', 'importAdapter',
-  'exportAdapter', 'defaults', 'currentStage', 'renderChat',
+  'exportAdapter', 'exportGguf', 'defaults', 'currentStage', 'renderChat',
   'instructionExamples', 'sampleCandidates', 'answers', 'rankingPairs', 'checkRankings', 'checkFileSize', 'injectFault',
   'checkTraining', 'heldOut', 'answerMatches', 'rankOnline', 'undoOnline', 'agreement', 'orderSpreads']);
 
@@ -200,8 +200,9 @@ onmessage = async ({ data }) => {
     else if (CALLS.has(method)) {
       result = await exclusive(() => wasm[method](...args));
       if (method === 'createModel' || method === 'importZip' || method === 'importFiles') newRun();
-      // an update learnt while ranking, or one undone, is kept as a run's step is
-      if ((method === 'rankOnline' || method === 'undoOnline') && result) autosaveNow(id, null);
+      // an update learnt while ranking, or one undone, is kept as a run's step is; the
+      // reply waits for the save, so an update the page shows survives a reload
+      if ((method === 'rankOnline' || method === 'undoOnline') && result) await autosaveNow(id, null);
     }
     else throw new Error(`unknown method ${method}`);
     reply(result);

@@ -14,6 +14,15 @@ async function exportModel() {
   say('files-stats', () => t('files.exported', { name: 'kiln-model.zip', size: mib(zip.byteLength) }));
 }
 
+/** The model as one GGUF file, for llama.cpp, Ollama and LM Studio. */
+async function exportGguf() {
+  const type = $('gguf-type').value;
+  const bytes = await app.kiln.exportGguf(type);
+  const name = `kiln-model-${type}.gguf`;
+  download(new Blob([bytes], { type: 'application/octet-stream' }), name);
+  say('files-stats', () => t('files.exportedGguf', { name, size: mib(bytes.byteLength) }));
+}
+
 /** The trained LoRA adapters as a PEFT folder's two files, downloaded one by one. */
 async function exportAdapter() {
   const files = await app.kiln.exportAdapter(app.modelName ?? '');
@@ -65,9 +74,10 @@ async function importModel(file, shown = { name: file.name, size: file.size }) {
   say('files-stats', () => tParts('files.imported', { name: content(shown.name), size: mib(shown.size) }));
 }
 
-/** Export, and Import from a chosen .zip or folder; the LoRA adapter out and in. */
+/** Export (.zip or .gguf), and Import from a chosen .zip or folder; the LoRA adapter out and in. */
 export function wireFiles() {
   $('export').addEventListener('click', () => guard(exportModel));
+  $('export-gguf').addEventListener('click', () => guard(exportGguf));
   $('export-adapter').addEventListener('click', () => guard(exportAdapter));
   $('import-folder').addEventListener('change', () => guard(() => importFolder($('import-folder').files, false)));
   $('import-adapter').addEventListener('change', () => guard(() => importFolder($('import-adapter').files, true)));
