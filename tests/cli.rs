@@ -242,6 +242,32 @@ fn candidates_reward_ppo_and_dpo_from_the_command_line() {
     println!("{err}");
     assert!(ok, "reward failed: {err}");
     assert!(err.contains("valPairAccuracy"), "held-out pair accuracy is reported: {err}");
+    // the reward folder scores each pair (3 answers ranked 1, 2, 3: 3 pairs a prompt), and
+    // the rankings go out as TRL's pairs
+    let (ok, out, err) = kiln(&["score", "--ckpt", &rm, "--data", ranks_s, "--backend", "cpu"]);
+    assert!(ok, "score failed: {err}");
+    let scored: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(scored.len(), 18, "{err}");
+    assert!(scored.iter().all(|l| l["chosen"].as_f64().unwrap().is_finite() && l["chosen_ids"] != l["rejected_ids"]));
+    let pairs = format!("{ranks_s}.pairs");
+    let (ok, _, err) = kiln(&["pairs", "--rankings", ranks_s, "--out", &pairs]);
+    assert!(ok, "pairs failed: {err}");
+    let trl: Vec<serde_json::Value> =
+        std::fs::read_to_string(&pairs).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(trl.len(), 18);
+    assert_eq!(trl[0]["chosen"][0]["role"], "assistant");
+    // the SFT folder as GGUF; a type Kiln does not write is refused by name, nothing written
+    let gguf = format!("{ranks_s}.gguf");
+    let (ok, _, err) = kiln(&["export", "--ckpt", &sft, "--gguf", &gguf, "--type", "q4_k"]);
+    assert!(!ok && err.contains("f32, f16 and q8_0") && !std::path::Path::new(&gguf).exists(), "{err}");
+    let (ok, _, err) = kiln(&["export", "--ckpt", &sft, "--gguf", &gguf, "--type", "q8_0"]);
+    assert!(ok, "export failed: {err}");
+    let bytes = std::fs::read(&gguf).unwrap();
+    let g = kiln::gguf::read(&bytes).unwrap();
+    assert_eq!(g.get("general.architecture").and_then(kiln::gguf::Value::as_str), Some("gpt2"));
+    assert!(err.contains("29 tensors"), "{err}");
+    std::fs::remove_file(&pairs).ok();
+    std::fs::remove_file(&gguf).ok();
     let (ok, _, err) = kiln(
         &[
             &[

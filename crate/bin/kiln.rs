@@ -91,6 +91,9 @@ usage:
                                        ids, logits and the next token's probabilities as JSON
   kiln chat-ids --ckpt DIR --json MESSAGES [--generation-prompt]   the chat template's
                                  ids and supervised flags as JSON (for checks)
+  kiln pairs --rankings FILE.jsonl --out PAIRS.jsonl   rankings as TRL's preference pairs
+                                 ({prompt, chosen, rejected}, conversational) for `trl dpo`
+                                 and `trl reward`
   kiln score --ckpt RM_DIR --data FILE.jsonl   a reward model's score of each pair's
                                  chosen and rejected answer (rankings or TRL pairs), a JSON
                                  line each: {chosen_ids, chosen, rejected_ids, rejected}
@@ -190,6 +193,7 @@ fn run(args: &[String]) -> CliResult {
         Some("logits") => {
             options("logits", rest, &["ckpt", "text", "top-k", "temperature", "backend"], None).and_then(|o| logits(&o))
         }
+        Some("pairs") => options("pairs", rest, &["rankings", "out"], None).and_then(|o| pairs(&o)),
         Some("score") => options("score", rest, &["ckpt", "data", "backend"], None).and_then(|o| score(&o)),
         Some("export") => options("export", rest, &["ckpt", "gguf", "type"], None).and_then(|o| export(&o)),
         Some("info") => options("info", rest, &[], None).and_then(|_| info()),
@@ -1024,6 +1028,24 @@ fn sample(o: &Options) -> CliResult {
         print!("{prompt}");
         stream(&mut run, &ids, &cfg).map(|_| ())
     })
+}
+
+/// Rankings as TRL's conversational preference pairs.
+fn pairs(o: &Options) -> CliResult {
+    let (Some(path), Some(out)) = (o.get("rankings"), o.get("out")) else {
+        return Err(usage("pairs needs --rankings FILE.jsonl --out PAIRS.jsonl"));
+    };
+    let bytes = std::fs::read(path).map_err(|e| KilnError::Io(format!("{path}: {e}")))?;
+    let read = read_rankings(&bytes)?;
+    let text = kiln::data::preference::pairs_jsonl(&read.items);
+    std::fs::write(out, &text).map_err(|e| KilnError::Io(format!("{out}: {e}")))?;
+    eprintln!(
+        "{} pairs from {} rankings written to {out} ({} lines skipped)",
+        text.lines().count(),
+        read.items.len(),
+        read.skipped.len()
+    );
+    Ok(())
 }
 
 /// A reward model's scores of every pair in a rankings or pairs file, with the ids it
