@@ -17,7 +17,9 @@
 //!   reward model, DPO, PPO); `train::resume` saves and continues a run bit for bit.
 //! - [`session`]: what a person builds up — corpus, tokenizer, the model training, the
 //!   models the preference stages keep — driven alike by the page and the CLI.
-//! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, zips.
+//! - [`sample`]: generation with a KV cache. [`checkpoint`]: Hugging Face folders, zips
+//!   (a reward model as transformers' sequence classifier). [`gguf`]: the GGUF file
+//!   llama.cpp and Ollama run, written and read back.
 //! - [`inspect`]: what the page's views read — the next token's probabilities, one
 //!   head's attention weights, a training row's loss at each position.
 //! - [`selftest`]: every kernel against its twin (natively and in Chromium);

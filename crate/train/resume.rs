@@ -36,7 +36,10 @@ fn pretrain_stage() -> StageKind {
 pub async fn model_folder<B: Backend>(run: &mut Trainer<B>) -> Result<Files> {
     // with its adapters merged in, under LoRA
     let params = run.params().await?;
-    model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())
+    let mut files = model_files_with(&run.model.config, &run.model.layout, &run.tokenizer, &params, &run.extras())?;
+    // the exact biases are for resuming; an export is the classifier alone
+    files.remove(crate::checkpoint::REWARD_HEAD);
+    Ok(files)
 }
 
 /// The run's model as one GGUF file for llama.cpp (adapters merged in), its matrices in
