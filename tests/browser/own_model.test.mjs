@@ -144,6 +144,15 @@ async function ownModel(backend) {
     assert.deepEqual(header['base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight'].shape, [32, 8]);
     assert.notDeepEqual([...weights], [...sftAdapter['adapter_model.safetensors']], 'DPO moved the adapters');
     console.log(`[${backend}] exported the adapter to ${out}: ${Object.keys(header).length - 1} tensors`);
+    // and the model, adapters merged, as GGUF: llama.cpp's "llama" with its 20 tensors and
+    // the folder's own ChatML template
+    const gguf = Buffer.from(await app(page, async () => [...await window.kilnApp.kiln.exportGguf('f32')]));
+    assert.equal(gguf.subarray(0, 4).toString('latin1'), 'GGUF');
+    assert.equal(Number(gguf.readBigUInt64LE(8)), 20);
+    const arch = gguf.subarray(32 + 'general.architecture'.length + 4 + 8).subarray(0, 5).toString();
+    assert.equal(arch, 'llama');
+    assert.ok(gguf.includes(Buffer.from('<|im_start|>')), 'the chat template is inside');
+    fs.writeFileSync(path.join(out, 'model-merged-f32.gguf'), gguf);
 
     // 7. (CPU) the reward model and PPO with LoRA: their heads train in full beside the adapters
     if (backend === 'cpu') {
