@@ -87,6 +87,8 @@ mod native {
         pub cpu: String,
         pub cpu_threads: usize,
         pub cpu_twin: &'static str,
+        /// The gemm micro-kernels this CPU runs ([`crate::cpu::matmul::gemm_kernel`]).
+        pub cpu_kernel: &'static str,
         /// The adapter's fp32 peak (KILN_FP32_PEAK_GFLOPS, or a datasheet figure by name).
         pub fp32_peak_gflops: Option<f64>,
         pub results: Vec<MatmulResult>,
@@ -205,6 +207,7 @@ mod native {
             cpu: cpu_model(),
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_twin: "the CPU backend's product (crate/cpu/matmul.rs matmul_gemm: the gemm crate, all cores), f32",
+            cpu_kernel: crate::cpu::matmul::gemm_kernel(),
             fp32_peak_gflops: peak,
             geomean_tiled_over_naive: geomean(&|r| r.tiled_over_naive),
             geomean_tiled_over_cpu: geomean(&|r| r.tiled_over_cpu),
@@ -247,6 +250,8 @@ mod native {
         pub adapter: String,
         pub cpu: String,
         pub cpu_threads: usize,
+        /// The gemm micro-kernels this CPU runs ([`crate::cpu::matmul::gemm_kernel`]).
+        pub cpu_kernel: &'static str,
         pub corpus: String,
         pub results: Vec<TrainResult>,
     }
@@ -375,6 +380,7 @@ mod native {
             adapter: gpu.map_or("none".into(), |g| g.adapter_name()),
             cpu: cpu_model(),
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_kernel: crate::cpu::matmul::gemm_kernel(),
             corpus: format!("default English stories ({DEFAULT_STORIES}), BPE 512"),
             results,
         })

@@ -162,6 +162,40 @@ pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
     }
 }
 
+/// The micro-kernels `gemm` picks on this CPU, as its dispatch (the `pulp` crate) decides
+/// at run time: x86-64-v4 (AVX-512 F/BW/CD/DQ/VL, 16 lanes) where the CPU has all of
+/// them, else x86-64-v3 (AVX2 and FMA, 8 lanes); NEON on ARM; simd128 in wasm.
+pub fn gemm_kernel() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v4 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512cd")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        let v3 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        if v4 {
+            "x86-64-v4 (AVX-512, 16 f32 lanes)"
+        } else if v3 {
+            "x86-64-v3 (AVX2 + FMA, 8 f32 lanes)"
+        } else {
+            "x86-64 (SSE2, 4 f32 lanes)"
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "aarch64 (NEON, 4 f32 lanes)"
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        "wasm32 (simd128, 4 f32 lanes)"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "wasm32")))]
+    {
+        "portable"
+    }
+}
+
 /// All cores natively once a product is large enough to pay for waking them (below about
 /// a million multiply-adds the threads cost more than they save); one thread in wasm.
 fn gemm_parallelism(s: MatmulShape) -> gemm::Parallelism {
