@@ -15,8 +15,6 @@
 //! - Vectors (norms, biases) stay f32 whatever the encoding; a matrix whose rows are not
 //!   whole Q8_0 blocks is stored f16.
 
-use std::collections::HashMap;
-
 use serde_json::Value as Json;
 
 use super::{bad, Encoding, Tensor, Value};
@@ -157,7 +155,7 @@ fn tokenizer_keys(m: &GgufModel) -> Result<Vec<(String, Value)>> {
     let model = &json["model"];
     if model["type"].as_str() != Some("BPE") || json["pre_tokenizer"].is_null() {
         return Err(bad(
-            "GGUF export needs a byte-level BPE tokenizer (a character-level one has no llama.cpp equivalent): train the tokenizer as BPE",
+            "export needs a byte-level BPE tokenizer (a character-level one has no llama.cpp equivalent): train the tokenizer as BPE",
         ));
     }
     let pre = pre_tokenizer(&json)?;
@@ -252,19 +250,18 @@ fn unrotate_halves(x: &[f32], heads: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// llama.cpp's name for a Kiln (transformers) tensor name, and how its values move: None
+/// llama.cpp's name for a Kiln (transformers) tensor name: None
 /// for tensors that are not the language model's.
 fn gguf_name(name: &str) -> Option<String> {
-    let plain: HashMap<&str, &str> = HashMap::from([
-        ("wte.weight", "token_embd.weight"),
-        ("wpe.weight", "position_embd.weight"),
-        ("ln_f.weight", "output_norm.weight"),
-        ("ln_f.bias", "output_norm.bias"),
-        ("model.embed_tokens.weight", "token_embd.weight"),
-        ("model.norm.weight", "output_norm.weight"),
-        ("lm_head.weight", "output.weight"),
-    ]);
-    if let Some(n) = plain.get(name) {
+    let whole = match name {
+        "wte.weight" | "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "wpe.weight" => Some("position_embd.weight"),
+        "ln_f.weight" | "model.norm.weight" => Some("output_norm.weight"),
+        "ln_f.bias" => Some("output_norm.bias"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(n) = whole {
         return Some(n.to_string());
     }
     let rest = name.strip_prefix("h.").or_else(|| name.strip_prefix("model.layers."))?;
