@@ -1,10 +1,10 @@
 // Learning as you rank, in the real page on the CPU backend: with the box ticked, a
 // scripted person ranks by keyboard alone (the order typed, Enter); after every fourth
 // ranking the worker runs a few DPO updates while the ranking goes on, each update a point
-// on the chart; the page answers clicks during an update; undo takes the last update back;
-// a reload resumes the loop from its autosave; thumbs on cards and chat answers, exported
-// as TRL's KTO lines, and KTO on them; several people's agreement, and the majority's
-// rankings added.
+// on the chart; the page answers clicks during an update; undo puts back the weights the
+// update began from, bit for bit; a reload resumes the loop from its autosave; thumbs on
+// cards and chat answers, exported as TRL's KTO lines, and KTO on them; several people's
+// agreement, and the majority's rankings added.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -17,6 +17,13 @@ const app = (page, fn, arg) => page.evaluate(fn, arg);
 const waitFor = (page, fn, arg, timeout = 600_000) => page.waitForFunction(fn, arg, { timeout, polling: 250 });
 const noError = async (page) => assert.equal(await app(page, () => window.kilnApp.error), null);
 const idle = (page) => waitFor(page, () => (window.kilnApp.state === 'idle' && !window.kilnApp.training) || window.kilnApp.error);
+
+/** SHA-256 of the model's weights as the page would export them (hex). */
+const weightsDigest = (page) => app(page, async () => {
+  const folder = await window.kilnApp.kiln.exportModel();
+  const hash = await crypto.subtle.digest('SHA-256', folder['model.safetensors']);
+  return [...new Uint8Array(hash)].map((b) => b.toString(16).padStart(2, '0')).join('');
+});
 
 /** Waits for the next prompt's cards (two or more; one card, all answers alike, is sampled again). */
 async function nextCards(page, count) {
@@ -51,6 +58,7 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     await page.check('#rank-online');
     assert.equal(await page.isVisible('#online-box'), true);
     let count = await app(page, () => window.kilnApp.rankShown ?? 0);
+    let afterFirst;
     await page.click('#rank-sample');
     // eight rankings, each by keys alone: the second card first, Enter
     for (let i = 0; i < 8; i += 1) {
@@ -69,6 +77,9 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
           summary.click();
         }));
         console.log(`a click during the update: handled after ${seen.ms.toFixed(1)} ms, updates in flight ${seen.pending}`);
+        // the weights the first update left, to hold the undo of the second to
+        await waitFor(page, () => window.kilnApp.online.updates.length >= 1 && window.kilnApp.online.pending === 0 || window.kilnApp.online.error);
+        afterFirst = await weightsDigest(page);
       }
     }
     await nextCards(page, count);
@@ -85,9 +96,12 @@ test('on the CPU: learn as I rank, by keyboard, with updates charted as they lan
     await page.locator('#rank-section').screenshot({ path: path.join(ARTIFACTS, 'rank-online.png') });
 
     // undo: the last update taken back, its point gone; the rankings stay
+    const afterSecond = await weightsDigest(page);
+    assert.notEqual(afterSecond, afterFirst, 'the second update changed the weights');
     await page.click('#rank-undo');
     await waitFor(page, () => window.kilnApp.online.updates.length === 1 || window.kilnApp.error);
     await noError(page);
+    assert.equal(await weightsDigest(page), afterFirst, 'undo puts back the weights the first update left, bit for bit');
     assert.deepEqual(await app(page, () => window.kilnApp.onlinePlot.data[0]), [4]);
     assert.equal((await app(page, () => JSON.parse(localStorage.getItem('kiln.rankings')))).length, 8);
 
