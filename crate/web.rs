@@ -891,6 +891,68 @@ pub async fn check_kernels(family: String) -> Result<JsValue, JsValue> {
     serde_wasm_bindgen::to_value(&results).map_err(js_error)
 }
 
+/// The CPU backend's fast products (matrix products and attention) against their f64
+/// twins, with no GPU: an array of `{kernel, case, max_rel_err, tolerance, passed}`, and
+/// the kernels this build runs as `kernel` of each ("wasm32 relaxed SIMD …" or
+/// "wasm32 SIMD128 …" in [`cpu_kernel`]). Run on both builds by cpu_kernels.test.mjs.
+#[wasm_bindgen(js_name = checkCpuKernels)]
+pub fn check_cpu_kernels() -> Result<JsValue, JsValue> {
+    let results: Vec<CheckResult> = selftest::check_cpu().into_iter().map(CheckResult::from).collect();
+    serde_wasm_bindgen::to_value(&results).map_err(js_error)
+}
+
+/// The CPU backend's matrix-product kernels in this build: "wasm32 relaxed SIMD
+/// (f32x4.relaxed_madd, …)" or "wasm32 SIMD128 (f32x4.mul then f32x4.add, …)".
+#[wasm_bindgen(js_name = cpuKernel)]
+pub fn cpu_kernel() -> String {
+    crate::cpu::matmul::gemm_kernel().into()
+}
+
+/// The CPU backend's matrix product (`form` "nn", "nt" or "tn": which operand is stored
+/// transposed) timed on this thread for at least `min_ms`: {kernel, gflops, reps}. What
+/// tests/bench/browser.mjs prints beside the native `kiln bench matmul`.
+#[wasm_bindgen(js_name = benchCpuMatmul)]
+pub fn bench_cpu_matmul(m: usize, n: usize, k: usize, form: String, min_ms: f64) -> Result<JsValue, JsValue> {
+    use crate::cpu::matmul::{gemm_kernel, matmul_gemm, MatmulShape};
+    let shape = match form.as_str() {
+        "nn" => MatmulShape::nn(m, n, k),
+        "nt" => MatmulShape::nt(m, n, k),
+        "tn" => MatmulShape::tn(m, n, k),
+        other => return Err(js_error(format!("form {other:?}: choose nn, nt or tn"))),
+    };
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let mut out = vec![0.0f32; m * n];
+    let (start, mut reps) = (js_sys::Date::now(), 0u32);
+    while reps == 0 || js_sys::Date::now() - start < min_ms {
+        matmul_gemm(&mut out, &a, &b, None, shape, false);
+        reps += 1;
+    }
+    let seconds = (js_sys::Date::now() - start) / 1000.0 / reps as f64;
+    #[derive(Serialize)]
+    struct Timed {
+        kernel: &'static str,
+        gflops: f64,
+        reps: u32,
+    }
+    to_js(&Timed { kernel: gemm_kernel(), gflops: shape.flops() / seconds / 1e9, reps })
+}
+
+/// Where a CPU training step's time goes in this build, op by op, on this worker alone:
+/// `steps` steps of `preset` (batch 8, 512-token BPE vocabulary, as `kiln bench profile
+/// --backend cpu`) after one untimed, as [{op, calls, seconds}], slowest first.
+#[wasm_bindgen(js_name = profileCpuStep)]
+pub async fn profile_cpu_step(preset: String, steps: usize) -> Result<JsValue, JsValue> {
+    #[derive(Serialize)]
+    struct Row {
+        op: String,
+        calls: u32,
+        seconds: f64,
+    }
+    let rows = crate::bench::profile_cpu_step(&preset, steps).await.map_err(kiln_error)?;
+    to_js(&rows.into_iter().map(|(op, calls, seconds)| Row { op, calls, seconds }).collect::<Vec<_>>())
+}
+
 // ---------------------------------------------------------------- golden parity
 
 /// A fixture folder's files, {fileName: Uint8Array}, as the core's [`Files`].

@@ -36,3 +36,16 @@ macro_rules! one_test_per_family {
     };
 }
 kiln::kernel_families!(one_test_per_family);
+
+/// The CPU backend's fast products alone (no GPU): natively the `gemm` crate's kernels; the
+/// browser runs the same checks on its two WebAssembly builds (`cpu_kernels.test.mjs`).
+#[test]
+fn cpu_fast_paths() {
+    let checks = kiln::selftest::check_cpu();
+    assert!(checks.len() >= 30, "only {} checks", checks.len());
+    for check in &checks {
+        println!("[cpu] {check}");
+    }
+    let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(|c| c.to_string()).collect();
+    assert!(failed.is_empty(), "{} of {} checks failed:\n{}", failed.len(), checks.len(), failed.join("\n"));
+}

@@ -12,6 +12,9 @@ cargo fmt --check
 echo "== cargo clippy (native and wasm32)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
+# the relaxed-SIMD build too (www/build.sh), in its own target folder as there
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+  cargo clippy --lib --target wasm32-unknown-unknown --target-dir "${CARGO_TARGET_DIR:-target}/relaxed" -- -D warnings
 echo "== native tests (GPU kernels on $(ls /usr/share/vulkan/icd.d/ 2>/dev/null | grep -o lvp | head -1 || echo vulkan))"
 cargo test -- --nocapture --test-threads=1
 echo "== wasm build (release: the browser tests train for minutes, and npm pack needs it anyway)"

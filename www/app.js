@@ -70,8 +70,11 @@ async function main() {
   const backend = query.get('backend') ?? 'auto';
   // ?threads=N: CPU workers sharing each step (the default is one per core, at most 4)
   const threads = Number(query.get('threads')) || undefined;
+  // ?simd=simd128|relaxed: force a WebAssembly build (the default: relaxed SIMD where the
+  // browser has it)
+  const simd = query.get('simd') ?? undefined;
   await guard(async () => {
-    app.kiln = await Kiln.create({ backend, threads });
+    app.kiln = await Kiln.create({ backend, threads, simd });
     app.backend = app.kiln.backend;
     app.defaults = await app.kiln.defaults();
     showDefaults(app.defaults);

@@ -1,9 +1,11 @@
 // The kernel check runs here, off the page's thread, as Kiln's trainer will.
-import init, { adapterName, kernelFamilies, checkKernels } from './pkg/kiln.js';
+import { loadWasm } from './lib/wasm.js';
 import { adapterDescription } from './lib/adapter.js';
 
 async function run() {
-  await init();
+  // the build the page's worker would take (relaxed SIMD where the browser has it): the
+  // matmul family's CPU cases run on its kernels
+  const { wasm: { adapterName, kernelFamilies, checkKernels } } = await loadWasm();
   const inWorker = typeof WorkerGlobalScope !== 'undefined' && self instanceof WorkerGlobalScope;
   const opened = await adapterName(); // opens Kiln's device; fails clearly without WebGPU
   const described = await adapterDescription();

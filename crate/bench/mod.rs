@@ -527,35 +527,37 @@ pub fn profile_step(
     preset: &str,
     steps: usize,
 ) -> Result<Vec<(String, u32, f64)>, crate::error::KilnError> {
-    use crate::backend::{CpuBackend, GpuBackend};
-    let totals = match gpu {
-        Some(gpu) => {
-            let mut run = profiled_run(GpuBackend::new(gpu.clone()), preset)?;
-            pollster::block_on(run.train_one())?; // compile pipelines first
-            gpu.set_profiling(true);
-            for _ in 0..steps {
-                pollster::block_on(run.train_one())?;
-            }
-            gpu.set_profiling(false)
-        }
-        None => {
-            let mut run = profiled_run(CpuBackend::new(), preset)?;
-            pollster::block_on(run.train_one())?;
-            run.be.set_profiling(true);
-            for _ in 0..steps {
-                pollster::block_on(run.train_one())?;
-            }
-            run.be.set_profiling(false)
-        }
-    };
+    use crate::backend::GpuBackend;
+    let Some(gpu) = gpu else { return pollster::block_on(profile_cpu_step(preset, steps)) };
+    let mut run = profiled_run(GpuBackend::new(gpu.clone()), preset)?;
+    pollster::block_on(run.train_one())?; // compile pipelines first
+    gpu.set_profiling(true);
+    for _ in 0..steps {
+        pollster::block_on(run.train_one())?;
+    }
+    Ok(by_time(gpu.set_profiling(false)))
+}
+
+/// The CPU backend's share of [`profile_step`], natively and in the browser (where one
+/// worker takes the whole step): (op, calls, seconds) over `steps` steps, slowest first.
+pub async fn profile_cpu_step(preset: &str, steps: usize) -> Result<Vec<(String, u32, f64)>, crate::error::KilnError> {
+    let mut run = profiled_run(crate::backend::CpuBackend::new(), preset)?;
+    run.train_one().await?;
+    run.be.set_profiling(true);
+    for _ in 0..steps {
+        run.train_one().await?;
+    }
+    Ok(by_time(run.be.set_profiling(false)))
+}
+
+fn by_time(totals: Option<crate::gpu::KernelTimes>) -> Vec<(String, u32, f64)> {
     let mut rows: Vec<(String, u32, f64)> =
         totals.unwrap_or_default().into_iter().map(|(k, (n, s))| (k.to_string(), n, s)).collect();
     rows.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(rows)
+    rows
 }
 
 /// A pretraining run of `preset` (batch 8) on 1,000 default stories, for profiling.
-#[cfg(not(target_arch = "wasm32"))]
 fn profiled_run<B: crate::backend::Backend>(
     be: B,
     preset: &str,

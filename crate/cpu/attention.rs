@@ -158,8 +158,9 @@ pub fn attention_backward<F: Float>(
 }
 
 /// dst (m, n) = beta · lhs (m, k) · rhs (k, n), or dst += that when `accumulate`, each
-/// matrix given by its first element and its (row, column) strides in elements, through
-/// the `gemm` crate on this thread (whose alpha multiplies dst, read only with read_dst).
+/// matrix given by its first element and its (row, column) strides in elements, on this
+/// thread: through the `gemm` crate natively (whose alpha multiplies dst, read only with
+/// read_dst), through Kiln's packed kernel in wasm (as the CPU backend's matmul_gemm).
 ///
 /// # Safety
 /// Every element the shapes and strides reach must lie inside the slice it points into,
@@ -174,6 +175,14 @@ unsafe fn gemm_into(
     beta: f32,
     accumulate: bool,
 ) {
+    #[cfg(target_arch = "wasm32")]
+    unsafe {
+        use super::gemm4::{gemm, Operand, Wasm};
+        let lhs = Operand { ptr: lhs.0, row_stride: lhs.1, col_stride: lhs.2 };
+        let rhs = Operand { ptr: rhs.0, row_stride: rhs.1, col_stride: rhs.2 };
+        gemm::<Wasm>((m, n, k), dst, dst_rs, lhs, rhs, beta, accumulate);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
     gemm::gemm(
         m,
         n,

@@ -113,11 +113,13 @@ fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     partial.iter().fold(tail, |acc, &p| acc + p)
 }
 
-/// The same product as [`matmul`], f32 only, through the `gemm` crate: cache-blocked SIMD
-/// micro-kernels (AVX2/AVX-512 natively, simd128 in wasm), on every core natively. This is
-/// what the CPU backend runs; [`matmul`] stays the readable reference it is tested against
-/// (`tests/kernels.rs`). Each output element is summed by one thread in an order fixed by
-/// the shape and the thread count, so a run repeats bit for bit on the same machine.
+/// The same product as [`matmul`], f32 only, fast: natively through the `gemm` crate
+/// (cache-blocked AVX2/AVX-512/NEON micro-kernels, on every core), in wasm through Kiln's
+/// packed 4-lane kernel ([`super::gemm4`], fused multiply-adds in the relaxed-SIMD build).
+/// This is what the CPU backend runs; [`matmul`] stays the readable reference it is tested
+/// against (`tests/kernels.rs`, and the kernel checks in Chromium). Each output element is
+/// summed by one thread in an order fixed by the shape and the thread count, so a run
+/// repeats bit for bit on the same machine.
 pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, s: MatmulShape, accumulate: bool) {
     let ((a_row, a_col), (b_row, b_col)) = (s.a_strides(), s.b_strides());
     assert!(a.len() >= s.batch * s.a_len() && b.len() >= s.batch * s.b_len() && out.len() >= s.batch * s.out_len());
@@ -134,8 +136,10 @@ pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
             }
         }
         let read_dst = accumulate || bias.is_some();
+        let (a, b) = (a[z * s.a_len()..].as_ptr(), b[z * s.b_len()..].as_ptr());
         // SAFETY: the assert above keeps every (row, column) of A, B and out, at the
         // strides the shape gives, inside its slice; out does not alias A or B (&mut).
+        #[cfg(not(target_arch = "wasm32"))]
         unsafe {
             gemm::gemm(
                 s.m,
@@ -145,10 +149,10 @@ pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
                 1,
                 s.n as isize,
                 read_dst,
-                a[z * s.a_len()..].as_ptr(),
+                a,
                 a_col as isize,
                 a_row as isize,
-                b[z * s.b_len()..].as_ptr(),
+                b,
                 b_col as isize,
                 b_row as isize,
                 1.0,
@@ -159,12 +163,20 @@ pub fn matmul_gemm(out: &mut [f32], a: &[f32], b: &[f32], bias: Option<&[f32]>, 
                 gemm_parallelism(s),
             );
         }
+        #[cfg(target_arch = "wasm32")]
+        unsafe {
+            use super::gemm4::{gemm, Operand, Wasm};
+            let lhs = Operand { ptr: a, row_stride: a_row, col_stride: a_col };
+            let rhs = Operand { ptr: b, row_stride: b_row, col_stride: b_col };
+            gemm::<Wasm>((s.m, s.n, s.k), out.as_mut_ptr(), s.n, lhs, rhs, 1.0, read_dst);
+        }
     }
 }
 
-/// The micro-kernels `gemm` picks on this CPU, as its dispatch (the `pulp` crate) decides
-/// at run time: x86-64-v4 (AVX-512 F/BW/CD/DQ/VL, 16 lanes) where the CPU has all of
-/// them, else x86-64-v3 (AVX2 and FMA, 8 lanes); NEON on ARM; simd128 in wasm.
+/// The matrix-product kernels this CPU runs. Natively `gemm`'s, as its dispatch (the `pulp`
+/// crate) decides at run time: x86-64-v4 (AVX-512 F/BW/CD/DQ/VL, 16 lanes) where the CPU
+/// has all of them, else x86-64-v3 (AVX2 and FMA, 8 lanes); NEON on ARM. In wasm, which of
+/// the two builds the page loaded (www/lib/wasm.js chooses at start).
 pub fn gemm_kernel() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
@@ -186,9 +198,13 @@ pub fn gemm_kernel() -> &'static str {
     {
         "aarch64 (NEON, 4 f32 lanes)"
     }
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     {
-        "wasm32 (simd128, 4 f32 lanes)"
+        "wasm32 relaxed SIMD (f32x4.relaxed_madd, 4 f32 lanes)"
+    }
+    #[cfg(all(target_arch = "wasm32", not(target_feature = "relaxed-simd")))]
+    {
+        "wasm32 SIMD128 (f32x4.mul then f32x4.add, 4 f32 lanes)"
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "wasm32")))]
     {
@@ -196,13 +212,12 @@ pub fn gemm_kernel() -> &'static str {
     }
 }
 
-/// All cores natively once a product is large enough to pay for waking them (below about
-/// a million multiply-adds the threads cost more than they save); one thread in wasm.
+/// All cores once a product is large enough to pay for waking them (below about a million
+/// multiply-adds the threads cost more than they save).
+#[cfg(not(target_arch = "wasm32"))]
 fn gemm_parallelism(s: MatmulShape) -> gemm::Parallelism {
-    #[cfg(not(target_arch = "wasm32"))]
     if s.m * s.n * s.k >= 1 << 20 {
         return gemm::Parallelism::Rayon(0);
     }
-    let _ = s;
     gemm::Parallelism::None
 }

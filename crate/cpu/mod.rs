@@ -15,6 +15,7 @@ macro_rules! twin_modules {
     };
 }
 crate::kernel_families!(twin_modules);
+pub mod gemm4;
 pub mod half16;
 
 /// The float types the twins run in: f32 (as the GPU) and f64 (the test reference).

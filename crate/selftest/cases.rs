@@ -63,16 +63,19 @@ async fn matmul(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (33, 7, 127), (130, 260, 70)];
         for (m, n, k) in sizes {
             for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
-                checks.push(matmul_case(gpu, rng, s, false, false, 0, kernel, None).await?);
+                checks.push(matmul_case(Some(gpu), rng, s, false, false, 0, kernel, None).await?);
             }
         }
         // bias, accumulation, batching and offsets into flat buffers
-        checks.push(matmul_case(gpu, rng, MatmulShape::nt(65, 33, 127), true, false, 0, kernel, None).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::tn(33, 65, 127), false, true, 0, kernel, None).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, kernel, None).await?);
-        checks
-            .push(matmul_case(gpu, rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, kernel, None).await?);
-        checks.push(matmul_case(gpu, rng, MatmulShape::tn(130, 260, 70), true, true, 2, kernel, None).await?);
+        checks.push(matmul_case(Some(gpu), rng, MatmulShape::nt(65, 33, 127), true, false, 0, kernel, None).await?);
+        checks.push(matmul_case(Some(gpu), rng, MatmulShape::tn(33, 65, 127), false, true, 0, kernel, None).await?);
+        checks.push(
+            matmul_case(Some(gpu), rng, MatmulShape::nt(17, 33, 9).batched(3), true, true, 5, kernel, None).await?,
+        );
+        checks.push(
+            matmul_case(Some(gpu), rng, MatmulShape::nn(7, 129, 70).batched(2), false, false, 3, kernel, None).await?,
+        );
+        checks.push(matmul_case(Some(gpu), rng, MatmulShape::tn(130, 260, 70), true, true, 2, kernel, None).await?);
     }
     // B a frozen weight kept in 16 bits, at odd offsets (a word's high half first): the
     // forward (A·Bᵀ) and input-gradient (A·B) products of a linear layer
@@ -80,12 +83,14 @@ async fn matmul(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         for (s, offset) in
             [(MatmulShape::nt(65, 33, 127), 3), (MatmulShape::nn(7, 129, 70), 0), (MatmulShape::nt(1, 7, 5), 1)]
         {
-            checks.push(matmul_case(gpu, rng, s, offset > 0, offset == 1, offset, Matmul::Tiled, Some(format)).await?);
+            checks.push(
+                matmul_case(Some(gpu), rng, s, offset > 0, offset == 1, offset, Matmul::Tiled, Some(format)).await?,
+            );
         }
     }
     // the benchmark's baseline kernel is held to the same standard
-    checks.push(matmul_case(gpu, rng, MatmulShape::nt(33, 65, 127), true, true, 1, Matmul::Naive, None).await?);
-    checks.push(matmul_case(gpu, rng, MatmulShape::tn(7, 1, 65), false, false, 0, Matmul::Naive, None).await?);
+    checks.push(matmul_case(Some(gpu), rng, MatmulShape::nt(33, 65, 127), true, true, 1, Matmul::Naive, None).await?);
+    checks.push(matmul_case(Some(gpu), rng, MatmulShape::tn(7, 1, 65), false, false, 0, Matmul::Naive, None).await?);
     Ok(checks)
 }
 
@@ -102,7 +107,7 @@ enum Matmul {
 
 #[allow(clippy::too_many_arguments)]
 async fn matmul_case(
-    gpu: &Gpu,
+    gpu: Option<&Gpu>,
     rng: &mut Rng,
     s: MatmulShape,
     with_bias: bool,
@@ -138,6 +143,7 @@ async fn matmul_case(
         cpu::matmul::matmul_gemm(&mut out[offset..], &a[offset..], &b[offset..], bias, s, accumulate);
         out
     } else {
+        let gpu = gpu.expect("a GPU for the WGSL kernels");
         let (ga, gbias, gout) = (gpu.upload(&a)?, gpu.upload(&bias)?, gpu.upload(&out0)?);
         let gb = match half {
             Some(format) => gpu.upload(&half16::pack(&b, format))?,
@@ -211,25 +217,8 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         (1, 5, 600, 3, 1),
     ] {
         let w = cpu::attention::qkv_width(c, nh, nkv);
-        let qkv = rng.vec_f32(b * t * w, -1.0, 1.0);
-        let dout = rng.vec_f32(b * t * c, -1.0, 1.0);
-        let (mut out_ref, mut lse_ref) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-        let (mut dqkv_ref, mut delta_ref) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
-        let qkv64 = f64s(&qkv);
-        cpu::attention::attention_forward(&mut out_ref, &mut lse_ref, &qkv64, b, t, c, nh, nkv, 0, t);
-        cpu::attention::attention_backward(
-            &mut dqkv_ref,
-            &mut delta_ref,
-            &f64s(&dout),
-            &qkv64,
-            &out_ref,
-            &lse_ref,
-            b,
-            t,
-            c,
-            nh,
-            nkv,
-        );
+        let (qkv, dout) = (rng.vec_f32(b * t * w, -1.0, 1.0), rng.vec_f32(b * t * c, -1.0, 1.0));
+        let [out_ref, lse_ref, dqkv_ref, delta_ref] = attention_reference(&qkv, &dout, (b, t, c, nh, nkv));
 
         let (gqkv, gdout) = (gpu.upload(&qkv)?, gpu.upload(&dout)?);
         let (gout, glse) = (gpu.zeros(b * t * c)?, gpu.zeros(b * nh * t)?);
@@ -247,12 +236,13 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         checks.push(check("attention_forward", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
         checks.push(check("attention_backward", case.clone(), &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
         // the CPU backend's gemm path, in f32, against the same reference
-        let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
-        cpu::attention::attention_forward_gemm(&mut out, &mut lse, &qkv, b, t, c, nh, nkv, 0, t);
-        let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
-        cpu::attention::attention_backward_gemm(&mut dqkv, &mut delta, &dout, &qkv, &out, &lse, b, t, c, nh, nkv);
-        checks.push(check("attention_forward_gemm (cpu)", case.clone(), &[(&out, &out_ref), (&lse, &lse_ref)]));
-        checks.push(check("attention_backward_gemm (cpu)", case, &[(&dqkv, &dqkv_ref), (&delta, &delta_ref)]));
+        checks.extend(attention_gemm_checks(
+            &qkv,
+            &dout,
+            (b, t, c, nh, nkv),
+            [&out_ref, &lse_ref, &dqkv_ref, &delta_ref],
+            case,
+        ));
     }
     // KV-cache decode: only the last query rows t0..T, inside caches of capacity T_cap;
     // the last two with grouped-query and multi-query caches
@@ -285,6 +275,84 @@ async fn attention(gpu: &Gpu, rng: &mut Rng) -> Result<Vec<Check>> {
         checks.push(check("attention_forward_gemm (cpu)", case, &[(&out, &out_ref), (&lse, &lse_ref)]));
     }
     Ok(checks)
+}
+
+type AttentionShape = (usize, usize, usize, usize, usize);
+
+/// attention_forward and attention_backward in f64 on f32 inputs (B, T, C, NH, NKV):
+/// [out, lse, dqkv, delta].
+fn attention_reference(qkv: &[f32], dout: &[f32], (b, t, c, nh, nkv): AttentionShape) -> [Vec<f64>; 4] {
+    let w = cpu::attention::qkv_width(c, nh, nkv);
+    let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+    let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
+    let qkv64 = f64s(qkv);
+    cpu::attention::attention_forward(&mut out, &mut lse, &qkv64, b, t, c, nh, nkv, 0, t);
+    cpu::attention::attention_backward(&mut dqkv, &mut delta, &f64s(dout), &qkv64, &out, &lse, b, t, c, nh, nkv);
+    [out, lse, dqkv, delta]
+}
+
+/// The CPU backend's attention (its gemm path, f32) forward and backward against the
+/// reference.
+fn attention_gemm_checks(
+    qkv: &[f32],
+    dout: &[f32],
+    (b, t, c, nh, nkv): AttentionShape,
+    [out_ref, lse_ref, dqkv_ref, delta_ref]: [&[f64]; 4],
+    case: String,
+) -> [Check; 2] {
+    let w = cpu::attention::qkv_width(c, nh, nkv);
+    let (mut out, mut lse) = (vec![0.0; b * t * c], vec![0.0; b * nh * t]);
+    cpu::attention::attention_forward_gemm(&mut out, &mut lse, qkv, b, t, c, nh, nkv, 0, t);
+    let (mut dqkv, mut delta) = (vec![0.0; b * t * w], vec![0.0; b * nh * t]);
+    cpu::attention::attention_backward_gemm(&mut dqkv, &mut delta, dout, qkv, &out, &lse, b, t, c, nh, nkv);
+    [
+        check("attention_forward_gemm (cpu)", case.clone(), &[(&out, out_ref), (&lse, lse_ref)]),
+        check("attention_backward_gemm (cpu)", case, &[(&dqkv, dqkv_ref), (&delta, delta_ref)]),
+    ]
+}
+
+// ---------------------------------------------------------------- the CPU's fast paths
+
+/// The CPU backend's fast products alone, no GPU: matmul_gemm and attention's gemm paths
+/// against the f64 twins, on the matmul family's cases and on shapes past every block of
+/// the wasm kernel (crate/cpu/gemm4.rs: k past 256, rows past 64, columns past 512). The
+/// browser runs them in each of its two WebAssembly builds (relaxed SIMD and SIMD128).
+pub fn cpu(rng: &mut Rng) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut gemm = |s: MatmulShape, bias: bool, accumulate: bool, offset: usize| {
+        let case = matmul_case(None, rng, s, bias, accumulate, offset, Matmul::Gemm, None);
+        checks.push(ready_now(case).expect("the CPU product needs no GPU"));
+    };
+    let sizes = [(1, 1, 1), (7, 33, 65), (65, 127, 7), (127, 65, 33), (64, 64, 64), (130, 260, 70), (67, 530, 300)];
+    for (m, n, k) in sizes {
+        for s in [MatmulShape::nn(m, n, k), MatmulShape::nt(m, n, k), MatmulShape::tn(m, n, k)] {
+            gemm(s, false, false, 0);
+        }
+    }
+    gemm(MatmulShape::nt(65, 33, 127), true, false, 0);
+    gemm(MatmulShape::tn(300, 70, 520), false, true, 0);
+    gemm(MatmulShape::nt(17, 33, 9).batched(3), true, true, 5);
+    gemm(MatmulShape::nn(7, 529, 270).batched(2), false, false, 3);
+    for (b, t, c, nh, nkv) in
+        [(2, 7, 12, 3, 3), (1, 150, 8, 1, 1), (1, 70, 24, 4, 2), (1, 5, 600, 3, 1), (2, 130, 64, 2, 2)]
+    {
+        let w = cpu::attention::qkv_width(c, nh, nkv);
+        let (qkv, dout) = (rng.vec_f32(b * t * w, -1.0, 1.0), rng.vec_f32(b * t * c, -1.0, 1.0));
+        let [out, lse, dqkv, delta] = attention_reference(&qkv, &dout, (b, t, c, nh, nkv));
+        let case = format!("B={b} T={t} C={c} NH={nh} NKV={nkv}");
+        checks.extend(attention_gemm_checks(&qkv, &dout, (b, t, c, nh, nkv), [&out, &lse, &dqkv, &delta], case));
+    }
+    checks
+}
+
+/// The value of a future that never waits (matmul_case without a GPU awaits nothing).
+fn ready_now<T>(future: impl std::future::Future<Output = T>) -> T {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(value) => value,
+        Poll::Pending => unreachable!("a CPU case awaited something"),
+    }
 }
 
 // ---------------------------------------------------------------- cross-entropy

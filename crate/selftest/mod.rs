@@ -68,6 +68,11 @@ pub fn max_rel_err(gpu: &[f32], reference: &[f64]) -> f64 {
     }
 }
 
+/// The CPU backend's fast products against their twins, with no GPU (see [`cases::cpu`]).
+pub fn check_cpu() -> Vec<Check> {
+    cases::cpu(&mut crate::rng::Rng::new(0x006b_696c_6e63_7075))
+}
+
 /// Runs the checks of one kernel family (a name from [`FAMILIES`]).
 pub async fn check_family(gpu: &Gpu, family: &str) -> Result<Vec<Check>, GpuError> {
     cases::run(gpu, family).await

@@ -36,6 +36,33 @@ pub struct BackendInfo {
     pub cpu_tokens_per_s: Option<f64>,
     /// Workers that share a CPU training step (this one and its helpers; train::parallel).
     pub threads: usize,
+    /// The CPU backend's matrix-product kernels here: in the browser, which of the two
+    /// WebAssembly builds runs ("wasm32 relaxed SIMD …" or "wasm32 SIMD128 …").
+    pub cpu_kernel: &'static str,
+    /// In the browser, the WebAssembly build: "relaxed" (relaxed SIMD) or "simd128".
+    pub simd: Option<&'static str>,
+}
+
+/// The WebAssembly build this is (www/build.sh makes two); None natively.
+fn simd_build() -> Option<&'static str> {
+    if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
+        Some("relaxed")
+    } else if cfg!(target_arch = "wasm32") {
+        Some("simd128")
+    } else {
+        None
+    }
+}
+
+/// The CPU backend's name for the badge: which WebAssembly build, or the native CPU.
+fn cpu_adapter() -> &'static str {
+    if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
+        "WebAssembly (relaxed SIMD)"
+    } else if cfg!(target_arch = "wasm32") {
+        "WebAssembly (SIMD128)"
+    } else {
+        "the native CPU"
+    }
 }
 
 /// What the page's WebGPU adapter says of itself (wgpu leaves the name empty in browsers).
@@ -62,7 +89,7 @@ pub struct ModelInfo {
 fn cpu_info(reason: String, threads: usize) -> BackendInfo {
     BackendInfo {
         kind: BackendKind::Cpu,
-        adapter: "WebAssembly (SIMD128)".into(),
+        adapter: cpu_adapter().into(),
         reason: Some(reason),
         max_buffer_bytes: None,
         auto: false,
@@ -70,6 +97,8 @@ fn cpu_info(reason: String, threads: usize) -> BackendInfo {
         gpu_tokens_per_s: None,
         cpu_tokens_per_s: None,
         threads,
+        cpu_kernel: crate::cpu::matmul::gemm_kernel(),
+        simd: simd_build(),
     }
 }
 
@@ -102,6 +131,8 @@ impl Session {
                         gpu_tokens_per_s: None,
                         cpu_tokens_per_s: None,
                         threads,
+                        cpu_kernel: crate::cpu::matmul::gemm_kernel(),
+                        simd: simd_build(),
                     };
                     (Some(gpu), info)
                 }

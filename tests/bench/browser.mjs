@@ -1,10 +1,12 @@
 // Training throughput in the browser: the demo page's own Kiln API in headless Chromium,
-// on WebGPU (SwiftShader here) and on the CPU backend in WebAssembly, for the tiny and
-// small presets (8 rows of the full context, 512-token BPE vocabulary, as the native
-// benchmark), each backend forced (?backend=gpu, ?backend=cpu, the CPU on one worker and
-// on its default of one per core: ?threads=1 and none); then what `auto` chose
-// for each preset and both of its figures. Also the size of the .wasm before and after
-// gzip. Prints JSON.
+// on WebGPU (SwiftShader here; tiny and small) and on the CPU backend in WebAssembly (tiny,
+// small and base), each backend forced (?backend=gpu, ?backend=cpu). The CPU runs in each
+// of its two WebAssembly builds (?simd=relaxed: relaxed SIMD; ?simd=simd128), on one
+// worker and on its default of one per core (?threads=1 and none), back to back in one
+// run; then the CPU's matrix products alone in each build (GFLOP/s on the shapes of the
+// small and base presets' layers), what `auto` chose for each preset, and the size of
+// each .wasm before and after gzip. 8 rows of the full context and a 512-token BPE
+// vocabulary, as the native benchmark. Prints JSON.
 //   node tests/bench/browser.mjs [--quick]   (--quick: tiny only)
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,7 +16,11 @@ import { startServer } from '../../www/serve.mjs';
 import { launch } from '../browser/chromium.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const presets = process.argv.includes('--quick') ? ['tiny'] : ['tiny', 'small'];
+const quick = process.argv.includes('--quick');
+const presets = quick ? ['tiny'] : ['tiny', 'small', 'base'];
+/** SwiftShader takes seconds a step at small size: base is left to the CPU. */
+const GPU_PRESETS = ['tiny', 'small'];
+const BUILDS = ['relaxed', 'simd128'];
 
 async function open(browser, query) {
   const page = await browser.newPage();
@@ -43,11 +49,11 @@ async function autoChoice(preset) {
   }
 }
 
-async function measure(webgpu, preset, threads) {
+async function measure(webgpu, preset, threads, simd) {
   const browser = await launch({ webgpu });
   try {
     const page = await browser.newPage();
-    await page.goto(`${origin}/index.html?backend=${webgpu ? 'gpu' : 'cpu'}${threads ? `&threads=${threads}` : ''}`);
+    await page.goto(`${origin}/index.html?backend=${webgpu ? 'gpu' : 'cpu'}${threads ? `&threads=${threads}` : ''}${simd ? `&simd=${simd}` : ''}`);
     await page.waitForFunction(() => window.kilnApp?.ready || window.kilnApp?.error, null, { timeout: 120_000 });
     return await page.evaluate(async (preset) => {
       const kiln = window.kilnApp.kiln;
@@ -56,6 +62,7 @@ async function measure(webgpu, preset, threads) {
       const info = await kiln.createModel({ preset }, { steps: 1000, batchSize: 8, logEvery: 1, evalEvery: 100000, sampleEvery: 0 });
       const tokensPerStep = 8 * info.config.block_size;
       const minSeconds = preset === 'tiny' ? 10 : 20;
+      const maxSteps = preset === 'base' ? 20 : 50;
       let start = null;
       let steps = 0;
       await kiln.pretrain({
@@ -64,13 +71,49 @@ async function measure(webgpu, preset, threads) {
           // the first step (compiling pipelines) is not timed
           if (start === null) { start = performance.now(); return; }
           steps += 1;
-          if ((performance.now() - start) / 1000 >= minSeconds || steps >= 50) kiln.stop();
+          if ((performance.now() - start) / 1000 >= minSeconds || steps >= maxSteps) kiln.stop();
         },
       });
       const seconds = (performance.now() - start) / 1000;
       const b = kiln.backend;
-      return { preset, backend: b.kind, adapter: b.adapter, threads: b.kind === 'cpu' ? b.threads : null, params: info.params, steps_timed: steps, tokens_per_s: (steps * tokensPerStep) / seconds };
+      const cpu = b.kind === 'cpu';
+      return { preset, backend: b.kind, adapter: b.adapter, threads: cpu ? b.threads : null, simd: cpu ? b.simd : null,
+        cpu_kernel: cpu ? b.cpuKernel : null, params: info.params, steps_timed: steps, tokens_per_s: (steps * tokensPerStep) / seconds };
     }, preset);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The CPU's matrix products alone in each build, on one thread: the small and base
+ * presets' layer shapes (8 × 256 tokens; forward A·Wᵀ, the input gradient, the weight
+ * gradient), GFLOP/s; and each build's step op by op (`profileCpuStep`). */
+async function matmulByBuild() {
+  const shapes = [[2048, 768, 256, 'nt'], [2048, 1536, 384, 'nt'], [2048, 384, 1536, 'nn'], [1536, 384, 2048, 'tn']];
+  const browser = await launch({ webgpu: false });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${origin}/index.html?backend=cpu`);
+    const out = { matmul: [], profile: [] };
+    const profilePresets = quick ? ['tiny'] : ['small', 'base'];
+    for (const simd of BUILDS) {
+      const timed = await page.evaluate(async ({ simd, shapes }) => {
+        const { wasm } = await (await import('/lib/wasm.js')).loadWasm(simd);
+        return shapes.map(([m, n, k, form]) => ({ m, n, k, form, ...wasm.benchCpuMatmul(m, n, k, form, 2000) }));
+      }, { simd, shapes });
+      for (const t of timed) console.error(`browser matmul ${simd} ${t.m}×${t.n}×${t.k} ${t.form}: ${t.gflops.toFixed(1)} GFLOP/s`);
+      out.matmul.push(...timed.map((t) => ({ simd, ...t })));
+      // where a whole step's time goes in this build, op by op (one worker, 2 steps)
+      for (const preset of profilePresets) {
+        const ops = await page.evaluate(async ({ simd, preset }) => {
+          const { wasm } = await (await import('/lib/wasm.js')).loadWasm(simd);
+          return wasm.profileCpuStep(preset, 2);
+        }, { simd, preset });
+        const total = ops.reduce((sum, o) => sum + o.seconds, 0);
+        out.profile.push({ simd, preset, steps: 2, seconds: total, ops: ops.map((o) => ({ ...o, share: o.seconds / total })) });
+      }
+    }
+    return out;
   } finally {
     await browser.close();
   }
@@ -81,22 +124,38 @@ const origin = `http://127.0.0.1:${server.address().port}`;
 const results = [];
 const auto = [];
 for (const preset of presets) {
-  for (const [webgpu, threads] of [[true], [false, 1], [false]]) {
-    const r = await measure(webgpu, preset, threads);
-    console.error(`browser ${r.backend}${r.threads ? ` (${r.threads} threads)` : ''} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
-    results.push(r);
+  if (GPU_PRESETS.includes(preset)) results.push(await measure(true, preset));
+  for (const threads of [1, undefined]) {
+    for (const simd of BUILDS) results.push(await measure(false, preset, threads, simd));
   }
-  const a = await autoChoice(preset);
-  console.error(`browser auto ${preset}: ${a.chose} (${a.reason})`);
-  auto.push(a);
+  for (const r of results.filter((r) => r.preset === preset)) {
+    console.error(`browser ${r.backend}${r.simd ? ` ${r.simd}` : ''}${r.threads ? ` (${r.threads} threads)` : ''} ${preset}: ${r.tokens_per_s.toFixed(0)} tokens/s`);
+  }
+  if (GPU_PRESETS.includes(preset)) {
+    const a = await autoChoice(preset);
+    console.error(`browser auto ${preset}: ${a.chose} (${a.reason})`);
+    auto.push(a);
+  }
 }
+// relaxed SIMD over SIMD128, each preset and thread count, from the runs above
+const relaxedOverSimd128 = results.filter((r) => r.simd === 'relaxed').map((r) => {
+  const other = results.find((o) => o.simd === 'simd128' && o.preset === r.preset && o.threads === r.threads);
+  return { preset: r.preset, threads: r.threads, relaxed_tokens_per_s: r.tokens_per_s, simd128_tokens_per_s: other.tokens_per_s,
+    relaxed_over_simd128: r.tokens_per_s / other.tokens_per_s };
+});
+const { matmul, profile } = await matmulByBuild();
 server.close();
-const wasm = fs.readFileSync(path.join(ROOT, 'www', 'pkg', 'kiln_bg.wasm'));
+const wasmSize = (file) => {
+  const bytes = fs.readFileSync(path.join(ROOT, 'www', 'pkg', file));
+  return { bytes: bytes.length, gzip_bytes: zlib.gzipSync(bytes, { level: 9 }).length };
+};
 console.log(JSON.stringify({
   benchmark: 'browser_train',
-  browser: 'headless Chromium (Debian), WebGPU on SwiftShader; CPU backend in WebAssembly with SIMD128, one worker per thread',
-  wasm_bytes: wasm.length,
-  wasm_gzip_bytes: zlib.gzipSync(wasm, { level: 9 }).length,
+  browser: 'headless Chromium (Debian), WebGPU on SwiftShader; CPU backend in WebAssembly (relaxed SIMD or SIMD128: 4 f32 lanes), one worker per thread',
+  wasm: { simd128: wasmSize('kiln_bg.wasm'), relaxed: wasmSize('relaxed/kiln_bg.wasm') },
   results,
+  relaxed_over_simd128: relaxedOverSimd128,
+  matmul,
+  profile,
   auto,
 }, null, 2));

@@ -1,6 +1,7 @@
 // Joins the benchmark parts in a folder into one JSON document with the ratios:
-// Kiln's tokens/s over PyTorch's for each preset and backend, and device memory measured
-// over the estimate. Usage: node tests/bench/merge.mjs target/bench
+// Kiln's tokens/s over PyTorch's for each preset and backend, op by op too, the browser's
+// over native and relaxed SIMD's over SIMD128, and device memory measured over the
+// estimate. Usage: node tests/bench/merge.mjs target/bench
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -14,6 +15,7 @@ const train = read('train.json');
 const torch = read('torch.json');
 const browser = read('browser.json');
 const align = read('align.json');
+const profile = read('profile.json');
 
 const torchRate = new Map((torch?.results ?? []).map((r) => [r.preset, r.tokens_per_s]));
 const training = (train?.results ?? []).map((r) => ({
@@ -35,23 +37,32 @@ const training = (train?.results ?? []).map((r) => ({
 }));
 
 const nativeRate = new Map((train?.results ?? []).map((r) => [`${r.preset}/${r.backend}`, r.tokens_per_s]));
+// the browser's CPU (4 wasm lanes) against the native one (8 lanes with AVX2, 16 with
+// AVX-512): each side's kernels named, as the bound differs
+const nativeKernel = train?.cpu_kernel ?? null;
 const inBrowser = browser && {
   browser: browser.browser,
-  wasm_bytes: browser.wasm_bytes,
-  wasm_gzip_bytes: browser.wasm_gzip_bytes,
+  wasm: browser.wasm,
   results: browser.results.map((r) => {
     const native = nativeRate.get(`${r.preset}/${r.backend}`) ?? null;
-    return { preset: r.preset, backend: r.backend, adapter: r.adapter, threads: r.threads ?? null, tokens_per_s: r.tokens_per_s,
-      native_tokens_per_s: native, browser_over_native: native ? r.tokens_per_s / native : null };
+    return { preset: r.preset, backend: r.backend, adapter: r.adapter, threads: r.threads ?? null, simd: r.simd ?? null,
+      tokens_per_s: r.tokens_per_s, native_tokens_per_s: native, browser_over_native: native ? r.tokens_per_s / native : null,
+      browser_kernel: r.cpu_kernel ?? null, native_kernel: r.backend === 'cpu' ? nativeKernel : null };
   }),
+  relaxed_over_simd128: browser.relaxed_over_simd128 ?? null,
+  matmul: browser.matmul ?? null,
+  profile: browser.profile ?? null,
   auto: browser.auto ?? null,
 };
 
 console.log(JSON.stringify({
-  machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads },
+  machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads, cpu_kernel: nativeKernel },
   torch: torch ? { version: torch.torch, threads: torch.threads } : null,
   training,
   browser: inBrowser,
+  // Kiln's CPU backend and PyTorch op by op (tests/bench/profile.sh): seconds over 3 steps
+  // each side and PyTorch ÷ Kiln per op (above 1: Kiln is faster at that op)
+  op_by_op: profile,
   align: align && align.results.map((r) => ({ ...r, batched_over_one_row: r.rollout_tokens_per_s_batched / r.rollout_tokens_per_s_one_row })),
   matmul: matmul && {
     geomean_tiled_over_naive: matmul.geomean_tiled_over_naive,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench`: matmul and training benchmarks in one run on this machine, side by
-# side with PyTorch (CPU, 2 threads) training the same presets, and the preference stages'
-# rollouts and updates. Prints one JSON document
+# side with PyTorch (CPU, 2 threads) training the same presets (whole steps, and op by op),
+# the preference stages' rollouts and updates, and the browser (both WebAssembly builds). Prints one JSON document
 # and keeps the parts in target/bench/. Options: --quick (tiny and small only).
 #   KILN_BENCH_PYTHON=/path/to/python   a Python with torch and transformers to use; else a
 #                                      virtual environment in ~/.cache/kiln/torch is made once.
@@ -27,6 +27,12 @@ if [[ "${KILN_BENCH_TORCH:-}" != skip ]]; then
     python="$HOME/.cache/kiln/torch/bin/python"
   fi
   "$python" tests/bench/torch_train.py "${quick[@]}" > target/bench/torch.json
+  # op by op against torch.profiler, the same presets
+  presets=tiny,small,base
+  if [[ ${#quick[@]} -gt 0 ]]; then presets=tiny,small; fi
+  KILN_BENCH_PYTHON="$python" bash tests/bench/profile.sh "$presets" > target/bench/profile.json
+else
+  rm -f target/bench/profile.json
 fi
 # the browser: the release wasm (wasm-opt -Oz) in headless Chromium
 bash tests/setup.sh all

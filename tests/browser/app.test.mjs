@@ -193,7 +193,7 @@ test('with only a software adapter (SwiftShader), auto times both backends on th
     console.log(`auto chose ${chosen.kind}: WebGPU ${chosen.gpuTokensPerS.toFixed(0)} tokens/s, CPU ${chosen.cpuTokensPerS.toFixed(0)}; badge: ${badge}`);
     assert.equal(chosen.kind, 'cpu');
     assert.ok(chosen.gpuTokensPerS > 0 && chosen.cpuTokensPerS > chosen.gpuTokensPerS);
-    assert.match(badge, /CPU \(WebAssembly, (\d+ threads|one thread)\) — timed on this model: software WebGPU trains [\d,]+ tokens\/s, the CPU [\d,]+; the CPU is [\d.]+× faster/);
+    assert.match(badge, /CPU \(WebAssembly with relaxed SIMD, (\d+ threads|one thread)\) — timed on this model: software WebGPU trains [\d,]+ tokens\/s, the CPU [\d,]+; the CPU is [\d.]+× faster/);
     assert.doesNotMatch(badge, /your GPU/);
   } finally {
     await browser.close();
@@ -207,7 +207,7 @@ test('without WebGPU the page says it uses the CPU backend, and still trains', a
     const backend = await app(page, () => window.kilnApp.backend);
     console.log(`backend: ${JSON.stringify(backend)}`);
     assert.equal(backend.kind, 'cpu');
-    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly, (\d+ threads|one thread)\) — WebGPU is not available here/);
+    assert.match(await page.textContent('#backend'), /CPU \(WebAssembly with relaxed SIMD, (\d+ threads|one thread)\) — WebGPU is not available here/);
     // Files that are not text are refused by name, and the built-in corpus stays in use.
     await page.check('input[name=source][value=file]');
     await page.setInputFiles('#file', { name: 'photo.png', mimeType: 'image/png', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13]) });
@@ -241,7 +241,7 @@ test('on the CPU, workers share each step (one WebAssembly instance per core): t
       const { page } = await openPage(browser, `?threads=${threads}`);
       const backend = await app(page, () => window.kilnApp.backend);
       assert.equal(backend.threads, threads);
-      assert.match(await page.textContent('#backend'), threads > 1 ? new RegExp(`WebAssembly, ${threads} threads`) : /WebAssembly, one thread/);
+      assert.match(await page.textContent('#backend'), threads > 1 ? new RegExp(`WebAssembly with relaxed SIMD, ${threads} threads`) : /WebAssembly with relaxed SIMD, one thread/);
       await page.click('#train-tokenizer');
       await waitFor(page, () => /vocabulary of/.test(document.getElementById('tok-stats').textContent) || window.kilnApp.error, 120_000);
       const losses = await app(page, async () => {

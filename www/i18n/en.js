@@ -19,7 +19,9 @@ export default {
   'common.skipped': ' Skipped {count} lines: {lines}',
 
   'backend.starting': 'Starting…',
-  'backend.cpu': 'Training on the CPU (WebAssembly, {threads}){why}',
+  'backend.cpu': 'Training on the CPU (WebAssembly {simd}, {threads}){why}',
+  'backend.relaxed': 'with relaxed SIMD',
+  'backend.simdOnly': 'with SIMD128',
   'backend.threads': '{n} threads',
   'backend.oneThread': 'one thread',
   'backend.software': 'Training on software WebGPU ({adapter}), not a GPU{why}',

@@ -18,7 +18,9 @@ export default {
   'common.skipped': '跳过了 {count} 行：{lines}',
 
   'backend.starting': '正在启动…',
-  'backend.cpu': '在 CPU 上训练（WebAssembly，{threads}）{why}',
+  'backend.cpu': '在 CPU 上训练（WebAssembly {simd}，{threads}）{why}',
+  'backend.relaxed': 'relaxed SIMD',
+  'backend.simdOnly': 'SIMD128',
   'backend.threads': '{n} 个线程',
   'backend.oneThread': '单线程',
   'backend.software': '在软件模拟的 WebGPU（{adapter}）上训练，并非真正的 GPU{why}',

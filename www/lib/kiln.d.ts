@@ -5,7 +5,7 @@ export type BackendChoice = 'auto' | 'gpu' | 'cpu';
 export interface BackendInfo {
   /** Where models train now; with 'auto', the faster for the last model made. */
   kind: 'gpu' | 'cpu';
-  /** e.g. "nvidia ampere", "google swiftshader" (see `software`) or "WebAssembly (SIMD128)" */
+  /** e.g. "nvidia ampere", "google swiftshader" (see `software`), "WebAssembly (relaxed SIMD)" or "WebAssembly (SIMD128)" */
   adapter: string;
   /** Why this backend: asked for, no WebGPU, or (auto) both timed on the model, with figures. */
   reason: string | null;
@@ -19,7 +19,14 @@ export interface BackendInfo {
   cpuTokensPerS: number | null;
   /** Workers (WebAssembly instances, one per core) sharing each CPU training step. */
   threads: number;
+  /** The WebAssembly build running: 'relaxed' (relaxed SIMD: fused multiply-adds in the
+   * CPU's matrix products) where the browser has it, else 'simd128'. */
+  simd: SimdBuild;
+  /** The CPU's matrix-product kernels, e.g. "wasm32 relaxed SIMD (f32x4.relaxed_madd, 4 f32 lanes)". */
+  cpuKernel: string;
 }
+
+export type SimdBuild = 'relaxed' | 'simd128';
 
 export interface CorpusInfo { bytes: number; characters: number; documents: number; preview: string; }
 
@@ -294,7 +301,7 @@ export class KilnError extends Error {
 }
 
 export class Kiln {
-  static create(options?: { backend?: BackendChoice; threads?: number; workerUrl?: string | URL }): Promise<Kiln>;
+  static create(options?: { backend?: BackendChoice; threads?: number; simd?: SimdBuild; workerUrl?: string | URL }): Promise<Kiln>;
   backend: BackendInfo;
   useDefaultCorpus(language?: 'en' | 'zh'): Promise<CorpusInfo>;
   useCorpus(input: string | Uint8Array | ArrayBuffer | Blob): Promise<CorpusInfo>;

@@ -88,11 +88,13 @@ export class Kiln {
    * there is an adapter, and on the CPU in WebAssembly, and trains on the faster —
    * `backend.reason` says why, with both figures, once `createModel` has run), 'gpu' or
    * 'cpu'. On the CPU, `threads` workers (by default one per core, at most 4) share each
-   * pretraining and fine-tuning step; `backend.threads` says how many. */
-  static async create({ backend = 'auto', threads, workerUrl } = {}) {
+   * pretraining and fine-tuning step; `backend.threads` says how many. The CPU runs the
+   * relaxed-SIMD WebAssembly build where the browser has relaxed SIMD, else the SIMD128
+   * one (`backend.simd` says which); `simd` 'relaxed' or 'simd128' forces one. */
+  static async create({ backend = 'auto', threads, simd, workerUrl } = {}) {
     const url = workerUrl ?? new URL('./worker.js', import.meta.url);
     const kiln = new Kiln(new Worker(url, { type: 'module' }));
-    kiln.#restart = { url, init: [backend, { threads }] };
+    kiln.#restart = { url, init: [backend, { threads, simd }] };
     kiln.backend = await kiln.#call('init', kiln.#restart.init);
     return kiln;
   }

@@ -2,11 +2,16 @@
 // never blocks the page. Messages in: {id, method, args}; out: {id, result} | {id, error}
 // | {id, progress} | {id, token}. Calls into wasm run one at a time; a training run is a
 // loop of single steps, so pause, resume, stop and other calls are handled between steps.
-import init, * as wasm from '../pkg/kiln.js';
+import { loadWasm } from './wasm.js';
 import { describeAdapter } from './adapter.js';
 import * as autosave from './autosave.js';
 
-const ready = init();
+/** Kiln's core: the WebAssembly build this browser takes (wasm.js), loaded by the first
+ * call (init, whose `simd` option may force one); `simd` names it for the helpers. */
+let wasm = null;
+let simd = null;
+let loading = null;
+const load = (choice) => (loading ??= loadWasm(choice).then((loaded) => ({ wasm, simd } = loaded)));
 const CALLS = new Set(['useDefaultCorpus', 'useCorpus', 'trainTokenizer', 'tokenize', 'estimateModel',
   'tokenizeWith', 'inspectNext', 'inspectRow',
   'createModel', 'exportModel', 'exportZip', 'importZip', 'importFiles', 'isModelFile', 'importAdapter',
@@ -49,7 +54,7 @@ function startHelper() {
   const ask = (message) => new Promise((resolve, reject) => {
     const id = nextAsk++;
     pending.set(id, { resolve, reject });
-    worker.postMessage({ id, ...message });
+    worker.postMessage({ id, simd, ...message });
   });
   return { worker, ask };
 }
@@ -174,7 +179,7 @@ onmessage = async ({ data }) => {
     default:
   }
   try {
-    await ready;
+    await load(method === 'init' ? args[1]?.simd : undefined);
     let result;
     if (method === 'train') result = await train(id, ...args);
     else if (method === 'generate') result = await generate(id, () => wasm.generateStart(String(args[0]), args[1] ?? {}));

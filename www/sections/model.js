@@ -39,7 +39,9 @@ export function showBackend(b) {
     // the core's reason and the adapter's name are data
     const why = b.reason ? tParts('backend.why', { reason: content(b.reason) }) : '';
     const threads = b.threads > 1 ? t('backend.threads', { n: b.threads }) : t('backend.oneThread');
-    if (b.kind === 'cpu') return tParts('backend.cpu', { threads, why });
+    // which WebAssembly build runs: relaxed SIMD (fused multiply-adds) or SIMD128 alone
+    const simd = b.simd === 'relaxed' ? t('backend.relaxed') : t('backend.simdOnly');
+    if (b.kind === 'cpu') return tParts('backend.cpu', { simd, threads, why });
     return tParts(b.software ? 'backend.software' : 'backend.gpu', { adapter: content(b.adapter), why });
   });
 }
