@@ -147,10 +147,11 @@ pub unsafe fn gemm<L: Lanes>(
         }
         return;
     }
-    // the panels, zero-padded to whole MR / NR (a thread-local pair would save the
-    // allocation, but a product is far larger than two allocations)
-    let mut a_pack = vec![0.0f32; MC.div_ceil(MR) * MR * KC];
-    let mut b_pack = vec![0.0f32; NC.div_ceil(NR) * NR * KC];
+    // the panels, zero-padded to whole MR / NR, no larger than this product needs
+    // (attention's per-head products are small: a full-size pair would be 576 KiB to
+    // clear each call)
+    let mut a_pack = vec![0.0f32; MC.min(m).div_ceil(MR) * MR * KC.min(k)];
+    let mut b_pack = vec![0.0f32; NC.min(n).div_ceil(NR) * NR * KC.min(k)];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
