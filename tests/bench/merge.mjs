@@ -40,6 +40,15 @@ const nativeRate = new Map((train?.results ?? []).map((r) => [`${r.preset}/${r.b
 // the browser's CPU (4 wasm lanes) against the native one (8 lanes with AVX2, 16 with
 // AVX-512): each side's kernels named, as the bound differs
 const nativeKernel = train?.cpu_kernel ?? null;
+// the CPU's vector instruction sets, which bound every figure here (Linux only)
+const instructionSets = (() => {
+  try {
+    const flags = fs.readFileSync('/proc/cpuinfo', 'utf8').match(/^flags\s*:(.*)$/m)[1].trim().split(/\s+/);
+    return flags.filter((f) => /^(sse4_2|avx|avx2|fma|avx512\w*|avx_vnni|amx\w*|neon|asimd)$/.test(f));
+  } catch {
+    return null;
+  }
+})();
 const inBrowser = browser && {
   browser: browser.browser,
   wasm: browser.wasm,
@@ -56,7 +65,7 @@ const inBrowser = browser && {
 };
 
 console.log(JSON.stringify({
-  machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads, cpu_kernel: nativeKernel },
+  machine: { adapter: train?.adapter ?? matmul?.adapter, cpu: train?.cpu ?? matmul?.cpu, cpu_threads: train?.cpu_threads, cpu_kernel: nativeKernel, instruction_sets: instructionSets },
   torch: torch ? { version: torch.torch, threads: torch.threads } : null,
   training,
   browser: inBrowser,
