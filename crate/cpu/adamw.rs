@@ -22,14 +22,10 @@ impl Default for AdamWConfig {
 /// then lr, weight decay and the two bias corrections (see `shaders/adamw.wgsl`).
 pub const STEP_VALUES: usize = 6;
 
-/// Whether element `i` decays: bit i % 32 of word i / 32 of `mask`.
-pub fn decays(mask: &[u32], i: usize) -> bool {
-    (mask[i / 32] >> (i % 32)) & 1 == 1
-}
-
 /// One AdamW update of params with grads · clip_scale; m, v are the moments;
 /// `step` counts from 1 (bias correction 1 − β^step). Weight decay applies to the
-/// elements whose bit is set in `decay` (matrices; not biases or LayerNorm parameters).
+/// elements whose bit is set in `decay`, bit i % 32 of word i / 32 (matrices; not biases
+/// or LayerNorm parameters).
 pub fn adamw<F: Float>(
     params: &mut [F],
     grads: &[F],
@@ -45,17 +41,20 @@ pub fn adamw<F: Float>(
     let bias_correction2_sqrt = cst::<F>((1.0 - cfg.beta2.powi(step as i32)).sqrt());
     let lr = cst::<F>(cfg.lr);
     let n = params.len();
-    // elements are independent: chunks of CHUNK (a multiple of the mask's 32) on every core
+    let (keep, eps) = ([F::one(), F::one() - lr * cst(cfg.weight_decay)], cst::<F>(cfg.eps));
+    // elements are independent: chunks of CHUNK (a multiple of the mask's 32) on every core,
+    // a mask word's 32 elements at a time (a loop without branches, which vectorises)
     for_chunks3((params, CHUNK), (&mut m[..n], CHUNK), (&mut v[..n], CHUNK), |chunk, params, m, v| {
-        for j in 0..params.len() {
-            let i = chunk * CHUNK + j;
-            let g = grads[i] * clip_scale;
-            let weight_decay = if decays(decay, i) { cst(cfg.weight_decay) } else { F::zero() };
-            params[j] = params[j] * (F::one() - lr * weight_decay);
-            m[j] = m[j] + (F::one() - b1) * (g - m[j]);
-            v[j] = b2 * v[j] + (F::one() - b2) * g * g;
-            let denom = v[j].sqrt() / bias_correction2_sqrt + cst(cfg.eps);
-            params[j] = params[j] - (lr / bias_correction1) * m[j] / denom;
+        for w0 in (0..params.len()).step_by(32) {
+            let word = decay[(chunk * CHUNK + w0) / 32];
+            for j in w0..(w0 + 32).min(params.len()) {
+                let g = grads[chunk * CHUNK + j] * clip_scale;
+                params[j] = params[j] * keep[(word >> (j - w0)) as usize & 1];
+                m[j] = m[j] + (F::one() - b1) * (g - m[j]);
+                v[j] = b2 * v[j] + (F::one() - b2) * g * g;
+                let denom = v[j].sqrt() / bias_correction2_sqrt + eps;
+                params[j] = params[j] - (lr / bias_correction1) * m[j] / denom;
+            }
         }
     });
 }

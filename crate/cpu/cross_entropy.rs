@@ -1,6 +1,6 @@
 //! Softmax + cross-entropy with a weight per position.
 
-use super::{for_chunks, Float};
+use super::{for_chunks, sum8, Float};
 
 /// losses (N) = w · (logsumexp(logits) − logits[target]); 0 where the weight is 0.
 /// logits (N, V), targets (N), weights (N).
@@ -32,7 +32,7 @@ pub fn cross_entropy_backward<F: Float>(logits: &mut [F], targets: &[u32], weigh
         // e^(x − max) in place, then scaled: w · (e / Σe − onehot)
         let max = row.iter().fold(F::neg_infinity(), |m, &x| m.max(x));
         row.iter_mut().for_each(|x| *x = (*x - max).exp());
-        let scale = weights[i] / row.iter().copied().sum::<F>();
+        let scale = weights[i] / sum8(v, |j| row[j]);
         row.iter_mut().for_each(|d| *d = *d * scale);
         let t = targets[i] as usize;
         row[t] = row[t] - weights[i];

@@ -1,6 +1,6 @@
 //! LayerNorm over the last dimension.
 
-use super::{cst, for_chunks2, for_chunks3, Float};
+use super::{cst, for_chunks2, for_chunks3, sum8, Float};
 
 /// Rows per parallel chunk. Fixed, so that the parameter gradients' partial sums (one per
 /// chunk, added in chunk order) do not depend on the number of threads.
@@ -28,8 +28,8 @@ pub fn layernorm_forward<F: Float>(
         |chunk, out, mean, rstd| {
             for k in 0..mean.len() {
                 let x = &inp[(chunk * ROWS + k) * c..][..c];
-                let m = x.iter().copied().sum::<F>() / cf;
-                let var = x.iter().map(|&v| (v - m) * (v - m)).sum::<F>() / cf;
+                let m = sum8(c, |j| x[j]) / cf;
+                let var = sum8(c, |j| (x[j] - m) * (x[j] - m)) / cf;
                 let r = F::one() / (var + cst(LAYERNORM_EPS)).sqrt();
                 for j in 0..c {
                     out[k * c + j] = (x[j] - m) * r * weight[j] + bias[j];
@@ -64,8 +64,8 @@ pub fn layernorm_backward<F: Float>(
             let (x, g) = (&inp[i * c..][..c], &dout[i * c..][..c]);
             let xhat = |j: usize| (x[j] - mean[i]) * rstd[i];
             let dnorm = |j: usize| g[j] * weight[j];
-            let mean_dnorm = (0..c).map(dnorm).sum::<F>() / cf;
-            let mean_dnorm_xhat = (0..c).map(|j| dnorm(j) * xhat(j)).sum::<F>() / cf;
+            let mean_dnorm = sum8(c, dnorm) / cf;
+            let mean_dnorm_xhat = sum8(c, |j| dnorm(j) * xhat(j)) / cf;
             for j in 0..c {
                 dinp[k * c + j] = dinp[k * c + j] + (dnorm(j) - mean_dnorm - xhat(j) * mean_dnorm_xhat) * rstd[i];
                 dw[j] = dw[j] + g[j] * xhat(j);

@@ -28,6 +28,22 @@ pub fn cst<F: Float>(x: f64) -> F {
     F::from(x).expect("a float constant")
 }
 
+/// Σ_{j<n} f(j), in eight interleaved running sums (j mod 8) added at the end: the same
+/// sum to the reference's f64, and in f32 a loop the compiler can vectorise (a single
+/// running sum is a chain of dependent adds it must keep in order).
+#[inline]
+pub fn sum8<F: Float>(n: usize, f: impl Fn(usize) -> F) -> F {
+    let mut partial = [F::zero(); 8];
+    let whole = n - n % 8;
+    for j0 in (0..whole).step_by(8) {
+        for (l, p) in partial.iter_mut().enumerate() {
+            *p = *p + f(j0 + l);
+        }
+    }
+    let tail = (whole..n).fold(F::zero(), |acc, j| acc + f(j));
+    partial.iter().fold(tail, |acc, &p| acc + p)
+}
+
 /// `f(i, chunk)` for each `len`-long chunk `i` of `out`: on every core natively, in order
 /// in wasm. The chunks are independent, so the result is the same either way.
 pub fn for_chunks<F: Float>(out: &mut [F], len: usize, f: impl Fn(usize, &mut [F]) + Send + Sync) {

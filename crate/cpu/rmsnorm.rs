@@ -1,7 +1,7 @@
 //! RMSNorm over the last dimension (Llama, Qwen2, Mistral): LayerNorm without the mean
 //! subtraction and without a bias.
 
-use super::{cst, for_chunks2, Float};
+use super::{cst, for_chunks2, sum8, Float};
 
 /// Rows per parallel chunk. Fixed, so that the weight gradient's partial sums (one per
 /// chunk, added in chunk order) do not depend on the number of threads.
@@ -14,7 +14,7 @@ pub fn rmsnorm_forward<F: Float>(out: &mut [F], rstd: &mut [F], inp: &[F], weigh
     for_chunks2(&mut out[..n * c], ROWS * c, &mut rstd[..n], ROWS, |chunk, out, rstd| {
         for k in 0..rstd.len() {
             let x = &inp[(chunk * ROWS + k) * c..][..c];
-            let mean_square = x.iter().map(|&v| v * v).sum::<F>() / cf;
+            let mean_square = sum8(c, |j| x[j] * x[j]) / cf;
             let r = F::one() / (mean_square + cst(eps)).sqrt();
             for j in 0..c {
                 out[k * c + j] = x[j] * r * weight[j];
@@ -46,7 +46,7 @@ pub fn rmsnorm_backward<F: Float>(
             let (x, g) = (&inp[i * c..][..c], &dout[i * c..][..c]);
             let xhat = |j: usize| x[j] * rstd[i];
             let dxhat = |j: usize| g[j] * weight[j];
-            let mean_dxhat_xhat = (0..c).map(|j| dxhat(j) * xhat(j)).sum::<F>() / cf;
+            let mean_dxhat_xhat = sum8(c, |j| dxhat(j) * xhat(j)) / cf;
             for j in 0..c {
                 dinp[k * c + j] = dinp[k * c + j] + (dxhat(j) - xhat(j) * mean_dxhat_xhat) * rstd[i];
                 dw[j] = dw[j] + g[j] * xhat(j);
