@@ -4,7 +4,7 @@
 // Each section of the page is a module in sections/ that owns its part of the DOM; the
 // state they share and tests read (window.kilnApp) is page.js's. This file starts them.
 import { Kiln } from './lib/kiln.js';
-import { t, startI18n } from './i18n.js';
+import { t, tParts, content, startI18n } from './i18n.js';
 import { setUpViews } from './views.js';
 import { $, app, say, guard, setButtons, useViews } from './page.js';
 import { chooseSource, wireText } from './sections/text.js';
@@ -97,6 +97,12 @@ async function main() {
     await offerResume();
     app.ready = true;
   });
+  if (!app.kiln) {
+    // the worker never started (a bad ?simd=, no WebAssembly): say so where the page
+    // says where it trains, not only in the message line at the foot of the page
+    $('backend').className = 'badge error';
+    say('backend', () => tParts('backend.failed', { reason: content(app.error ?? '') }));
+  }
 }
 
 main();

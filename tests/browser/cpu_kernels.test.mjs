@@ -2,8 +2,8 @@
 // on f32x4.relaxed_madd) and SIMD128 alone. Each build's fast products (matrix products in
 // every form, past every block of the packed kernel, and attention forward and backward)
 // are held to the f64 twins; the page takes relaxed SIMD where the browser has it and says
-// so in its badge, ?simd=simd128 forces the other build, and both train in the page, their
-// helper workers on the same build.
+// so in its badge, ?simd=simd128 forces the other build (a build that does not exist is
+// refused in the badge), and both train in the page, their helper workers on the same build.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { launch, watchRequests, serveWww, isLocal } from './chromium.mjs';
@@ -71,6 +71,13 @@ test('the page takes relaxed SIMD and says so; ?simd=simd128 forces the other bu
       await page.close();
     }
     console.log(`losses, relaxed: ${losses.relaxed.join(', ')}; simd128: ${losses.simd128.join(', ')}`);
+    // a build that does not exist: refused by name, in the badge where the build is named
+    const page = await browser.newPage();
+    await page.goto(`${site.origin}/index.html?backend=cpu&simd=simd256`);
+    await waitFor(page, () => window.kilnApp?.ready || document.getElementById('backend').classList.contains('error'));
+    assert.match(await page.evaluate(() => window.kilnApp.error), /simd "simd256": choose relaxed or simd128/);
+    assert.match(await page.textContent('#backend'), /Kiln could not start: simd "simd256": choose relaxed or simd128/);
+    await page.close();
     // the same model and data: the builds differ only in how the products round
     losses.relaxed.forEach((l, i) => assert.ok(Math.abs(l - losses.simd128[i]) < 1e-3, `step ${i + 1}: ${l} vs ${losses.simd128[i]}`));
   } finally {

@@ -20,6 +20,7 @@ export default {
 
   'backend.starting': 'Starting…',
   'backend.cpu': 'Training on the CPU (WebAssembly {simd}, {threads}){why}',
+  'backend.failed': 'Kiln could not start: {reason}',
   'backend.relaxed': 'with relaxed SIMD',
   'backend.simdOnly': 'with SIMD128',
   'backend.threads': '{n} threads',

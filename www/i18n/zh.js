@@ -19,6 +19,7 @@ export default {
 
   'backend.starting': '正在启动…',
   'backend.cpu': '在 CPU 上训练（WebAssembly {simd}，{threads}）{why}',
+  'backend.failed': 'Kiln 无法启动：{reason}',
   'backend.relaxed': 'relaxed SIMD',
   'backend.simdOnly': 'SIMD128',
   'backend.threads': '{n} 个线程',
