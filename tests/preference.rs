@@ -88,16 +88,20 @@ fn who_ranked_travels_with_rankings_and_pairs() {
 
 #[test]
 fn rankings_round_trip_and_bad_lines_are_named() {
+    // a barely trained model's empty or blank answer is an answer the person ranked: it
+    // must read back (a reload's saved rankings, a snapshot's rankings files)
     let rs = vec![
         ranking("Who came?", &["Mia.", "Tom!"], &[1, 2]),
         ranking("Where?", &["Park.", "Sea.", "Park!"], &[2, 2, 1]),
+        ranking("Why?", &["", "Because."], &[2, 1]),
+        ranking("When?", &[" \n", "Now."], &[2, 1]),
     ];
     let back = read_rankings(rankings_jsonl(&rs).as_bytes()).unwrap();
     assert_eq!(back.items, rs);
     assert!(back.skipped.is_empty());
     // TRL's pairs read back as two-answer rankings
     let pairs = read_rankings(pairs_jsonl(&rs).as_bytes()).unwrap();
-    assert_eq!(pairs.items.len(), 3);
+    assert_eq!(pairs.items.len(), 5);
     assert_eq!(pairs.items[0].answers, vec!["Mia.".to_string(), "Tom!".to_string()]);
     let text = [
         r#"{"prompt": "Who?", "chosen": "Mia.", "rejected": "Tom."}"#,

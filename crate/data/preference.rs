@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::data::chat::{validate, Conversation, Message, Role};
+use crate::data::chat::{check_turns, Conversation, Message, Role};
 use crate::data::jsonl::{list_errors, messages_of, object_of_line, read_lines, LineError};
 use crate::data::Row;
 use crate::error::{KilnError, Result};
@@ -93,9 +93,9 @@ impl Ranking {
         if self.prompt.last().map(|m| m.role) != Some(Role::User) {
             return Err("the prompt must end with the user's turn".into());
         }
-        let mut conv = self.prompt.clone();
-        conv.push(Message { role: Role::Assistant, content: self.answers[0].clone() });
-        validate(&conv).map_err(|e| e.to_string())?;
+        // the prompt's turns in order; the answers are the model's, and a barely trained
+        // model's may be empty: ranked, they must read back as they were kept
+        check_turns(&self.prompt, Role::User).map_err(|e| e.to_string())?;
         self.annotator.as_deref().map_or(Ok(()), check_annotator)
     }
 }
